@@ -1,0 +1,50 @@
+# Commons: the two commands a fresh machine needs are `make demo` and `make test`.
+# Both install what they need first (libclang for RocksDB's bindings).
+#
+# Every cargo command here uses the release profile and the whole workspace with all
+# targets, so RocksDB's C++ (~25 minutes on two cores) is compiled once and shared by the
+# binary, the tests and clippy: building a subset (`-p`, no dev-dependencies) can unify
+# build-dependency features differently and recompile it. The build output lives outside
+# the work tree so it survives fresh clones.
+
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/commons/target
+CARGO ?= cargo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint fmt deps build bench check-layering
+
+## demo: build `commons`, then add a sample dataset, list, export and verify it
+demo: deps build
+	bash scripts/demo.sh "$(CARGO_TARGET_DIR)/release/commons"
+
+## test: every unit and end-to-end test (release profile)
+test: deps check-layering
+	$(CARGO) test --release --workspace --all-targets --locked
+
+## lint: formatting and clippy, as CI runs them
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets --locked -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+build: deps
+	$(CARGO) build --release --workspace --all-targets --locked
+
+## bench: import benchmark (1 GiB and 4 GiB files) against cp + b3sum
+bench: deps build
+	command -v b3sum >/dev/null || $(CARGO) install --locked b3sum
+	"$(CARGO_TARGET_DIR)/release/import-bench" --commons "$(CARGO_TARGET_DIR)/release/commons"
+
+## check-layering: protocol/ must stay sans-IO (no tokio, libp2p, quinn or rocksdb)
+check-layering:
+	@if $(CARGO) tree -p commons-protocol -e normal --prefix none --locked | grep -E '^(tokio|libp2p|quinn|rocksdb|librocksdb-sys) '; then \
+		echo "protocol/ must not depend on I/O crates"; exit 1; fi
+
+## deps: system packages the build needs (RocksDB's bindings need libclang)
+deps:
+	@if ! dpkg -s libclang-dev >/dev/null 2>&1; then \
+		echo "installing libclang-dev (needed to build RocksDB's Rust bindings)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq libclang-dev; \
+	fi

@@ -1,0 +1,403 @@
+//! One function per subcommand: open the store, call the node library, print the result.
+
+use std::{collections::BTreeMap, path::PathBuf, process::ExitCode};
+
+use anyhow::{bail, Context, Result};
+use commons_node::{
+    export,
+    store::{BlobState, PinKind},
+    Store, StoreOptions,
+};
+use commons_protocol::{Hash, Ticket, TicketKind};
+use indicatif::HumanBytes;
+use serde_json::json;
+
+use crate::{progress::Bar, Cli, Command, NodeCommand};
+
+/// Runs the parsed command; `Ok` carries the exit code (verify fails with 1 on corruption).
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let data_dir = data_dir(cli.data_dir)?;
+    let json = cli.json;
+    match cli.command {
+        Command::Add { path } => add(&data_dir, &path, json),
+        Command::Ls { all } => ls(&data_dir, all, json),
+        Command::Export { target, dir, force } => export(&data_dir, &target, &dir, force, json),
+        Command::Verify { target } => verify(&data_dir, target.as_deref(), json),
+        Command::Rm { target } => rm(&data_dir, &target, json),
+        Command::Gc { dry_run } => gc(&data_dir, dry_run, json),
+        Command::Node(NodeCommand::Id) => node_id(&data_dir, json),
+        Command::Node(NodeCommand::Run { listen }) => {
+            crate::network::node_run(&data_dir, &listen, json)
+        }
+        Command::Get {
+            ticket,
+            output,
+            include,
+            force,
+        } => crate::network::get(&data_dir, &ticket, output.as_deref(), &include, force, json),
+    }
+}
+
+/// `--data-dir`, else `COMMONS_DATA_DIR` (both via clap), else the XDG data dir.
+fn data_dir(given: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(dir) = given {
+        return Ok(dir);
+    }
+    directories::ProjectDirs::from("", "", "commons")
+        .map(|d| d.data_dir().to_path_buf())
+        .context("no home folder found: pass --data-dir or set COMMONS_DATA_DIR")
+}
+
+pub fn open_store(data_dir: &std::path::Path) -> Result<Store> {
+    Store::open(data_dir.join("store"), StoreOptions::default())
+        .with_context(|| format!("cannot open the store in {}", data_dir.display()))
+}
+
+/// Turns a hash, unique hash prefix or ticket into a hash the store knows.
+fn resolve(store: &Store, target: &str) -> Result<Hash> {
+    let target = target.trim();
+    if target.len() > 8 && target[..8].eq_ignore_ascii_case(commons_protocol::ticket::TICKET_PREFIX)
+    {
+        let ticket: Ticket = target.parse().context("invalid ticket")?;
+        return Ok(ticket.hash);
+    }
+    if let Ok(hash) = target.parse::<Hash>() {
+        return Ok(hash);
+    }
+    match store.resolve_prefix(target)? {
+        Some(hash) => Ok(hash),
+        None if target.len() >= 4 && target.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            bail!("no blob or dataset in the store starts with '{target}'")
+        }
+        None => bail!(
+            "'{target}' is neither a hash (64 hex characters, or a unique prefix of at least 4) nor a ticket (commons1…)"
+        ),
+    }
+}
+
+pub fn print_json(value: serde_json::Value) {
+    println!("{value}");
+}
+
+fn add(data_dir: &std::path::Path, path: &std::path::Path, json: bool) -> Result<ExitCode> {
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot add {}", path.display()))?;
+    let store = open_store(data_dir)?;
+    let bar = Bar::new(json, "adding");
+    let (kind, hash, files, size, new_blobs) = if meta.is_dir() {
+        let ds = store
+            .add_folder(path, &bar)
+            .with_context(|| format!("cannot add {}", path.display()))?;
+        let size = ds.manifest.total_size();
+        let files = ds.manifest.entries().len() as u64;
+        (TicketKind::Dataset, ds.root, files, size, ds.new_blobs)
+    } else {
+        let blob = store
+            .add_file(path, &bar)
+            .with_context(|| format!("cannot add {}", path.display()))?;
+        (
+            TicketKind::Blob,
+            blob.hash,
+            1,
+            blob.size,
+            u64::from(!blob.already_stored),
+        )
+    };
+    bar.finish();
+    let ticket = Ticket::new(kind, hash).to_string();
+    if json {
+        print_json(json!({
+            "kind": kind.to_string(), "hash": hash.to_string(), "ticket": ticket,
+            "files": files, "size": size, "new_blobs": new_blobs,
+        }));
+    } else {
+        println!(
+            "added {kind} {}: {files} file{}, {} ({new_blobs} new blob{})",
+            path.display(),
+            if files == 1 { "" } else { "s" },
+            HumanBytes(size),
+            if new_blobs == 1 { "" } else { "s" },
+        );
+        println!("hash:   {hash}");
+        println!("ticket: {ticket}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn state_word(state: BlobState) -> &'static str {
+    match state {
+        BlobState::Complete => "complete",
+        BlobState::Partial => "partial",
+    }
+}
+
+fn ls(data_dir: &std::path::Path, all: bool, json: bool) -> Result<ExitCode> {
+    let store = open_store(data_dir)?;
+    let pins: BTreeMap<Hash, PinKind> = store
+        .pins()?
+        .into_iter()
+        .map(|(h, p)| (h, p.kind))
+        .collect();
+    let blobs = store.blobs()?;
+    let states: BTreeMap<Hash, BlobState> = blobs.iter().map(|(h, m)| (*h, m.state)).collect();
+    let mut datasets = Vec::new();
+    for (root, meta) in store.datasets()? {
+        let complete = states.get(&root) == Some(&BlobState::Complete)
+            && store.read_manifest(&root).is_ok_and(|m| {
+                m.entries()
+                    .iter()
+                    .all(|e| states.get(&e.hash) == Some(&BlobState::Complete))
+            });
+        datasets.push((root, meta, complete));
+    }
+    let dataset_roots: std::collections::BTreeSet<Hash> =
+        datasets.iter().map(|(h, _, _)| *h).collect();
+    let shown_blobs: Vec<_> = blobs
+        .iter()
+        .filter(|(h, _)| !dataset_roots.contains(h))
+        .filter(|(h, _)| all || pins.get(h) == Some(&PinKind::Blob))
+        .collect();
+    if json {
+        print_json(json!({
+            "datasets": datasets.iter().map(|(h, m, complete)| json!({
+                "hash": h.to_string(), "files": m.files, "size": m.total_size,
+                "complete": complete, "pinned": pins.contains_key(h),
+            })).collect::<Vec<_>>(),
+            "blobs": shown_blobs.iter().map(|(h, m)| json!({
+                "hash": h.to_string(), "size": m.size, "state": state_word(m.state),
+                "pinned": pins.contains_key(h),
+            })).collect::<Vec<_>>(),
+        }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if datasets.is_empty() && shown_blobs.is_empty() {
+        println!("the store is empty: add something with `commons add <path>`");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !datasets.is_empty() {
+        println!("datasets:");
+        for (h, m, complete) in &datasets {
+            println!(
+                "  {h}  {:>7} files  {:>11}  {:<8}  {}",
+                m.files,
+                HumanBytes(m.total_size).to_string(),
+                if *complete { "complete" } else { "partial" },
+                if pins.contains_key(h) { "pinned" } else { "" },
+            );
+        }
+    }
+    if !shown_blobs.is_empty() {
+        println!("blobs:");
+        for (h, m) in &shown_blobs {
+            println!(
+                "  {h}  {:>11}  {:<8}  {}",
+                HumanBytes(m.size).to_string(),
+                state_word(m.state),
+                if pins.contains_key(h) { "pinned" } else { "" },
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export(
+    data_dir: &std::path::Path,
+    target: &str,
+    dir: &std::path::Path,
+    force: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    let store = open_store(data_dir)?;
+    let hash = resolve(&store, target)?;
+    let report = if store.dataset(&hash)?.is_some() {
+        let bar = Bar::new(json, "exporting");
+        let report = export::export_dataset(&store, &hash, dir, force, None, &bar);
+        bar.finish();
+        report
+    } else {
+        export::export_blob(&store, &hash, dir, force)
+    }
+    .with_context(|| format!("cannot export {hash}"))?;
+    if json {
+        print_json(json!({
+            "hash": hash.to_string(),
+            "files": report.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "bytes": report.bytes,
+        }));
+    } else {
+        println!(
+            "exported {hash}: {} file{}, {} (verified) to {}",
+            report.files.len(),
+            if report.files.len() == 1 { "" } else { "s" },
+            HumanBytes(report.bytes),
+            dir.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(data_dir: &std::path::Path, target: Option<&str>, json: bool) -> Result<ExitCode> {
+    let store = open_store(data_dir)?;
+    // Which blobs to check, and for datasets the file names to report.
+    let mut names: BTreeMap<Hash, Vec<String>> = BTreeMap::new();
+    let hashes: Vec<Hash> = match target {
+        Some(t) => {
+            let hash = resolve(&store, t)?;
+            if store.dataset(&hash)?.is_some() {
+                let manifest = store
+                    .read_manifest(&hash)
+                    .with_context(|| format!("the manifest of dataset {hash} is damaged"))?;
+                for e in manifest.entries() {
+                    names.entry(e.hash).or_default().push(e.path.clone());
+                }
+                std::iter::once(hash).chain(names.keys().copied()).collect()
+            } else if store.blob(&hash)?.is_some() {
+                vec![hash]
+            } else {
+                bail!("{hash} is not in the store");
+            }
+        }
+        None => store
+            .blobs()?
+            .into_iter()
+            .filter(|(_, m)| m.state == BlobState::Complete)
+            .map(|(h, _)| h)
+            .collect(),
+    };
+    let bar = Bar::new(json, "verifying");
+    let mut total = 0;
+    let mut checked = 0;
+    let mut problems = Vec::new();
+    for hash in &hashes {
+        let Some(meta) = store.blob(hash)? else {
+            problems.push((*hash, None));
+            continue;
+        };
+        total += meta.size;
+        bar.set_length(total);
+        for c in store.verify_blob(hash)? {
+            problems.push((*hash, Some(c.range)));
+        }
+        checked += 1;
+        bar.inc(meta.size);
+    }
+    bar.finish();
+    if json {
+        print_json(json!({
+            "checked_blobs": checked, "checked_bytes": total,
+            "corrupt": problems.iter().map(|(h, r)| json!({
+                "blob": h.to_string(),
+                "start": r.as_ref().map(|r| r.start), "end": r.as_ref().map(|r| r.end),
+                "missing": r.is_none(),
+                "files": names.get(h).cloned().unwrap_or_default(),
+            })).collect::<Vec<_>>(),
+        }));
+    } else {
+        for (h, range) in &problems {
+            let files = names
+                .get(h)
+                .map(|n| format!(" (file {})", n.join(", ")))
+                .unwrap_or_default();
+            match range {
+                Some(r) => println!(
+                    "CORRUPT blob {h}{files}: bytes {}..{} ({}) fail verification",
+                    r.start,
+                    r.end,
+                    HumanBytes(r.end - r.start)
+                ),
+                None => println!("MISSING blob {h}{files}: not in the store"),
+            }
+        }
+        if problems.is_empty() {
+            println!(
+                "checked {checked} blobs ({}): all intact",
+                HumanBytes(total)
+            );
+        } else {
+            println!(
+                "checked {checked} blobs ({}): {} problem{} found",
+                HumanBytes(total),
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" }
+            );
+        }
+    }
+    Ok(if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn rm(data_dir: &std::path::Path, target: &str, json: bool) -> Result<ExitCode> {
+    let store = open_store(data_dir)?;
+    let hash = resolve(&store, target)?;
+    let report = store
+        .remove(&hash)
+        .with_context(|| format!("cannot remove {hash}"))?;
+    let kind = if report.was_dataset {
+        "dataset"
+    } else {
+        "blob"
+    };
+    if json {
+        print_json(json!({
+            "hash": hash.to_string(), "kind": kind,
+            "removed_blobs": report.gc.removed.len(), "freed_bytes": report.gc.bytes(),
+            "kept_shared": report.kept_shared,
+        }));
+    } else {
+        println!(
+            "removed {kind} {hash}: {} blob{} ({}) deleted",
+            report.gc.removed.len(),
+            if report.gc.removed.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
+            HumanBytes(report.gc.bytes())
+        );
+        if report.kept_shared > 0 {
+            println!(
+                "kept {} blob{} still used by other pinned data",
+                report.kept_shared,
+                if report.kept_shared == 1 { "" } else { "s" }
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn gc(data_dir: &std::path::Path, dry_run: bool, json: bool) -> Result<ExitCode> {
+    let store = open_store(data_dir)?;
+    let report = store.gc(dry_run)?;
+    if json {
+        print_json(json!({
+            "dry_run": dry_run,
+            "blobs": report.removed.iter().map(|(h, s)| json!({"hash": h.to_string(), "size": s})).collect::<Vec<_>>(),
+            "bytes": report.bytes(),
+        }));
+    } else {
+        let verb = if dry_run { "would remove" } else { "removed" };
+        for (h, size) in &report.removed {
+            println!("{verb} {h}  {}", HumanBytes(*size));
+        }
+        println!(
+            "{verb} {} blob{} ({})",
+            report.removed.len(),
+            if report.removed.len() == 1 { "" } else { "s" },
+            HumanBytes(report.bytes())
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn node_id(data_dir: &std::path::Path, json: bool) -> Result<ExitCode> {
+    let key = commons_node::identity::load_or_create(data_dir)?;
+    let peer_id = key.public().to_peer_id();
+    if json {
+        print_json(json!({ "peer_id": peer_id.to_string() }));
+    } else {
+        println!("{peer_id}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

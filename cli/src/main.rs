@@ -1,0 +1,144 @@
+//! `commons`: seed, fetch and keep open datasets. Parses, calls `commons-node`, prints.
+
+mod commands;
+mod network;
+mod progress;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Commons: content-addressed, verified distribution of open datasets and model weights.
+///
+/// Every file is split into 16 KiB chunk groups hashed into a BLAKE3 tree, so any byte can
+/// be verified on its own. `add` stores a file or folder and prints its hash and a ticket;
+/// `export` writes it back (verified); `verify` re-checks the store.
+#[derive(Debug, Parser)]
+#[command(name = "commons", version, propagate_version = true)]
+#[command(after_help = "Examples:
+  commons add ./my-dataset          store a folder, print its hash and ticket
+  commons ls                        list stored datasets and blobs
+  commons export <hash> ./out       write a dataset back, verifying every byte
+  commons verify                    re-check everything stored
+  commons rm <hash>                 forget a dataset (shared files are kept)")]
+pub struct Cli {
+    /// Where the store lives [default: $XDG_DATA_HOME/commons, i.e. ~/.local/share/commons]
+    #[arg(long, global = true, env = "COMMONS_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Print machine-readable JSON on stdout instead of text
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Store a file (as a blob) or a folder (as a dataset), pin it, print its hash and ticket
+    ///
+    /// A folder's files are hashed in a stable order into a manifest; the dataset's hash is
+    /// the manifest's, so the same content always gives the same hash. Identical files are
+    /// stored once. Symbolic links are followed only if they point inside the folder.
+    Add {
+        /// File or folder to add
+        path: PathBuf,
+    },
+    /// List what the store holds: datasets, and blobs added on their own
+    Ls {
+        /// List every blob, including the files inside datasets
+        #[arg(long)]
+        all: bool,
+    },
+    /// Write a dataset (or blob) back to disk, verifying every chunk before it is written
+    ///
+    /// A dataset's files go under DIR, which is created if needed. A blob is written to
+    /// DIR/<hash> if DIR is an existing folder, else to the path DIR. Existing files are
+    /// never replaced unless --force is given; nothing is ever written outside DIR.
+    Export {
+        /// Hash (or unique prefix, at least 4 hex characters) or ticket
+        target: String,
+        /// Destination folder (or file path for a blob)
+        dir: PathBuf,
+        /// Replace files that already exist
+        #[arg(long, short)]
+        force: bool,
+    },
+    /// Re-check stored data against its hash trees and report any corruption
+    ///
+    /// Without an argument, checks every complete blob. Exits with status 1 if anything is
+    /// corrupt, naming the blob, the byte range and, for datasets, the file.
+    Verify {
+        /// Only this dataset or blob (hash, prefix or ticket)
+        target: Option<String>,
+    },
+    /// Fetch a dataset or blob from the providers its ticket names, verifying every chunk
+    ///
+    /// Each 16 KiB chunk group is checked against the dataset's hash tree as it arrives and
+    /// stored with its "verified" mark in one atomic write, so an interrupted fetch (Ctrl-C,
+    /// kill -9, a dropped connection) resumes where it stopped: run the same command again.
+    /// A provider that sends bad data is dropped at the first bad chunk; nothing of it is
+    /// stored. The store must not be in use by a running `commons node run`.
+    Get {
+        /// Ticket printed by `commons add` or `commons node run` (commons1…)
+        ticket: String,
+        /// Also write the files to this folder once fetched
+        #[arg(long, short, value_name = "DIR")]
+        output: Option<PathBuf>,
+        /// Fetch only files whose path matches this glob (e.g. '*.json', 'data/**'); repeatable
+        #[arg(long, value_name = "GLOB")]
+        include: Vec<String>,
+        /// With --output: replace files that already exist
+        #[arg(long, short)]
+        force: bool,
+    },
+    /// Forget a dataset or blob and reclaim its space (blobs still used elsewhere are kept)
+    Rm {
+        /// Hash (or unique prefix) or ticket
+        target: String,
+    },
+    /// Remove everything no pin keeps, reclaiming space
+    Gc {
+        /// Only list what would be removed
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// This node's identity (and, later, the daemon)
+    #[command(subcommand)]
+    Node(NodeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCommand {
+    /// Print this node's PeerId (its ed25519 key is created in the data dir on first use)
+    Id,
+    /// Run the node: serve the store's data to peers over QUIC until Ctrl-C or SIGTERM
+    ///
+    /// Prints the PeerId and the full addresses (ending in /p2p/<peer id>) it listens on,
+    /// and a ticket for each stored dataset that other nodes can `commons get`.
+    Run {
+        /// Address to listen on; repeatable [default: /ip4/0.0.0.0/udp/4433/quic-v1 and
+        /// /ip6/::/udp/4433/quic-v1]
+        #[arg(long, value_name = "MULTIADDR")]
+        listen: Vec<String>,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("COMMONS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match commands::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! End-to-end transfer between real `commons` processes on loopback.
+
+use std::{
+    fs,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+fn commons(data_dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_commons"));
+    cmd.env("COMMONS_DATA_DIR", data_dir);
+    cmd
+}
+
+fn pattern(size: usize, seed: u8) -> Vec<u8> {
+    let mut state = seed as u64 | 1;
+    (0..size)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// A provider node: a data dir with a dataset, served by `commons node run`.
+struct Provider {
+    child: Child,
+    ticket: String,
+}
+
+impl Provider {
+    fn start(data_dir: &Path) -> Self {
+        let mut child = commons(data_dir)
+            .args([
+                "--json",
+                "node",
+                "run",
+                "--listen",
+                "/ip4/127.0.0.1/udp/0/quic-v1",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn node");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("json line");
+        let ticket = v["tickets"][0]["ticket"]
+            .as_str()
+            .expect("ticket")
+            .to_string();
+        Self { child, ticket }
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn make_dataset(root: &Path, big: usize) -> u64 {
+    fs::create_dir_all(root.join("shards")).expect("mkdir");
+    fs::write(root.join("config.json"), br#"{"layers": 2}"#).expect("write");
+    fs::write(root.join("shards/model-00001.safetensors"), pattern(big, 1)).expect("write");
+    fs::write(
+        root.join("shards/model-00002.safetensors"),
+        pattern(big / 3 + 7, 2),
+    )
+    .expect("write");
+    fs::write(root.join("empty.txt"), b"").expect("write");
+    (13 + big + big / 3 + 7) as u64
+}
+
+fn add(data_dir: &Path, path: &Path) {
+    let out = commons(data_dir)
+        .arg("add")
+        .arg(path)
+        .output()
+        .expect("add");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).expect("read_dir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let data = fs::read(&p).expect("read");
+                out.push((p.strip_prefix(root).expect("inside").to_path_buf(), data));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_second_node_gets_a_dataset_by_ticket_byte_identical() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("dataset");
+    let size = make_dataset(&src, 3 << 20);
+    let a = tmp.path().join("a");
+    add(&a, &src);
+    let provider = Provider::start(&a);
+
+    let b = tmp.path().join("b");
+    let out_dir = tmp.path().join("out");
+    let out = commons(&b)
+        .args(["--json", "get", &provider.ticket, "-o"])
+        .arg(&out_dir)
+        .output()
+        .expect("get");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["size"], size);
+    let received = v["bytes_received"].as_u64().expect("bytes");
+    assert!(
+        received as f64 <= size as f64 * 1.01 + 4096.0,
+        "received {received} for {size}"
+    );
+    assert!(files(&src) == files(&out_dir), "export is byte-identical");
+
+    // Fetching again receives nothing: everything is already verified and stored.
+    let again = commons(&b)
+        .args(["--json", "get", &provider.ticket])
+        .output()
+        .expect("get again");
+    assert!(again.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&again.stdout).expect("json");
+    assert_eq!(v["bytes_received"], 0);
+    let verify = commons(&b).arg("verify").output().expect("verify");
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+}
+
+#[test]
+fn a_get_killed_half_way_resumes_and_completes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("dataset");
+    let size = make_dataset(&src, 48 << 20);
+    let a = tmp.path().join("a");
+    add(&a, &src);
+    let provider = Provider::start(&a);
+
+    let b = tmp.path().join("b");
+    let mut child = commons(&b)
+        .args(["get", &provider.ticket])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn get");
+    let store = b.join("store");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let used: u64 = fs::read_dir(&store)
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        if used > 20 << 20 {
+            break;
+        }
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "get finished before the kill"
+        );
+        assert!(Instant::now() < deadline, "get made no progress");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().expect("SIGKILL");
+    assert!(!child.wait().expect("wait").success());
+
+    let out_dir = tmp.path().join("out");
+    let out = commons(&b)
+        .args(["--json", "get", &provider.ticket, "-o"])
+        .arg(&out_dir)
+        .output()
+        .expect("resume");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let second = v["bytes_received"].as_u64().expect("bytes");
+    assert!(
+        second < size * 9 / 10,
+        "the resumed run fetched only what was missing: {second} of {size}"
+    );
+    assert!(files(&src) == files(&out_dir), "export is byte-identical");
+    let verify = commons(&b).arg("verify").output().expect("verify");
+    assert!(verify.status.success());
+}
+
+#[test]
+fn a_ticket_whose_provider_is_gone_fails_with_a_clear_error_in_bounded_time() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("dataset");
+    make_dataset(&src, 1 << 16);
+    let a = tmp.path().join("a");
+    add(&a, &src);
+    let ticket = {
+        let provider = Provider::start(&a);
+        provider.ticket.clone()
+    }; // provider stopped
+    let start = Instant::now();
+    let out = commons(&tmp.path().join("b"))
+        .args(["get", &ticket])
+        .output()
+        .expect("get");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot get") && err.contains("cannot reach peer"),
+        "{err}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(30), "bounded time");
+}

@@ -1,0 +1,218 @@
+//! Writing blobs and datasets back to the file system.
+//!
+//! Every byte is verified on its way out (see [`Store::read_blob_verified`]). Each file is
+//! written to a fresh temporary name beside its target and renamed into place only once
+//! complete and verified, so a failed or interrupted export leaves no half-written file
+//! under the real name. Manifest paths are validated when the manifest is parsed; on top of
+//! that, every folder created is checked to be inside the target folder, so a symbolic
+//! link already in the target cannot redirect a write elsewhere.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{self, BufWriter},
+    path::{Path, PathBuf},
+};
+
+use commons_protocol::Hash;
+
+use crate::store::{Store, StoreError};
+
+/// Why an export failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExportError {
+    /// Reading from the store failed (unknown hash, corruption…).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The target already exists and overwriting was not asked for.
+    #[error("{path} already exists (use --force to overwrite)")]
+    Exists {
+        /// The existing file.
+        path: PathBuf,
+    },
+    /// A folder on the way to a file resolves outside the target folder.
+    #[error("{path} leads outside the target folder; refusing to write there")]
+    Escapes {
+        /// The offending folder.
+        path: PathBuf,
+    },
+    /// Creating or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder concerned.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+}
+
+/// Receives progress of a long export.
+pub trait ExportProgress {
+    /// Called once with the totals.
+    fn start(&self, _files: u64, _bytes: u64) {}
+    /// Called after each file, with its size.
+    fn file_done(&self, _bytes: u64) {}
+}
+
+impl ExportProgress for crate::store::NoProgress {}
+
+/// What was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportReport {
+    /// Files written, with their paths.
+    pub files: Vec<PathBuf>,
+    /// Total bytes written.
+    pub bytes: u64,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ExportError + '_ {
+    move |source| ExportError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes the files of dataset `root` under `dir` (created if needed): all of them, or
+/// those whose path `include` accepts. Refuses to replace existing files unless
+/// `overwrite`; that check covers all files before any is written.
+pub fn export_dataset(
+    store: &Store,
+    root: &Hash,
+    dir: &Path,
+    overwrite: bool,
+    include: Option<&dyn Fn(&str) -> bool>,
+    progress: &dyn ExportProgress,
+) -> Result<ExportReport, ExportError> {
+    let manifest = store.read_manifest(root)?;
+    let entries: Vec<_> = manifest
+        .entries()
+        .iter()
+        .filter(|e| include.is_none_or(|f| f(&e.path)))
+        .collect();
+    let targets: Vec<PathBuf> = entries
+        .iter()
+        .map(|e| e.path.split('/').fold(dir.to_path_buf(), |p, c| p.join(c)))
+        .collect();
+    if !overwrite {
+        if let Some(existing) = targets.iter().find(|t| t.symlink_metadata().is_ok()) {
+            return Err(ExportError::Exists {
+                path: existing.clone(),
+            });
+        }
+    }
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let canonical_dir = dir.canonicalize().map_err(io_err(dir))?;
+    progress.start(entries.len() as u64, entries.iter().map(|e| e.size).sum());
+    let mut report = ExportReport {
+        files: Vec::with_capacity(targets.len()),
+        bytes: 0,
+    };
+    for (entry, target) in entries.into_iter().zip(targets) {
+        let parent = target.parent().unwrap_or(dir);
+        fs::create_dir_all(parent).map_err(io_err(parent))?;
+        let canonical_parent = parent.canonicalize().map_err(io_err(parent))?;
+        if !canonical_parent.starts_with(&canonical_dir) {
+            return Err(ExportError::Escapes {
+                path: parent.to_path_buf(),
+            });
+        }
+        let bytes = write_blob_file(store, &entry.hash, &target, entry.executable)?;
+        progress.file_done(bytes);
+        report.bytes += bytes;
+        report.files.push(target);
+    }
+    Ok(report)
+}
+
+/// Writes blob `hash` to `dest`: into `dest/<hash>` when `dest` is an existing folder,
+/// otherwise to the path `dest` itself (like `cp`).
+pub fn export_blob(
+    store: &Store,
+    hash: &Hash,
+    dest: &Path,
+    overwrite: bool,
+) -> Result<ExportReport, ExportError> {
+    // Fail on unknown or partial blobs before touching the file system.
+    store.blob_reader(hash)?;
+    let target = if dest.is_dir() {
+        dest.join(hash.to_string())
+    } else {
+        dest.to_path_buf()
+    };
+    if !overwrite && target.symlink_metadata().is_ok() {
+        return Err(ExportError::Exists { path: target });
+    }
+    if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(io_err(parent))?;
+    }
+    let bytes = write_blob_file(store, hash, &target, false)?;
+    Ok(ExportReport {
+        files: vec![target],
+        bytes,
+    })
+}
+
+/// Writes one verified blob to a temporary file beside `target`, then renames it into
+/// place. The rename replaces a symbolic link at `target` rather than following it.
+fn write_blob_file(
+    store: &Store,
+    hash: &Hash,
+    target: &Path,
+    executable: bool,
+) -> Result<u64, ExportError> {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = target.with_file_name(format!(".{name}.commons-partial"));
+    // create_new refuses to follow or reuse anything already at the temporary name.
+    let _ = fs::remove_file(&temp);
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temp)
+        .map_err(io_err(&temp))?;
+    let result = (|| {
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let bytes = store.read_blob_verified(hash, &mut out)?;
+        let file = out
+            .into_inner()
+            .map_err(|e| io_err(&temp)(e.into_error()))?;
+        set_executable(&file, executable).map_err(io_err(&temp))?;
+        Ok::<_, ExportError>(bytes)
+    })();
+    match result {
+        Ok(bytes) => {
+            fs::rename(&temp, target).map_err(io_err(target))?;
+            Ok(bytes)
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&temp);
+            Err(match e {
+                ExportError::Store(StoreError::Output(source)) => ExportError::Io {
+                    path: target.to_path_buf(),
+                    source,
+                },
+                other => other,
+            })
+        }
+    }
+}
+
+#[cfg(unix)]
+fn set_executable(file: &File, executable: bool) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if executable {
+        let mut perms = file.metadata()?.permissions();
+        // Executable for whoever may read it.
+        let mode = perms.mode();
+        perms.set_mode(mode | ((mode & 0o444) >> 2));
+        file.set_permissions(perms)?;
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn set_executable(_file: &File, _executable: bool) -> io::Result<()> {
+    Ok(())
+}

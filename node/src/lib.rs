@@ -1,0 +1,22 @@
+//! The Commons node as a library.
+//!
+//! - [`store`]: the RocksDB store of blobs, outboards, datasets and pins;
+//! - [`export`]: writing blobs and datasets back to the file system, verified;
+//! - [`identity`]: the node's ed25519 key, which is its libp2p `PeerId`;
+//! - [`net`]: the one libp2p host (QUIC) that carries everything;
+//! - [`transfer`]: serving and fetching verified ranges over `/commons/transfer/1`;
+//! - [`fetch`]: `get`, a blob or dataset from the providers a ticket names;
+//! - [`daemon`]: the long-running node.
+//!
+//! Networking (transfer, discovery) builds on these in later modules. The `commons` binary
+//! is a thin layer over this crate.
+
+pub mod daemon;
+pub mod export;
+pub mod fetch;
+pub mod identity;
+pub mod net;
+pub mod store;
+pub mod transfer;
+
+pub use store::{Store, StoreError, StoreOptions};

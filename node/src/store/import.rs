@@ -1,0 +1,565 @@
+//! Streaming import of files and folders.
+//!
+//! One pass over each file: the calling thread reads span-sized buffers and hashes them
+//! (building the outboard as it goes) while a writer thread puts the rows into RocksDB. The
+//! queue between them is bounded, so memory stays flat whatever the file size.
+//!
+//! Rows are written without the WAL (the bulk bytes would otherwise be written twice) under
+//! a fresh [`BlobId`] recorded in `imports`. When the hashes are known, the data and
+//! outboard column families are flushed to disk and then one atomic batch binds each hash
+//! to its id, marks it complete and, for a folder, records the dataset and its pin. A crash
+//! before that batch leaves only an `imports` record, whose rows the next open deletes.
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    io::{self, Read, Write},
+    path::{Path, PathBuf},
+    sync::mpsc::{sync_channel, SyncSender},
+};
+
+use commons_protocol::{
+    manifest::validate_path,
+    tree::{self},
+    Hash, Manifest, ManifestEntry, ManifestError,
+};
+use rocksdb::{WriteBatch, WriteOptions};
+
+use super::{layout::*, unix_now, Result, Store, StoreError};
+
+/// Rows queued between the hashing thread and the writer thread: bounds import memory to
+/// about this many spans.
+pub const WRITE_QUEUE_ROWS: usize = 8;
+
+/// Receives progress of a long import, e.g. to draw a progress bar.
+pub trait ImportProgress: Sync {
+    /// Called once before any byte is read, with the totals.
+    fn start(&self, _files: u64, _bytes: u64) {}
+    /// Called as bytes are hashed and queued for writing.
+    fn advance(&self, _bytes: u64) {}
+}
+
+/// Progress that goes nowhere.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoProgress;
+
+impl ImportProgress for NoProgress {}
+
+/// Result of adding one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportedBlob {
+    /// The blob's address (its BLAKE3 hash).
+    pub hash: Hash,
+    /// Size in bytes.
+    pub size: u64,
+    /// True when the store already held this content and kept its existing copy.
+    pub already_stored: bool,
+}
+
+/// Result of adding one folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedDataset {
+    /// The dataset's address: the hash of its manifest.
+    pub root: Hash,
+    /// The manifest.
+    pub manifest: Manifest,
+    /// How many of its blobs were new to the store.
+    pub new_blobs: u64,
+}
+
+/// A blob whose rows are written under `id` but not yet bound to its hash.
+#[derive(Debug)]
+pub(super) struct Pending {
+    id: BlobId,
+    pub(super) hash: Hash,
+    size: u64,
+}
+
+/// Why hashing a file stopped.
+enum HashFailure {
+    /// The file shrank or grew while it was read.
+    Changed,
+    /// Reading failed, or the writer thread stopped.
+    Failed(io::Error),
+}
+use HashFailure::{Changed, Failed};
+
+/// A row on its way to the writer thread.
+enum Row {
+    Data(u64, Vec<u8>),
+    Outboard(u64, Vec<u8>),
+}
+
+/// One file found in a folder.
+struct FileToAdd {
+    rel: String,
+    abs: PathBuf,
+    size: u64,
+    executable: bool,
+}
+
+impl Store {
+    /// Adds one file as a blob and pins it.
+    pub fn add_file(&self, path: &Path, progress: &dyn ImportProgress) -> Result<ImportedBlob> {
+        let file = open(path)?;
+        let size = file_len(&file, path)?;
+        progress.start(1, size);
+        let pending = self.write_rows(file, size, path, progress)?;
+        let hash = pending.hash;
+        let bound = self.commit(vec![pending], |store, batch| {
+            store.put_pin(batch, &hash, PinKind::Blob)
+        })?;
+        Ok(bound[0])
+    }
+
+    /// Adds every file under `root` as a dataset and pins it. Files are visited in a
+    /// stable order; the manifest is canonical, so the same content gives the same root.
+    pub fn add_folder(
+        &self,
+        root: &Path,
+        progress: &dyn ImportProgress,
+    ) -> Result<ImportedDataset> {
+        let files = collect_files(root)?;
+        progress.start(files.len() as u64, files.iter().map(|f| f.size).sum());
+        let mut pending = Vec::with_capacity(files.len() + 1);
+        let mut entries = Vec::with_capacity(files.len());
+        for f in files {
+            let file = open(&f.abs)?;
+            if file_len(&file, &f.abs)? != f.size {
+                return Err(StoreError::FileChanged { path: f.abs });
+            }
+            let p = self.write_rows(file, f.size, &f.abs, progress)?;
+            entries.push(ManifestEntry {
+                path: f.rel,
+                size: f.size,
+                hash: p.hash,
+                executable: f.executable,
+            });
+            pending.push(p);
+        }
+        let manifest = Manifest::new(entries)?;
+        let bytes = manifest.to_bytes();
+        let manifest_pending = self.write_rows(
+            &bytes[..],
+            bytes.len() as u64,
+            Path::new("<manifest>"),
+            &super::NoProgress,
+        )?;
+        let root_hash = manifest_pending.hash;
+        pending.push(manifest_pending);
+        let bound = self.commit(pending, |store, batch| {
+            store.put_dataset(batch, &root_hash, &manifest)
+        })?;
+        let new_blobs = bound[..bound.len() - 1]
+            .iter()
+            .filter(|b| !b.already_stored)
+            .count() as u64;
+        Ok(ImportedDataset {
+            root: root_hash,
+            manifest,
+            new_blobs,
+        })
+    }
+
+    /// Streams `size` bytes from `reader` into rows under a fresh id, hashing as it goes.
+    pub(super) fn write_rows(
+        &self,
+        reader: impl Read,
+        size: u64,
+        path: &Path,
+        progress: &dyn ImportProgress,
+    ) -> Result<Pending> {
+        let mut batch = WriteBatch::default();
+        let id = self.allocate_id(&mut batch);
+        batch.put_cf(
+            self.cf(CF_IMPORTS),
+            id.0.to_be_bytes(),
+            unix_now().to_be_bytes(),
+        );
+        self.db.write(batch)?;
+
+        let io_err = |source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let (tx, rx) = sync_channel::<Row>(WRITE_QUEUE_ROWS);
+        let (hashed, written) = std::thread::scope(|s| {
+            let writer = s.spawn(move || -> Result<()> {
+                let mut opts = WriteOptions::default();
+                opts.disable_wal(true);
+                for row in rx {
+                    let (cf, index, bytes) = match row {
+                        Row::Data(i, b) => (CF_DATA, i, b),
+                        Row::Outboard(i, b) => (CF_OUTBOARDS, i, b),
+                    };
+                    self.db
+                        .put_cf_opt(self.cf(cf), span_key(id, index), bytes, &opts)?;
+                }
+                Ok(())
+            });
+            let mut tee = SpanTee {
+                inner: reader,
+                span: Vec::with_capacity(self.span_bytes as usize),
+                span_bytes: self.span_bytes as usize,
+                pos_in_span: 0,
+                index: 0,
+                remaining: size,
+                ended_early: false,
+                tx: tx.clone(),
+                progress,
+            };
+            let mut outboard = OutboardSink {
+                piece: Vec::new(),
+                index: 0,
+                tx,
+            };
+            let hashed = match tree::compute_outboard(&mut tee, size, &mut outboard) {
+                Ok(_) if tee.grew() => Err(Changed),
+                Ok(hash) => tee
+                    .finish()
+                    .and_then(|()| outboard.finish())
+                    .map(|()| hash)
+                    .map_err(Failed),
+                Err(_) if tee.ended_early => Err(Changed),
+                Err(e) => Err(Failed(e)),
+            };
+            drop(tee);
+            drop(outboard);
+            let written = writer
+                .join()
+                .unwrap_or_else(|_| Err(StoreError::Damaged("writer thread panicked".into())));
+            (hashed, written)
+        });
+        // A writer error (full disk…) is the root cause of any send failure: report it first.
+        written?;
+        let hash = match hashed {
+            Ok(hash) => hash,
+            Err(Changed) => {
+                return Err(StoreError::FileChanged {
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(Failed(e)) => return Err(io_err(e)),
+        };
+        Ok(Pending { id, hash, size })
+    }
+
+    /// Makes pending blobs durable and complete in one batch (plus `extra` records).
+    /// Content already complete in the store is kept once: the new rows are dropped.
+    fn commit(
+        &self,
+        pending: Vec<Pending>,
+        extra: impl FnOnce(&Store, &mut WriteBatch),
+    ) -> Result<Vec<ImportedBlob>> {
+        // Rows were written without the WAL: put them on disk before anything refers to them.
+        self.db.flush_cf(self.cf(CF_DATA))?;
+        self.db.flush_cf(self.cf(CF_OUTBOARDS))?;
+
+        let _guard = self.bind_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut batch = WriteBatch::default();
+        let mut bound_now: HashMap<Hash, BlobId> = HashMap::new();
+        let mut results = Vec::with_capacity(pending.len());
+        for p in pending {
+            batch.delete_cf(self.cf(CF_IMPORTS), p.id.0.to_be_bytes());
+            let existing = self.blob(&p.hash)?;
+            let already_stored = bound_now.contains_key(&p.hash)
+                || matches!(existing, Some(m) if m.state == BlobState::Complete);
+            if already_stored {
+                self.delete_rows(&mut batch, p.id);
+            } else {
+                if let Some(old) = existing {
+                    // A partial copy is superseded by this complete one.
+                    self.delete_rows(&mut batch, old.id);
+                }
+                let meta = BlobMeta {
+                    id: p.id,
+                    size: p.size,
+                    state: BlobState::Complete,
+                };
+                batch.put_cf(self.cf(CF_BLOBS), p.hash.as_bytes(), encode(&meta));
+                bound_now.insert(p.hash, p.id);
+            }
+            results.push(ImportedBlob {
+                hash: p.hash,
+                size: p.size,
+                already_stored,
+            });
+        }
+        extra(self, &mut batch);
+        self.db.write(batch)?;
+        Ok(results)
+    }
+
+    /// Records that the store holds dataset `root` (whose manifest is `manifest`) and pins
+    /// it. For a fetched dataset, call once its manifest and blobs are complete.
+    pub fn record_dataset(&self, root: &Hash, manifest: &Manifest) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        self.put_dataset(&mut batch, root, manifest);
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// Adds a dataset record and its pin to `batch`.
+    fn put_dataset(&self, batch: &mut WriteBatch, root: &Hash, manifest: &Manifest) {
+        let dataset = DatasetMeta {
+            files: manifest.entries().len() as u64,
+            total_size: manifest.total_size(),
+        };
+        batch.put_cf(self.cf(CF_DATASETS), root.as_bytes(), encode(&dataset));
+        self.put_pin(batch, root, PinKind::Dataset);
+    }
+
+    /// Adds a pin record for `hash` to `batch`.
+    pub(super) fn put_pin(&self, batch: &mut WriteBatch, hash: &Hash, kind: PinKind) {
+        let pin = PinMeta {
+            kind,
+            pinned_at: unix_now(),
+        };
+        batch.put_cf(self.cf(CF_PINS), hash.as_bytes(), encode(&pin));
+    }
+}
+
+/// A `Read` that serves the hasher from span-sized buffers and, as each span fills, hands
+/// the buffer to the writer thread (moved, not copied).
+struct SpanTee<'a, R> {
+    inner: R,
+    span: Vec<u8>,
+    span_bytes: usize,
+    /// How much of `span` the hasher has consumed.
+    pos_in_span: usize,
+    index: u64,
+    /// Bytes of the file not yet read into a span.
+    remaining: u64,
+    /// The file ended before its announced size.
+    ended_early: bool,
+    tx: SyncSender<Row>,
+    progress: &'a dyn ImportProgress,
+}
+
+impl<R: Read> SpanTee<'_, R> {
+    /// Reads the next span from the file, sending the consumed one first.
+    fn refill(&mut self) -> io::Result<()> {
+        if !self.span.is_empty() {
+            self.send_span()?;
+        }
+        let want = (self.span_bytes as u64).min(self.remaining) as usize;
+        self.span.resize(want, 0);
+        let mut filled = 0;
+        while filled < want {
+            match self.inner.read(&mut self.span[filled..]) {
+                Ok(0) => {
+                    self.ended_early = true;
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.remaining -= want as u64;
+        self.pos_in_span = 0;
+        self.progress.advance(want as u64);
+        Ok(())
+    }
+
+    fn send_span(&mut self) -> io::Result<()> {
+        let full = std::mem::replace(&mut self.span, Vec::with_capacity(self.span_bytes));
+        self.tx
+            .send(Row::Data(self.index, full))
+            .map_err(|_| io::Error::other("the store writer stopped"))?;
+        self.index += 1;
+        Ok(())
+    }
+
+    /// Sends the last span after hashing ends.
+    fn finish(&mut self) -> io::Result<()> {
+        if !self.span.is_empty() {
+            self.send_span()?;
+        }
+        Ok(())
+    }
+
+    /// Whether the file has more bytes than it had when the import started.
+    fn grew(&mut self) -> bool {
+        let mut probe = [0u8; 1];
+        self.remaining == 0 && matches!(self.inner.read(&mut probe), Ok(n) if n > 0)
+    }
+}
+
+impl<R: Read> Read for SpanTee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos_in_span == self.span.len() {
+            if self.remaining == 0 {
+                return Ok(0);
+            }
+            self.refill()?;
+        }
+        let available = &self.span[self.pos_in_span..];
+        let n = available.len().min(buf.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.pos_in_span += n;
+        Ok(n)
+    }
+}
+
+/// Collects the post-order outboard into fixed-size pieces for the writer thread.
+struct OutboardSink {
+    piece: Vec<u8>,
+    index: u64,
+    tx: SyncSender<Row>,
+}
+
+impl OutboardSink {
+    fn send_piece(&mut self) -> io::Result<()> {
+        let piece = std::mem::take(&mut self.piece);
+        self.tx
+            .send(Row::Outboard(self.index, piece))
+            .map_err(|_| io::Error::other("the store writer stopped"))?;
+        self.index += 1;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        if !self.piece.is_empty() {
+            self.send_piece()?;
+        }
+        Ok(())
+    }
+}
+
+impl Write for OutboardSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = OUTBOARD_PIECE_BYTES as usize - self.piece.len();
+        let n = room.min(buf.len());
+        self.piece.extend_from_slice(&buf[..n]);
+        if self.piece.len() == OUTBOARD_PIECE_BYTES as usize {
+            self.send_piece()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn open(path: &Path) -> Result<File> {
+    File::open(path).map_err(|source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn file_len(file: &File, path: &Path) -> Result<u64> {
+    file.metadata()
+        .map(|m| m.len())
+        .map_err(|source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+fn unsupported(path: &Path, reason: &str) -> StoreError {
+    StoreError::UnsupportedEntry {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Lists the files under `root` in a stable order, with their manifest paths. Symbolic
+/// links to files inside `root` are followed; links leading outside, or to folders, are
+/// refused, as are names that are not UTF-8 and special files.
+fn collect_files(root: &Path) -> Result<Vec<FileToAdd>> {
+    let io_err = |path: &Path, source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let canonical_root = root.canonicalize().map_err(|e| io_err(root, e))?;
+    let mut files = Vec::new();
+    for entry in walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name()
+        .min_depth(1)
+    {
+        let entry = entry.map_err(|e| {
+            let path = e.path().unwrap_or(root).to_path_buf();
+            let source = e
+                .into_io_error()
+                .unwrap_or_else(|| io::Error::other("file system loop"));
+            io_err(&path, source)
+        })?;
+        let path = entry.path();
+        let ft = entry.file_type();
+        if ft.is_dir() {
+            continue;
+        }
+        let meta = if ft.is_symlink() {
+            let target = path.canonicalize().map_err(|e| io_err(path, e))?;
+            if !target.starts_with(&canonical_root) {
+                return Err(unsupported(
+                    path,
+                    "symbolic link points outside the folder being added",
+                ));
+            }
+            let meta = std::fs::metadata(&target).map_err(|e| io_err(path, e))?;
+            if !meta.is_file() {
+                return Err(unsupported(
+                    path,
+                    "symbolic link to a folder is not followed",
+                ));
+            }
+            meta
+        } else if ft.is_file() {
+            entry.metadata().map_err(|e| {
+                io_err(
+                    path,
+                    e.into_io_error()
+                        .unwrap_or_else(|| io::Error::other("metadata")),
+                )
+            })?
+        } else {
+            return Err(unsupported(path, "not a regular file"));
+        };
+        let rel = manifest_path(root, path)?;
+        files.push(FileToAdd {
+            rel,
+            abs: path.to_path_buf(),
+            size: meta.len(),
+            executable: is_executable(&meta),
+        });
+    }
+    Ok(files)
+}
+
+/// The `/`-separated manifest path of `path` under `root`, checked against the manifest's
+/// path rules.
+fn manifest_path(root: &Path, path: &Path) -> Result<String> {
+    let rel = path
+        .strip_prefix(root)
+        .map_err(|_| unsupported(path, "not inside the folder being added"))?;
+    let mut parts = Vec::new();
+    for c in rel.components() {
+        let s = c
+            .as_os_str()
+            .to_str()
+            .ok_or_else(|| unsupported(path, "name is not valid UTF-8"))?;
+        parts.push(s);
+    }
+    let rel = parts.join("/");
+    validate_path(&rel).map_err(|problem| ManifestError::InvalidPath {
+        path: rel.clone(),
+        problem,
+    })?;
+    Ok(rel)
+}
+
+#[cfg(unix)]
+fn is_executable(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o111 != 0
+}
+
+#[cfg(not(unix))]
+fn is_executable(_meta: &std::fs::Metadata) -> bool {
+    false
+}

@@ -1,0 +1,442 @@
+//! The RocksDB store: content-addressed blobs (chunk data + outboards), datasets and pins.
+//!
+//! Layout in [`layout`] and `docs/storage.md`. Two rules keep it consistent whatever
+//! moment a crash hits:
+//! - an import writes its rows under a fresh [`BlobId`] recorded in `imports`; only after
+//!   those rows are flushed to disk does one atomic batch bind the hash to the id and mark
+//!   it complete. Leftover `imports` records are cleaned up at the next open;
+//! - data received in pieces (partial blobs) is written together with its `verified` mark
+//!   in one `WriteBatch`, so a mark never exists without its data.
+
+mod gc;
+mod import;
+pub mod layout;
+mod partial;
+mod read;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex,
+    },
+};
+
+use commons_protocol::{Hash, ManifestError};
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, DB};
+
+pub use gc::{GcReport, RemoveReport};
+pub use import::{ImportProgress, ImportedBlob, ImportedDataset, NoProgress};
+pub use layout::{BlobId, BlobMeta, BlobState, DatasetMeta, PinKind, PinMeta};
+pub use partial::PartialBlob;
+pub use read::{BlobCorruption, BlobReader};
+
+use layout::*;
+
+/// Default bytes per data row (16 chunk groups). Chosen by `simulations`' import benchmark;
+/// see `docs/storage.md` for the measurements.
+pub const DEFAULT_SPAN_BYTES: u64 = 256 * 1024;
+
+/// Settings fixed when a store is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Bytes per data row; a multiple of 16 KiB. Only used when creating a new store: an
+    /// existing store keeps the value it was created with.
+    pub span_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            span_bytes: DEFAULT_SPAN_BYTES,
+        }
+    }
+}
+
+/// Everything that can go wrong in the store, in the user's terms.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Another process has the store open (RocksDB allows one writer).
+    #[error("the store at {path} is in use by another commons process")]
+    InUse {
+        /// The store folder.
+        path: PathBuf,
+    },
+    /// RocksDB reported an error (full disk, I/O error, damaged files…).
+    #[error("store database error: {0}")]
+    Db(#[from] rocksdb::Error),
+    /// A file or folder could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder concerned.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The store was written by an incompatible version of Commons.
+    #[error("the store uses layout version {found}; this build reads version {LAYOUT_VERSION}")]
+    UnsupportedLayout {
+        /// Version found on disk.
+        found: u32,
+    },
+    /// A stored value could not be decoded.
+    #[error("store metadata is damaged: {0}")]
+    Damaged(String),
+    /// Nothing with this hash is in the store.
+    #[error("{hash} is not in the store")]
+    NotFound {
+        /// What was asked for.
+        hash: Hash,
+    },
+    /// A hash prefix matches several entries.
+    #[error("'{prefix}' matches more than one hash; give more characters")]
+    AmbiguousPrefix {
+        /// The prefix given.
+        prefix: String,
+    },
+    /// The blob is only partly stored.
+    #[error("blob {hash} is not complete in the store")]
+    NotComplete {
+        /// The blob.
+        hash: Hash,
+    },
+    /// Stored bytes do not match the blob's hash tree.
+    #[error("blob {hash} is corrupt at byte offset {offset}")]
+    Corrupt {
+        /// The blob.
+        hash: Hash,
+        /// First byte of the bad chunk group (or tree node).
+        offset: u64,
+    },
+    /// A file changed size while it was being imported.
+    #[error("{path} changed while it was being added; add it again once it is stable")]
+    FileChanged {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A name in a folder cannot go into a manifest.
+    #[error("{path}: {reason}")]
+    UnsupportedEntry {
+        /// The file or link.
+        path: PathBuf,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// A peer claims a different size for a blob whose size is already proven.
+    #[error("blob {hash} has {known} bytes, but a provider claims {claimed}")]
+    SizeConflict {
+        /// The blob.
+        hash: Hash,
+        /// The proven size.
+        known: u64,
+        /// The claim.
+        claimed: u64,
+    },
+    /// Writing the verified output (an export target, a pipe) failed.
+    #[error("could not write the output: {0}")]
+    Output(std::io::Error),
+    /// The options given to [`Store::open`] are not usable.
+    #[error("invalid store options: {0}")]
+    InvalidOptions(&'static str),
+    /// The manifest rules refused what was given.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+}
+
+/// Shorthand for results in this module.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// An open store. Cheap to share by reference across threads.
+pub struct Store {
+    db: DB,
+    path: PathBuf,
+    span_bytes: u64,
+    next_id: AtomicU64,
+    /// Serialises "is this hash already complete?" with "bind it", so two imports of the
+    /// same content cannot both bind it.
+    bind_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("span_bytes", &self.span_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+fn db_options() -> Options {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    // Bound the WAL: data rows skip it (see import.rs), metadata is small.
+    opts.set_max_total_wal_size(64 << 20);
+    opts.increase_parallelism(2);
+    opts
+}
+
+fn data_cf_options() -> Options {
+    let mut opts = Options::default();
+    // Bulk bytes go to blob files once and stay there; SSTs keep only small references.
+    opts.set_enable_blob_files(true);
+    opts.set_min_blob_size(4096);
+    opts.set_blob_file_size(256 << 20);
+    // Model weights and parquet barely compress; don't spend CPU trying.
+    opts.set_blob_compression_type(rocksdb::DBCompressionType::None);
+    opts.set_compression_type(rocksdb::DBCompressionType::None);
+    opts.set_enable_blob_gc(true);
+    opts.set_blob_gc_age_cutoff(0.5);
+    opts.set_blob_gc_force_threshold(0.5);
+    // Two 32 MiB memtables bound the memory an import uses, and stall writers (back
+    // pressure) when flushing falls behind.
+    opts.set_write_buffer_size(32 << 20);
+    opts.set_max_write_buffer_number(2);
+    opts
+}
+
+impl Store {
+    /// Opens (or creates) the store in `path`, then cleans up imports a crash left behind.
+    pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        std::fs::create_dir_all(&path).map_err(|source| StoreError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let cfs = ALL_CFS.iter().map(|&name| {
+            let opts = if name == CF_DATA {
+                data_cf_options()
+            } else {
+                Options::default()
+            };
+            ColumnFamilyDescriptor::new(name, opts)
+        });
+        let db = DB::open_cf_descriptors(&db_options(), &path, cfs).map_err(|e| {
+            if e.to_string().contains("LOCK") {
+                StoreError::InUse { path: path.clone() }
+            } else {
+                StoreError::Db(e)
+            }
+        })?;
+        let mut store = Self {
+            db,
+            path,
+            span_bytes: options.span_bytes,
+            next_id: AtomicU64::new(0),
+            bind_lock: Mutex::new(()),
+        };
+        store.init_meta(options)?;
+        store.discard_unfinished_imports()?;
+        Ok(store)
+    }
+
+    /// Reads or writes the store-wide settings.
+    fn init_meta(&mut self, options: StoreOptions) -> Result<()> {
+        let (span_bytes, next_id) = {
+            let meta = self.cf(CF_META);
+            match self.db.get_cf(meta, META_LAYOUT_VERSION)? {
+                Some(v) => {
+                    let found = v
+                        .as_slice()
+                        .try_into()
+                        .map(u32::from_be_bytes)
+                        .map_err(|_| StoreError::Damaged("layout version".into()))?;
+                    if found != LAYOUT_VERSION {
+                        return Err(StoreError::UnsupportedLayout { found });
+                    }
+                    let span = self.db.get_cf(meta, META_SPAN_BYTES)?;
+                    let span = span
+                        .as_deref()
+                        .and_then(decode_u64)
+                        .ok_or_else(|| StoreError::Damaged("span size".into()))?;
+                    let next = self.db.get_cf(meta, META_NEXT_ID)?;
+                    (span, next.as_deref().and_then(decode_u64).unwrap_or(0))
+                }
+                None => {
+                    if options.span_bytes == 0
+                        || !options
+                            .span_bytes
+                            .is_multiple_of(commons_protocol::tree::CHUNK_GROUP_BYTES)
+                    {
+                        return Err(StoreError::InvalidOptions(
+                            "span_bytes must be a positive multiple of 16 KiB",
+                        ));
+                    }
+                    let mut batch = WriteBatch::default();
+                    batch.put_cf(meta, META_LAYOUT_VERSION, LAYOUT_VERSION.to_be_bytes());
+                    batch.put_cf(meta, META_SPAN_BYTES, options.span_bytes.to_be_bytes());
+                    batch.put_cf(meta, META_NEXT_ID, 0u64.to_be_bytes());
+                    self.db.write(batch)?;
+                    (options.span_bytes, 0)
+                }
+            }
+        };
+        self.span_bytes = span_bytes;
+        self.next_id = AtomicU64::new(next_id);
+        Ok(())
+    }
+
+    /// Deletes the rows of imports that never finished (a crash, a kill, a full disk).
+    fn discard_unfinished_imports(&self) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        let mut count = 0;
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_IMPORTS), IteratorMode::Start)
+        {
+            let (key, _) = item?;
+            let id = decode_u64(&key)
+                .map(BlobId)
+                .ok_or_else(|| StoreError::Damaged("import record".into()))?;
+            self.delete_rows(&mut batch, id);
+            batch.delete_cf(self.cf(CF_IMPORTS), key);
+            count += 1;
+        }
+        if count > 0 {
+            tracing::info!(count, "discarding imports that did not finish");
+            self.db.write(batch)?;
+        }
+        Ok(())
+    }
+
+    /// The folder RocksDB lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes per data row in this store.
+    pub fn span_bytes(&self) -> u64 {
+        self.span_bytes
+    }
+
+    fn cf(&self, name: &str) -> &ColumnFamily {
+        // Every name in ALL_CFS is created at open; a missing one is a programming error.
+        self.db
+            .cf_handle(name)
+            .unwrap_or_else(|| panic!("column family {name} exists"))
+    }
+
+    /// Adds deletions of every row of `id` (data, outboard, verified marks) to `batch`.
+    fn delete_rows(&self, batch: &mut WriteBatch, id: BlobId) {
+        let (start, end) = blob_key_range(id);
+        for cf in [CF_DATA, CF_OUTBOARDS, CF_VERIFIED] {
+            batch.delete_range_cf(self.cf(cf), start, end);
+        }
+    }
+
+    /// Hands out a fresh blob id, persisting the counter in `batch`.
+    fn allocate_id(&self, batch: &mut WriteBatch) -> BlobId {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        batch.put_cf(self.cf(CF_META), META_NEXT_ID, (id + 1).to_be_bytes());
+        BlobId(id)
+    }
+
+    /// Metadata of a blob, if the store has it (complete or partial).
+    pub fn blob(&self, hash: &Hash) -> Result<Option<BlobMeta>> {
+        match self.db.get_pinned_cf(self.cf(CF_BLOBS), hash.as_bytes())? {
+            Some(v) => decode(&v)
+                .map(Some)
+                .ok_or_else(|| StoreError::Damaged(format!("metadata of blob {hash}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// Summary of a dataset, if `hash` is a dataset root this store knows.
+    pub fn dataset(&self, hash: &Hash) -> Result<Option<DatasetMeta>> {
+        match self
+            .db
+            .get_pinned_cf(self.cf(CF_DATASETS), hash.as_bytes())?
+        {
+            Some(v) => decode(&v)
+                .map(Some)
+                .ok_or_else(|| StoreError::Damaged(format!("metadata of dataset {hash}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// The pin on `hash`, if any.
+    pub fn pinned(&self, hash: &Hash) -> Result<Option<PinMeta>> {
+        match self.db.get_pinned_cf(self.cf(CF_PINS), hash.as_bytes())? {
+            Some(v) => decode(&v)
+                .map(Some)
+                .ok_or_else(|| StoreError::Damaged(format!("pin of {hash}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// Every blob, in hash order.
+    pub fn blobs(&self) -> Result<Vec<(Hash, BlobMeta)>> {
+        self.scan(CF_BLOBS)
+    }
+
+    /// Every dataset, in hash order.
+    pub fn datasets(&self) -> Result<Vec<(Hash, DatasetMeta)>> {
+        self.scan(CF_DATASETS)
+    }
+
+    /// Every pin, in hash order.
+    pub fn pins(&self) -> Result<Vec<(Hash, PinMeta)>> {
+        self.scan(CF_PINS)
+    }
+
+    fn scan<T: serde::de::DeserializeOwned>(&self, cf: &str) -> Result<Vec<(Hash, T)>> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
+            let (key, value) = item?;
+            let hash =
+                decode_hash(&key).ok_or_else(|| StoreError::Damaged(format!("key in {cf}")))?;
+            let value =
+                decode(&value).ok_or_else(|| StoreError::Damaged(format!("{cf} of {hash}")))?;
+            out.push((hash, value));
+        }
+        Ok(out)
+    }
+
+    /// Finds the one blob or dataset whose hex hash starts with `prefix` (at least 4 hex
+    /// characters), so users can type the start of a hash as with git.
+    pub fn resolve_prefix(&self, prefix: &str) -> Result<Option<Hash>> {
+        let prefix = prefix.to_ascii_lowercase();
+        if prefix.len() < 4 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        if let Ok(hash) = prefix.parse::<Hash>() {
+            return Ok(Some(hash));
+        }
+        // Whole bytes of the prefix position the iterator; the rest is compared as hex.
+        let start = data_encoding::HEXLOWER
+            .decode(&prefix.as_bytes()[..prefix.len() / 2 * 2])
+            .map_err(|_| StoreError::Damaged("hex".into()))?;
+        let mut found = None;
+        let iter = self.db.iterator_cf(
+            self.cf(CF_BLOBS),
+            IteratorMode::From(&start, rocksdb::Direction::Forward),
+        );
+        for item in iter {
+            let (key, _) = item?;
+            let Some(hash) = decode_hash(&key) else { break };
+            if !hash.to_string().starts_with(&prefix) {
+                if key.starts_with(&start) {
+                    continue;
+                }
+                break;
+            }
+            if found.replace(hash).is_some() {
+                return Err(StoreError::AmbiguousPrefix { prefix });
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Seconds since the Unix epoch, for pin and import timestamps.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,275 @@
+//! Partial blobs: data that arrives in verified pieces (from peers) rather than from a file.
+//!
+//! A partial blob has a `blobs` row in state `Partial` with the size its first provider
+//! claimed, and one `verified` mark per span it holds. Each span's data and its mark are
+//! written in one atomic batch, so after any crash every mark is backed by its data and a
+//! fetch resumes with exactly the spans that are missing. The claimed size is proven once
+//! the last span (holding the last chunk group) has verified; until then a provider claiming
+//! a different size restarts the blob rather than mixing two trees.
+
+use std::{io, ops::Range};
+
+use commons_protocol::{tree, Hash};
+use rocksdb::{IteratorMode, WriteBatch};
+
+use super::{layout::*, read::RowReader, Result, Store, StoreError};
+
+/// Where a blob being fetched stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartialBlob {
+    /// Its rows.
+    pub id: BlobId,
+    /// Size in bytes (a claim until the last span is verified).
+    pub size: u64,
+    /// Span index ranges still missing (empty when every span is stored).
+    pub missing: Vec<Range<u64>>,
+    /// Whether the store already has the whole blob, complete.
+    pub complete: bool,
+}
+
+/// Outboard bytes written per batch while completing a blob.
+const OUTBOARD_BATCH_PIECES: u64 = 64;
+
+impl Store {
+    /// Number of spans in a blob of `size` bytes.
+    pub fn span_count(&self, size: u64) -> u64 {
+        size.div_ceil(self.span_bytes)
+    }
+
+    /// Starts, or resumes, receiving blob `hash` whose provider claims `claimed_size`.
+    pub fn begin_partial(&self, hash: &Hash, claimed_size: u64) -> Result<PartialBlob> {
+        let _guard = self.bind_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(meta) = self.blob(hash)? {
+            if meta.state == BlobState::Complete {
+                if meta.size != claimed_size {
+                    return Err(StoreError::SizeConflict {
+                        hash: *hash,
+                        known: meta.size,
+                        claimed: claimed_size,
+                    });
+                }
+                return Ok(PartialBlob {
+                    id: meta.id,
+                    size: meta.size,
+                    missing: Vec::new(),
+                    complete: true,
+                });
+            }
+            let missing = self.missing_spans(meta.id, meta.size)?;
+            if meta.size == claimed_size {
+                return Ok(PartialBlob {
+                    id: meta.id,
+                    size: meta.size,
+                    missing,
+                    complete: false,
+                });
+            }
+            let last = self.span_count(meta.size).saturating_sub(1);
+            let size_proven = meta.size == 0 || !missing.iter().any(|r| r.contains(&last));
+            if size_proven {
+                return Err(StoreError::SizeConflict {
+                    hash: *hash,
+                    known: meta.size,
+                    claimed: claimed_size,
+                });
+            }
+            // Our size was never proven: start over with the new claim.
+            let mut batch = WriteBatch::default();
+            self.delete_rows(&mut batch, meta.id);
+            self.db.write(batch)?;
+        }
+        let mut batch = WriteBatch::default();
+        let id = self.allocate_id(&mut batch);
+        let meta = BlobMeta {
+            id,
+            size: claimed_size,
+            state: BlobState::Partial,
+        };
+        batch.put_cf(self.cf(CF_BLOBS), hash.as_bytes(), encode(&meta));
+        self.db.write(batch)?;
+        let spans = self.span_count(claimed_size);
+        Ok(PartialBlob {
+            id,
+            size: claimed_size,
+            missing: if spans == 0 {
+                Vec::new()
+            } else {
+                std::iter::once(0..spans).collect()
+            },
+            complete: false,
+        })
+    }
+
+    /// Span index ranges of partial blob `id` that have no verified mark.
+    pub fn missing_spans(&self, id: BlobId, size: u64) -> Result<Vec<Range<u64>>> {
+        let spans = self.span_count(size);
+        let (start, end) = blob_key_range(id);
+        let mut missing = Vec::new();
+        let mut next = 0u64;
+        let iter = self.db.iterator_cf(
+            self.cf(CF_VERIFIED),
+            IteratorMode::From(&start, rocksdb::Direction::Forward),
+        );
+        for item in iter {
+            let (key, _) = item?;
+            if key.as_ref() >= &end[..] {
+                break;
+            }
+            let index = key
+                .get(8..16)
+                .and_then(decode_u64)
+                .ok_or_else(|| StoreError::Damaged("verified mark key".into()))?;
+            if index >= spans {
+                break;
+            }
+            if index > next {
+                missing.push(next..index);
+            }
+            next = index + 1;
+        }
+        if next < spans {
+            missing.push(next..spans);
+        }
+        Ok(missing)
+    }
+
+    /// Stores span `index` of partial blob `id` together with its verified mark, in one
+    /// atomic batch. The caller must have verified every chunk group in `data`.
+    pub fn put_verified_span(&self, id: BlobId, index: u64, data: &[u8]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_DATA), span_key(id, index), data);
+        batch.put_cf(self.cf(CF_VERIFIED), span_key(id, index), []);
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// Turns a partial blob whose spans are all stored into a complete one: computes its
+    /// outboard from the stored (verified) data, checks the root, then marks it complete and
+    /// drops the per-span marks in one batch.
+    pub fn complete_partial(&self, hash: &Hash) -> Result<()> {
+        let meta = self
+            .blob(hash)?
+            .ok_or(StoreError::NotFound { hash: *hash })?;
+        if meta.state == BlobState::Complete {
+            return Ok(());
+        }
+        if !self.missing_spans(meta.id, meta.size)?.is_empty() {
+            return Err(StoreError::NotComplete { hash: *hash });
+        }
+        let data = RowReader::new(self, CF_DATA, meta.id, meta.size, self.span_bytes);
+        let mut sink = OutboardWriter {
+            store: self,
+            id: meta.id,
+            piece: Vec::new(),
+            index: 0,
+            batch: WriteBatch::default(),
+        };
+        let root = tree::compute_outboard(
+            SequentialReader {
+                inner: &data,
+                pos: 0,
+            },
+            meta.size,
+            &mut sink,
+        )
+        .map_err(|source| StoreError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        sink.finish()?;
+        if root != *hash {
+            // Every span verified on arrival, so this means the store itself was damaged.
+            return Err(StoreError::Corrupt {
+                hash: *hash,
+                offset: 0,
+            });
+        }
+        let _guard = self.bind_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut batch = WriteBatch::default();
+        let complete = BlobMeta {
+            state: BlobState::Complete,
+            ..meta
+        };
+        batch.put_cf(self.cf(CF_BLOBS), hash.as_bytes(), encode(&complete));
+        let (start, end) = blob_key_range(meta.id);
+        batch.delete_range_cf(self.cf(CF_VERIFIED), start, end);
+        self.db.write(batch)?;
+        Ok(())
+    }
+}
+
+/// Reads a [`RowReader`] front to back.
+struct SequentialReader<'a, 'b> {
+    inner: &'a RowReader<'b>,
+    pos: u64,
+}
+
+impl io::Read for SequentialReader<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = tree::ReadAt::read_at(self.inner, self.pos, buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Writes outboard pieces in batches of [`OUTBOARD_BATCH_PIECES`].
+struct OutboardWriter<'a> {
+    store: &'a Store,
+    id: BlobId,
+    piece: Vec<u8>,
+    index: u64,
+    batch: WriteBatch,
+}
+
+impl OutboardWriter<'_> {
+    fn put_piece(&mut self) -> io::Result<()> {
+        let piece = std::mem::take(&mut self.piece);
+        self.batch.put_cf(
+            self.store.cf(CF_OUTBOARDS),
+            span_key(self.id, self.index),
+            piece,
+        );
+        self.index += 1;
+        if self.index.is_multiple_of(OUTBOARD_BATCH_PIECES) {
+            let batch = std::mem::take(&mut self.batch);
+            self.store.db.write(batch).map_err(io::Error::other)?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        if !self.piece.is_empty() {
+            self.put_piece().map_err(|source| StoreError::Io {
+                path: self.store.path.clone(),
+                source,
+            })?;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.store.db.write(batch)?;
+        Ok(())
+    }
+}
+
+impl io::Write for OutboardWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = OUTBOARD_PIECE_BYTES as usize - self.piece.len();
+        let n = room.min(buf.len());
+        self.piece.extend_from_slice(&buf[..n]);
+        if self.piece.len() == OUTBOARD_PIECE_BYTES as usize {
+            self.put_piece()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Store {
+    /// The stored bytes of span `index` of blob `id`, if present. For partial blobs only
+    /// spans with a verified mark hold data.
+    pub fn read_span(&self, id: BlobId, index: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(CF_DATA), span_key(id, index))?)
+    }
+}

@@ -1,0 +1,387 @@
+//! Store tests: round trips at every size edge, dedup, crash leftovers, corruption, GC.
+
+use std::{fs, path::Path};
+
+use commons_protocol::{tree::CHUNK_GROUP_BYTES, Hash};
+
+use super::*;
+
+/// Small spans so multi-row paths are exercised with little data.
+const TEST_SPAN: u64 = 2 * CHUNK_GROUP_BYTES;
+
+fn open(dir: &Path) -> Store {
+    Store::open(
+        dir.join("store"),
+        StoreOptions {
+            span_bytes: TEST_SPAN,
+        },
+    )
+    .expect("open store")
+}
+
+fn pattern(size: usize, seed: u8) -> Vec<u8> {
+    (0..size)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 11) as u8)
+        .collect()
+}
+
+fn read_back(store: &Store, hash: &Hash) -> Vec<u8> {
+    let mut out = Vec::new();
+    store.read_blob_verified(hash, &mut out).expect("read back");
+    out
+}
+
+#[test]
+fn files_round_trip_at_every_size_edge() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let span = TEST_SPAN as usize;
+    let sizes = [
+        0,
+        1,
+        1023,
+        1024,
+        1025,
+        16383,
+        16384,
+        16385,
+        span - 1,
+        span,
+        span + 1,
+        (1 << 20) + 1,
+    ];
+    for (i, size) in sizes.into_iter().enumerate() {
+        let data = pattern(size, i as u8);
+        let path = dir.path().join(format!("f{size}"));
+        fs::write(&path, &data).expect("write");
+        let added = store.add_file(&path, &NoProgress).expect("add");
+        assert_eq!(added.hash, Hash::of(&data), "size {size}");
+        assert_eq!(added.size, size as u64);
+        assert!(!added.already_stored);
+        assert_eq!(read_back(&store, &added.hash), data, "size {size}");
+        assert!(store.verify_blob(&added.hash).expect("verify").is_empty());
+        assert_eq!(
+            store.pinned(&added.hash).expect("db").expect("pinned").kind,
+            PinKind::Blob
+        );
+    }
+}
+
+#[test]
+fn identical_content_is_stored_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let data = pattern(100_000, 7);
+    fs::write(dir.path().join("a"), &data).expect("write");
+    fs::write(dir.path().join("b"), &data).expect("write");
+    let a = store
+        .add_file(&dir.path().join("a"), &NoProgress)
+        .expect("add");
+    let b = store
+        .add_file(&dir.path().join("b"), &NoProgress)
+        .expect("add");
+    assert_eq!(a.hash, b.hash);
+    assert!(b.already_stored);
+    assert_eq!(store.blobs().expect("list").len(), 1);
+    // The dropped duplicate left no rows behind: one blob's worth of data rows only.
+    let rows = store
+        .db
+        .iterator_cf(store.cf(CF_DATA), rocksdb::IteratorMode::Start)
+        .count() as u64;
+    assert_eq!(rows, 100_000u64.div_ceil(TEST_SPAN));
+    assert_eq!(read_back(&store, &a.hash), data);
+}
+
+fn make_tree(root: &Path) {
+    fs::create_dir_all(root.join("données/ñ/deep")).expect("mkdir");
+    fs::write(root.join("README.md"), b"hello").expect("write");
+    fs::write(root.join("données/ñ/日本.bin"), pattern(70_000, 1)).expect("write");
+    fs::write(root.join("données/ñ/deep/empty"), b"").expect("write");
+    fs::write(root.join("données/same-as-readme"), b"hello").expect("write");
+}
+
+#[test]
+fn folders_give_the_same_root_and_list_every_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    make_tree(&dir.path().join("ds"));
+    let first = store
+        .add_folder(&dir.path().join("ds"), &NoProgress)
+        .expect("add folder");
+    let second = store
+        .add_folder(&dir.path().join("ds"), &NoProgress)
+        .expect("add again");
+    assert_eq!(first.root, second.root);
+    assert_eq!(second.new_blobs, 0);
+    let paths: Vec<&str> = first
+        .manifest
+        .entries()
+        .iter()
+        .map(|e| e.path.as_str())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "README.md",
+            "données/same-as-readme",
+            "données/ñ/deep/empty",
+            "données/ñ/日本.bin"
+        ]
+    );
+    assert_eq!(
+        store.read_manifest(&first.root).expect("manifest"),
+        first.manifest
+    );
+    let meta = store.dataset(&first.root).expect("db").expect("dataset");
+    assert_eq!(meta.files, 4);
+    assert_eq!(meta.total_size, 70_010);
+    // A copy of the folder elsewhere has the same root.
+    let copy = dir.path().join("copy");
+    make_tree(&copy);
+    assert_eq!(
+        store.add_folder(&copy, &NoProgress).expect("add copy").root,
+        first.root
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn symlinks_inside_are_followed_and_outside_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let ds = dir.path().join("ds");
+    fs::create_dir_all(&ds).expect("mkdir");
+    fs::write(ds.join("real"), b"data").expect("write");
+    std::os::unix::fs::symlink("real", ds.join("link")).expect("symlink");
+    let added = store.add_folder(&ds, &NoProgress).expect("add");
+    let link = &added.manifest.entries()[0];
+    assert_eq!(link.path, "link");
+    assert_eq!(link.hash, Hash::of(b"data"));
+
+    fs::write(dir.path().join("secret"), b"outside").expect("write");
+    std::os::unix::fs::symlink("../secret", ds.join("escape")).expect("symlink");
+    let err = store
+        .add_folder(&ds, &NoProgress)
+        .expect_err("outside link");
+    assert!(err.to_string().contains("outside the folder"), "{err}");
+}
+
+#[cfg(unix)]
+#[test]
+fn non_utf8_names_are_refused_with_the_path() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let ds = dir.path().join("ds");
+    fs::create_dir_all(&ds).expect("mkdir");
+    fs::write(ds.join(std::ffi::OsStr::from_bytes(b"bad\xffname")), b"x").expect("write");
+    let err = store.add_folder(&ds, &NoProgress).expect_err("non-utf8");
+    assert!(err.to_string().contains("not valid UTF-8"), "{err}");
+}
+
+#[test]
+fn an_interrupted_import_is_cleaned_up_at_the_next_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(dir.path());
+        let data = pattern(200_000, 3);
+        // Rows written, never committed: what a kill between the two steps leaves.
+        let pending = store
+            .write_rows(&data[..], data.len() as u64, Path::new("x"), &NoProgress)
+            .expect("rows");
+        assert!(store.blob(&pending.hash).expect("db").is_none());
+        store.db.flush_cf(store.cf(CF_DATA)).expect("flush");
+    }
+    let store = open(dir.path());
+    for cf in [CF_DATA, CF_OUTBOARDS, CF_IMPORTS] {
+        let left = store
+            .db
+            .iterator_cf(store.cf(cf), rocksdb::IteratorMode::Start)
+            .count();
+        assert_eq!(left, 0, "rows left in {cf}");
+    }
+    // Ids are never reused, even after a crash.
+    assert_eq!(store.next_id.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_file_that_changes_size_while_read_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let data = pattern(50_000, 9);
+    let shrank = store.write_rows(&data[..40_000], 50_000, Path::new("f"), &NoProgress);
+    assert!(
+        matches!(shrank, Err(StoreError::FileChanged { .. })),
+        "{shrank:?}"
+    );
+    let grew = store.write_rows(&data[..], 40_000, Path::new("f"), &NoProgress);
+    assert!(
+        matches!(grew, Err(StoreError::FileChanged { .. })),
+        "{grew:?}"
+    );
+}
+
+/// Overwrites one stored data row, as disk corruption or tampering would.
+fn corrupt_row(store: &Store, hash: &Hash, index: u64, at: usize) {
+    let meta = store.blob(hash).expect("db").expect("blob");
+    let key = span_key(meta.id, index);
+    let mut row = store
+        .db
+        .get_cf(store.cf(CF_DATA), key)
+        .expect("db")
+        .expect("row");
+    row[at] ^= 0x55;
+    store.db.put_cf(store.cf(CF_DATA), key, row).expect("put");
+}
+
+#[test]
+fn corruption_is_reported_with_offset_and_never_read_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let data = pattern(10 * CHUNK_GROUP_BYTES as usize + 5, 4);
+    fs::write(dir.path().join("f"), &data).expect("write");
+    let added = store
+        .add_file(&dir.path().join("f"), &NoProgress)
+        .expect("add");
+    // Row 2 holds groups 4 and 5; damage group 5.
+    corrupt_row(&store, &added.hash, 2, CHUNK_GROUP_BYTES as usize + 10);
+    let bad_start = 5 * CHUNK_GROUP_BYTES;
+
+    let report = store.verify_blob(&added.hash).expect("verify");
+    assert_eq!(
+        report,
+        vec![BlobCorruption {
+            hash: added.hash,
+            range: bad_start..bad_start + CHUNK_GROUP_BYTES
+        }]
+    );
+    let mut out = Vec::new();
+    let err = store
+        .read_blob_verified(&added.hash, &mut out)
+        .expect_err("corrupt");
+    assert!(
+        matches!(err, StoreError::Corrupt { hash, offset } if hash == added.hash && offset == bad_start),
+        "{err:?}"
+    );
+    assert_eq!(
+        out,
+        data[..bad_start as usize],
+        "only verified bytes came out"
+    );
+}
+
+#[test]
+fn a_missing_row_is_corruption_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let data = pattern(4 * TEST_SPAN as usize, 5);
+    fs::write(dir.path().join("f"), &data).expect("write");
+    let added = store
+        .add_file(&dir.path().join("f"), &NoProgress)
+        .expect("add");
+    let meta = store.blob(&added.hash).expect("db").expect("blob");
+    store
+        .db
+        .delete_cf(store.cf(CF_DATA), span_key(meta.id, 1))
+        .expect("delete");
+    let err = store
+        .read_blob_verified(&added.hash, &mut Vec::new())
+        .expect_err("missing");
+    assert!(
+        matches!(err, StoreError::Corrupt { offset, .. } if offset == TEST_SPAN),
+        "{err:?}"
+    );
+    let report = store.verify_blob(&added.hash).expect("verify");
+    assert_eq!(report[0].range, TEST_SPAN..2 * TEST_SPAN);
+}
+
+#[test]
+fn remove_keeps_shared_blobs_and_reclaims_space() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let shared = pattern(3 << 20, 1);
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for (ds, own) in [(&a, 2u8), (&b, 3u8)] {
+        fs::create_dir_all(ds).expect("mkdir");
+        fs::write(ds.join("shared.bin"), &shared).expect("write");
+        fs::write(ds.join("own.bin"), pattern(6 << 20, own)).expect("write");
+    }
+    let da = store.add_folder(&a, &NoProgress).expect("add a");
+    let db = store.add_folder(&b, &NoProgress).expect("add b");
+    assert_eq!(store.blobs().expect("list").len(), 5); // shared, 2 own, 2 manifests
+    let full = store.disk_usage().expect("du");
+
+    let dry = store.gc(true).expect("dry run");
+    assert!(dry.removed.is_empty(), "everything is pinned");
+
+    let report = store.remove(&da.root).expect("rm a");
+    assert!(report.was_dataset);
+    assert_eq!(report.kept_shared, 1);
+    let removed: Vec<Hash> = report.gc.removed.iter().map(|(h, _)| *h).collect();
+    assert_eq!(removed.len(), 2, "a's own file and a's manifest");
+    assert!(removed.contains(&da.root));
+    assert!(store.dataset(&da.root).expect("db").is_none());
+    let shared_hash = Hash::of(&shared);
+    assert_eq!(read_back(&store, &shared_hash), shared);
+    assert!(store.read_manifest(&db.root).is_ok());
+
+    store.remove(&db.root).expect("rm b");
+    assert!(store.blobs().expect("list").is_empty());
+    let empty = store.disk_usage().expect("du");
+    assert!(
+        empty < full / 4,
+        "space reclaimed: {full} bytes before, {empty} after"
+    );
+    assert!(matches!(
+        store.remove(&db.root),
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn hash_prefixes_resolve_like_git() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    fs::write(dir.path().join("f"), b"prefix").expect("write");
+    let added = store
+        .add_file(&dir.path().join("f"), &NoProgress)
+        .expect("add");
+    let hex = added.hash.to_string();
+    assert_eq!(
+        store.resolve_prefix(&hex[..7]).expect("db"),
+        Some(added.hash)
+    );
+    assert_eq!(
+        store.resolve_prefix(&hex[..8]).expect("db"),
+        Some(added.hash)
+    );
+    assert_eq!(store.resolve_prefix("zz").expect("db"), None);
+    let other = if hex.starts_with("0000") {
+        "ffff"
+    } else {
+        "0000"
+    };
+    assert_eq!(store.resolve_prefix(other).expect("db"), None);
+}
+
+#[test]
+fn reopening_keeps_everything_and_the_span_size() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = pattern(300_000, 6);
+    fs::write(dir.path().join("f"), &data).expect("write");
+    let hash = {
+        let store = open(dir.path());
+        store
+            .add_file(&dir.path().join("f"), &NoProgress)
+            .expect("add")
+            .hash
+    };
+    let store = Store::open(dir.path().join("store"), StoreOptions::default()).expect("reopen");
+    assert_eq!(store.span_bytes(), TEST_SPAN);
+    assert_eq!(read_back(&store, &hash), data);
+    let second = Store::open(dir.path().join("store"), StoreOptions::default());
+    assert!(
+        matches!(second, Err(StoreError::InUse { .. })),
+        "{second:?}"
+    );
+}

@@ -1,0 +1,322 @@
+//! Fetching one blob from one peer, resumably.
+//!
+//! The client asks for the spans its store is missing (everything, the first time), checks
+//! each 16 KiB group against the root as it arrives, assembles whole spans and commits each
+//! with its verified mark in one batch. A kill at any moment loses at most the span in
+//! flight; the next run asks only for what is still missing. The first bad group ends the
+//! fetch with an error naming the peer and offset; nothing of that group is stored.
+
+use std::{sync::Arc, time::Duration};
+
+use commons_protocol::{
+    tree::CHUNK_GROUP_BYTES,
+    wire::{
+        chunk_ranges, encode_frame, verify_response, DataError, GroupRange, Request,
+        ResponseHeader, WireError, MAX_HEADER_BYTES, MAX_REQUEST_RANGES,
+    },
+    Hash,
+};
+use libp2p::{futures::AsyncWriteExt, PeerId};
+use tokio::sync::mpsc;
+
+use super::{
+    io::{pump, read_frame, write_frame, ChannelReader, CHUNK_QUEUE},
+    TransferStats,
+};
+use crate::{
+    net::{transfer_protocol, Host, NetError},
+    store::{BlobState, Store, StoreError},
+};
+
+/// How long a peer may stay silent mid-response.
+pub const RESPONSE_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Rounds of requests per fetch (each asks for up to 512 missing ranges).
+const MAX_ROUNDS: usize = 64;
+
+/// Why fetching from a peer failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// The peer could not be reached.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// The stream failed (closed, reset, timed out).
+    #[error("peer {peer}: {reason}")]
+    Stream {
+        /// The peer.
+        peer: PeerId,
+        /// What happened.
+        reason: String,
+    },
+    /// The peer answered, but not with data.
+    #[error("peer {peer} does not serve {hash}: {answer}")]
+    Refused {
+        /// The peer.
+        peer: PeerId,
+        /// The blob.
+        hash: Hash,
+        /// Its answer.
+        answer: String,
+    },
+    /// The peer sent bytes that fail verification (or lied about the size).
+    #[error(
+        "peer {peer} sent bad data for {hash} at byte offset {offset}; nothing of it was stored"
+    )]
+    BadData {
+        /// The peer.
+        peer: PeerId,
+        /// The blob.
+        hash: Hash,
+        /// Where the bad group starts.
+        offset: u64,
+    },
+    /// The peer stopped before sending everything it promised.
+    #[error("peer {peer} stopped sending {hash} at byte offset {offset}")]
+    Truncated {
+        /// The peer.
+        peer: PeerId,
+        /// The blob.
+        hash: Hash,
+        /// Where data stopped.
+        offset: u64,
+    },
+    /// The peer broke the protocol.
+    #[error("peer {peer} broke the protocol: {source}")]
+    Protocol {
+        /// The peer.
+        peer: PeerId,
+        /// What was wrong.
+        source: WireError,
+    },
+    /// Our store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl FetchError {
+    /// Whether the peer itself misbehaved (bad data, lies, broken protocol), as opposed to
+    /// being unreachable or not having the blob: a misbehaving peer should be dropped.
+    pub fn peer_misbehaved(&self) -> bool {
+        matches!(
+            self,
+            Self::BadData { .. }
+                | Self::Protocol { .. }
+                | Self::Store(StoreError::SizeConflict { .. })
+        )
+    }
+}
+
+/// Fetches whatever part of blob `hash` the store is missing from `peer` (already
+/// connected or dialable by the host), then marks the blob complete. `progress` receives
+/// response bytes as they arrive.
+pub async fn fetch_blob(
+    host: &Host,
+    store: &Arc<Store>,
+    peer: PeerId,
+    hash: Hash,
+    stats: &Arc<TransferStats>,
+    progress: Arc<dyn Fn(u64) + Send + Sync>,
+) -> Result<(), FetchError> {
+    for _ in 0..MAX_ROUNDS {
+        let known = store.blob(&hash)?;
+        let (ranges, expected_size) = match known {
+            Some(meta) if meta.state == BlobState::Complete => return Ok(()),
+            Some(meta) => {
+                let missing = store.missing_spans(meta.id, meta.size)?;
+                if missing.is_empty() {
+                    store.complete_partial(&hash)?;
+                    return Ok(());
+                }
+                (
+                    span_ranges_to_groups(store, &missing, meta.size),
+                    Some(meta.size),
+                )
+            }
+            None => (
+                vec![GroupRange {
+                    start: 0,
+                    end: None,
+                }],
+                None,
+            ),
+        };
+        let done = fetch_round(
+            host,
+            store,
+            peer,
+            hash,
+            ranges,
+            expected_size,
+            stats,
+            &progress,
+        )
+        .await?;
+        if done {
+            let meta = store.blob(&hash)?.ok_or(StoreError::NotFound { hash })?;
+            if store.missing_spans(meta.id, meta.size)?.is_empty() {
+                store.complete_partial(&hash)?;
+                return Ok(());
+            }
+        }
+    }
+    Err(FetchError::Stream {
+        peer,
+        reason: format!("{hash} still incomplete after {MAX_ROUNDS} requests"),
+    })
+}
+
+/// Group ranges covering the given span ranges (at most [`MAX_REQUEST_RANGES`]); the range
+/// holding the last span is open-ended so both sides agree on where the blob ends.
+fn span_ranges_to_groups(
+    store: &Store,
+    spans: &[std::ops::Range<u64>],
+    size: u64,
+) -> Vec<GroupRange> {
+    let per_span = store.span_bytes() / CHUNK_GROUP_BYTES;
+    let last = store.span_count(size);
+    spans
+        .iter()
+        .take(MAX_REQUEST_RANGES)
+        .map(|r| GroupRange {
+            start: r.start * per_span,
+            end: (r.end < last).then_some(r.end * per_span),
+        })
+        .collect()
+}
+
+/// One request/response. Returns `Ok(false)` when the round must be redone (the blob was
+/// restarted for a different size claim).
+#[allow(clippy::too_many_arguments)]
+async fn fetch_round(
+    host: &Host,
+    store: &Arc<Store>,
+    peer: PeerId,
+    hash: Hash,
+    ranges: Vec<GroupRange>,
+    expected_size: Option<u64>,
+    stats: &Arc<TransferStats>,
+    progress: &Arc<dyn Fn(u64) + Send + Sync>,
+) -> Result<bool, FetchError> {
+    let stream_err = |reason: String| FetchError::Stream { peer, reason };
+    let mut stream = host
+        .control()
+        .open_stream(peer, transfer_protocol())
+        .await
+        .map_err(|e| stream_err(e.to_string()))?;
+    stats.update(peer, |s| s.requests_made += 1);
+    let request = Request::Get {
+        hash,
+        ranges: ranges.clone(),
+    };
+    write_frame(&mut stream, &encode_frame(&request))
+        .await
+        .map_err(|e| stream_err(e.to_string()))?;
+    let header = tokio::time::timeout(
+        RESPONSE_IDLE_TIMEOUT,
+        read_frame(&mut stream, MAX_HEADER_BYTES),
+    )
+    .await
+    .map_err(|_| stream_err("no answer in time".into()))?
+    .map_err(|e| stream_err(e.to_string()))?;
+    let size = match ResponseHeader::decode(&header) {
+        Ok(ResponseHeader::Ok { size }) => size,
+        Ok(other) => {
+            return Err(FetchError::Refused {
+                peer,
+                hash,
+                answer: format!("{other:?}"),
+            })
+        }
+        Err(source) => return Err(FetchError::Protocol { peer, source }),
+    };
+    let partial = store.begin_partial(&hash, size)?;
+    if partial.complete {
+        return Ok(true);
+    }
+    if expected_size.is_some_and(|s| s != size) {
+        // The blob was restarted for this peer's size; ask again for the new layout.
+        let _ = stream.close().await;
+        return Ok(false);
+    }
+
+    let (tx, rx) = mpsc::channel(CHUNK_QUEUE);
+    let store2 = store.clone();
+    let wanted = chunk_ranges(&ranges);
+    let verifier = tokio::task::spawn_blocking(move || {
+        store_verified_groups(
+            &store2,
+            hash,
+            size,
+            partial.id,
+            &wanted,
+            ChannelReader::new(rx),
+        )
+    });
+    let stats2 = stats.clone();
+    let progress2 = progress.clone();
+    pump(&mut stream, tx, RESPONSE_IDLE_TIMEOUT, move |n| {
+        stats2.update(peer, |s| s.bytes_received += n);
+        progress2(n);
+    })
+    .await;
+    let result = verifier
+        .await
+        .map_err(|e| stream_err(format!("verifier failed: {e}")))?;
+    match result {
+        Ok(()) => Ok(true),
+        Err(GroupError::Data(DataError::Mismatch { offset })) => {
+            stats.update(peer, |s| s.bad_responses += 1);
+            Err(FetchError::BadData { peer, hash, offset })
+        }
+        Err(GroupError::Data(DataError::Truncated { offset })) => {
+            Err(FetchError::Truncated { peer, hash, offset })
+        }
+        Err(GroupError::Data(DataError::Io(e))) => Err(stream_err(e.to_string())),
+        Err(GroupError::Data(other)) => Err(stream_err(other.to_string())),
+        Err(GroupError::Store(e)) => Err(e.into()),
+    }
+}
+
+enum GroupError {
+    Data(DataError),
+    Store(StoreError),
+}
+
+/// Verifies the response group by group and commits each whole span with its mark.
+fn store_verified_groups(
+    store: &Store,
+    hash: Hash,
+    size: u64,
+    id: crate::store::BlobId,
+    wanted: &bao_tree::ChunkRanges,
+    encoded: ChannelReader,
+) -> Result<(), GroupError> {
+    let span_bytes = store.span_bytes();
+    let mut span: Option<(u64, Vec<u8>)> = None;
+    for group in verify_response(hash, size, wanted, encoded) {
+        let group = group.map_err(GroupError::Data)?;
+        let index = group.offset / span_bytes;
+        let span_start = index * span_bytes;
+        let span_len = (size - span_start).min(span_bytes) as usize;
+        if span.as_ref().map(|(i, _)| *i) != Some(index) {
+            // A new span begins; an unfinished previous one is dropped (asked for again).
+            span = Some((index, Vec::with_capacity(span_len)));
+        }
+        let Some((_, buf)) = span.as_mut() else {
+            continue;
+        };
+        if (group.offset - span_start) as usize != buf.len() {
+            // Groups of a span arrive in order; anything else means we asked oddly.
+            buf.clear();
+            continue;
+        }
+        buf.extend_from_slice(&group.data);
+        if buf.len() == span_len {
+            store
+                .put_verified_span(id, index, buf)
+                .map_err(GroupError::Store)?;
+            span = None;
+        }
+    }
+    Ok(())
+}

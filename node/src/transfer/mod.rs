@@ -1,0 +1,15 @@
+//! `/commons/transfer/1`: serving verified ranges, and fetching a blob from one peer.
+//!
+//! The message formats and their verification live in `commons_protocol::wire`; this module
+//! moves them over libp2p streams, one request per stream. Bao-tree's encoder and decoder
+//! are synchronous, so each side runs them on a blocking thread connected to the async
+//! stream by a bounded channel of byte chunks: memory per stream stays constant.
+
+mod client;
+mod io;
+mod server;
+mod stats;
+
+pub use client::{fetch_blob, FetchError};
+pub use server::{serve, ServeLimits};
+pub use stats::{PeerStats, TransferStats};

@@ -1,0 +1,184 @@
+//! Serving `/commons/transfer/1`: answer each request stream with verified ranges.
+//!
+//! Only complete blobs are served (every byte of them verified), and every chunk group is
+//! checked again against the tree as it is encoded, so bit rot in our own store is never
+//! passed on. Limits (streams per peer, time to send a request, time a write may stall) are
+//! named in [`ServeLimits`] so a misbehaving client cannot exhaust the node.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use commons_protocol::wire::{
+    chunk_ranges, encode_frame, Request, ResponseHeader, MAX_REQUEST_BYTES,
+};
+use libp2p::{
+    futures::{AsyncWriteExt, StreamExt},
+    PeerId, Stream,
+};
+use tokio::sync::mpsc;
+
+use super::{
+    io::{read_frame, write_frame, ChannelWriter, CHUNK_QUEUE},
+    TransferStats,
+};
+use crate::{
+    net::{transfer_protocol, Host},
+    store::{BlobState, Store},
+};
+
+/// Bounds on what one peer can make the server do.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    /// Requests one peer may have in progress at once; more get `Busy`.
+    pub streams_per_peer: usize,
+    /// Time a client has to send its request after opening a stream.
+    pub request_timeout: Duration,
+    /// Time one write to a client may stall before the stream is dropped.
+    pub write_timeout: Duration,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        Self {
+            streams_per_peer: 16,
+            request_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Accepts transfer streams on `host` and serves them from `store` until the host stops.
+pub async fn serve(
+    store: Arc<Store>,
+    host: Host,
+    stats: Arc<TransferStats>,
+    limits: ServeLimits,
+) -> Result<(), crate::net::NetError> {
+    let mut incoming = host
+        .control()
+        .accept(transfer_protocol())
+        .map_err(|_| crate::net::NetError::Stopped)?;
+    let active: Arc<Mutex<HashMap<PeerId, usize>>> = Arc::default();
+    while let Some((peer, stream)) = incoming.next().await {
+        let admitted = {
+            let mut active = active.lock().unwrap_or_else(|e| e.into_inner());
+            let n = active.entry(peer).or_default();
+            if *n < limits.streams_per_peer {
+                *n += 1;
+                true
+            } else {
+                false
+            }
+        };
+        let (store, stats, active) = (store.clone(), stats.clone(), active.clone());
+        tokio::spawn(async move {
+            if admitted {
+                handle(store, peer, stream, &stats, limits).await;
+                let mut active = active.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(n) = active.get_mut(&peer) {
+                    *n -= 1;
+                    if *n == 0 {
+                        active.remove(&peer);
+                    }
+                }
+            } else {
+                let mut stream = stream;
+                let _ = write_frame(&mut stream, &encode_frame(&ResponseHeader::Busy)).await;
+                let _ = stream.close().await;
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Serves one request stream; every failure just ends the stream (and is logged).
+async fn handle(
+    store: Arc<Store>,
+    peer: PeerId,
+    mut stream: Stream,
+    stats: &TransferStats,
+    limits: ServeLimits,
+) {
+    stats.update(peer, |s| s.requests_served += 1);
+    let body = match tokio::time::timeout(
+        limits.request_timeout,
+        read_frame(&mut stream, MAX_REQUEST_BYTES),
+    )
+    .await
+    {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "bad request frame");
+            let _ = reply(&mut stream, &ResponseHeader::BadRequest(e.to_string())).await;
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "no request in time");
+            return;
+        }
+    };
+    let (hash, ranges) = match Request::decode(&body) {
+        Ok(Request::Get { hash, ranges }) => (hash, ranges),
+        Err(e) => {
+            let _ = reply(&mut stream, &ResponseHeader::BadRequest(e.to_string())).await;
+            return;
+        }
+    };
+    let header = match store.blob(&hash) {
+        Ok(Some(meta)) if meta.state == BlobState::Complete => {
+            ResponseHeader::Ok { size: meta.size }
+        }
+        Ok(Some(_)) => ResponseHeader::NotComplete,
+        Ok(None) => ResponseHeader::NotFound,
+        Err(e) => {
+            tracing::warn!(error = %e, "store error while serving");
+            ResponseHeader::Busy
+        }
+    };
+    let ok = matches!(header, ResponseHeader::Ok { .. });
+    match reply(&mut stream, &header).await {
+        Ok(n) => stats.update(peer, |s| s.bytes_sent += n),
+        Err(_) => return,
+    }
+    if !ok {
+        let _ = stream.close().await;
+        return;
+    }
+    let ranges = chunk_ranges(&ranges);
+    let (tx, mut rx) = mpsc::channel::<Bytes>(CHUNK_QUEUE);
+    let encoder = tokio::task::spawn_blocking(move || {
+        let mut out = ChannelWriter::new(tx);
+        store.encode_ranges(&hash, &ranges, &mut out)?;
+        std::io::Write::flush(&mut out).map_err(crate::store::StoreError::Output)
+    });
+    while let Some(chunk) = rx.recv().await {
+        match tokio::time::timeout(limits.write_timeout, stream.write_all(&chunk)).await {
+            Ok(Ok(())) => stats.update(peer, |s| s.bytes_sent += chunk.len() as u64),
+            _ => {
+                tracing::debug!(%peer, "client stopped reading");
+                return; // dropping rx stops the encoder
+            }
+        }
+    }
+    match encoder.await {
+        Ok(Ok(())) => {
+            let _ = stream.close().await;
+        }
+        Ok(Err(e)) => {
+            // Our own copy failed verification: stop without a clean close, so the
+            // client sees a truncated response, never bad bytes.
+            tracing::error!(%hash, error = %e, "refusing to serve data that fails verification");
+        }
+        Err(e) => tracing::error!(error = %e, "encoder task failed"),
+    }
+}
+
+async fn reply(stream: &mut Stream, header: &ResponseHeader) -> std::io::Result<u64> {
+    let frame = encode_frame(header);
+    write_frame(stream, &frame).await?;
+    Ok(frame.len() as u64)
+}

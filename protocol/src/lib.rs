@@ -1,0 +1,16 @@
+//! Sans-IO core of Commons.
+//!
+//! Everything a node *decides* lives here and is tested with plain byte slices: BLAKE3
+//! content addresses ([`Hash`]), verified chunk trees over 16 KiB chunk groups ([`tree`]),
+//! the dataset [`manifest`], and copy-pasteable [`ticket`]s. Nothing in this crate opens a
+//! socket, a database or a file: callers hand it readers and writers.
+
+pub mod hash;
+pub mod manifest;
+pub mod ticket;
+pub mod tree;
+pub mod wire;
+
+pub use hash::{Hash, HashParseError};
+pub use manifest::{Manifest, ManifestEntry, ManifestError};
+pub use ticket::{Ticket, TicketError, TicketKind};

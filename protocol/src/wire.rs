@@ -1,0 +1,420 @@
+//! Wire protocol v1 of `/commons/transfer/1`: requests, response headers, and the verified
+//! decoding of response data. Specified in `docs/protocol.md`.
+//!
+//! Each request is its own stream: the client writes one framed [`Request`]; the server
+//! answers with one framed [`ResponseHeader`] and, after `Ok`, the requested chunk groups
+//! Bao-encoded (pre-order parent pairs interleaved with 16 KiB groups). Frames are a 4-byte
+//! big-endian length then a postcard body; every length is checked against a named limit
+//! before anything is allocated.
+
+use std::io::Read;
+
+use bao_tree::{
+    io::{sync::DecodeResponseIter, BaoContentItem, DecodeError},
+    ChunkNum, ChunkRanges,
+};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    tree::{blob_tree, CHUNK_GROUP_BYTES},
+    Hash,
+};
+
+/// The libp2p protocol id; the version is part of it.
+pub const TRANSFER_PROTOCOL: &str = "/commons/transfer/1";
+/// Largest request frame accepted, in bytes.
+pub const MAX_REQUEST_BYTES: u32 = 16 * 1024;
+/// Largest response header frame accepted, in bytes.
+pub const MAX_HEADER_BYTES: u32 = 4 * 1024;
+/// Most ranges one request may list.
+pub const MAX_REQUEST_RANGES: usize = 512;
+/// Longest error message a server sends (and a client shows).
+pub const MAX_ERROR_MESSAGE: usize = 512;
+/// Largest blob size a peer may claim: 2^50 bytes (1 PiB). Bounds tree arithmetic.
+pub const MAX_BLOB_SIZE: u64 = 1 << 50;
+/// Chunks per chunk group (16 KiB / 1 KiB).
+const CHUNKS_PER_GROUP: u64 = CHUNK_GROUP_BYTES / 1024;
+
+/// A half-open range of 16 KiB chunk-group indices; `end == None` means "to the end".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRange {
+    /// First group.
+    pub start: u64,
+    /// One past the last group, or `None` for "through the last group".
+    pub end: Option<u64>,
+}
+
+/// What a client asks for. New request kinds get new variants; the tags of existing ones
+/// never change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Chunk groups of one blob.
+    Get {
+        /// The blob.
+        hash: Hash,
+        /// Sorted, non-overlapping, non-empty ranges.
+        ranges: Vec<GroupRange>,
+    },
+}
+
+/// A server's answer, before any data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResponseHeader {
+    /// The data follows. `size` is a claim: it is proven only once the last group verifies.
+    Ok {
+        /// Size of the blob in bytes.
+        size: u64,
+    },
+    /// The server does not have this blob.
+    NotFound,
+    /// The server has only part of the requested ranges.
+    NotComplete,
+    /// The server is at its limit for this peer; try later or elsewhere.
+    Busy,
+    /// The request broke a rule.
+    BadRequest(String),
+}
+
+/// Why peer bytes were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// A frame is longer than its limit.
+    #[error("frame of {len} bytes exceeds the limit of {limit}")]
+    FrameTooLarge {
+        /// Declared length.
+        len: u32,
+        /// The limit.
+        limit: u32,
+    },
+    /// A frame does not decode.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// The ranges are unsorted, overlapping, empty or too many.
+    #[error("invalid ranges: {0}")]
+    InvalidRanges(&'static str),
+    /// A claimed size is beyond [`MAX_BLOB_SIZE`].
+    #[error("claimed size {0} is beyond the limit")]
+    SizeTooLarge(u64),
+}
+
+/// Frames `value`: 4-byte big-endian length, then postcard.
+pub fn encode_frame<T: Serialize>(value: &T) -> Vec<u8> {
+    // Enums of hashes, integers and short strings always serialize.
+    let body = postcard::to_stdvec(value).unwrap_or_default();
+    let mut out = (body.len() as u32).to_be_bytes().to_vec();
+    out.extend(body);
+    out
+}
+
+/// Reads a frame length prefix, refusing lengths beyond `limit`.
+pub fn frame_len(prefix: [u8; 4], limit: u32) -> Result<usize, WireError> {
+    let len = u32::from_be_bytes(prefix);
+    if len > limit {
+        return Err(WireError::FrameTooLarge { len, limit });
+    }
+    Ok(len as usize)
+}
+
+impl Request {
+    /// Decodes and validates a request body (the frame without its length prefix).
+    pub fn decode(body: &[u8]) -> Result<Self, WireError> {
+        let req: Request = decode_exact(body)?;
+        let Request::Get { ranges, .. } = &req;
+        validate_ranges(ranges)?;
+        Ok(req)
+    }
+}
+
+impl ResponseHeader {
+    /// Decodes and validates a response header body.
+    pub fn decode(body: &[u8]) -> Result<Self, WireError> {
+        let header: ResponseHeader = decode_exact(body)?;
+        match &header {
+            ResponseHeader::Ok { size } if *size > MAX_BLOB_SIZE => {
+                Err(WireError::SizeTooLarge(*size))
+            }
+            ResponseHeader::BadRequest(m) if m.len() > MAX_ERROR_MESSAGE => {
+                Err(WireError::Malformed("error message too long".into()))
+            }
+            _ => Ok(header),
+        }
+    }
+}
+
+fn decode_exact<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, WireError> {
+    let (value, rest) =
+        postcard::take_from_bytes(body).map_err(|e| WireError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(WireError::Malformed(format!(
+            "{} trailing bytes",
+            rest.len()
+        )));
+    }
+    Ok(value)
+}
+
+/// Checks ranges are non-empty, sorted, non-overlapping and few enough.
+pub fn validate_ranges(ranges: &[GroupRange]) -> Result<(), WireError> {
+    if ranges.is_empty() {
+        return Err(WireError::InvalidRanges("no ranges"));
+    }
+    if ranges.len() > MAX_REQUEST_RANGES {
+        return Err(WireError::InvalidRanges("too many ranges"));
+    }
+    let mut next_free = 0u64;
+    for (i, r) in ranges.iter().enumerate() {
+        if r.start < next_free && i > 0 {
+            return Err(WireError::InvalidRanges("unsorted or overlapping"));
+        }
+        match r.end {
+            Some(end) if end <= r.start => return Err(WireError::InvalidRanges("empty range")),
+            Some(end) => next_free = end,
+            None if i + 1 != ranges.len() => {
+                return Err(WireError::InvalidRanges("open range before the last"))
+            }
+            None => {}
+        }
+        // Group indices beyond the largest blob are nonsense; refuse before multiplying.
+        if r.start > MAX_BLOB_SIZE / CHUNK_GROUP_BYTES {
+            return Err(WireError::InvalidRanges("range beyond any blob"));
+        }
+    }
+    Ok(())
+}
+
+/// The `bao-tree` chunk ranges for group ranges (already validated).
+pub fn chunk_ranges(ranges: &[GroupRange]) -> ChunkRanges {
+    let mut out = ChunkRanges::empty();
+    for r in ranges {
+        let start = ChunkNum(r.start.saturating_mul(CHUNKS_PER_GROUP));
+        out |= match r.end {
+            Some(end) => ChunkRanges::from(start..ChunkNum(end.saturating_mul(CHUNKS_PER_GROUP))),
+            None => ChunkRanges::from(start..),
+        };
+    }
+    out
+}
+
+/// One 16 KiB chunk group (or the shorter last one) that matched the tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedGroup {
+    /// Byte offset in the blob; a multiple of 16 KiB.
+    pub offset: u64,
+    /// The bytes.
+    pub data: Bytes,
+}
+
+/// Why response data was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DataError {
+    /// Bytes did not match the tree: the peer sent bad data (or lied about the size).
+    #[error("data at byte offset {offset} failed verification")]
+    Mismatch {
+        /// Where the bad group (or tree node) starts.
+        offset: u64,
+    },
+    /// The stream ended early.
+    #[error("response ended early at byte offset {offset}")]
+    Truncated {
+        /// Where data stopped.
+        offset: u64,
+    },
+    /// Reading failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Verifies a response stream group by group against `root`, for the blob size the server
+/// claimed and the chunk ranges requested. Yields only verified groups; stops at the first
+/// error. Groups are yielded whole: requests must use whole chunk groups.
+pub fn verify_response<'a, R: Read + 'a>(
+    root: Hash,
+    size: u64,
+    ranges: &'a ChunkRanges,
+    encoded: R,
+) -> impl Iterator<Item = Result<VerifiedGroup, DataError>> + 'a {
+    let iter = DecodeResponseIter::new(root.into(), blob_tree(size), encoded, ranges);
+    iter.filter_map(|item| match item {
+        Ok(BaoContentItem::Parent(_)) => None,
+        Ok(BaoContentItem::Leaf(leaf)) => Some(Ok(VerifiedGroup {
+            offset: leaf.offset,
+            data: leaf.data,
+        })),
+        Err(e) => Some(Err(match e {
+            DecodeError::LeafHashMismatch(c) => DataError::Mismatch {
+                offset: c.to_bytes(),
+            },
+            DecodeError::ParentHashMismatch(n) => DataError::Mismatch {
+                offset: n.chunk_range().start.0 * CHUNK_GROUP_BYTES,
+            },
+            DecodeError::LeafNotFound(c) => DataError::Truncated {
+                offset: c.to_bytes(),
+            },
+            DecodeError::ParentNotFound(n) => DataError::Truncated {
+                offset: n.chunk_range().start.0 * CHUNK_GROUP_BYTES,
+            },
+            DecodeError::Io(e) => DataError::Io(e),
+        })),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use bao_tree::io::{outboard::PostOrderMemOutboard, sync::encode_ranges_validated};
+
+    use super::*;
+    use crate::tree::BLOCK_SIZE;
+
+    fn encoded(data: &[u8], ranges: &ChunkRanges) -> Vec<u8> {
+        let ob = PostOrderMemOutboard::create(data, BLOCK_SIZE);
+        let mut out = Vec::new();
+        encode_ranges_validated(data, &ob, ranges, &mut out).expect("encode");
+        out
+    }
+
+    fn data(size: usize) -> Vec<u8> {
+        (0..size).map(|i| (i * 7 + i / 5000) as u8).collect()
+    }
+
+    #[test]
+    fn frames_round_trip_and_limits_hold() {
+        let req = Request::Get {
+            hash: Hash::of(b"x"),
+            ranges: vec![
+                GroupRange {
+                    start: 0,
+                    end: Some(2),
+                },
+                GroupRange {
+                    start: 5,
+                    end: None,
+                },
+            ],
+        };
+        let frame = encode_frame(&req);
+        let len = frame_len(frame[..4].try_into().expect("4"), MAX_REQUEST_BYTES).expect("len");
+        assert_eq!(Request::decode(&frame[4..4 + len]), Ok(req));
+        assert_eq!(
+            frame_len(u32::MAX.to_be_bytes(), MAX_REQUEST_BYTES),
+            Err(WireError::FrameTooLarge {
+                len: u32::MAX,
+                limit: MAX_REQUEST_BYTES
+            })
+        );
+        for header in [
+            ResponseHeader::Ok { size: 12345 },
+            ResponseHeader::NotFound,
+            ResponseHeader::Busy,
+            ResponseHeader::BadRequest("nope".into()),
+        ] {
+            let f = encode_frame(&header);
+            assert_eq!(ResponseHeader::decode(&f[4..]), Ok(header));
+        }
+        let lie = encode_frame(&ResponseHeader::Ok { size: u64::MAX });
+        assert!(matches!(
+            ResponseHeader::decode(&lie[4..]),
+            Err(WireError::SizeTooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn bad_ranges_are_refused() {
+        let r = |start, end| GroupRange { start, end };
+        assert!(validate_ranges(&[]).is_err());
+        assert!(validate_ranges(&[r(3, Some(3))]).is_err());
+        assert!(validate_ranges(&[r(3, Some(5)), r(4, Some(6))]).is_err());
+        assert!(validate_ranges(&[r(0, None), r(4, Some(6))]).is_err());
+        assert!(validate_ranges(&[r(u64::MAX, None)]).is_err());
+        assert!(validate_ranges(&vec![r(0, Some(1)); MAX_REQUEST_RANGES + 1]).is_err());
+        assert!(validate_ranges(&[r(0, Some(1)), r(1, Some(2)), r(9, None)]).is_ok());
+    }
+
+    #[test]
+    fn a_response_verifies_group_by_group() {
+        let d = data(10 * CHUNK_GROUP_BYTES as usize + 300);
+        let root = Hash::of(&d);
+        let ranges = chunk_ranges(&[
+            GroupRange {
+                start: 2,
+                end: Some(4),
+            },
+            GroupRange {
+                start: 9,
+                end: None,
+            },
+        ]);
+        let enc = encoded(&d, &ranges);
+        let groups: Vec<VerifiedGroup> = verify_response(root, d.len() as u64, &ranges, &enc[..])
+            .collect::<Result<_, _>>()
+            .expect("verifies");
+        let offsets: Vec<u64> = groups
+            .iter()
+            .map(|g| g.offset / CHUNK_GROUP_BYTES)
+            .collect();
+        assert_eq!(offsets, [2, 3, 9, 10]);
+        for g in groups {
+            assert_eq!(
+                &g.data[..],
+                &d[g.offset as usize..g.offset as usize + g.data.len()]
+            );
+        }
+    }
+
+    #[test]
+    fn flipped_bytes_truncation_and_size_lies_are_caught() {
+        let d = data(6 * CHUNK_GROUP_BYTES as usize);
+        let root = Hash::of(&d);
+        let all = ChunkRanges::all();
+        let enc = encoded(&d, &all);
+        // Flip a data byte in the last group.
+        let mut bad = enc.clone();
+        let last = bad.len() - 10;
+        bad[last] ^= 1;
+        let results: Vec<_> = verify_response(root, d.len() as u64, &all, &bad[..]).collect();
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 5);
+        assert!(
+            matches!(results.last(), Some(Err(DataError::Mismatch { offset })) if *offset == 5 * CHUNK_GROUP_BYTES)
+        );
+        // Flip a parent hash.
+        let mut bad = enc.clone();
+        bad[3] ^= 1;
+        let first = verify_response(root, d.len() as u64, &all, &bad[..]).next();
+        assert!(
+            matches!(first, Some(Err(DataError::Mismatch { .. }))),
+            "{first:?}"
+        );
+        // Truncated.
+        let cut = &enc[..enc.len() / 2];
+        let last = verify_response(root, d.len() as u64, &all, cut).last();
+        assert!(
+            matches!(last, Some(Err(DataError::Truncated { .. }))),
+            "{last:?}"
+        );
+        // A lying size: never a full verified blob.
+        for lie in [
+            d.len() as u64 - 1,
+            d.len() as u64 + 1,
+            1,
+            100 * CHUNK_GROUP_BYTES,
+        ] {
+            let ok: u64 = verify_response(root, lie, &all, &enc[..])
+                .map_while(Result::ok)
+                .map(|g| g.data.len() as u64)
+                .sum();
+            assert!(ok < d.len() as u64, "size {lie} must not verify fully");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2048)) {
+            let _ = Request::decode(&bytes);
+            let _ = ResponseHeader::decode(&bytes);
+            let ranges = ChunkRanges::all();
+            let _ = verify_response(Hash::of(b"r"), bytes.len() as u64 * 3, &ranges, &bytes[..]).count();
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! Shared helpers for Commons benchmarks and experiments: test data, timing, peak memory.
+
+use std::{
+    fs::File,
+    io::{self, BufWriter, Write},
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use rand::{RngCore, SeedableRng};
+
+/// Writes `size` bytes of seeded random (incompressible) data to `path`.
+pub fn write_random_file(path: &Path, size: u64, seed: u64) -> io::Result<()> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        rng.fill_bytes(&mut buf[..n]);
+        out.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()
+}
+
+/// What running a child process cost.
+#[derive(Debug, Clone, Copy)]
+pub struct RunStats {
+    /// Wall-clock time.
+    pub elapsed: Duration,
+    /// Peak resident memory of the child, in bytes.
+    pub max_rss: u64,
+}
+
+/// Runs `cmd` to completion, failing unless it exits 0, and measures time and peak RSS.
+pub fn run_measured(cmd: &mut Command) -> anyhow::Result<RunStats> {
+    let start = Instant::now();
+    let child = cmd.spawn()?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: `rusage` is plain old data, and wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe_zeroed_rusage();
+    let rc = wait4(pid, &mut status, &mut usage);
+    let elapsed = start.elapsed();
+    anyhow::ensure!(rc == pid, "wait4 failed: {}", io::Error::last_os_error());
+    anyhow::ensure!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{cmd:?} failed with status {status}"
+    );
+    Ok(RunStats {
+        elapsed,
+        max_rss: usage.ru_maxrss as u64 * 1024,
+    })
+}
+
+#[allow(unsafe_code)]
+fn unsafe_zeroed_rusage() -> libc::rusage {
+    // SAFETY: an all-zero `rusage` is a valid value of this C struct.
+    unsafe { std::mem::zeroed() }
+}
+
+#[allow(unsafe_code)]
+fn wait4(pid: libc::pid_t, status: &mut i32, usage: &mut libc::rusage) -> libc::pid_t {
+    // SAFETY: pointers are to live, exclusively borrowed locals.
+    unsafe { libc::wait4(pid, status, 0, usage) }
+}
+
+/// Times a closure.
+pub fn time<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let start = Instant::now();
+    let out = f();
+    (out, start.elapsed())
+}
