@@ -1,10 +1,11 @@
 //! End-to-end tests of the `commons` binary, run the way a user runs it.
 
+mod common;
+
 use std::{
     fs,
     path::{Path, PathBuf},
     process::{Command, Output},
-    time::{Duration, Instant},
 };
 
 use commons_node::store::layout;
@@ -288,29 +289,7 @@ fn add_killed_half_way_leaves_a_consistent_store_and_runs_again() {
         .spawn()
         .expect("spawn");
     // Kill once the import has put a good part of the file on disk, but before it ends.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let used: u64 = fs::read_dir(&store_dir)
-            .map(|rd| {
-                rd.flatten()
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0);
-        if used > 40 << 20 {
-            break;
-        }
-        assert!(
-            child.try_wait().expect("wait").is_none(),
-            "add finished before it could be killed"
-        );
-        assert!(Instant::now() < deadline, "add made no progress");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().expect("SIGKILL");
-    let status = child.wait().expect("wait");
-    assert!(!status.success(), "killed, not finished");
+    common::kill_when_dir_grows(&mut child, &store_dir, 40 << 20);
 
     // The store opens, holds nothing half-done, and verifies clean.
     assert!(env.ok(&["verify"]).contains("checked 0 blobs"));

@@ -1,5 +1,7 @@
 //! End-to-end transfer between real `commons` processes on loopback.
 
+mod common;
+
 use std::{
     fs,
     io::{BufRead, BufReader},
@@ -172,28 +174,7 @@ fn a_get_killed_half_way_resumes_and_completes() {
         .spawn()
         .expect("spawn get");
     let store = b.join("store");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let used: u64 = fs::read_dir(&store)
-            .map(|rd| {
-                rd.flatten()
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0);
-        if used > 20 << 20 {
-            break;
-        }
-        assert!(
-            child.try_wait().expect("wait").is_none(),
-            "get finished before the kill"
-        );
-        assert!(Instant::now() < deadline, "get made no progress");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().expect("SIGKILL");
-    assert!(!child.wait().expect("wait").success());
+    common::kill_when_dir_grows(&mut child, &store, 20 << 20);
 
     let out_dir = tmp.path().join("out");
     let out = commons(&b)
@@ -240,4 +221,124 @@ fn a_ticket_whose_provider_is_gone_fails_with_a_clear_error_in_bounded_time() {
         "{err}"
     );
     assert!(start.elapsed() < Duration::from_secs(30), "bounded time");
+}
+
+#[test]
+fn include_fetches_only_matching_files() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("dataset");
+    make_dataset(&src, 1 << 20);
+    let a = tmp.path().join("a");
+    add(&a, &src);
+    let provider = Provider::start(&a);
+    let b = tmp.path().join("b");
+    let out_dir = tmp.path().join("out");
+    let out = commons(&b)
+        .args([
+            "--json",
+            "get",
+            &provider.ticket,
+            "--include",
+            "*.json",
+            "-o",
+        ])
+        .arg(&out_dir)
+        .output()
+        .expect("get");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["files"], 1);
+    let got = files(&out_dir);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, PathBuf::from("config.json"));
+    // The big shards were never fetched: only the manifest and config crossed the wire.
+    assert!(v["bytes_received"].as_u64().expect("bytes") < 64 * 1024);
+    let ls: serde_json::Value = serde_json::from_slice(
+        &commons(&b)
+            .args(["--json", "ls"])
+            .output()
+            .expect("ls")
+            .stdout,
+    )
+    .expect("json");
+    assert_eq!(ls["datasets"][0]["complete"], false, "shown as partial");
+}
+
+/// The provider's ticket, with its hash (or peer id) swapped.
+fn altered_ticket(ticket: &str, hash: Option<[u8; 32]>, peer: Option<String>) -> String {
+    let mut t: commons_protocol::Ticket = ticket.parse().expect("ticket");
+    if let Some(h) = hash {
+        t.hash = commons_protocol::Hash::from_bytes(h);
+    }
+    if let Some(p) = peer {
+        t.providers = t
+            .providers
+            .iter()
+            .map(|a| format!("{}/p2p/{p}", &a[..a.rfind("/p2p/").expect("p2p")]))
+            .collect();
+    }
+    t.to_string()
+}
+
+#[test]
+fn an_unknown_hash_is_not_found_in_one_clear_line() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("dataset");
+    make_dataset(&src, 1 << 12);
+    let a = tmp.path().join("a");
+    add(&a, &src);
+    let provider = Provider::start(&a);
+    let ticket = altered_ticket(&provider.ticket, Some([7; 32]), None);
+    let out = commons(&tmp.path().join("b"))
+        .args(["get", &ticket])
+        .output()
+        .expect("get");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not found"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn a_ticket_naming_another_peer_at_this_address_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("dataset");
+    make_dataset(&src, 1 << 12);
+    let a = tmp.path().join("a");
+    add(&a, &src);
+    let provider = Provider::start(&a);
+    // Another node's identity: its PeerId, but the provider's address.
+    let other = tmp.path().join("other");
+    let id = commons(&other).args(["node", "id"]).output().expect("id");
+    let other_id = String::from_utf8(id.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string();
+    let ticket = altered_ticket(&provider.ticket, None, Some(other_id.clone()));
+    let out = commons(&tmp.path().join("b"))
+        .args(["get", &ticket])
+        .output()
+        .expect("get");
+    assert!(
+        !out.status.success(),
+        "a connection to the wrong key must be refused"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot reach peer {other_id}")),
+        "{err}"
+    );
+    assert!(
+        !tmp.path().join("b/store").exists() || {
+            let ls = commons(&tmp.path().join("b"))
+                .arg("ls")
+                .output()
+                .expect("ls");
+            String::from_utf8_lossy(&ls.stdout).contains("empty")
+        }
+    );
 }

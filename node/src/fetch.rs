@@ -138,9 +138,9 @@ pub async fn get(
                     fetch_from_any(host, store, &mut good, entry.hash, stats, &progress).await?;
                 progress.file_done();
             }
-            if wanted.len() == manifest.entries().len() {
-                store.record_dataset(&root, &manifest)?;
-            }
+            // Recorded (and pinned) even when only some files were wanted: `ls` shows it
+            // as partial, and GC keeps what was fetched.
+            store.record_dataset(&root, &manifest)?;
             Ok(GetOutcome {
                 files: wanted.len() as u64,
                 manifest: Some(manifest),
@@ -180,7 +180,7 @@ async fn fetch_from_any(
                 return Err(e.into())
             }
             Err(e) => {
-                tracing::warn!(%peer, error = %e, "provider failed");
+                tracing::info!(%peer, error = %e, "provider failed");
                 if e.peer_misbehaved() {
                     providers.remove(i);
                 } else {

@@ -13,7 +13,7 @@
 use std::{
     collections::HashMap,
     fs::File,
-    io::{self, Read, Write},
+    io::{self, Read},
     path::{Path, PathBuf},
     sync::mpsc::{sync_channel, SyncSender},
 };
@@ -25,7 +25,7 @@ use commons_protocol::{
 };
 use rocksdb::{WriteBatch, WriteOptions};
 
-use super::{layout::*, unix_now, Result, Store, StoreError};
+use super::{layout::*, pieces::PieceWriter, unix_now, Result, Store, StoreError};
 
 /// Rows queued between the hashing thread and the writer thread: bounds import memory to
 /// about this many spans.
@@ -208,11 +208,10 @@ impl Store {
                 tx: tx.clone(),
                 progress,
             };
-            let mut outboard = OutboardSink {
-                piece: Vec::new(),
-                index: 0,
-                tx,
-            };
+            let mut outboard = PieceWriter::new(move |index, piece| {
+                tx.send(Row::Outboard(index, piece))
+                    .map_err(|_| io::Error::other("the store writer stopped"))
+            });
             let hashed = match tree::compute_outboard(&mut tee, size, &mut outboard) {
                 Ok(_) if tee.grew() => Err(Changed),
                 Ok(hash) => tee
@@ -399,47 +398,6 @@ impl<R: Read> Read for SpanTee<'_, R> {
         buf[..n].copy_from_slice(&available[..n]);
         self.pos_in_span += n;
         Ok(n)
-    }
-}
-
-/// Collects the post-order outboard into fixed-size pieces for the writer thread.
-struct OutboardSink {
-    piece: Vec<u8>,
-    index: u64,
-    tx: SyncSender<Row>,
-}
-
-impl OutboardSink {
-    fn send_piece(&mut self) -> io::Result<()> {
-        let piece = std::mem::take(&mut self.piece);
-        self.tx
-            .send(Row::Outboard(self.index, piece))
-            .map_err(|_| io::Error::other("the store writer stopped"))?;
-        self.index += 1;
-        Ok(())
-    }
-
-    fn finish(&mut self) -> io::Result<()> {
-        if !self.piece.is_empty() {
-            self.send_piece()?;
-        }
-        Ok(())
-    }
-}
-
-impl Write for OutboardSink {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let room = OUTBOARD_PIECE_BYTES as usize - self.piece.len();
-        let n = room.min(buf.len());
-        self.piece.extend_from_slice(&buf[..n]);
-        if self.piece.len() == OUTBOARD_PIECE_BYTES as usize {
-            self.send_piece()?;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 

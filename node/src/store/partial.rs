@@ -12,7 +12,7 @@ use std::{io, ops::Range};
 use commons_protocol::{tree, Hash};
 use rocksdb::{IteratorMode, WriteBatch};
 
-use super::{layout::*, read::RowReader, Result, Store, StoreError};
+use super::{layout::*, pieces::PieceWriter, read::RowReader, Result, Store, StoreError};
 
 /// Where a blob being fetched stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,12 +157,21 @@ impl Store {
             return Err(StoreError::NotComplete { hash: *hash });
         }
         let data = RowReader::new(self, CF_DATA, meta.id, meta.size, self.span_bytes);
-        let mut sink = OutboardWriter {
-            store: self,
-            id: meta.id,
-            piece: Vec::new(),
-            index: 0,
-            batch: WriteBatch::default(),
+        // Outboard pieces go out in batches of OUTBOARD_BATCH_PIECES; the blob stays
+        // partial until the final batch below, so a crash here only repeats this work.
+        let mut batch = WriteBatch::default();
+        let mut sink = PieceWriter::new(|index, piece| {
+            batch.put_cf(self.cf(CF_OUTBOARDS), span_key(meta.id, index), piece);
+            if (index + 1).is_multiple_of(OUTBOARD_BATCH_PIECES) {
+                self.db
+                    .write(std::mem::take(&mut batch))
+                    .map_err(io::Error::other)?;
+            }
+            Ok(())
+        });
+        let io_err = |source| StoreError::Io {
+            path: self.path.clone(),
+            source,
         };
         let root = tree::compute_outboard(
             SequentialReader {
@@ -172,11 +181,10 @@ impl Store {
             meta.size,
             &mut sink,
         )
-        .map_err(|source| StoreError::Io {
-            path: self.path.clone(),
-            source,
-        })?;
-        sink.finish()?;
+        .map_err(io_err)?;
+        sink.finish().map_err(io_err)?;
+        drop(sink);
+        self.db.write(batch)?;
         if root != *hash {
             // Every span verified on arrival, so this means the store itself was damaged.
             return Err(StoreError::Corrupt {
@@ -209,60 +217,6 @@ impl io::Read for SequentialReader<'_, '_> {
         let n = tree::ReadAt::read_at(self.inner, self.pos, buf)?;
         self.pos += n as u64;
         Ok(n)
-    }
-}
-
-/// Writes outboard pieces in batches of [`OUTBOARD_BATCH_PIECES`].
-struct OutboardWriter<'a> {
-    store: &'a Store,
-    id: BlobId,
-    piece: Vec<u8>,
-    index: u64,
-    batch: WriteBatch,
-}
-
-impl OutboardWriter<'_> {
-    fn put_piece(&mut self) -> io::Result<()> {
-        let piece = std::mem::take(&mut self.piece);
-        self.batch.put_cf(
-            self.store.cf(CF_OUTBOARDS),
-            span_key(self.id, self.index),
-            piece,
-        );
-        self.index += 1;
-        if self.index.is_multiple_of(OUTBOARD_BATCH_PIECES) {
-            let batch = std::mem::take(&mut self.batch);
-            self.store.db.write(batch).map_err(io::Error::other)?;
-        }
-        Ok(())
-    }
-
-    fn finish(&mut self) -> Result<()> {
-        if !self.piece.is_empty() {
-            self.put_piece().map_err(|source| StoreError::Io {
-                path: self.store.path.clone(),
-                source,
-            })?;
-        }
-        let batch = std::mem::take(&mut self.batch);
-        self.store.db.write(batch)?;
-        Ok(())
-    }
-}
-
-impl io::Write for OutboardWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let room = OUTBOARD_PIECE_BYTES as usize - self.piece.len();
-        let n = room.min(buf.len());
-        self.piece.extend_from_slice(&buf[..n]);
-        if self.piece.len() == OUTBOARD_PIECE_BYTES as usize {
-            self.put_piece()?;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 

@@ -49,7 +49,7 @@ pub enum FetchError {
         reason: String,
     },
     /// The peer answered, but not with data.
-    #[error("peer {peer} does not serve {hash}: {answer}")]
+    #[error("peer {peer} answered: {answer}")]
     Refused {
         /// The peer.
         peer: PeerId,
@@ -224,7 +224,13 @@ async fn fetch_round(
             return Err(FetchError::Refused {
                 peer,
                 hash,
-                answer: format!("{other:?}"),
+                answer: match other {
+                    ResponseHeader::NotFound => "not found".into(),
+                    ResponseHeader::NotComplete => "it holds only part of it".into(),
+                    ResponseHeader::Busy => "busy, try again later".into(),
+                    ResponseHeader::BadRequest(why) => format!("bad request: {why}"),
+                    ResponseHeader::Ok { .. } => "ok".into(),
+                },
             })
         }
         Err(source) => return Err(FetchError::Protocol { peer, source }),

@@ -8,8 +8,9 @@ use tokio::sync::mpsc;
 
 /// Bytes per chunk passed between the async and blocking sides.
 pub const CHUNK_BYTES: usize = 64 * 1024;
-/// Chunks queued between the two sides (bounds memory per stream to ~1 MiB).
-pub const CHUNK_QUEUE: usize = 16;
+/// Chunks queued between the two sides: bounds memory per stream to 256 KiB, and what an
+/// interrupted fetch has read but not yet stored.
+pub const CHUNK_QUEUE: usize = 4;
 
 /// Reads one length-prefixed frame of at most `limit` bytes.
 pub async fn read_frame<S: AsyncRead + Unpin>(stream: &mut S, limit: u32) -> io::Result<Vec<u8>> {

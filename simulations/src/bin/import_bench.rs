@@ -64,6 +64,12 @@ fn commons_add(
     ))
 }
 
+/// Writes back all dirty pages, so one step's writes are not charged to the next.
+fn sync() -> Result<()> {
+    run_measured(&mut Command::new("sync"))?;
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let scratch = match &args.dir {
@@ -80,17 +86,23 @@ fn main() -> Result<()> {
     run_measured(quiet(Command::new("b3sum").arg(&file))).context("b3sum (cargo install b3sum)")?;
 
     let mut baseline = Vec::new();
-    let mut cp_only = Vec::new();
+    let mut durable = Vec::new();
     let mut add = Vec::new();
     for _ in 0..args.runs {
         let _ = std::fs::remove_file(&copy);
+        // Each timed step starts with no dirty pages left by the previous one.
+        sync()?;
         let cp = run_measured(quiet(Command::new("cp").arg(&file).arg(&copy)))?.elapsed;
         let b3 = run_measured(quiet(Command::new("b3sum").arg(&file)))?.elapsed;
-        cp_only.push(cp);
         baseline.push(cp + b3);
+        let (synced, sync_time) = time(sync);
+        synced?;
+        durable.push(cp + sync_time + b3);
+        let _ = std::fs::remove_file(&copy);
+        sync()?;
         add.push(commons_add(&args.commons, &data_dir, &file)?.elapsed);
     }
-    let (base, cp, add) = (median(baseline), median(cp_only), median(add));
+    let (base, durable, add) = (median(baseline), median(durable), median(add));
     println!(
         "## import of a {} MiB file (median of {} runs)",
         args.size_mib, args.runs
@@ -100,8 +112,8 @@ fn main() -> Result<()> {
     let gib = args.size_mib as f64 / 1024.0;
     for (name, d) in [
         ("cp + b3sum (baseline)", base),
-        ("cp alone", cp),
-        ("commons add", add),
+        ("cp + sync + b3sum (durable copy)", durable),
+        ("commons add (RocksDB flushes and syncs)", add),
     ] {
         println!(
             "| {name} | {:.2} | {:.2} | {:.2} |",
@@ -121,6 +133,7 @@ fn main() -> Result<()> {
         let mut runs = Vec::new();
         for _ in 0..args.runs {
             let _ = std::fs::remove_dir_all(&data_dir);
+            sync()?;
             let store = Store::open(
                 &data_dir,
                 StoreOptions {
