@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's demo: make a small sample dataset, add it, list the store, export it,
-# check the export is byte-identical, verify the store, remove the dataset.
+# check the export is byte-identical, verify the store, serve it from a node and fetch it
+# into a second data dir over QUIC on loopback, then remove it.
 # Uses a throw-away data dir so it never touches your own store.
 set -euo pipefail
 commons=${1:?usage: demo.sh path/to/commons}
@@ -24,7 +25,21 @@ run "$commons" export "$hash" "$work/exported"
 run diff -r "$work/sample-dataset" "$work/exported"
 echo "export is byte-identical"
 run "$commons" verify
+
+echo
+echo "== a second node fetches it over QUIC (loopback), verifying every 16 KiB"
+"$commons" --json node run --listen /ip4/127.0.0.1/udp/0/quic-v1 > "$work/node.out" &
+node_pid=$!
+trap 'kill $node_pid 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 100); do [ -s "$work/node.out" ] && break; sleep 0.1; done
+ticket=$(sed -E 's/.*"ticket":"(commons1[a-z0-9]+)".*/\1/' "$work/node.out")
+echo "node A serves $hash; ticket: $ticket"
+run env COMMONS_DATA_DIR="$work/data-b" "$commons" get "$ticket" -o "$work/fetched"
+run diff -r "$work/sample-dataset" "$work/fetched"
+echo "fetched copy is byte-identical"
+kill "$node_pid"; wait "$node_pid" 2>/dev/null || true
+
 run "$commons" rm "$hash"
 run "$commons" ls
 echo
-echo "demo finished: add, ls, export (verified, byte-identical), verify and rm all worked"
+echo "demo finished: add, ls, export, verify, a fetch from a second node, and rm all worked"
