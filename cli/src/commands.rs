@@ -4,11 +4,12 @@ use std::{collections::BTreeMap, path::PathBuf, process::ExitCode};
 
 use anyhow::{bail, Context, Result};
 use commons_node::{
-    export,
-    store::{BlobState, PinKind},
+    admin::{AdminClient, AdminReply, AdminRequest},
+    ops::{self, AddOutcome, ExportOutcome, Listing},
+    store::BlobState,
     Store, StoreOptions,
 };
-use commons_protocol::{Hash, Ticket, TicketKind};
+use commons_protocol::{Hash, Ticket};
 use indicatif::HumanBytes;
 use serde_json::json;
 
@@ -48,9 +49,16 @@ fn data_dir(given: Option<PathBuf>) -> Result<PathBuf> {
         .context("no home folder found: pass --data-dir or set COMMONS_DATA_DIR")
 }
 
+/// Opens the store directly (no node is running on it).
 pub fn open_store(data_dir: &std::path::Path) -> Result<Store> {
-    Store::open(data_dir.join("store"), StoreOptions::default())
-        .with_context(|| format!("cannot open the store in {}", data_dir.display()))
+    match Store::open(data_dir.join("store"), StoreOptions::default()) {
+        Ok(store) => Ok(store),
+        Err(commons_node::StoreError::InUse { .. }) => bail!(
+            "a commons node is running on {}; this command does not go through it yet: stop the node first",
+            data_dir.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("cannot open the store in {}", data_dir.display())),
+    }
 }
 
 /// Turns a hash, unique hash prefix or ticket into a hash the store knows.
@@ -79,31 +87,52 @@ pub fn print_json(value: serde_json::Value) {
     println!("{value}");
 }
 
-fn add(data_dir: &std::path::Path, path: &std::path::Path, json: bool) -> Result<ExitCode> {
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot add {}", path.display()))?;
-    let store = open_store(data_dir)?;
-    let bar = Bar::new(json, "adding");
-    let (kind, hash, files, size, new_blobs) = if meta.is_dir() {
-        let ds = store
-            .add_folder(path, &bar)
-            .with_context(|| format!("cannot add {}", path.display()))?;
-        let size = ds.manifest.total_size();
-        let files = ds.manifest.entries().len() as u64;
-        (TicketKind::Dataset, ds.root, files, size, ds.new_blobs)
-    } else {
-        let blob = store
-            .add_file(path, &bar)
-            .with_context(|| format!("cannot add {}", path.display()))?;
-        (
-            TicketKind::Blob,
-            blob.hash,
-            1,
-            blob.size,
-            u64::from(!blob.already_stored),
-        )
-    };
+/// The running node on `data_dir`, if any: commands then go through its admin socket.
+pub fn running_node(data_dir: &std::path::Path) -> Option<AdminClient> {
+    AdminClient::connect(data_dir)
+}
+
+/// Sends `request` to a running node, showing its progress on `bar`.
+pub fn via_node(client: AdminClient, request: &AdminRequest, bar: &Bar) -> Result<AdminReply> {
+    let reply = client.call(request, |total, advance| {
+        if let Some(total) = total {
+            bar.set_length(total);
+        }
+        bar.inc(advance);
+    });
     bar.finish();
-    let ticket = Ticket::new(kind, hash).to_string();
+    Ok(reply?)
+}
+
+fn unexpected(reply: AdminReply) -> anyhow::Error {
+    anyhow::anyhow!("the running node gave an unexpected answer: {reply:?}")
+}
+
+fn add(data_dir: &std::path::Path, path: &std::path::Path, json: bool) -> Result<ExitCode> {
+    let bar = Bar::new(json, "adding");
+    let outcome = if let Some(node) = running_node(data_dir) {
+        let path =
+            std::path::absolute(path).with_context(|| format!("cannot add {}", path.display()))?;
+        match via_node(node, &AdminRequest::Add { path }, &bar)? {
+            AdminReply::Added(outcome) => outcome,
+            other => return Err(unexpected(other)),
+        }
+    } else {
+        std::fs::metadata(path).with_context(|| format!("cannot add {}", path.display()))?;
+        let store = open_store(data_dir)?;
+        let outcome = ops::add(&store, path, Vec::new(), &bar)
+            .with_context(|| format!("cannot add {}", path.display()))?;
+        bar.finish();
+        outcome
+    };
+    let AddOutcome {
+        kind,
+        hash,
+        files,
+        size,
+        new_blobs,
+        ticket,
+    } = outcome;
     if json {
         print_json(json!({
             "kind": kind.to_string(), "hash": hash.to_string(), "ticket": ticket,
@@ -123,76 +152,63 @@ fn add(data_dir: &std::path::Path, path: &std::path::Path, json: bool) -> Result
     Ok(ExitCode::SUCCESS)
 }
 
-fn state_word(state: BlobState) -> &'static str {
-    match state {
-        BlobState::Complete => "complete",
-        BlobState::Partial => "partial",
+fn state_word(complete: bool) -> &'static str {
+    if complete {
+        "complete"
+    } else {
+        "partial"
     }
 }
 
 fn ls(data_dir: &std::path::Path, all: bool, json: bool) -> Result<ExitCode> {
-    let store = open_store(data_dir)?;
-    let pins: BTreeMap<Hash, PinKind> = store
-        .pins()?
-        .into_iter()
-        .map(|(h, p)| (h, p.kind))
-        .collect();
-    let blobs = store.blobs()?;
-    let states: BTreeMap<Hash, BlobState> = blobs.iter().map(|(h, m)| (*h, m.state)).collect();
-    let mut datasets = Vec::new();
-    for (root, meta) in store.datasets()? {
-        let complete = states.get(&root) == Some(&BlobState::Complete)
-            && store.read_manifest(&root).is_ok_and(|m| {
-                m.entries()
-                    .iter()
-                    .all(|e| states.get(&e.hash) == Some(&BlobState::Complete))
-            });
-        datasets.push((root, meta, complete));
-    }
-    let dataset_roots: std::collections::BTreeSet<Hash> =
-        datasets.iter().map(|(h, _, _)| *h).collect();
-    let shown_blobs: Vec<_> = blobs
-        .iter()
-        .filter(|(h, _)| !dataset_roots.contains(h))
-        .filter(|(h, _)| all || pins.get(h) == Some(&PinKind::Blob))
-        .collect();
+    let listing = if let Some(node) = running_node(data_dir) {
+        match via_node(node, &AdminRequest::List { all }, &Bar::new(true, ""))? {
+            AdminReply::Listed(listing) => listing,
+            other => return Err(unexpected(other)),
+        }
+    } else {
+        ops::list(&open_store(data_dir)?, all)?
+    };
+    let Listing { datasets, blobs } = listing;
     if json {
         print_json(json!({
-            "datasets": datasets.iter().map(|(h, m, complete)| json!({
-                "hash": h.to_string(), "files": m.files, "size": m.total_size,
-                "complete": complete, "pinned": pins.contains_key(h),
+            "datasets": datasets.iter().map(|d| json!({
+                "hash": d.hash.to_string(), "files": d.files, "size": d.size,
+                "complete": d.complete, "pinned": d.pinned,
             })).collect::<Vec<_>>(),
-            "blobs": shown_blobs.iter().map(|(h, m)| json!({
-                "hash": h.to_string(), "size": m.size, "state": state_word(m.state),
-                "pinned": pins.contains_key(h),
+            "blobs": blobs.iter().map(|b| json!({
+                "hash": b.hash.to_string(), "size": b.size, "state": state_word(b.complete),
+                "pinned": b.pinned,
             })).collect::<Vec<_>>(),
         }));
         return Ok(ExitCode::SUCCESS);
     }
-    if datasets.is_empty() && shown_blobs.is_empty() {
+    if datasets.is_empty() && blobs.is_empty() {
         println!("the store is empty: add something with `commons add <path>`");
         return Ok(ExitCode::SUCCESS);
     }
     if !datasets.is_empty() {
         println!("datasets:");
-        for (h, m, complete) in &datasets {
+        for d in &datasets {
             println!(
-                "  {h}  {:>7} files  {:>11}  {:<8}  {}",
-                m.files,
-                HumanBytes(m.total_size).to_string(),
-                if *complete { "complete" } else { "partial" },
-                if pins.contains_key(h) { "pinned" } else { "" },
+                "  {}  {:>7} files  {:>11}  {:<8}  {}",
+                d.hash,
+                d.files,
+                HumanBytes(d.size).to_string(),
+                state_word(d.complete),
+                if d.pinned { "pinned" } else { "" },
             );
         }
     }
-    if !shown_blobs.is_empty() {
+    if !blobs.is_empty() {
         println!("blobs:");
-        for (h, m) in &shown_blobs {
+        for b in &blobs {
             println!(
-                "  {h}  {:>11}  {:<8}  {}",
-                HumanBytes(m.size).to_string(),
-                state_word(m.state),
-                if pins.contains_key(h) { "pinned" } else { "" },
+                "  {}  {:>11}  {:<8}  {}",
+                b.hash,
+                HumanBytes(b.size).to_string(),
+                state_word(b.complete),
+                if b.pinned { "pinned" } else { "" },
             );
         }
     }
@@ -206,33 +222,53 @@ fn export(
     force: bool,
     json: bool,
 ) -> Result<ExitCode> {
-    let store = open_store(data_dir)?;
-    let hash = resolve(&store, target)?;
-    let report = if store.dataset(&hash)?.is_some() {
-        let bar = Bar::new(json, "exporting");
-        let report = export::export_dataset(&store, &hash, dir, force, None, &bar);
-        bar.finish();
-        report
+    let bar = Bar::new(json, "exporting");
+    let (hash, outcome) = if let Some(node) = running_node(data_dir) {
+        let hash = target
+            .trim()
+            .parse::<Hash>()
+            .or_else(|_| target.trim().parse::<Ticket>().map(|t| t.hash))
+            .context("while a node runs, give the full hash or a ticket")?;
+        let dest = std::path::absolute(dir).context("invalid destination")?;
+        let request = AdminRequest::Export {
+            hash,
+            dest,
+            force,
+            include: Vec::new(),
+        };
+        match via_node(node, &request, &bar)? {
+            AdminReply::Exported(outcome) => (hash, outcome),
+            other => return Err(unexpected(other)),
+        }
     } else {
-        export::export_blob(&store, &hash, dir, force)
-    }
-    .with_context(|| format!("cannot export {hash}"))?;
+        let store = open_store(data_dir)?;
+        let hash = resolve(&store, target)?;
+        let outcome = ops::export(&store, &hash, dir, force, None, &bar)
+            .with_context(|| format!("cannot export {hash}"))?;
+        bar.finish();
+        (hash, outcome)
+    };
+    print_export(&hash, &outcome, dir, json);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints what an export wrote.
+pub fn print_export(hash: &Hash, outcome: &ExportOutcome, dir: &std::path::Path, json: bool) {
     if json {
         print_json(json!({
             "hash": hash.to_string(),
-            "files": report.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
-            "bytes": report.bytes,
+            "files": outcome.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "bytes": outcome.bytes,
         }));
     } else {
         println!(
             "exported {hash}: {} file{}, {} (verified) to {}",
-            report.files.len(),
-            if report.files.len() == 1 { "" } else { "s" },
-            HumanBytes(report.bytes),
+            outcome.files.len(),
+            if outcome.files.len() == 1 { "" } else { "s" },
+            HumanBytes(outcome.bytes),
             dir.display()
         );
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn verify(data_dir: &std::path::Path, target: Option<&str>, json: bool) -> Result<ExitCode> {

@@ -4,11 +4,14 @@ use std::{path::Path, process::ExitCode, sync::Arc};
 
 use anyhow::{bail, Context, Result};
 use commons_node::{
+    admin::{AdminReply, AdminRequest},
     daemon::{self, DaemonConfig},
-    export, fetch,
+    fetch,
     fetch::GetProgress,
     identity,
     net::Host,
+    ops::{self, GetOutcome, Include},
+    store::NoProgress,
     transfer::TransferStats,
 };
 use commons_protocol::{Ticket, TicketKind};
@@ -16,7 +19,7 @@ use indicatif::HumanBytes;
 use serde_json::json;
 
 use crate::{
-    commands::{open_store, print_json},
+    commands::{open_store, print_json, running_node, via_node},
     progress::Bar,
 };
 
@@ -108,63 +111,75 @@ pub fn get(
     if ticket.providers.is_empty() {
         bail!("the ticket names no provider; fetching by hash alone needs discovery, which is not built yet");
     }
-    let patterns = include
-        .iter()
-        .map(|g| glob::Pattern::new(g).with_context(|| format!("invalid --include pattern {g:?}")))
-        .collect::<Result<Vec<_>>>()?;
-    let store = Arc::new(open_store(data_dir)?);
-    let key = identity::load_or_create(data_dir)?;
-    let stats = Arc::new(TransferStats::default());
+    let patterns = Include::parse(include).map_err(anyhow::Error::msg)?;
     let bar = Arc::new(Bar::new(json, "fetching"));
-    let outcome = runtime()?.block_on(async {
-        let host = Host::start(key, &[]).await?;
-        let filter = |path: &str| patterns.iter().any(|p| p.matches(path));
-        let include: Option<&(dyn Fn(&str) -> bool + Sync)> = if patterns.is_empty() {
-            None
-        } else {
-            Some(&filter)
+    let outcome = if let Some(node) = running_node(data_dir) {
+        let request = AdminRequest::Get {
+            ticket: ticket.to_string(),
+            include: include.to_vec(),
         };
-        fetch::get(&host, &store, &ticket, include, &stats, bar.clone())
-            .await
-            .map_err(anyhow::Error::from)
-    });
-    bar.finish();
-    let outcome = outcome.with_context(|| format!("cannot get {}", ticket.hash))?;
-    let received = stats.total().bytes_received;
-    if let Some(dir) = output {
-        let filter = |path: &str| patterns.iter().any(|p| p.matches(path));
-        let include: Option<&dyn Fn(&str) -> bool> = if patterns.is_empty() {
-            None
-        } else {
-            Some(&filter)
-        };
-        match ticket.kind {
-            TicketKind::Dataset => export::export_dataset(
-                &store,
-                &ticket.hash,
-                dir,
-                force,
-                include,
-                &commons_node::store::NoProgress,
-            ),
-            TicketKind::Blob => export::export_blob(&store, &ticket.hash, dir, force),
+        match via_node(node, &request, &bar)? {
+            AdminReply::Got(outcome) => outcome,
+            other => bail!("the running node gave an unexpected answer: {other:?}"),
         }
-        .with_context(|| format!("fetched {}, but cannot export it", ticket.hash))?;
+    } else {
+        let store = Arc::new(open_store(data_dir)?);
+        let key = identity::load_or_create(data_dir)?;
+        let stats = Arc::new(TransferStats::default());
+        let progress = bar.clone();
+        let fetched = runtime()?.block_on(async {
+            let host = Host::start(key, &[]).await?;
+            let filter = |path: &str| patterns.matches(path);
+            let filter: Option<&(dyn Fn(&str) -> bool + Sync)> =
+                (!patterns.is_empty()).then_some(&filter);
+            fetch::get(&host, &store, &ticket, filter, &stats, progress.clone())
+                .await
+                .map_err(anyhow::Error::from)
+        });
+        progress.finish();
+        let fetched = fetched.with_context(|| format!("cannot get {}", ticket.hash))?;
+        GetOutcome {
+            kind: ticket.kind,
+            hash: ticket.hash,
+            files: fetched.files,
+            size: fetched.bytes,
+            bytes_received: stats.total().bytes_received,
+        }
+    };
+    if let Some(dir) = output {
+        if let Some(node) = running_node(data_dir) {
+            let request = AdminRequest::Export {
+                hash: ticket.hash,
+                dest: std::path::absolute(dir).context("invalid destination")?,
+                force,
+                include: include.to_vec(),
+            };
+            match via_node(node, &request, &Bar::new(true, ""))? {
+                AdminReply::Exported(_) => {}
+                other => bail!("the running node gave an unexpected answer: {other:?}"),
+            }
+        } else {
+            let store = open_store(data_dir)?;
+            let filter = |path: &str| patterns.matches(path);
+            let filter: Option<&dyn Fn(&str) -> bool> = (!patterns.is_empty()).then_some(&filter);
+            ops::export(&store, &ticket.hash, dir, force, filter, &NoProgress)
+                .with_context(|| format!("fetched {}, but cannot export it", ticket.hash))?;
+        }
     }
     if json {
         print_json(json!({
-            "hash": ticket.hash.to_string(), "kind": ticket.kind.to_string(),
-            "files": outcome.files, "size": outcome.bytes, "bytes_received": received,
+            "hash": outcome.hash.to_string(), "kind": outcome.kind.to_string(),
+            "files": outcome.files, "size": outcome.size, "bytes_received": outcome.bytes_received,
         }));
     } else {
         println!(
             "fetched {} {}: {} file{}, {} ({} received, all verified)",
-            ticket.kind,
-            ticket.hash,
+            outcome.kind,
+            outcome.hash,
             outcome.files,
             if outcome.files == 1 { "" } else { "s" },
-            HumanBytes(outcome.bytes),
-            HumanBytes(received),
+            HumanBytes(outcome.size),
+            HumanBytes(outcome.bytes_received),
         );
         if let Some(dir) = output {
             println!("exported to {}", dir.display());

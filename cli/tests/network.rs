@@ -342,3 +342,86 @@ fn a_ticket_naming_another_peer_at_this_address_is_refused() {
         }
     );
 }
+
+#[test]
+fn with_a_node_running_add_ls_get_and_export_go_through_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let a = tmp.path().join("a");
+    let src = tmp.path().join("dataset");
+    make_dataset(&src, 1 << 20);
+    add(&a, &src); // so the node prints a ticket at start
+    let node_a = Provider::start(&a);
+
+    // `add` while A runs: done by A's node, and the ticket names A.
+    let more = tmp.path().join("more");
+    fs::create_dir_all(&more).expect("mkdir");
+    fs::write(more.join("notes.txt"), pattern(70_000, 9)).expect("write");
+    let out = commons(&a)
+        .args(["--json", "add"])
+        .arg(&more)
+        .output()
+        .expect("add via node");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let added: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let ticket: commons_protocol::Ticket = added["ticket"]
+        .as_str()
+        .expect("ticket")
+        .parse()
+        .expect("parses");
+    assert!(
+        !ticket.providers.is_empty(),
+        "a running node's ticket names it"
+    );
+    let ls = commons(&a).args(["--json", "ls"]).output().expect("ls");
+    assert!(
+        ls.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ls.stderr)
+    );
+    let listing: serde_json::Value = serde_json::from_slice(&ls.stdout).expect("json");
+    assert_eq!(listing["datasets"].as_array().expect("array").len(), 2);
+
+    // B runs a node too; its `get` and export go through it, and it serves what A added.
+    let b = tmp.path().join("b");
+    fs::create_dir_all(&b).expect("mkdir");
+    let mut node_b = commons(&b)
+        .args([
+            "--json",
+            "node",
+            "run",
+            "--listen",
+            "/ip4/127.0.0.1/udp/0/quic-v1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("node b");
+    let mut line = String::new();
+    BufReader::new(node_b.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready");
+    let out_dir = tmp.path().join("out");
+    let got = commons(&b)
+        .args(["--json", "get", &ticket.to_string(), "-o"])
+        .arg(&out_dir)
+        .output()
+        .expect("get via node");
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert!(files(&more) == files(&out_dir), "byte-identical");
+    // Only the node has the store open: a direct command says so in one line.
+    let verify = commons(&b).arg("verify").output().expect("verify");
+    assert!(!verify.status.success());
+    let err = String::from_utf8_lossy(&verify.stderr);
+    assert!(err.contains("a commons node is running"), "{err}");
+    let _ = node_b.kill();
+    let _ = node_b.wait();
+    drop(node_a);
+}

@@ -49,6 +49,9 @@ pub enum DaemonError {
     /// The network could not start.
     #[error(transparent)]
     Net(#[from] crate::net::NetError),
+    /// The local admin socket could not be created.
+    #[error("cannot create the admin socket in the data dir: {0}")]
+    Admin(std::io::Error),
     /// Waiting for signals failed.
     #[error("cannot wait for signals: {0}")]
     Signals(std::io::Error),
@@ -69,13 +72,32 @@ pub async fn run(
     let server = tokio::spawn(serve(
         store.clone(),
         host.clone(),
-        stats,
+        stats.clone(),
         ServeLimits::default(),
     ));
+    #[cfg(unix)]
+    let admin = {
+        let ctx = crate::admin::AdminContext {
+            store: store.clone(),
+            host: host.clone(),
+            stats,
+        };
+        let listener = crate::admin::bind_admin(&config.data_dir).map_err(DaemonError::Admin)?;
+        tokio::spawn(async move {
+            if let Err(e) = crate::admin::serve_admin(listener, ctx).await {
+                tracing::error!(error = %e, "the admin socket failed; the CLI cannot reach this node");
+            }
+        })
+    };
     ready(host.peer_id(), host.listen_addrs().await);
     shutdown_signal().await.map_err(DaemonError::Signals)?;
     tracing::info!("shutting down");
     server.abort();
+    #[cfg(unix)]
+    {
+        admin.abort();
+        let _ = std::fs::remove_file(config.data_dir.join(crate::admin::ADMIN_SOCKET));
+    }
     Ok(())
 }
 

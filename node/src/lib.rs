@@ -6,16 +6,20 @@
 //! - [`net`]: the one libp2p host (QUIC) that carries everything;
 //! - [`transfer`]: serving and fetching verified ranges over `/commons/transfer/1`;
 //! - [`fetch`]: `get`, a blob or dataset from the providers a ticket names;
-//! - [`daemon`]: the long-running node.
+//! - [`ops`]: add, list, get, export as plain requests and results;
+//! - [`daemon`]: the long-running node, and `admin`, its local control socket.
 //!
 //! Networking (transfer, discovery) builds on these in later modules. The `commons` binary
 //! is a thin layer over this crate.
 
+#[cfg(unix)]
+pub mod admin;
 pub mod daemon;
 pub mod export;
 pub mod fetch;
 pub mod identity;
 pub mod net;
+pub mod ops;
 pub mod store;
 pub mod transfer;
 

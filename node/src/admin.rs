@@ -1,0 +1,348 @@
+//! The local admin interface: how the CLI uses a running node instead of opening its
+//! RocksDB store a second time (which RocksDB refuses).
+//!
+//! A Unix socket `<data dir>/admin.sock`, mode 0600, so only the node's own user can use it
+//! and nothing on the network can. One request per connection: the client writes one JSON
+//! line ([`AdminRequest`]); the node answers with JSON lines — [`AdminReply::Progress`]
+//! while it works, then exactly one result or error.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use commons_protocol::{Hash, Ticket};
+use serde::{Deserialize, Serialize};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt},
+    net::{UnixListener, UnixStream as AsyncUnixStream},
+    sync::mpsc,
+};
+
+use crate::{
+    fetch::{self, GetProgress},
+    net::Host,
+    ops::{self, AddOutcome, ExportOutcome, GetOutcome, Include, Listing},
+    store::{ImportProgress, Store},
+    transfer::TransferStats,
+};
+
+/// File name of the socket inside the data dir.
+pub const ADMIN_SOCKET: &str = "admin.sock";
+/// Longest request line accepted, in bytes.
+pub const MAX_REQUEST_LINE: usize = 64 * 1024;
+/// Progress events queued per request; more are dropped (the last result never is).
+const PROGRESS_QUEUE: usize = 64;
+
+/// What the CLI asks a running node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum AdminRequest {
+    /// Add a file or folder (absolute path).
+    Add {
+        /// What to add.
+        path: PathBuf,
+    },
+    /// List the store.
+    List {
+        /// Every blob, not only those added on their own.
+        all: bool,
+    },
+    /// Fetch what a ticket names.
+    Get {
+        /// The ticket.
+        ticket: String,
+        /// Glob patterns of files to fetch (all when empty).
+        include: Vec<String>,
+    },
+    /// Write a dataset or blob to a folder (absolute path).
+    Export {
+        /// What to write.
+        hash: Hash,
+        /// Where.
+        dest: PathBuf,
+        /// Replace existing files.
+        force: bool,
+        /// Glob patterns of files to write (all when empty).
+        include: Vec<String>,
+    },
+}
+
+/// One line of a node's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AdminReply {
+    /// Work in progress: `total` bytes when known, `advance` more done.
+    Progress {
+        /// Total bytes, once known.
+        total: Option<u64>,
+        /// Bytes done since the last event.
+        advance: u64,
+    },
+    /// Result of `Add`.
+    Added(AddOutcome),
+    /// Result of `List`.
+    Listed(Listing),
+    /// Result of `Get`.
+    Got(GetOutcome),
+    /// Result of `Export`.
+    Exported(ExportOutcome),
+    /// The request failed; the message is for the user.
+    Error {
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Why talking to the node failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    /// The socket failed mid-conversation.
+    #[error("lost contact with the running node: {0}")]
+    Io(#[from] std::io::Error),
+    /// The node sent something this CLI does not understand (a different version?).
+    #[error("the running node sent an unexpected answer: {0}")]
+    Protocol(String),
+    /// The node ran the request and it failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A connection to a running node.
+pub struct AdminClient {
+    stream: UnixStream,
+}
+
+impl AdminClient {
+    /// Connects to the node running on `data_dir`, if there is one. A socket file left by
+    /// a node that died is not a running node.
+    pub fn connect(data_dir: &Path) -> Option<Self> {
+        UnixStream::connect(data_dir.join(ADMIN_SOCKET))
+            .ok()
+            .map(|stream| Self { stream })
+    }
+
+    /// Sends `request`, reports progress events to `on_progress`, returns the result.
+    pub fn call(
+        mut self,
+        request: &AdminRequest,
+        mut on_progress: impl FnMut(Option<u64>, u64),
+    ) -> Result<AdminReply, AdminError> {
+        let mut line =
+            serde_json::to_string(request).map_err(|e| AdminError::Protocol(e.to_string()))?;
+        line.push('\n');
+        self.stream.write_all(line.as_bytes())?;
+        for line in BufReader::new(self.stream).lines() {
+            let reply: AdminReply =
+                serde_json::from_str(&line?).map_err(|e| AdminError::Protocol(e.to_string()))?;
+            match reply {
+                AdminReply::Progress { total, advance } => on_progress(total, advance),
+                AdminReply::Error { message } => return Err(AdminError::Failed(message)),
+                result => return Ok(result),
+            }
+        }
+        Err(AdminError::Protocol(
+            "the node closed the connection".into(),
+        ))
+    }
+}
+
+/// What the admin server works with.
+#[derive(Clone)]
+pub struct AdminContext {
+    /// The node's store.
+    pub store: Arc<Store>,
+    /// The node's host (for `get`, and its addresses for tickets).
+    pub host: Host,
+    /// Transfer counters.
+    pub stats: Arc<TransferStats>,
+}
+
+/// Binds `<data_dir>/admin.sock` (mode 0600), replacing a stale socket from a node that
+/// died. Bound before the node says it is ready, so the CLI can use it from then on.
+pub fn bind_admin(data_dir: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = data_dir.join(ADMIN_SOCKET);
+    if path.exists() && UnixStream::connect(&path).is_err() {
+        std::fs::remove_file(&path)?;
+    }
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Answers admin requests on `listener` until the task is dropped.
+pub async fn serve_admin(listener: UnixListener, ctx: AdminContext) -> std::io::Result<()> {
+    loop {
+        let (conn, _) = listener.accept().await?;
+        tokio::spawn(handle(conn, ctx.clone()));
+    }
+}
+
+/// Sends progress events without ever blocking the work (events are dropped when full).
+#[derive(Clone)]
+struct ProgressEvents(mpsc::Sender<AdminReply>);
+
+impl ProgressEvents {
+    fn send(&self, total: Option<u64>, advance: u64) {
+        let _ = self.0.try_send(AdminReply::Progress { total, advance });
+    }
+}
+
+impl ImportProgress for ProgressEvents {
+    fn start(&self, _files: u64, bytes: u64) {
+        self.send(Some(bytes), 0);
+    }
+    fn advance(&self, bytes: u64) {
+        self.send(None, bytes);
+    }
+}
+
+impl GetProgress for ProgressEvents {
+    fn total(&self, _files: u64, bytes: u64) {
+        self.send(Some(bytes), 0);
+    }
+    fn already_have(&self, bytes: u64) {
+        self.send(None, bytes);
+    }
+    fn received(&self, bytes: u64) {
+        self.send(None, bytes);
+    }
+}
+
+impl crate::export::ExportProgress for ProgressEvents {
+    fn start(&self, _files: u64, bytes: u64) {
+        self.send(Some(bytes), 0);
+    }
+    fn file_done(&self, bytes: u64) {
+        self.send(None, bytes);
+    }
+}
+
+async fn handle(conn: AsyncUnixStream, ctx: AdminContext) {
+    let (read, mut write) = conn.into_split();
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(read).take(MAX_REQUEST_LINE as u64);
+    let request = match reader.read_line(&mut line).await {
+        Ok(_) => serde_json::from_str::<AdminRequest>(&line)
+            .map_err(|e| format!("malformed admin request: {e}")),
+        Err(e) => Err(e.to_string()),
+    };
+    let (tx, mut rx) = mpsc::channel(PROGRESS_QUEUE);
+    let events = ProgressEvents(tx.clone());
+    let work = async move {
+        let reply = match request {
+            Ok(request) => run(request, ctx, events).await,
+            Err(message) => AdminReply::Error { message },
+        };
+        let _ = tx.send(reply).await;
+    };
+    tokio::spawn(work);
+    while let Some(reply) = rx.recv().await {
+        let done = !matches!(reply, AdminReply::Progress { .. });
+        let mut out = serde_json::to_string(&reply).unwrap_or_default();
+        out.push('\n');
+        if write.write_all(out.as_bytes()).await.is_err() || done {
+            break;
+        }
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> AdminReply {
+    AdminReply::Error {
+        message: e.to_string(),
+    }
+}
+
+async fn run(request: AdminRequest, ctx: AdminContext, events: ProgressEvents) -> AdminReply {
+    match request {
+        AdminRequest::Add { path } => {
+            let providers = ctx
+                .host
+                .listen_addrs()
+                .await
+                .iter()
+                .map(|a| a.to_string())
+                .collect();
+            let store = ctx.store.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                ops::add(&store, &path, providers, &events)
+                    .map_err(|e| format!("cannot add {}: {e}", path.display()))
+            })
+            .await;
+            match result {
+                Ok(Ok(outcome)) => AdminReply::Added(outcome),
+                Ok(Err(message)) => AdminReply::Error { message },
+                Err(e) => failed(e),
+            }
+        }
+        AdminRequest::List { all } => {
+            let store = ctx.store.clone();
+            match tokio::task::spawn_blocking(move || ops::list(&store, all)).await {
+                Ok(Ok(listing)) => AdminReply::Listed(listing),
+                Ok(Err(e)) => failed(e),
+                Err(e) => failed(e),
+            }
+        }
+        AdminRequest::Get { ticket, include } => {
+            let ticket: Ticket = match ticket.parse() {
+                Ok(t) => t,
+                Err(e) => return failed(format!("invalid ticket: {e}")),
+            };
+            let include = match Include::parse(&include) {
+                Ok(i) => i,
+                Err(e) => return failed(e),
+            };
+            let before = ctx.stats.total().bytes_received;
+            let filter = |path: &str| include.matches(path);
+            let filter: Option<&(dyn Fn(&str) -> bool + Sync)> =
+                (!include.is_empty()).then_some(&filter);
+            match fetch::get(
+                &ctx.host,
+                &ctx.store,
+                &ticket,
+                filter,
+                &ctx.stats,
+                Arc::new(events),
+            )
+            .await
+            {
+                Ok(outcome) => AdminReply::Got(GetOutcome {
+                    kind: ticket.kind,
+                    hash: ticket.hash,
+                    files: outcome.files,
+                    size: outcome.bytes,
+                    bytes_received: ctx.stats.total().bytes_received - before,
+                }),
+                Err(e) => failed(format!("cannot get {}: {e}", ticket.hash)),
+            }
+        }
+        AdminRequest::Export {
+            hash,
+            dest,
+            force,
+            include,
+        } => {
+            let include = match Include::parse(&include) {
+                Ok(i) => i,
+                Err(e) => return failed(e),
+            };
+            let store = ctx.store.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                let filter = |path: &str| include.matches(path);
+                let filter: Option<&dyn Fn(&str) -> bool> =
+                    (!include.is_empty()).then_some(&filter);
+                ops::export(&store, &hash, &dest, force, filter, &events)
+            })
+            .await;
+            match result {
+                Ok(Ok(outcome)) => AdminReply::Exported(outcome),
+                Ok(Err(e)) => failed(format!("cannot export {hash}: {e}")),
+                Err(e) => failed(e),
+            }
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! What a user asks of a node — add, list, get, export — with results as plain data.
+//!
+//! The CLI runs these directly on a store it opens, or asks a running daemon to run them
+//! (see [`crate::admin`]); either way the same code does the work and the same result
+//! types come back, so both paths print the same thing.
+
+use std::{collections::BTreeMap, path::Path};
+
+use commons_protocol::{Hash, Ticket, TicketKind};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{BlobState, ImportProgress, PinKind, Store, StoreError};
+
+/// What `add` stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddOutcome {
+    /// Blob (a file) or dataset (a folder).
+    pub kind: TicketKind,
+    /// Its address.
+    pub hash: Hash,
+    /// Files added (1 for a blob).
+    pub files: u64,
+    /// Total bytes.
+    pub size: u64,
+    /// Blobs that were new to the store.
+    pub new_blobs: u64,
+    /// A ticket for it; carries this node's addresses when a node is running.
+    pub ticket: String,
+}
+
+/// Adds a file (as a blob) or a folder (as a dataset) and pins it. `providers` go into the
+/// ticket (a running node's addresses; empty otherwise).
+pub fn add(
+    store: &Store,
+    path: &Path,
+    providers: Vec<String>,
+    progress: &dyn ImportProgress,
+) -> Result<AddOutcome, StoreError> {
+    let meta = std::fs::metadata(path).map_err(|source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let (kind, hash, files, size, new_blobs) = if meta.is_dir() {
+        let ds = store.add_folder(path, progress)?;
+        let files = ds.manifest.entries().len() as u64;
+        let size = ds.manifest.total_size();
+        (TicketKind::Dataset, ds.root, files, size, ds.new_blobs)
+    } else {
+        let blob = store.add_file(path, progress)?;
+        let new = u64::from(!blob.already_stored);
+        (TicketKind::Blob, blob.hash, 1, blob.size, new)
+    };
+    let ticket = Ticket {
+        kind,
+        hash,
+        providers,
+    }
+    .to_string();
+    Ok(AddOutcome {
+        kind,
+        hash,
+        files,
+        size,
+        new_blobs,
+        ticket,
+    })
+}
+
+/// One dataset in a [`Listing`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetEntry {
+    /// Root hash.
+    pub hash: Hash,
+    /// Number of files.
+    pub files: u64,
+    /// Total bytes.
+    pub size: u64,
+    /// Whether the manifest and every file are complete.
+    pub complete: bool,
+    /// Whether it is pinned.
+    pub pinned: bool,
+}
+
+/// One blob in a [`Listing`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobEntry {
+    /// Its hash.
+    pub hash: Hash,
+    /// Size in bytes.
+    pub size: u64,
+    /// Whether all of it is stored.
+    pub complete: bool,
+    /// Whether it is pinned.
+    pub pinned: bool,
+}
+
+/// What the store holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listing {
+    /// Datasets.
+    pub datasets: Vec<DatasetEntry>,
+    /// Blobs added on their own (with `all`: every blob that is not a manifest).
+    pub blobs: Vec<BlobEntry>,
+}
+
+/// Lists datasets, and blobs added on their own (every blob with `all`).
+pub fn list(store: &Store, all: bool) -> Result<Listing, StoreError> {
+    let pins: BTreeMap<Hash, PinKind> = store
+        .pins()?
+        .into_iter()
+        .map(|(h, p)| (h, p.kind))
+        .collect();
+    let blobs = store.blobs()?;
+    let states: BTreeMap<Hash, BlobState> = blobs.iter().map(|(h, m)| (*h, m.state)).collect();
+    let complete = |h: &Hash| states.get(h) == Some(&BlobState::Complete);
+    let mut listing = Listing::default();
+    for (root, meta) in store.datasets()? {
+        let all_there = complete(&root)
+            && store
+                .read_manifest(&root)
+                .is_ok_and(|m| m.entries().iter().all(|e| complete(&e.hash)));
+        listing.datasets.push(DatasetEntry {
+            hash: root,
+            files: meta.files,
+            size: meta.total_size,
+            complete: all_there,
+            pinned: pins.contains_key(&root),
+        });
+    }
+    let roots: std::collections::BTreeSet<Hash> = listing.datasets.iter().map(|d| d.hash).collect();
+    listing.blobs = blobs
+        .iter()
+        .filter(|(h, _)| !roots.contains(h))
+        .filter(|(h, _)| all || pins.get(h) == Some(&PinKind::Blob))
+        .map(|(h, m)| BlobEntry {
+            hash: *h,
+            size: m.size,
+            complete: m.state == BlobState::Complete,
+            pinned: pins.contains_key(h),
+        })
+        .collect();
+    Ok(listing)
+}
+
+/// What `get` fetched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetOutcome {
+    /// Blob or dataset.
+    pub kind: TicketKind,
+    /// Its address.
+    pub hash: Hash,
+    /// Files now complete.
+    pub files: u64,
+    /// Their total size.
+    pub size: u64,
+    /// Response bytes received from providers for this fetch.
+    pub bytes_received: u64,
+}
+
+/// What `export` wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportOutcome {
+    /// The files written.
+    pub files: Vec<std::path::PathBuf>,
+    /// Total bytes.
+    pub bytes: u64,
+}
+
+/// Exports a dataset (only files `include` accepts, when given) or a blob to `dest`.
+pub fn export(
+    store: &Store,
+    hash: &Hash,
+    dest: &Path,
+    force: bool,
+    include: Option<&dyn Fn(&str) -> bool>,
+    progress: &dyn crate::export::ExportProgress,
+) -> Result<ExportOutcome, crate::export::ExportError> {
+    let report = if store.dataset(hash)?.is_some() {
+        crate::export::export_dataset(store, hash, dest, force, include, progress)?
+    } else {
+        crate::export::export_blob(store, hash, dest, force)?
+    };
+    Ok(ExportOutcome {
+        files: report.files,
+        bytes: report.bytes,
+    })
+}
+
+/// `--include` patterns: a file is wanted when any pattern matches its manifest path.
+#[derive(Debug, Clone, Default)]
+pub struct Include(Vec<glob::Pattern>);
+
+impl Include {
+    /// Parses glob patterns (`*.json`, `data/**`); an empty list means "everything".
+    pub fn parse(patterns: &[String]) -> Result<Self, String> {
+        patterns
+            .iter()
+            .map(|p| {
+                glob::Pattern::new(p).map_err(|e| format!("invalid --include pattern {p:?}: {e}"))
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+
+    /// Whether no pattern was given.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `path` is wanted.
+    pub fn matches(&self, path: &str) -> bool {
+        self.is_empty() || self.0.iter().any(|p| p.matches(path))
+    }
+}
