@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/commons/target
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint fmt deps build bench check-layering
+.PHONY: demo test lint fmt deps build bench fetch-bench check-layering
 
 ## demo: build `commons`, then add a sample dataset, list, export and verify it
 demo: deps build
@@ -36,6 +36,12 @@ build: deps
 bench: deps build
 	command -v b3sum >/dev/null || $(CARGO) install --locked b3sum
 	"$(CARGO_TARGET_DIR)/release/import-bench" --commons "$(CARGO_TARGET_DIR)/release/commons"
+
+## fetch-bench: 1 GiB over loopback: commons get vs sendme and nginx → curl
+fetch-bench: deps build
+	command -v sendme >/dev/null || $(CARGO) install --locked sendme
+	command -v nginx >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx curl; }
+	"$(CARGO_TARGET_DIR)/release/fetch-bench" --commons "$(CARGO_TARGET_DIR)/release/commons"
 
 ## check-layering: protocol/ must stay sans-IO (no tokio, libp2p, quinn or rocksdb)
 check-layering:

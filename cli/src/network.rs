@@ -88,8 +88,12 @@ pub fn node_run(data_dir: &Path, listen: &[String], json: bool) -> Result<ExitCo
 
 /// Progress of `get` on a bar: bytes received against the total.
 impl GetProgress for Bar {
-    fn total(&self, _files: u64, bytes: u64) {
+    fn total(&self, files: u64, bytes: u64) {
         self.set_length(bytes);
+        self.set_files(files);
+    }
+    fn file_done(&self) {
+        Bar::file_done(self);
     }
     fn already_have(&self, bytes: u64) {
         self.inc(bytes);

@@ -1,10 +1,19 @@
 //! Progress bars for long work, drawn on stderr only when it is a terminal.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use commons_node::{export::ExportProgress, store::ImportProgress};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// A bytes/rate/ETA bar; hidden for `--json` and when stderr is not a terminal.
-pub struct Bar(ProgressBar);
+pub struct Bar(ProgressBar, FileCount);
+
+/// Files done out of files to do, for the bar's message.
+#[derive(Default)]
+struct FileCount {
+    done: AtomicU64,
+    total: AtomicU64,
+}
 
 impl Bar {
     pub fn new(json: bool, verb: &'static str) -> Self {
@@ -24,7 +33,7 @@ impl Bar {
             .progress_chars("=> "),
         );
         bar.set_prefix(verb);
-        Self(bar)
+        Self(bar, FileCount::default())
     }
 
     pub fn inc(&self, bytes: u64) {
@@ -37,6 +46,19 @@ impl Bar {
 
     pub fn finish(&self) {
         self.0.finish_and_clear();
+    }
+
+    /// Sets how many files there are to do.
+    pub fn set_files(&self, total: u64) {
+        self.1.total.store(total, Ordering::Relaxed);
+        self.0.set_message(format!("0/{total} files"));
+    }
+
+    /// Counts one more file done.
+    pub fn file_done(&self) {
+        let done = self.1.done.fetch_add(1, Ordering::Relaxed) + 1;
+        let total = self.1.total.load(Ordering::Relaxed);
+        self.0.set_message(format!("{done}/{total} files"));
     }
 }
 

@@ -16,6 +16,21 @@ fn commons(data_dir: &Path) -> Command {
     cmd
 }
 
+/// Runs `commons --json ARGS` on `data_dir`, which must succeed; returns its JSON output.
+fn json_ok(data_dir: &Path, args: &[&str]) -> serde_json::Value {
+    let out = commons(data_dir)
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("run commons");
+    assert!(
+        out.status.success(),
+        "commons {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json output")
+}
+
 fn pattern(size: usize, seed: u8) -> Vec<u8> {
     let mut state = seed as u64 | 1;
     (0..size)
@@ -122,17 +137,8 @@ fn a_second_node_gets_a_dataset_by_ticket_byte_identical() {
 
     let b = tmp.path().join("b");
     let out_dir = tmp.path().join("out");
-    let out = commons(&b)
-        .args(["--json", "get", &provider.ticket, "-o"])
-        .arg(&out_dir)
-        .output()
-        .expect("get");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let out_dir_arg = out_dir.to_str().expect("utf-8");
+    let v = json_ok(&b, &["get", &provider.ticket, "-o", out_dir_arg]);
     assert_eq!(v["size"], size);
     let received = v["bytes_received"].as_u64().expect("bytes");
     assert!(
@@ -142,12 +148,7 @@ fn a_second_node_gets_a_dataset_by_ticket_byte_identical() {
     assert!(files(&src) == files(&out_dir), "export is byte-identical");
 
     // Fetching again receives nothing: everything is already verified and stored.
-    let again = commons(&b)
-        .args(["--json", "get", &provider.ticket])
-        .output()
-        .expect("get again");
-    assert!(again.status.success());
-    let v: serde_json::Value = serde_json::from_slice(&again.stdout).expect("json");
+    let v = json_ok(&b, &["get", &provider.ticket]);
     assert_eq!(v["bytes_received"], 0);
     let verify = commons(&b).arg("verify").output().expect("verify");
     assert!(
@@ -177,17 +178,8 @@ fn a_get_killed_half_way_resumes_and_completes() {
     common::kill_when_dir_grows(&mut child, &store, 20 << 20);
 
     let out_dir = tmp.path().join("out");
-    let out = commons(&b)
-        .args(["--json", "get", &provider.ticket, "-o"])
-        .arg(&out_dir)
-        .output()
-        .expect("resume");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let out_dir_arg = out_dir.to_str().expect("utf-8");
+    let v = json_ok(&b, &["get", &provider.ticket, "-o", out_dir_arg]);
     let second = v["bytes_received"].as_u64().expect("bytes");
     assert!(
         second < size * 9 / 10,
@@ -356,17 +348,8 @@ fn with_a_node_running_add_ls_get_and_export_go_through_it() {
     let more = tmp.path().join("more");
     fs::create_dir_all(&more).expect("mkdir");
     fs::write(more.join("notes.txt"), pattern(70_000, 9)).expect("write");
-    let out = commons(&a)
-        .args(["--json", "add"])
-        .arg(&more)
-        .output()
-        .expect("add via node");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let added: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let more_arg = more.to_str().expect("utf-8");
+    let added = json_ok(&a, &["add", more_arg]);
     let ticket: commons_protocol::Ticket = added["ticket"]
         .as_str()
         .expect("ticket")
@@ -376,13 +359,7 @@ fn with_a_node_running_add_ls_get_and_export_go_through_it() {
         !ticket.providers.is_empty(),
         "a running node's ticket names it"
     );
-    let ls = commons(&a).args(["--json", "ls"]).output().expect("ls");
-    assert!(
-        ls.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ls.stderr)
-    );
-    let listing: serde_json::Value = serde_json::from_slice(&ls.stdout).expect("json");
+    let listing = json_ok(&a, &["ls"]);
     assert_eq!(listing["datasets"].as_array().expect("array").len(), 2);
 
     // B runs a node too; its `get` and export go through it, and it serves what A added.

@@ -179,6 +179,7 @@ fn db_options() -> Options {
     // Start writing flushed files back while they are being written, so the sync at the
     // end of each flush has little left to do.
     opts.set_bytes_per_sync(1 << 20);
+    opts.set_use_direct_io_for_flush_and_compaction(true);
     opts
 }
 

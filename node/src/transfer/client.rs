@@ -30,8 +30,11 @@ use crate::{
 
 /// How long a peer may stay silent mid-response.
 pub const RESPONSE_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Rounds of requests per fetch (each asks for up to 512 missing ranges).
+/// Rounds of requests per fetch (each asks for up to 512 missing ranges per stream).
 const MAX_ROUNDS: usize = 64;
+/// Requests for one blob in flight at once, each on its own stream: verification and
+/// storing of one stream run on one thread, so parallel streams use every core.
+pub const PARALLEL_REQUESTS: usize = 4;
 
 /// Why fetching from a peer failed.
 #[derive(Debug, thiserror::Error)]
@@ -119,7 +122,7 @@ pub async fn fetch_blob(
 ) -> Result<(), FetchError> {
     for _ in 0..MAX_ROUNDS {
         let known = store.blob(&hash)?;
-        let (ranges, expected_size) = match known {
+        let requests: Vec<(Vec<GroupRange>, Option<u64>)> = match known {
             Some(meta) if meta.state == BlobState::Complete => return Ok(()),
             Some(meta) => {
                 let missing = store.missing_spans(meta.id, meta.size)?;
@@ -127,42 +130,83 @@ pub async fn fetch_blob(
                     store.complete_partial(&hash)?;
                     return Ok(());
                 }
-                (
-                    span_ranges_to_groups(store, &missing, meta.size),
-                    Some(meta.size),
-                )
+                split_spans(&missing, PARALLEL_REQUESTS)
+                    .iter()
+                    .map(|part| {
+                        (
+                            span_ranges_to_groups(store, part, meta.size),
+                            Some(meta.size),
+                        )
+                    })
+                    .collect()
             }
-            None => (
+            // Size unknown: ask for the first span alone; the answer's header gives the
+            // size, and the next round spreads the rest over parallel requests.
+            None => vec![(
                 vec![GroupRange {
                     start: 0,
-                    end: None,
+                    end: Some(store.span_bytes() / CHUNK_GROUP_BYTES),
                 }],
                 None,
-            ),
+            )],
         };
-        let done = fetch_round(
-            host,
-            store,
-            peer,
-            hash,
-            ranges,
-            expected_size,
-            stats,
-            &progress,
-        )
-        .await?;
-        if done {
-            let meta = store.blob(&hash)?.ok_or(StoreError::NotFound { hash })?;
-            if store.missing_spans(meta.id, meta.size)?.is_empty() {
-                store.complete_partial(&hash)?;
-                return Ok(());
+        let rounds = requests.into_iter().map(|(ranges, expected_size)| {
+            fetch_round(
+                host,
+                store,
+                peer,
+                hash,
+                ranges,
+                expected_size,
+                stats,
+                &progress,
+            )
+        });
+        let results = libp2p::futures::future::join_all(rounds).await;
+        // Bad data outranks other failures: it is what gets a provider dropped.
+        let mut first_error = None;
+        for result in results {
+            match result {
+                Ok(_) => {}
+                Err(e) if e.peer_misbehaved() => return Err(e),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
         }
     }
     Err(FetchError::Stream {
         peer,
         reason: format!("{hash} still incomplete after {MAX_ROUNDS} requests"),
     })
+}
+
+/// Splits span ranges into at most `parts` groups of about equal span counts, each a list
+/// of whole ranges or pieces of them, in order.
+fn split_spans(missing: &[std::ops::Range<u64>], parts: usize) -> Vec<Vec<std::ops::Range<u64>>> {
+    let total: u64 = missing.iter().map(|r| r.end - r.start).sum();
+    let per_part = total.div_ceil(parts.max(1) as u64).max(1);
+    let mut out: Vec<Vec<std::ops::Range<u64>>> = vec![Vec::new()];
+    let mut room = per_part;
+    for r in missing {
+        let mut start = r.start;
+        while start < r.end {
+            if room == 0 {
+                out.push(Vec::new());
+                room = per_part;
+            }
+            let end = r.end.min(start + room);
+            if let Some(part) = out.last_mut() {
+                part.push(start..end);
+            }
+            room -= end - start;
+            start = end;
+        }
+    }
+    out
 }
 
 /// Group ranges covering the given span ranges (at most [`MAX_REQUEST_RANGES`]); the range
@@ -184,8 +228,8 @@ fn span_ranges_to_groups(
         .collect()
 }
 
-/// One request/response. Returns `Ok(false)` when the round must be redone (the blob was
-/// restarted for a different size claim).
+/// One request/response. Returns `Ok(false)` when the blob was restarted for a different
+/// size claim (the caller's next round asks again for the new layout).
 #[allow(clippy::too_many_arguments)]
 async fn fetch_round(
     host: &Host,
@@ -325,4 +369,25 @@ fn store_verified_groups(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_spans;
+
+    #[test]
+    fn spans_are_split_evenly_in_order_without_gaps() {
+        let parts = split_spans(&[0..10, 20..23], 4);
+        assert_eq!(
+            parts,
+            vec![vec![0..4], vec![4..8], vec![8..10, 20..22], vec![22..23]]
+        );
+        assert_eq!(split_spans(&[5..6], 4), vec![vec![5..6]]);
+        let flat: Vec<u64> = split_spans(&[0..7, 9..12], 3)
+            .into_iter()
+            .flatten()
+            .flat_map(|r| r.collect::<Vec<_>>())
+            .collect();
+        assert_eq!(flat, [0, 1, 2, 3, 4, 5, 6, 9, 10, 11]);
+    }
 }

@@ -1,0 +1,224 @@
+//! Fetch benchmark: one seeding node, one fetcher, a 1 GiB file over loopback. Prints the
+//! fetcher's throughput and peak RSS against, in the same run, `sendme` (iroh's
+//! BLAKE3-over-QUIC tool) and nginx serving the file to curl.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use commons_simulations::{run_measured, write_random_file, RunStats};
+
+/// Fetch benchmark for `commons get`.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Path to the `commons` binary (release build)
+    #[arg(long)]
+    commons: PathBuf,
+    /// Size of the file, in MiB
+    #[arg(long, default_value_t = 1024)]
+    size_mib: u64,
+    /// Repetitions (the median is reported)
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Skip the sendme comparison
+    #[arg(long)]
+    no_sendme: bool,
+    /// Skip the nginx comparison
+    #[arg(long)]
+    no_nginx: bool,
+}
+
+/// Stops the child when dropped (SIGTERM, so nginx takes its workers down too), so no
+/// server outlives the benchmark.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `cmd` and returns it with the first stdout line for which `pick` gives a value.
+fn start_and_read(
+    mut cmd: Command,
+    pick: impl Fn(&str) -> Option<String>,
+) -> Result<(Guard, String)> {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let guard = Guard(child);
+    for line in BufReader::new(stdout).lines() {
+        if let Some(v) = pick(&line?) {
+            return Ok((guard, v));
+        }
+    }
+    bail!("{cmd:?} ended without printing what was expected")
+}
+
+fn median(mut v: Vec<RunStats>) -> RunStats {
+    v.sort_by_key(|s| s.elapsed);
+    v[v.len() / 2]
+}
+
+fn commons_fetch(args: &Args, scratch: &Path, file: &Path) -> Result<RunStats> {
+    let seed_dir = scratch.join("seed");
+    let out = Command::new(&args.commons)
+        .arg("--data-dir")
+        .arg(&seed_dir)
+        .arg("add")
+        .arg(file.parent().context("parent")?)
+        .output()?;
+    anyhow::ensure!(out.status.success(), "add failed");
+    let mut cmd = Command::new(&args.commons);
+    cmd.arg("--data-dir").arg(&seed_dir).args([
+        "--json",
+        "node",
+        "run",
+        "--listen",
+        "/ip4/127.0.0.1/udp/0/quic-v1",
+    ]);
+    let (_seeder, ticket) = start_and_read(cmd, |line| {
+        let start = line.find("\"ticket\":\"")? + 10;
+        let end = line[start..].find('"')? + start;
+        Some(line[start..end].to_string())
+    })?;
+    let mut runs = Vec::new();
+    for i in 0..args.runs {
+        let fetch_dir = scratch.join(format!("fetch-{i}"));
+        run_measured(&mut Command::new("sync"))?;
+        runs.push(run_measured(
+            Command::new(&args.commons)
+                .arg("--data-dir")
+                .arg(&fetch_dir)
+                .args(["get", &ticket])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )?);
+        std::fs::remove_dir_all(&fetch_dir)?;
+    }
+    Ok(median(runs))
+}
+
+fn sendme_fetch(args: &Args, scratch: &Path, file: &Path) -> Result<RunStats> {
+    let mut cmd = Command::new("sendme");
+    cmd.current_dir(scratch)
+        .args(["send", "--relay", "disabled", "--ticket-type", "addresses"])
+        .arg(file);
+    let (_sender, ticket) = start_and_read(cmd, |line| {
+        line.split_whitespace()
+            .find(|w| w.starts_with("blob"))
+            .map(str::to_string)
+    })?;
+    let mut runs = Vec::new();
+    for i in 0..args.runs {
+        let dir = scratch.join(format!("sendme-{i}"));
+        std::fs::create_dir_all(&dir)?;
+        run_measured(&mut Command::new("sync"))?;
+        runs.push(run_measured(
+            Command::new("sendme")
+                .current_dir(&dir)
+                .args(["receive", "--relay", "disabled", &ticket])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )?);
+        std::fs::remove_dir_all(&dir)?;
+    }
+    Ok(median(runs))
+}
+
+fn nginx_fetch(args: &Args, scratch: &Path, file: &Path) -> Result<RunStats> {
+    let root = file.parent().context("parent")?;
+    let conf = scratch.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "user root; worker_processes 1; daemon off; pid {pid}; error_log /dev/null;
+             events {{ worker_connections 64; }}
+             http {{ access_log off; sendfile on;
+               server {{ listen 127.0.0.1:18431; root {root}; }} }}",
+            pid = scratch.join("nginx.pid").display(),
+            root = root.display()
+        ),
+    )?;
+    let _nginx = Guard(
+        Command::new("nginx")
+            .arg("-c")
+            .arg(&conf)
+            .arg("-p")
+            .arg(scratch)
+            .stderr(Stdio::null())
+            .spawn()
+            .context("nginx (apt-get install nginx)")?,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let name = file
+        .file_name()
+        .context("name")?
+        .to_string_lossy()
+        .to_string();
+    let mut runs = Vec::new();
+    for _ in 0..args.runs {
+        let out = scratch.join("curl.out");
+        run_measured(&mut Command::new("sync"))?;
+        runs.push(run_measured(
+            Command::new("curl")
+                .args(["-sf", "-o"])
+                .arg(&out)
+                .arg(format!("http://127.0.0.1:18431/{name}")),
+        )?);
+        std::fs::remove_file(&out)?;
+    }
+    Ok(median(runs))
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let scratch = tempfile::tempdir()?;
+    let data = scratch.path().join("data");
+    std::fs::create_dir_all(&data)?;
+    let file = data.join("weights.bin");
+    eprintln!("writing {} MiB of random data…", args.size_mib);
+    write_random_file(&file, args.size_mib << 20, 3)?;
+
+    let mut rows = vec![(
+        "commons get (QUIC, verified, stored in RocksDB)",
+        commons_fetch(&args, scratch.path(), &file)?,
+    )];
+    if !args.no_sendme {
+        rows.push((
+            "sendme receive (iroh-blobs over QUIC)",
+            sendme_fetch(&args, scratch.path(), &file)?,
+        ));
+    }
+    if !args.no_nginx {
+        rows.push((
+            "nginx → curl (plain HTTP)",
+            nginx_fetch(&args, scratch.path(), &file)?,
+        ));
+    }
+    let mib = args.size_mib as f64;
+    let commons = rows[0].1;
+    println!(
+        "## fetch of a {} MiB file over loopback (median of {} runs)",
+        args.size_mib, args.runs
+    );
+    println!("| fetcher | seconds | MiB/s | peak RSS MiB | commons throughput ÷ this |");
+    println!("|---|---|---|---|---|");
+    for (name, s) in &rows {
+        println!(
+            "| {name} | {:.2} | {:.0} | {:.1} | {:.2} |",
+            s.elapsed.as_secs_f64(),
+            mib / s.elapsed.as_secs_f64(),
+            s.max_rss as f64 / (1 << 20) as f64,
+            s.elapsed.as_secs_f64() / commons.elapsed.as_secs_f64(),
+        );
+    }
+    Ok(())
+}
