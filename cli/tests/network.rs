@@ -43,10 +43,10 @@ fn pattern(size: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-/// A provider node: a data dir with a dataset, served by `commons node run`.
+/// A running `commons node run` on loopback, with the JSON line it printed when ready.
 struct Provider {
     child: Child,
-    ticket: String,
+    ready: serde_json::Value,
 }
 
 impl Provider {
@@ -66,12 +66,16 @@ impl Provider {
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("read");
-        let v: serde_json::Value = serde_json::from_str(&line).expect("json line");
-        let ticket = v["tickets"][0]["ticket"]
+        let ready = serde_json::from_str(&line).expect("json line");
+        Self { child, ready }
+    }
+
+    /// The ticket of the first dataset the node serves.
+    fn ticket(&self) -> String {
+        self.ready["tickets"][0]["ticket"]
             .as_str()
-            .expect("ticket")
-            .to_string();
-        Self { child, ticket }
+            .expect("a dataset ticket")
+            .to_string()
     }
 }
 
@@ -138,7 +142,7 @@ fn a_second_node_gets_a_dataset_by_ticket_byte_identical() {
     let b = tmp.path().join("b");
     let out_dir = tmp.path().join("out");
     let out_dir_arg = out_dir.to_str().expect("utf-8");
-    let v = json_ok(&b, &["get", &provider.ticket, "-o", out_dir_arg]);
+    let v = json_ok(&b, &["get", &provider.ticket(), "-o", out_dir_arg]);
     assert_eq!(v["size"], size);
     let received = v["bytes_received"].as_u64().expect("bytes");
     assert!(
@@ -148,7 +152,7 @@ fn a_second_node_gets_a_dataset_by_ticket_byte_identical() {
     assert!(files(&src) == files(&out_dir), "export is byte-identical");
 
     // Fetching again receives nothing: everything is already verified and stored.
-    let v = json_ok(&b, &["get", &provider.ticket]);
+    let v = json_ok(&b, &["get", &provider.ticket()]);
     assert_eq!(v["bytes_received"], 0);
     let verify = commons(&b).arg("verify").output().expect("verify");
     assert!(
@@ -169,7 +173,7 @@ fn a_get_killed_half_way_resumes_and_completes() {
 
     let b = tmp.path().join("b");
     let mut child = commons(&b)
-        .args(["get", &provider.ticket])
+        .args(["get", &provider.ticket()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -179,7 +183,7 @@ fn a_get_killed_half_way_resumes_and_completes() {
 
     let out_dir = tmp.path().join("out");
     let out_dir_arg = out_dir.to_str().expect("utf-8");
-    let v = json_ok(&b, &["get", &provider.ticket, "-o", out_dir_arg]);
+    let v = json_ok(&b, &["get", &provider.ticket(), "-o", out_dir_arg]);
     let second = v["bytes_received"].as_u64().expect("bytes");
     assert!(
         second < size * 9 / 10,
@@ -199,7 +203,7 @@ fn a_ticket_whose_provider_is_gone_fails_with_a_clear_error_in_bounded_time() {
     add(&a, &src);
     let ticket = {
         let provider = Provider::start(&a);
-        provider.ticket.clone()
+        provider.ticket()
     }; // provider stopped
     let start = Instant::now();
     let out = commons(&tmp.path().join("b"))
@@ -229,7 +233,7 @@ fn include_fetches_only_matching_files() {
         .args([
             "--json",
             "get",
-            &provider.ticket,
+            &provider.ticket(),
             "--include",
             "*.json",
             "-o",
@@ -284,7 +288,7 @@ fn an_unknown_hash_is_not_found_in_one_clear_line() {
     let a = tmp.path().join("a");
     add(&a, &src);
     let provider = Provider::start(&a);
-    let ticket = altered_ticket(&provider.ticket, Some([7; 32]), None);
+    let ticket = altered_ticket(&provider.ticket(), Some([7; 32]), None);
     let out = commons(&tmp.path().join("b"))
         .args(["get", &ticket])
         .output()
@@ -310,7 +314,7 @@ fn a_ticket_naming_another_peer_at_this_address_is_refused() {
         .expect("utf-8")
         .trim()
         .to_string();
-    let ticket = altered_ticket(&provider.ticket, None, Some(other_id.clone()));
+    let ticket = altered_ticket(&provider.ticket(), None, Some(other_id.clone()));
     let out = commons(&tmp.path().join("b"))
         .args(["get", &ticket])
         .output()
@@ -365,22 +369,7 @@ fn with_a_node_running_add_ls_get_and_export_go_through_it() {
     // B runs a node too; its `get` and export go through it, and it serves what A added.
     let b = tmp.path().join("b");
     fs::create_dir_all(&b).expect("mkdir");
-    let mut node_b = commons(&b)
-        .args([
-            "--json",
-            "node",
-            "run",
-            "--listen",
-            "/ip4/127.0.0.1/udp/0/quic-v1",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("node b");
-    let mut line = String::new();
-    BufReader::new(node_b.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready");
+    let node_b = Provider::start(&b);
     let out_dir = tmp.path().join("out");
     let got = commons(&b)
         .args(["--json", "get", &ticket.to_string(), "-o"])
@@ -398,7 +387,6 @@ fn with_a_node_running_add_ls_get_and_export_go_through_it() {
     assert!(!verify.status.success());
     let err = String::from_utf8_lossy(&verify.stderr);
     assert!(err.contains("a commons node is running"), "{err}");
-    let _ = node_b.kill();
-    let _ = node_b.wait();
+    drop(node_b);
     drop(node_a);
 }
