@@ -30,7 +30,7 @@ echo
 echo "== a second node fetches it over QUIC (loopback), verifying every 16 KiB"
 "$commons" --json node run --listen /ip4/127.0.0.1/udp/0/quic-v1 > "$work/node.out" &
 node_pid=$!
-trap 'kill $node_pid 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill "$node_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 100); do [ -s "$work/node.out" ] && break; sleep 0.1; done
 ticket=$(sed -E 's/.*"ticket":"(commons1[a-z0-9]+)".*/\1/' "$work/node.out")
 echo "node A serves $hash; ticket: $ticket"
