@@ -1,15 +1,14 @@
 //! One function per subcommand: open the store, call the node library, print the result.
 
-use std::{collections::BTreeMap, path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::{bail, Context, Result};
 use commons_node::{
     admin::{AdminClient, AdminReply, AdminRequest},
-    ops::{self, AddOutcome, ExportOutcome, Listing},
-    store::BlobState,
+    ops::{self, AddOutcome, ExportOutcome, Listing, VerifyReport},
     Store, StoreOptions,
 };
-use commons_protocol::{Hash, Ticket};
+use commons_protocol::Hash;
 use indicatif::HumanBytes;
 use serde_json::json;
 
@@ -54,33 +53,18 @@ pub fn open_store(data_dir: &std::path::Path) -> Result<Store> {
     match Store::open(data_dir.join("store"), StoreOptions::default()) {
         Ok(store) => Ok(store),
         Err(commons_node::StoreError::InUse { .. }) => bail!(
-            "a commons node is running on {}; this command does not go through it yet: stop the node first",
+            "the store in {} is in use by another commons process",
             data_dir.display()
         ),
-        Err(e) => Err(e).with_context(|| format!("cannot open the store in {}", data_dir.display())),
+        Err(e) => {
+            Err(e).with_context(|| format!("cannot open the store in {}", data_dir.display()))
+        }
     }
 }
 
 /// Turns a hash, unique hash prefix or ticket into a hash the store knows.
 fn resolve(store: &Store, target: &str) -> Result<Hash> {
-    let target = target.trim();
-    if target.len() > 8 && target[..8].eq_ignore_ascii_case(commons_protocol::ticket::TICKET_PREFIX)
-    {
-        let ticket: Ticket = target.parse().context("invalid ticket")?;
-        return Ok(ticket.hash);
-    }
-    if let Ok(hash) = target.parse::<Hash>() {
-        return Ok(hash);
-    }
-    match store.resolve_prefix(target)? {
-        Some(hash) => Ok(hash),
-        None if target.len() >= 4 && target.bytes().all(|b| b.is_ascii_hexdigit()) => {
-            bail!("no blob or dataset in the store starts with '{target}'")
-        }
-        None => bail!(
-            "'{target}' is neither a hash (64 hex characters, or a unique prefix of at least 4) nor a ticket (commons1…)"
-        ),
-    }
+    Ok(ops::resolve(store, target)?)
 }
 
 pub fn print_json(value: serde_json::Value) {
@@ -224,20 +208,14 @@ fn export(
 ) -> Result<ExitCode> {
     let bar = Bar::new(json, "exporting");
     let (hash, outcome) = if let Some(node) = running_node(data_dir) {
-        let hash = target
-            .trim()
-            .parse::<Hash>()
-            .or_else(|_| target.trim().parse::<Ticket>().map(|t| t.hash))
-            .context("while a node runs, give the full hash or a ticket")?;
-        let dest = std::path::absolute(dir).context("invalid destination")?;
         let request = AdminRequest::Export {
-            hash,
-            dest,
+            target: target.to_string(),
+            dest: std::path::absolute(dir).context("invalid destination")?,
             force,
             include: Vec::new(),
         };
         match via_node(node, &request, &bar)? {
-            AdminReply::Exported(outcome) => (hash, outcome),
+            AdminReply::Exported { hash, outcome } => (hash, outcome),
             other => return Err(unexpected(other)),
         }
     } else {
@@ -272,90 +250,69 @@ pub fn print_export(hash: &Hash, outcome: &ExportOutcome, dir: &std::path::Path,
 }
 
 fn verify(data_dir: &std::path::Path, target: Option<&str>, json: bool) -> Result<ExitCode> {
-    let store = open_store(data_dir)?;
-    // Which blobs to check, and for datasets the file names to report.
-    let mut names: BTreeMap<Hash, Vec<String>> = BTreeMap::new();
-    let hashes: Vec<Hash> = match target {
-        Some(t) => {
-            let hash = resolve(&store, t)?;
-            if store.dataset(&hash)?.is_some() {
-                let manifest = store
-                    .read_manifest(&hash)
-                    .with_context(|| format!("the manifest of dataset {hash} is damaged"))?;
-                for e in manifest.entries() {
-                    names.entry(e.hash).or_default().push(e.path.clone());
-                }
-                std::iter::once(hash).chain(names.keys().copied()).collect()
-            } else if store.blob(&hash)?.is_some() {
-                vec![hash]
-            } else {
-                bail!("{hash} is not in the store");
-            }
-        }
-        None => store
-            .blobs()?
-            .into_iter()
-            .filter(|(_, m)| m.state == BlobState::Complete)
-            .map(|(h, _)| h)
-            .collect(),
-    };
     let bar = Bar::new(json, "verifying");
-    let mut total = 0;
-    let mut checked = 0;
-    let mut problems = Vec::new();
-    for hash in &hashes {
-        let Some(meta) = store.blob(hash)? else {
-            problems.push((*hash, None));
-            continue;
+    let report = if let Some(node) = running_node(data_dir) {
+        let request = AdminRequest::Verify {
+            target: target.map(str::to_string),
         };
-        total += meta.size;
-        bar.set_length(total);
-        for c in store.verify_blob(hash)? {
-            problems.push((*hash, Some(c.range)));
+        match via_node(node, &request, &bar)? {
+            AdminReply::Verified(report) => report,
+            other => return Err(unexpected(other)),
         }
-        checked += 1;
-        bar.inc(meta.size);
-    }
-    bar.finish();
+    } else {
+        let store = open_store(data_dir)?;
+        let hash = target.map(|t| resolve(&store, t)).transpose()?;
+        let report = ops::verify(&store, hash.as_ref(), &bar)?;
+        bar.finish();
+        report
+    };
+    let VerifyReport {
+        checked_blobs,
+        checked_bytes,
+        problems,
+    } = &report;
     if json {
         print_json(json!({
-            "checked_blobs": checked, "checked_bytes": total,
-            "corrupt": problems.iter().map(|(h, r)| json!({
-                "blob": h.to_string(),
-                "start": r.as_ref().map(|r| r.start), "end": r.as_ref().map(|r| r.end),
-                "missing": r.is_none(),
-                "files": names.get(h).cloned().unwrap_or_default(),
+            "checked_blobs": checked_blobs, "checked_bytes": checked_bytes,
+            "corrupt": problems.iter().map(|p| json!({
+                "blob": p.blob.to_string(),
+                "start": p.range.as_ref().map(|r| r.start),
+                "end": p.range.as_ref().map(|r| r.end),
+                "missing": p.range.is_none(),
+                "files": p.files,
             })).collect::<Vec<_>>(),
         }));
     } else {
-        for (h, range) in &problems {
-            let files = names
-                .get(h)
-                .map(|n| format!(" (file {})", n.join(", ")))
-                .unwrap_or_default();
-            match range {
+        for p in problems {
+            let files = if p.files.is_empty() {
+                String::new()
+            } else {
+                format!(" (file {})", p.files.join(", "))
+            };
+            match &p.range {
                 Some(r) => println!(
-                    "CORRUPT blob {h}{files}: bytes {}..{} ({}) fail verification",
+                    "CORRUPT blob {}{files}: bytes {}..{} ({}) fail verification",
+                    p.blob,
                     r.start,
                     r.end,
                     HumanBytes(r.end - r.start)
                 ),
-                None => println!("MISSING blob {h}{files}: not in the store"),
+                None => println!("MISSING blob {}{files}: not in the store", p.blob),
             }
         }
-        if problems.is_empty() {
-            println!(
-                "checked {checked} blobs ({}): all intact",
-                HumanBytes(total)
-            );
+        let summary = if problems.is_empty() {
+            "all intact".to_string()
         } else {
-            println!(
-                "checked {checked} blobs ({}): {} problem{} found",
-                HumanBytes(total),
+            format!(
+                "{} problem{} found",
                 problems.len(),
                 if problems.len() == 1 { "" } else { "s" }
-            );
-        }
+            )
+        };
+        println!(
+            "checked {checked_blobs} blobs ({}): {summary}",
+            HumanBytes(*checked_bytes)
+        );
     }
     Ok(if problems.is_empty() {
         ExitCode::SUCCESS
@@ -365,11 +322,22 @@ fn verify(data_dir: &std::path::Path, target: Option<&str>, json: bool) -> Resul
 }
 
 fn rm(data_dir: &std::path::Path, target: &str, json: bool) -> Result<ExitCode> {
-    let store = open_store(data_dir)?;
-    let hash = resolve(&store, target)?;
-    let report = store
-        .remove(&hash)
-        .with_context(|| format!("cannot remove {hash}"))?;
+    let (hash, report) = if let Some(node) = running_node(data_dir) {
+        let request = AdminRequest::Remove {
+            target: target.to_string(),
+        };
+        match via_node(node, &request, &Bar::new(true, ""))? {
+            AdminReply::Removed { hash, report } => (hash, report),
+            other => return Err(unexpected(other)),
+        }
+    } else {
+        let store = open_store(data_dir)?;
+        let hash = resolve(&store, target)?;
+        let report = store
+            .remove(&hash)
+            .with_context(|| format!("cannot remove {hash}"))?;
+        (hash, report)
+    };
     let kind = if report.was_dataset {
         "dataset"
     } else {
@@ -404,8 +372,14 @@ fn rm(data_dir: &std::path::Path, target: &str, json: bool) -> Result<ExitCode> 
 }
 
 fn gc(data_dir: &std::path::Path, dry_run: bool, json: bool) -> Result<ExitCode> {
-    let store = open_store(data_dir)?;
-    let report = store.gc(dry_run)?;
+    let report = if let Some(node) = running_node(data_dir) {
+        match via_node(node, &AdminRequest::Gc { dry_run }, &Bar::new(true, ""))? {
+            AdminReply::Collected(report) => report,
+            other => return Err(unexpected(other)),
+        }
+    } else {
+        open_store(data_dir)?.gc(dry_run)?
+    };
     if json {
         print_json(json!({
             "dry_run": dry_run,

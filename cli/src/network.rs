@@ -153,13 +153,13 @@ pub fn get(
     if let Some(dir) = output {
         if let Some(node) = running_node(data_dir) {
             let request = AdminRequest::Export {
-                hash: ticket.hash,
+                target: ticket.hash.to_string(),
                 dest: std::path::absolute(dir).context("invalid destination")?,
                 force,
                 include: include.to_vec(),
             };
             match via_node(node, &request, &Bar::new(true, ""))? {
-                AdminReply::Exported(_) => {}
+                AdminReply::Exported { .. } => {}
                 other => bail!("the running node gave an unexpected answer: {other:?}"),
             }
         } else {

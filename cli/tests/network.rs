@@ -340,7 +340,7 @@ fn a_ticket_naming_another_peer_at_this_address_is_refused() {
 }
 
 #[test]
-fn with_a_node_running_add_ls_get_and_export_go_through_it() {
+fn with_a_node_running_every_command_goes_through_it() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let a = tmp.path().join("a");
     let src = tmp.path().join("dataset");
@@ -382,11 +382,20 @@ fn with_a_node_running_add_ls_get_and_export_go_through_it() {
         String::from_utf8_lossy(&got.stderr)
     );
     assert!(files(&more) == files(&out_dir), "byte-identical");
-    // Only the node has the store open: a direct command says so in one line.
+    // verify, rm and gc go through the node as well.
     let verify = commons(&b).arg("verify").output().expect("verify");
-    assert!(!verify.status.success());
-    let err = String::from_utf8_lossy(&verify.stderr);
-    assert!(err.contains("a commons node is running"), "{err}");
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert!(String::from_utf8_lossy(&verify.stdout).contains("all intact"));
+    let removed = json_ok(&b, &["rm", &ticket.hash.to_string()]);
+    assert_eq!(removed["kind"], "dataset");
+    assert!(json_ok(&b, &["ls"])["datasets"]
+        .as_array()
+        .expect("array")
+        .is_empty());
     drop(node_b);
     drop(node_a);
 }

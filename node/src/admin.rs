@@ -24,8 +24,8 @@ use tokio::{
 use crate::{
     fetch::{self, GetProgress},
     net::Host,
-    ops::{self, AddOutcome, ExportOutcome, GetOutcome, Include, Listing},
-    store::{ImportProgress, Store},
+    ops::{self, AddOutcome, ExportOutcome, GetOutcome, Include, Listing, VerifyReport},
+    store::{GcReport, ImportProgress, RemoveReport, Store},
     transfer::TransferStats,
 };
 
@@ -59,14 +59,29 @@ pub enum AdminRequest {
     },
     /// Write a dataset or blob to a folder (absolute path).
     Export {
-        /// What to write.
-        hash: Hash,
+        /// What to write: hash, unique prefix or ticket.
+        target: String,
         /// Where.
         dest: PathBuf,
         /// Replace existing files.
         force: bool,
         /// Glob patterns of files to write (all when empty).
         include: Vec<String>,
+    },
+    /// Re-check stored data.
+    Verify {
+        /// One dataset or blob (hash, prefix or ticket), or everything.
+        target: Option<String>,
+    },
+    /// Forget a dataset or blob.
+    Remove {
+        /// Hash, prefix or ticket.
+        target: String,
+    },
+    /// Collect garbage.
+    Gc {
+        /// Only report.
+        dry_run: bool,
     },
 }
 
@@ -87,8 +102,24 @@ pub enum AdminReply {
     Listed(Listing),
     /// Result of `Get`.
     Got(GetOutcome),
-    /// Result of `Export`.
-    Exported(ExportOutcome),
+    /// Result of `Export`: what was exported, and what was written.
+    Exported {
+        /// The dataset or blob.
+        hash: Hash,
+        /// What was written.
+        outcome: ExportOutcome,
+    },
+    /// Result of `Verify`.
+    Verified(VerifyReport),
+    /// Result of `Remove`.
+    Removed {
+        /// What was removed.
+        hash: Hash,
+        /// What went with it.
+        report: RemoveReport,
+    },
+    /// Result of `Gc`.
+    Collected(GcReport),
     /// The request failed; the message is for the user.
     Error {
         /// What went wrong.
@@ -251,6 +282,18 @@ async fn handle(conn: AsyncUnixStream, ctx: AdminContext) {
     }
 }
 
+/// Runs store work on a blocking thread; an `Err` message becomes an error reply.
+async fn blocking(
+    ctx: AdminContext,
+    work: impl FnOnce(&Store) -> Result<AdminReply, String> + Send + 'static,
+) -> AdminReply {
+    match tokio::task::spawn_blocking(move || work(&ctx.store)).await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(message)) => AdminReply::Error { message },
+        Err(e) => failed(e),
+    }
+}
+
 fn failed(e: impl std::fmt::Display) -> AdminReply {
     AdminReply::Error {
         message: e.to_string(),
@@ -267,25 +310,20 @@ async fn run(request: AdminRequest, ctx: AdminContext, events: ProgressEvents) -
                 .iter()
                 .map(|a| a.to_string())
                 .collect();
-            let store = ctx.store.clone();
-            let result = tokio::task::spawn_blocking(move || {
-                ops::add(&store, &path, providers, &events)
+            blocking(ctx, move |store| {
+                ops::add(store, &path, providers, &events)
+                    .map(AdminReply::Added)
                     .map_err(|e| format!("cannot add {}: {e}", path.display()))
             })
-            .await;
-            match result {
-                Ok(Ok(outcome)) => AdminReply::Added(outcome),
-                Ok(Err(message)) => AdminReply::Error { message },
-                Err(e) => failed(e),
-            }
+            .await
         }
         AdminRequest::List { all } => {
-            let store = ctx.store.clone();
-            match tokio::task::spawn_blocking(move || ops::list(&store, all)).await {
-                Ok(Ok(listing)) => AdminReply::Listed(listing),
-                Ok(Err(e)) => failed(e),
-                Err(e) => failed(e),
-            }
+            blocking(ctx, move |store| {
+                ops::list(store, all)
+                    .map(AdminReply::Listed)
+                    .map_err(|e| e.to_string())
+            })
+            .await
         }
         AdminRequest::Get { ticket, include } => {
             let ticket: Ticket = match ticket.parse() {
@@ -321,7 +359,7 @@ async fn run(request: AdminRequest, ctx: AdminContext, events: ProgressEvents) -
             }
         }
         AdminRequest::Export {
-            hash,
+            target,
             dest,
             force,
             include,
@@ -330,19 +368,47 @@ async fn run(request: AdminRequest, ctx: AdminContext, events: ProgressEvents) -
                 Ok(i) => i,
                 Err(e) => return failed(e),
             };
-            let store = ctx.store.clone();
-            let result = tokio::task::spawn_blocking(move || {
+            blocking(ctx, move |store| {
+                let hash = ops::resolve(store, &target).map_err(|e| e.to_string())?;
                 let filter = |path: &str| include.matches(path);
                 let filter: Option<&dyn Fn(&str) -> bool> =
                     (!include.is_empty()).then_some(&filter);
-                ops::export(&store, &hash, &dest, force, filter, &events)
+                ops::export(store, &hash, &dest, force, filter, &events)
+                    .map(|outcome| AdminReply::Exported { hash, outcome })
+                    .map_err(|e| format!("cannot export {hash}: {e}"))
             })
-            .await;
-            match result {
-                Ok(Ok(outcome)) => AdminReply::Exported(outcome),
-                Ok(Err(e)) => failed(format!("cannot export {hash}: {e}")),
-                Err(e) => failed(e),
-            }
+            .await
+        }
+        AdminRequest::Verify { target } => {
+            blocking(ctx, move |store| {
+                let hash = target
+                    .map(|t| ops::resolve(store, &t))
+                    .transpose()
+                    .map_err(|e| e.to_string())?;
+                ops::verify(store, hash.as_ref(), &events)
+                    .map(AdminReply::Verified)
+                    .map_err(|e| e.to_string())
+            })
+            .await
+        }
+        AdminRequest::Remove { target } => {
+            blocking(ctx, move |store| {
+                let hash = ops::resolve(store, &target).map_err(|e| e.to_string())?;
+                store
+                    .remove(&hash)
+                    .map(|report| AdminReply::Removed { hash, report })
+                    .map_err(|e| format!("cannot remove {hash}: {e}"))
+            })
+            .await
+        }
+        AdminRequest::Gc { dry_run } => {
+            blocking(ctx, move |store| {
+                store
+                    .gc(dry_run)
+                    .map(AdminReply::Collected)
+                    .map_err(|e| e.to_string())
+            })
+            .await
         }
     }
 }

@@ -212,3 +212,118 @@ impl Include {
         self.is_empty() || self.0.iter().any(|p| p.matches(path))
     }
 }
+
+/// Why a user's hash, prefix or ticket names nothing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResolveError {
+    /// A ticket that does not parse.
+    #[error("invalid ticket: {0}")]
+    Ticket(#[from] commons_protocol::TicketError),
+    /// A hex prefix no stored hash starts with.
+    #[error("no blob or dataset in the store starts with '{0}'")]
+    NoMatch(String),
+    /// Neither a hash nor a ticket.
+    #[error("'{0}' is neither a hash (64 hex characters, or a unique prefix of at least 4) nor a ticket (commons1…)")]
+    NotAHash(String),
+    /// The store failed (or the prefix is ambiguous).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Turns a hash, a unique hash prefix (≥ 4 hex characters) or a ticket into a hash.
+pub fn resolve(store: &Store, target: &str) -> Result<Hash, ResolveError> {
+    let target = target.trim();
+    let prefix = commons_protocol::ticket::TICKET_PREFIX;
+    if target.len() > prefix.len() && target[..prefix.len()].eq_ignore_ascii_case(prefix) {
+        return Ok(target.parse::<Ticket>()?.hash);
+    }
+    if let Ok(hash) = target.parse::<Hash>() {
+        return Ok(hash);
+    }
+    match store.resolve_prefix(target)? {
+        Some(hash) => Ok(hash),
+        None if target.len() >= 4 && target.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Err(ResolveError::NoMatch(target.to_string()))
+        }
+        None => Err(ResolveError::NotAHash(target.to_string())),
+    }
+}
+
+/// One problem `verify` found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyProblem {
+    /// The blob.
+    pub blob: Hash,
+    /// Byte range failing verification; `None` when the blob is missing altogether.
+    pub range: Option<std::ops::Range<u64>>,
+    /// Dataset file names of the blob (when a dataset was verified).
+    pub files: Vec<String>,
+}
+
+/// What `verify` checked and found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    /// Blobs checked.
+    pub checked_blobs: u64,
+    /// Their bytes.
+    pub checked_bytes: u64,
+    /// Everything that failed.
+    pub problems: Vec<VerifyProblem>,
+}
+
+/// Re-checks every complete blob, or one blob, or one dataset (its manifest and files),
+/// against the hash trees.
+pub fn verify(
+    store: &Store,
+    target: Option<&Hash>,
+    progress: &dyn ImportProgress,
+) -> Result<VerifyReport, StoreError> {
+    let mut names: BTreeMap<Hash, Vec<String>> = BTreeMap::new();
+    let hashes: Vec<Hash> = match target {
+        Some(hash) if store.dataset(hash)?.is_some() => {
+            for e in store.read_manifest(hash)?.entries() {
+                names.entry(e.hash).or_default().push(e.path.clone());
+            }
+            std::iter::once(*hash)
+                .chain(names.keys().copied())
+                .collect()
+        }
+        Some(hash) if store.blob(hash)?.is_some() => vec![*hash],
+        Some(hash) => return Err(StoreError::NotFound { hash: *hash }),
+        None => store
+            .blobs()?
+            .into_iter()
+            .filter(|(_, m)| m.state == BlobState::Complete)
+            .map(|(h, _)| h)
+            .collect(),
+    };
+    let mut report = VerifyReport::default();
+    let mut sizes = Vec::with_capacity(hashes.len());
+    for hash in &hashes {
+        sizes.push(store.blob(hash)?.map(|m| m.size));
+    }
+    progress.start(hashes.len() as u64, sizes.iter().flatten().sum());
+    for (hash, size) in hashes.iter().zip(sizes) {
+        let files = names.get(hash).cloned().unwrap_or_default();
+        let Some(size) = size else {
+            report.problems.push(VerifyProblem {
+                blob: *hash,
+                range: None,
+                files,
+            });
+            continue;
+        };
+        for c in store.verify_blob(hash)? {
+            report.problems.push(VerifyProblem {
+                blob: *hash,
+                range: Some(c.range),
+                files: files.clone(),
+            });
+        }
+        report.checked_blobs += 1;
+        report.checked_bytes += size;
+        progress.advance(size);
+    }
+    Ok(report)
+}

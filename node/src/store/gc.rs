@@ -13,7 +13,7 @@ use rocksdb::{IteratorMode, WriteBatch};
 use super::{layout::*, Result, Store, StoreError};
 
 /// What [`Store::remove`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RemoveReport {
     /// Whether `hash` was a dataset (rather than a single blob).
     pub was_dataset: bool,
@@ -25,7 +25,7 @@ pub struct RemoveReport {
 }
 
 /// What [`Store::gc`] removed (or, for a dry run, would remove).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GcReport {
     /// Blobs removed, with their sizes.
     pub removed: Vec<(Hash, u64)>,

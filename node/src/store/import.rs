@@ -31,7 +31,7 @@ use super::{layout::*, pieces::PieceWriter, unix_now, Result, Store, StoreError}
 /// about this many spans.
 pub const WRITE_QUEUE_ROWS: usize = 8;
 
-/// Receives progress of a long import, e.g. to draw a progress bar.
+/// Receives progress of long store work (import, verify), e.g. to draw a progress bar.
 pub trait ImportProgress: Sync {
     /// Called once before any byte is read, with the totals.
     fn start(&self, _files: u64, _bytes: u64) {}
