@@ -5,7 +5,8 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::{bail, Context, Result};
 use commons_node::{
     admin::{AdminClient, AdminReply, AdminRequest},
-    ops::{self, AddOutcome, ExportOutcome, Listing, VerifyReport},
+    export::ExportReport,
+    ops::{self, AddOutcome, Listing, VerifyReport},
     Store, StoreOptions,
 };
 use commons_protocol::Hash;
@@ -221,7 +222,7 @@ fn export(
     } else {
         let store = open_store(data_dir)?;
         let hash = resolve(&store, target)?;
-        let outcome = ops::export(&store, &hash, dir, force, None, &bar)
+        let outcome = ops::export(&store, &hash, dir, force, &ops::Include::default(), &bar)
             .with_context(|| format!("cannot export {hash}"))?;
         bar.finish();
         (hash, outcome)
@@ -231,7 +232,7 @@ fn export(
 }
 
 /// Prints what an export wrote.
-pub fn print_export(hash: &Hash, outcome: &ExportOutcome, dir: &std::path::Path, json: bool) {
+pub fn print_export(hash: &Hash, outcome: &ExportReport, dir: &std::path::Path, json: bool) {
     if json {
         print_json(json!({
             "hash": hash.to_string(),

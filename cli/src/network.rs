@@ -10,7 +10,7 @@ use commons_node::{
     fetch::GetProgress,
     identity,
     net::Host,
-    ops::{self, GetOutcome, Include},
+    ops::{self, Include},
     store::NoProgress,
     transfer::TransferStats,
 };
@@ -130,25 +130,14 @@ pub fn get(
         let store = Arc::new(open_store(data_dir)?);
         let key = identity::load_or_create(data_dir)?;
         let stats = Arc::new(TransferStats::default());
-        let progress = bar.clone();
         let fetched = runtime()?.block_on(async {
             let host = Host::start(key, &[]).await?;
-            let filter = |path: &str| patterns.matches(path);
-            let filter: Option<&(dyn Fn(&str) -> bool + Sync)> =
-                (!patterns.is_empty()).then_some(&filter);
-            fetch::get(&host, &store, &ticket, filter, &stats, progress.clone())
+            fetch::get(&host, &store, &ticket, &patterns, &stats, bar.clone())
                 .await
                 .map_err(anyhow::Error::from)
         });
-        progress.finish();
-        let fetched = fetched.with_context(|| format!("cannot get {}", ticket.hash))?;
-        GetOutcome {
-            kind: ticket.kind,
-            hash: ticket.hash,
-            files: fetched.files,
-            size: fetched.bytes,
-            bytes_received: stats.total().bytes_received,
-        }
+        bar.finish();
+        fetched.with_context(|| format!("cannot get {}", ticket.hash))?
     };
     if let Some(dir) = output {
         if let Some(node) = running_node(data_dir) {
@@ -164,9 +153,7 @@ pub fn get(
             }
         } else {
             let store = open_store(data_dir)?;
-            let filter = |path: &str| patterns.matches(path);
-            let filter: Option<&dyn Fn(&str) -> bool> = (!patterns.is_empty()).then_some(&filter);
-            ops::export(&store, &ticket.hash, dir, force, filter, &NoProgress)
+            ops::export(&store, &ticket.hash, dir, force, &patterns, &NoProgress)
                 .with_context(|| format!("fetched {}, but cannot export it", ticket.hash))?;
         }
     }

@@ -305,7 +305,7 @@ fn add_killed_half_way_leaves_a_consistent_store_and_runs_again() {
 #[test]
 fn bad_input_gets_one_clear_line_and_a_failing_exit() {
     let env = Env::new();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (
             &["add", "/nonexistent/path"],
             "cannot add /nonexistent/path",
@@ -313,6 +313,7 @@ fn bad_input_gets_one_clear_line_and_a_failing_exit() {
         (&["export", &"ab".repeat(32), "out"], "is not in the store"),
         (&["export", "commons1notaticket", "out"], "invalid ticket"),
         (&["rm", "hello"], "neither a hash"),
+        (&["rm", "commons€xyz"], "neither a hash"),
         (
             &["verify", "abcd"],
             "no blob or dataset in the store starts with 'abcd'",

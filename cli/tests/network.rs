@@ -100,16 +100,7 @@ fn make_dataset(root: &Path, big: usize) -> u64 {
 }
 
 fn add(data_dir: &Path, path: &Path) {
-    let out = commons(data_dir)
-        .arg("add")
-        .arg(path)
-        .output()
-        .expect("add");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    json_ok(data_dir, &["add", path.to_str().expect("utf-8 path")]);
 }
 
 fn files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {

@@ -22,9 +22,10 @@ use tokio::{
 };
 
 use crate::{
+    export::ExportReport,
     fetch::{self, GetProgress},
     net::Host,
-    ops::{self, AddOutcome, ExportOutcome, GetOutcome, Include, Listing, VerifyReport},
+    ops::{self, AddOutcome, GetOutcome, Include, Listing, VerifyReport},
     store::{GcReport, ImportProgress, RemoveReport, Store},
     transfer::TransferStats,
 };
@@ -107,7 +108,7 @@ pub enum AdminReply {
         /// The dataset or blob.
         hash: Hash,
         /// What was written.
-        outcome: ExportOutcome,
+        outcome: ExportReport,
     },
     /// Result of `Verify`.
     Verified(VerifyReport),
@@ -334,27 +335,17 @@ async fn run(request: AdminRequest, ctx: AdminContext, events: ProgressEvents) -
                 Ok(i) => i,
                 Err(e) => return failed(e),
             };
-            let before = ctx.stats.total().bytes_received;
-            let filter = |path: &str| include.matches(path);
-            let filter: Option<&(dyn Fn(&str) -> bool + Sync)> =
-                (!include.is_empty()).then_some(&filter);
             match fetch::get(
                 &ctx.host,
                 &ctx.store,
                 &ticket,
-                filter,
+                &include,
                 &ctx.stats,
                 Arc::new(events),
             )
             .await
             {
-                Ok(outcome) => AdminReply::Got(GetOutcome {
-                    kind: ticket.kind,
-                    hash: ticket.hash,
-                    files: outcome.files,
-                    size: outcome.bytes,
-                    bytes_received: ctx.stats.total().bytes_received - before,
-                }),
+                Ok(outcome) => AdminReply::Got(outcome),
                 Err(e) => failed(format!("cannot get {}: {e}", ticket.hash)),
             }
         }
@@ -370,10 +361,7 @@ async fn run(request: AdminRequest, ctx: AdminContext, events: ProgressEvents) -
             };
             blocking(ctx, move |store| {
                 let hash = ops::resolve(store, &target).map_err(|e| e.to_string())?;
-                let filter = |path: &str| include.matches(path);
-                let filter: Option<&dyn Fn(&str) -> bool> =
-                    (!include.is_empty()).then_some(&filter);
-                ops::export(store, &hash, &dest, force, filter, &events)
+                ops::export(store, &hash, &dest, force, &include, &events)
                     .map(|outcome| AdminReply::Exported { hash, outcome })
                     .map_err(|e| format!("cannot export {hash}: {e}"))
             })

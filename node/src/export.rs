@@ -15,7 +15,10 @@ use std::{
 
 use commons_protocol::Hash;
 
-use crate::store::{Store, StoreError};
+use crate::{
+    ops::Include,
+    store::{Store, StoreError},
+};
 
 /// Why an export failed.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +60,7 @@ pub trait ExportProgress {
 impl ExportProgress for crate::store::NoProgress {}
 
 /// What was written.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExportReport {
     /// Files written, with their paths.
     pub files: Vec<PathBuf>,
@@ -80,14 +83,14 @@ pub fn export_dataset(
     root: &Hash,
     dir: &Path,
     overwrite: bool,
-    include: Option<&dyn Fn(&str) -> bool>,
+    include: &Include,
     progress: &dyn ExportProgress,
 ) -> Result<ExportReport, ExportError> {
     let manifest = store.read_manifest(root)?;
     let entries: Vec<_> = manifest
         .entries()
         .iter()
-        .filter(|e| include.is_none_or(|f| f(&e.path)))
+        .filter(|e| include.matches(&e.path))
         .collect();
     let targets: Vec<PathBuf> = entries
         .iter()

@@ -7,11 +7,12 @@
 
 use std::sync::Arc;
 
-use commons_protocol::{Hash, Manifest, Ticket, TicketKind};
+use commons_protocol::{Hash, Ticket, TicketKind};
 use libp2p::{Multiaddr, PeerId};
 
 use crate::{
     net::{split_peer_addr, Host},
+    ops::{GetOutcome, Include},
     store::{BlobState, Store, StoreError},
     transfer::{fetch_blob, FetchError, TransferStats},
 };
@@ -59,17 +60,6 @@ pub trait GetProgress: Send + Sync {
     fn file_done(&self) {}
 }
 
-/// What a `get` fetched.
-#[derive(Debug, Clone)]
-pub struct GetOutcome {
-    /// The manifest, for datasets.
-    pub manifest: Option<Manifest>,
-    /// Files (or the one blob) now complete.
-    pub files: u64,
-    /// Their total size.
-    pub bytes: u64,
-}
-
 /// The provider peers and addresses of a ticket.
 pub fn ticket_providers(ticket: &Ticket) -> Result<Vec<(PeerId, Multiaddr)>, GetError> {
     ticket
@@ -84,17 +74,37 @@ pub fn ticket_providers(ticket: &Ticket) -> Result<Vec<(PeerId, Multiaddr)>, Get
         .collect()
 }
 
-/// Fetches what `ticket` names into `store`. For a dataset, only files whose path
-/// `include` accepts are fetched (all when `None`); the dataset is recorded and pinned
-/// once the manifest and those files are complete.
+/// Fetches what `ticket` names into `store`. For a dataset, only the files `include`
+/// accepts are fetched; the dataset is recorded and pinned once the manifest and those
+/// files are complete.
 pub async fn get(
     host: &Host,
     store: &Arc<Store>,
     ticket: &Ticket,
-    include: Option<&(dyn Fn(&str) -> bool + Sync)>,
+    include: &Include,
     stats: &Arc<TransferStats>,
     progress: Arc<dyn GetProgress>,
 ) -> Result<GetOutcome, GetError> {
+    let received_before = stats.total().bytes_received;
+    let (files, size) = fetch_ticket(host, store, ticket, include, stats, progress).await?;
+    Ok(GetOutcome {
+        kind: ticket.kind,
+        hash: ticket.hash,
+        files,
+        size,
+        bytes_received: stats.total().bytes_received - received_before,
+    })
+}
+
+/// The work of [`get`]; returns the number of files and their total size.
+async fn fetch_ticket(
+    host: &Host,
+    store: &Arc<Store>,
+    ticket: &Ticket,
+    include: &Include,
+    stats: &Arc<TransferStats>,
+    progress: Arc<dyn GetProgress>,
+) -> Result<(u64, u64), GetError> {
     let providers = ticket_providers(ticket)?;
     if providers.is_empty() {
         return Err(GetError::NoProviders);
@@ -106,11 +116,7 @@ pub async fn get(
                 fetch_from_any(host, store, &mut good, ticket.hash, stats, &progress).await?;
             store.pin(&ticket.hash)?;
             progress.file_done();
-            Ok(GetOutcome {
-                manifest: None,
-                files: 1,
-                bytes: size,
-            })
+            Ok((1, size))
         }
         TicketKind::Dataset => {
             let root = ticket.hash;
@@ -121,7 +127,7 @@ pub async fn get(
             let wanted: Vec<_> = manifest
                 .entries()
                 .iter()
-                .filter(|e| include.is_none_or(|f| f(&e.path)))
+                .filter(|e| include.matches(&e.path))
                 .collect();
             progress.total(wanted.len() as u64, wanted.iter().map(|e| e.size).sum());
             let mut bytes = 0;
@@ -141,11 +147,7 @@ pub async fn get(
             // Recorded (and pinned) even when only some files were wanted: `ls` shows it
             // as partial, and GC keeps what was fetched.
             store.record_dataset(&root, &manifest)?;
-            Ok(GetOutcome {
-                files: wanted.len() as u64,
-                manifest: Some(manifest),
-                bytes,
-            })
+            Ok((wanted.len() as u64, bytes))
         }
     }
 }

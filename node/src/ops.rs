@@ -9,7 +9,10 @@ use std::{collections::BTreeMap, path::Path};
 use commons_protocol::{Hash, Ticket, TicketKind};
 use serde::{Deserialize, Serialize};
 
-use crate::store::{BlobState, ImportProgress, PinKind, Store, StoreError};
+use crate::{
+    export::ExportReport,
+    store::{BlobState, ImportProgress, PinKind, Store, StoreError},
+};
 
 /// What `add` stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,7 +145,7 @@ pub fn list(store: &Store, all: bool) -> Result<Listing, StoreError> {
     Ok(listing)
 }
 
-/// What `get` fetched.
+/// What `get` fetched (see [`crate::fetch::get`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GetOutcome {
     /// Blob or dataset.
@@ -157,33 +160,20 @@ pub struct GetOutcome {
     pub bytes_received: u64,
 }
 
-/// What `export` wrote.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExportOutcome {
-    /// The files written.
-    pub files: Vec<std::path::PathBuf>,
-    /// Total bytes.
-    pub bytes: u64,
-}
-
-/// Exports a dataset (only files `include` accepts, when given) or a blob to `dest`.
+/// Exports a dataset (only the files `include` accepts) or a blob to `dest`.
 pub fn export(
     store: &Store,
     hash: &Hash,
     dest: &Path,
     force: bool,
-    include: Option<&dyn Fn(&str) -> bool>,
+    include: &Include,
     progress: &dyn crate::export::ExportProgress,
-) -> Result<ExportOutcome, crate::export::ExportError> {
-    let report = if store.dataset(hash)?.is_some() {
-        crate::export::export_dataset(store, hash, dest, force, include, progress)?
+) -> Result<ExportReport, crate::export::ExportError> {
+    if store.dataset(hash)?.is_some() {
+        crate::export::export_dataset(store, hash, dest, force, include, progress)
     } else {
-        crate::export::export_blob(store, hash, dest, force)?
-    };
-    Ok(ExportOutcome {
-        files: report.files,
-        bytes: report.bytes,
-    })
+        crate::export::export_blob(store, hash, dest, force)
+    }
 }
 
 /// `--include` patterns: a file is wanted when any pattern matches its manifest path.
@@ -235,7 +225,12 @@ pub enum ResolveError {
 pub fn resolve(store: &Store, target: &str) -> Result<Hash, ResolveError> {
     let target = target.trim();
     let prefix = commons_protocol::ticket::TICKET_PREFIX;
-    if target.len() > prefix.len() && target[..prefix.len()].eq_ignore_ascii_case(prefix) {
+    // `get` rather than slicing: user input may have a multi-byte character at byte 8.
+    if target.len() > prefix.len()
+        && target
+            .get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    {
         return Ok(target.parse::<Ticket>()?.hash);
     }
     if let Ok(hash) = target.parse::<Hash>() {

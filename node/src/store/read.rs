@@ -40,6 +40,7 @@ pub(super) struct RowReader<'a> {
     /// For `verify`: treat a missing row as zeros so it is reported as a corrupt range
     /// instead of stopping the scan.
     missing_as_zeros: bool,
+    /// The last row read (index, bytes); the buffer is reused for the next row.
     cache: RefCell<Option<(u64, Vec<u8>)>>,
 }
 
@@ -75,13 +76,16 @@ impl ReadAt for RowReader<'_> {
             let row = self
                 .store
                 .db
-                .get_cf(self.store.cf(self.cf), key)
+                .get_pinned_cf(self.store.cf(self.cf), key)
                 .map_err(io::Error::other)?;
-            let row = match row {
-                Some(row) => row,
+            // Reuse the previous row's buffer: no allocation (and page faults) per row.
+            let mut buf = cache.take().map(|(_, b)| b).unwrap_or_default();
+            buf.clear();
+            match row {
+                Some(row) => buf.extend_from_slice(&row),
                 None if self.missing_as_zeros => {
                     let start = index * self.row_bytes;
-                    vec![0; (self.len - start).min(self.row_bytes) as usize]
+                    buf.resize((self.len - start).min(self.row_bytes) as usize, 0);
                 }
                 None => {
                     return Err(io::Error::new(
@@ -91,8 +95,8 @@ impl ReadAt for RowReader<'_> {
                         },
                     ))
                 }
-            };
-            *cache = Some((index, row));
+            }
+            *cache = Some((index, buf));
         }
         let Some((_, row)) = cache.as_ref() else {
             return Ok(0);

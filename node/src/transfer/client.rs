@@ -344,19 +344,19 @@ fn store_verified_groups(
     encoded: ChannelReader,
 ) -> Result<(), GroupError> {
     let span_bytes = store.span_bytes();
-    let mut span: Option<(u64, Vec<u8>)> = None;
+    // The span being assembled; its buffer is reused from span to span.
+    let mut span: Option<u64> = None;
+    let mut buf: Vec<u8> = Vec::with_capacity(span_bytes as usize);
     for group in verify_response(hash, size, wanted, encoded) {
         let group = group.map_err(GroupError::Data)?;
         let index = group.offset / span_bytes;
         let span_start = index * span_bytes;
         let span_len = (size - span_start).min(span_bytes) as usize;
-        if span.as_ref().map(|(i, _)| *i) != Some(index) {
+        if span != Some(index) {
             // A new span begins; an unfinished previous one is dropped (asked for again).
-            span = Some((index, Vec::with_capacity(span_len)));
+            span = Some(index);
+            buf.clear();
         }
-        let Some((_, buf)) = span.as_mut() else {
-            continue;
-        };
         if (group.offset - span_start) as usize != buf.len() {
             // Groups of a span arrive in order; anything else means we asked oddly.
             buf.clear();
@@ -365,9 +365,10 @@ fn store_verified_groups(
         buf.extend_from_slice(&group.data);
         if buf.len() == span_len {
             store
-                .put_verified_span(id, index, buf)
+                .put_verified_span(id, index, &buf)
                 .map_err(GroupError::Store)?;
             span = None;
+            buf.clear();
         }
     }
     Ok(())
