@@ -99,6 +99,17 @@ fn make_dataset(root: &Path, big: usize) -> u64 {
     (13 + big + big / 3 + 7) as u64
 }
 
+/// A temp dir with a dataset in `dataset/`, added to data dir `a/` and served by a node.
+/// Returns the dir, the dataset folder, its size and the node.
+fn seeded(big: usize) -> (tempfile::TempDir, PathBuf, u64, Provider) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("dataset");
+    let size = make_dataset(&src, big);
+    add(&tmp.path().join("a"), &src);
+    let provider = Provider::start(&tmp.path().join("a"));
+    (tmp, src, size, provider)
+}
+
 fn add(data_dir: &Path, path: &Path) {
     json_ok(data_dir, &["add", path.to_str().expect("utf-8 path")]);
 }
@@ -123,12 +134,7 @@ fn files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 
 #[test]
 fn a_second_node_gets_a_dataset_by_ticket_byte_identical() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let src = tmp.path().join("dataset");
-    let size = make_dataset(&src, 3 << 20);
-    let a = tmp.path().join("a");
-    add(&a, &src);
-    let provider = Provider::start(&a);
+    let (tmp, src, size, provider) = seeded(3 << 20);
 
     let b = tmp.path().join("b");
     let out_dir = tmp.path().join("out");
@@ -155,12 +161,7 @@ fn a_second_node_gets_a_dataset_by_ticket_byte_identical() {
 
 #[test]
 fn a_get_killed_half_way_resumes_and_completes() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let src = tmp.path().join("dataset");
-    let size = make_dataset(&src, 48 << 20);
-    let a = tmp.path().join("a");
-    add(&a, &src);
-    let provider = Provider::start(&a);
+    let (tmp, src, size, provider) = seeded(48 << 20);
 
     let b = tmp.path().join("b");
     let mut child = commons(&b)
@@ -212,12 +213,7 @@ fn a_ticket_whose_provider_is_gone_fails_with_a_clear_error_in_bounded_time() {
 
 #[test]
 fn include_fetches_only_matching_files() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let src = tmp.path().join("dataset");
-    make_dataset(&src, 1 << 20);
-    let a = tmp.path().join("a");
-    add(&a, &src);
-    let provider = Provider::start(&a);
+    let (tmp, _src, _size, provider) = seeded(1 << 20);
     let b = tmp.path().join("b");
     let out_dir = tmp.path().join("out");
     let out = commons(&b)
@@ -273,12 +269,7 @@ fn altered_ticket(ticket: &str, hash: Option<[u8; 32]>, peer: Option<String>) ->
 
 #[test]
 fn an_unknown_hash_is_not_found_in_one_clear_line() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let src = tmp.path().join("dataset");
-    make_dataset(&src, 1 << 12);
-    let a = tmp.path().join("a");
-    add(&a, &src);
-    let provider = Provider::start(&a);
+    let (tmp, _src, _size, provider) = seeded(1 << 12);
     let ticket = altered_ticket(&provider.ticket(), Some([7; 32]), None);
     let out = commons(&tmp.path().join("b"))
         .args(["get", &ticket])
@@ -292,12 +283,7 @@ fn an_unknown_hash_is_not_found_in_one_clear_line() {
 
 #[test]
 fn a_ticket_naming_another_peer_at_this_address_is_refused() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let src = tmp.path().join("dataset");
-    make_dataset(&src, 1 << 12);
-    let a = tmp.path().join("a");
-    add(&a, &src);
-    let provider = Provider::start(&a);
+    let (tmp, _src, _size, provider) = seeded(1 << 12);
     // Another node's identity: its PeerId, but the provider's address.
     let other = tmp.path().join("other");
     let id = commons(&other).args(["node", "id"]).output().expect("id");
