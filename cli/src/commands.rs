@@ -19,6 +19,7 @@ use crate::{progress::Bar, Cli, Command, NodeCommand};
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let data_dir = data_dir(cli.data_dir)?;
     let json = cli.json;
+    let config = cli.config.as_deref();
     match cli.command {
         Command::Add { path } => add(&data_dir, &path, json),
         Command::Ls { all } => ls(&data_dir, all, json),
@@ -27,15 +28,40 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Rm { target } => rm(&data_dir, &target, json),
         Command::Gc { dry_run } => gc(&data_dir, dry_run, json),
         Command::Node(NodeCommand::Id) => node_id(&data_dir, json),
-        Command::Node(NodeCommand::Run { listen }) => {
-            crate::network::node_run(&data_dir, &listen, json)
+        Command::Node(NodeCommand::Run {
+            listen,
+            bootstrap,
+            dht_mode,
+            external_addr,
+        }) => {
+            let flags = crate::network::RunFlags {
+                listen,
+                bootstrap,
+                dht_mode,
+                external_addrs: external_addr,
+            };
+            crate::network::node_run(&data_dir, config, &flags, json)
         }
+        Command::Node(NodeCommand::Peers) => crate::network::node_peers(&data_dir, json),
         Command::Get {
-            ticket,
+            target,
+            bootstrap,
             output,
             include,
             force,
-        } => crate::network::get(&data_dir, &ticket, output.as_deref(), &include, force, json),
+        } => {
+            let get = crate::network::GetArgs {
+                target: &target,
+                bootstrap: &bootstrap,
+                output: output.as_deref(),
+                include: &include,
+                force,
+            };
+            crate::network::get(&data_dir, config, &get, json)
+        }
+        Command::Providers { hash, bootstrap } => {
+            crate::network::providers(&data_dir, config, &hash, &bootstrap, json)
+        }
     }
 }
 

@@ -12,7 +12,8 @@ use clap::{Parser, Subcommand};
 ///
 /// Every file is split into 16 KiB chunk groups hashed into a BLAKE3 tree, so any byte can
 /// be verified on its own. `add` stores a file or folder and prints its hash and a ticket;
-/// `export` writes it back (verified); `verify` re-checks the store.
+/// `node run` serves and announces it; anyone can then `get` it by ticket or by hash alone
+/// (found through the Kademlia DHT); `export` writes it back (verified).
 #[derive(Debug, Parser)]
 #[command(name = "commons", version, propagate_version = true)]
 #[command(after_help = "Examples:
@@ -20,7 +21,10 @@ use clap::{Parser, Subcommand};
   commons ls                        list stored datasets and blobs
   commons export <hash> ./out       write a dataset back, verifying every byte
   commons verify                    re-check everything stored
-  commons rm <hash>                 forget a dataset (shared files are kept)")]
+  commons rm <hash>                 forget a dataset (shared files are kept)
+  commons node run --bootstrap <addr>   serve and announce, joining a network
+  commons get <hash> -o ./out       find holders in the DHT, fetch, verify, write out
+  commons providers <hash>          list who holds a dataset")]
 pub struct Cli {
     /// Where the store lives [default: $XDG_DATA_HOME/commons, i.e. ~/.local/share/commons]
     #[arg(long, global = true, env = "COMMONS_DATA_DIR", value_name = "DIR")]
@@ -29,6 +33,11 @@ pub struct Cli {
     /// Print machine-readable JSON on stdout instead of text
     #[arg(long, global = true)]
     json: bool,
+
+    /// Configuration file (TOML: listen, bootstrap, [dht]; see docs/config.md)
+    /// [default: <data dir>/config.toml, if it exists]
+    #[arg(long, global = true, env = "COMMONS_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -73,16 +82,22 @@ enum Command {
         /// Only this dataset or blob (hash, prefix or ticket)
         target: Option<String>,
     },
-    /// Fetch a dataset or blob from the providers its ticket names, verifying every chunk
+    /// Fetch a dataset or blob by ticket or by hash, verifying every chunk
     ///
-    /// Each 16 KiB chunk group is checked against the dataset's hash tree as it arrives and
-    /// stored with its "verified" mark in one atomic write, so an interrupted fetch (Ctrl-C,
-    /// kill -9, a dropped connection) resumes where it stopped: run the same command again.
-    /// A provider that sends bad data is dropped at the first bad chunk; nothing of it is
-    /// stored. The store must not be in use by a running `commons node run`.
+    /// With a ticket, the providers it names are used first; with a bare hash, providers
+    /// are found in the DHT (through the running node, or by joining the network through
+    /// --bootstrap, the config file or the peers saved by an earlier run). Each 16 KiB chunk
+    /// group is checked against the hash tree as it arrives and stored with its "verified"
+    /// mark in one atomic write, so an interrupted fetch (Ctrl-C, kill -9, a dropped
+    /// connection) resumes where it stopped: run the same command again. A provider that
+    /// sends bad data is dropped at the first bad chunk; nothing of it is stored.
     Get {
-        /// Ticket printed by `commons add` or `commons node run` (commons1…)
-        ticket: String,
+        /// Ticket printed by `commons add` or `commons node run` (commons1…), or a full hash
+        target: String,
+        /// Peer to join the network through (a multiaddr ending in /p2p/<peer id>);
+        /// repeatable. Not needed when a node runs on this data dir
+        #[arg(long, value_name = "MULTIADDR")]
+        bootstrap: Vec<String>,
         /// Also write the files to this folder once fetched
         #[arg(long, short, value_name = "DIR")]
         output: Option<PathBuf>,
@@ -104,7 +119,15 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// This node's identity (and, later, the daemon)
+    /// List the nodes that hold a dataset or blob, as the DHT knows them
+    Providers {
+        /// The full hash (64 hex characters)
+        hash: String,
+        /// Peer to join the network through; repeatable (see `get`)
+        #[arg(long, value_name = "MULTIADDR")]
+        bootstrap: Vec<String>,
+    },
+    /// Run the node, or ask it about itself
     #[command(subcommand)]
     Node(NodeCommand),
 }
@@ -116,13 +139,29 @@ enum NodeCommand {
     /// Run the node: serve the store's data to peers over QUIC until Ctrl-C or SIGTERM
     ///
     /// Prints the PeerId and the full addresses (ending in /p2p/<peer id>) it listens on,
-    /// and a ticket for each stored dataset that other nodes can `commons get`.
+    /// and a ticket for each stored dataset that other nodes can `commons get`. Joins the
+    /// DHT through the bootstrap peers (or those saved by its last run) and announces every
+    /// pinned dataset and blob, re-announcing each before its record lapses.
     Run {
-        /// Address to listen on; repeatable [default: /ip4/0.0.0.0/udp/4433/quic-v1 and
-        /// /ip6/::/udp/4433/quic-v1]
+        /// Address to listen on; repeatable [default: the config file's, else
+        /// /ip4/0.0.0.0/udp/4433/quic-v1 and /ip6/::/udp/4433/quic-v1]
         #[arg(long, value_name = "MULTIADDR")]
         listen: Vec<String>,
+        /// Peer to join the network through (multiaddr ending in /p2p/<peer id>);
+        /// repeatable, added to the config file's
+        #[arg(long, value_name = "MULTIADDR")]
+        bootstrap: Vec<String>,
+        /// DHT role: server (answers lookups, stores records; for reachable nodes), client
+        /// (only asks; behind NAT), or auto (server when an external address is set or a
+        /// listen address is a public IP)
+        #[arg(long, value_name = "MODE", value_parser = ["auto", "server", "client"])]
+        dht_mode: Option<String>,
+        /// An address others reach this node at (a public IP or port forward); repeatable
+        #[arg(long, value_name = "MULTIADDR")]
+        external_addr: Vec<String>,
     },
+    /// Show the DHT routing table size and the connected peers of the running node
+    Peers,
 }
 
 /// Lets `commons ls | head` end quietly, as Unix tools do, instead of panicking when the

@@ -4,18 +4,21 @@ use std::{path::Path, process::ExitCode, sync::Arc};
 
 use anyhow::{bail, Context, Result};
 use commons_node::{
-    admin::{AdminReply, AdminRequest},
+    admin::{AdminReply, AdminRequest, ProvidersReport},
+    config::ConfigFile,
     daemon::{self, DaemonConfig},
-    fetch,
-    fetch::GetProgress,
+    discovery::DiscoveryConfig,
+    fetch::{self, FetchContext, GetProgress, GetTarget},
     identity,
     net::Host,
     ops::{self, Include},
     store::NoProgress,
     transfer::TransferStats,
+    Store,
 };
-use commons_protocol::{Ticket, TicketKind};
+use commons_protocol::{Hash, Ticket, TicketKind};
 use indicatif::HumanBytes;
+use libp2p::Multiaddr;
 use serde_json::json;
 
 use crate::{
@@ -30,17 +33,46 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-pub fn node_run(data_dir: &Path, listen: &[String], json: bool) -> Result<ExitCode> {
-    let listen = if listen.is_empty() {
-        daemon::default_listen_addrs()
+fn parse_addrs(list: &[String], what: &str) -> Result<Vec<Multiaddr>> {
+    list.iter()
+        .map(|a| {
+            a.parse()
+                .with_context(|| format!("invalid {what} address {a:?} (expected a multiaddr such as /ip4/203.0.113.5/udp/4433/quic-v1/p2p/12D3Koo…)"))
+        })
+        .collect()
+}
+
+/// `node run`'s flags, which add to (or override) the config file.
+pub struct RunFlags {
+    pub listen: Vec<String>,
+    pub bootstrap: Vec<String>,
+    pub dht_mode: Option<String>,
+    pub external_addrs: Vec<String>,
+}
+
+pub fn node_run(
+    data_dir: &Path,
+    config: Option<&Path>,
+    flags: &RunFlags,
+    json: bool,
+) -> Result<ExitCode> {
+    let file = ConfigFile::load(config, data_dir)?;
+    let mut discovery = file.discovery();
+    discovery
+        .bootstrap
+        .extend(parse_addrs(&flags.bootstrap, "bootstrap")?);
+    discovery
+        .external_addrs
+        .extend(parse_addrs(&flags.external_addrs, "external")?);
+    if let Some(mode) = &flags.dht_mode {
+        discovery.mode = mode.parse().map_err(anyhow::Error::msg)?;
+    }
+    let listen = if !flags.listen.is_empty() {
+        parse_addrs(&flags.listen, "listen")?
+    } else if !file.listen.is_empty() {
+        file.listen.clone()
     } else {
-        listen
-            .iter()
-            .map(|a| {
-                a.parse()
-                    .with_context(|| format!("invalid listen address {a:?}"))
-            })
-            .collect::<Result<_>>()?
+        daemon::default_listen_addrs()
     };
     let datasets = {
         let store = open_store(data_dir)?;
@@ -49,6 +81,7 @@ pub fn node_run(data_dir: &Path, listen: &[String], json: bool) -> Result<ExitCo
     let config = DaemonConfig {
         data_dir: data_dir.to_path_buf(),
         listen,
+        discovery,
     };
     runtime()?.block_on(daemon::run(config, |peer, addrs| {
         let providers: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
@@ -86,6 +119,51 @@ pub fn node_run(data_dir: &Path, listen: &[String], json: bool) -> Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
+/// The discovery settings of a one-shot command: the config file's bootstrap peers and
+/// `--bootstrap`, as a DHT client (it asks, then leaves).
+fn one_shot_discovery(
+    data_dir: &Path,
+    config: Option<&Path>,
+    bootstrap: &[String],
+) -> Result<DiscoveryConfig> {
+    let file = ConfigFile::load(config, data_dir)?;
+    let mut peers = file.discovery().bootstrap;
+    peers.extend(parse_addrs(bootstrap, "bootstrap")?);
+    Ok(DiscoveryConfig {
+        query_timeout: file.discovery().query_timeout,
+        ..DiscoveryConfig::client(peers)
+    })
+}
+
+/// Starts a client host for one command; with `join`, joins the DHT first (through the
+/// bootstrap peers and those saved by earlier runs), failing with the reason if it cannot.
+async fn one_shot_host(
+    store: &Store,
+    data_dir: &Path,
+    discovery: &DiscoveryConfig,
+    join: bool,
+) -> Result<Host> {
+    let key = identity::load_or_create(data_dir)?;
+    let host = Host::start(key, &[], discovery).await?;
+    host.restore_state(store.load_net_state()?).await?;
+    if join {
+        let report = host.bootstrap(&discovery.bootstrap).await?;
+        for (addr, reason) in &report.failed {
+            tracing::warn!("bootstrap peer {addr} did not answer: {reason}");
+        }
+    }
+    Ok(host)
+}
+
+/// Keeps what a one-shot command learned about the network for the next run.
+async fn save_peers(host: &Host, store: &Store) {
+    if let Ok(state) = host.save_state().await {
+        if let Err(e) = store.save_net_state(&state) {
+            tracing::warn!("cannot save the known peers: {e}");
+        }
+    }
+}
+
 /// Progress of `get` on a bar: bytes received against the total.
 impl GetProgress for Bar {
     fn total(&self, files: u64, bytes: u64) {
@@ -103,49 +181,57 @@ impl GetProgress for Bar {
     }
 }
 
-pub fn get(
-    data_dir: &Path,
-    ticket: &str,
-    output: Option<&Path>,
-    include: &[String],
-    force: bool,
-    json: bool,
-) -> Result<ExitCode> {
-    let ticket: Ticket = ticket.parse().context("invalid ticket")?;
-    if ticket.providers.is_empty() {
-        bail!("the ticket names no provider; fetching by hash alone needs discovery, which is not built yet");
-    }
-    let patterns = Include::parse(include).map_err(anyhow::Error::msg)?;
+/// `get`'s arguments.
+pub struct GetArgs<'a> {
+    pub target: &'a str,
+    pub bootstrap: &'a [String],
+    pub output: Option<&'a Path>,
+    pub include: &'a [String],
+    pub force: bool,
+}
+
+pub fn get(data_dir: &Path, config: Option<&Path>, args: &GetArgs, json: bool) -> Result<ExitCode> {
+    let target = GetTarget::parse(args.target)?;
+    let patterns = Include::parse(args.include).map_err(anyhow::Error::msg)?;
     let bar = Arc::new(Bar::new(json, "fetching"));
     let outcome = if let Some(node) = running_node(data_dir) {
         let request = AdminRequest::Get {
-            ticket: ticket.to_string(),
-            include: include.to_vec(),
+            target: args.target.trim().to_string(),
+            include: args.include.to_vec(),
         };
         match via_node(node, &request, &bar)? {
             AdminReply::Got(outcome) => outcome,
             other => bail!("the running node gave an unexpected answer: {other:?}"),
         }
     } else {
+        let discovery = one_shot_discovery(data_dir, config, args.bootstrap)?;
         let store = Arc::new(open_store(data_dir)?);
-        let key = identity::load_or_create(data_dir)?;
-        let stats = Arc::new(TransferStats::default());
         let fetched = runtime()?.block_on(async {
-            let host = Host::start(key, &[]).await?;
-            fetch::get(&host, &store, &ticket, &patterns, &stats, bar.clone())
+            // A ticket's providers are enough to start; a bare hash needs the DHT.
+            let host = one_shot_host(&store, data_dir, &discovery, target.providers.is_empty())
                 .await
-                .map_err(anyhow::Error::from)
+                .with_context(|| format!("cannot look up {}", target.hash))?;
+            let ctx = FetchContext {
+                host: host.clone(),
+                store: store.clone(),
+                stats: Arc::new(TransferStats::default()),
+                holders: Arc::default(),
+                publisher: None,
+            };
+            let result = fetch::get(&ctx, &target, &patterns, bar.clone()).await;
+            save_peers(&host, &store).await;
+            result.with_context(|| format!("cannot get {}", target.hash))
         });
         bar.finish();
-        fetched.with_context(|| format!("cannot get {}", ticket.hash))?
+        fetched?
     };
-    if let Some(dir) = output {
+    if let Some(dir) = args.output {
         if let Some(node) = running_node(data_dir) {
             let request = AdminRequest::Export {
-                target: ticket.hash.to_string(),
+                target: target.hash.to_string(),
                 dest: std::path::absolute(dir).context("invalid destination")?,
-                force,
-                include: include.to_vec(),
+                force: args.force,
+                include: args.include.to_vec(),
             };
             match via_node(node, &request, &Bar::new(true, ""))? {
                 AdminReply::Exported { .. } => {}
@@ -153,8 +239,15 @@ pub fn get(
             }
         } else {
             let store = open_store(data_dir)?;
-            ops::export(&store, &ticket.hash, dir, force, &patterns, &NoProgress)
-                .with_context(|| format!("fetched {}, but cannot export it", ticket.hash))?;
+            ops::export(
+                &store,
+                &target.hash,
+                dir,
+                args.force,
+                &patterns,
+                &NoProgress,
+            )
+            .with_context(|| format!("fetched {}, but cannot export it", target.hash))?;
         }
     }
     if json {
@@ -172,8 +265,85 @@ pub fn get(
             HumanBytes(outcome.size),
             HumanBytes(outcome.bytes_received),
         );
-        if let Some(dir) = output {
+        if let Some(dir) = args.output {
             println!("exported to {}", dir.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn providers(
+    data_dir: &Path,
+    config: Option<&Path>,
+    hash: &str,
+    bootstrap: &[String],
+    json: bool,
+) -> Result<ExitCode> {
+    let hash: Hash = hash
+        .trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{hash:?} is not a full hash (64 hex characters)"))?;
+    let report = if let Some(node) = running_node(data_dir) {
+        match via_node(node, &AdminRequest::Providers { hash }, &Bar::new(true, ""))? {
+            AdminReply::ProvidersFound(report) => report,
+            other => bail!("the running node gave an unexpected answer: {other:?}"),
+        }
+    } else {
+        let discovery = one_shot_discovery(data_dir, config, bootstrap)?;
+        let store = open_store(data_dir)?;
+        runtime()?.block_on(async {
+            let host = one_shot_host(&store, data_dir, &discovery, true)
+                .await
+                .with_context(|| format!("cannot look up {hash}"))?;
+            let report = ProvidersReport::look_up(&host, hash).await;
+            save_peers(&host, &store).await;
+            report.with_context(|| format!("cannot look up {hash}"))
+        })?
+    };
+    if json {
+        print_json(serde_json::to_value(&report)?);
+    } else if report.providers.is_empty() {
+        println!(
+            "no provider of {hash} found ({} DHT requests)",
+            report.cost.requests
+        );
+    } else {
+        println!(
+            "{} provider{} of {hash}:",
+            report.providers.len(),
+            if report.providers.len() == 1 { "" } else { "s" }
+        );
+        for p in &report.providers {
+            println!("  {}", p.peer_id);
+            for a in &p.addrs {
+                println!("    {a}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn node_peers(data_dir: &Path, json: bool) -> Result<ExitCode> {
+    let Some(node) = running_node(data_dir) else {
+        bail!(
+            "no node is running on {}: start one with `commons node run`",
+            data_dir.display()
+        );
+    };
+    let status = match via_node(node, &AdminRequest::Peers, &Bar::new(true, ""))? {
+        AdminReply::Network(status) => status,
+        other => bail!("the running node gave an unexpected answer: {other:?}"),
+    };
+    if json {
+        print_json(serde_json::to_value(&status)?);
+    } else {
+        println!("peer id: {}", status.peer_id);
+        println!("dht mode: {}", status.dht_mode);
+        println!("routing table: {} peers", status.routing_table);
+        println!("provider records held: {} keys", status.provider_keys);
+        println!("connected: {} peers", status.connected.len());
+        for p in &status.connected {
+            println!("  {p}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -4,100 +4,12 @@ mod common;
 
 use std::{
     fs,
-    io::{BufRead, BufReader},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::PathBuf,
+    process::Stdio,
     time::{Duration, Instant},
 };
 
-fn commons(data_dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_commons"));
-    cmd.env("COMMONS_DATA_DIR", data_dir);
-    cmd
-}
-
-/// Runs `commons --json ARGS` on `data_dir`, which must succeed; returns its JSON output.
-fn json_ok(data_dir: &Path, args: &[&str]) -> serde_json::Value {
-    let out = commons(data_dir)
-        .arg("--json")
-        .args(args)
-        .output()
-        .expect("run commons");
-    assert!(
-        out.status.success(),
-        "commons {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json output")
-}
-
-fn pattern(size: usize, seed: u8) -> Vec<u8> {
-    let mut state = seed as u64 | 1;
-    (0..size)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
-
-/// A running `commons node run` on loopback, with the JSON line it printed when ready.
-struct Provider {
-    child: Child,
-    ready: serde_json::Value,
-}
-
-impl Provider {
-    fn start(data_dir: &Path) -> Self {
-        let mut child = commons(data_dir)
-            .args([
-                "--json",
-                "node",
-                "run",
-                "--listen",
-                "/ip4/127.0.0.1/udp/0/quic-v1",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn node");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read");
-        let ready = serde_json::from_str(&line).expect("json line");
-        Self { child, ready }
-    }
-
-    /// The ticket of the first dataset the node serves.
-    fn ticket(&self) -> String {
-        self.ready["tickets"][0]["ticket"]
-            .as_str()
-            .expect("a dataset ticket")
-            .to_string()
-    }
-}
-
-impl Drop for Provider {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn make_dataset(root: &Path, big: usize) -> u64 {
-    fs::create_dir_all(root.join("shards")).expect("mkdir");
-    fs::write(root.join("config.json"), br#"{"layers": 2}"#).expect("write");
-    fs::write(root.join("shards/model-00001.safetensors"), pattern(big, 1)).expect("write");
-    fs::write(
-        root.join("shards/model-00002.safetensors"),
-        pattern(big / 3 + 7, 2),
-    )
-    .expect("write");
-    fs::write(root.join("empty.txt"), b"").expect("write");
-    (13 + big + big / 3 + 7) as u64
-}
+use common::{add, commons, files, json_ok, make_dataset, pattern, Node as Provider};
 
 /// A temp dir with a dataset in `dataset/`, added to data dir `a/` and served by a node.
 /// Returns the dir, the dataset folder, its size and the node.
@@ -108,28 +20,6 @@ fn seeded(big: usize) -> (tempfile::TempDir, PathBuf, u64, Provider) {
     add(&tmp.path().join("a"), &src);
     let provider = Provider::start(&tmp.path().join("a"));
     (tmp, src, size, provider)
-}
-
-fn add(data_dir: &Path, path: &Path) {
-    json_ok(data_dir, &["add", path.to_str().expect("utf-8 path")]);
-}
-
-fn files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in fs::read_dir(&dir).expect("read_dir") {
-            let p = e.expect("entry").path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let data = fs::read(&p).expect("read");
-                out.push((p.strip_prefix(root).expect("inside").to_path_buf(), data));
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::{
     sync::Arc,
 };
 
-use commons_protocol::{Hash, Ticket};
+use commons_protocol::Hash;
 use serde::{Deserialize, Serialize};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt},
@@ -23,11 +23,10 @@ use tokio::{
 
 use crate::{
     export::ExportReport,
-    fetch::{self, GetProgress},
-    net::Host,
+    fetch::{self, FetchContext, GetProgress, GetTarget},
+    net::{Host, NetError, NetworkStatus, QueryCost},
     ops::{self, AddOutcome, GetOutcome, Include, Listing, VerifyReport},
     store::{GcReport, ImportProgress, RemoveReport, Store},
-    transfer::TransferStats,
 };
 
 /// File name of the socket inside the data dir.
@@ -51,10 +50,10 @@ pub enum AdminRequest {
         /// Every blob, not only those added on their own.
         all: bool,
     },
-    /// Fetch what a ticket names.
+    /// Fetch what a ticket or hash names.
     Get {
-        /// The ticket.
-        ticket: String,
+        /// A ticket, or a full hash to look up in the DHT.
+        target: String,
         /// Glob patterns of files to fetch (all when empty).
         include: Vec<String>,
     },
@@ -84,6 +83,13 @@ pub enum AdminRequest {
         /// Only report.
         dry_run: bool,
     },
+    /// Look up who holds a hash, in the DHT.
+    Providers {
+        /// The full hash.
+        hash: Hash,
+    },
+    /// Routing table and connected peers.
+    Peers,
 }
 
 /// One line of a node's answer.
@@ -121,6 +127,10 @@ pub enum AdminReply {
     },
     /// Result of `Gc`.
     Collected(GcReport),
+    /// Result of `Providers`.
+    ProvidersFound(ProvidersReport),
+    /// Result of `Peers`.
+    Network(NetworkStatus),
     /// The request failed; the message is for the user.
     Error {
         /// What went wrong.
@@ -182,15 +192,43 @@ impl AdminClient {
     }
 }
 
-/// What the admin server works with.
-#[derive(Clone)]
-pub struct AdminContext {
-    /// The node's store.
-    pub store: Arc<Store>,
-    /// The node's host (for `get`, and its addresses for tickets).
-    pub host: Host,
-    /// Transfer counters.
-    pub stats: Arc<TransferStats>,
+/// Who holds a hash, as a DHT lookup found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvidersReport {
+    /// The hash looked up.
+    pub hash: Hash,
+    /// Each provider: PeerId and the addresses known for it.
+    pub providers: Vec<ProviderEntry>,
+    /// What the lookup cost.
+    pub cost: QueryCost,
+}
+
+/// One provider in a [`ProvidersReport`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderEntry {
+    /// Its PeerId.
+    pub peer_id: String,
+    /// Its known addresses.
+    pub addrs: Vec<String>,
+}
+
+impl ProvidersReport {
+    /// Looks `hash` up, asking for every provider the DHT can return.
+    pub async fn look_up(host: &Host, hash: Hash) -> Result<Self, NetError> {
+        let lookup = host.find_providers(hash, usize::MAX, false).await?;
+        Ok(Self {
+            hash,
+            providers: lookup
+                .providers
+                .into_iter()
+                .map(|p| ProviderEntry {
+                    peer_id: p.peer.to_string(),
+                    addrs: p.addrs.iter().map(|a| a.to_string()).collect(),
+                })
+                .collect(),
+            cost: lookup.cost,
+        })
+    }
 }
 
 /// Binds `<data_dir>/admin.sock` (mode 0600), replacing a stale socket from a node that
@@ -207,7 +245,7 @@ pub fn bind_admin(data_dir: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// Answers admin requests on `listener` until the task is dropped.
-pub async fn serve_admin(listener: UnixListener, ctx: AdminContext) -> std::io::Result<()> {
+pub async fn serve_admin(listener: UnixListener, ctx: FetchContext) -> std::io::Result<()> {
     loop {
         let (conn, _) = listener.accept().await?;
         tokio::spawn(handle(conn, ctx.clone()));
@@ -254,7 +292,7 @@ impl crate::export::ExportProgress for ProgressEvents {
     }
 }
 
-async fn handle(conn: AsyncUnixStream, ctx: AdminContext) {
+async fn handle(conn: AsyncUnixStream, ctx: FetchContext) {
     let (read, mut write) = conn.into_split();
     let mut line = String::new();
     let mut reader = tokio::io::BufReader::new(read).take(MAX_REQUEST_LINE as u64);
@@ -285,7 +323,7 @@ async fn handle(conn: AsyncUnixStream, ctx: AdminContext) {
 
 /// Runs store work on a blocking thread; an `Err` message becomes an error reply.
 async fn blocking(
-    ctx: AdminContext,
+    ctx: FetchContext,
     work: impl FnOnce(&Store) -> Result<AdminReply, String> + Send + 'static,
 ) -> AdminReply {
     match tokio::task::spawn_blocking(move || work(&ctx.store)).await {
@@ -301,7 +339,7 @@ fn failed(e: impl std::fmt::Display) -> AdminReply {
     }
 }
 
-async fn run(request: AdminRequest, ctx: AdminContext, events: ProgressEvents) -> AdminReply {
+async fn run(request: AdminRequest, ctx: FetchContext, events: ProgressEvents) -> AdminReply {
     match request {
         AdminRequest::Add { path } => {
             let providers = ctx
@@ -311,12 +349,17 @@ async fn run(request: AdminRequest, ctx: AdminContext, events: ProgressEvents) -
                 .iter()
                 .map(|a| a.to_string())
                 .collect();
-            blocking(ctx, move |store| {
+            let publisher = ctx.publisher.clone();
+            let reply = blocking(ctx, move |store| {
                 ops::add(store, &path, providers, &events)
                     .map(AdminReply::Added)
                     .map_err(|e| format!("cannot add {}: {e}", path.display()))
             })
-            .await
+            .await;
+            if let (AdminReply::Added(added), Some(publisher)) = (&reply, publisher) {
+                publisher.provide(added.hash);
+            }
+            reply
         }
         AdminRequest::List { all } => {
             blocking(ctx, move |store| {
@@ -326,27 +369,18 @@ async fn run(request: AdminRequest, ctx: AdminContext, events: ProgressEvents) -
             })
             .await
         }
-        AdminRequest::Get { ticket, include } => {
-            let ticket: Ticket = match ticket.parse() {
+        AdminRequest::Get { target, include } => {
+            let target = match GetTarget::parse(&target) {
                 Ok(t) => t,
-                Err(e) => return failed(format!("invalid ticket: {e}")),
+                Err(e) => return failed(e),
             };
             let include = match Include::parse(&include) {
                 Ok(i) => i,
                 Err(e) => return failed(e),
             };
-            match fetch::get(
-                &ctx.host,
-                &ctx.store,
-                &ticket,
-                &include,
-                &ctx.stats,
-                Arc::new(events),
-            )
-            .await
-            {
+            match fetch::get(&ctx, &target, &include, Arc::new(events)).await {
                 Ok(outcome) => AdminReply::Got(outcome),
-                Err(e) => failed(format!("cannot get {}: {e}", ticket.hash)),
+                Err(e) => failed(format!("cannot get {}: {e}", target.hash)),
             }
         }
         AdminRequest::Export {
@@ -380,15 +414,28 @@ async fn run(request: AdminRequest, ctx: AdminContext, events: ProgressEvents) -
             .await
         }
         AdminRequest::Remove { target } => {
-            blocking(ctx, move |store| {
+            let publisher = ctx.publisher.clone();
+            let reply = blocking(ctx, move |store| {
                 let hash = ops::resolve(store, &target).map_err(|e| e.to_string())?;
                 store
                     .remove(&hash)
                     .map(|report| AdminReply::Removed { hash, report })
                     .map_err(|e| format!("cannot remove {hash}: {e}"))
             })
-            .await
+            .await;
+            if let (AdminReply::Removed { hash, .. }, Some(publisher)) = (&reply, publisher) {
+                publisher.withdraw(*hash);
+            }
+            reply
         }
+        AdminRequest::Providers { hash } => match ProvidersReport::look_up(&ctx.host, hash).await {
+            Ok(report) => AdminReply::ProvidersFound(report),
+            Err(e) => failed(format!("cannot look up {hash}: {e}")),
+        },
+        AdminRequest::Peers => match ctx.host.status().await {
+            Ok(status) => AdminReply::Network(status),
+            Err(e) => failed(e),
+        },
         AdminRequest::Gc { dry_run } => {
             blocking(ctx, move |store| {
                 store

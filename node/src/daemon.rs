@@ -1,12 +1,15 @@
-//! `commons node run`: the long-running node. Opens the store, starts the host, serves
-//! transfers until Ctrl-C or SIGTERM, then shuts down cleanly (the store is closed, so the
-//! next start finds it consistent).
+//! `commons node run`: the long-running node. Opens the store, starts the host, joins the
+//! DHT and announces what it holds, serves transfers until Ctrl-C or SIGTERM, then shuts
+//! down cleanly (known peers saved, the store closed, so the next start finds it consistent
+//! and rejoins without a bootstrap list).
 
 use std::{path::PathBuf, sync::Arc};
 
 use libp2p::{Multiaddr, PeerId};
 
 use crate::{
+    discovery::{DhtMode, DiscoveryConfig, Publisher},
+    fetch::FetchContext,
     identity,
     net::Host,
     store::{Store, StoreOptions},
@@ -34,6 +37,8 @@ pub struct DaemonConfig {
     pub data_dir: PathBuf,
     /// Addresses to listen on.
     pub listen: Vec<Multiaddr>,
+    /// How the node joins the DHT and announces what it holds.
+    pub discovery: DiscoveryConfig,
 }
 
 /// Why the daemon stopped with an error.
@@ -67,22 +72,38 @@ pub async fn run(
         StoreOptions::default(),
     )?);
     let key = identity::load_or_create(&config.data_dir)?;
-    let host = Host::start(key, &config.listen).await?;
-    let stats = Arc::new(TransferStats::default());
+    let discovery = &config.discovery;
+    let host = Host::start(key, &config.listen, discovery).await?;
+    host.restore_state(store.load_net_state()?).await?;
+    let publisher = Publisher::spawn(
+        host.clone(),
+        discovery.announce_interval,
+        discovery.announce_concurrency,
+    );
+    if discovery.mode != DhtMode::Client {
+        // Roots only: pinned datasets and blobs pinned on their own, never their files.
+        for (hash, _) in store.pins()? {
+            publisher.provide(hash);
+        }
+    }
+    let ctx = FetchContext {
+        host: host.clone(),
+        store: store.clone(),
+        stats: Arc::new(TransferStats::default()),
+        holders: Arc::default(),
+        publisher: Some(publisher),
+    };
     let server = tokio::spawn(serve(
         store.clone(),
         host.clone(),
-        stats.clone(),
+        ctx.stats.clone(),
+        ctx.holders.clone(),
         ServeLimits::default(),
     ));
     #[cfg(unix)]
     let admin = {
-        let ctx = crate::admin::AdminContext {
-            store: store.clone(),
-            host: host.clone(),
-            stats,
-        };
         let listener = crate::admin::bind_admin(&config.data_dir).map_err(DaemonError::Admin)?;
+        let ctx = ctx.clone();
         tokio::spawn(async move {
             if let Err(e) = crate::admin::serve_admin(listener, ctx).await {
                 tracing::error!(error = %e, "the admin socket failed; the CLI cannot reach this node");
@@ -90,15 +111,62 @@ pub async fn run(
         })
     };
     ready(host.peer_id(), host.listen_addrs().await);
+    let joiner = tokio::spawn(join_network(host.clone(), discovery.bootstrap.clone()));
+    let saver = tokio::spawn(save_periodically(
+        host.clone(),
+        store.clone(),
+        discovery.save_interval,
+    ));
     shutdown_signal().await.map_err(DaemonError::Signals)?;
     tracing::info!("shutting down");
+    for task in [joiner, saver] {
+        task.abort();
+    }
     server.abort();
+    save_net_state(&host, &store).await;
     #[cfg(unix)]
     {
         admin.abort();
         let _ = std::fs::remove_file(config.data_dir.join(crate::admin::ADMIN_SOCKET));
     }
     Ok(())
+}
+
+/// Dials the bootstrap peers and fills the routing table; warns about peers that do not
+/// answer, and keeps running either way (the first node of a network has no one to join).
+async fn join_network(host: Host, bootstrap: Vec<Multiaddr>) {
+    match host.bootstrap(&bootstrap).await {
+        Ok(report) => {
+            for (addr, reason) in &report.failed {
+                tracing::warn!("bootstrap peer {addr} did not answer: {reason}");
+            }
+        }
+        Err(e) if bootstrap.is_empty() => {
+            tracing::info!("not joined to any network yet: {e}");
+        }
+        Err(e) => tracing::warn!("{e}"),
+    }
+}
+
+async fn save_periodically(host: Host, store: Arc<Store>, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await; // the first tick is immediate
+    loop {
+        tick.tick().await;
+        save_net_state(&host, &store).await;
+    }
+}
+
+/// Saves known peers and records held for others, so the next start needs no bootstrap.
+async fn save_net_state(host: &Host, store: &Arc<Store>) {
+    let Ok(state) = host.save_state().await else {
+        return;
+    };
+    let store = store.clone();
+    let saved = tokio::task::spawn_blocking(move || store.save_net_state(&state)).await;
+    if !matches!(saved, Ok(Ok(()))) {
+        tracing::warn!("cannot save the known peers; the next start may need --bootstrap");
+    }
 }
 
 async fn shutdown_signal() -> std::io::Result<()> {

@@ -1,29 +1,42 @@
-//! `get`: fetch a blob or a whole dataset from the providers a ticket names.
+//! `get`: fetch a blob or a whole dataset, from the providers a ticket names or, given a
+//! bare hash, from those the DHT finds.
 //!
-//! The manifest comes first (verified like any blob, then parsed with every path rule),
-//! then each wanted file's blob. Providers are tried in order for each blob; one that sends
-//! bad data is dropped for the rest of the fetch. Everything is resumable: what the store
-//! already holds is never asked for again.
+//! The root comes first (for a dataset, its manifest: verified like any blob, then parsed
+//! with every path rule); then the provider that served it is asked which other holders it
+//! knows; then each wanted file's blob is fetched. Providers are tried in order for each
+//! blob; one that sends bad data is dropped for the rest of the fetch. When every known
+//! provider has failed, the DHT is asked (once) for more. Everything is resumable: what the
+//! store already holds is never asked for again.
 
-use std::sync::Arc;
+use std::{collections::HashSet, sync::Arc};
 
 use commons_protocol::{Hash, Ticket, TicketKind};
 use libp2p::{Multiaddr, PeerId};
 
 use crate::{
-    net::{split_peer_addr, Host},
+    discovery::{Holders, Publisher},
+    net::{split_peer_addr, Host, NetError, PeerAddrs},
     ops::{GetOutcome, Include},
     store::{BlobState, Store, StoreError},
-    transfer::{fetch_blob, FetchError, TransferStats},
+    transfer::{ask_holders, fetch_blob, FetchError, TransferStats},
 };
+
+/// Providers asked of the DHT per lookup; more come through the holder exchange.
+pub const LOOKUP_WANT: usize = 20;
 
 /// Why a `get` failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum GetError {
-    /// The ticket names no provider (discovery by hash alone comes with the DHT).
-    #[error("the ticket names no provider to fetch from")]
-    NoProviders,
+    /// Neither the ticket nor the DHT named any provider.
+    #[error("no provider of {0} found: the ticket names none and the DHT returned none (is the node connected? see `commons node peers`, or give --bootstrap)")]
+    NoProviders(Hash),
+    /// What to get is neither a ticket nor a full hash.
+    #[error("{0:?} is neither a ticket (commons1…) nor a full hash (64 hex characters)")]
+    BadTarget(String),
+    /// A ticket that does not parse.
+    #[error("invalid ticket: {0}")]
+    BadTicket(#[from] commons_protocol::TicketError),
     /// A provider address is not a multiaddr ending in `/p2p/<peer id>`.
     #[error("provider address {0:?} is not a multiaddr ending in /p2p/<peer id>")]
     BadProvider(String),
@@ -43,6 +56,9 @@ pub enum GetError {
         /// Why.
         source: StoreError,
     },
+    /// The DHT lookup failed.
+    #[error(transparent)]
+    Net(#[from] NetError),
     /// Our store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -60,8 +76,46 @@ pub trait GetProgress: Send + Sync {
     fn file_done(&self) {}
 }
 
+/// What to get: a ticket (kind and providers known) or a bare hash (both found out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GetTarget {
+    /// The root.
+    pub hash: Hash,
+    /// Blob or dataset; `None` for a bare hash (a root that parses as a manifest is a
+    /// dataset).
+    pub kind: Option<TicketKind>,
+    /// Providers the ticket names.
+    pub providers: Vec<PeerAddrs>,
+}
+
+impl GetTarget {
+    /// Parses a ticket or a full 64-character hash.
+    pub fn parse(target: &str) -> Result<Self, GetError> {
+        let target = target.trim();
+        if let Ok(hash) = target.parse::<Hash>() {
+            return Ok(Self {
+                hash,
+                kind: None,
+                providers: Vec::new(),
+            });
+        }
+        let is_ticket = target
+            .get(..commons_protocol::ticket::TICKET_PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(commons_protocol::ticket::TICKET_PREFIX));
+        if !is_ticket {
+            return Err(GetError::BadTarget(target.chars().take(80).collect()));
+        }
+        let ticket: Ticket = target.parse()?;
+        Ok(Self {
+            hash: ticket.hash,
+            kind: Some(ticket.kind),
+            providers: ticket_providers(&ticket)?,
+        })
+    }
+}
+
 /// The provider peers and addresses of a ticket.
-pub fn ticket_providers(ticket: &Ticket) -> Result<Vec<(PeerId, Multiaddr)>, GetError> {
+pub fn ticket_providers(ticket: &Ticket) -> Result<Vec<PeerAddrs>, GetError> {
     ticket
         .providers
         .iter()
@@ -69,128 +123,231 @@ pub fn ticket_providers(ticket: &Ticket) -> Result<Vec<(PeerId, Multiaddr)>, Get
             p.parse::<Multiaddr>()
                 .ok()
                 .and_then(|a| split_peer_addr(&a))
+                .map(|(peer, addr)| PeerAddrs {
+                    peer,
+                    addrs: vec![addr],
+                })
                 .ok_or_else(|| GetError::BadProvider(p.clone()))
         })
         .collect()
 }
 
-/// Fetches what `ticket` names into `store`. For a dataset, only the files `include`
-/// accepts are fetched; the dataset is recorded and pinned once the manifest and those
-/// files are complete.
+/// What a fetch works with.
+#[derive(Clone)]
+pub struct FetchContext {
+    /// The host to fetch through.
+    pub host: Host,
+    /// Where fetched data goes.
+    pub store: Arc<Store>,
+    /// Transfer counters.
+    pub stats: Arc<TransferStats>,
+    /// Who holds what: fed by lookups and the holder exchange.
+    pub holders: Arc<Holders>,
+    /// Announces roots once held; `None` for a one-shot fetch that does not stay to serve.
+    pub publisher: Option<Publisher>,
+}
+
+/// Fetches `target` into the store. For a dataset, only the files `include` accepts are
+/// fetched; the dataset is recorded and pinned once the manifest and those files are
+/// complete, and announced as soon as the manifest is held.
 pub async fn get(
-    host: &Host,
-    store: &Arc<Store>,
-    ticket: &Ticket,
+    ctx: &FetchContext,
+    target: &GetTarget,
     include: &Include,
-    stats: &Arc<TransferStats>,
     progress: Arc<dyn GetProgress>,
 ) -> Result<GetOutcome, GetError> {
-    let received_before = stats.total().bytes_received;
-    let (files, size) = fetch_ticket(host, store, ticket, include, stats, progress).await?;
+    let received_before = ctx.stats.total().bytes_received;
+    let root = target.hash;
+    let mut pool = Pool::new(ctx, root, target.providers.clone());
+    let served_root = pool.fetch(root, &progress).await?;
+    if let Some(peer) = served_root {
+        pool.exchange_holders(peer).await;
+    }
+    let kind = match target.kind {
+        Some(kind) => kind,
+        None if ctx.store.read_manifest(&root).is_ok() => TicketKind::Dataset,
+        None => TicketKind::Blob,
+    };
+    let (files, size) = match kind {
+        TicketKind::Blob => {
+            ctx.store.pin(&root)?;
+            progress.file_done();
+            let size = ctx.store.blob(&root)?.map_or(0, |m| m.size);
+            (1, size)
+        }
+        TicketKind::Dataset => fetch_files(&mut pool, root, include, &progress).await?,
+    };
+    if let Some(publisher) = &ctx.publisher {
+        publisher.provide(root);
+    }
     Ok(GetOutcome {
-        kind: ticket.kind,
-        hash: ticket.hash,
+        kind,
+        hash: root,
         files,
         size,
-        bytes_received: stats.total().bytes_received - received_before,
+        bytes_received: ctx.stats.total().bytes_received - received_before,
     })
 }
 
-/// The work of [`get`]; returns the number of files and their total size.
-async fn fetch_ticket(
-    host: &Host,
-    store: &Arc<Store>,
-    ticket: &Ticket,
+/// Fetches a dataset's wanted files; returns their number and total size.
+async fn fetch_files(
+    pool: &mut Pool<'_>,
+    root: Hash,
     include: &Include,
-    stats: &Arc<TransferStats>,
-    progress: Arc<dyn GetProgress>,
+    progress: &Arc<dyn GetProgress>,
 ) -> Result<(u64, u64), GetError> {
-    let providers = ticket_providers(ticket)?;
-    if providers.is_empty() {
-        return Err(GetError::NoProviders);
+    let store = &pool.ctx.store;
+    let manifest = store
+        .read_manifest(&root)
+        .map_err(|source| GetError::BadManifest { root, source })?;
+    // Holding the manifest makes this node a (partial) holder others can find.
+    if let Some(publisher) = &pool.ctx.publisher {
+        publisher.provide(root);
     }
-    let mut good: Vec<(PeerId, Multiaddr)> = providers;
-    match ticket.kind {
-        TicketKind::Blob => {
-            let size =
-                fetch_from_any(host, store, &mut good, ticket.hash, stats, &progress).await?;
-            store.pin(&ticket.hash)?;
-            progress.file_done();
-            Ok((1, size))
+    let wanted: Vec<_> = manifest
+        .entries()
+        .iter()
+        .filter(|e| include.matches(&e.path))
+        .collect();
+    progress.total(wanted.len() as u64, wanted.iter().map(|e| e.size).sum());
+    let mut bytes = 0;
+    for entry in &wanted {
+        let held = store.blob(&entry.hash)?;
+        if let Some(meta) = held.filter(|m| m.state == BlobState::Complete) {
+            progress.already_have(meta.size);
+        } else {
+            pool.fetch(entry.hash, progress).await?;
         }
-        TicketKind::Dataset => {
-            let root = ticket.hash;
-            fetch_from_any(host, store, &mut good, root, stats, &progress).await?;
-            let manifest = store
-                .read_manifest(&root)
-                .map_err(|source| GetError::BadManifest { root, source })?;
-            let wanted: Vec<_> = manifest
-                .entries()
-                .iter()
-                .filter(|e| include.matches(&e.path))
-                .collect();
-            progress.total(wanted.len() as u64, wanted.iter().map(|e| e.size).sum());
-            let mut bytes = 0;
-            for entry in &wanted {
-                if let Some(meta) = store.blob(&entry.hash)? {
-                    if meta.state == BlobState::Complete {
-                        progress.already_have(meta.size);
-                        progress.file_done();
-                        bytes += meta.size;
-                        continue;
-                    }
-                }
-                bytes +=
-                    fetch_from_any(host, store, &mut good, entry.hash, stats, &progress).await?;
-                progress.file_done();
-            }
-            // Recorded (and pinned) even when only some files were wanted: `ls` shows it
-            // as partial, and GC keeps what was fetched.
-            store.record_dataset(&root, &manifest)?;
-            Ok((wanted.len() as u64, bytes))
-        }
+        bytes += entry.size;
+        progress.file_done();
     }
+    // Recorded (and pinned) even when only some files were wanted: `ls` shows it as
+    // partial, and GC keeps what was fetched.
+    store.record_dataset(&root, &manifest)?;
+    Ok((wanted.len() as u64, bytes))
 }
 
-/// Fetches one blob, trying providers in order; drops those that misbehave. Returns its size.
-async fn fetch_from_any(
-    host: &Host,
-    store: &Arc<Store>,
-    providers: &mut Vec<(PeerId, Multiaddr)>,
-    hash: Hash,
-    stats: &Arc<TransferStats>,
-    progress: &Arc<dyn GetProgress>,
-) -> Result<u64, GetError> {
-    let mut errors = Vec::new();
-    let mut i = 0;
-    while i < providers.len() {
-        let (peer, addr) = providers[i].clone();
-        let on_bytes = {
-            let progress = progress.clone();
-            Arc::new(move |n| progress.received(n)) as Arc<dyn Fn(u64) + Send + Sync>
+/// The providers of one fetch: from the ticket, the DHT and the holder exchange, minus
+/// those that misbehaved.
+struct Pool<'a> {
+    ctx: &'a FetchContext,
+    root: Hash,
+    peers: Vec<PeerAddrs>,
+    looked_up: bool,
+}
+
+impl<'a> Pool<'a> {
+    fn new(ctx: &'a FetchContext, root: Hash, providers: Vec<PeerAddrs>) -> Self {
+        let mut pool = Self {
+            ctx,
+            root,
+            peers: Vec::new(),
+            looked_up: false,
         };
-        let result = match host.connect(peer, vec![addr]).await {
-            Ok(()) => fetch_blob(host, store, peer, hash, stats, on_bytes).await,
-            Err(e) => Err(e.into()),
-        };
-        match result {
-            Ok(()) => {
-                let meta = store.blob(&hash)?.ok_or(StoreError::NotFound { hash })?;
-                return Ok(meta.size);
+        for p in providers {
+            pool.add(p);
+        }
+        pool
+    }
+
+    /// Adds a provider unless it is this node or already known; returns whether it was new.
+    fn add(&mut self, p: PeerAddrs) -> bool {
+        if p.peer == self.ctx.host.peer_id() || self.peers.iter().any(|q| q.peer == p.peer) {
+            return false;
+        }
+        self.ctx.holders.add(self.root, p.peer, p.addrs.clone());
+        self.peers.push(p);
+        true
+    }
+
+    /// Asks the DHT for providers of the root (once per fetch); returns how many were new.
+    async fn lookup(&mut self) -> Result<usize, GetError> {
+        self.looked_up = true;
+        let found = self
+            .ctx
+            .host
+            .find_providers(self.root, LOOKUP_WANT, true)
+            .await?;
+        tracing::info!(root = %self.root, found = found.providers.len(), "DHT lookup");
+        Ok(found
+            .providers
+            .into_iter()
+            .filter(|p| self.add(p.clone()))
+            .count())
+    }
+
+    /// Asks `peer` for the other holders it knows, and adds them.
+    async fn exchange_holders(&mut self, peer: PeerId) {
+        match ask_holders(&self.ctx.host, peer, self.root).await {
+            Ok(more) => {
+                let new = more.into_iter().filter(|p| self.add(p.clone())).count();
+                tracing::debug!(%peer, new, "holder exchange");
             }
-            Err(FetchError::Store(e)) if !matches!(e, StoreError::SizeConflict { .. }) => {
-                return Err(e.into())
-            }
-            Err(e) => {
-                tracing::info!(%peer, error = %e, "provider failed");
-                if e.peer_misbehaved() {
-                    providers.remove(i);
-                } else {
-                    i += 1;
-                }
-                errors.push(e);
-            }
+            Err(e) => tracing::debug!(%peer, error = %e, "holder exchange failed"),
         }
     }
-    Err(GetError::AllProvidersFailed { hash, errors })
+
+    /// Fetches one blob unless already complete, trying providers in order and the DHT when
+    /// they are exhausted; drops those that misbehave. Returns the peer that served it.
+    async fn fetch(
+        &mut self,
+        hash: Hash,
+        progress: &Arc<dyn GetProgress>,
+    ) -> Result<Option<PeerId>, GetError> {
+        if self
+            .ctx
+            .store
+            .blob(&hash)?
+            .is_some_and(|m| m.state == BlobState::Complete)
+        {
+            return Ok(None);
+        }
+        let mut errors = Vec::new();
+        let mut tried = HashSet::new();
+        loop {
+            let mut i = 0;
+            while i < self.peers.len() {
+                let PeerAddrs { peer, addrs } = self.peers[i].clone();
+                if !tried.insert(peer) {
+                    i += 1;
+                    continue;
+                }
+                let on_bytes = {
+                    let progress = progress.clone();
+                    Arc::new(move |n| progress.received(n)) as Arc<dyn Fn(u64) + Send + Sync>
+                };
+                let ctx = self.ctx;
+                let result = match ctx.host.connect(peer, addrs).await {
+                    Ok(()) => {
+                        fetch_blob(&ctx.host, &ctx.store, peer, hash, &ctx.stats, on_bytes).await
+                    }
+                    Err(e) => Err(e.into()),
+                };
+                match result {
+                    Ok(()) => return Ok(Some(peer)),
+                    Err(FetchError::Store(e)) if !matches!(e, StoreError::SizeConflict { .. }) => {
+                        return Err(e.into())
+                    }
+                    Err(e) => {
+                        tracing::info!(%peer, error = %e, "provider failed");
+                        if e.peer_misbehaved() {
+                            self.peers.remove(i);
+                            self.ctx.holders.remove(&self.root, &peer);
+                        } else {
+                            i += 1;
+                        }
+                        errors.push(e);
+                    }
+                }
+            }
+            if !self.looked_up && self.lookup().await? > 0 {
+                continue;
+            }
+            return Err(if errors.is_empty() {
+                GetError::NoProviders(self.root)
+            } else {
+                GetError::AllProvidersFailed { hash, errors }
+            });
+        }
+    }
 }

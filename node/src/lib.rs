@@ -4,17 +4,20 @@
 //! - [`export`]: writing blobs and datasets back to the file system, verified;
 //! - [`identity`]: the node's ed25519 key, which is its libp2p `PeerId`;
 //! - [`net`]: the one libp2p host (QUIC) that carries everything;
+//! - [`discovery`]: Kademlia provider records for roots, the paced publisher, holders;
+//! - [`config`]: the node's TOML configuration file;
 //! - [`transfer`]: serving and fetching verified ranges over `/commons/transfer/1`;
 //! - [`fetch`]: `get`, a blob or dataset from the providers a ticket names;
 //! - [`ops`]: add, list, get, export as plain requests and results;
 //! - [`daemon`]: the long-running node, and `admin`, its local control socket.
 //!
-//! Networking (transfer, discovery) builds on these in later modules. The `commons` binary
-//! is a thin layer over this crate.
+//! The `commons` binary is a thin layer over this crate.
 
 #[cfg(unix)]
 pub mod admin;
+pub mod config;
 pub mod daemon;
+pub mod discovery;
 pub mod export;
 pub mod fetch;
 pub mod identity;

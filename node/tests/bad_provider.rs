@@ -4,6 +4,7 @@
 use std::{fs, sync::Arc};
 
 use commons_node::{
+    discovery::DiscoveryConfig,
     net::{transfer_protocol, Host},
     store::{BlobState, NoProgress, Store, StoreOptions},
     transfer::{fetch_blob, serve, FetchError, ServeLimits, TransferStats},
@@ -41,9 +42,13 @@ enum Lie {
 
 /// Serves `encoded` answers for one blob, damaged as `lie` says.
 async fn bad_provider(store: Arc<Store>, hash: Hash, lie: Lie) -> Host {
-    let host = Host::start(Keypair::generate_ed25519(), &loopback())
-        .await
-        .expect("host");
+    let host = Host::start(
+        Keypair::generate_ed25519(),
+        &loopback(),
+        &DiscoveryConfig::default(),
+    )
+    .await
+    .expect("host");
     let mut incoming = host.control().accept(transfer_protocol()).expect("accept");
     tokio::spawn(async move {
         while let Some((_, mut stream)) = incoming.next().await {
@@ -105,9 +110,13 @@ async fn bad_data_is_refused_and_an_honest_provider_completes_the_blob() {
         let fetcher_dir = tmp.path().join(format!("fetcher-{lie:?}"));
         let store = Arc::new(Store::open(&fetcher_dir, StoreOptions::default()).expect("store"));
         let bad = bad_provider(source.clone(), hash, lie).await;
-        let client = Host::start(Keypair::generate_ed25519(), &[])
-            .await
-            .expect("client");
+        let client = Host::start(
+            Keypair::generate_ed25519(),
+            &[],
+            &DiscoveryConfig::default(),
+        )
+        .await
+        .expect("client");
         client
             .connect(bad.peer_id(), bad.listen_addrs().await)
             .await
@@ -156,14 +165,19 @@ async fn bad_data_is_refused_and_an_honest_provider_completes_the_blob() {
         }
 
         // An honest provider completes it, fetching only what is missing.
-        let honest = Host::start(Keypair::generate_ed25519(), &loopback())
-            .await
-            .expect("honest");
+        let honest = Host::start(
+            Keypair::generate_ed25519(),
+            &loopback(),
+            &DiscoveryConfig::default(),
+        )
+        .await
+        .expect("honest");
         let serve_stats = Arc::new(TransferStats::default());
         tokio::spawn(serve(
             source.clone(),
             honest.clone(),
             serve_stats.clone(),
+            Arc::default(),
             ServeLimits::default(),
         ));
         client

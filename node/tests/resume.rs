@@ -4,6 +4,7 @@
 use std::{fs, sync::Arc, time::Duration};
 
 use commons_node::{
+    discovery::DiscoveryConfig,
     net::Host,
     store::{NoProgress, Store, StoreOptions},
     transfer::{fetch_blob, serve, ServeLimits, TransferStats},
@@ -31,13 +32,18 @@ async fn an_interrupted_fetch_resumes_and_receives_at_most_2_percent_extra() {
         .expect("add")
         .hash;
     let loopback = vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("addr")];
-    let seeder = Host::start(Keypair::generate_ed25519(), &loopback)
-        .await
-        .expect("seeder");
+    let seeder = Host::start(
+        Keypair::generate_ed25519(),
+        &loopback,
+        &DiscoveryConfig::default(),
+    )
+    .await
+    .expect("seeder");
     tokio::spawn(serve(
         source.clone(),
         seeder.clone(),
         Arc::new(TransferStats::default()),
+        Arc::default(),
         ServeLimits::default(),
     ));
 
@@ -53,9 +59,13 @@ async fn an_interrupted_fetch_resumes_and_receives_at_most_2_percent_extra() {
         }
     };
     let first = connect(
-        Host::start(Keypair::generate_ed25519(), &[])
-            .await
-            .expect("b"),
+        Host::start(
+            Keypair::generate_ed25519(),
+            &[],
+            &DiscoveryConfig::default(),
+        )
+        .await
+        .expect("b"),
     )
     .await;
     let task = {
@@ -93,9 +103,13 @@ async fn an_interrupted_fetch_resumes_and_receives_at_most_2_percent_extra() {
 
     // A new host (new connection) resumes with the missing spans only.
     let second = connect(
-        Host::start(Keypair::generate_ed25519(), &[])
-            .await
-            .expect("b2"),
+        Host::start(
+            Keypair::generate_ed25519(),
+            &[],
+            &DiscoveryConfig::default(),
+        )
+        .await
+        .expect("b2"),
     )
     .await;
     fetch_blob(

@@ -56,6 +56,62 @@ pub enum Request {
         /// Sorted, non-overlapping, non-empty ranges.
         ranges: Vec<GroupRange>,
     },
+    /// Which other nodes the server knows to hold (all or part of) a blob or dataset: how
+    /// peers fetching the same data tell each other about holders the DHT did not return.
+    /// Answered with one [`HoldersResponse`] frame.
+    Holders {
+        /// The dataset root or blob.
+        hash: Hash,
+    },
+}
+
+/// Holders a server names in one [`HoldersResponse`], at most.
+pub const MAX_HOLDERS: usize = 32;
+/// Addresses per holder, at most.
+pub const MAX_HOLDER_ADDRS: usize = 8;
+/// Bytes of one binary peer id or multiaddr, at most.
+pub const MAX_HOLDER_FIELD_BYTES: usize = 256;
+/// Longest [`HoldersResponse`] frame: every limit above at its maximum fits.
+pub const MAX_HOLDERS_BYTES: u32 = 96 * 1024;
+
+/// One node said to hold some data: its binary libp2p PeerId and binary multiaddrs. Kept as
+/// bytes so this crate needs no libp2p; the node parses them and drops what does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HolderRecord {
+    /// The PeerId, in libp2p's binary form.
+    pub peer: Vec<u8>,
+    /// Addresses, in multiaddr binary form.
+    pub addrs: Vec<Vec<u8>>,
+}
+
+/// The answer to [`Request::Holders`]: holders other than the server and the asker; empty
+/// when the server knows none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldersResponse {
+    /// Up to [`MAX_HOLDERS`] holders.
+    pub holders: Vec<HolderRecord>,
+}
+
+impl HoldersResponse {
+    /// Decodes a response body, refusing more holders, addresses or bytes than the limits.
+    pub fn decode(body: &[u8]) -> Result<Self, WireError> {
+        let response: HoldersResponse = decode_exact(body)?;
+        if response.holders.len() > MAX_HOLDERS {
+            return Err(WireError::Malformed(format!(
+                "{} holders, more than {MAX_HOLDERS}",
+                response.holders.len()
+            )));
+        }
+        for h in &response.holders {
+            if h.peer.len() > MAX_HOLDER_FIELD_BYTES
+                || h.addrs.len() > MAX_HOLDER_ADDRS
+                || h.addrs.iter().any(|a| a.len() > MAX_HOLDER_FIELD_BYTES)
+            {
+                return Err(WireError::Malformed("holder record beyond limits".into()));
+            }
+        }
+        Ok(response)
+    }
 }
 
 /// A server's answer, before any data.
@@ -121,8 +177,9 @@ impl Request {
     /// Decodes and validates a request body (the frame without its length prefix).
     pub fn decode(body: &[u8]) -> Result<Self, WireError> {
         let req: Request = decode_exact(body)?;
-        let Request::Get { ranges, .. } = &req;
-        validate_ranges(ranges)?;
+        if let Request::Get { ranges, .. } = &req {
+            validate_ranges(ranges)?;
+        }
         Ok(req)
     }
 }
@@ -408,11 +465,45 @@ mod tests {
         }
     }
 
+    #[test]
+    fn holders_round_trip_and_limits_hold() {
+        let req = Request::Holders {
+            hash: Hash::of(b"root"),
+        };
+        let frame = encode_frame(&req);
+        assert_eq!(Request::decode(&frame[4..]), Ok(req));
+        let record = HolderRecord {
+            peer: vec![7; 38],
+            addrs: vec![vec![1; MAX_HOLDER_FIELD_BYTES]; MAX_HOLDER_ADDRS],
+        };
+        let full = HoldersResponse {
+            holders: vec![record.clone(); MAX_HOLDERS],
+        };
+        let frame = encode_frame(&full);
+        assert!(
+            frame.len() - 4 <= MAX_HOLDERS_BYTES as usize,
+            "limits fit the frame"
+        );
+        assert_eq!(HoldersResponse::decode(&frame[4..]), Ok(full));
+        let too_many = HoldersResponse {
+            holders: vec![record.clone(); MAX_HOLDERS + 1],
+        };
+        assert!(HoldersResponse::decode(&encode_frame(&too_many)[4..]).is_err());
+        let long_addr = HoldersResponse {
+            holders: vec![HolderRecord {
+                peer: vec![7; 38],
+                addrs: vec![vec![1; MAX_HOLDER_FIELD_BYTES + 1]],
+            }],
+        };
+        assert!(HoldersResponse::decode(&encode_frame(&long_addr)[4..]).is_err());
+    }
+
     proptest::proptest! {
         #[test]
         fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2048)) {
             let _ = Request::decode(&bytes);
             let _ = ResponseHeader::decode(&bytes);
+            let _ = HoldersResponse::decode(&bytes);
             let ranges = ChunkRanges::all();
             let _ = verify_response(Hash::of(b"r"), bytes.len() as u64 * 3, &ranges, &bytes[..]).count();
         }

@@ -1,9 +1,11 @@
-//! Helpers shared by the end-to-end test files.
+//! Helpers shared by the end-to-end test files (each file uses some of them).
+#![allow(dead_code)]
 
 use std::{
     fs,
-    path::Path,
-    process::Child,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -33,4 +35,149 @@ pub fn kill_when_dir_grows(child: &mut Child, dir: &Path, bytes: u64) {
     child.kill().expect("SIGKILL");
     let status = child.wait().expect("wait");
     assert!(!status.success(), "killed, not finished");
+}
+
+/// Runs the `commons` binary under test on `data_dir`.
+pub fn commons(data_dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_commons"));
+    cmd.env("COMMONS_DATA_DIR", data_dir);
+    cmd
+}
+
+/// Runs `commons --json ARGS` on `data_dir`, which must succeed; returns its JSON output.
+pub fn json_ok(data_dir: &Path, args: &[&str]) -> serde_json::Value {
+    let out = commons(data_dir)
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("run commons");
+    assert!(
+        out.status.success(),
+        "commons {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json output")
+}
+
+pub fn pattern(size: usize, seed: u8) -> Vec<u8> {
+    let mut state = seed as u64 | 1;
+    (0..size)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// A running `commons node run` on loopback, killed when dropped.
+pub struct Node {
+    /// The `commons node run` process.
+    pub child: Child,
+    /// The JSON line it printed when ready.
+    pub ready: serde_json::Value,
+}
+
+impl Node {
+    /// Starts a node on `data_dir` listening on a free loopback port.
+    pub fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Starts a node with extra `node run` arguments; waits until it is ready.
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> Self {
+        let mut child = commons(data_dir)
+            .args([
+                "--json",
+                "node",
+                "run",
+                "--listen",
+                "/ip4/127.0.0.1/udp/0/quic-v1",
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn node");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read");
+        let ready = serde_json::from_str(&line).expect("json line");
+        Self { child, ready }
+    }
+
+    /// Its first full address (ending in `/p2p/<peer id>`).
+    pub fn addr(&self) -> String {
+        self.ready["addrs"][0]
+            .as_str()
+            .expect("an address")
+            .to_string()
+    }
+
+    /// Its PeerId.
+    pub fn peer_id(&self) -> String {
+        self.ready["peer_id"]
+            .as_str()
+            .expect("a peer id")
+            .to_string()
+    }
+
+    /// Stops it with SIGTERM (a clean shutdown that saves its state) and waits.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "SIGTERM sent");
+        let _ = self.child.wait();
+    }
+
+    /// The ticket of the first dataset the node serves.
+    pub fn ticket(&self) -> String {
+        self.ready["tickets"][0]["ticket"]
+            .as_str()
+            .expect("a dataset ticket")
+            .to_string()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn make_dataset(root: &Path, big: usize) -> u64 {
+    fs::create_dir_all(root.join("shards")).expect("mkdir");
+    fs::write(root.join("config.json"), br#"{"layers": 2}"#).expect("write");
+    fs::write(root.join("shards/model-00001.safetensors"), pattern(big, 1)).expect("write");
+    fs::write(
+        root.join("shards/model-00002.safetensors"),
+        pattern(big / 3 + 7, 2),
+    )
+    .expect("write");
+    fs::write(root.join("empty.txt"), b"").expect("write");
+    (13 + big + big / 3 + 7) as u64
+}
+
+pub fn add(data_dir: &Path, path: &Path) {
+    json_ok(data_dir, &["add", path.to_str().expect("utf-8 path")]);
+}
+
+pub fn files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).expect("read_dir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let data = fs::read(&p).expect("read");
+                out.push((p.strip_prefix(root).expect("inside").to_path_buf(), data));
+            }
+        }
+    }
+    out.sort();
+    out
 }

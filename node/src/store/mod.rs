@@ -325,6 +325,17 @@ impl Store {
         self.span_bytes
     }
 
+    /// A value of the `meta` column family that is not the store's own (e.g. the saved
+    /// network state); the key names its owner.
+    pub fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(CF_META), key)?)
+    }
+
+    /// Sets a `meta` value (written through the WAL, like every metadata write).
+    pub fn put_meta(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        Ok(self.db.put_cf(self.cf(CF_META), key, value)?)
+    }
+
     fn cf(&self, name: &str) -> &ColumnFamily {
         // Every name in ALL_CFS is created at open; a missing one is a programming error.
         self.db

@@ -6,10 +6,12 @@
 //! stream by a bounded channel of byte chunks: memory per stream stays constant.
 
 mod client;
+mod exchange;
 mod io;
 mod server;
 mod stats;
 
 pub use client::{fetch_blob, FetchError};
+pub use exchange::{ask_holders, HOLDERS_TIMEOUT};
 pub use server::{serve, ServeLimits};
 pub use stats::{PeerStats, TransferStats};

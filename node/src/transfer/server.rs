@@ -22,10 +22,12 @@ use libp2p::{
 use tokio::sync::mpsc;
 
 use super::{
+    exchange::answer_holders,
     io::{read_frame, write_frame, ChannelWriter, CHUNK_QUEUE},
     TransferStats,
 };
 use crate::{
+    discovery::Holders,
     net::{transfer_protocol, Host},
     store::{BlobState, Store},
 };
@@ -52,10 +54,12 @@ impl Default for ServeLimits {
 }
 
 /// Accepts transfer streams on `host` and serves them from `store` until the host stops.
+/// Holder requests are answered from `holders`.
 pub async fn serve(
     store: Arc<Store>,
     host: Host,
     stats: Arc<TransferStats>,
+    holders: Arc<Holders>,
     limits: ServeLimits,
 ) -> Result<(), crate::net::NetError> {
     let mut incoming = host
@@ -75,9 +79,10 @@ pub async fn serve(
             }
         };
         let (store, stats, active) = (store.clone(), stats.clone(), active.clone());
+        let (host, holders) = (host.clone(), holders.clone());
         tokio::spawn(async move {
             if admitted {
-                handle(store, peer, stream, &stats, limits).await;
+                handle(store, &host, &holders, peer, stream, &stats, limits).await;
                 let mut active = active.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(n) = active.get_mut(&peer) {
                     *n -= 1;
@@ -98,6 +103,8 @@ pub async fn serve(
 /// Serves one request stream; every failure just ends the stream (and is logged).
 async fn handle(
     store: Arc<Store>,
+    host: &Host,
+    holders: &Holders,
     peer: PeerId,
     mut stream: Stream,
     stats: &TransferStats,
@@ -123,6 +130,12 @@ async fn handle(
     };
     let (hash, ranges) = match Request::decode(&body) {
         Ok(Request::Get { hash, ranges }) => (hash, ranges),
+        Ok(Request::Holders { hash }) => {
+            if let Ok(n) = answer_holders(host, holders, peer, hash, &mut stream).await {
+                stats.update(peer, |s| s.bytes_sent += n);
+            }
+            return;
+        }
         Err(e) => {
             let _ = reply(&mut stream, &ResponseHeader::BadRequest(e.to_string())).await;
             return;

@@ -1,0 +1,229 @@
+//! The node's configuration file (TOML): where it listens, how it joins the network.
+//!
+//! Read from `--config <file>`, else `<data dir>/config.toml` if present. Every key is
+//! optional; unknown keys are errors, so a typo is reported (with its line) rather than
+//! silently ignored. See `docs/config.md` for a commented example.
+
+use std::{path::Path, time::Duration};
+
+use libp2p::Multiaddr;
+use serde::Deserialize;
+
+use crate::discovery::{DhtMode, DiscoveryConfig, ProviderLimits};
+
+/// File name looked for in the data dir when no `--config` is given.
+pub const CONFIG_FILE: &str = "config.toml";
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid (the message names the line and key).
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong, and where.
+        message: String,
+    },
+}
+
+/// The file's contents, as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Addresses to listen on.
+    #[serde(default)]
+    pub listen: Vec<Multiaddr>,
+    /// Peers to join the network through.
+    #[serde(default)]
+    pub bootstrap: Vec<Multiaddr>,
+    /// Addresses this node is reachable at from outside (port forwards, public IPs).
+    #[serde(default)]
+    pub external_addrs: Vec<Multiaddr>,
+    /// DHT settings.
+    #[serde(default)]
+    pub dht: DhtSection,
+}
+
+/// The `[dht]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DhtSection {
+    /// `auto`, `server` or `client`.
+    pub mode: Option<DhtMode>,
+    /// Lifetime of provider records this node stores for others, in seconds.
+    pub record_ttl_secs: Option<u64>,
+    /// How often each of this node's records is re-announced, in seconds.
+    pub announce_interval_secs: Option<u64>,
+    /// Announcements in flight at once.
+    pub announce_concurrency: Option<usize>,
+    /// Longest DHT lookup, in seconds.
+    pub query_timeout_secs: Option<u64>,
+    /// Keys with provider records kept for others, at most.
+    pub max_provider_keys: Option<usize>,
+    /// Providers kept per key, at most.
+    pub max_providers_per_key: Option<usize>,
+    /// How often known peers and records are saved, in seconds.
+    pub save_interval_secs: Option<u64>,
+}
+
+impl ConfigFile {
+    /// Parses TOML text; `path` is only for messages.
+    pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+            path: path.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config.check().map_err(|message| ConfigError::Invalid {
+            path: path.to_string(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Reads `explicit` if given (it must exist), else `<data_dir>/config.toml` if it
+    /// exists, else the defaults.
+    pub fn load(explicit: Option<&Path>, data_dir: &Path) -> Result<Self, ConfigError> {
+        let implicit = data_dir.join(CONFIG_FILE);
+        let path = match explicit {
+            Some(p) => p.to_path_buf(),
+            None if implicit.exists() => implicit,
+            None => return Ok(Self::default()),
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let d = &self.dht;
+        let positive = [
+            ("dht.record_ttl_secs", d.record_ttl_secs),
+            ("dht.announce_interval_secs", d.announce_interval_secs),
+            ("dht.query_timeout_secs", d.query_timeout_secs),
+            ("dht.save_interval_secs", d.save_interval_secs),
+            (
+                "dht.announce_concurrency",
+                d.announce_concurrency.map(|n| n as u64),
+            ),
+            (
+                "dht.max_provider_keys",
+                d.max_provider_keys.map(|n| n as u64),
+            ),
+            (
+                "dht.max_providers_per_key",
+                d.max_providers_per_key.map(|n| n as u64),
+            ),
+        ];
+        for (key, value) in positive {
+            if value == Some(0) {
+                return Err(format!("{key} must be greater than 0"));
+            }
+        }
+        let ttl = d
+            .record_ttl_secs
+            .unwrap_or(DiscoveryConfig::default().record_ttl.as_secs());
+        let every = d
+            .announce_interval_secs
+            .unwrap_or(DiscoveryConfig::default().announce_interval.as_secs());
+        if every >= ttl {
+            return Err(format!(
+                "dht.announce_interval_secs ({every}) must be shorter than dht.record_ttl_secs ({ttl}), or records lapse between announcements"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The discovery settings: defaults, overridden by the file.
+    pub fn discovery(&self) -> DiscoveryConfig {
+        let d = &self.dht;
+        let defaults = DiscoveryConfig::default();
+        let secs = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_secs);
+        DiscoveryConfig {
+            mode: d.mode.unwrap_or(defaults.mode),
+            bootstrap: self.bootstrap.clone(),
+            external_addrs: self.external_addrs.clone(),
+            record_ttl: secs(d.record_ttl_secs, defaults.record_ttl),
+            announce_interval: secs(d.announce_interval_secs, defaults.announce_interval),
+            announce_concurrency: d
+                .announce_concurrency
+                .unwrap_or(defaults.announce_concurrency),
+            query_timeout: secs(d.query_timeout_secs, defaults.query_timeout),
+            limits: ProviderLimits {
+                max_keys: d.max_provider_keys.unwrap_or(defaults.limits.max_keys),
+                max_providers_per_key: d
+                    .max_providers_per_key
+                    .unwrap_or(defaults.limits.max_providers_per_key),
+                ..defaults.limits
+            },
+            save_interval: secs(d.save_interval_secs, defaults.save_interval),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_file_parses_into_discovery_settings() {
+        let text = r#"
+listen = ["/ip4/127.0.0.1/udp/0/quic-v1"]
+bootstrap = ["/ip4/127.0.0.1/udp/4433/quic-v1"]
+[dht]
+mode = "server"
+record_ttl_secs = 10
+announce_interval_secs = 3
+max_providers_per_key = 5
+"#;
+        let config = ConfigFile::parse(text, "test.toml").expect("parses");
+        let d = config.discovery();
+        assert_eq!(d.mode, DhtMode::Server);
+        assert_eq!(d.record_ttl, Duration::from_secs(10));
+        assert_eq!(d.announce_interval, Duration::from_secs(3));
+        assert_eq!(d.limits.max_providers_per_key, 5);
+        assert_eq!(d.bootstrap.len(), 1);
+        assert_eq!(config.listen.len(), 1);
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_key() {
+        let err = ConfigFile::parse("listen = []\n[dht]\nmoed = \"server\"\n", "c.toml")
+            .expect_err("unknown key");
+        let text = err.to_string();
+        assert!(
+            text.contains("c.toml") && text.contains("line 3") && text.contains("moed"),
+            "{text}"
+        );
+        let err = ConfigFile::parse("bootstrap = [\"not an address\"]\n", "c.toml")
+            .expect_err("bad multiaddr");
+        assert!(err.to_string().contains("line 1"), "{err}");
+        let err = ConfigFile::parse(
+            "[dht]\nrecord_ttl_secs = 5\nannounce_interval_secs = 9\n",
+            "c.toml",
+        )
+        .expect_err("interval beyond ttl");
+        assert!(err.to_string().contains("announce_interval_secs"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_implicit_file_means_defaults_but_a_missing_explicit_one_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(
+            ConfigFile::load(None, dir.path()).expect("defaults"),
+            ConfigFile::default()
+        );
+        assert!(ConfigFile::load(Some(&dir.path().join("nope.toml")), dir.path()).is_err());
+    }
+}

@@ -1,0 +1,110 @@
+//! Discovery: finding who holds a dataset by its hash alone.
+//!
+//! A Kademlia DHT (in the node's one libp2p host, see [`crate::net`]) keeps *provider
+//! records*: "peer P holds root R". Only dataset roots and blobs pinned on their own are
+//! announced, never files inside a dataset nor chunk groups (IPFS's lesson: one record per
+//! chunk does not scale). The pieces:
+//! - [`records`]: the bounded record store that survives restarts;
+//! - [`publisher`]: announces what the node holds, paced, before records lapse;
+//! - [`holders`]: who else is known to hold a root, shared with peers fetching the same data
+//!   through the transfer protocol's holder exchange;
+//! - [`persist`]: saving known peers and records in the store, so a restart needs no
+//!   bootstrap list.
+
+pub mod holders;
+pub mod persist;
+pub mod publisher;
+pub mod records;
+
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+use serde::{Deserialize, Serialize};
+
+pub use holders::Holders;
+pub use publisher::Publisher;
+pub use records::{ProviderLimits, ProviderStore};
+
+/// The Kademlia protocol id: Commons' own DHT, never mixed with IPFS's `/ipfs/kad/1.0.0`.
+pub const KAD_PROTOCOL: &str = "/commons/kad/1";
+/// The identify protocol version string peers exchange.
+pub const IDENTIFY_PROTOCOL: &str = "/commons/id/1";
+
+/// Whether this node answers DHT queries and stores records for others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DhtMode {
+    /// Server when reachable: when an external address is configured or a listen address
+    /// is a public IP; client otherwise.
+    #[default]
+    Auto,
+    /// Always a server: its listen addresses are taken as reachable (LANs, labs, tests).
+    Server,
+    /// Only asks, never answers: for nodes behind NAT and one-shot `commons get`.
+    Client,
+}
+
+impl std::str::FromStr for DhtMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "server" => Ok(Self::Server),
+            "client" => Ok(Self::Client),
+            _ => Err(format!(
+                "unknown DHT mode {s:?}: use auto, server or client"
+            )),
+        }
+    }
+}
+
+/// Settings of discovery; the defaults suit a public node.
+#[derive(Debug, Clone)]
+pub struct DiscoveryConfig {
+    /// Server, client, or decided by reachability.
+    pub mode: DhtMode,
+    /// Peers to join the DHT through (each ideally ending in `/p2p/<peer id>`).
+    pub bootstrap: Vec<Multiaddr>,
+    /// Addresses others can reach this node at (e.g. behind a port forward).
+    pub external_addrs: Vec<Multiaddr>,
+    /// How long other nodes keep a provider record of ours: 48 h.
+    pub record_ttl: Duration,
+    /// How often each record is re-announced: 12 h, well inside the TTL.
+    pub announce_interval: Duration,
+    /// Announcements in flight at once.
+    pub announce_concurrency: usize,
+    /// How long one DHT lookup may take.
+    pub query_timeout: Duration,
+    /// What other peers can make this node remember.
+    pub limits: ProviderLimits,
+    /// How often known peers and records are saved to the store.
+    pub save_interval: Duration,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            mode: DhtMode::Auto,
+            bootstrap: Vec::new(),
+            external_addrs: Vec::new(),
+            record_ttl: Duration::from_secs(48 * 3600),
+            announce_interval: Duration::from_secs(12 * 3600),
+            announce_concurrency: 16,
+            query_timeout: Duration::from_secs(30),
+            limits: ProviderLimits::default(),
+            save_interval: Duration::from_secs(300),
+        }
+    }
+}
+
+impl DiscoveryConfig {
+    /// For one-shot commands (`commons get`, `commons providers`): a client that asks and
+    /// leaves, never announcing nor storing records for others.
+    pub fn client(bootstrap: Vec<Multiaddr>) -> Self {
+        Self {
+            mode: DhtMode::Client,
+            bootstrap,
+            ..Self::default()
+        }
+    }
+}

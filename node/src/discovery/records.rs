@@ -1,0 +1,319 @@
+//! The Kademlia record store: provider records only, bounded, sweepable and saveable.
+//!
+//! rust-libp2p's `MemoryStore` caps provided keys at 1,024 and never drops expired records
+//! of keys nobody asks for, and it cannot list the records it holds for others, so they
+//! could not survive a restart. Commons announces provider records only (never value
+//! records), so this store keeps exactly those, within [`ProviderLimits`].
+
+use std::{
+    borrow::Cow,
+    collections::{hash_map, hash_set, HashMap, HashSet},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use libp2p::{
+    kad::{
+        store::{Error, RecordStore, Result},
+        ProviderRecord, Record, RecordKey,
+    },
+    Multiaddr, PeerId,
+};
+use serde::{Deserialize, Serialize};
+
+/// Bounds on what other peers can make this node remember.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderLimits {
+    /// Keys with provider records held for others, at most. Each costs roughly 200 bytes
+    /// plus its records, so the default (250,000) bounds this at about 100 MB.
+    pub max_keys: usize,
+    /// Providers remembered per key; further providers of a full key are ignored (the
+    /// holder exchange of the transfer protocol finds the rest of a popular swarm).
+    pub max_providers_per_key: usize,
+    /// Addresses kept per provider record.
+    pub max_addrs_per_record: usize,
+}
+
+impl Default for ProviderLimits {
+    fn default() -> Self {
+        Self {
+            max_keys: 250_000,
+            max_providers_per_key: 64,
+            max_addrs_per_record: 8,
+        }
+    }
+}
+
+/// A provider record held for another peer, in a form that survives a restart: the expiry
+/// is wall-clock time, since `Instant`s mean nothing to the next process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedProvider {
+    /// The key (a dataset root or blob hash).
+    pub key: Vec<u8>,
+    /// The provider's PeerId, binary.
+    pub provider: Vec<u8>,
+    /// Its addresses, binary multiaddrs.
+    pub addrs: Vec<Vec<u8>>,
+    /// Unix seconds when the record lapses.
+    pub expires_unix: u64,
+}
+
+/// Provider records: this node's own (re-announced by the publisher) and those it keeps
+/// for others as a DHT server.
+#[derive(Debug)]
+pub struct ProviderStore {
+    local: PeerId,
+    limits: ProviderLimits,
+    providers: HashMap<RecordKey, Vec<ProviderRecord>>,
+    provided: HashSet<ProviderRecord>,
+}
+
+impl ProviderStore {
+    /// An empty store for the node `local`.
+    pub fn new(local: PeerId, limits: ProviderLimits) -> Self {
+        Self {
+            local,
+            limits,
+            providers: HashMap::new(),
+            provided: HashSet::new(),
+        }
+    }
+
+    /// Keys with at least one provider record.
+    pub fn key_count(&self) -> usize {
+        self.providers.len()
+    }
+
+    /// Drops every record that has expired by `now`; returns how many went.
+    pub fn sweep_expired(&mut self, now: Instant) -> usize {
+        let mut removed = 0;
+        self.providers.retain(|_, records| {
+            records.retain(|r| {
+                let keep = !r.is_expired(now);
+                removed += usize::from(!keep);
+                keep
+            });
+            !records.is_empty()
+        });
+        self.provided.retain(|r| !r.is_expired(now));
+        removed
+    }
+
+    /// The records held for other peers, unexpired, ready to be saved.
+    pub fn snapshot(&self) -> Vec<SavedProvider> {
+        let now = Instant::now();
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        self.providers
+            .values()
+            .flatten()
+            .filter(|r| r.provider != self.local && !r.is_expired(now))
+            .map(|r| SavedProvider {
+                key: r.key.to_vec(),
+                provider: r.provider.to_bytes(),
+                addrs: r.addresses.iter().map(|a| a.to_vec()).collect(),
+                expires_unix: r
+                    .expires
+                    .map(|e| (wall + e.saturating_duration_since(now)).as_secs())
+                    .unwrap_or(u64::MAX),
+            })
+            .collect()
+    }
+
+    /// Loads saved records; expired or unparsable ones are skipped. Returns how many loaded.
+    pub fn restore(&mut self, saved: Vec<SavedProvider>) -> usize {
+        let now = Instant::now();
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let mut loaded = 0;
+        for s in saved {
+            if s.expires_unix <= wall {
+                continue;
+            }
+            let Ok(provider) = PeerId::from_bytes(&s.provider) else {
+                continue;
+            };
+            let expires = (s.expires_unix != u64::MAX)
+                .then(|| now + Duration::from_secs(s.expires_unix - wall));
+            let record = ProviderRecord {
+                key: RecordKey::new(&s.key),
+                provider,
+                expires,
+                addresses: s
+                    .addrs
+                    .into_iter()
+                    .filter_map(|a| Multiaddr::try_from(a).ok())
+                    .collect(),
+            };
+            if self.add_provider(record).is_ok() {
+                loaded += 1;
+            }
+        }
+        loaded
+    }
+}
+
+fn borrow_record(record: &ProviderRecord) -> Cow<'_, ProviderRecord> {
+    Cow::Borrowed(record)
+}
+
+impl RecordStore for ProviderStore {
+    type RecordsIter<'a> = std::iter::Empty<Cow<'a, Record>>;
+    type ProvidedIter<'a> = std::iter::Map<
+        hash_set::Iter<'a, ProviderRecord>,
+        fn(&'a ProviderRecord) -> Cow<'a, ProviderRecord>,
+    >;
+
+    fn get(&self, _key: &RecordKey) -> Option<Cow<'_, Record>> {
+        None
+    }
+
+    /// Value records are not part of Commons; storing one is refused.
+    fn put(&mut self, _record: Record) -> Result<()> {
+        Err(Error::MaxRecords)
+    }
+
+    fn remove(&mut self, _key: &RecordKey) {}
+
+    fn records(&self) -> Self::RecordsIter<'_> {
+        std::iter::empty()
+    }
+
+    fn add_provider(&mut self, mut record: ProviderRecord) -> Result<()> {
+        record.addresses.truncate(self.limits.max_addrs_per_record);
+        let own = record.provider == self.local;
+        if !own && !self.providers.contains_key(&record.key) {
+            if self.providers.len() >= self.limits.max_keys {
+                self.sweep_expired(Instant::now());
+            }
+            if self.providers.len() >= self.limits.max_keys {
+                return Err(Error::MaxProvidedKeys);
+            }
+        }
+        let records = match self.providers.entry(record.key.clone()) {
+            hash_map::Entry::Occupied(e) => e.into_mut(),
+            hash_map::Entry::Vacant(e) => e.insert(Vec::new()),
+        };
+        if let Some(existing) = records.iter_mut().find(|r| r.provider == record.provider) {
+            *existing = record.clone();
+        } else if own || records.len() < self.limits.max_providers_per_key {
+            records.push(record.clone());
+        } else {
+            return Ok(()); // full: first come, first kept (resists record flooding)
+        }
+        if own {
+            self.provided.replace(record);
+        }
+        Ok(())
+    }
+
+    fn providers(&self, key: &RecordKey) -> Vec<ProviderRecord> {
+        self.providers.get(key).cloned().unwrap_or_default()
+    }
+
+    fn provided(&self) -> Self::ProvidedIter<'_> {
+        self.provided.iter().map(borrow_record)
+    }
+
+    fn remove_provider(&mut self, key: &RecordKey, provider: &PeerId) {
+        if let hash_map::Entry::Occupied(mut e) = self.providers.entry(key.clone()) {
+            e.get_mut().retain(|r| &r.provider != provider);
+            if e.get().is_empty() {
+                e.remove();
+            }
+        }
+        if provider == &self.local {
+            self.provided.retain(|r| &r.key != key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(key: &[u8], provider: PeerId, ttl: Duration) -> ProviderRecord {
+        ProviderRecord {
+            key: RecordKey::new(&key),
+            provider,
+            expires: Some(Instant::now() + ttl),
+            addresses: vec!["/ip4/127.0.0.1/udp/1/quic-v1".parse().expect("addr")],
+        }
+    }
+
+    #[test]
+    fn limits_hold_for_others_but_not_for_own_keys() {
+        let local = PeerId::random();
+        let limits = ProviderLimits {
+            max_keys: 2,
+            max_providers_per_key: 2,
+            max_addrs_per_record: 8,
+        };
+        let mut store = ProviderStore::new(local, limits);
+        let hour = Duration::from_secs(3600);
+        let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
+        store.add_provider(record(b"k1", a, hour)).expect("k1");
+        store.add_provider(record(b"k1", b, hour)).expect("k1 b");
+        store
+            .add_provider(record(b"k1", c, hour))
+            .expect("full key ignores");
+        assert_eq!(store.providers(&RecordKey::new(&b"k1")).len(), 2);
+        store.add_provider(record(b"k2", a, hour)).expect("k2");
+        assert!(matches!(
+            store.add_provider(record(b"k3", a, hour)),
+            Err(Error::MaxProvidedKeys)
+        ));
+        store.add_provider(record(b"k3", local, hour)).expect("own");
+        assert_eq!(store.provided().count(), 1);
+        store.remove_provider(&RecordKey::new(&b"k3"), &local);
+        assert_eq!(store.provided().count(), 0);
+        assert_eq!(store.key_count(), 2);
+    }
+
+    #[test]
+    fn expired_records_are_swept_and_make_room() {
+        let mut store = ProviderStore::new(
+            PeerId::random(),
+            ProviderLimits {
+                max_keys: 1,
+                ..ProviderLimits::default()
+            },
+        );
+        store
+            .add_provider(record(b"old", PeerId::random(), Duration::ZERO))
+            .expect("old");
+        store
+            .add_provider(record(b"new", PeerId::random(), Duration::from_secs(60)))
+            .expect("sweeping the expired key makes room");
+        assert_eq!(store.key_count(), 1);
+        assert!(store.providers(&RecordKey::new(&b"old")).is_empty());
+    }
+
+    #[test]
+    fn records_for_others_survive_a_snapshot_and_restore() {
+        let local = PeerId::random();
+        let mut store = ProviderStore::new(local, ProviderLimits::default());
+        let other = PeerId::random();
+        store
+            .add_provider(record(b"theirs", other, Duration::from_secs(600)))
+            .expect("theirs");
+        store
+            .add_provider(record(b"mine", local, Duration::from_secs(600)))
+            .expect("mine");
+        store
+            .add_provider(record(b"lapsed", other, Duration::ZERO))
+            .expect("lapsed");
+        let saved = store.snapshot();
+        assert_eq!(saved.len(), 1, "own and expired records are not saved");
+        let mut restored = ProviderStore::new(local, ProviderLimits::default());
+        assert_eq!(restored.restore(saved), 1);
+        let got = restored.providers(&RecordKey::new(&b"theirs"));
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].provider, other);
+        assert_eq!(got[0].addresses.len(), 1);
+        let left = got[0].expires.expect("expiry") - Instant::now();
+        assert!(left > Duration::from_secs(590) && left <= Duration::from_secs(601));
+    }
+}

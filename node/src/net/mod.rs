@@ -1,0 +1,453 @@
+//! The node's one libp2p host: QUIC, one identity, one UDP port, carrying both the
+//! transfer protocol and discovery (Kademlia + identify).
+//!
+//! The swarm runs in its own task ([`task`]); the rest of the node talks to it through
+//! [`Host`]: opening and accepting streams via `libp2p-stream`'s `Control`, and everything
+//! else (dials, DHT lookups and announcements, status, saved state) through a small command
+//! channel, each command answered on its own oneshot.
+
+mod behaviour;
+mod task;
+
+use std::time::Duration;
+
+use commons_protocol::Hash;
+use libp2p::{identity::Keypair, multiaddr::Protocol, Multiaddr, PeerId, StreamProtocol};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::discovery::{persist::NetState, DiscoveryConfig};
+
+/// Per-stream QUIC receive window (bytes in flight on one stream): 16 MiB, enough for
+/// 1 Gbit/s at 100 ms RTT.
+pub const QUIC_STREAM_WINDOW: u32 = 16 << 20;
+/// Per-connection QUIC receive window, across all streams: 64 MiB.
+pub const QUIC_CONNECTION_WINDOW: u32 = 64 << 20;
+/// Streams a peer may have open at once on one connection (QUIC-level limit).
+pub const QUIC_MAX_STREAMS: u32 = 64;
+/// How long an idle connection is kept.
+pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a dial may take before it is reported as failed.
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Commands queued to the swarm task.
+const COMMAND_QUEUE: usize = 256;
+
+/// Why the host could not start or reach a peer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    /// A listen address could not be used.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        reason: String,
+    },
+    /// A peer could not be reached.
+    #[error("cannot reach peer {peer}: {reason}")]
+    Dial {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        reason: String,
+    },
+    /// An address could not be reached.
+    #[error("cannot reach {addr}: {reason}")]
+    DialAddr {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        reason: String,
+    },
+    /// A DHT operation failed.
+    #[error("DHT: {0}")]
+    Dht(String),
+    /// No peer to join the DHT through.
+    #[error("cannot join the network: {}", describe_unjoinable(.failed))]
+    Unjoinable {
+        /// Bootstrap addresses that did not answer, with why.
+        failed: Vec<(Multiaddr, String)>,
+    },
+    /// The host task has stopped.
+    #[error("the network host has stopped")]
+    Stopped,
+}
+
+/// A peer and the addresses it may be reached at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAddrs {
+    /// The peer.
+    pub peer: PeerId,
+    /// Its addresses (may be empty when only the DHT's routing table knows them).
+    pub addrs: Vec<Multiaddr>,
+}
+
+/// What a DHT query cost: the figures the discovery benchmark reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryCost {
+    /// Requests sent to peers.
+    pub requests: u32,
+    /// Requests that were answered.
+    pub successes: u32,
+    /// Wall time in milliseconds.
+    pub millis: u64,
+}
+
+/// The result of a provider lookup.
+#[derive(Debug, Clone, Default)]
+pub struct Lookup {
+    /// Providers found, this node excluded, in the order they were found.
+    pub providers: Vec<PeerAddrs>,
+    /// What the lookup cost.
+    pub cost: QueryCost,
+}
+
+/// A batch of providers a running lookup found, or its end.
+enum FoundProviders {
+    Some(Vec<PeerAddrs>),
+    Done(QueryCost),
+}
+
+/// How long a lookup keeps going after its first provider, waiting for more, unless it
+/// has found as many as wanted or ends first: a fetch should not wait for every slow or
+/// dead peer the walk still asks.
+pub const LOOKUP_SETTLE: Duration = Duration::from_millis(500);
+
+/// The host's view of the network, for `commons node peers`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkStatus {
+    /// This node.
+    pub peer_id: String,
+    /// `server` (answers DHT queries) or `client`.
+    pub dht_mode: String,
+    /// Peers in the Kademlia routing table.
+    pub routing_table: usize,
+    /// Peers with an open connection.
+    pub connected: Vec<String>,
+    /// Keys with provider records held (own and for others).
+    pub provider_keys: usize,
+}
+
+/// Which peers of a bootstrap list answered.
+#[derive(Debug, Clone, Default)]
+pub struct BootstrapReport {
+    /// Peers reached.
+    pub reached: Vec<PeerId>,
+    /// Addresses that did not answer, with why.
+    pub failed: Vec<(Multiaddr, String)>,
+}
+
+enum Command {
+    Dial {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    DialAddr {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<PeerId, String>>,
+    },
+    /// Answers `Err` when the routing table is empty.
+    Bootstrap {
+        reply: oneshot::Sender<Result<(), ()>>,
+    },
+    /// Found providers are streamed on `found`; the channel closes when the query ends.
+    /// Dropping the receiver ends the query.
+    FindProviders {
+        hash: Hash,
+        found: mpsc::UnboundedSender<FoundProviders>,
+    },
+    Announce {
+        hash: Hash,
+        reply: oneshot::Sender<Result<QueryCost, String>>,
+    },
+    Withdraw {
+        hash: Hash,
+    },
+    AddDhtPeer {
+        peer: PeerId,
+        addr: Multiaddr,
+    },
+    Addresses {
+        peer: PeerId,
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    Status {
+        reply: oneshot::Sender<NetworkStatus>,
+    },
+    SaveState {
+        reply: oneshot::Sender<NetState>,
+    },
+    RestoreState {
+        state: NetState,
+    },
+}
+
+/// A handle on the running host. Cheap to clone.
+#[derive(Clone)]
+pub struct Host {
+    peer_id: PeerId,
+    control: libp2p_stream::Control,
+    commands: mpsc::Sender<Command>,
+    listen_addrs: watch::Receiver<Vec<Multiaddr>>,
+    query_timeout: Duration,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("peer_id", &self.peer_id)
+            .finish()
+    }
+}
+
+impl Host {
+    /// Starts the host on `listen` addresses (e.g. `/ip4/0.0.0.0/udp/4433/quic-v1`) with
+    /// discovery set up by `discovery` (bootstrap peers are not dialled here: see
+    /// [`Host::bootstrap`]). Must be called inside a tokio runtime.
+    pub async fn start(
+        key: Keypair,
+        listen: &[Multiaddr],
+        discovery: &DiscoveryConfig,
+    ) -> Result<Self, NetError> {
+        let peer_id = key.public().to_peer_id();
+        let mut swarm = behaviour::build_swarm(key, discovery)?;
+        for addr in listen {
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|e| NetError::Listen {
+                    addr: addr.clone(),
+                    reason: e.to_string(),
+                })?;
+        }
+        let control = swarm.behaviour().stream.new_control();
+        let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
+        let (addrs_tx, listen_addrs) = watch::channel(Vec::new());
+        tokio::spawn(task::run(swarm, discovery.clone(), rx, addrs_tx));
+        Ok(Self {
+            peer_id,
+            control,
+            commands,
+            listen_addrs,
+            query_timeout: discovery.query_timeout,
+        })
+    }
+
+    /// This node's PeerId.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// Waits until the host listens on at least one address, then returns them all, each
+    /// ending in `/p2p/<peer id>` so it can be dialled as printed. A host started with no
+    /// listen address (a one-shot client) returns none at once.
+    pub async fn listen_addrs(&self) -> Vec<Multiaddr> {
+        let mut rx = self.listen_addrs.clone();
+        let addrs = rx
+            .wait_for(|a| !a.is_empty())
+            .await
+            .map(|a| a.clone())
+            .unwrap_or_default();
+        addrs
+            .into_iter()
+            .map(|a| a.with(Protocol::P2p(self.peer_id)))
+            .collect()
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NetError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(make(reply))
+            .await
+            .map_err(|_| NetError::Stopped)?;
+        rx.await.map_err(|_| NetError::Stopped)
+    }
+
+    /// Connects to `peer` at `addrs` (no-op if already connected), within [`DIAL_TIMEOUT`].
+    /// With no addresses, those the DHT and identify know are used.
+    pub async fn connect(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<(), NetError> {
+        let dial = self.ask(|reply| Command::Dial { peer, addrs, reply });
+        match tokio::time::timeout(DIAL_TIMEOUT, dial).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(reason))) => Err(NetError::Dial { peer, reason }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(NetError::Dial {
+                peer,
+                reason: format!("no answer within {} s", DIAL_TIMEOUT.as_secs()),
+            }),
+        }
+    }
+
+    /// Connects to an address, with or without a `/p2p/<peer id>` suffix, within
+    /// [`DIAL_TIMEOUT`]; returns the peer that answered.
+    pub async fn connect_addr(&self, addr: Multiaddr) -> Result<PeerId, NetError> {
+        let a = addr.clone();
+        let dial = self.ask(|reply| Command::DialAddr { addr: a, reply });
+        match tokio::time::timeout(DIAL_TIMEOUT, dial).await {
+            Ok(Ok(Ok(peer))) => Ok(peer),
+            Ok(Ok(Err(reason))) => Err(NetError::DialAddr { addr, reason }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(NetError::DialAddr {
+                addr,
+                reason: format!("no answer within {} s", DIAL_TIMEOUT.as_secs()),
+            }),
+        }
+    }
+
+    /// Joins the DHT: dials every address in `peers` at once (each within
+    /// [`DIAL_TIMEOUT`]), then, if any answered or the routing table already knows peers
+    /// (saved from an earlier run), starts a Kademlia bootstrap that fills the routing
+    /// table in the background. Fails only when there is no peer to start from.
+    pub async fn bootstrap(&self, peers: &[Multiaddr]) -> Result<BootstrapReport, NetError> {
+        let dials = peers.iter().map(|addr| {
+            let addr = addr.clone();
+            async move { (addr.clone(), self.connect_addr(addr).await) }
+        });
+        let mut report = BootstrapReport::default();
+        for (addr, result) in libp2p::futures::future::join_all(dials).await {
+            match result {
+                Ok(peer) => {
+                    // A bootstrap peer is a DHT server by definition: into the routing
+                    // table now, without waiting for identify to say so.
+                    let addr = strip_peer(&addr);
+                    let _ = self.commands.send(Command::AddDhtPeer { peer, addr }).await;
+                    report.reached.push(peer);
+                }
+                Err(NetError::DialAddr { reason, .. }) => report.failed.push((addr, reason)),
+                Err(e) => report.failed.push((addr, e.to_string())),
+            }
+        }
+        match self.ask(|reply| Command::Bootstrap { reply }).await? {
+            Ok(()) => Ok(report),
+            Err(()) => Err(NetError::Unjoinable {
+                failed: report.failed,
+            }),
+        }
+    }
+
+    /// Looks up providers of `hash` in the DHT. Returns when the walk ends, when `want`
+    /// are found, or [`LOOKUP_SETTLE`] after the first one was found (`settle`), whichever
+    /// comes first; the walk is bounded by the query timeout.
+    pub async fn find_providers(
+        &self,
+        hash: Hash,
+        want: usize,
+        settle: bool,
+    ) -> Result<Lookup, NetError> {
+        let (found, mut rx) = mpsc::unbounded_channel();
+        self.commands
+            .send(Command::FindProviders { hash, found })
+            .await
+            .map_err(|_| NetError::Stopped)?;
+        let started = tokio::time::Instant::now();
+        let hard_end = started + self.query_timeout + Duration::from_secs(5);
+        let mut lookup = Lookup::default();
+        let mut end = hard_end;
+        loop {
+            match tokio::time::timeout_at(end, rx.recv()).await {
+                Ok(Some(FoundProviders::Some(batch))) => {
+                    lookup.providers.extend(batch);
+                    if lookup.providers.len() >= want {
+                        break;
+                    }
+                    if settle && !lookup.providers.is_empty() {
+                        end = end.min(tokio::time::Instant::now() + LOOKUP_SETTLE);
+                    }
+                }
+                Ok(Some(FoundProviders::Done(cost))) => {
+                    lookup.cost = cost;
+                    return Ok(lookup);
+                }
+                Ok(None) => return Err(NetError::Stopped),
+                Err(_) if end < hard_end => break,
+                Err(_) => return Err(NetError::Dht("the provider lookup did not finish".into())),
+            }
+        }
+        lookup.cost.millis = started.elapsed().as_millis() as u64;
+        Ok(lookup)
+    }
+
+    /// Announces this node as a provider of `hash` to the peers closest to it.
+    pub async fn announce(&self, hash: Hash) -> Result<QueryCost, NetError> {
+        self.ask(|reply| Command::Announce { hash, reply })
+            .await?
+            .map_err(NetError::Dht)
+    }
+
+    /// Stops announcing `hash`. Records already held by others lapse at their TTL:
+    /// Kademlia has no withdrawal.
+    pub async fn withdraw(&self, hash: Hash) -> Result<(), NetError> {
+        self.commands
+            .send(Command::Withdraw { hash })
+            .await
+            .map_err(|_| NetError::Stopped)
+    }
+
+    /// Addresses known for `peer` (from identify, the routing table and past dials).
+    pub async fn addresses(&self, peer: PeerId) -> Result<Vec<Multiaddr>, NetError> {
+        self.ask(|reply| Command::Addresses { peer, reply }).await
+    }
+
+    /// Routing table size, connected peers and DHT mode.
+    pub async fn status(&self) -> Result<NetworkStatus, NetError> {
+        self.ask(|reply| Command::Status { reply }).await
+    }
+
+    /// The routing table and the provider records held for others, to be saved.
+    pub async fn save_state(&self) -> Result<NetState, NetError> {
+        self.ask(|reply| Command::SaveState { reply }).await
+    }
+
+    /// Loads saved peers into the routing table and saved records into the record store.
+    pub async fn restore_state(&self, state: NetState) -> Result<(), NetError> {
+        self.commands
+            .send(Command::RestoreState { state })
+            .await
+            .map_err(|_| NetError::Stopped)
+    }
+
+    /// The stream control, to open streams and accept them for a protocol.
+    pub fn control(&self) -> libp2p_stream::Control {
+        self.control.clone()
+    }
+}
+
+fn describe_unjoinable(failed: &[(Multiaddr, String)]) -> String {
+    if failed.is_empty() {
+        return "no bootstrap peer was given and none is saved from an earlier run \
+                (give --bootstrap <multiaddr>, or `bootstrap` in the config file)"
+            .into();
+    }
+    let each: Vec<String> = failed
+        .iter()
+        .map(|(a, why)| format!("{a} ({why})"))
+        .collect();
+    format!("no bootstrap peer answered: {}", each.join("; "))
+}
+
+/// `addr` without a trailing `/p2p/<peer id>`.
+pub fn strip_peer(addr: &Multiaddr) -> Multiaddr {
+    let mut addr = addr.clone();
+    if let Some(Protocol::P2p(_)) = addr.iter().last() {
+        addr.pop();
+    }
+    addr
+}
+
+/// Splits a provider multiaddr ending in `/p2p/<peer id>` into the peer and the address.
+pub fn split_peer_addr(addr: &Multiaddr) -> Option<(PeerId, Multiaddr)> {
+    let mut addr = addr.clone();
+    match addr.pop() {
+        Some(Protocol::P2p(peer)) => Some((peer, addr)),
+        _ => None,
+    }
+}
+
+/// The protocol id of the transfer protocol, as libp2p wants it.
+pub fn transfer_protocol() -> StreamProtocol {
+    StreamProtocol::new(commons_protocol::wire::TRANSFER_PROTOCOL)
+}

@@ -1,0 +1,72 @@
+//! The holder exchange (`Request::Holders`): ask a peer which other nodes it knows to hold
+//! a root. Peers fetching the same dataset learn of each other this way, beyond what one
+//! DHT lookup returns (a DHT key keeps at most a few dozen providers).
+
+use std::time::Duration;
+
+use commons_protocol::{
+    wire::{encode_frame, HoldersResponse, Request, MAX_HOLDERS_BYTES},
+    Hash,
+};
+use libp2p::{futures::AsyncWriteExt, PeerId, Stream};
+
+use super::{
+    io::{read_frame, write_frame},
+    FetchError,
+};
+use crate::{
+    discovery::{holders::parse_records, Holders},
+    net::{transfer_protocol, Host, PeerAddrs},
+};
+
+/// How long a peer has to answer a holders request.
+pub const HOLDERS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Asks `peer` for the other holders of `hash` it knows.
+pub async fn ask_holders(
+    host: &Host,
+    peer: PeerId,
+    hash: Hash,
+) -> Result<Vec<PeerAddrs>, FetchError> {
+    let stream_err = |reason: String| FetchError::Stream { peer, reason };
+    let exchange = async {
+        let mut stream = host
+            .control()
+            .open_stream(peer, transfer_protocol())
+            .await
+            .map_err(|e| stream_err(e.to_string()))?;
+        write_frame(&mut stream, &encode_frame(&Request::Holders { hash }))
+            .await
+            .map_err(|e| stream_err(e.to_string()))?;
+        let body = read_frame(&mut stream, MAX_HOLDERS_BYTES)
+            .await
+            .map_err(|e| stream_err(e.to_string()))?;
+        let _ = stream.close().await;
+        HoldersResponse::decode(&body).map_err(|source| FetchError::Protocol { peer, source })
+    };
+    let response = tokio::time::timeout(HOLDERS_TIMEOUT, exchange)
+        .await
+        .map_err(|_| stream_err("no answer to the holders request in time".into()))??;
+    Ok(parse_records(response.holders))
+}
+
+/// Answers a holders request from `asker`, then records the asker as a holder of `hash`:
+/// a peer asking is fetching it, and will serve what it has.
+pub async fn answer_holders(
+    host: &Host,
+    holders: &Holders,
+    asker: PeerId,
+    hash: Hash,
+    stream: &mut Stream,
+) -> std::io::Result<u64> {
+    let response = HoldersResponse {
+        holders: holders.records_for(&hash, &asker, &host.peer_id()),
+    };
+    let frame = encode_frame(&response);
+    write_frame(stream, &frame).await?;
+    let _ = stream.close().await;
+    if let Ok(addrs) = host.addresses(asker).await {
+        holders.add(hash, asker, addrs);
+    }
+    Ok(frame.len() as u64)
+}
