@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/commons/target
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint fmt deps build bench fetch-bench check-layering
+.PHONY: demo test lint fmt deps build bench fetch-bench dht-bench check-layering
 
 ## demo: build `commons`, then add a sample dataset, list, export and verify it
 demo: deps build
@@ -36,6 +36,10 @@ build: deps
 bench: deps build
 	command -v b3sum >/dev/null || $(CARGO) install --locked b3sum
 	"$(CARGO_TARGET_DIR)/release/import-bench" --commons "$(CARGO_TARGET_DIR)/release/commons"
+
+## dht-bench: 20 and 50 DHT nodes on loopback: provider lookups, announcing 10,000 roots
+dht-bench: deps build
+	"$(CARGO_TARGET_DIR)/release/dht-bench"
 
 ## fetch-bench: 1 GiB over loopback: commons get vs sendme and nginx → curl
 fetch-bench: deps build

@@ -218,6 +218,19 @@ max_providers_per_key = 5
     }
 
     #[test]
+    fn the_documented_example_parses() {
+        let doc = include_str!("../../docs/config.md");
+        let start = doc.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let end = start + doc[start..].find("```").expect("its end");
+        let config = ConfigFile::parse(&doc[start..end], "docs/config.md").expect("parses");
+        assert_eq!(
+            config.discovery().record_ttl,
+            DiscoveryConfig::default().record_ttl
+        );
+        assert_eq!(config.bootstrap.len(), 1);
+    }
+
+    #[test]
     fn a_missing_implicit_file_means_defaults_but_a_missing_explicit_one_is_an_error() {
         let dir = tempfile::tempdir().expect("tempdir");
         assert_eq!(
