@@ -33,12 +33,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             bootstrap,
             dht_mode,
             external_addr,
+            mdns,
         }) => {
             let flags = crate::network::RunFlags {
                 listen,
                 bootstrap,
                 dht_mode,
                 external_addrs: external_addr,
+                mdns,
             };
             crate::network::node_run(&data_dir, config, &flags, json)
         }

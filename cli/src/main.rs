@@ -159,6 +159,9 @@ enum NodeCommand {
         /// An address others reach this node at (a public IP or port forward); repeatable
         #[arg(long, value_name = "MULTIADDR")]
         external_addr: Vec<String>,
+        /// Also find Commons nodes on the local network with mDNS (off by default)
+        #[arg(long)]
+        mdns: bool,
     },
     /// Show the DHT routing table size and the connected peers of the running node
     Peers,

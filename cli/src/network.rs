@@ -48,6 +48,7 @@ pub struct RunFlags {
     pub bootstrap: Vec<String>,
     pub dht_mode: Option<String>,
     pub external_addrs: Vec<String>,
+    pub mdns: bool,
 }
 
 pub fn node_run(
@@ -64,6 +65,7 @@ pub fn node_run(
     discovery
         .external_addrs
         .extend(parse_addrs(&flags.external_addrs, "external")?);
+    discovery.mdns |= flags.mdns;
     if let Some(mode) = &flags.dht_mode {
         discovery.mode = mode.parse().map_err(anyhow::Error::msg)?;
     }

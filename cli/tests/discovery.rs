@@ -184,6 +184,26 @@ fn a_bootstrap_address_that_answers_nothing_fails_clearly_in_bounded_time() {
 }
 
 #[test]
+fn with_mdns_two_nodes_on_one_lan_find_each_other_without_bootstrap() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // mDNS announces on real interfaces, not on loopback: listen on all of them too.
+    let lan = ["--mdns", "--listen", "/ip4/0.0.0.0/udp/0/quic-v1"];
+    let first = Node::start_with(&node_dir(tmp.path(), 1), &lan);
+    let _second = Node::start_with(&node_dir(tmp.path(), 2), &lan);
+    let n2 = node_dir(tmp.path(), 2);
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let peers = json_ok(&n2, &["node", "peers"]);
+            peers["routing_table"].as_u64() >= Some(1)
+                && peers["connected"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|p| p == &first.peer_id()))
+        }),
+        "the second node finds the first through mDNS alone"
+    );
+}
+
+#[test]
 fn a_restarted_node_finds_the_network_without_the_bootstrap_list() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (_src, hash) = seed(tmp.path());

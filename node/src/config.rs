@@ -49,6 +49,9 @@ pub struct ConfigFile {
     /// Addresses this node is reachable at from outside (port forwards, public IPs).
     #[serde(default)]
     pub external_addrs: Vec<Multiaddr>,
+    /// Find peers on the local network with mDNS.
+    #[serde(default)]
+    pub mdns: bool,
     /// DHT settings.
     #[serde(default)]
     pub dht: DhtSection,
@@ -168,6 +171,7 @@ impl ConfigFile {
                 ..defaults.limits
             },
             save_interval: secs(d.save_interval_secs, defaults.save_interval),
+            mdns: self.mdns,
         }
     }
 }

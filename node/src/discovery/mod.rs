@@ -79,6 +79,9 @@ pub struct DiscoveryConfig {
     pub limits: ProviderLimits,
     /// How often known peers and records are saved to the store.
     pub save_interval: Duration,
+    /// Find peers on the local network with mDNS (off by default: a public node has no
+    /// reason to announce itself on its LAN).
+    pub mdns: bool,
 }
 
 impl Default for DiscoveryConfig {
@@ -93,6 +96,7 @@ impl Default for DiscoveryConfig {
             query_timeout: Duration::from_secs(30),
             limits: ProviderLimits::default(),
             save_interval: Duration::from_secs(300),
+            mdns: false,
         }
     }
 }

@@ -2,7 +2,13 @@
 
 use std::num::NonZeroUsize;
 
-use libp2p::{identify, identity::Keypair, kad, swarm::NetworkBehaviour, StreamProtocol, Swarm};
+use libp2p::{
+    identify,
+    identity::Keypair,
+    kad, mdns,
+    swarm::{behaviour::toggle::Toggle, NetworkBehaviour},
+    StreamProtocol, Swarm,
+};
 
 use super::{
     NetError, IDLE_CONNECTION_TIMEOUT, QUIC_CONNECTION_WINDOW, QUIC_MAX_STREAMS, QUIC_STREAM_WINDOW,
@@ -19,6 +25,8 @@ pub(super) struct Behaviour {
     pub(super) stream: libp2p_stream::Behaviour,
     pub(super) kad: kad::Behaviour<ProviderStore>,
     pub(super) identify: identify::Behaviour,
+    /// LAN discovery, only with `--mdns`.
+    pub(super) mdns: Toggle<mdns::tokio::Behaviour>,
 }
 
 /// The Kademlia protocol id.
@@ -65,11 +73,17 @@ pub(super) fn build_swarm(
                     .with_agent_version(format!("commons/{}", env!("CARGO_PKG_VERSION")))
                     .with_push_listen_addr_updates(true),
             );
-            Behaviour {
+            let mdns = if config.mdns {
+                Some(mdns::tokio::Behaviour::new(mdns::Config::default(), local)?)
+            } else {
+                None
+            };
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Behaviour {
                 stream: libp2p_stream::Behaviour::new(),
                 kad,
                 identify,
-            }
+                mdns: mdns.into(),
+            })
         })
         .map_err(|e| NetError::Listen {
             addr: libp2p::Multiaddr::empty(),

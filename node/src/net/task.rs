@@ -8,7 +8,7 @@ use std::{
 
 use libp2p::{
     futures::StreamExt,
-    identify, kad,
+    identify, kad, mdns,
     multiaddr::Protocol,
     swarm::{dial_opts::DialOpts, ConnectionId, DialError, SwarmEvent},
     Multiaddr, PeerId, Swarm,
@@ -170,6 +170,20 @@ impl Task {
                     if !self.swarm.is_connected(&peer) {
                         self.swarm.behaviour_mut().kad.remove_peer(&peer);
                         self.session_peers.remove(&peer);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                // Any libp2p program on the LAN answers mDNS: dial, and let identify decide
+                // whether it speaks Commons' DHT before it enters the routing table.
+                let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
+                for (peer, addr) in found {
+                    by_peer.entry(peer).or_default().push(addr);
+                }
+                for (peer, addrs) in by_peer {
+                    if !self.swarm.is_connected(&peer) {
+                        let opts = DialOpts::peer_id(peer).addresses(addrs).build();
+                        let _ = self.swarm.dial(opts);
                     }
                 }
             }
