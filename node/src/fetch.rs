@@ -3,9 +3,10 @@
 //!
 //! The root comes first (for a dataset, its manifest: verified like any blob, then parsed
 //! with every path rule); then the provider that served it is asked which other holders it
-//! knows; then each wanted file's blob is fetched. Providers are tried in order for each
-//! blob; one that sends bad data is dropped for the rest of the fetch. When every known
-//! provider has failed, the DHT is asked (once) for more. Everything is resumable: what the
+//! knows; then each wanted file's blob is fetched from up to [`MAX_SWARM_PEERS`] providers
+//! at once ([`crate::transfer::swarm_blob`]); one that sends bad data is dropped for the
+//! rest of the fetch. When every known provider has failed, the DHT is asked (once) for
+//! more. Everything is resumable: what the
 //! store already holds is never asked for again.
 
 use std::{collections::HashSet, sync::Arc};
@@ -18,11 +19,13 @@ use crate::{
     net::{split_peer_addr, Host, NetError, PeerAddrs},
     ops::{GetOutcome, Include},
     store::{BlobState, Store, StoreError},
-    transfer::{ask_holders, fetch_blob, FetchError, TransferStats},
+    transfer::{ask_holders, swarm_blob, FetchError, TransferStats},
 };
 
 /// Providers asked of the DHT per lookup; more come through the holder exchange.
 pub const LOOKUP_WANT: usize = 20;
+/// Providers one blob is fetched from at once.
+pub const MAX_SWARM_PEERS: usize = 8;
 
 /// Why a `get` failed.
 #[derive(Debug, thiserror::Error)]
@@ -287,67 +290,95 @@ impl<'a> Pool<'a> {
         }
     }
 
-    /// Fetches one blob unless already complete, trying providers in order and the DHT when
-    /// they are exhausted; drops those that misbehave. Returns the peer that served it.
+    /// Fetches one blob unless already complete: from up to [`MAX_SWARM_PEERS`] providers
+    /// at once, then from the next ones if those failed, then from the DHT's. Providers
+    /// that misbehave are dropped for the rest of the fetch. Returns a provider that served
+    /// it.
     async fn fetch(
         &mut self,
         hash: Hash,
         progress: &Arc<dyn GetProgress>,
     ) -> Result<Option<PeerId>, GetError> {
-        if self
-            .ctx
+        let ctx = self.ctx;
+        if ctx
             .store
             .blob(&hash)?
             .is_some_and(|m| m.state == BlobState::Complete)
         {
             return Ok(None);
         }
+        let on_bytes = {
+            let progress = progress.clone();
+            Arc::new(move |n| progress.received(n)) as Arc<dyn Fn(u64) + Send + Sync>
+        };
         let mut errors = Vec::new();
         let mut tried = HashSet::new();
         loop {
-            let mut i = 0;
-            while i < self.peers.len() {
-                let PeerAddrs { peer, addrs } = self.peers[i].clone();
-                if !tried.insert(peer) {
-                    i += 1;
+            let batch: Vec<PeerAddrs> = self
+                .peers
+                .iter()
+                .filter(|p| !tried.contains(&p.peer))
+                .take(MAX_SWARM_PEERS)
+                .cloned()
+                .collect();
+            if batch.is_empty() {
+                if !self.looked_up && self.lookup().await? > 0 {
                     continue;
                 }
-                let on_bytes = {
-                    let progress = progress.clone();
-                    Arc::new(move |n| progress.received(n)) as Arc<dyn Fn(u64) + Send + Sync>
-                };
-                let ctx = self.ctx;
-                let result = match ctx.host.connect(peer, addrs).await {
-                    Ok(()) => {
-                        fetch_blob(&ctx.host, &ctx.store, peer, hash, &ctx.stats, on_bytes).await
-                    }
-                    Err(e) => Err(e.into()),
-                };
+                return Err(if errors.is_empty() {
+                    GetError::NoProviders(self.root)
+                } else {
+                    GetError::AllProvidersFailed { hash, errors }
+                });
+            }
+            tried.extend(batch.iter().map(|p| p.peer));
+            let dials = batch
+                .into_iter()
+                .map(|p| async move { (p.peer, ctx.host.connect(p.peer, p.addrs).await) });
+            let mut connected = Vec::new();
+            for (peer, result) in libp2p::futures::future::join_all(dials).await {
                 match result {
-                    Ok(()) => return Ok(Some(peer)),
-                    Err(FetchError::Store(e)) if !matches!(e, StoreError::SizeConflict { .. }) => {
-                        return Err(e.into())
-                    }
+                    Ok(()) => connected.push(peer),
                     Err(e) => {
-                        tracing::info!(%peer, error = %e, "provider failed");
-                        if e.peer_misbehaved() {
-                            self.peers.remove(i);
-                            self.ctx.holders.remove(&self.root, &peer);
-                        } else {
-                            i += 1;
-                        }
-                        errors.push(e);
+                        tracing::info!(%peer, error = %e, "provider unreachable");
+                        errors.push(e.into());
                     }
                 }
             }
-            if !self.looked_up && self.lookup().await? > 0 {
+            if connected.is_empty() {
                 continue;
             }
-            return Err(if errors.is_empty() {
-                GetError::NoProviders(self.root)
-            } else {
-                GetError::AllProvidersFailed { hash, errors }
-            });
+            let (report, done) = match swarm_blob(
+                &ctx.host,
+                &ctx.store,
+                &connected,
+                hash,
+                &ctx.stats,
+                on_bytes.clone(),
+            )
+            .await
+            {
+                Ok(report) => (report, true),
+                Err(e) => (e.report, false),
+            };
+            let served = report.contributed.first().copied();
+            for (peer, error) in report.dropped {
+                match error {
+                    FetchError::Store(e) if !matches!(e, StoreError::SizeConflict { .. }) => {
+                        return Err(e.into())
+                    }
+                    error => {
+                        if error.peer_misbehaved() {
+                            self.peers.retain(|p| p.peer != peer);
+                            ctx.holders.remove(&self.root, &peer);
+                        }
+                        errors.push(error);
+                    }
+                }
+            }
+            if done {
+                return Ok(served);
+            }
         }
     }
 }

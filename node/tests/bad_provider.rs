@@ -1,22 +1,14 @@
 //! A provider that sends bad data: the fetch stops at the first bad group, names the peer
 //! and offset, stores none of the bad bytes, and an honest provider then completes the blob.
 
+mod common;
+
 use std::{fs, sync::Arc};
 
+use common::{bad_provider, client_node, serving_node, Lie};
 use commons_node::{
-    discovery::DiscoveryConfig,
-    net::{transfer_protocol, Host},
     store::{BlobState, NoProgress, Store, StoreOptions},
-    transfer::{fetch_blob, serve, FetchError, ServeLimits, TransferStats},
-};
-use commons_protocol::{
-    wire::{chunk_ranges, encode_frame, Request, ResponseHeader, MAX_REQUEST_BYTES},
-    Hash,
-};
-use libp2p::{
-    futures::{AsyncReadExt, AsyncWriteExt, StreamExt},
-    identity::Keypair,
-    Multiaddr,
+    transfer::{fetch_blob, FetchError, TransferStats},
 };
 
 const SIZE: usize = 3 * 256 * 1024 + 5000;
@@ -25,68 +17,6 @@ fn data() -> Vec<u8> {
     (0..SIZE)
         .map(|i| (i % 251) as u8 ^ (i / 4096) as u8)
         .collect()
-}
-
-fn loopback() -> Vec<Multiaddr> {
-    vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("addr")]
-}
-
-/// How the bad provider damages its answers.
-#[derive(Clone, Copy, Debug)]
-enum Lie {
-    FlipDataByte,
-    FlipParentHash,
-    Truncate,
-    WrongSize,
-}
-
-/// Serves `encoded` answers for one blob, damaged as `lie` says.
-async fn bad_provider(store: Arc<Store>, hash: Hash, lie: Lie) -> Host {
-    let host = Host::start(
-        Keypair::generate_ed25519(),
-        &loopback(),
-        &DiscoveryConfig::default(),
-    )
-    .await
-    .expect("host");
-    let mut incoming = host.control().accept(transfer_protocol()).expect("accept");
-    tokio::spawn(async move {
-        while let Some((_, mut stream)) = incoming.next().await {
-            let mut prefix = [0u8; 4];
-            if stream.read_exact(&mut prefix).await.is_err() {
-                continue;
-            }
-            let len = u32::from_be_bytes(prefix).min(MAX_REQUEST_BYTES) as usize;
-            let mut body = vec![0u8; len];
-            if stream.read_exact(&mut body).await.is_err() {
-                continue;
-            }
-            let Ok(Request::Get { ranges, .. }) = Request::decode(&body) else {
-                continue;
-            };
-            let mut encoded = Vec::new();
-            store
-                .encode_ranges(&hash, &chunk_ranges(&ranges), &mut encoded)
-                .expect("encode");
-            let mut size = SIZE as u64;
-            match lie {
-                // The last data byte of the response.
-                Lie::FlipDataByte => {
-                    let n = encoded.len();
-                    encoded[n - 1] ^= 1;
-                }
-                Lie::FlipParentHash => encoded[0] ^= 1,
-                Lie::Truncate => encoded.truncate(encoded.len() / 2),
-                Lie::WrongSize => size += 16 * 1024,
-            }
-            let _ = stream
-                .write_all(&encode_frame(&ResponseHeader::Ok { size }))
-                .await;
-            let _ = stream.write_all(&encoded).await;
-            let _ = stream.close().await;
-        }
-    });
-    host
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,14 +39,8 @@ async fn bad_data_is_refused_and_an_honest_provider_completes_the_blob() {
     ] {
         let fetcher_dir = tmp.path().join(format!("fetcher-{lie:?}"));
         let store = Arc::new(Store::open(&fetcher_dir, StoreOptions::default()).expect("store"));
-        let bad = bad_provider(source.clone(), hash, lie).await;
-        let client = Host::start(
-            Keypair::generate_ed25519(),
-            &[],
-            &DiscoveryConfig::default(),
-        )
-        .await
-        .expect("client");
+        let bad = bad_provider(source.clone(), hash, SIZE as u64, lie).await;
+        let client = client_node().await;
         client
             .connect(bad.peer_id(), bad.listen_addrs().await)
             .await
@@ -165,21 +89,7 @@ async fn bad_data_is_refused_and_an_honest_provider_completes_the_blob() {
         }
 
         // An honest provider completes it, fetching only what is missing.
-        let honest = Host::start(
-            Keypair::generate_ed25519(),
-            &loopback(),
-            &DiscoveryConfig::default(),
-        )
-        .await
-        .expect("honest");
-        let serve_stats = Arc::new(TransferStats::default());
-        tokio::spawn(serve(
-            source.clone(),
-            honest.clone(),
-            serve_stats.clone(),
-            Arc::default(),
-            ServeLimits::default(),
-        ));
+        let honest = serving_node(source.clone()).await;
         client
             .connect(honest.peer_id(), honest.listen_addrs().await)
             .await

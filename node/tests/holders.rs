@@ -1,35 +1,15 @@
 //! The holder exchange: a peer fetching a blob learns from its provider which other peers
 //! fetched it, and can fetch from them: holders beyond what the DHT returns.
 
+mod common;
+
 use std::{sync::Arc, time::Duration};
 
+use common::{client_node, serving_node};
 use commons_node::{
-    discovery::{DiscoveryConfig, Holders},
-    net::Host,
     store::{NoProgress, Store, StoreOptions},
-    transfer::{ask_holders, fetch_blob, serve, ServeLimits, TransferStats},
+    transfer::{ask_holders, fetch_blob, TransferStats},
 };
-use libp2p::identity::Keypair;
-
-/// A listening host that serves `store`.
-async fn serving_node(store: Arc<Store>) -> Host {
-    let loopback = vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("addr")];
-    let host = Host::start(
-        Keypair::generate_ed25519(),
-        &loopback,
-        &DiscoveryConfig::default(),
-    )
-    .await
-    .expect("host");
-    tokio::spawn(serve(
-        store,
-        host.clone(),
-        Arc::new(TransferStats::default()),
-        Arc::new(Holders::default()),
-        ServeLimits::default(),
-    ));
-    host
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_fetcher_learns_of_the_first_and_fetches_from_it() {
@@ -69,13 +49,7 @@ async fn a_second_fetcher_learns_of_the_first_and_fetches_from_it() {
     assert!(known.is_empty(), "nobody else holds it yet: {known:?}");
 
     // The second asks the seed and is told about the first, with a usable address.
-    let second = Host::start(
-        Keypair::generate_ed25519(),
-        &[],
-        &DiscoveryConfig::default(),
-    )
-    .await
-    .expect("second");
+    let second = client_node().await;
     second
         .connect(seed.peer_id(), seed.listen_addrs().await)
         .await

@@ -1,51 +1,29 @@
 //! A fetch interrupted half-way (its connection dropped) resumes and, in total, receives
 //! little more than the blob itself.
 
+mod common;
+
 use std::{fs, sync::Arc, time::Duration};
 
 use commons_node::{
-    discovery::DiscoveryConfig,
     net::Host,
     store::{NoProgress, Store, StoreOptions},
-    transfer::{fetch_blob, serve, ServeLimits, TransferStats},
+    transfer::{fetch_blob, TransferStats},
 };
-use libp2p::identity::Keypair;
 
 const SIZE: usize = 48 << 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_fetch_resumes_and_receives_at_most_2_percent_extra() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let original: Vec<u8> = (0..SIZE)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
+    let original = common::pattern(SIZE, 0x9e37_79b9_7f4a_7c15);
     fs::write(tmp.path().join("f"), &original).expect("write");
     let source = Arc::new(Store::open(tmp.path().join("a"), StoreOptions::default()).expect("a"));
     let hash = source
         .add_file(&tmp.path().join("f"), &NoProgress)
         .expect("add")
         .hash;
-    let loopback = vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("addr")];
-    let seeder = Host::start(
-        Keypair::generate_ed25519(),
-        &loopback,
-        &DiscoveryConfig::default(),
-    )
-    .await
-    .expect("seeder");
-    tokio::spawn(serve(
-        source.clone(),
-        seeder.clone(),
-        Arc::new(TransferStats::default()),
-        Arc::default(),
-        ServeLimits::default(),
-    ));
+    let seeder = common::serving_node(source.clone()).await;
 
     let store = Arc::new(Store::open(tmp.path().join("b"), StoreOptions::default()).expect("b"));
     let stats = Arc::new(TransferStats::default());
@@ -58,16 +36,7 @@ async fn an_interrupted_fetch_resumes_and_receives_at_most_2_percent_extra() {
             host
         }
     };
-    let first = connect(
-        Host::start(
-            Keypair::generate_ed25519(),
-            &[],
-            &DiscoveryConfig::default(),
-        )
-        .await
-        .expect("b"),
-    )
-    .await;
+    let first = connect(common::client_node().await).await;
     let task = {
         let (store, stats, first) = (store.clone(), stats.clone(), first.clone());
         let peer = seeder.peer_id();
@@ -102,16 +71,7 @@ async fn an_interrupted_fetch_resumes_and_receives_at_most_2_percent_extra() {
     assert!(after_first < SIZE as u64, "interrupted before the end");
 
     // A new host (new connection) resumes with the missing spans only.
-    let second = connect(
-        Host::start(
-            Keypair::generate_ed25519(),
-            &[],
-            &DiscoveryConfig::default(),
-        )
-        .await
-        .expect("b2"),
-    )
-    .await;
+    let second = connect(common::client_node().await).await;
     fetch_blob(
         &second,
         &store,

@@ -25,19 +25,11 @@ use super::{
 };
 use crate::{
     net::{transfer_protocol, Host, NetError},
-    store::{BlobState, Store, StoreError},
+    store::{Store, StoreError},
 };
 
 /// How long a peer may stay silent mid-response.
 pub const RESPONSE_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Rounds of requests per fetch (each asks for up to 512 missing ranges per stream).
-const MAX_ROUNDS: usize = 64;
-/// Requests for one blob in flight at once, each on its own stream (verified and stored on
-/// its own thread). 1 for now: on the 2-core benchmark machine, where seeder and fetcher
-/// share the CPU, 4 streams fetched 1 GiB at 133 MiB/s with 172 MiB peak RSS against
-/// 141 MiB/s and 114 MiB with one (docs/benchmarks.md). Revisit with real links.
-pub const PARALLEL_REQUESTS: usize = 1;
-
 /// Why fetching from a peer failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -111,9 +103,8 @@ impl FetchError {
     }
 }
 
-/// Fetches whatever part of blob `hash` the store is missing from `peer` (already
-/// connected or dialable by the host), then marks the blob complete. `progress` receives
-/// response bytes as they arrive.
+/// Fetches whatever part of blob `hash` the store is missing from `peer` alone (see
+/// [`super::swarm_blob`] for several providers), then marks the blob complete.
 pub async fn fetch_blob(
     host: &Host,
     store: &Arc<Store>,
@@ -122,98 +113,21 @@ pub async fn fetch_blob(
     stats: &Arc<TransferStats>,
     progress: Arc<dyn Fn(u64) + Send + Sync>,
 ) -> Result<(), FetchError> {
-    for _ in 0..MAX_ROUNDS {
-        let known = store.blob(&hash)?;
-        let requests: Vec<(Vec<GroupRange>, Option<u64>)> = match known {
-            Some(meta) if meta.state == BlobState::Complete => return Ok(()),
-            Some(meta) => {
-                let missing = store.missing_spans(meta.id, meta.size)?;
-                if missing.is_empty() {
-                    store.complete_partial(&hash)?;
-                    return Ok(());
-                }
-                split_spans(&missing, PARALLEL_REQUESTS)
-                    .iter()
-                    .map(|part| {
-                        (
-                            span_ranges_to_groups(store, part, meta.size),
-                            Some(meta.size),
-                        )
-                    })
-                    .collect()
-            }
-            // Size unknown: ask for the first span alone; the answer's header gives the
-            // size, and the next round spreads the rest over parallel requests.
-            None => vec![(
-                vec![GroupRange {
-                    start: 0,
-                    end: Some(store.span_bytes() / CHUNK_GROUP_BYTES),
-                }],
-                None,
-            )],
-        };
-        let rounds = requests.into_iter().map(|(ranges, expected_size)| {
-            fetch_round(
-                host,
-                store,
+    match super::swarm_blob(host, store, &[peer], hash, stats, progress).await {
+        Ok(_) => Ok(()),
+        Err(mut e) => Err(match e.report.dropped.pop() {
+            Some((_, error)) => error,
+            None => FetchError::Stream {
                 peer,
-                hash,
-                ranges,
-                expected_size,
-                stats,
-                &progress,
-            )
-        });
-        let results = libp2p::futures::future::join_all(rounds).await;
-        // Bad data outranks other failures: it is what gets a provider dropped.
-        let mut first_error = None;
-        for result in results {
-            match result {
-                Ok(_) => {}
-                Err(e) if e.peer_misbehaved() => return Err(e),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        if let Some(e) = first_error {
-            return Err(e);
-        }
+                reason: e.to_string(),
+            },
+        }),
     }
-    Err(FetchError::Stream {
-        peer,
-        reason: format!("{hash} still incomplete after {MAX_ROUNDS} requests"),
-    })
-}
-
-/// Splits span ranges into at most `parts` groups of about equal span counts, each a list
-/// of whole ranges or pieces of them, in order.
-fn split_spans(missing: &[std::ops::Range<u64>], parts: usize) -> Vec<Vec<std::ops::Range<u64>>> {
-    let total: u64 = missing.iter().map(|r| r.end - r.start).sum();
-    let per_part = total.div_ceil(parts.max(1) as u64).max(1);
-    let mut out: Vec<Vec<std::ops::Range<u64>>> = vec![Vec::new()];
-    let mut room = per_part;
-    for r in missing {
-        let mut start = r.start;
-        while start < r.end {
-            if room == 0 {
-                out.push(Vec::new());
-                room = per_part;
-            }
-            let end = r.end.min(start + room);
-            if let Some(part) = out.last_mut() {
-                part.push(start..end);
-            }
-            room -= end - start;
-            start = end;
-        }
-    }
-    out
 }
 
 /// Group ranges covering the given span ranges (at most [`MAX_REQUEST_RANGES`]); the range
 /// holding the last span is open-ended so both sides agree on where the blob ends.
-fn span_ranges_to_groups(
+pub(super) fn span_ranges_to_groups(
     store: &Store,
     spans: &[std::ops::Range<u64>],
     size: u64,
@@ -233,7 +147,7 @@ fn span_ranges_to_groups(
 /// One request/response. Returns `Ok(false)` when the blob was restarted for a different
 /// size claim (the caller's next round asks again for the new layout).
 #[allow(clippy::too_many_arguments)]
-async fn fetch_round(
+pub(super) async fn fetch_round(
     host: &Host,
     store: &Arc<Store>,
     peer: PeerId,
@@ -372,26 +286,4 @@ fn store_verified_groups(
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_spans;
-
-    #[test]
-    #[allow(clippy::single_range_in_vec_init)] // lists of span ranges, not ranges of values
-    fn spans_are_split_evenly_in_order_without_gaps() {
-        let parts = split_spans(&[0..10, 20..23], 4);
-        assert_eq!(
-            parts,
-            vec![vec![0..4], vec![4..8], vec![8..10, 20..22], vec![22..23]]
-        );
-        assert_eq!(split_spans(&[5..6], 4), vec![vec![5..6]]);
-        let flat: Vec<u64> = split_spans(&[0..7, 9..12], 3)
-            .into_iter()
-            .flatten()
-            .flat_map(|r| r.collect::<Vec<_>>())
-            .collect();
-        assert_eq!(flat, [0, 1, 2, 3, 4, 5, 6, 9, 10, 11]);
-    }
 }

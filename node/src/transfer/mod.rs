@@ -10,8 +10,10 @@ mod exchange;
 mod io;
 mod server;
 mod stats;
+mod swarm;
 
 pub use client::{fetch_blob, FetchError};
 pub use exchange::{ask_holders, HOLDERS_TIMEOUT};
 pub use server::{serve, ServeLimits};
 pub use stats::{PeerStats, TransferStats};
+pub use swarm::{swarm_blob, SwarmError, SwarmReport, BATCH_SPANS, REQUESTS_PER_PEER};

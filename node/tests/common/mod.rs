@@ -1,0 +1,128 @@
+//! Helpers shared by the node's integration tests (each file uses some of them).
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use commons_node::{
+    discovery::{DiscoveryConfig, Holders},
+    net::{transfer_protocol, Host},
+    store::Store,
+    transfer::{serve, ServeLimits, TransferStats},
+};
+use commons_protocol::{
+    wire::{chunk_ranges, encode_frame, Request, ResponseHeader, MAX_REQUEST_BYTES},
+    Hash,
+};
+use libp2p::{
+    futures::{AsyncReadExt, AsyncWriteExt, StreamExt},
+    identity::Keypair,
+    Multiaddr,
+};
+
+/// A free loopback QUIC address.
+pub fn loopback() -> Vec<Multiaddr> {
+    vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("addr")]
+}
+
+/// `size` bytes of a fixed, non-repeating pattern.
+pub fn pattern(size: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..size)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// A host listening on loopback, serving nothing yet.
+pub async fn listening_node() -> Host {
+    Host::start(
+        Keypair::generate_ed25519(),
+        &loopback(),
+        &DiscoveryConfig::default(),
+    )
+    .await
+    .expect("host")
+}
+
+/// A host that listens on loopback and serves `store` honestly.
+pub async fn serving_node(store: Arc<Store>) -> Host {
+    let host = listening_node().await;
+    tokio::spawn(serve(
+        store,
+        host.clone(),
+        Arc::new(TransferStats::default()),
+        Arc::new(Holders::default()),
+        ServeLimits::default(),
+    ));
+    host
+}
+
+/// A host that does not listen (a client).
+pub async fn client_node() -> Host {
+    Host::start(
+        Keypair::generate_ed25519(),
+        &[],
+        &DiscoveryConfig::default(),
+    )
+    .await
+    .expect("client")
+}
+
+/// How a bad provider damages its answers.
+#[derive(Clone, Copy, Debug)]
+pub enum Lie {
+    /// The last data byte of every response.
+    FlipDataByte,
+    /// The first parent hash.
+    FlipParentHash,
+    /// Stops half-way through every response, as a provider that dies would.
+    Truncate,
+    /// Claims a size 16 KiB larger.
+    WrongSize,
+}
+
+/// Serves blob `hash` of `size` bytes from `store`, every answer damaged as `lie` says.
+pub async fn bad_provider(store: Arc<Store>, hash: Hash, size: u64, lie: Lie) -> Host {
+    let host = listening_node().await;
+    let mut incoming = host.control().accept(transfer_protocol()).expect("accept");
+    tokio::spawn(async move {
+        while let Some((_, mut stream)) = incoming.next().await {
+            let mut prefix = [0u8; 4];
+            if stream.read_exact(&mut prefix).await.is_err() {
+                continue;
+            }
+            let len = u32::from_be_bytes(prefix).min(MAX_REQUEST_BYTES) as usize;
+            let mut body = vec![0u8; len];
+            if stream.read_exact(&mut body).await.is_err() {
+                continue;
+            }
+            let Ok(Request::Get { ranges, .. }) = Request::decode(&body) else {
+                continue;
+            };
+            let mut encoded = Vec::new();
+            store
+                .encode_ranges(&hash, &chunk_ranges(&ranges), &mut encoded)
+                .expect("encode");
+            let mut claimed = size;
+            match lie {
+                Lie::FlipDataByte => {
+                    let n = encoded.len();
+                    encoded[n - 1] ^= 1;
+                }
+                Lie::FlipParentHash => encoded[0] ^= 1,
+                Lie::Truncate => encoded.truncate(encoded.len() / 2),
+                Lie::WrongSize => claimed += 16 * 1024,
+            }
+            let _ = stream
+                .write_all(&encode_frame(&ResponseHeader::Ok { size: claimed }))
+                .await;
+            let _ = stream.write_all(&encoded).await;
+            let _ = stream.close().await;
+        }
+    });
+    host
+}
