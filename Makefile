@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/commons/target
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint fmt deps build bench fetch-bench dht-bench check-layering
+.PHONY: demo test lint fmt deps build bench fetch-bench dht-bench swarm-lab check-layering
 
 ## demo: build `commons`, then add a sample dataset, list, export and verify it
 demo: deps build
@@ -40,6 +40,10 @@ bench: deps build
 ## dht-bench: 20 and 50 DHT nodes on loopback: provider lookups, announcing 10,000 roots
 dht-bench: deps build
 	"$(CARGO_TARGET_DIR)/release/dht-bench"
+
+## swarm-lab: network namespaces (root): 4 seeders at 100 Mbit/s each, 1 leecher, 1 GiB
+swarm-lab: deps build
+	$(SUDO) "$(CARGO_TARGET_DIR)/release/swarm-lab" --commons "$(CARGO_TARGET_DIR)/release/commons"
 
 ## fetch-bench: 1 GiB over loopback: commons get vs sendme and nginx → curl
 fetch-bench: deps build

@@ -1,5 +1,6 @@
-//! Fetching one blob from several providers at once: the work is shared, and a provider
-//! that lies or dies mid-response costs only its in-flight ranges.
+//! Fetching one blob from several providers at once, the loopback versions of the swarm
+//! lab's scenarios: four seeders share the work; one that corrupts data is dropped and none
+//! of its bytes is stored; one killed half-way costs only its in-flight ranges.
 
 mod common;
 
@@ -7,15 +8,17 @@ use std::sync::Arc;
 
 use common::{bad_provider, client_node, pattern, serving_node, Lie};
 use commons_node::{
+    net::Host,
     store::{NoProgress, Store, StoreOptions},
-    transfer::{swarm_blob, TransferStats},
+    transfer::{swarm_blob, SwarmError, SwarmReport, TransferStats},
 };
+use commons_protocol::Hash;
 
-/// 12 MiB: the first span, then three 4 MiB batches, so two providers both get work.
-const SIZE: usize = 12 << 20;
+/// 16 MiB: the first span, then four 4 MiB batches, so four providers all get work.
+const SIZE: usize = 16 << 20;
 
 /// A source store holding SIZE bytes, the original bytes, and their hash.
-fn source(tmp: &std::path::Path) -> (Arc<Store>, Vec<u8>, commons_protocol::Hash) {
+fn source(tmp: &std::path::Path) -> (Arc<Store>, Vec<u8>, Hash) {
     let data = pattern(SIZE, 7);
     std::fs::write(tmp.join("f"), &data).expect("write");
     let store = Arc::new(Store::open(tmp.join("source"), StoreOptions::default()).expect("store"));
@@ -26,93 +29,121 @@ fn source(tmp: &std::path::Path) -> (Arc<Store>, Vec<u8>, commons_protocol::Hash
     (store, data, hash)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_honest_providers_share_the_work() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let (source_store, data, hash) = source(tmp.path());
-    let (a, b) = (
-        serving_node(source_store.clone()).await,
-        serving_node(source_store).await,
-    );
+/// Fetches `hash` into a fresh store from `providers` at once; returns the store, what
+/// happened and the bytes each provider sent.
+async fn swarm_from(
+    tmp: &std::path::Path,
+    providers: &[&Host],
+    hash: Hash,
+) -> (Arc<Store>, Result<SwarmReport, SwarmError>, Vec<u64>) {
     let client = client_node().await;
-    for p in [&a, &b] {
+    for p in providers {
         client
             .connect(p.peer_id(), p.listen_addrs().await)
             .await
             .expect("connect");
     }
-    let store = Arc::new(Store::open(tmp.path().join("b"), StoreOptions::default()).expect("b"));
+    let store = Arc::new(Store::open(tmp.join("fetcher"), StoreOptions::default()).expect("b"));
     let stats = Arc::new(TransferStats::default());
-    let report = swarm_blob(
-        &client,
-        &store,
-        &[a.peer_id(), b.peer_id()],
-        hash,
-        &stats,
-        Arc::new(|_| {}),
-    )
-    .await
-    .expect("fetch");
-    assert!(report.dropped.is_empty(), "{:?}", report.dropped);
+    let peers: Vec<_> = providers.iter().map(|p| p.peer_id()).collect();
+    let result = swarm_blob(&client, &store, &peers, hash, &stats, Arc::new(|_| {})).await;
     let per_peer = stats.snapshot();
-    for p in [&a, &b] {
-        let got = per_peer.get(&p.peer_id()).map_or(0, |s| s.bytes_received);
-        assert!(got >= 4 << 20, "each provider sent at least a batch: {got}");
-    }
-    let total: u64 = per_peer.values().map(|s| s.bytes_received).sum();
-    assert!(
-        total < SIZE as u64 * 3 / 2,
-        "endgame duplicates stay bounded: {total}"
-    );
+    let sent = peers
+        .iter()
+        .map(|p| per_peer.get(p).map_or(0, |s| s.bytes_received))
+        .collect();
+    (store, result, sent)
+}
+
+fn assert_complete_and_identical(store: &Store, hash: &Hash, data: &[u8]) {
     let mut out = Vec::new();
-    store.read_blob_verified(&hash, &mut out).expect("complete");
+    store
+        .read_blob_verified(hash, &mut out)
+        .expect("complete and verified: no bad byte was stored");
     assert!(out == data, "byte-identical");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lying_and_a_dying_provider_cost_only_their_ranges() {
+async fn four_seeders_all_contribute() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (source_store, data, hash) = source(tmp.path());
+    let mut seeders = Vec::new();
+    for _ in 0..4 {
+        seeders.push(serving_node(source_store.clone()).await);
+    }
+    let (store, result, sent) =
+        swarm_from(tmp.path(), &seeders.iter().collect::<Vec<_>>(), hash).await;
+    let report = result.expect("fetch");
+    assert!(report.dropped.is_empty(), "{:?}", report.dropped);
+    for (i, bytes) in sent.iter().enumerate() {
+        // The last batch is 15 spans (3.75 MiB), the others 16.
+        assert!(*bytes >= 3 << 20, "seeder {i} sent a batch: {sent:?}");
+    }
+    let total: u64 = sent.iter().sum();
+    assert!(
+        (total as f64) < SIZE as f64 * 1.1,
+        "equally fast seeders fetch nothing twice: {total} ({sent:?})"
+    );
+    assert_complete_and_identical(&store, &hash, &data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_four_seeders_corrupts_data_and_is_dropped() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (source_store, data, hash) = source(tmp.path());
     let liar = bad_provider(source_store.clone(), hash, SIZE as u64, Lie::FlipDataByte).await;
-    let dying = bad_provider(source_store.clone(), hash, SIZE as u64, Lie::Truncate).await;
-    let honest = serving_node(source_store).await;
-    let client = client_node().await;
-    for p in [&liar, &dying, &honest] {
-        client
-            .connect(p.peer_id(), p.listen_addrs().await)
-            .await
-            .expect("connect");
+    let mut seeders = vec![liar];
+    for _ in 0..3 {
+        seeders.push(serving_node(source_store.clone()).await);
     }
-    let store = Arc::new(Store::open(tmp.path().join("b"), StoreOptions::default()).expect("b"));
-    let report = swarm_blob(
-        &client,
-        &store,
-        &[liar.peer_id(), dying.peer_id(), honest.peer_id()],
-        hash,
-        &Arc::new(TransferStats::default()),
-        Arc::new(|_| {}),
-    )
-    .await
-    .expect("the honest provider completes the blob");
-    let liar_error = report
+    let (store, result, _) =
+        swarm_from(tmp.path(), &seeders.iter().collect::<Vec<_>>(), hash).await;
+    let report = result.expect("the honest seeders complete the blob");
+    let (_, error) = report
         .dropped
         .iter()
-        .find(|(p, _)| *p == liar.peer_id())
-        .map(|(_, e)| e)
+        .find(|(p, _)| *p == seeders[0].peer_id())
         .expect("the liar is dropped");
-    assert!(liar_error.peer_misbehaved(), "{liar_error}");
+    assert!(error.peer_misbehaved(), "{error}");
+    assert!(!report.contributed.is_empty());
+    assert_complete_and_identical(&store, &hash, &data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_four_seeders_killed_half_way_costs_at_most_5_percent_extra() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (source_store, data, hash) = source(tmp.path());
+    // Dies in the middle of its second batch.
+    let dying = bad_provider(
+        source_store.clone(),
+        hash,
+        SIZE as u64,
+        Lie::DieAfter((6 << 20) + 12_345),
+    )
+    .await;
+    let mut seeders = vec![dying];
+    for _ in 0..3 {
+        seeders.push(serving_node(source_store.clone()).await);
+    }
+    let (store, result, sent) =
+        swarm_from(tmp.path(), &seeders.iter().collect::<Vec<_>>(), hash).await;
+    let report = result.expect("the others complete the blob");
     assert!(
-        report
+        sent[0] > 4 << 20,
+        "the dying seeder served a batch before it died: {sent:?}"
+    );
+    assert!(
+        !report
             .dropped
             .iter()
-            .any(|(p, e)| *p == dying.peer_id() && !e.peer_misbehaved()),
-        "the provider that keeps dying is dropped, without being called a liar: {:?}",
+            .any(|(p, e)| *p == seeders[0].peer_id() && e.peer_misbehaved()),
+        "dying is not lying: {:?}",
         report.dropped
     );
-    assert!(report.contributed.contains(&honest.peer_id()));
-    let mut out = Vec::new();
-    store
-        .read_blob_verified(&hash, &mut out)
-        .expect("complete and verified: no bad byte was stored");
-    assert!(out == data, "byte-identical");
+    let total: u64 = sent.iter().sum();
+    assert!(
+        total as f64 <= SIZE as f64 * 1.05 + 64.0 * 1024.0,
+        "extra bytes: {total} for {SIZE} ({sent:?})"
+    );
+    assert_complete_and_identical(&store, &hash, &data);
 }

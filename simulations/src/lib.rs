@@ -2,11 +2,13 @@
 
 use std::{
     fs::File,
-    io::{self, BufWriter, Write},
+    io::{self, BufRead, BufReader, BufWriter, Write},
     path::Path,
-    process::Command,
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
+
+use anyhow::{bail, Context};
 
 use rand::{RngCore, SeedableRng};
 
@@ -72,4 +74,33 @@ pub fn time<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     let start = Instant::now();
     let out = f();
     (out, start.elapsed())
+}
+
+/// Stops the child when dropped (SIGTERM, so nginx takes its workers down too, and a
+/// `commons node` saves its state), so no server outlives an experiment.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `cmd` and returns it with the first stdout line for which `pick` gives a value.
+pub fn start_and_read(
+    mut cmd: Command,
+    pick: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<(Guard, String)> {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let guard = Guard(child);
+    for line in BufReader::new(stdout).lines() {
+        if let Some(v) = pick(&line?) {
+            return Ok((guard, v));
+        }
+    }
+    bail!("{cmd:?} ended without printing what was expected")
 }

@@ -4,15 +4,17 @@
 //! [`REQUESTS_PER_PEER`] request slot(s) pulling the next batch when the previous one is
 //! done, so faster providers take more. A batch that fails goes back to the queue for
 //! someone else; a provider that sends bad data is dropped at once, one that fails twice in
-//! a row too. When nothing is left to hand out, idle slots duplicate batches still in
-//! flight elsewhere (endgame): whichever copy finishes first wins, the other is cancelled,
-//! so one slow provider cannot hold the fetch hostage. Every group is verified before it is
+//! a row too. When nothing is left to hand out, an idle slot duplicates a batch another
+//! provider has had in flight for twice the median batch time (endgame): whichever copy
+//! finishes first wins, the other is cancelled, so one slow or stalled provider cannot hold
+//! the fetch hostage, while equally fast providers never fetch anything twice. Every group is verified before it is
 //! stored, whoever sent it.
 
 use std::{
     collections::{HashMap, VecDeque},
     ops::Range,
     sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use commons_protocol::{tree::CHUNK_GROUP_BYTES, wire::GroupRange, Hash};
@@ -25,7 +27,7 @@ use super::{
 };
 use crate::{
     net::Host,
-    store::{BlobState, Store},
+    store::{BlobId, BlobState, Store},
 };
 
 /// Spans per request: 4 MiB with 256 KiB spans. Small enough to spread a blob over many
@@ -37,6 +39,11 @@ pub const BATCH_SPANS: u64 = 16;
 /// against 0.95–1.13× with one (docs/benchmarks.md). Revisit on real links, where a
 /// second request hides the round trip between batches.
 pub const REQUESTS_PER_PEER: usize = 1;
+/// Before any batch has completed, a batch in flight this long may be duplicated by an
+/// idle provider (afterwards: twice the median batch time).
+const ENDGAME_FIRST_WAIT: Duration = Duration::from_secs(5);
+/// How often an idle request slot looks for stalled batches to duplicate.
+const ENDGAME_POLL: Duration = Duration::from_millis(50);
 /// Consecutive failures (other than bad data) after which a provider is dropped.
 const MAX_PEER_FAILURES: u32 = 2;
 /// Scheduling rounds per blob: a round ends when no slot can take more work.
@@ -141,6 +148,7 @@ pub async fn swarm_blob(
             host,
             store,
             hash,
+            id: meta.id,
             size: meta.size,
             stats,
             progress: &progress,
@@ -235,6 +243,7 @@ struct Round<'a> {
     host: &'a Host,
     store: &'a Arc<Store>,
     hash: Hash,
+    id: BlobId,
     size: u64,
     stats: &'a Arc<TransferStats>,
     progress: &'a Arc<dyn Fn(u64) + Send + Sync>,
@@ -261,11 +270,34 @@ impl Round<'_> {
             {
                 return;
             }
-            let Some((batch, mut done)) = self.lock_schedule().take(peer) else {
-                return;
+            let next = self.lock_schedule().take(peer, Instant::now());
+            let (batch, mut done) = match next {
+                Take::Batch(batch, done) => (batch, done),
+                Take::Wait => {
+                    tokio::time::sleep(ENDGAME_POLL).await;
+                    continue;
+                }
+                Take::Done => return,
             };
+            // A batch handed out again (after a failure, or in endgame) may be partly stored
+            // already: ask only for what is still missing of it.
             let spans = self.lock_schedule().spans(batch);
-            let ranges = span_ranges_to_groups(self.store, &[spans], self.size);
+            let missing: Vec<Range<u64>> = match self.store.missing_spans(self.id, self.size) {
+                Ok(m) => m
+                    .iter()
+                    .filter_map(|r| {
+                        let (start, end) = (r.start.max(spans.start), r.end.min(spans.end));
+                        (start < end).then_some(start..end)
+                    })
+                    .collect(),
+                Err(_) => vec![spans],
+            };
+            if missing.is_empty() {
+                self.lock_schedule()
+                    .finish(batch, peer, true, Instant::now());
+                continue;
+            }
+            let ranges = span_ranges_to_groups(self.store, &missing, self.size);
             let request = fetch_round(
                 self.host,
                 self.store,
@@ -284,7 +316,8 @@ impl Round<'_> {
             match result {
                 None => {}
                 Some(Ok(true)) => {
-                    self.lock_schedule().finish(batch, peer, true);
+                    self.lock_schedule()
+                        .finish(batch, peer, true, Instant::now());
                     let mut peers = self.lock_peers();
                     if let Some(s) = peers.get_mut(&peer) {
                         s.failures = 0;
@@ -297,7 +330,8 @@ impl Round<'_> {
                     return;
                 }
                 Some(Err(e)) => {
-                    self.lock_schedule().finish(batch, peer, false);
+                    self.lock_schedule()
+                        .finish(batch, peer, false, Instant::now());
                     tracing::info!(%peer, error = %e, "provider failed");
                     let mut peers = self.lock_peers();
                     if let Some(s) = peers.get_mut(&peer) {
@@ -312,13 +346,26 @@ impl Round<'_> {
     }
 }
 
-/// Which batches of spans are waiting, in flight (and with whom), or done.
+/// What a request slot should do next.
+#[derive(Debug)]
+enum Take {
+    /// Fetch this batch; the receiver fires when someone completes it.
+    Batch(usize, watch::Receiver<bool>),
+    /// Nothing to do now, but batches are still in flight: look again shortly.
+    Wait,
+    /// Every batch is done.
+    Done,
+}
+
+/// Which batches of spans are waiting, in flight (with whom, since when), or done.
 #[derive(Debug)]
 struct Schedule {
     batches: Vec<Range<u64>>,
     waiting: VecDeque<usize>,
-    fetching: Vec<Vec<PeerId>>,
+    fetching: Vec<Vec<(PeerId, Instant)>>,
     done: Vec<watch::Sender<bool>>,
+    /// How long completed batches took, for the endgame's idea of "too slow".
+    took: Vec<Duration>,
 }
 
 impl Schedule {
@@ -339,6 +386,7 @@ impl Schedule {
             waiting: (0..n).collect(),
             fetching: vec![Vec::new(); n],
             done: (0..n).map(|_| watch::channel(false).0).collect(),
+            took: Vec::new(),
         }
     }
 
@@ -350,24 +398,52 @@ impl Schedule {
         *self.done[batch].borrow()
     }
 
-    /// The next batch for `peer`, with a signal that fires when someone completes it: a
-    /// waiting batch if any; else (endgame) one that exactly one other peer is fetching.
-    fn take(&mut self, peer: PeerId) -> Option<(usize, watch::Receiver<bool>)> {
-        let batch = match self.waiting.pop_front() {
-            Some(b) => b,
-            None => (0..self.batches.len()).find(|&b| {
-                !self.is_done(b) && self.fetching[b].len() == 1 && !self.fetching[b].contains(&peer)
-            })?,
-        };
-        self.fetching[batch].push(peer);
-        Some((batch, self.done[batch].subscribe()))
+    /// In flight this long, a batch counts as stalled: twice the median time batches took,
+    /// or [`ENDGAME_FIRST_WAIT`] before any finished.
+    fn stalled_after(&self) -> Duration {
+        let mut took = self.took.clone();
+        took.sort();
+        took.get(took.len() / 2)
+            .map_or(ENDGAME_FIRST_WAIT, |median| *median * 2)
     }
 
-    /// `peer` is done with `batch`: completed it (`ok`) or gave up; a batch nobody is
-    /// fetching any more goes back to the front of the queue.
-    fn finish(&mut self, batch: usize, peer: PeerId, ok: bool) {
-        self.fetching[batch].retain(|p| *p != peer);
+    /// The next thing for `peer` to do at `now`: a waiting batch if any; else (endgame) a
+    /// batch exactly one other peer has been fetching for too long; else wait, or stop.
+    fn take(&mut self, peer: PeerId, now: Instant) -> Take {
+        let batch = match self.waiting.pop_front() {
+            Some(b) => b,
+            None => {
+                if (0..self.batches.len()).all(|b| self.is_done(b)) {
+                    return Take::Done;
+                }
+                let patience = self.stalled_after();
+                let stalled = (0..self.batches.len()).find(|&b| {
+                    !self.is_done(b)
+                        && matches!(self.fetching[b][..], [(other, since)]
+                            if other != peer && now.duration_since(since) > patience)
+                });
+                match stalled {
+                    Some(b) => b,
+                    None => return Take::Wait,
+                }
+            }
+        };
+        self.fetching[batch].push((peer, now));
+        Take::Batch(batch, self.done[batch].subscribe())
+    }
+
+    /// `peer` is done with `batch` at `now`: completed it (`ok`) or gave up; a batch nobody
+    /// is fetching any more goes back to the front of the queue.
+    fn finish(&mut self, batch: usize, peer: PeerId, ok: bool, now: Instant) {
+        let since = self.fetching[batch]
+            .iter()
+            .find(|(p, _)| *p == peer)
+            .map(|(_, t)| *t);
+        self.fetching[batch].retain(|(p, _)| *p != peer);
         if ok {
+            if let (Some(since), false) = (since, self.is_done(batch)) {
+                self.took.push(now.duration_since(since));
+            }
             self.done[batch].send_replace(true);
         } else if !self.is_done(batch) && self.fetching[batch].is_empty() {
             self.waiting.push_front(batch);
@@ -394,27 +470,38 @@ mod tests {
         assert_eq!(s.batches, vec![0..2, 2..4, 4..5, 9..10]);
     }
 
+    fn batch(t: Take) -> usize {
+        match t {
+            Take::Batch(b, _) => b,
+            other => panic!("expected a batch, got {other:?}"),
+        }
+    }
+
     #[test]
-    #[allow(clippy::single_range_in_vec_init)]
-    fn peers_pull_batches_then_duplicate_the_last_ones_in_flight() {
-        let (a, b) = (PeerId::random(), PeerId::random());
+    #[allow(clippy::single_range_in_vec_init)] // lists of span ranges, not ranges of values
+    fn peers_pull_batches_and_duplicate_only_stalled_ones() {
+        let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
         let mut s = Schedule::new(&[0..3], 1);
-        let (first, _) = s.take(a).expect("a gets 0");
-        let (second, _) = s.take(b).expect("b gets 1");
-        let (third, _) = s.take(a).expect("a gets 2");
-        assert_eq!((first, second, third), (0, 1, 2));
-        // Nothing waits: b may duplicate a batch only a is fetching, never its own.
-        let (dup, mut dup_done) = s.take(b).expect("endgame");
+        assert_eq!(batch(s.take(a, at(0))), 0);
+        assert_eq!(batch(s.take(b, at(0))), 1);
+        s.finish(1, b, true, at(100)); // a batch takes 100 ms: stalled after 200 ms
+        assert_eq!(batch(s.take(b, at(100))), 2);
+        // Nothing waits, and nothing in flight is stalled yet: c waits.
+        assert!(matches!(s.take(c, at(150)), Take::Wait));
+        // a's batch 0 is 250 ms old: c duplicates it; b's batch 2 is not stalled.
+        let Take::Batch(dup, mut dup_done) = s.take(c, at(250)) else {
+            panic!("c duplicates a's stalled batch");
+        };
         assert_eq!(dup, 0);
-        assert!(
-            s.take(b).is_some_and(|(x, _)| x == 2),
-            "then the other one of a's"
-        );
-        assert!(s.take(b).is_none(), "nothing left to duplicate");
-        s.finish(0, a, true);
-        assert!(*dup_done.borrow_and_update(), "b's copy is told to stop");
-        s.finish(0, b, false);
+        assert!(matches!(s.take(c, at(250)), Take::Wait), "one copy at most");
+        s.finish(0, a, true, at(260));
+        assert!(*dup_done.borrow_and_update(), "c's copy is told to stop");
+        s.finish(0, c, false, at(265));
         assert!(s.waiting.is_empty(), "a done batch is never requeued");
+        s.finish(2, b, true, at(280));
+        assert!(matches!(s.take(c, at(300)), Take::Done));
     }
 
     #[test]
@@ -422,8 +509,9 @@ mod tests {
     fn a_failed_batch_goes_back_to_the_front_for_another_peer() {
         let (a, b) = (PeerId::random(), PeerId::random());
         let mut s = Schedule::new(&[0..2], 1);
-        let (batch, _) = s.take(a).expect("a gets 0");
-        s.finish(batch, a, false);
-        assert_eq!(s.take(b).map(|(x, _)| x), Some(0), "requeued first");
+        let now = Instant::now();
+        let first = batch(s.take(a, now));
+        s.finish(first, a, false, now);
+        assert_eq!(batch(s.take(b, now)), 0, "requeued first");
     }
 }

@@ -83,14 +83,22 @@ pub enum Lie {
     Truncate,
     /// Claims a size 16 KiB larger.
     WrongSize,
+    /// Serves honestly until it has sent this many bytes in all, then stops mid-response
+    /// and answers nothing more, as a provider killed half-way would.
+    DieAfter(u64),
 }
 
 /// Serves blob `hash` of `size` bytes from `store`, every answer damaged as `lie` says.
 pub async fn bad_provider(store: Arc<Store>, hash: Hash, size: u64, lie: Lie) -> Host {
     let host = listening_node().await;
     let mut incoming = host.control().accept(transfer_protocol()).expect("accept");
+    let mut sent = 0u64;
     tokio::spawn(async move {
         while let Some((_, mut stream)) = incoming.next().await {
+            if matches!(lie, Lie::DieAfter(limit) if sent >= limit) {
+                drop(stream); // dead: every new request fails at once
+                continue;
+            }
             let mut prefix = [0u8; 4];
             if stream.read_exact(&mut prefix).await.is_err() {
                 continue;
@@ -116,7 +124,12 @@ pub async fn bad_provider(store: Arc<Store>, hash: Hash, size: u64, lie: Lie) ->
                 Lie::FlipParentHash => encoded[0] ^= 1,
                 Lie::Truncate => encoded.truncate(encoded.len() / 2),
                 Lie::WrongSize => claimed += 16 * 1024,
+                Lie::DieAfter(limit) => {
+                    let left = limit.saturating_sub(sent) as usize;
+                    encoded.truncate(left);
+                }
             }
+            sent += encoded.len() as u64;
             let _ = stream
                 .write_all(&encode_frame(&ResponseHeader::Ok { size: claimed }))
                 .await;

@@ -3,15 +3,14 @@
 //! BLAKE3-over-QUIC tool) and nginx serving the file to curl.
 
 use std::{
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::Duration,
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Parser;
-use commons_simulations::{run_measured, write_random_file, RunStats};
+use commons_simulations::{run_measured, start_and_read, write_random_file, Guard, RunStats};
 
 /// Fetch benchmark for `commons get`.
 #[derive(Debug, Parser)]
@@ -31,35 +30,6 @@ struct Args {
     /// Skip the nginx comparison
     #[arg(long)]
     no_nginx: bool,
-}
-
-/// Stops the child when dropped (SIGTERM, so nginx takes its workers down too), so no
-/// server outlives the benchmark.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `cmd` and returns it with the first stdout line for which `pick` gives a value.
-fn start_and_read(
-    mut cmd: Command,
-    pick: impl Fn(&str) -> Option<String>,
-) -> Result<(Guard, String)> {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let guard = Guard(child);
-    for line in BufReader::new(stdout).lines() {
-        if let Some(v) = pick(&line?) {
-            return Ok((guard, v));
-        }
-    }
-    bail!("{cmd:?} ended without printing what was expected")
 }
 
 fn median(mut v: Vec<RunStats>) -> RunStats {

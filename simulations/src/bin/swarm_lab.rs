@@ -1,0 +1,335 @@
+//! Swarm experiments on shaped links: real `commons` nodes in network namespaces joined by
+//! a bridge (itself in a namespace, so the host's firewall never sees the traffic), each
+//! seeder's uplink capped with `tbf`. Needs root. Cleans up after itself, also on failure.
+//!
+//! Scenarios (one run prints them all, each against a baseline measured in the same run):
+//! - `seeders`: one uncapped leecher fetches by hash alone (DHT) from N seeders each capped
+//!   at R Mbit/s; aggregate rate against the sum of the links, and against the same fetch
+//!   from one seeder;
+//! - `kill`: the same, with one seeder killed half-way; extra bytes fetched.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, ensure, Context, Result};
+use clap::Parser;
+use commons_simulations::{start_and_read, write_random_file, Guard};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Path to the `commons` binary (release build)
+    #[arg(long)]
+    commons: PathBuf,
+    /// Size of the file, in MiB
+    #[arg(long, default_value_t = 1024)]
+    size_mib: u64,
+    /// Seeders
+    #[arg(long, default_value_t = 4)]
+    seeders: usize,
+    /// Uplink of each seeder, in Mbit/s
+    #[arg(long, default_value_t = 100)]
+    rate_mbit: u64,
+    /// Skip the one-seeder baseline (it takes N times longer than the swarm)
+    #[arg(long)]
+    no_baseline: bool,
+    /// Print the leecher's logs (COMMONS_LOG=info, timestamped) after each fetch
+    #[arg(long)]
+    verbose: bool,
+}
+
+/// Prefix of every namespace and interface this lab creates.
+const PREFIX: &str = "cmlab";
+const SWITCH: &str = "cmlab-sw";
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let out = cmd.output().with_context(|| format!("{cmd:?}"))?;
+    ensure!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    run(Command::new("ip").args(args))
+}
+
+fn in_ns(ns: &str, args: &[&str]) -> Result<()> {
+    run(Command::new("ip").args(["netns", "exec", ns]).args(args))
+}
+
+/// The namespaces: created on `new`, deleted (with their links) on drop.
+struct Lab {
+    nodes: Vec<String>,
+}
+
+impl Lab {
+    fn cleanup_stale() {
+        let out = Command::new("ip").args(["netns", "list"]).output();
+        if let Ok(out) = out {
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                if let Some(name) = line.split_whitespace().next() {
+                    if name.starts_with(PREFIX) {
+                        let _ = ip(&["netns", "del", name]);
+                    }
+                }
+            }
+        }
+    }
+
+    fn new() -> Result<Self> {
+        Self::cleanup_stale();
+        ip(&["netns", "add", SWITCH])?;
+        in_ns(SWITCH, &["ip", "link", "add", "br0", "type", "bridge"])?;
+        in_ns(SWITCH, &["ip", "link", "set", "br0", "up"])?;
+        Ok(Self { nodes: Vec::new() })
+    }
+
+    /// Adds node `i` (address 10.77.0.i) to the bridge, its uplink capped if `rate_mbit`.
+    fn add_node(&mut self, i: usize, rate_mbit: Option<u64>) -> Result<String> {
+        let ns = format!("{PREFIX}-{i}");
+        let (outside, inside) = (format!("{PREFIX}{i}o"), format!("{PREFIX}{i}i"));
+        ip(&["netns", "add", &ns])?;
+        self.nodes.push(ns.clone());
+        ip(&[
+            "link", "add", &outside, "netns", SWITCH, "type", "veth", "peer", "name", &inside,
+            "netns", &ns,
+        ])?;
+        in_ns(
+            SWITCH,
+            &["ip", "link", "set", &outside, "master", "br0", "up"],
+        )?;
+        let addr = format!("10.77.0.{i}/24");
+        in_ns(&ns, &["ip", "addr", "add", &addr, "dev", &inside])?;
+        in_ns(&ns, &["ip", "link", "set", &inside, "up"])?;
+        in_ns(&ns, &["ip", "link", "set", "lo", "up"])?;
+        if let Some(rate) = rate_mbit {
+            let rate = format!("{rate}mbit");
+            in_ns(
+                &ns,
+                &[
+                    "tc", "qdisc", "add", "dev", &inside, "root", "tbf", "rate", &rate, "burst",
+                    "256kb", "latency", "100ms",
+                ],
+            )?;
+        }
+        Ok(ns)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in self
+            .nodes
+            .iter()
+            .chain(std::iter::once(&SWITCH.to_string()))
+        {
+            let _ = ip(&["netns", "del", ns]);
+        }
+    }
+}
+
+/// A `commons` command run inside namespace `ns` on data dir `dir`.
+fn commons(args: &Args, ns: &str, dir: &Path) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns])
+        .arg(&args.commons)
+        .arg("--data-dir")
+        .arg(dir);
+    cmd
+}
+
+/// Starts a seeder in `ns` listening on `ip`; returns it and its full address.
+fn start_seeder(
+    args: &Args,
+    ns: &str,
+    dir: &Path,
+    ip: &str,
+    bootstrap: Option<&str>,
+) -> Result<(Guard, String)> {
+    let mut cmd = commons(args, ns, dir);
+    cmd.args(["--json", "node", "run", "--dht-mode", "server", "--listen"])
+        .arg(format!("/ip4/{ip}/udp/4433/quic-v1"));
+    if let Some(b) = bootstrap {
+        cmd.args(["--bootstrap", b]);
+    }
+    start_and_read(cmd, |line| {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        v["addrs"][0].as_str().map(str::to_string)
+    })
+}
+
+/// What one fetch did.
+struct Fetch {
+    elapsed: Duration,
+    bytes_received: u64,
+}
+
+/// Runs `commons get` in `ns` (one-shot, fresh data dir) to completion.
+fn fetch(args: &Args, ns: &str, dir: &Path, target: &str, bootstrap: &str) -> Result<Fetch> {
+    let start = Instant::now();
+    let out = commons(args, ns, dir)
+        .env(
+            "COMMONS_LOG",
+            if args.verbose {
+                "commons_node=debug"
+            } else {
+                "warn"
+            },
+        )
+        .args(["--json", "get", target, "--bootstrap", bootstrap])
+        .output()?;
+    let elapsed = start.elapsed();
+    if args.verbose {
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+    ensure!(
+        out.status.success(),
+        "get failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok(Fetch {
+        elapsed,
+        bytes_received: v["bytes_received"].as_u64().unwrap_or(0),
+    })
+}
+
+fn mbit(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 * 8.0 / 1e6 / d.as_secs_f64()
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    ensure!(args.seeders >= 2, "--seeders: at least 2");
+    let scratch = tempfile::tempdir()?;
+    let file = scratch.path().join("data.bin");
+    let size = args.size_mib << 20;
+    println!(
+        "swarm-lab: {} MiB, {} seeders at {} Mbit/s each, 1 uncapped leecher",
+        args.size_mib, args.seeders, args.rate_mbit
+    );
+    write_random_file(&file, size, 11)?;
+    let mut hash = String::new();
+    for i in 1..=args.seeders {
+        let out = Command::new(&args.commons)
+            .arg("--data-dir")
+            .arg(scratch.path().join(format!("seed{i}")))
+            .args(["--json", "add"])
+            .arg(&file)
+            .output()?;
+        ensure!(out.status.success(), "add failed");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        hash = v["hash"].as_str().context("hash")?.to_string();
+    }
+
+    let mut lab = Lab::new()?;
+    let mut seeders = Vec::new();
+    let mut first_addr = String::new();
+    for i in 1..=args.seeders {
+        let ns = lab.add_node(i, Some(args.rate_mbit))?;
+        let ip = format!("10.77.0.{i}");
+        let dir = scratch.path().join(format!("seed{i}"));
+        let bootstrap = (i > 1).then_some(first_addr.as_str());
+        let (guard, addr) = start_seeder(&args, &ns, &dir, &ip, bootstrap)?;
+        if i == 1 {
+            first_addr = addr.clone();
+        }
+        seeders.push((guard, addr));
+    }
+    let leecher = lab.add_node(100, None)?;
+    // Let every seeder announce the root.
+    std::thread::sleep(Duration::from_secs(3));
+
+    let links = args.seeders as f64 * args.rate_mbit as f64;
+    println!("\n| scenario | seconds | Mbit/s | of the summed links | bytes received ÷ size |");
+    println!("|---|---|---|---|---|");
+    let swarm = fetch(
+        &args,
+        &leecher,
+        &scratch.path().join("l-swarm"),
+        &hash,
+        &first_addr,
+    )?;
+    let rate = mbit(size, swarm.elapsed);
+    println!(
+        "| {} seeders, by hash (DHT) | {:.1} | {rate:.0} | **{:.0} %** | {:.3} |",
+        args.seeders,
+        swarm.elapsed.as_secs_f64(),
+        100.0 * rate / links,
+        swarm.bytes_received as f64 / size as f64
+    );
+
+    // One seeder killed half-way.
+    let ideal = Duration::from_secs_f64(size as f64 * 8.0 / 1e6 / links);
+    let dir = scratch.path().join("l-kill");
+    let get = commons(&args, &leecher, &dir)
+        .args(["--json", "get", &hash, "--bootstrap", &first_addr])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let start = Instant::now();
+    std::thread::sleep(ideal / 2);
+    let (victim, _) = seeders.remove(1);
+    drop(victim); // SIGTERM
+    let out = get.wait_with_output()?;
+    let elapsed = start.elapsed();
+    if !out.status.success() {
+        bail!("the fetch with a seeder killed half-way failed");
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let received = v["bytes_received"].as_u64().unwrap_or(0);
+    println!(
+        "| {} seeders, one killed at {:.0} s | {:.1} | {:.0} | {:.0} % | {:.3} |",
+        args.seeders,
+        (ideal / 2).as_secs_f64(),
+        elapsed.as_secs_f64(),
+        mbit(size, elapsed),
+        100.0 * mbit(size, elapsed) / links,
+        received as f64 / size as f64
+    );
+
+    if !args.no_baseline {
+        let one = fetch_one(
+            &args,
+            &leecher,
+            &scratch.path().join("l-one"),
+            &hash,
+            &first_addr,
+        )?;
+        println!(
+            "| baseline: 1 seeder | {:.1} | {:.0} | {:.0} % of one link | {:.3} |",
+            one.elapsed.as_secs_f64(),
+            mbit(size, one.elapsed),
+            100.0 * mbit(size, one.elapsed) / args.rate_mbit as f64,
+            one.bytes_received as f64 / size as f64
+        );
+        println!(
+            "\nswarm ÷ one seeder: {:.2}× faster (ideal {}×)",
+            one.elapsed.as_secs_f64() / swarm.elapsed.as_secs_f64(),
+            args.seeders
+        );
+    }
+    drop(seeders);
+    drop(lab);
+    Ok(())
+}
+
+/// The one-seeder baseline: a ticket naming seeder 1 alone, so no other provider is used.
+fn fetch_one(args: &Args, ns: &str, dir: &Path, hash: &str, seeder: &str) -> Result<Fetch> {
+    let ticket = make_ticket(hash, seeder)?;
+    fetch(args, ns, dir, &ticket, seeder)
+}
+
+/// A blob ticket naming one provider, made with the library's own ticket type.
+fn make_ticket(hash: &str, provider: &str) -> Result<String> {
+    let ticket = commons_protocol::Ticket {
+        kind: commons_protocol::TicketKind::Blob,
+        hash: hash.parse().context("hash")?,
+        providers: vec![provider.to_string()],
+    };
+    Ok(ticket.to_string())
+}
