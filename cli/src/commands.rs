@@ -45,6 +45,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             crate::network::node_run(&data_dir, config, &flags, json)
         }
         Command::Node(NodeCommand::Peers) => crate::network::node_peers(&data_dir, json),
+        Command::Node(NodeCommand::Stats) => crate::network::node_stats(&data_dir, json),
         Command::Get {
             target,
             bootstrap,
@@ -107,9 +108,12 @@ pub fn running_node(data_dir: &std::path::Path) -> Option<AdminClient> {
 
 /// Sends `request` to a running node, showing its progress on `bar`.
 pub fn via_node(client: AdminClient, request: &AdminRequest, bar: &Bar) -> Result<AdminReply> {
-    let reply = client.call(request, |total, advance| {
+    let reply = client.call(request, |total, advance, peers| {
         if let Some(total) = total {
             bar.set_length(total);
+        }
+        if let Some(peers) = peers {
+            bar.set_peers(peers);
         }
         bar.inc(advance);
     });

@@ -165,6 +165,8 @@ enum NodeCommand {
     },
     /// Show the DHT routing table size and the connected peers of the running node
     Peers,
+    /// Show, per peer, the bytes and requests the running node exchanged with it
+    Stats,
 }
 
 /// Lets `commons ls | head` end quietly, as Unix tools do, instead of panicking when the

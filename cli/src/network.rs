@@ -181,6 +181,9 @@ impl GetProgress for Bar {
     fn received(&self, bytes: u64) {
         self.inc(bytes);
     }
+    fn peers(&self, n: usize) {
+        self.set_peers(n as u64);
+    }
 }
 
 /// `get`'s arguments.
@@ -320,6 +323,41 @@ pub fn providers(
             for a in &p.addrs {
                 println!("    {a}");
             }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn node_stats(data_dir: &Path, json: bool) -> Result<ExitCode> {
+    let Some(node) = running_node(data_dir) else {
+        bail!(
+            "no node is running on {}: start one with `commons node run`",
+            data_dir.display()
+        );
+    };
+    let peers = match via_node(node, &AdminRequest::Stats, &Bar::new(true, ""))? {
+        AdminReply::Stats { peers } => peers,
+        other => bail!("the running node gave an unexpected answer: {other:?}"),
+    };
+    if json {
+        print_json(serde_json::to_value(&peers)?);
+    } else if peers.is_empty() {
+        println!("no data exchanged with any peer since the node started");
+    } else {
+        println!(
+            "{:<54} {:>10} {:>10} {:>8} {:>8} {:>4}",
+            "peer", "sent", "received", "served", "asked", "bad"
+        );
+        for p in &peers {
+            println!(
+                "{:<54} {:>10} {:>10} {:>8} {:>8} {:>4}",
+                p.peer_id,
+                HumanBytes(p.bytes_sent).to_string(),
+                HumanBytes(p.bytes_received).to_string(),
+                p.requests_served,
+                p.requests_made,
+                p.bad_responses
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -8,11 +8,12 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// A bytes/rate/ETA bar; hidden for `--json` and when stderr is not a terminal.
 pub struct Bar(ProgressBar, FileCount);
 
-/// Files done out of files to do, for the bar's message.
+/// Files done out of files to do, and providers in use, for the bar's message.
 #[derive(Default)]
 struct FileCount {
     done: AtomicU64,
     total: AtomicU64,
+    peers: AtomicU64,
 }
 
 impl Bar {
@@ -51,14 +52,40 @@ impl Bar {
     /// Sets how many files there are to do.
     pub fn set_files(&self, total: u64) {
         self.1.total.store(total, Ordering::Relaxed);
-        self.0.set_message(format!("0/{total} files"));
+        self.show_counts();
     }
 
     /// Counts one more file done.
     pub fn file_done(&self) {
-        let done = self.1.done.fetch_add(1, Ordering::Relaxed) + 1;
+        self.1.done.fetch_add(1, Ordering::Relaxed);
+        self.show_counts();
+    }
+
+    /// Sets how many providers the fetch is using.
+    pub fn set_peers(&self, peers: u64) {
+        self.1.peers.store(peers, Ordering::Relaxed);
+        self.show_counts();
+    }
+
+    fn show_counts(&self) {
+        let done = self.1.done.load(Ordering::Relaxed);
         let total = self.1.total.load(Ordering::Relaxed);
-        self.0.set_message(format!("{done}/{total} files"));
+        let peers = self.1.peers.load(Ordering::Relaxed);
+        let files = if total > 0 {
+            format!("{done}/{total} files")
+        } else {
+            String::new()
+        };
+        let peers = match peers {
+            0 => String::new(),
+            1 => ", 1 peer".into(),
+            n => format!(", {n} peers"),
+        };
+        self.0.set_message(
+            format!("{files}{peers}")
+                .trim_start_matches(", ")
+                .to_string(),
+        );
     }
 }
 

@@ -99,6 +99,14 @@ fn five_nodes_each_given_one_bootstrap_address_fetch_by_hash_alone() {
         "a bare hash that is a manifest is a dataset"
     );
     assert!(files(&src) == files(&out), "export is byte-identical");
+    let stats = json_ok(&n5, &["node", "stats"]);
+    let from_node1 = stats
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|p| p["peer_id"] == nodes[0].peer_id().as_str())
+        .expect("node 1 in the per-peer counters");
+    assert!(from_node1["bytes_received"].as_u64() > Some(0), "{stats}");
 }
 
 #[test]

@@ -90,6 +90,8 @@ pub enum AdminRequest {
     },
     /// Routing table and connected peers.
     Peers,
+    /// Per-peer transfer counters.
+    Stats,
 }
 
 /// One line of a node's answer.
@@ -102,6 +104,9 @@ pub enum AdminReply {
         total: Option<u64>,
         /// Bytes done since the last event.
         advance: u64,
+        /// Providers a fetch is using now, when it changes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        peers: Option<u64>,
     },
     /// Result of `Add`.
     Added(AddOutcome),
@@ -131,6 +136,13 @@ pub enum AdminReply {
     ProvidersFound(ProvidersReport),
     /// Result of `Peers`.
     Network(NetworkStatus),
+    /// Result of `Stats`: every peer this node exchanged data with since it started.
+    /// (A struct variant: the reply is an internally tagged enum, which cannot hold a bare
+    /// list.)
+    Stats {
+        /// One entry per peer.
+        peers: Vec<PeerStatsEntry>,
+    },
     /// The request failed; the message is for the user.
     Error {
         /// What went wrong.
@@ -167,11 +179,12 @@ impl AdminClient {
             .map(|stream| Self { stream })
     }
 
-    /// Sends `request`, reports progress events to `on_progress`, returns the result.
+    /// Sends `request`, reports progress events (total, advance, providers in use) to
+    /// `on_progress`, returns the result.
     pub fn call(
         mut self,
         request: &AdminRequest,
-        mut on_progress: impl FnMut(Option<u64>, u64),
+        mut on_progress: impl FnMut(Option<u64>, u64, Option<u64>),
     ) -> Result<AdminReply, AdminError> {
         let mut line =
             serde_json::to_string(request).map_err(|e| AdminError::Protocol(e.to_string()))?;
@@ -181,7 +194,11 @@ impl AdminClient {
             let reply: AdminReply =
                 serde_json::from_str(&line?).map_err(|e| AdminError::Protocol(e.to_string()))?;
             match reply {
-                AdminReply::Progress { total, advance } => on_progress(total, advance),
+                AdminReply::Progress {
+                    total,
+                    advance,
+                    peers,
+                } => on_progress(total, advance, peers),
                 AdminReply::Error { message } => return Err(AdminError::Failed(message)),
                 result => return Ok(result),
             }
@@ -201,6 +218,23 @@ pub struct ProvidersReport {
     pub providers: Vec<ProviderEntry>,
     /// What the lookup cost.
     pub cost: QueryCost,
+}
+
+/// One peer's transfer counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatsEntry {
+    /// The peer.
+    pub peer_id: String,
+    /// Response bytes sent to it.
+    pub bytes_sent: u64,
+    /// Response bytes received from it.
+    pub bytes_received: u64,
+    /// Requests it made to us.
+    pub requests_served: u64,
+    /// Requests we made to it.
+    pub requests_made: u64,
+    /// Its responses that failed verification.
+    pub bad_responses: u64,
 }
 
 /// One provider in a [`ProvidersReport`].
@@ -258,7 +292,11 @@ struct ProgressEvents(mpsc::Sender<AdminReply>);
 
 impl ProgressEvents {
     fn send(&self, total: Option<u64>, advance: u64) {
-        let _ = self.0.try_send(AdminReply::Progress { total, advance });
+        let _ = self.0.try_send(AdminReply::Progress {
+            total,
+            advance,
+            peers: None,
+        });
     }
 }
 
@@ -280,6 +318,13 @@ impl GetProgress for ProgressEvents {
     }
     fn received(&self, bytes: u64) {
         self.send(None, bytes);
+    }
+    fn peers(&self, n: usize) {
+        let _ = self.0.try_send(AdminReply::Progress {
+            total: None,
+            advance: 0,
+            peers: Some(n as u64),
+        });
     }
 }
 
@@ -313,7 +358,12 @@ async fn handle(conn: AsyncUnixStream, ctx: FetchContext) {
     tokio::spawn(work);
     while let Some(reply) = rx.recv().await {
         let done = !matches!(reply, AdminReply::Progress { .. });
-        let mut out = serde_json::to_string(&reply).unwrap_or_default();
+        let mut out = serde_json::to_string(&reply).unwrap_or_else(|e| {
+            let error = AdminReply::Error {
+                message: format!("the node could not encode its answer: {e}"),
+            };
+            serde_json::to_string(&error).unwrap_or_default()
+        });
         out.push('\n');
         if write.write_all(out.as_bytes()).await.is_err() || done {
             break;
@@ -431,6 +481,21 @@ async fn run(request: AdminRequest, ctx: FetchContext, events: ProgressEvents) -
         AdminRequest::Providers { hash } => match ProvidersReport::look_up(&ctx.host, hash).await {
             Ok(report) => AdminReply::ProvidersFound(report),
             Err(e) => failed(format!("cannot look up {hash}: {e}")),
+        },
+        AdminRequest::Stats => AdminReply::Stats {
+            peers: ctx
+                .stats
+                .snapshot()
+                .into_iter()
+                .map(|(peer, s)| PeerStatsEntry {
+                    peer_id: peer.to_string(),
+                    bytes_sent: s.bytes_sent,
+                    bytes_received: s.bytes_received,
+                    requests_served: s.requests_served,
+                    requests_made: s.requests_made,
+                    bad_responses: s.bad_responses,
+                })
+                .collect(),
         },
         AdminRequest::Peers => match ctx.host.status().await {
             Ok(status) => AdminReply::Network(status),

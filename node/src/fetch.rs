@@ -77,6 +77,8 @@ pub trait GetProgress: Send + Sync {
     fn received(&self, _bytes: u64) {}
     /// One file is complete.
     fn file_done(&self) {}
+    /// The number of providers the current file is fetched from.
+    fn peers(&self, _n: usize) {}
 }
 
 /// What to get: a ticket (kind and providers known) or a bare hash (both found out).
@@ -348,6 +350,7 @@ impl<'a> Pool<'a> {
             if connected.is_empty() {
                 continue;
             }
+            progress.peers(connected.len());
             let (report, done) = match swarm_blob(
                 &ctx.host,
                 &ctx.store,
