@@ -221,6 +221,7 @@ pub fn get(data_dir: &Path, config: Option<&Path>, args: &GetArgs, json: bool) -
                 store: store.clone(),
                 stats: Arc::new(TransferStats::default()),
                 holders: Arc::default(),
+                bans: Arc::default(),
                 publisher: None,
             };
             let result = fetch::get(&ctx, &target, &patterns, bar.clone()).await;

@@ -91,6 +91,7 @@ pub async fn run(
         store: store.clone(),
         stats: Arc::new(TransferStats::default()),
         holders: Arc::default(),
+        bans: Arc::default(),
         publisher: Some(publisher),
     };
     let server = tokio::spawn(serve(

@@ -5,9 +5,9 @@
 //! with every path rule); then the provider that served it is asked which other holders it
 //! knows; then each wanted file's blob is fetched from up to [`MAX_SWARM_PEERS`] providers
 //! at once ([`crate::transfer::swarm_blob`]); one that sends bad data is dropped for the
-//! rest of the fetch. When every known provider has failed, the DHT is asked (once) for
-//! more. Everything is resumable: what the
-//! store already holds is never asked for again.
+//! rest of the fetch and shunned for a while ([`crate::bans`]). When every known provider
+//! has failed, the DHT is asked (once) for more. Everything is resumable: what the store
+//! already holds is never asked for again.
 
 use std::{collections::HashSet, sync::Arc};
 
@@ -15,6 +15,7 @@ use commons_protocol::{Hash, Ticket, TicketKind};
 use libp2p::{Multiaddr, PeerId};
 
 use crate::{
+    bans::Bans,
     discovery::{Holders, Publisher},
     net::{split_peer_addr, Host, NetError, PeerAddrs},
     ops::{GetOutcome, Include},
@@ -148,6 +149,8 @@ pub struct FetchContext {
     pub stats: Arc<TransferStats>,
     /// Who holds what: fed by lookups and the holder exchange.
     pub holders: Arc<Holders>,
+    /// Providers that sent bad data lately: never asked again until their ban lapses.
+    pub bans: Arc<Bans>,
     /// Announces roots once held; `None` for a one-shot fetch that does not stay to serve.
     pub publisher: Option<Publisher>,
 }
@@ -255,9 +258,13 @@ impl<'a> Pool<'a> {
         pool
     }
 
-    /// Adds a provider unless it is this node or already known; returns whether it was new.
+    /// Adds a provider unless it is this node, shunned, or already known; returns whether
+    /// it was new.
     fn add(&mut self, p: PeerAddrs) -> bool {
-        if p.peer == self.ctx.host.peer_id() || self.peers.iter().any(|q| q.peer == p.peer) {
+        if p.peer == self.ctx.host.peer_id()
+            || self.ctx.bans.is_banned(&p.peer)
+            || self.peers.iter().any(|q| q.peer == p.peer)
+        {
             return false;
         }
         self.ctx.holders.add(self.root, p.peer, p.addrs.clone());
@@ -374,6 +381,7 @@ impl<'a> Pool<'a> {
                         if error.peer_misbehaved() {
                             self.peers.retain(|p| p.peer != peer);
                             ctx.holders.remove(&self.root, &peer);
+                            ctx.bans.ban(peer);
                         }
                         errors.push(error);
                     }

@@ -15,6 +15,7 @@
 
 #[cfg(unix)]
 pub mod admin;
+pub mod bans;
 pub mod config;
 pub mod daemon;
 pub mod discovery;

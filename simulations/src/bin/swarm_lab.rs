@@ -6,7 +6,7 @@
 //! - `seeders`: one uncapped leecher fetches by hash alone (DHT) from N seeders each capped
 //!   at R Mbit/s; aggregate rate against the sum of the links, and against the same fetch
 //!   from one seeder;
-//! - `kill`: the same, with one seeder killed half-way; extra bytes fetched.
+//! - `kill`: the same, with one seeder killed (SIGKILL) half-way; extra bytes fetched.
 
 use std::{
     path::{Path, PathBuf},
@@ -274,7 +274,11 @@ fn main() -> Result<()> {
     let start = Instant::now();
     std::thread::sleep(ideal / 2);
     let (victim, _) = seeders.remove(1);
-    drop(victim); // SIGTERM
+    // SIGKILL: no clean close; the leecher sees the seeder go silent.
+    let _ = Command::new("kill")
+        .args(["-KILL", &victim.0.id().to_string()])
+        .status();
+    drop(victim);
     let out = get.wait_with_output()?;
     let elapsed = start.elapsed();
     if !out.status.success() {
