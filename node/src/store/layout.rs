@@ -16,7 +16,10 @@ pub const CF_BLOBS: &str = "blobs";
 pub const CF_DATA: &str = "data";
 /// Post-order outboards: [`span_key`] (piece index) → up to [`OUTBOARD_PIECE_BYTES`] bytes.
 pub const CF_OUTBOARDS: &str = "outboards";
-/// Verified spans of *partial* blobs: [`span_key`] → empty. A complete blob needs none.
+/// Verified spans of *partial* blobs: [`span_key`] → the span's own subtree outboard
+/// (post-order hash pairs, 960 bytes for a 256 KiB span; empty for a short last span or a
+/// span size that is not a power of two), so completing the blob needs no second pass over
+/// its data. A complete blob needs none.
 pub const CF_VERIFIED: &str = "verified";
 /// Imports in progress: `blob id (8 bytes BE)` → start time (unix seconds, 8 bytes BE).
 /// Whatever is left here at open time belongs to an import that crashed and is deleted.

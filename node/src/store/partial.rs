@@ -9,7 +9,7 @@
 
 use std::{io, ops::Range};
 
-use commons_protocol::{tree, Hash};
+use commons_protocol::{subtree, tree, Hash};
 use rocksdb::{IteratorMode, WriteBatch};
 
 use super::{layout::*, pieces::PieceWriter, read::RowReader, Result, Store, StoreError};
@@ -134,18 +134,28 @@ impl Store {
     }
 
     /// Stores span `index` of partial blob `id` together with its verified mark, in one
-    /// atomic batch. The caller must have verified every chunk group in `data`.
+    /// atomic batch. The caller must have verified every chunk group in `data`. A whole
+    /// span's mark holds the span's own subtree outboard, so completing the blob needs no
+    /// second pass over its data (see [`commons_protocol::subtree`]).
     pub fn put_verified_span(&self, id: BlobId, index: u64, data: &[u8]) -> Result<()> {
+        let pairs =
+            if data.len() as u64 == self.span_bytes && subtree::is_subtree_len(self.span_bytes) {
+                subtree::subtree_outboard(index * self.span_bytes, data)
+            } else {
+                Vec::new()
+            };
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_DATA), span_key(id, index), data);
-        batch.put_cf(self.cf(CF_VERIFIED), span_key(id, index), []);
+        batch.put_cf(self.cf(CF_VERIFIED), span_key(id, index), pairs);
         self.db.write(batch)?;
         Ok(())
     }
 
-    /// Turns a partial blob whose spans are all stored into a complete one: computes its
-    /// outboard from the stored (verified) data, checks the root, then marks it complete and
-    /// drops the per-span marks in one batch.
+    /// Turns a partial blob whose spans are all stored into a complete one: assembles its
+    /// outboard from the spans' kept subtree outboards (hashing only the nodes above them,
+    /// and the data of spans without one), checks the root, then marks it complete and drops
+    /// the per-span marks in one batch. Should the root not match (a damaged kept outboard),
+    /// the outboard is computed again from the data alone before anything is called corrupt.
     pub fn complete_partial(&self, hash: &Hash) -> Result<()> {
         let meta = self
             .blob(hash)?
@@ -157,34 +167,25 @@ impl Store {
             return Err(StoreError::NotComplete { hash: *hash });
         }
         let data = RowReader::new(self, CF_DATA, meta.id, meta.size, self.span_bytes);
-        // Outboard pieces go out in batches of OUTBOARD_BATCH_PIECES; the blob stays
-        // partial until the final batch below, so a crash here only repeats this work.
-        let mut batch = WriteBatch::default();
-        let mut sink = PieceWriter::new(|index, piece| {
-            batch.put_cf(self.cf(CF_OUTBOARDS), span_key(meta.id, index), piece);
-            if (index + 1).is_multiple_of(OUTBOARD_BATCH_PIECES) {
-                self.db
-                    .write(std::mem::take(&mut batch))
-                    .map_err(io::Error::other)?;
-            }
-            Ok(())
-        });
-        let io_err = |source| StoreError::Io {
-            path: self.path.clone(),
-            source,
+        let mut kept = KeptSpans {
+            store: self,
+            id: meta.id,
+            data: &data,
         };
-        let root = tree::compute_outboard(
-            SequentialReader {
-                inner: &data,
-                pos: 0,
-            },
-            meta.size,
-            &mut sink,
-        )
-        .map_err(io_err)?;
-        sink.finish().map_err(io_err)?;
-        drop(sink);
-        self.db.write(batch)?;
+        let mut root = self.write_outboard(meta.id, |mut sink| {
+            subtree::assemble_outboard(&mut kept, meta.size, &mut sink)
+        })?;
+        if root != *hash {
+            tracing::warn!(%hash, "kept span outboards do not add up: hashing the data again");
+            // Same pieces at the same keys: this overwrites what the first pass wrote.
+            root = self.write_outboard(meta.id, |sink| {
+                let reader = SequentialReader {
+                    inner: &data,
+                    pos: 0,
+                };
+                tree::compute_outboard(reader, meta.size, sink)
+            })?;
+        }
         if root != *hash {
             // Every span verified on arrival, so this means the store itself was damaged.
             return Err(StoreError::Corrupt {
@@ -203,6 +204,75 @@ impl Store {
         batch.delete_range_cf(self.cf(CF_VERIFIED), start, end);
         self.db.write(batch)?;
         Ok(())
+    }
+}
+
+impl Store {
+    /// Streams an outboard produced by `produce` into blob `id`'s outboard rows, in
+    /// batches of [`OUTBOARD_BATCH_PIECES`] pieces. The blob stays partial meanwhile, so a
+    /// crash here only repeats this work. Returns what `produce` returns (the root).
+    fn write_outboard(
+        &self,
+        id: BlobId,
+        produce: impl FnOnce(&mut dyn io::Write) -> io::Result<Hash>,
+    ) -> Result<Hash> {
+        let io_err = |source| StoreError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let mut batch = WriteBatch::default();
+        let mut sink = PieceWriter::new(|index, piece| {
+            batch.put_cf(self.cf(CF_OUTBOARDS), span_key(id, index), piece);
+            if (index + 1).is_multiple_of(OUTBOARD_BATCH_PIECES) {
+                self.db
+                    .write(std::mem::take(&mut batch))
+                    .map_err(io::Error::other)?;
+            }
+            Ok(())
+        });
+        let root = produce(&mut sink).map_err(io_err)?;
+        sink.finish().map_err(io_err)?;
+        drop(sink);
+        self.db.write(batch)?;
+        Ok(root)
+    }
+}
+
+/// A partial blob's data and the subtree outboards kept in its verified marks.
+struct KeptSpans<'a, 'b> {
+    store: &'a Store,
+    id: BlobId,
+    data: &'a RowReader<'b>,
+}
+
+impl subtree::SubtreeSource for KeptSpans<'_, '_> {
+    fn data(&mut self, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; len as usize];
+        let mut filled = 0;
+        while filled < buf.len() {
+            let n = tree::ReadAt::read_at(self.data, offset + filled as u64, &mut buf[filled..])?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            filled += n;
+        }
+        Ok(buf)
+    }
+
+    fn pairs(&mut self, offset: u64, _len: u64) -> io::Result<Option<Vec<u8>>> {
+        let key = span_key(self.id, offset / self.store.span_bytes);
+        self.store
+            .db
+            .get_cf(self.store.cf(CF_VERIFIED), key)
+            .map_err(io::Error::other)
+    }
+
+    fn kept_len(&self) -> u64 {
+        if subtree::is_subtree_len(self.store.span_bytes) {
+            self.store.span_bytes
+        } else {
+            0
+        }
     }
 }
 

@@ -385,3 +385,70 @@ fn reopening_keeps_everything_and_the_span_size() {
         "{second:?}"
     );
 }
+
+/// Receives `data` as a peer fetch would: spans in a scrambled order, each with its mark.
+fn receive_as_partial(store: &Store, hash: &Hash, data: &[u8]) -> BlobId {
+    let partial = store.begin_partial(hash, data.len() as u64).expect("begin");
+    let spans = store.span_count(data.len() as u64);
+    let span = store.span_bytes() as usize;
+    for index in (0..spans)
+        .rev()
+        .step_by(2)
+        .chain((0..spans).rev().skip(1).step_by(2))
+    {
+        let start = index as usize * span;
+        let end = (start + span).min(data.len());
+        store
+            .put_verified_span(partial.id, index, &data[start..end])
+            .expect("span");
+    }
+    partial.id
+}
+
+#[test]
+fn a_fetched_blob_completes_from_its_spans_kept_outboards() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = open(&dir.path().join("a"));
+    let store = open(&dir.path().join("b"));
+    for size in [
+        TEST_SPAN as usize * 7 + 5000,
+        TEST_SPAN as usize * 8,
+        20_000,
+    ] {
+        let data = pattern(size, 3);
+        fs::write(dir.path().join("f"), &data).expect("write");
+        let hash = source
+            .add_file(&dir.path().join("f"), &NoProgress)
+            .expect("add")
+            .hash;
+        receive_as_partial(&store, &hash, &data);
+        store.complete_partial(&hash).expect("complete");
+        assert_eq!(read_back(&store, &hash), data, "size {size}");
+        assert!(store.verify_blob(&hash).expect("verify").is_empty());
+    }
+}
+
+#[test]
+fn a_damaged_kept_outboard_falls_back_to_hashing_the_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = open(&dir.path().join("a"));
+    let store = open(&dir.path().join("b"));
+    let data = pattern(TEST_SPAN as usize * 5 + 123, 9);
+    fs::write(dir.path().join("f"), &data).expect("write");
+    let hash = source
+        .add_file(&dir.path().join("f"), &NoProgress)
+        .expect("add")
+        .hash;
+    let id = receive_as_partial(&store, &hash, &data);
+    let key = layout::span_key(id, 1);
+    let cf = store.cf(layout::CF_VERIFIED);
+    let mut kept = store.db.get_cf(cf, key).expect("db").expect("mark");
+    let last = kept.len() - 1;
+    kept[last] ^= 1;
+    store.db.put_cf(cf, key, kept).expect("damage");
+    store
+        .complete_partial(&hash)
+        .expect("completes from the data");
+    assert_eq!(read_back(&store, &hash), data);
+    assert!(store.verify_blob(&hash).expect("verify").is_empty());
+}

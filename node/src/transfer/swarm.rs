@@ -135,7 +135,10 @@ pub async fn swarm_blob(
             }
         };
         if missing.is_empty() {
-            if let Err(e) = store.complete_partial(&hash) {
+            let started = Instant::now();
+            let completed = store.complete_partial(&hash);
+            tracing::debug!(%hash, millis = started.elapsed().as_millis() as u64, "blob complete: outboard built");
+            if let Err(e) = completed {
                 report.dropped.push((host.peer_id(), e.into()));
                 return Err(fail(report, Vec::new()));
             }
