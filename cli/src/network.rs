@@ -260,6 +260,7 @@ pub fn get(data_dir: &Path, config: Option<&Path>, args: &GetArgs, json: bool) -
         print_json(json!({
             "hash": outcome.hash.to_string(), "kind": outcome.kind.to_string(),
             "files": outcome.files, "size": outcome.size, "bytes_received": outcome.bytes_received,
+            "dropped": outcome.dropped,
         }));
     } else {
         println!(
@@ -271,6 +272,9 @@ pub fn get(data_dir: &Path, config: Option<&Path>, args: &GetArgs, json: bool) -
             HumanBytes(outcome.size),
             HumanBytes(outcome.bytes_received),
         );
+        for peer in &outcome.dropped {
+            println!("dropped provider {peer}: it sent data that failed verification");
+        }
         if let Some(dir) = args.output {
             println!("exported to {}", dir.display());
         }

@@ -12,7 +12,10 @@
 use std::{collections::HashSet, sync::Arc};
 
 use commons_protocol::{Hash, Ticket, TicketKind};
-use libp2p::{Multiaddr, PeerId};
+use libp2p::{
+    futures::{stream::FuturesUnordered, StreamExt},
+    Multiaddr, PeerId,
+};
 
 use crate::{
     bans::Bans,
@@ -27,6 +30,8 @@ use crate::{
 pub const LOOKUP_WANT: usize = 20;
 /// Providers one blob is fetched from at once.
 pub const MAX_SWARM_PEERS: usize = 8;
+/// Once one provider is connected, how long the others may still take to join this blob.
+pub const DIAL_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Why a `get` failed.
 #[derive(Debug, thiserror::Error)]
@@ -194,6 +199,7 @@ pub async fn get(
         files,
         size,
         bytes_received: ctx.stats.total().bytes_received - received_before,
+        dropped: pool.misbehaved.iter().map(|p| p.to_string()).collect(),
     })
 }
 
@@ -242,6 +248,8 @@ struct Pool<'a> {
     root: Hash,
     peers: Vec<PeerAddrs>,
     looked_up: bool,
+    /// Providers dropped for bad data during this fetch.
+    misbehaved: Vec<PeerId>,
 }
 
 impl<'a> Pool<'a> {
@@ -251,6 +259,7 @@ impl<'a> Pool<'a> {
             root,
             peers: Vec::new(),
             looked_up: false,
+            misbehaved: Vec::new(),
         };
         for p in providers {
             pool.add(p);
@@ -341,17 +350,40 @@ impl<'a> Pool<'a> {
                 });
             }
             tried.extend(batch.iter().map(|p| p.peer));
-            let dials = batch
+            let dialled: Vec<PeerId> = batch.iter().map(|p| p.peer).collect();
+            let mut dials: FuturesUnordered<_> = batch
                 .into_iter()
-                .map(|p| async move { (p.peer, ctx.host.connect(p.peer, p.addrs).await) });
-            let mut connected = Vec::new();
-            for (peer, result) in libp2p::futures::future::join_all(dials).await {
+                .map(|p| async move { (p.peer, ctx.host.connect(p.peer, p.addrs).await) })
+                .collect();
+            let (mut connected, mut failed) = (Vec::new(), Vec::new());
+            // Start once the first provider answers and the others had DIAL_GRACE more:
+            // a provider that is gone (its DHT record outlives it) must not hold up the rest.
+            let mut deadline: Option<tokio::time::Instant> = None;
+            loop {
+                let next = match deadline {
+                    Some(d) => match tokio::time::timeout_at(d, dials.next()).await {
+                        Ok(next) => next,
+                        Err(_) => break,
+                    },
+                    None => dials.next().await,
+                };
+                let Some((peer, result)) = next else { break };
                 match result {
-                    Ok(()) => connected.push(peer),
+                    Ok(()) => {
+                        connected.push(peer);
+                        deadline.get_or_insert(tokio::time::Instant::now() + DIAL_GRACE);
+                    }
                     Err(e) => {
                         tracing::info!(%peer, error = %e, "provider unreachable");
+                        failed.push(peer);
                         errors.push(e.into());
                     }
+                }
+            }
+            // Still dialling: not tried yet, a later round may use them.
+            for peer in dialled {
+                if !connected.contains(&peer) && !failed.contains(&peer) {
+                    tried.remove(&peer);
                 }
             }
             if connected.is_empty() {
@@ -382,6 +414,7 @@ impl<'a> Pool<'a> {
                             self.peers.retain(|p| p.peer != peer);
                             ctx.holders.remove(&self.root, &peer);
                             ctx.bans.ban(peer);
+                            self.misbehaved.push(peer);
                         }
                         errors.push(error);
                     }

@@ -158,6 +158,9 @@ pub struct GetOutcome {
     pub size: u64,
     /// Response bytes received from providers for this fetch.
     pub bytes_received: u64,
+    /// Providers dropped for sending bad data (PeerIds); none of their bytes was stored.
+    #[serde(default)]
+    pub dropped: Vec<String>,
 }
 
 /// Exports a dataset (only the files `include` accepts) or a blob to `dest`.

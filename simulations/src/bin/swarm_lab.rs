@@ -6,7 +6,9 @@
 //! - `seeders`: one uncapped leecher fetches by hash alone (DHT) from N seeders each capped
 //!   at R Mbit/s; aggregate rate against the sum of the links, and against the same fetch
 //!   from one seeder;
-//! - `kill`: the same, with one seeder killed (SIGKILL) half-way; extra bytes fetched.
+//! - `kill`: the same, with one seeder killed (SIGKILL) half-way; extra bytes fetched;
+//! - `corrupt`: the surviving seeders plus one that flips a byte in every answer
+//!   (`bad-seeder`): the fetch completes, the liar is dropped, `verify` finds nothing.
 
 use std::{
     path::{Path, PathBuf},
@@ -38,6 +40,9 @@ struct Args {
     /// Print the leecher's logs (COMMONS_LOG=info, timestamped) after each fetch
     #[arg(long)]
     verbose: bool,
+    /// The lying seeder [default: `bad-seeder` beside the `commons` binary]
+    #[arg(long)]
+    bad_seeder: Option<PathBuf>,
 }
 
 /// Prefix of every namespace and interface this lab creates.
@@ -167,6 +172,7 @@ fn start_seeder(
 struct Fetch {
     elapsed: Duration,
     bytes_received: u64,
+    dropped: Vec<String>,
 }
 
 /// Runs `commons get` in `ns` (one-shot, fresh data dir) to completion.
@@ -196,6 +202,14 @@ fn fetch(args: &Args, ns: &str, dir: &Path, target: &str, bootstrap: &str) -> Re
     Ok(Fetch {
         elapsed,
         bytes_received: v["bytes_received"].as_u64().unwrap_or(0),
+        dropped: v["dropped"]
+            .as_array()
+            .map(|d| {
+                d.iter()
+                    .filter_map(|p| p.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
 }
 
@@ -215,7 +229,8 @@ fn main() -> Result<()> {
     );
     write_random_file(&file, size, 11)?;
     let mut hash = String::new();
-    for i in 1..=args.seeders {
+    // Seeders 1..=N, and N + 1 for the liar.
+    for i in 1..=args.seeders + 1 {
         let out = Command::new(&args.commons)
             .arg("--data-dir")
             .arg(scratch.path().join(format!("seed{i}")))
@@ -295,6 +310,58 @@ fn main() -> Result<()> {
         100.0 * mbit(size, elapsed) / links,
         received as f64 / size as f64
     );
+
+    // One seeder lies (the killed one stays dead): 3 honest + 1 liar.
+    let bad_seeder = match &args.bad_seeder {
+        Some(p) => p.clone(),
+        None => args.commons.with_file_name("bad-seeder"),
+    };
+    let liar_ns = lab.add_node(args.seeders + 1, Some(args.rate_mbit))?;
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &liar_ns])
+        .arg(&bad_seeder)
+        .arg("--data-dir")
+        .arg(scratch.path().join(format!("seed{}", args.seeders + 1)))
+        .arg("--listen")
+        .arg(format!(
+            "/ip4/10.77.0.{}/udp/4433/quic-v1",
+            args.seeders + 1
+        ))
+        .args(["--bootstrap", &first_addr]);
+    let (liar, liar_addr) = start_and_read(cmd, |line| {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        v["addrs"][0].as_str().map(str::to_string)
+    })?;
+    std::thread::sleep(Duration::from_secs(2));
+    let dir = scratch.path().join("l-corrupt");
+    let corrupt = fetch(&args, &leecher, &dir, &hash, &first_addr)?;
+    let liar_id = liar_addr.rsplit('/').next().unwrap_or_default().to_string();
+    let verified = Command::new(&args.commons)
+        .arg("--data-dir")
+        .arg(&dir)
+        .arg("verify")
+        .output()?
+        .status
+        .success();
+    let honest_links = (args.seeders - 1) as f64 * args.rate_mbit as f64;
+    println!(
+        "| {} honest seeders + 1 liar | {:.1} | {:.0} | {:.0} % of the honest links | {:.3} |",
+        args.seeders - 1,
+        corrupt.elapsed.as_secs_f64(),
+        mbit(size, corrupt.elapsed),
+        100.0 * mbit(size, corrupt.elapsed) / honest_links,
+        corrupt.bytes_received as f64 / size as f64
+    );
+    println!(
+        "\nliar dropped: {}; `commons verify` on the leecher: {}",
+        if corrupt.dropped.contains(&liar_id) {
+            "yes"
+        } else {
+            "NO"
+        },
+        if verified { "clean" } else { "FAILED" }
+    );
+    drop(liar);
 
     if !args.no_baseline {
         let one = fetch_one(
