@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's demo: make a small sample dataset, add it, list the store, export it,
 # check the export is byte-identical, verify the store, serve it from a node and fetch it
-# into a second data dir over QUIC on loopback, then remove it.
+# into a second data dir over QUIC on loopback (by ticket, then by hash alone through the
+# DHT), then remove it.
 # Uses a throw-away data dir so it never touches your own store.
 set -euo pipefail
 commons=${1:?usage: demo.sh path/to/commons}
@@ -28,7 +29,9 @@ run "$commons" verify
 
 echo
 echo "== a second node fetches it over QUIC (loopback), verifying every 16 KiB"
-"$commons" --json node run --listen /ip4/127.0.0.1/udp/0/quic-v1 > "$work/node.out" &
+# --dht-mode server: on loopback the node is not publicly reachable, so `auto` would make it
+# a DHT client that answers no lookups.
+"$commons" --json node run --listen /ip4/127.0.0.1/udp/0/quic-v1 --dht-mode server > "$work/node.out" &
 node_pid=$!
 trap 'kill "$node_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 100); do [ -s "$work/node.out" ] && break; sleep 0.1; done
@@ -37,9 +40,17 @@ echo "node A serves $hash; ticket: $ticket"
 run env COMMONS_DATA_DIR="$work/data-b" "$commons" get "$ticket" -o "$work/fetched"
 run diff -r "$work/sample-dataset" "$work/fetched"
 echo "fetched copy is byte-identical"
+
+echo
+echo "== a third data dir knows only the hash: it finds node A through the DHT"
+addr=$(sed -E 's/.*"addrs":\["([^"]+)".*/\1/' "$work/node.out")
+run env COMMONS_DATA_DIR="$work/data-c" "$commons" providers "$hash" --bootstrap "$addr"
+run env COMMONS_DATA_DIR="$work/data-c" "$commons" get "$hash" --bootstrap "$addr" -o "$work/by-hash"
+run diff -r "$work/sample-dataset" "$work/by-hash"
+echo "fetched by hash alone, byte-identical"
 kill "$node_pid"; wait "$node_pid" 2>/dev/null || true
 
 run "$commons" rm "$hash"
 run "$commons" ls
 echo
-echo "demo finished: add, ls, export, verify, a fetch from a second node, and rm all worked"
+echo "demo finished: add, ls, export, verify, fetches by ticket and by hash, and rm all worked"
