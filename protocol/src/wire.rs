@@ -293,28 +293,68 @@ pub fn verify_response<'a, R: Read + 'a>(
     ranges: &'a ChunkRanges,
     encoded: R,
 ) -> impl Iterator<Item = Result<VerifiedGroup, DataError>> + 'a {
+    verify_response_items(root, size, ranges, encoded).filter_map(|item| match item {
+        Ok(VerifiedItem::Group(group)) => Some(Ok(group)),
+        Ok(VerifiedItem::Parent { .. }) => None,
+        Err(e) => Some(Err(e)),
+    })
+}
+
+/// One verified piece of a response: a hash pair (checked against its parent) or a chunk
+/// group (checked against its pair).
+#[derive(Debug, Clone)]
+pub enum VerifiedItem {
+    /// The pair of a tree node, which covers chunk groups `groups` (untruncated).
+    Parent {
+        /// The chunk groups below this node.
+        groups: std::ops::Range<u64>,
+        /// Left and right child chaining values.
+        pair: [u8; 64],
+    },
+    /// A chunk group's data.
+    Group(VerifiedGroup),
+}
+
+/// Like [`verify_response`], but also yields the verified hash pairs, in pre-order, so a
+/// receiver can keep the outboard of what it stores without hashing it again.
+pub fn verify_response_items<'a, R: Read + 'a>(
+    root: Hash,
+    size: u64,
+    ranges: &'a ChunkRanges,
+    encoded: R,
+) -> impl Iterator<Item = Result<VerifiedItem, DataError>> + 'a {
     let iter = DecodeResponseIter::new(root.into(), blob_tree(size), encoded, ranges);
-    iter.filter_map(|item| match item {
-        Ok(BaoContentItem::Parent(_)) => None,
-        Ok(BaoContentItem::Leaf(leaf)) => Some(Ok(VerifiedGroup {
+    iter.map(|item| match item {
+        Ok(BaoContentItem::Parent(parent)) => {
+            // bao-tree counts a node's range in 1 KiB chunks.
+            let range = parent.node.chunk_range();
+            let mut pair = [0u8; 64];
+            pair[..32].copy_from_slice(parent.pair.0.as_bytes());
+            pair[32..].copy_from_slice(parent.pair.1.as_bytes());
+            Ok(VerifiedItem::Parent {
+                groups: range.start.0 / CHUNKS_PER_GROUP..range.end.0 / CHUNKS_PER_GROUP,
+                pair,
+            })
+        }
+        Ok(BaoContentItem::Leaf(leaf)) => Ok(VerifiedItem::Group(VerifiedGroup {
             offset: leaf.offset,
             data: leaf.data,
         })),
-        Err(e) => Some(Err(match e {
+        Err(e) => Err(match e {
             DecodeError::LeafHashMismatch(c) => DataError::Mismatch {
                 offset: c.to_bytes(),
             },
             DecodeError::ParentHashMismatch(n) => DataError::Mismatch {
-                offset: n.chunk_range().start.0 * CHUNK_GROUP_BYTES,
+                offset: n.chunk_range().start.to_bytes(),
             },
             DecodeError::LeafNotFound(c) => DataError::Truncated {
                 offset: c.to_bytes(),
             },
             DecodeError::ParentNotFound(n) => DataError::Truncated {
-                offset: n.chunk_range().start.0 * CHUNK_GROUP_BYTES,
+                offset: n.chunk_range().start.to_bytes(),
             },
             DecodeError::Io(e) => DataError::Io(e),
-        })),
+        }),
     })
 }
 

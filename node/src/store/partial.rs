@@ -137,13 +137,23 @@ impl Store {
     /// atomic batch. The caller must have verified every chunk group in `data`. A whole
     /// span's mark holds the span's own subtree outboard, so completing the blob needs no
     /// second pass over its data (see [`commons_protocol::subtree`]).
-    pub fn put_verified_span(&self, id: BlobId, index: u64, data: &[u8]) -> Result<()> {
-        let pairs =
-            if data.len() as u64 == self.span_bytes && subtree::is_subtree_len(self.span_bytes) {
-                subtree::subtree_outboard(index * self.span_bytes, data)
-            } else {
-                Vec::new()
-            };
+    ///
+    /// `pairs` is that outboard when the caller already has it (the verified pairs of a
+    /// response); otherwise it is computed from `data`.
+    pub fn put_verified_span(
+        &self,
+        id: BlobId,
+        index: u64,
+        data: &[u8],
+        pairs: Option<&[u8]>,
+    ) -> Result<()> {
+        let whole =
+            data.len() as u64 == self.span_bytes && subtree::is_subtree_len(self.span_bytes);
+        let pairs = match pairs {
+            Some(p) if whole => p.to_vec(),
+            None if whole => subtree::subtree_outboard(index * self.span_bytes, data),
+            _ => Vec::new(),
+        };
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_DATA), span_key(id, index), data);
         batch.put_cf(self.cf(CF_VERIFIED), span_key(id, index), pairs);

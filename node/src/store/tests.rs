@@ -399,7 +399,7 @@ fn receive_as_partial(store: &Store, hash: &Hash, data: &[u8]) -> BlobId {
         let start = index as usize * span;
         let end = (start + span).min(data.len());
         store
-            .put_verified_span(partial.id, index, &data[start..end])
+            .put_verified_span(partial.id, index, &data[start..end], None)
             .expect("span");
     }
     partial.id

@@ -11,8 +11,8 @@ use std::{sync::Arc, time::Duration};
 use commons_protocol::{
     tree::CHUNK_GROUP_BYTES,
     wire::{
-        chunk_ranges, encode_frame, verify_response, DataError, GroupRange, Request,
-        ResponseHeader, WireError, MAX_HEADER_BYTES, MAX_REQUEST_RANGES,
+        chunk_ranges, encode_frame, verify_response_items, DataError, GroupRange, Request,
+        ResponseHeader, VerifiedItem, WireError, MAX_HEADER_BYTES, MAX_REQUEST_RANGES,
     },
     Hash,
 };
@@ -243,6 +243,57 @@ pub(super) async fn fetch_round(
     }
 }
 
+/// Hash pairs of span subtrees, gathered from a response until their span is stored.
+struct SpanPairs {
+    groups_per_span: u64,
+    /// Span index → its subtree outboard being filled, and how many pairs are in.
+    filling: std::collections::HashMap<u64, (Vec<u8>, u64)>,
+}
+
+impl SpanPairs {
+    fn new(span_bytes: u64) -> Self {
+        let whole = commons_protocol::subtree::is_subtree_len(span_bytes);
+        Self {
+            groups_per_span: if whole {
+                span_bytes / CHUNK_GROUP_BYTES
+            } else {
+                0
+            },
+            filling: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Files a verified pair if its node lies inside one span's subtree.
+    fn add(&mut self, groups: std::ops::Range<u64>, pair: &[u8; 64]) {
+        let g = self.groups_per_span;
+        let len = groups.end - groups.start;
+        if g == 0 || len > g || len < 2 {
+            return;
+        }
+        let index = groups.start / g;
+        if groups.end > (index + 1) * g {
+            return;
+        }
+        // A response covers a bounded number of spans; so does this map.
+        if self.filling.len() >= MAX_REQUEST_RANGES * 64 {
+            self.filling.clear();
+        }
+        let (buf, count) = self
+            .filling
+            .entry(index)
+            .or_insert_with(|| (vec![0u8; ((g - 1) * 64) as usize], 0));
+        let at = commons_protocol::subtree::pair_index(groups.start - index * g, len) as usize * 64;
+        buf[at..at + 64].copy_from_slice(pair);
+        *count += 1;
+    }
+
+    /// The complete subtree outboard of span `index`, if every one of its pairs came.
+    fn take(&mut self, index: u64) -> Option<Vec<u8>> {
+        let (buf, count) = self.filling.remove(&index)?;
+        (count == self.groups_per_span - 1).then_some(buf)
+    }
+}
+
 enum GroupError {
     Data(DataError),
     Store(StoreError),
@@ -261,8 +312,17 @@ fn store_verified_groups(
     // The span being assembled; its buffer is reused from span to span.
     let mut span: Option<u64> = None;
     let mut buf: Vec<u8> = Vec::with_capacity(span_bytes as usize);
-    for group in verify_response(hash, size, wanted, encoded) {
-        let group = group.map_err(GroupError::Data)?;
+    // The verified pairs inside each span's subtree, which arrive (pre-order) before the
+    // span's data: kept with the span, so nothing is hashed twice.
+    let mut pairs = SpanPairs::new(span_bytes);
+    for item in verify_response_items(hash, size, wanted, encoded) {
+        let group = match item.map_err(GroupError::Data)? {
+            VerifiedItem::Parent { groups, pair } => {
+                pairs.add(groups, &pair);
+                continue;
+            }
+            VerifiedItem::Group(group) => group,
+        };
         let index = group.offset / span_bytes;
         let span_start = index * span_bytes;
         let span_len = (size - span_start).min(span_bytes) as usize;
@@ -278,8 +338,9 @@ fn store_verified_groups(
         }
         buf.extend_from_slice(&group.data);
         if buf.len() == span_len {
+            let kept = pairs.take(index);
             store
-                .put_verified_span(id, index, &buf)
+                .put_verified_span(id, index, &buf, kept.as_deref())
                 .map_err(GroupError::Store)?;
             span = None;
             buf.clear();
