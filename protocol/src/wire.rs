@@ -483,6 +483,18 @@ mod tests {
             matches!(first, Some(Err(DataError::Mismatch { .. }))),
             "{first:?}"
         );
+        // Flip the pair of the node over groups 4..6, which comes (pre-order) after the
+        // root's, 0..4's and 0..2's pairs, groups 0-1, 2..4's pair and groups 2-3.
+        let at = 3 * 64 + 2 * CHUNK_GROUP_BYTES as usize + 64 + 2 * CHUNK_GROUP_BYTES as usize;
+        let mut bad = enc.clone();
+        bad[at + 3] ^= 1;
+        let results: Vec<_> = verify_response(root, d.len() as u64, &all, &bad[..]).collect();
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 4);
+        assert!(
+            matches!(results.last(), Some(Err(DataError::Mismatch { offset })) if *offset == 4 * CHUNK_GROUP_BYTES),
+            "the offset of the bad parent is where its groups start: {:?}",
+            results.last()
+        );
         // Truncated.
         let cut = &enc[..enc.len() / 2];
         let last = verify_response(root, d.len() as u64, &all, cut).last();
