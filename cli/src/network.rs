@@ -7,13 +7,12 @@ use commons_node::{
     admin::{AdminReply, AdminRequest, ProvidersReport},
     config::ConfigFile,
     daemon::{self, DaemonConfig},
-    discovery::DiscoveryConfig,
+    discovery::{persist::save_net_state, DiscoveryConfig},
     fetch::{self, FetchContext, GetProgress, GetTarget},
     identity,
     net::Host,
     ops::{self, Include},
     store::NoProgress,
-    transfer::TransferStats,
     Store,
 };
 use commons_protocol::{Hash, Ticket, TicketKind};
@@ -157,15 +156,6 @@ async fn one_shot_host(
     Ok(host)
 }
 
-/// Keeps what a one-shot command learned about the network for the next run.
-async fn save_peers(host: &Host, store: &Store) {
-    if let Ok(state) = host.save_state().await {
-        if let Err(e) = store.save_net_state(&state) {
-            tracing::warn!("cannot save the known peers: {e}");
-        }
-    }
-}
-
 /// Progress of `get` on a bar: bytes received against the total.
 impl GetProgress for Bar {
     fn total(&self, files: u64, bytes: u64) {
@@ -216,16 +206,9 @@ pub fn get(data_dir: &Path, config: Option<&Path>, args: &GetArgs, json: bool) -
             let host = one_shot_host(&store, data_dir, &discovery, target.providers.is_empty())
                 .await
                 .with_context(|| format!("cannot look up {}", target.hash))?;
-            let ctx = FetchContext {
-                host: host.clone(),
-                store: store.clone(),
-                stats: Arc::new(TransferStats::default()),
-                holders: Arc::default(),
-                bans: Arc::default(),
-                publisher: None,
-            };
+            let ctx = FetchContext::new(host.clone(), store.clone(), None);
             let result = fetch::get(&ctx, &target, &patterns, bar.clone()).await;
-            save_peers(&host, &store).await;
+            save_net_state(&host, &store).await;
             result.with_context(|| format!("cannot get {}", target.hash))
         });
         bar.finish();
@@ -300,13 +283,13 @@ pub fn providers(
         }
     } else {
         let discovery = one_shot_discovery(data_dir, config, bootstrap)?;
-        let store = open_store(data_dir)?;
+        let store = Arc::new(open_store(data_dir)?);
         runtime()?.block_on(async {
             let host = one_shot_host(&store, data_dir, &discovery, true)
                 .await
                 .with_context(|| format!("cannot look up {hash}"))?;
             let report = ProvidersReport::look_up(&host, hash).await;
-            save_peers(&host, &store).await;
+            save_net_state(&host, &store).await;
             report.with_context(|| format!("cannot look up {hash}"))
         })?
     };
@@ -333,13 +316,18 @@ pub fn providers(
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn node_stats(data_dir: &Path, json: bool) -> Result<ExitCode> {
-    let Some(node) = running_node(data_dir) else {
-        bail!(
+/// The node running on `data_dir`, for commands that only a running node can answer.
+fn required_node(data_dir: &Path) -> Result<commons_node::admin::AdminClient> {
+    running_node(data_dir).with_context(|| {
+        format!(
             "no node is running on {}: start one with `commons node run`",
             data_dir.display()
-        );
-    };
+        )
+    })
+}
+
+pub fn node_stats(data_dir: &Path, json: bool) -> Result<ExitCode> {
+    let node = required_node(data_dir)?;
     let peers = match via_node(node, &AdminRequest::Stats, &Bar::new(true, ""))? {
         AdminReply::Stats { peers } => peers,
         other => bail!("the running node gave an unexpected answer: {other:?}"),
@@ -369,12 +357,7 @@ pub fn node_stats(data_dir: &Path, json: bool) -> Result<ExitCode> {
 }
 
 pub fn node_peers(data_dir: &Path, json: bool) -> Result<ExitCode> {
-    let Some(node) = running_node(data_dir) else {
-        bail!(
-            "no node is running on {}: start one with `commons node run`",
-            data_dir.display()
-        );
-    };
+    let node = required_node(data_dir)?;
     let status = match via_node(node, &AdminRequest::Peers, &Bar::new(true, ""))? {
         AdminReply::Network(status) => status,
         other => bail!("the running node gave an unexpected answer: {other:?}"),

@@ -11,6 +11,9 @@ use serde::Deserialize;
 
 use crate::discovery::{DhtMode, DiscoveryConfig, ProviderLimits};
 
+/// Longest duration a setting may name, in seconds: ten years.
+pub const MAX_DURATION_SECS: u64 = 10 * 365 * 24 * 3600;
+
 /// File name looked for in the data dir when no `--config` is given.
 pub const CONFIG_FILE: &str = "config.toml";
 
@@ -134,6 +137,20 @@ impl ConfigFile {
                 return Err(format!("{key} must be greater than 0"));
             }
         }
+        // Times are added to clocks: past about ten years they would overflow them.
+        let durations = [
+            ("dht.record_ttl_secs", d.record_ttl_secs),
+            ("dht.announce_interval_secs", d.announce_interval_secs),
+            ("dht.query_timeout_secs", d.query_timeout_secs),
+            ("dht.save_interval_secs", d.save_interval_secs),
+        ];
+        for (key, value) in durations {
+            if value.is_some_and(|v| v > MAX_DURATION_SECS) {
+                return Err(format!(
+                    "{key} must be at most {MAX_DURATION_SECS} (ten years)"
+                ));
+            }
+        }
         let ttl = d
             .record_ttl_secs
             .unwrap_or(DiscoveryConfig::default().record_ttl.as_secs());
@@ -219,6 +236,9 @@ max_providers_per_key = 5
         )
         .expect_err("interval beyond ttl");
         assert!(err.to_string().contains("announce_interval_secs"), "{err}");
+        let err = ConfigFile::parse("[dht]\nrecord_ttl_secs = 9223372036854775807\n", "c.toml")
+            .expect_err("a duration no clock can hold");
+        assert!(err.to_string().contains("at most"), "{err}");
     }
 
     #[test]

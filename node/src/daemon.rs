@@ -8,12 +8,12 @@ use std::{path::PathBuf, sync::Arc};
 use libp2p::{Multiaddr, PeerId};
 
 use crate::{
-    discovery::{DhtMode, DiscoveryConfig, Publisher},
+    discovery::{persist::save_net_state, DhtMode, DiscoveryConfig, Publisher},
     fetch::FetchContext,
     identity,
     net::Host,
     store::{Store, StoreOptions},
-    transfer::{serve, ServeLimits, TransferStats},
+    transfer::{serve, ServeLimits},
 };
 
 /// The default UDP port for QUIC.
@@ -86,14 +86,7 @@ pub async fn run(
             publisher.provide(hash);
         }
     }
-    let ctx = FetchContext {
-        host: host.clone(),
-        store: store.clone(),
-        stats: Arc::new(TransferStats::default()),
-        holders: Arc::default(),
-        bans: Arc::default(),
-        publisher: Some(publisher),
-    };
+    let ctx = FetchContext::new(host.clone(), store.clone(), Some(publisher));
     let server = tokio::spawn(serve(
         store.clone(),
         host.clone(),
@@ -155,18 +148,6 @@ async fn save_periodically(host: Host, store: Arc<Store>, every: std::time::Dura
     loop {
         tick.tick().await;
         save_net_state(&host, &store).await;
-    }
-}
-
-/// Saves known peers and records held for others, so the next start needs no bootstrap.
-async fn save_net_state(host: &Host, store: &Arc<Store>) {
-    let Ok(state) = host.save_state().await else {
-        return;
-    };
-    let store = store.clone();
-    let saved = tokio::task::spawn_blocking(move || store.save_net_state(&state)).await;
-    if !matches!(saved, Ok(Ok(()))) {
-        tracing::warn!("cannot save the known peers; the next start may need --bootstrap");
     }
 }
 

@@ -110,10 +110,7 @@ impl GetTarget {
                 providers: Vec::new(),
             });
         }
-        let is_ticket = target
-            .get(..commons_protocol::ticket::TICKET_PREFIX.len())
-            .is_some_and(|p| p.eq_ignore_ascii_case(commons_protocol::ticket::TICKET_PREFIX));
-        if !is_ticket {
+        if !Ticket::looks_like(target) {
             return Err(GetError::BadTarget(target.chars().take(80).collect()));
         }
         let ticket: Ticket = target.parse()?;
@@ -158,6 +155,20 @@ pub struct FetchContext {
     pub bans: Arc<Bans>,
     /// Announces roots once held; `None` for a one-shot fetch that does not stay to serve.
     pub publisher: Option<Publisher>,
+}
+
+impl FetchContext {
+    /// A context with fresh counters, holders and bans.
+    pub fn new(host: Host, store: Arc<Store>, publisher: Option<Publisher>) -> Self {
+        Self {
+            host,
+            store,
+            stats: Arc::default(),
+            holders: Arc::default(),
+            bans: Arc::default(),
+            publisher,
+        }
+    }
 }
 
 /// Fetches `target` into the store. For a dataset, only the files `include` accepts are

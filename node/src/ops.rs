@@ -227,13 +227,7 @@ pub enum ResolveError {
 /// Turns a hash, a unique hash prefix (≥ 4 hex characters) or a ticket into a hash.
 pub fn resolve(store: &Store, target: &str) -> Result<Hash, ResolveError> {
     let target = target.trim();
-    let prefix = commons_protocol::ticket::TICKET_PREFIX;
-    // `get` rather than slicing: user input may have a multi-byte character at byte 8.
-    if target.len() > prefix.len()
-        && target
-            .get(..prefix.len())
-            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
-    {
+    if Ticket::looks_like(target) {
         return Ok(target.parse::<Ticket>()?.hash);
     }
     if let Ok(hash) = target.parse::<Hash>() {

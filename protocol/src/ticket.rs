@@ -78,6 +78,14 @@ impl Ticket {
         }
     }
 
+    /// Whether `s` is meant as a ticket (it starts with [`TICKET_PREFIX`], any case), so a
+    /// caller can tell tickets from hashes before parsing either.
+    pub fn looks_like(s: &str) -> bool {
+        s.len() > TICKET_PREFIX.len()
+            && s.get(..TICKET_PREFIX.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(TICKET_PREFIX))
+    }
+
     fn check_limits(&self) -> Result<(), TicketError> {
         if self.providers.len() > MAX_TICKET_PROVIDERS
             || self

@@ -135,8 +135,8 @@ impl ProviderStore {
             let Ok(provider) = PeerId::from_bytes(&s.provider) else {
                 continue;
             };
-            let expires = (s.expires_unix != u64::MAX)
-                .then(|| now + Duration::from_secs(s.expires_unix - wall));
+            // A far-off (or damaged) expiry that a clock cannot hold means no expiry.
+            let expires = now.checked_add(Duration::from_secs(s.expires_unix - wall));
             let record = ProviderRecord {
                 key: RecordKey::new(&s.key),
                 provider,

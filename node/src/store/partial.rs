@@ -102,10 +102,17 @@ impl Store {
 
     /// Span index ranges of partial blob `id` that have no verified mark.
     pub fn missing_spans(&self, id: BlobId, size: u64) -> Result<Vec<Range<u64>>> {
-        let spans = self.span_count(size);
-        let (start, end) = blob_key_range(id);
+        self.missing_spans_in(id, 0..self.span_count(size))
+    }
+
+    /// The span ranges of `spans` that blob `id` still lacks: reads only the marks of those
+    /// spans, so asking about one batch does not scan the whole blob.
+    pub fn missing_spans_in(&self, id: BlobId, spans: Range<u64>) -> Result<Vec<Range<u64>>> {
+        let start = span_key(id, spans.start);
+        let (_, end) = blob_key_range(id);
         let mut missing = Vec::new();
-        let mut next = 0u64;
+        let mut next = spans.start;
+        let spans = spans.end;
         let iter = self.db.iterator_cf(
             self.cf(CF_VERIFIED),
             IteratorMode::From(&start, rocksdb::Direction::Forward),

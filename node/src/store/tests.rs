@@ -452,3 +452,35 @@ fn a_damaged_kept_outboard_falls_back_to_hashing_the_data() {
     assert_eq!(read_back(&store, &hash), data);
     assert!(store.verify_blob(&hash).expect("verify").is_empty());
 }
+
+#[test]
+fn missing_spans_in_a_range_sees_only_that_range() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let data = pattern(TEST_SPAN as usize * 10, 5);
+    let hash = Hash::of(&data);
+    let partial = store
+        .begin_partial(&hash, data.len() as u64)
+        .expect("begin");
+    let span = TEST_SPAN as usize;
+    for index in [2u64, 3, 7] {
+        let start = index as usize * span;
+        store
+            .put_verified_span(partial.id, index, &data[start..start + span], None)
+            .expect("span");
+    }
+    assert_eq!(
+        store.missing_spans_in(partial.id, 2..4).expect("db"),
+        vec![]
+    );
+    assert_eq!(
+        store.missing_spans_in(partial.id, 1..9).expect("db"),
+        vec![1..2, 4..7, 8..9]
+    );
+    assert_eq!(
+        store
+            .missing_spans(partial.id, data.len() as u64)
+            .expect("db"),
+        vec![0..2, 4..7, 8..10]
+    );
+}

@@ -274,10 +274,10 @@ impl SpanPairs {
         if groups.end > (index + 1) * g {
             return;
         }
-        // A response covers a bounded number of spans; so does this map.
-        if self.filling.len() >= MAX_REQUEST_RANGES * 64 {
-            self.filling.clear();
-        }
+        // Pre-order: a span's pairs come just before its data, after every earlier span's
+        // data. Entries of earlier spans are of spans that never completed: drop them, so
+        // the map holds one or two spans whatever the response.
+        self.filling.retain(|i, _| *i >= index);
         let (buf, count) = self
             .filling
             .entry(index)

@@ -285,16 +285,10 @@ impl Round<'_> {
             // A batch handed out again (after a failure, or in endgame) may be partly stored
             // already: ask only for what is still missing of it.
             let spans = self.lock_schedule().spans(batch);
-            let missing: Vec<Range<u64>> = match self.store.missing_spans(self.id, self.size) {
-                Ok(m) => m
-                    .iter()
-                    .filter_map(|r| {
-                        let (start, end) = (r.start.max(spans.start), r.end.min(spans.end));
-                        (start < end).then_some(start..end)
-                    })
-                    .collect(),
-                Err(_) => vec![spans],
-            };
+            let missing = self
+                .store
+                .missing_spans_in(self.id, spans.clone())
+                .unwrap_or_else(|_| vec![spans]);
             if missing.is_empty() {
                 self.lock_schedule()
                     .finish(batch, peer, true, Instant::now());
@@ -367,9 +361,17 @@ struct Schedule {
     waiting: VecDeque<usize>,
     fetching: Vec<Vec<(PeerId, Instant)>>,
     done: Vec<watch::Sender<bool>>,
-    /// How long completed batches took, for the endgame's idea of "too slow".
-    took: Vec<Duration>,
+    /// Batches not yet done, so "all done" needs no scan.
+    undone: usize,
+    /// Batches someone is fetching: the endgame looks only at these, never at them all.
+    in_flight: std::collections::BTreeSet<usize>,
+    /// How long the last [`RECENT_BATCHES`] completed batches took, for the endgame's
+    /// idea of "too slow".
+    took: VecDeque<Duration>,
 }
+
+/// Completed batch times the endgame's median is taken over.
+const RECENT_BATCHES: usize = 32;
 
 impl Schedule {
     /// Cuts span ranges into batches of at most `per_batch` spans, in order.
@@ -389,7 +391,9 @@ impl Schedule {
             waiting: (0..n).collect(),
             fetching: vec![Vec::new(); n],
             done: (0..n).map(|_| watch::channel(false).0).collect(),
-            took: Vec::new(),
+            undone: n,
+            in_flight: std::collections::BTreeSet::new(),
+            took: VecDeque::with_capacity(RECENT_BATCHES),
         }
     }
 
@@ -401,10 +405,10 @@ impl Schedule {
         *self.done[batch].borrow()
     }
 
-    /// In flight this long, a batch counts as stalled: twice the median time batches took,
-    /// or [`ENDGAME_FIRST_WAIT`] before any finished.
+    /// In flight this long, a batch counts as stalled: twice the median time the recent
+    /// batches took, or [`ENDGAME_FIRST_WAIT`] before any finished.
     fn stalled_after(&self) -> Duration {
-        let mut took = self.took.clone();
+        let mut took: Vec<Duration> = self.took.iter().copied().collect();
         took.sort();
         took.get(took.len() / 2)
             .map_or(ENDGAME_FIRST_WAIT, |median| *median * 2)
@@ -416,14 +420,14 @@ impl Schedule {
         let batch = match self.waiting.pop_front() {
             Some(b) => b,
             None => {
-                if (0..self.batches.len()).all(|b| self.is_done(b)) {
+                if self.undone == 0 {
                     return Take::Done;
                 }
                 let patience = self.stalled_after();
-                let stalled = (0..self.batches.len()).find(|&b| {
+                let stalled = self.in_flight.iter().copied().find(|&b| {
                     !self.is_done(b)
                         && matches!(self.fetching[b][..], [(other, since)]
-                            if other != peer && now.duration_since(since) > patience)
+                        if other != peer && now.duration_since(since) > patience)
                 });
                 match stalled {
                     Some(b) => b,
@@ -432,6 +436,7 @@ impl Schedule {
             }
         };
         self.fetching[batch].push((peer, now));
+        self.in_flight.insert(batch);
         Take::Batch(batch, self.done[batch].subscribe())
     }
 
@@ -443,9 +448,18 @@ impl Schedule {
             .find(|(p, _)| *p == peer)
             .map(|(_, t)| *t);
         self.fetching[batch].retain(|(p, _)| *p != peer);
+        if self.fetching[batch].is_empty() {
+            self.in_flight.remove(&batch);
+        }
         if ok {
-            if let (Some(since), false) = (since, self.is_done(batch)) {
-                self.took.push(now.duration_since(since));
+            if !self.is_done(batch) {
+                self.undone -= 1;
+                if let Some(since) = since {
+                    if self.took.len() == RECENT_BATCHES {
+                        self.took.pop_front();
+                    }
+                    self.took.push_back(now.duration_since(since));
+                }
             }
             self.done[batch].send_replace(true);
         } else if !self.is_done(batch) && self.fetching[batch].is_empty() {
@@ -456,6 +470,7 @@ impl Schedule {
     /// Stops handing out work (the blob's layout changed).
     fn abandon(&mut self) {
         self.waiting.clear();
+        self.undone = 0;
         for d in &self.done {
             d.send_replace(true);
         }
