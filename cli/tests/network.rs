@@ -106,24 +106,9 @@ fn include_fetches_only_matching_files() {
     let (tmp, _src, _size, provider) = seeded(1 << 20);
     let b = tmp.path().join("b");
     let out_dir = tmp.path().join("out");
-    let out = commons(&b)
-        .args([
-            "--json",
-            "get",
-            &provider.ticket(),
-            "--include",
-            "*.json",
-            "-o",
-        ])
-        .arg(&out_dir)
-        .output()
-        .expect("get");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let out = out_dir.to_str().expect("utf-8 path");
+    let ticket = provider.ticket();
+    let v = json_ok(&b, &["get", &ticket, "--include", "*.json", "-o", out]);
     assert_eq!(v["files"], 1);
     let got = files(&out_dir);
     assert_eq!(got.len(), 1);
@@ -238,16 +223,8 @@ fn with_a_node_running_every_command_goes_through_it() {
     fs::create_dir_all(&b).expect("mkdir");
     let node_b = Provider::start(&b);
     let out_dir = tmp.path().join("out");
-    let got = commons(&b)
-        .args(["--json", "get", &ticket.to_string(), "-o"])
-        .arg(&out_dir)
-        .output()
-        .expect("get via node");
-    assert!(
-        got.status.success(),
-        "{}",
-        String::from_utf8_lossy(&got.stderr)
-    );
+    let out = out_dir.to_str().expect("utf-8 path");
+    json_ok(&b, &["get", &ticket.to_string(), "-o", out]);
     assert!(files(&more) == files(&out_dir), "byte-identical");
     // verify, rm and gc go through the node as well.
     let verify = commons(&b).arg("verify").output().expect("verify");

@@ -104,3 +104,14 @@ pub fn start_and_read(
     }
     bail!("{cmd:?} ended without printing what was expected")
 }
+
+/// The arguments every benchmark takes: which `commons` to run, and how much data.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// Path to the `commons` binary (release build)
+    #[arg(long)]
+    pub commons: std::path::PathBuf,
+    /// Size of the test file, in MiB
+    #[arg(long, default_value_t = 1024)]
+    pub size_mib: u64,
+}

@@ -3,24 +3,22 @@
 //! BLAKE3-over-QUIC tool) and nginx serving the file to curl.
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
     time::Duration,
 };
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use commons_simulations::{run_measured, start_and_read, write_random_file, Guard, RunStats};
+use commons_simulations::{
+    run_measured, start_and_read, write_random_file, CommonArgs, Guard, RunStats,
+};
 
 /// Fetch benchmark for `commons get`.
 #[derive(Debug, Parser)]
 struct Args {
-    /// Path to the `commons` binary (release build)
-    #[arg(long)]
-    commons: PathBuf,
-    /// Size of the file, in MiB
-    #[arg(long, default_value_t = 1024)]
-    size_mib: u64,
+    #[command(flatten)]
+    common: CommonArgs,
     /// Repetitions (the median is reported)
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -39,14 +37,14 @@ fn median(mut v: Vec<RunStats>) -> RunStats {
 
 fn commons_fetch(args: &Args, scratch: &Path, file: &Path) -> Result<RunStats> {
     let seed_dir = scratch.join("seed");
-    let out = Command::new(&args.commons)
+    let out = Command::new(&args.common.commons)
         .arg("--data-dir")
         .arg(&seed_dir)
         .arg("add")
         .arg(file.parent().context("parent")?)
         .output()?;
     anyhow::ensure!(out.status.success(), "add failed");
-    let mut cmd = Command::new(&args.commons);
+    let mut cmd = Command::new(&args.common.commons);
     cmd.arg("--data-dir").arg(&seed_dir).args([
         "--json",
         "node",
@@ -64,7 +62,7 @@ fn commons_fetch(args: &Args, scratch: &Path, file: &Path) -> Result<RunStats> {
         let fetch_dir = scratch.join(format!("fetch-{i}"));
         run_measured(&mut Command::new("sync"))?;
         runs.push(run_measured(
-            Command::new(&args.commons)
+            Command::new(&args.common.commons)
                 .arg("--data-dir")
                 .arg(&fetch_dir)
                 .args(["get", &ticket])
@@ -154,8 +152,8 @@ fn main() -> Result<()> {
     let data = scratch.path().join("data");
     std::fs::create_dir_all(&data)?;
     let file = data.join("weights.bin");
-    eprintln!("writing {} MiB of random data…", args.size_mib);
-    write_random_file(&file, args.size_mib << 20, 3)?;
+    eprintln!("writing {} MiB of random data…", args.common.size_mib);
+    write_random_file(&file, args.common.size_mib << 20, 3)?;
 
     let mut rows = vec![(
         "commons get (QUIC, verified, stored in RocksDB)",
@@ -173,11 +171,11 @@ fn main() -> Result<()> {
             nginx_fetch(&args, scratch.path(), &file)?,
         ));
     }
-    let mib = args.size_mib as f64;
+    let mib = args.common.size_mib as f64;
     let commons = rows[0].1;
     println!(
         "## fetch of a {} MiB file over loopback (median of {} runs)",
-        args.size_mib, args.runs
+        args.common.size_mib, args.runs
     );
     println!("| fetcher | seconds | MiB/s | peak RSS MiB | commons throughput ÷ this |");
     println!("|---|---|---|---|---|");

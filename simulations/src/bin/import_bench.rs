@@ -11,17 +11,13 @@ use std::{
 use anyhow::{Context, Result};
 use clap::Parser;
 use commons_node::{store::NoProgress, Store, StoreOptions};
-use commons_simulations::{run_measured, time, write_random_file};
+use commons_simulations::{run_measured, time, write_random_file, CommonArgs};
 
 /// Import benchmark for `commons add`.
 #[derive(Debug, Parser)]
 struct Args {
-    /// Path to the `commons` binary (release build)
-    #[arg(long)]
-    commons: PathBuf,
-    /// Size of the file compared against cp + b3sum, in MiB
-    #[arg(long, default_value_t = 1024)]
-    size_mib: u64,
+    #[command(flatten)]
+    common: CommonArgs,
     /// Size of the file whose peak RSS is measured, in MiB
     #[arg(long, default_value_t = 4096)]
     rss_size_mib: u64,
@@ -77,8 +73,8 @@ fn main() -> Result<()> {
         None => tempfile::tempdir()?,
     };
     let file = scratch.path().join("input.bin");
-    eprintln!("writing {} MiB of random data…", args.size_mib);
-    write_random_file(&file, args.size_mib << 20, 1)?;
+    eprintln!("writing {} MiB of random data…", args.common.size_mib);
+    write_random_file(&file, args.common.size_mib << 20, 1)?;
     let copy = scratch.path().join("copy.bin");
     let data_dir = scratch.path().join("data");
 
@@ -100,16 +96,16 @@ fn main() -> Result<()> {
         durable.push(cp + sync_time + b3);
         let _ = std::fs::remove_file(&copy);
         sync()?;
-        add.push(commons_add(&args.commons, &data_dir, &file)?.elapsed);
+        add.push(commons_add(&args.common.commons, &data_dir, &file)?.elapsed);
     }
     let (base, durable, add) = (median(baseline), median(durable), median(add));
     println!(
         "## import of a {} MiB file (median of {} runs)",
-        args.size_mib, args.runs
+        args.common.size_mib, args.runs
     );
     println!("| step | seconds | GiB/s | ratio to cp + b3sum |");
     println!("|---|---|---|---|");
-    let gib = args.size_mib as f64 / 1024.0;
+    let gib = args.common.size_mib as f64 / 1024.0;
     for (name, d) in [
         ("cp + b3sum (baseline)", base),
         ("cp + sync + b3sum (durable copy)", durable),
@@ -125,7 +121,7 @@ fn main() -> Result<()> {
 
     println!(
         "\n## span size sweep (library import, {} MiB, median of {} runs)",
-        args.size_mib, args.runs
+        args.common.size_mib, args.runs
     );
     println!("| span | rows per GiB | seconds | ratio to cp + b3sum |");
     println!("|---|---|---|---|");
@@ -160,7 +156,7 @@ fn main() -> Result<()> {
         eprintln!("writing {} MiB of random data…", args.rss_size_mib);
         let big = scratch.path().join("big.bin");
         write_random_file(&big, args.rss_size_mib << 20, 2)?;
-        let stats = commons_add(&args.commons, &data_dir, &big)?;
+        let stats = commons_add(&args.common.commons, &data_dir, &big)?;
         println!(
             "\n## peak RSS of `commons add` on a {} MiB file: {:.1} MiB ({:.2} s)",
             args.rss_size_mib,

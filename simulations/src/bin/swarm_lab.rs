@@ -18,16 +18,13 @@ use std::{
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::Parser;
-use commons_simulations::{start_and_read, write_random_file, Guard};
+use commons_simulations::{start_and_read, write_random_file, CommonArgs, Guard};
 
+/// Swarm experiments in network namespaces with shaped links (needs root).
 #[derive(Debug, Parser)]
 struct Args {
-    /// Path to the `commons` binary (release build)
-    #[arg(long)]
-    commons: PathBuf,
-    /// Size of the file, in MiB
-    #[arg(long, default_value_t = 1024)]
-    size_mib: u64,
+    #[command(flatten)]
+    common: CommonArgs,
     /// Seeders
     #[arg(long, default_value_t = 4)]
     seeders: usize,
@@ -142,7 +139,7 @@ impl Drop for Lab {
 fn commons(args: &Args, ns: &str, dir: &Path) -> Command {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", ns])
-        .arg(&args.commons)
+        .arg(&args.common.commons)
         .arg("--data-dir")
         .arg(dir);
     cmd
@@ -222,16 +219,16 @@ fn main() -> Result<()> {
     ensure!(args.seeders >= 2, "--seeders: at least 2");
     let scratch = tempfile::tempdir()?;
     let file = scratch.path().join("data.bin");
-    let size = args.size_mib << 20;
+    let size = args.common.size_mib << 20;
     println!(
         "swarm-lab: {} MiB, {} seeders at {} Mbit/s each, 1 uncapped leecher",
-        args.size_mib, args.seeders, args.rate_mbit
+        args.common.size_mib, args.seeders, args.rate_mbit
     );
     write_random_file(&file, size, 11)?;
     let mut hash = String::new();
     // Seeders 1..=N, and N + 1 for the liar.
     for i in 1..=args.seeders + 1 {
-        let out = Command::new(&args.commons)
+        let out = Command::new(&args.common.commons)
             .arg("--data-dir")
             .arg(scratch.path().join(format!("seed{i}")))
             .args(["--json", "add"])
@@ -314,7 +311,7 @@ fn main() -> Result<()> {
     // One seeder lies (the killed one stays dead): 3 honest + 1 liar.
     let bad_seeder = match &args.bad_seeder {
         Some(p) => p.clone(),
-        None => args.commons.with_file_name("bad-seeder"),
+        None => args.common.commons.with_file_name("bad-seeder"),
     };
     let liar_ns = lab.add_node(args.seeders + 1, Some(args.rate_mbit))?;
     let mut cmd = Command::new("ip");
@@ -336,7 +333,7 @@ fn main() -> Result<()> {
     let dir = scratch.path().join("l-corrupt");
     let corrupt = fetch(&args, &leecher, &dir, &hash, &first_addr)?;
     let liar_id = liar_addr.rsplit('/').next().unwrap_or_default().to_string();
-    let verified = Command::new(&args.commons)
+    let verified = Command::new(&args.common.commons)
         .arg("--data-dir")
         .arg(&dir)
         .arg("verify")
