@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/commons/target
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint fmt deps build bench fetch-bench dht-bench swarm-lab check-layering
+.PHONY: demo test lint fmt deps build bench fetch-bench dht-bench swarm-lab swarm-lab-flash check-layering
 
 ## demo: build `commons`, then add a sample dataset, list, export and verify it
 demo: deps build
@@ -44,6 +44,10 @@ dht-bench: deps build
 ## swarm-lab: network namespaces (root): 4 seeders at 100 Mbit/s each, 1 leecher, 1 GiB
 swarm-lab: deps build
 	$(SUDO) "$(CARGO_TARGET_DIR)/release/swarm-lab" --commons "$(CARGO_TARGET_DIR)/release/commons"
+
+## swarm-lab-flash: network namespaces (root): flash crowd, 1 seeder + 10 leechers vs nginx, 256 MiB
+swarm-lab-flash: deps build
+	$(SUDO) "$(CARGO_TARGET_DIR)/release/swarm-lab" --commons "$(CARGO_TARGET_DIR)/release/commons" --flash --size-mib 256
 
 ## fetch-bench: 1 GiB over loopback: commons get vs sendme and nginx → curl
 fetch-bench: deps build

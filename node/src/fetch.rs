@@ -23,13 +23,16 @@ use crate::{
     net::{split_peer_addr, Host, NetError, PeerAddrs},
     ops::{GetOutcome, Include},
     store::{BlobState, Store, StoreError},
-    transfer::{ask_holders, swarm_blob, FetchError, TransferStats},
+    transfer::{ask_holders, swarm_blob, FetchError, PeerFeed, TransferStats},
 };
 
 /// Providers asked of the DHT per lookup; more come through the holder exchange.
 pub const LOOKUP_WANT: usize = 20;
 /// Providers one blob is fetched from at once.
-pub const MAX_SWARM_PEERS: usize = 8;
+pub use crate::transfer::MAX_SWARM_PEERS;
+/// While a blob is being fetched, how often a provider is asked which other holders it
+/// knows: peers that started fetching after us (and serve what they have) join this way.
+pub const HOLDERS_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
 /// Once one provider is connected, how long the others may still take to join this blob.
 pub const DIAL_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -401,16 +404,29 @@ impl<'a> Pool<'a> {
                 continue;
             }
             progress.peers(connected.len());
-            let (report, done) = match swarm_blob(
+            let (joining, feed) = tokio::sync::mpsc::unbounded_channel();
+            let mut feed = PeerFeed::new(feed);
+            let found = std::sync::Mutex::new(Vec::new());
+            let swarm = swarm_blob(
                 &ctx.host,
                 &ctx.store,
                 &connected,
+                &mut feed,
                 hash,
                 &ctx.stats,
                 on_bytes.clone(),
-            )
-            .await
-            {
+            );
+            let known: HashSet<PeerId> = self.peers.iter().map(|p| p.peer).collect();
+            let refresh =
+                refresh_holders(ctx, self.root, connected.clone(), known, &found, joining);
+            let result = tokio::select! {
+                result = swarm => result,
+                never = refresh => match never {},
+            };
+            for p in found.into_inner().unwrap_or_else(|e| e.into_inner()) {
+                self.add(p);
+            }
+            let (report, done) = match result {
                 Ok(report) => (report, true),
                 Err(e) => (e.report, false),
             };
@@ -433,6 +449,51 @@ impl<'a> Pool<'a> {
             }
             if done {
                 return Ok(served);
+            }
+        }
+    }
+}
+
+/// Every [`HOLDERS_REFRESH`] (sooner at first), asks the next of `asked` for the holders of
+/// `root` it knows;
+/// each new one (not in `known`, not shunned) that can be reached is recorded in `found` and
+/// sent to `joining`, then asked in turn. Runs until dropped.
+async fn refresh_holders(
+    ctx: &FetchContext,
+    root: Hash,
+    mut asked: Vec<PeerId>,
+    mut known: HashSet<PeerId>,
+    found: &std::sync::Mutex<Vec<PeerAddrs>>,
+    joining: tokio::sync::mpsc::UnboundedSender<PeerId>,
+) -> std::convert::Infallible {
+    known.insert(ctx.host.peer_id());
+    let mut next = 0;
+    // Soon at first (peers starting together learn of each other early), then calmer.
+    let mut wait = HOLDERS_REFRESH / 4;
+    loop {
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(HOLDERS_REFRESH);
+        let Some(&peer) = asked.get(next % asked.len().max(1)) else {
+            continue;
+        };
+        next += 1;
+        let Ok(holders) = ask_holders(&ctx.host, peer, root).await else {
+            continue;
+        };
+        for holder in holders {
+            if ctx.bans.is_banned(&holder.peer) || !known.insert(holder.peer) {
+                continue;
+            }
+            if ctx
+                .host
+                .connect(holder.peer, holder.addrs.clone())
+                .await
+                .is_ok()
+            {
+                tracing::debug!(peer = %holder.peer, %root, "holder found while fetching");
+                asked.push(holder.peer);
+                let _ = joining.send(holder.peer);
+                found.lock().unwrap_or_else(|e| e.into_inner()).push(holder);
             }
         }
     }

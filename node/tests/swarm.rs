@@ -1,6 +1,7 @@
 //! Fetching one blob from several providers at once, the loopback versions of the swarm
 //! lab's scenarios: four seeders share the work; one that corrupts data is dropped and none
-//! of its bytes is stored; one killed half-way costs only its in-flight ranges.
+//! of its bytes is stored; one killed half-way costs only its in-flight ranges. And seeding
+//! while downloading: a peer holding part of a blob serves exactly that part.
 
 mod common;
 
@@ -10,9 +11,9 @@ use common::{bad_provider, client_node, pattern, serving_node, Lie};
 use commons_node::{
     net::Host,
     store::{NoProgress, Store, StoreOptions},
-    transfer::{swarm_blob, SwarmError, SwarmReport, TransferStats},
+    transfer::{ask_have, swarm_blob, PeerFeed, SwarmError, SwarmReport, TransferStats},
 };
-use commons_protocol::Hash;
+use commons_protocol::{wire::HaveResponse, Hash};
 
 /// 16 MiB: the first span, then four 4 MiB batches, so four providers all get work.
 const SIZE: usize = 16 << 20;
@@ -46,7 +47,16 @@ async fn swarm_from(
     let store = Arc::new(Store::open(tmp.join("fetcher"), StoreOptions::default()).expect("b"));
     let stats = Arc::new(TransferStats::default());
     let peers: Vec<_> = providers.iter().map(|p| p.peer_id()).collect();
-    let result = swarm_blob(&client, &store, &peers, hash, &stats, Arc::new(|_| {})).await;
+    let result = swarm_blob(
+        &client,
+        &store,
+        &peers,
+        &mut PeerFeed::none(),
+        hash,
+        &stats,
+        Arc::new(|_| {}),
+    )
+    .await;
     let per_peer = stats.snapshot();
     let sent = peers
         .iter()
@@ -144,6 +154,90 @@ async fn one_of_four_seeders_killed_half_way_costs_at_most_5_percent_extra() {
     assert!(
         total as f64 <= SIZE as f64 * 1.05 + 64.0 * 1024.0,
         "extra bytes: {total} for {SIZE} ({sent:?})"
+    );
+    assert_complete_and_identical(&store, &hash, &data);
+}
+
+/// A store holding part of blob `hash`: fetched from a provider that dies after `bytes`.
+async fn partial_holder(
+    tmp: &std::path::Path,
+    source_store: &Arc<Store>,
+    hash: Hash,
+    bytes: u64,
+) -> Arc<Store> {
+    let dying = bad_provider(
+        source_store.clone(),
+        hash,
+        SIZE as u64,
+        Lie::DieAfter(bytes),
+    )
+    .await;
+    let dir = tmp.join("partial");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (store, result, _) = swarm_from(&dir, &[&dying], hash).await;
+    assert!(result.is_err(), "the provider died: the blob stays partial");
+    store
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_still_fetching_serves_exactly_the_spans_it_holds() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (source_store, data, hash) = source(tmp.path());
+    let partial = partial_holder(tmp.path(), &source_store, hash, 6 << 20).await;
+    let held = partial.held_groups(&hash).expect("held");
+    let HaveResponse::Held {
+        complete: false,
+        groups,
+        ..
+    } = &held
+    else {
+        panic!("partly held: {held:?}");
+    };
+    let held_bytes: u64 = groups.iter().map(|r| (r.end - r.start) * 16 * 1024).sum();
+    assert!(
+        held_bytes >= 4 << 20 && held_bytes < SIZE as u64,
+        "{held:?}"
+    );
+    let server = serving_node(partial.clone()).await;
+
+    // Asked, it says what it holds.
+    let client = client_node().await;
+    client
+        .connect(server.peer_id(), server.listen_addrs().await)
+        .await
+        .expect("connect");
+    let answer = ask_have(&client, server.peer_id(), hash)
+        .await
+        .expect("have");
+    assert_eq!(answer, Some(held.clone()));
+
+    // Fetching from it alone gets exactly that, verified, and a clear error for the rest.
+    let dir = tmp.path().join("from-partial");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (store, result, sent) = swarm_from(&dir, &[&server], hash).await;
+    let error = result.expect_err("the partial holder cannot give the rest");
+    assert!(!error.missing.is_empty(), "{error}");
+    assert!(
+        error.to_string().contains("no provider could supply bytes"),
+        "{error}"
+    );
+    assert_eq!(
+        store.held_groups(&hash).expect("held"),
+        held,
+        "the same spans, no more"
+    );
+    assert!(sent[0] >= held_bytes, "it served all it had: {sent:?}");
+
+    // With a complete seeder too, the blob completes, the partial holder serving its part.
+    let seeder = serving_node(source_store.clone()).await;
+    let dir = tmp.path().join("both");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (store, result, sent) = swarm_from(&dir, &[&server, &seeder], hash).await;
+    let report = result.expect("fetch");
+    assert!(report.dropped.is_empty(), "{:?}", report.dropped);
+    assert!(
+        report.contributed.contains(&server.peer_id()) && sent[0] >= 256 << 10,
+        "the partial holder served a span at least: {sent:?}"
     );
     assert_complete_and_identical(&store, &hash, &data);
 }

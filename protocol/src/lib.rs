@@ -7,6 +7,7 @@
 
 pub mod hash;
 pub mod manifest;
+pub mod partial;
 pub mod subtree;
 pub mod ticket;
 pub mod tree;

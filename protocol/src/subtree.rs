@@ -124,6 +124,25 @@ fn chaining_value(
     Ok(merge_subtrees_non_root(&l, &r, Mode::Hash))
 }
 
+/// The pair (left and right child chaining values) of the tree node over `data`, which
+/// starts at byte `offset` of its blob and splits after `half` bytes. For nodes whose pair
+/// was not kept: the caller checks the result against the node's parent.
+pub fn node_pair(offset: u64, data: &[u8], half: u64) -> [u8; 64] {
+    let mut source = Memory { offset, data };
+    let len = data.len() as u64;
+    if half == 0 || half >= len {
+        return [0; 64]; // not a node with two children: a pair that never verifies
+    }
+    // Memory serves every range inside `data`; the outboard pairs go nowhere.
+    let mut sink = io::sink();
+    let l = chaining_value(&mut source, offset, half, &mut sink).unwrap_or_default();
+    let r = chaining_value(&mut source, offset + half, len - half, &mut sink).unwrap_or_default();
+    let mut pair = [0u8; 64];
+    pair[..32].copy_from_slice(&l);
+    pair[32..].copy_from_slice(&r);
+    pair
+}
+
 /// A subtree held in memory, with nothing kept.
 struct Memory<'a> {
     offset: u64,

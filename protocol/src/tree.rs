@@ -116,7 +116,7 @@ pub fn encode_verified(
     encode_ranges_validated(data, &outboard, ranges, out).map_err(verify_error)
 }
 
-fn verify_error(e: EncodeError) -> VerifyError {
+pub(crate) fn verify_error(e: EncodeError) -> VerifyError {
     match e {
         EncodeError::LeafHashMismatch(chunk) => VerifyError::DataMismatch {
             offset: chunk.to_bytes(),

@@ -63,6 +63,67 @@ pub enum Request {
         /// The dataset root or blob.
         hash: Hash,
     },
+    /// Which chunk groups of a blob the server holds, verified, and can serve: how a
+    /// fetcher learns what a partial holder (a node still fetching it) can give. Answered
+    /// with one [`HaveResponse`] frame.
+    Have {
+        /// The blob.
+        hash: Hash,
+    },
+}
+
+/// Ranges one [`HaveResponse`] lists, at most: a holder with more gaps lists its first
+/// ones (the rest it simply does not offer).
+pub const MAX_HAVE_RANGES: usize = 4096;
+/// Longest [`HaveResponse`] frame: [`MAX_HAVE_RANGES`] ranges of the largest blob fit.
+pub const MAX_HAVE_BYTES: u32 = 96 * 1024;
+
+/// The answer to [`Request::Have`]. A claim like any other: every group fetched on its
+/// strength is still verified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HaveResponse {
+    /// The server holds nothing of this blob.
+    NotFound,
+    /// The server holds these chunk groups.
+    Held {
+        /// Size of the blob in bytes, as the server knows it.
+        size: u64,
+        /// Whether the server holds all of it (then `groups` is empty).
+        complete: bool,
+        /// Sorted, non-overlapping, non-empty ranges of chunk-group indices.
+        groups: Vec<std::ops::Range<u64>>,
+    },
+}
+
+impl HaveResponse {
+    /// Decodes and validates a response body: size within limits, at most
+    /// [`MAX_HAVE_RANGES`] sorted ranges inside the blob.
+    pub fn decode(body: &[u8]) -> Result<Self, WireError> {
+        let response: HaveResponse = decode_exact(body)?;
+        if let HaveResponse::Held { size, groups, .. } = &response {
+            if *size > MAX_BLOB_SIZE {
+                return Err(WireError::SizeTooLarge(*size));
+            }
+            if groups.len() > MAX_HAVE_RANGES {
+                return Err(WireError::InvalidRanges("too many ranges"));
+            }
+            let total = size.div_ceil(CHUNK_GROUP_BYTES);
+            let mut next_free = 0;
+            for r in groups {
+                if r.start >= r.end {
+                    return Err(WireError::InvalidRanges("empty range"));
+                }
+                if r.start < next_free {
+                    return Err(WireError::InvalidRanges("unsorted or overlapping"));
+                }
+                if r.end > total {
+                    return Err(WireError::InvalidRanges("range beyond the blob"));
+                }
+                next_free = r.end;
+            }
+        }
+        Ok(response)
+    }
 }
 
 /// Holders a server names in one [`HoldersResponse`], at most.
@@ -550,12 +611,54 @@ mod tests {
         assert!(HoldersResponse::decode(&encode_frame(&long_addr)[4..]).is_err());
     }
 
+    #[test]
+    #[allow(clippy::single_range_in_vec_init)] // lists of group ranges
+    fn have_round_trips_and_refuses_ranges_outside_the_blob() {
+        let req = Request::Have {
+            hash: Hash::of(b"blob"),
+        };
+        assert_eq!(Request::decode(&encode_frame(&req)[4..]), Ok(req));
+        let size = 1 << 50; // the largest blob: its group indices are the longest varints
+        let total = size / CHUNK_GROUP_BYTES;
+        let full = HaveResponse::Held {
+            size,
+            complete: false,
+            groups: (0..MAX_HAVE_RANGES as u64)
+                .map(|i| {
+                    total - 2 * MAX_HAVE_RANGES as u64 + 2 * i
+                        ..total - 2 * MAX_HAVE_RANGES as u64 + 2 * i + 1
+                })
+                .collect(),
+        };
+        let frame = encode_frame(&full);
+        assert!(
+            frame.len() - 4 <= MAX_HAVE_BYTES as usize,
+            "limits fit the frame"
+        );
+        assert_eq!(HaveResponse::decode(&frame[4..]), Ok(full));
+        let held = |groups: Vec<std::ops::Range<u64>>| {
+            HaveResponse::decode(
+                &encode_frame(&HaveResponse::Held {
+                    size: 10 * CHUNK_GROUP_BYTES,
+                    complete: false,
+                    groups,
+                })[4..],
+            )
+        };
+        assert!(held(vec![0..2, 4..10]).is_ok());
+        assert!(held(vec![0..11]).is_err(), "past the last group");
+        assert!(held(vec![4..6, 0..2]).is_err(), "unsorted");
+        assert!(held(vec![3..3]).is_err(), "empty");
+        assert!(held(vec![0..1; MAX_HAVE_RANGES + 1]).is_err(), "too many");
+    }
+
     proptest::proptest! {
         #[test]
         fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2048)) {
             let _ = Request::decode(&bytes);
             let _ = ResponseHeader::decode(&bytes);
             let _ = HoldersResponse::decode(&bytes);
+            let _ = HaveResponse::decode(&bytes);
             let ranges = ChunkRanges::all();
             let _ = verify_response(Hash::of(b"r"), bytes.len() as u64 * 3, &ranges, &bytes[..]).count();
         }

@@ -89,6 +89,47 @@ impl Drop for Guard {
     }
 }
 
+/// Starts nginx serving the files of `root` over plain HTTP on `listen` (`ip:port`), its
+/// config and pid file in `scratch`; `prefix` runs it through another command (e.g.
+/// `ip netns exec <ns>`). One worker, `sendfile` on: the central host Commons replaces.
+pub fn start_nginx(
+    prefix: &[&str],
+    scratch: &Path,
+    root: &Path,
+    listen: &str,
+) -> anyhow::Result<Guard> {
+    let conf = scratch.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "user root; worker_processes 1; daemon off; pid {pid}; error_log /dev/null;
+             events {{ worker_connections 256; }}
+             http {{ access_log off; sendfile on;
+               server {{ listen {listen}; root {root}; }} }}",
+            pid = scratch.join("nginx.pid").display(),
+            root = root.display()
+        ),
+    )?;
+    let mut cmd = match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut cmd = Command::new(first);
+            cmd.args(rest).arg("nginx");
+            cmd
+        }
+        None => Command::new("nginx"),
+    };
+    let child = cmd
+        .arg("-c")
+        .arg(&conf)
+        .arg("-p")
+        .arg(scratch)
+        .stderr(Stdio::null())
+        .spawn()
+        .context("nginx (apt-get install nginx)")?;
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    Ok(Guard(child))
+}
+
 /// Starts `cmd` and returns it with the first stdout line for which `pick` gives a value.
 pub fn start_and_read(
     mut cmd: Command,

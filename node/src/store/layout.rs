@@ -21,6 +21,11 @@ pub const CF_OUTBOARDS: &str = "outboards";
 /// span size that is not a power of two), so completing the blob needs no second pass over
 /// its data. A complete blob needs none.
 pub const CF_VERIFIED: &str = "verified";
+/// Pairs above spans of *partial* blobs: [`above_key`] → 64 bytes, the hash pair of a tree
+/// node that reaches into more than one span (`commons_protocol::partial::nodes_above`),
+/// written in the batch of the first span that needed it. With a span's own outboard in
+/// [`CF_VERIFIED`] these let a node serve the spans it holds before it holds them all.
+pub const CF_ABOVE: &str = "above";
 /// Imports in progress: `blob id (8 bytes BE)` → start time (unix seconds, 8 bytes BE).
 /// Whatever is left here at open time belongs to an import that crashed and is deleted.
 pub const CF_IMPORTS: &str = "imports";
@@ -42,6 +47,7 @@ pub const ALL_CFS: &[&str] = &[
     CF_DATASETS,
     CF_PINS,
     CF_META,
+    CF_ABOVE,
 ];
 
 /// `u32` layout version.
@@ -65,6 +71,17 @@ pub fn span_key(id: BlobId, index: u64) -> [u8; 16] {
     let mut key = [0u8; 16];
     key[..8].copy_from_slice(&id.0.to_be_bytes());
     key[8..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// Key of the pair of the tree node over chunk groups `groups` (untruncated) of blob `id`
+/// in [`CF_ABOVE`]: id, first group, end group, all big-endian. It sorts inside
+/// [`blob_key_range`], so a blob's pairs go with its other rows.
+pub fn above_key(id: BlobId, groups: &std::ops::Range<u64>) -> [u8; 24] {
+    let mut key = [0u8; 24];
+    key[..8].copy_from_slice(&id.0.to_be_bytes());
+    key[8..16].copy_from_slice(&groups.start.to_be_bytes());
+    key[16..].copy_from_slice(&groups.end.to_be_bytes());
     key
 }
 

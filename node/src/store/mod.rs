@@ -346,7 +346,7 @@ impl Store {
     /// Adds deletions of every row of `id` (data, outboard, verified marks) to `batch`.
     fn delete_rows(&self, batch: &mut WriteBatch, id: BlobId) {
         let (start, end) = blob_key_range(id);
-        for cf in [CF_DATA, CF_OUTBOARDS, CF_VERIFIED] {
+        for cf in [CF_DATA, CF_OUTBOARDS, CF_VERIFIED, CF_ABOVE] {
             batch.delete_range_cf(self.cf(cf), start, end);
         }
     }

@@ -9,7 +9,8 @@
 
 use std::{io, ops::Range};
 
-use commons_protocol::{subtree, tree, Hash};
+use commons_protocol::wire::{GroupRange, HaveResponse, MAX_HAVE_RANGES};
+use commons_protocol::{partial as tree_partial, subtree, tree, Hash};
 use rocksdb::{IteratorMode, WriteBatch};
 
 use super::{layout::*, pieces::PieceWriter, read::RowReader, Result, Store, StoreError};
@@ -146,13 +147,16 @@ impl Store {
     /// second pass over its data (see [`commons_protocol::subtree`]).
     ///
     /// `pairs` is that outboard when the caller already has it (the verified pairs of a
-    /// response); otherwise it is computed from `data`.
+    /// response); otherwise it is computed from `data`. `above` are verified pairs of tree
+    /// nodes above the span (see [`CF_ABOVE`]): written in the same batch, so a held span
+    /// can always be served.
     pub fn put_verified_span(
         &self,
         id: BlobId,
         index: u64,
         data: &[u8],
         pairs: Option<&[u8]>,
+        above: &[(Range<u64>, [u8; 64])],
     ) -> Result<()> {
         let whole =
             data.len() as u64 == self.span_bytes && subtree::is_subtree_len(self.span_bytes);
@@ -164,6 +168,9 @@ impl Store {
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_DATA), span_key(id, index), data);
         batch.put_cf(self.cf(CF_VERIFIED), span_key(id, index), pairs);
+        for (node, pair) in above {
+            batch.put_cf(self.cf(CF_ABOVE), above_key(id, node), pair);
+        }
         self.db.write(batch)?;
         Ok(())
     }
@@ -219,6 +226,7 @@ impl Store {
         batch.put_cf(self.cf(CF_BLOBS), hash.as_bytes(), encode(&complete));
         let (start, end) = blob_key_range(meta.id);
         batch.delete_range_cf(self.cf(CF_VERIFIED), start, end);
+        batch.delete_range_cf(self.cf(CF_ABOVE), start, end);
         self.db.write(batch)?;
         Ok(())
     }
@@ -312,5 +320,109 @@ impl Store {
     /// spans with a verified mark hold data.
     pub fn read_span(&self, id: BlobId, index: u64) -> Result<Option<Vec<u8>>> {
         Ok(self.db.get_cf(self.cf(CF_DATA), span_key(id, index))?)
+    }
+}
+
+impl Store {
+    /// The chunk groups of blob `hash` this node can serve: everything for a complete blob,
+    /// the verified spans (first [`MAX_HAVE_RANGES`] ranges) of a partial one.
+    pub fn held_groups(&self, hash: &Hash) -> Result<HaveResponse> {
+        let Some(meta) = self.blob(hash)? else {
+            return Ok(HaveResponse::NotFound);
+        };
+        if meta.state == BlobState::Complete {
+            return Ok(HaveResponse::Held {
+                size: meta.size,
+                complete: true,
+                groups: Vec::new(),
+            });
+        }
+        let per_span = self.span_bytes / tree::CHUNK_GROUP_BYTES;
+        let total = tree_partial::group_count(meta.size);
+        let mut held: Vec<Range<u64>> = Vec::new();
+        let mut next = 0;
+        for gap in self
+            .missing_spans(meta.id, meta.size)?
+            .into_iter()
+            .chain(std::iter::once(self.span_count(meta.size)..u64::MAX))
+        {
+            if gap.start > next {
+                held.push(next * per_span..(gap.start * per_span).min(total));
+                if held.len() == MAX_HAVE_RANGES {
+                    break;
+                }
+            }
+            next = gap.end;
+        }
+        if held.is_empty() {
+            return Ok(HaveResponse::NotFound);
+        }
+        Ok(HaveResponse::Held {
+            size: meta.size,
+            complete: false,
+            groups: held,
+        })
+    }
+
+    /// Whether every group of `ranges` of partial blob `meta` is held with the pairs
+    /// needed to serve it: its span verified and every node above the span kept.
+    pub fn can_serve_partial(&self, meta: &BlobMeta, ranges: &[GroupRange]) -> Result<bool> {
+        let per_span = self.span_bytes / tree::CHUNK_GROUP_BYTES;
+        let total = tree_partial::group_count(meta.size);
+        let spans = self.span_count(meta.size);
+        let mut nodes = std::collections::BTreeSet::new();
+        for r in ranges {
+            // A start past the end asks for the last group (a size proof).
+            let first = r.start.min(total.saturating_sub(1)) / per_span;
+            let end = r.end.map_or(spans, |e| e.div_ceil(per_span).min(spans));
+            if first >= end || !self.missing_spans_in(meta.id, first..end)?.is_empty() {
+                return Ok(false);
+            }
+            for span in first..end {
+                nodes.extend(
+                    tree_partial::nodes_above(
+                        span * per_span..(span + 1) * per_span,
+                        total,
+                        per_span,
+                    )
+                    .into_iter()
+                    .map(|n| above_key(meta.id, &n)),
+                );
+            }
+        }
+        let cf = self.cf(CF_ABOVE);
+        for found in self
+            .db
+            .multi_get_cf(nodes.iter().map(|k| (cf, k.as_slice())))
+        {
+            if found?.is_none() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// A partial blob's kept pairs, for [`tree_partial::encode_partial`].
+pub(super) struct KeptPairs<'a> {
+    pub(super) store: &'a Store,
+    pub(super) id: BlobId,
+}
+
+impl tree_partial::PartialPairs for KeptPairs<'_> {
+    fn above(&self, groups: &Range<u64>) -> io::Result<Option<[u8; 64]>> {
+        let row = self
+            .store
+            .db
+            .get_pinned_cf(self.store.cf(CF_ABOVE), above_key(self.id, groups))
+            .map_err(io::Error::other)?;
+        Ok(row.and_then(|r| <[u8; 64]>::try_from(&r[..]).ok()))
+    }
+
+    fn span_outboard(&self, index: u64) -> io::Result<Option<Vec<u8>>> {
+        self.store
+            .db
+            .get_cf(self.store.cf(CF_VERIFIED), span_key(self.id, index))
+            .map_err(io::Error::other)
     }
 }

@@ -183,14 +183,36 @@ impl Store {
             .map_err(|e| verify_failure(hash, e))
     }
 
-    /// Writes the Bao encoding of `ranges` of a complete blob (the transfer protocol's data
-    /// format) to `out`, verifying every chunk group before it is written.
+    /// Writes the Bao encoding of `ranges` of a blob (the transfer protocol's data format)
+    /// to `out`, verifying every chunk group before it is written. A partial blob is
+    /// encoded from its verified spans and kept pairs; ranges beyond them fail (check
+    /// [`Store::can_serve_partial`] first).
     pub fn encode_ranges(
         &self,
         hash: &Hash,
         ranges: &ChunkRanges,
         out: impl io::Write,
     ) -> Result<()> {
+        let meta = self
+            .blob(hash)?
+            .ok_or(StoreError::NotFound { hash: *hash })?;
+        if meta.state == BlobState::Partial {
+            let data = RowReader::new(self, CF_DATA, meta.id, meta.size, self.span_bytes);
+            let pairs = super::partial::KeptPairs {
+                store: self,
+                id: meta.id,
+            };
+            return commons_protocol::partial::encode_partial(
+                *hash,
+                meta.size,
+                self.span_bytes,
+                &data,
+                pairs,
+                ranges,
+                out,
+            )
+            .map_err(|e| verify_failure(hash, e));
+        }
         let reader = self.blob_reader(hash)?;
         tree::encode_verified(
             *hash,

@@ -399,7 +399,7 @@ fn receive_as_partial(store: &Store, hash: &Hash, data: &[u8]) -> BlobId {
         let start = index as usize * span;
         let end = (start + span).min(data.len());
         store
-            .put_verified_span(partial.id, index, &data[start..end], None)
+            .put_verified_span(partial.id, index, &data[start..end], None, &[])
             .expect("span");
     }
     partial.id
@@ -466,7 +466,7 @@ fn missing_spans_in_a_range_sees_only_that_range() {
     for index in [2u64, 3, 7] {
         let start = index as usize * span;
         store
-            .put_verified_span(partial.id, index, &data[start..start + span], None)
+            .put_verified_span(partial.id, index, &data[start..start + span], None, &[])
             .expect("span");
     }
     assert_eq!(

@@ -9,6 +9,7 @@
 use std::{sync::Arc, time::Duration};
 
 use commons_protocol::{
+    partial,
     tree::CHUNK_GROUP_BYTES,
     wire::{
         chunk_ranges, encode_frame, verify_response_items, DataError, GroupRange, Request,
@@ -113,7 +114,8 @@ pub async fn fetch_blob(
     stats: &Arc<TransferStats>,
     progress: Arc<dyn Fn(u64) + Send + Sync>,
 ) -> Result<(), FetchError> {
-    match super::swarm_blob(host, store, &[peer], hash, stats, progress).await {
+    let mut feed = super::PeerFeed::none();
+    match super::swarm_blob(host, store, &[peer], &mut feed, hash, stats, progress).await {
         Ok(_) => Ok(()),
         Err(mut e) => Err(match e.report.dropped.pop() {
             Some((_, error)) => error,
@@ -145,7 +147,9 @@ pub(super) fn span_ranges_to_groups(
 }
 
 /// One request/response. Returns `Ok(false)` when the blob was restarted for a different
-/// size claim (the caller's next round asks again for the new layout).
+/// size claim (the caller's next round asks again for the new layout). A `partial_peer`
+/// (one still fetching the blob itself) never restarts it: its size claim is unproven, so a
+/// different one only ends this request.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn fetch_round(
     host: &Host,
@@ -154,6 +158,7 @@ pub(super) async fn fetch_round(
     hash: Hash,
     ranges: Vec<GroupRange>,
     expected_size: Option<u64>,
+    partial_peer: bool,
     stats: &Arc<TransferStats>,
     progress: &Arc<dyn Fn(u64) + Send + Sync>,
 ) -> Result<bool, FetchError> {
@@ -195,6 +200,14 @@ pub(super) async fn fetch_round(
         }
         Err(source) => return Err(FetchError::Protocol { peer, source }),
     };
+    if partial_peer && expected_size.is_some_and(|s| s != size) {
+        let _ = stream.close().await;
+        return Err(FetchError::Refused {
+            peer,
+            hash,
+            answer: format!("it holds part of it, for another size ({size} bytes)"),
+        });
+    }
     let partial = store.begin_partial(&hash, size)?;
     if partial.complete {
         return Ok(true);
@@ -243,15 +256,21 @@ pub(super) async fn fetch_round(
     }
 }
 
-/// Hash pairs of span subtrees, gathered from a response until their span is stored.
+/// Hash pairs of span subtrees, gathered from a response until their span is stored, and
+/// the pairs of nodes above spans, stored with the first span below them.
 struct SpanPairs {
     groups_per_span: u64,
+    /// Groups in the blob.
+    groups: u64,
     /// Span index → its subtree outboard being filled, and how many pairs are in.
     filling: std::collections::HashMap<u64, (Vec<u8>, u64)>,
+    /// Pairs of nodes above spans (by group range), and whether they are stored yet. Nodes
+    /// wholly before the span being assembled are dropped: the map holds one tree path.
+    above: std::collections::BTreeMap<(u64, u64), ([u8; 64], bool)>,
 }
 
 impl SpanPairs {
-    fn new(span_bytes: u64) -> Self {
+    fn new(span_bytes: u64, size: u64) -> Self {
         let whole = commons_protocol::subtree::is_subtree_len(span_bytes);
         Self {
             groups_per_span: if whole {
@@ -259,12 +278,20 @@ impl SpanPairs {
             } else {
                 0
             },
+            groups: partial::group_count(size),
             filling: std::collections::HashMap::new(),
+            above: std::collections::BTreeMap::new(),
         }
     }
 
-    /// Files a verified pair if its node lies inside one span's subtree.
-    fn add(&mut self, groups: std::ops::Range<u64>, pair: &[u8; 64]) {
+    /// Files a verified pair: with its span if its node lies inside one span's subtree,
+    /// else with the nodes above spans.
+    fn add(&mut self, groups: std::ops::Range<u64>, pair: &[u8; 64], span_groups: u64) {
+        if !partial::inside_one_span(&groups, self.groups, span_groups) {
+            self.above
+                .insert((groups.start, groups.end), (*pair, false));
+            return;
+        }
         let g = self.groups_per_span;
         let len = groups.end - groups.start;
         if g == 0 || len > g || len < 2 {
@@ -292,6 +319,27 @@ impl SpanPairs {
         let (buf, count) = self.filling.remove(&index)?;
         (count == self.groups_per_span - 1).then_some(buf)
     }
+
+    /// The pairs above span `index` (of `span_groups` groups) not stored yet, marked as
+    /// stored; forgets nodes that end before this span.
+    fn take_above(
+        &mut self,
+        index: u64,
+        span_groups: u64,
+    ) -> Vec<(std::ops::Range<u64>, [u8; 64])> {
+        let start = index * span_groups;
+        self.above.retain(|(_, end), _| *end > start);
+        let mut out = Vec::new();
+        for node in partial::nodes_above(start..start + span_groups, self.groups, span_groups) {
+            if let Some((pair, stored)) = self.above.get_mut(&(node.start, node.end)) {
+                if !*stored {
+                    *stored = true;
+                    out.push((node, *pair));
+                }
+            }
+        }
+        out
+    }
 }
 
 enum GroupError {
@@ -314,11 +362,12 @@ fn store_verified_groups(
     let mut buf: Vec<u8> = Vec::with_capacity(span_bytes as usize);
     // The verified pairs inside each span's subtree, which arrive (pre-order) before the
     // span's data: kept with the span, so nothing is hashed twice.
-    let mut pairs = SpanPairs::new(span_bytes);
+    let span_groups = span_bytes / CHUNK_GROUP_BYTES;
+    let mut pairs = SpanPairs::new(span_bytes, size);
     for item in verify_response_items(hash, size, wanted, encoded) {
         let group = match item.map_err(GroupError::Data)? {
             VerifiedItem::Parent { groups, pair } => {
-                pairs.add(groups, &pair);
+                pairs.add(groups, &pair, span_groups);
                 continue;
             }
             VerifiedItem::Group(group) => group,
@@ -339,8 +388,9 @@ fn store_verified_groups(
         buf.extend_from_slice(&group.data);
         if buf.len() == span_len {
             let kept = pairs.take(index);
+            let above = pairs.take_above(index, span_groups);
             store
-                .put_verified_span(id, index, &buf, kept.as_deref())
+                .put_verified_span(id, index, &buf, kept.as_deref(), &above)
                 .map_err(GroupError::Store)?;
             span = None;
             buf.clear();

@@ -1,11 +1,16 @@
-//! The holder exchange (`Request::Holders`): ask a peer which other nodes it knows to hold
-//! a root. Peers fetching the same dataset learn of each other this way, beyond what one
-//! DHT lookup returns (a DHT key keeps at most a few dozen providers).
+//! Small exchanges beside the data: `Request::Holders` asks a peer which other nodes it
+//! knows to hold a root (peers fetching the same dataset learn of each other this way,
+//! beyond what one DHT lookup returns: a DHT key keeps at most a few dozen providers);
+//! `Request::Have` asks which chunk groups of a blob a peer holds (a peer still fetching it
+//! serves what it has).
 
 use std::time::Duration;
 
 use commons_protocol::{
-    wire::{encode_frame, HoldersResponse, Request, MAX_HOLDERS_BYTES},
+    wire::{
+        encode_frame, HaveResponse, HoldersResponse, Request, ResponseHeader, MAX_HAVE_BYTES,
+        MAX_HOLDERS_BYTES,
+    },
     Hash,
 };
 use libp2p::{futures::AsyncWriteExt, PeerId, Stream};
@@ -19,7 +24,7 @@ use crate::{
     net::{transfer_protocol, Host, PeerAddrs},
 };
 
-/// How long a peer has to answer a holders request.
+/// How long a peer has to answer a holders or have request.
 pub const HOLDERS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Asks `peer` for the other holders of `hash` it knows.
@@ -28,6 +33,37 @@ pub async fn ask_holders(
     peer: PeerId,
     hash: Hash,
 ) -> Result<Vec<PeerAddrs>, FetchError> {
+    let body = ask(host, peer, &Request::Holders { hash }, MAX_HOLDERS_BYTES).await?;
+    let response =
+        HoldersResponse::decode(&body).map_err(|source| FetchError::Protocol { peer, source })?;
+    Ok(parse_records(response.holders))
+}
+
+/// Asks `peer` which chunk groups of blob `hash` it holds (all, some, or none). `None`:
+/// the peer predates `Have` (it answers with a `BadRequest` header), so it serves only
+/// complete blobs.
+pub async fn ask_have(
+    host: &Host,
+    peer: PeerId,
+    hash: Hash,
+) -> Result<Option<HaveResponse>, FetchError> {
+    let body = ask(host, peer, &Request::Have { hash }, MAX_HAVE_BYTES).await?;
+    match HaveResponse::decode(&body) {
+        Ok(have) => Ok(Some(have)),
+        Err(source) => match ResponseHeader::decode(&body) {
+            Ok(ResponseHeader::BadRequest(_)) => Ok(None),
+            _ => Err(FetchError::Protocol { peer, source }),
+        },
+    }
+}
+
+/// One request answered by one frame of at most `limit` bytes, within [`HOLDERS_TIMEOUT`].
+async fn ask(
+    host: &Host,
+    peer: PeerId,
+    request: &Request,
+    limit: u32,
+) -> Result<Vec<u8>, FetchError> {
     let stream_err = |reason: String| FetchError::Stream { peer, reason };
     let exchange = async {
         let mut stream = host
@@ -35,19 +71,18 @@ pub async fn ask_holders(
             .open_stream(peer, transfer_protocol())
             .await
             .map_err(|e| stream_err(e.to_string()))?;
-        write_frame(&mut stream, &encode_frame(&Request::Holders { hash }))
+        write_frame(&mut stream, &encode_frame(request))
             .await
             .map_err(|e| stream_err(e.to_string()))?;
-        let body = read_frame(&mut stream, MAX_HOLDERS_BYTES)
+        let body = read_frame(&mut stream, limit)
             .await
             .map_err(|e| stream_err(e.to_string()))?;
         let _ = stream.close().await;
-        HoldersResponse::decode(&body).map_err(|source| FetchError::Protocol { peer, source })
+        Ok(body)
     };
-    let response = tokio::time::timeout(HOLDERS_TIMEOUT, exchange)
+    tokio::time::timeout(HOLDERS_TIMEOUT, exchange)
         .await
-        .map_err(|_| stream_err("no answer to the holders request in time".into()))??;
-    Ok(parse_records(response.holders))
+        .map_err(|_| stream_err("no answer in time".into()))?
 }
 
 /// Answers a holders request from `asker`, then records the asker as a holder of `hash`:

@@ -13,7 +13,9 @@ mod stats;
 mod swarm;
 
 pub use client::{fetch_blob, FetchError};
-pub use exchange::{ask_holders, HOLDERS_TIMEOUT};
+pub use exchange::{ask_have, ask_holders, HOLDERS_TIMEOUT};
 pub use server::{serve, ServeLimits};
 pub use stats::{PeerStats, TransferStats};
-pub use swarm::{swarm_blob, SwarmError, SwarmReport, BATCH_SPANS, REQUESTS_PER_PEER};
+pub use swarm::{
+    swarm_blob, PeerFeed, SwarmError, SwarmReport, BATCH_SPANS, MAX_SWARM_PEERS, REQUESTS_PER_PEER,
+};

@@ -1,8 +1,9 @@
 //! Serving `/commons/transfer/1`: answer each request stream with verified ranges.
 //!
-//! Only complete blobs are served (every byte of them verified), and every chunk group is
-//! checked again against the tree as it is encoded, so bit rot in our own store is never
-//! passed on. Limits (streams per peer, time to send a request, time a write may stall) are
+//! Complete blobs are served whole; a blob still being fetched is served from the spans
+//! already verified (seeding while downloading), and `Have` requests say which those are.
+//! Every chunk group is checked again against the tree as it is encoded, so bit rot in our
+//! own store is never passed on. Limits (streams per peer, time to send a request, time a write may stall) are
 //! named in [`ServeLimits`] so a misbehaving client cannot exhaust the node.
 
 use std::{
@@ -13,7 +14,7 @@ use std::{
 
 use bytes::Bytes;
 use commons_protocol::wire::{
-    chunk_ranges, encode_frame, Request, ResponseHeader, MAX_REQUEST_BYTES,
+    chunk_ranges, encode_frame, HaveResponse, Request, ResponseHeader, MAX_REQUEST_BYTES,
 };
 use libp2p::{
     futures::{AsyncWriteExt, StreamExt},
@@ -136,6 +137,17 @@ async fn handle(
             }
             return;
         }
+        Ok(Request::Have { hash }) => {
+            let held = store.held_groups(&hash).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "store error while listing held ranges");
+                HaveResponse::NotFound
+            });
+            if let Ok(n) = reply(&mut stream, &held).await {
+                stats.update(peer, |s| s.bytes_sent += n);
+            }
+            let _ = stream.close().await;
+            return;
+        }
         Err(e) => {
             let _ = reply(&mut stream, &ResponseHeader::BadRequest(e.to_string())).await;
             return;
@@ -145,7 +157,15 @@ async fn handle(
         Ok(Some(meta)) if meta.state == BlobState::Complete => {
             ResponseHeader::Ok { size: meta.size }
         }
-        Ok(Some(_)) => ResponseHeader::NotComplete,
+        // Seeding while downloading: the spans held so far, if they cover the request.
+        Ok(Some(meta)) => match store.can_serve_partial(&meta, &ranges) {
+            Ok(true) => ResponseHeader::Ok { size: meta.size },
+            Ok(false) => ResponseHeader::NotComplete,
+            Err(e) => {
+                tracing::warn!(error = %e, "store error while serving");
+                ResponseHeader::Busy
+            }
+        },
         Ok(None) => ResponseHeader::NotFound,
         Err(e) => {
             tracing::warn!(error = %e, "store error while serving");
@@ -190,7 +210,7 @@ async fn handle(
     }
 }
 
-async fn reply(stream: &mut Stream, header: &ResponseHeader) -> std::io::Result<u64> {
+async fn reply(stream: &mut Stream, header: &impl serde::Serialize) -> std::io::Result<u64> {
     let frame = encode_frame(header);
     write_frame(stream, &frame).await?;
     Ok(frame.len() as u64)

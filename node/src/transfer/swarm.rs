@@ -9,6 +9,14 @@
 //! finishes first wins, the other is cancelled, so one slow or stalled provider cannot hold
 //! the fetch hostage, while equally fast providers never fetch anything twice. Every group is verified before it is
 //! stored, whoever sent it.
+//!
+//! Providers may be partial: peers still fetching the blob themselves. Each provider is
+//! first asked which chunk groups it holds (`Request::Have`, asked again when it has nothing
+//! we need), and a partial one is given only batches it holds spans of, and asked only for
+//! those spans. Each fetcher walks the blob's batches from its own starting point (derived
+//! from its peer id), so peers fetching together from one seeder hold different parts
+//! early and can trade them. Providers found while the blob is being fetched (through the
+//! holder exchange) join through a [`PeerFeed`].
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -17,12 +25,20 @@ use std::{
     time::{Duration, Instant},
 };
 
-use commons_protocol::{tree::CHUNK_GROUP_BYTES, wire::GroupRange, Hash};
-use libp2p::PeerId;
+use commons_protocol::{
+    tree::CHUNK_GROUP_BYTES,
+    wire::{GroupRange, HaveResponse},
+    Hash,
+};
+use libp2p::{
+    futures::{stream::FuturesUnordered, StreamExt},
+    PeerId,
+};
 use tokio::sync::watch;
 
 use super::{
     client::{fetch_round, span_ranges_to_groups},
+    exchange::ask_have,
     FetchError, TransferStats,
 };
 use crate::{
@@ -48,6 +64,38 @@ const ENDGAME_POLL: Duration = Duration::from_millis(50);
 const MAX_PEER_FAILURES: u32 = 2;
 /// Scheduling rounds per blob: a round ends when no slot can take more work.
 const MAX_ROUNDS: usize = 16;
+/// Providers one blob is fetched from at once, counting those that join mid-fetch.
+pub const MAX_SWARM_PEERS: usize = 8;
+/// How old a partial provider's list of held ranges may get before it is asked again, when
+/// nothing it was known to hold is still needed.
+const HAVE_REFRESH: Duration = Duration::from_secs(1);
+
+/// Providers that join a blob's fetch while it runs (from the holder exchange); a feed
+/// that never yields is [`PeerFeed::none`].
+pub struct PeerFeed(Option<tokio::sync::mpsc::UnboundedReceiver<PeerId>>);
+
+impl PeerFeed {
+    /// A feed fed by `rx`.
+    pub fn new(rx: tokio::sync::mpsc::UnboundedReceiver<PeerId>) -> Self {
+        Self(Some(rx))
+    }
+
+    /// A feed with no one joining.
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    /// The next provider to join; pends forever once the feed is empty and closed.
+    async fn next(&mut self) -> PeerId {
+        if let Some(rx) = &mut self.0 {
+            if let Some(peer) = rx.recv().await {
+                return peer;
+            }
+            self.0 = None;
+        }
+        std::future::pending().await
+    }
+}
 
 /// What happened to the providers of one blob.
 #[derive(Debug, Default)]
@@ -93,21 +141,25 @@ fn describe_errors(report: &SwarmReport) -> String {
 
 /// Fetches whatever part of blob `hash` the store is missing from `peers` (connected or
 /// dialable by the host), then marks it complete. `progress` receives response bytes.
+#[allow(clippy::too_many_arguments)]
 pub async fn swarm_blob(
     host: &Host,
     store: &Arc<Store>,
     peers: &[PeerId],
+    feed: &mut PeerFeed,
     hash: Hash,
     stats: &Arc<TransferStats>,
     progress: Arc<dyn Fn(u64) + Send + Sync>,
 ) -> Result<SwarmReport, SwarmError> {
-    let mut live: Vec<PeerId> = peers.to_vec();
+    let mut live: Vec<PeerId> = peers.iter().copied().take(MAX_SWARM_PEERS).collect();
     let mut report = SwarmReport::default();
     let fail = |report: SwarmReport, missing: Vec<Range<u64>>| SwarmError {
         hash,
         missing,
         report,
     };
+    // Spans still missing after the last round: a round that stores nothing ends the fetch.
+    let mut missing_before: Option<u64> = None;
     for _ in 0..MAX_ROUNDS {
         let meta = match store.blob(&hash) {
             Ok(meta) => meta,
@@ -144,9 +196,13 @@ pub async fn swarm_blob(
             }
             return Ok(report);
         }
-        if live.is_empty() {
+        let count: u64 = missing.iter().map(|r| r.end - r.start).sum();
+        if live.is_empty() || missing_before == Some(count) {
             return Err(fail(report, span_bytes(store, &missing, meta.size)));
         }
+        missing_before = Some(count);
+        let mut schedule = Schedule::new(&missing, BATCH_SPANS);
+        schedule.start_at(start_point(&host.peer_id()));
         let round = Round {
             host,
             store,
@@ -155,20 +211,41 @@ pub async fn swarm_blob(
             size: meta.size,
             stats,
             progress: &progress,
-            schedule: Mutex::new(Schedule::new(&missing, BATCH_SPANS)),
+            schedule: Mutex::new(schedule),
             peers: Mutex::new(live.iter().map(|p| (*p, PeerState::default())).collect()),
         };
         // Interleaved (a, b, a, b…) so the first batches go to different providers.
-        let slots = (0..REQUESTS_PER_PEER).flat_map(|_| live.iter().map(|peer| round.slot(*peer)));
-        libp2p::futures::future::join_all(slots).await;
+        let mut slots: FuturesUnordered<_> = (0..REQUESTS_PER_PEER)
+            .flat_map(|_| live.iter().map(|peer| round.slot(*peer)))
+            .collect();
+        loop {
+            tokio::select! {
+                next = slots.next() => if next.is_none() { break },
+                peer = feed.next() => {
+                    let joined = {
+                        let mut peers = round.lock_peers();
+                        let room = peers.len() < MAX_SWARM_PEERS;
+                        room && peer != host.peer_id() && peers.insert(peer, PeerState::default()).is_none()
+                    };
+                    if joined {
+                        tracing::debug!(%peer, %hash, "provider joins the fetch");
+                        for _ in 0..REQUESTS_PER_PEER {
+                            slots.push(round.slot(peer));
+                        }
+                    }
+                }
+            }
+        }
+        drop(slots);
         let peers = round.peers.into_inner().unwrap_or_else(|e| e.into_inner());
+        live.clear();
         for (peer, state) in peers {
             if state.contributed && !report.contributed.contains(&peer) {
                 report.contributed.push(peer);
             }
-            if let Some(error) = state.dropped_for {
-                live.retain(|p| *p != peer);
-                report.dropped.push((peer, error));
+            match state.dropped_for {
+                Some(error) => report.dropped.push((peer, error)),
+                None => live.push(peer),
             }
         }
     }
@@ -206,7 +283,10 @@ async fn learn_size(
         start: 0,
         end: Some(store.span_bytes() / CHUNK_GROUP_BYTES),
     }];
-    while let Some(peer) = live.first().copied() {
+    // A peer that refuses (say, one still fetching that lacks the first span) stays a
+    // provider for later, unless every one refuses.
+    let mut refused = Vec::new();
+    for peer in live.clone() {
         match fetch_round(
             host,
             store,
@@ -214,6 +294,7 @@ async fn learn_size(
             hash,
             first.clone(),
             None,
+            false,
             stats,
             progress,
         )
@@ -227,11 +308,60 @@ async fn learn_size(
             }
             Err(e) => {
                 tracing::info!(%peer, error = %e, "provider failed");
-                live.remove(0);
-                report.dropped.push((peer, e));
+                if matches!(e, FetchError::Refused { .. }) {
+                    refused.push((peer, e));
+                } else {
+                    live.retain(|p| *p != peer);
+                    report.dropped.push((peer, e));
+                }
             }
         }
     }
+    for (peer, e) in refused {
+        live.retain(|p| *p != peer);
+        report.dropped.push((peer, e));
+    }
+}
+
+/// Where this node starts walking a blob's batches, as a fraction of the way in: derived
+/// from its peer id, so nodes fetching together start at different places.
+fn start_point(me: &PeerId) -> f64 {
+    let bytes = me.to_bytes();
+    let tail: [u8; 8] = bytes[bytes.len().saturating_sub(8)..]
+        .try_into()
+        .unwrap_or_default();
+    (u64::from_le_bytes(tail) % 1_000_000) as f64 / 1_000_000.0
+}
+
+/// The spans (of `span_groups` groups) wholly inside the held group ranges of a blob of
+/// `groups` groups, whose last span may be short.
+fn held_spans(held: &[Range<u64>], groups: u64, span_groups: u64) -> Vec<Range<u64>> {
+    let spans = groups.div_ceil(span_groups);
+    held.iter()
+        .filter_map(|r| {
+            let first = r.start.div_ceil(span_groups);
+            let end = if r.end >= groups {
+                spans
+            } else {
+                r.end / span_groups
+            };
+            (first < end).then_some(first..end)
+        })
+        .collect()
+}
+
+/// The parts of span ranges `a` that are also in span ranges `b` (both sorted).
+fn intersect(a: &[Range<u64>], b: &[Range<u64>]) -> Vec<Range<u64>> {
+    let mut out = Vec::new();
+    for x in a {
+        for y in b {
+            let (start, end) = (x.start.max(y.start), x.end.min(y.end));
+            if start < end {
+                out.push(start..end);
+            }
+        }
+    }
+    out
 }
 
 #[derive(Default)]
@@ -239,6 +369,10 @@ struct PeerState {
     failures: u32,
     contributed: bool,
     dropped_for: Option<FetchError>,
+    /// The spans a partial provider holds (`None`: a complete provider), and when it said.
+    have: Option<(Arc<Vec<Range<u64>>>, Instant)>,
+    /// Its slot has stopped for this round (a partial provider with nothing left to give).
+    left: bool,
 }
 
 /// One scheduling round over a fixed set of missing spans.
@@ -263,35 +397,124 @@ impl Round<'_> {
         self.peers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// `peer`'s slot stops: what it holds no longer holds back complete providers.
+    fn leave(&self, peer: PeerId) {
+        if let Some(s) = self.lock_peers().get_mut(&peer) {
+            s.left = true;
+        }
+    }
+
+    /// Drops `peer` from this blob's fetch for `error`.
+    fn drop_peer(&self, peer: PeerId, error: FetchError) {
+        if let Some(s) = self.lock_peers().get_mut(&peer) {
+            s.dropped_for.get_or_insert(error);
+        }
+    }
+
+    /// Asks `peer` which spans it holds and records the answer; drops it if it holds the
+    /// blob at another size, breaks the protocol, or cannot be reached.
+    async fn refresh_have(&self, peer: PeerId) {
+        let answer = ask_have(self.host, peer, self.hash).await;
+        let span_groups = self.store.span_bytes() / CHUNK_GROUP_BYTES;
+        let groups = self.size.div_ceil(CHUNK_GROUP_BYTES);
+        let have = match answer {
+            // A server from before `Have` existed: treat it as a complete provider.
+            Ok(None) => None,
+            Ok(Some(HaveResponse::NotFound)) => Some(Vec::new()),
+            // A complete provider's claim is settled by the data (see `fetch_round`); a
+            // partial one's is not proven, so a different one only drops it.
+            Ok(Some(HaveResponse::Held { complete: true, .. })) => None,
+            Ok(Some(HaveResponse::Held { size, .. })) if size != self.size => {
+                let answer = format!("it holds {size} bytes of it, not {}", self.size);
+                return self.drop_peer(
+                    peer,
+                    FetchError::Refused {
+                        peer,
+                        hash: self.hash,
+                        answer,
+                    },
+                );
+            }
+            Ok(Some(HaveResponse::Held { groups: held, .. })) => {
+                Some(held_spans(&held, groups, span_groups))
+            }
+            Err(e) => return self.drop_peer(peer, e),
+        };
+        if let Some(s) = self.lock_peers().get_mut(&peer) {
+            s.have = have.map(|spans| (Arc::new(spans), Instant::now()));
+        }
+    }
+
     /// One request slot of `peer`: takes batches until none is left or the peer is dropped.
     async fn slot(&self, peer: PeerId) {
+        self.refresh_have(peer).await;
+        let mut idle_since: Option<Instant> = None;
         loop {
-            if self
-                .lock_peers()
-                .get(&peer)
-                .is_none_or(|s| s.dropped_for.is_some())
+            let (mut have, others) = {
+                let peers = self.lock_peers();
+                let Some(me) = peers.get(&peer).filter(|s| s.dropped_for.is_none()) else {
+                    return;
+                };
+                // What the partial providers hold: a complete provider is asked first for
+                // what none of them has, so the scarce copy is fetched where it exists.
+                let others: Vec<_> = peers
+                    .values()
+                    .filter(|s| s.dropped_for.is_none() && !s.left)
+                    .filter_map(|s| s.have.as_ref().map(|(h, _)| h.clone()))
+                    .collect();
+                (me.have.clone(), others)
+            };
+            if have
+                .as_ref()
+                .is_some_and(|(_, at)| at.elapsed() > HAVE_REFRESH)
             {
-                return;
+                self.refresh_have(peer).await;
+                have = match self.lock_peers().get(&peer) {
+                    Some(s) if s.dropped_for.is_none() => s.have.clone(),
+                    _ => return,
+                };
             }
-            let next = self.lock_schedule().take(peer, Instant::now());
+            let next = self.lock_schedule().take(
+                peer,
+                have.as_ref().map(|(spans, _)| spans.as_slice()),
+                &others,
+                Instant::now(),
+            );
             let (batch, mut done) = match next {
-                Take::Batch(batch, done) => (batch, done),
+                Take::Batch(batch, done) => {
+                    idle_since = None;
+                    (batch, done)
+                }
                 Take::Wait => {
+                    // A partial provider with nothing we need (its list is refreshed every
+                    // HAVE_REFRESH above): if that lasts, and no one else is fetching
+                    // anything it could catch up on, it is of no more use in this round.
+                    if have.is_some() && self.lock_schedule().in_flight.is_empty() {
+                        let since = *idle_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() > 2 * HAVE_REFRESH {
+                            return self.leave(peer);
+                        }
+                    } else {
+                        idle_since = None;
+                    }
                     tokio::time::sleep(ENDGAME_POLL).await;
                     continue;
                 }
                 Take::Done => return,
             };
             // A batch handed out again (after a failure, or in endgame) may be partly stored
-            // already: ask only for what is still missing of it.
+            // already: ask only for what is still missing of it, and of a partial
+            // provider only what it holds.
             let spans = self.lock_schedule().spans(batch);
-            let missing = self
+            let mut missing = self
                 .store
                 .missing_spans_in(self.id, spans.clone())
-                .unwrap_or_else(|_| vec![spans]);
+                .unwrap_or_else(|_| vec![spans.clone()]);
+            if let Some((held, _)) = &have {
+                missing = intersect(&missing, held);
+            }
             if missing.is_empty() {
-                self.lock_schedule()
-                    .finish(batch, peer, true, Instant::now());
+                self.finish_batch(batch, peer, spans, false).await;
                 continue;
             }
             let ranges = span_ranges_to_groups(self.store, &missing, self.size);
@@ -302,6 +525,7 @@ impl Round<'_> {
                 self.hash,
                 ranges,
                 Some(self.size),
+                have.is_some(),
                 self.stats,
                 self.progress,
             );
@@ -313,12 +537,25 @@ impl Round<'_> {
             match result {
                 None => {}
                 Some(Ok(true)) => {
-                    self.lock_schedule()
-                        .finish(batch, peer, true, Instant::now());
+                    self.finish_batch(batch, peer, spans, true).await;
                     let mut peers = self.lock_peers();
                     if let Some(s) = peers.get_mut(&peer) {
                         s.failures = 0;
                         s.contributed = true;
+                    }
+                }
+                // A partial provider no longer (or not yet) holds what it said: ask again.
+                // Twice in a row, and it is dropped like any failing provider.
+                Some(Err(e @ FetchError::Refused { .. })) if have.is_some() => {
+                    self.lock_schedule().give_back(batch, peer, None);
+                    let failed_twice = self.lock_peers().get_mut(&peer).is_some_and(|s| {
+                        s.failures += 1;
+                        s.failures >= MAX_PEER_FAILURES
+                    });
+                    if failed_twice {
+                        self.drop_peer(peer, e);
+                    } else {
+                        self.refresh_have(peer).await;
                     }
                 }
                 // The blob restarted for another size claim: this round's plan is void.
@@ -338,6 +575,28 @@ impl Round<'_> {
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+impl Round<'_> {
+    /// `peer` has fetched what it could of `batch`: done if nothing of it is missing any
+    /// more, else back to the queue for others (a partial provider held only part of it);
+    /// if `peer` `fetched` nothing of it, after a pause, so a slot with nothing else to do
+    /// does not spin on it.
+    async fn finish_batch(&self, batch: usize, peer: PeerId, spans: Range<u64>, fetched: bool) {
+        let left = self
+            .store
+            .missing_spans_in(self.id, spans.clone())
+            .unwrap_or_else(|_| vec![spans]);
+        if left.is_empty() {
+            self.lock_schedule()
+                .finish(batch, peer, true, Instant::now());
+        } else {
+            self.lock_schedule().give_back(batch, peer, Some(left));
+            if !fetched {
+                tokio::time::sleep(ENDGAME_POLL).await;
             }
         }
     }
@@ -368,6 +627,8 @@ struct Schedule {
     /// How long the last [`RECENT_BATCHES`] completed batches took, for the endgame's
     /// idea of "too slow".
     took: VecDeque<Duration>,
+    /// What batches partly fetched from partial providers still lack.
+    left: HashMap<usize, Vec<Range<u64>>>,
 }
 
 /// Completed batch times the endgame's median is taken over.
@@ -394,6 +655,7 @@ impl Schedule {
             undone: n,
             in_flight: std::collections::BTreeSet::new(),
             took: VecDeque::with_capacity(RECENT_BATCHES),
+            left: HashMap::new(),
         }
     }
 
@@ -414,11 +676,81 @@ impl Schedule {
             .map_or(ENDGAME_FIRST_WAIT, |median| *median * 2)
     }
 
-    /// The next thing for `peer` to do at `now`: a waiting batch if any; else (endgame) a
-    /// batch exactly one other peer has been fetching for too long; else wait, or stop.
-    fn take(&mut self, peer: PeerId, now: Instant) -> Take {
-        let batch = match self.waiting.pop_front() {
+    /// Starts the queue `fraction` of the way in (wrapping around), so peers fetching the
+    /// same blob together ask for different parts first.
+    fn start_at(&mut self, fraction: f64) {
+        let n = self.waiting.len();
+        let at = ((n as f64 * fraction) as usize).min(n.saturating_sub(1));
+        self.waiting.rotate_left(at);
+    }
+
+    /// The first waiting batch `peer` can help with: any for a complete provider (`held`
+    /// is `None`), else one reaching into a span it holds.
+    fn first_waiting(
+        &mut self,
+        held: Option<&[Range<u64>]>,
+        others: &[Arc<Vec<Range<u64>>>],
+    ) -> Option<usize> {
+        let at = match held {
+            Some(held) => self.position_for(held)?,
+            None if others.is_empty() => 0,
+            // A batch no partial provider can give, picked at random so that peers fetching
+            // together from one seeder rarely ask it for the same one; none such: leave
+            // the rest to the partial providers (the endgame still rescues a stalled one).
+            None => {
+                let scarce: Vec<usize> = (0..self.waiting.len())
+                    .filter(|&i| {
+                        let b = self.waiting[i];
+                        !others.iter().any(|o| self.lacks_some_of(b, o))
+                    })
+                    .collect();
+                if scarce.is_empty() {
+                    return None;
+                }
+                // RandomState is randomly keyed: a fresh one is a cheap random number.
+                let pick = std::hash::BuildHasher::hash_one(
+                    &std::collections::hash_map::RandomState::new(),
+                    self.undone,
+                );
+                scarce[pick as usize % scarce.len()]
+            }
+        };
+        self.waiting.remove(at)
+    }
+
+    /// Where in the queue the first batch is that still lacks some of the spans `held`.
+    fn position_for(&self, held: &[Range<u64>]) -> Option<usize> {
+        self.waiting
+            .iter()
+            .position(|&b| self.lacks_some_of(b, held))
+    }
+
+    /// Whether batch `b` still lacks a span within `held` (sorted span ranges).
+    fn lacks_some_of(&self, b: usize, held: &[Range<u64>]) -> bool {
+        let overlaps = |r: &Range<u64>| {
+            let i = held.partition_point(|h| h.end <= r.start);
+            held.get(i).is_some_and(|h| h.start < r.end)
+        };
+        match self.left.get(&b) {
+            Some(left) => left.iter().any(overlaps),
+            None => overlaps(&self.batches[b]),
+        }
+    }
+
+    /// The next thing for `peer` to do at `now`: a waiting batch it can help with, if any
+    /// (for a complete provider, preferably one none of the partial providers' spans
+    /// `others` covers); else (endgame, complete providers only) a batch exactly one other
+    /// peer has been fetching for too long; else wait, or stop.
+    fn take(
+        &mut self,
+        peer: PeerId,
+        held: Option<&[Range<u64>]>,
+        others: &[Arc<Vec<Range<u64>>>],
+        now: Instant,
+    ) -> Take {
+        let batch = match self.first_waiting(held, others) {
             Some(b) => b,
+            None if held.is_some() && self.undone > 0 => return Take::Wait,
             None => {
                 if self.undone == 0 {
                     return Take::Done;
@@ -467,6 +799,23 @@ impl Schedule {
         }
     }
 
+    /// `peer` stops working on `batch` without having failed: unless done, or someone
+    /// else has it, it goes back to the front of the queue.
+    /// `left`, when known, is what the batch still lacks: only providers holding some of
+    /// it are given the batch again.
+    fn give_back(&mut self, batch: usize, peer: PeerId, left: Option<Vec<Range<u64>>>) {
+        if let Some(left) = left {
+            self.left.insert(batch, left);
+        }
+        self.fetching[batch].retain(|(p, _)| *p != peer);
+        if self.fetching[batch].is_empty() {
+            self.in_flight.remove(&batch);
+            if !self.is_done(batch) {
+                self.waiting.push_front(batch);
+            }
+        }
+    }
+
     /// Stops handing out work (the blob's layout changed).
     fn abandon(&mut self) {
         self.waiting.clear();
@@ -502,24 +851,27 @@ mod tests {
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         let mut s = Schedule::new(&[0..3], 1);
-        assert_eq!(batch(s.take(a, at(0))), 0);
-        assert_eq!(batch(s.take(b, at(0))), 1);
+        assert_eq!(batch(s.take(a, None, &[], at(0))), 0);
+        assert_eq!(batch(s.take(b, None, &[], at(0))), 1);
         s.finish(1, b, true, at(100)); // a batch takes 100 ms: stalled after 200 ms
-        assert_eq!(batch(s.take(b, at(100))), 2);
+        assert_eq!(batch(s.take(b, None, &[], at(100))), 2);
         // Nothing waits, and nothing in flight is stalled yet: c waits.
-        assert!(matches!(s.take(c, at(150)), Take::Wait));
+        assert!(matches!(s.take(c, None, &[], at(150)), Take::Wait));
         // a's batch 0 is 250 ms old: c duplicates it; b's batch 2 is not stalled.
-        let Take::Batch(dup, mut dup_done) = s.take(c, at(250)) else {
+        let Take::Batch(dup, mut dup_done) = s.take(c, None, &[], at(250)) else {
             panic!("c duplicates a's stalled batch");
         };
         assert_eq!(dup, 0);
-        assert!(matches!(s.take(c, at(250)), Take::Wait), "one copy at most");
+        assert!(
+            matches!(s.take(c, None, &[], at(250)), Take::Wait),
+            "one copy at most"
+        );
         s.finish(0, a, true, at(260));
         assert!(*dup_done.borrow_and_update(), "c's copy is told to stop");
         s.finish(0, c, false, at(265));
         assert!(s.waiting.is_empty(), "a done batch is never requeued");
         s.finish(2, b, true, at(280));
-        assert!(matches!(s.take(c, at(300)), Take::Done));
+        assert!(matches!(s.take(c, None, &[], at(300)), Take::Done));
     }
 
     #[test]
@@ -528,8 +880,8 @@ mod tests {
         let (a, b) = (PeerId::random(), PeerId::random());
         let mut s = Schedule::new(&[0..2], 1);
         let now = Instant::now();
-        let first = batch(s.take(a, now));
+        let first = batch(s.take(a, None, &[], now));
         s.finish(first, a, false, now);
-        assert_eq!(batch(s.take(b, now)), 0, "requeued first");
+        assert_eq!(batch(s.take(b, None, &[], now)), 0, "requeued first");
     }
 }

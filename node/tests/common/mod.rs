@@ -10,7 +10,7 @@ use commons_node::{
     transfer::{serve, ServeLimits, TransferStats},
 };
 use commons_protocol::{
-    wire::{chunk_ranges, encode_frame, Request, ResponseHeader, MAX_REQUEST_BYTES},
+    wire::{chunk_ranges, encode_frame, HaveResponse, Request, ResponseHeader, MAX_REQUEST_BYTES},
     Hash,
 };
 use libp2p::{
@@ -73,7 +73,7 @@ pub async fn client_node() -> Host {
 }
 
 /// How a bad provider damages its answers.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lie {
     /// The last data byte of every response.
     FlipDataByte,
@@ -108,8 +108,21 @@ pub async fn bad_provider(store: Arc<Store>, hash: Hash, size: u64, lie: Lie) ->
             if stream.read_exact(&mut body).await.is_err() {
                 continue;
             }
-            let Ok(Request::Get { ranges, .. }) = Request::decode(&body) else {
-                continue;
+            let ranges = match Request::decode(&body) {
+                Ok(Request::Get { ranges, .. }) => ranges,
+                Ok(Request::Have { .. }) => {
+                    // It claims the whole blob, at the size it lies about.
+                    let claimed = size + if lie == Lie::WrongSize { 16 * 1024 } else { 0 };
+                    let held = HaveResponse::Held {
+                        size: claimed,
+                        complete: true,
+                        groups: Vec::new(),
+                    };
+                    let _ = stream.write_all(&encode_frame(&held)).await;
+                    let _ = stream.close().await;
+                    continue;
+                }
+                _ => continue,
             };
             let mut encoded = Vec::new();
             store

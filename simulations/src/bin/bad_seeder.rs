@@ -13,7 +13,8 @@ use commons_node::{
     store::{Store, StoreOptions},
 };
 use commons_protocol::wire::{
-    chunk_ranges, encode_frame, HoldersResponse, Request, ResponseHeader, MAX_REQUEST_BYTES,
+    chunk_ranges, encode_frame, HaveResponse, HoldersResponse, Request, ResponseHeader,
+    MAX_REQUEST_BYTES,
 };
 use libp2p::futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 
@@ -91,6 +92,11 @@ fn main() -> Result<()> {
                         let header = encode_frame(&ResponseHeader::Ok { size: meta.size });
                         let _ = stream.write_all(&header).await;
                         let _ = stream.write_all(&encoded).await;
+                    }
+                    Ok(Request::Have { hash }) => {
+                        // It claims what it holds; its lies are in the data.
+                        let held = store.held_groups(&hash).unwrap_or(HaveResponse::NotFound);
+                        let _ = stream.write_all(&encode_frame(&held)).await;
                     }
                     Ok(Request::Holders { .. }) => {
                         let empty = HoldersResponse { holders: vec![] };

@@ -5,13 +5,12 @@
 use std::{
     path::Path,
     process::{Command, Stdio},
-    time::Duration,
 };
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use commons_simulations::{
-    run_measured, start_and_read, write_random_file, CommonArgs, Guard, RunStats,
+    run_measured, start_and_read, start_nginx, write_random_file, CommonArgs, RunStats,
 };
 
 /// Fetch benchmark for `commons get`.
@@ -103,29 +102,7 @@ fn sendme_fetch(args: &Args, scratch: &Path, file: &Path) -> Result<RunStats> {
 
 fn nginx_fetch(args: &Args, scratch: &Path, file: &Path) -> Result<RunStats> {
     let root = file.parent().context("parent")?;
-    let conf = scratch.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "user root; worker_processes 1; daemon off; pid {pid}; error_log /dev/null;
-             events {{ worker_connections 64; }}
-             http {{ access_log off; sendfile on;
-               server {{ listen 127.0.0.1:18431; root {root}; }} }}",
-            pid = scratch.join("nginx.pid").display(),
-            root = root.display()
-        ),
-    )?;
-    let _nginx = Guard(
-        Command::new("nginx")
-            .arg("-c")
-            .arg(&conf)
-            .arg("-p")
-            .arg(scratch)
-            .stderr(Stdio::null())
-            .spawn()
-            .context("nginx (apt-get install nginx)")?,
-    );
-    std::thread::sleep(Duration::from_millis(500));
+    let _nginx = start_nginx(&[], scratch, root, "127.0.0.1:18431")?;
     let name = file
         .file_name()
         .context("name")?

@@ -9,6 +9,10 @@
 //! - `kill`: the same, with one seeder killed (SIGKILL) half-way; extra bytes fetched;
 //! - `corrupt`: the surviving seeders plus one that flips a byte in every answer
 //!   (`bad-seeder`): the fetch completes, the liar is dropped, `verify` finds nothing.
+//!
+//! With `--flash`, the flash crowd instead: one seeder and `--leechers` nodes (every
+//! uplink capped at R Mbit/s) all start fetching at once; the time until all are done,
+//! against the same clients fetching with curl from one nginx behind the same uplink.
 
 use std::{
     path::{Path, PathBuf},
@@ -18,7 +22,7 @@ use std::{
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::Parser;
-use commons_simulations::{start_and_read, write_random_file, CommonArgs, Guard};
+use commons_simulations::{start_and_read, start_nginx, write_random_file, CommonArgs, Guard};
 
 /// Swarm experiments in network namespaces with shaped links (needs root).
 #[derive(Debug, Parser)]
@@ -40,6 +44,12 @@ struct Args {
     /// The lying seeder [default: `bad-seeder` beside the `commons` binary]
     #[arg(long)]
     bad_seeder: Option<PathBuf>,
+    /// Run the flash crowd (1 seeder, many leechers starting together, vs nginx) instead
+    #[arg(long)]
+    flash: bool,
+    /// Leechers in the flash crowd
+    #[arg(long, default_value_t = 10)]
+    leechers: usize,
 }
 
 /// Prefix of every namespace and interface this lab creates.
@@ -216,6 +226,9 @@ fn mbit(bytes: u64, d: Duration) -> f64 {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.flash {
+        return flash_crowd(&args);
+    }
     ensure!(args.seeders >= 2, "--seeders: at least 2");
     let scratch = tempfile::tempdir()?;
     let file = scratch.path().join("data.bin");
@@ -400,4 +413,179 @@ fn make_ticket(hash: &str, provider: &str) -> Result<String> {
         providers: vec![provider.to_string()],
     };
     Ok(ticket.to_string())
+}
+
+/// Scenario 2: one seeder, `--leechers` nodes fetching at once, every uplink capped; then
+/// the same clients fetching from one nginx behind the seeder's uplink.
+fn flash_crowd(args: &Args) -> Result<()> {
+    ensure!((1..=80).contains(&args.leechers), "--leechers: 1 to 80");
+    let scratch = tempfile::tempdir()?;
+    let data = scratch.path().join("data");
+    std::fs::create_dir_all(&data)?;
+    let file = data.join("weights.bin");
+    let size = args.common.size_mib << 20;
+    let n = args.leechers;
+    println!(
+        "swarm-lab --flash: {} MiB, 1 seeder and {n} leechers starting together, every uplink {} Mbit/s",
+        args.common.size_mib, args.rate_mbit
+    );
+    write_random_file(&file, size, 12)?;
+    let seed_dir = scratch.path().join("seed");
+    let out = Command::new(&args.common.commons)
+        .arg("--data-dir")
+        .arg(&seed_dir)
+        .args(["--json", "add"])
+        .arg(&file)
+        .output()?;
+    ensure!(out.status.success(), "add failed");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let hash = v["hash"].as_str().context("hash")?.to_string();
+
+    let mut lab = Lab::new()?;
+    let seeder_ns = lab.add_node(1, Some(args.rate_mbit))?;
+    let (seeder, seeder_addr) = start_seeder(args, &seeder_ns, &seed_dir, "10.77.0.1", None)?;
+    let mut leechers = Vec::new();
+    for i in 0..n {
+        let ns = lab.add_node(10 + i, Some(args.rate_mbit))?;
+        let dir = scratch.path().join(format!("leech{i}"));
+        let ip = format!("10.77.0.{}", 10 + i);
+        let (daemon, _) = start_seeder(args, &ns, &dir, &ip, Some(&seeder_addr))?;
+        leechers.push((ns, dir, daemon));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+
+    // Commons: every leecher's node fetches by hash alone, all at once.
+    let cpu_before = cpu_busy()?;
+    let start = Instant::now();
+    let gets: Vec<_> = leechers
+        .iter()
+        .map(|(ns, dir, _)| {
+            commons(args, ns, dir)
+                .args(["--json", "get", &hash])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+        })
+        .collect::<std::io::Result<_>>()?;
+    let mut commons_done = Vec::new();
+    let mut received = 0;
+    for get in gets {
+        let out = get.wait_with_output()?;
+        commons_done.push(start.elapsed());
+        ensure!(
+            out.status.success(),
+            "a leecher's get failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        received += v["bytes_received"].as_u64().unwrap_or(0);
+    }
+    let cpu = cpu_busy()?;
+    let cpu_share = (cpu.0 - cpu_before.0) as f64 / (cpu.1 - cpu_before.1).max(1) as f64;
+    let mut clean = 0;
+    for (ns, dir, _) in &leechers {
+        clean += usize::from(
+            commons(args, ns, dir)
+                .arg("verify")
+                .output()?
+                .status
+                .success(),
+        );
+    }
+    let served_by_seeder = seeder_sent(args, &seeder_ns, &seed_dir)?;
+    drop(leechers);
+    drop(seeder);
+
+    // nginx in the seeder's namespace, the same clients with curl.
+    let nginx_scratch = scratch.path().join("nginx");
+    std::fs::create_dir_all(&nginx_scratch)?;
+    let _nginx = start_nginx(
+        &["ip", "netns", "exec", &seeder_ns],
+        &nginx_scratch,
+        &data,
+        "10.77.0.1:8080",
+    )?;
+    let start = Instant::now();
+    let curls: Vec<_> = (0..n)
+        .map(|i| {
+            Command::new("ip")
+                .args(["netns", "exec", &format!("{PREFIX}-{}", 10 + i)])
+                .args(["curl", "-sf", "-o"])
+                .arg(scratch.path().join(format!("curl{i}.bin")))
+                .arg("http://10.77.0.1:8080/weights.bin")
+                .spawn()
+        })
+        .collect::<std::io::Result<_>>()?;
+    let mut nginx_done = Vec::new();
+    for mut curl in curls {
+        ensure!(curl.wait()?.success(), "a curl failed");
+        nginx_done.push(start.elapsed());
+    }
+    for i in 0..n {
+        let got = std::fs::metadata(scratch.path().join(format!("curl{i}.bin")))?.len();
+        ensure!(got == size, "curl {i} got {got} bytes of {size}");
+    }
+    drop(lab);
+
+    let secs = |d: &[Duration]| {
+        let max = d.iter().max().copied().unwrap_or_default().as_secs_f64();
+        let min = d.iter().min().copied().unwrap_or_default().as_secs_f64();
+        (min, max)
+    };
+    let (c_min, c_max) = secs(&commons_done);
+    let (h_min, h_max) = secs(&nginx_done);
+    let one_link = size as f64 * 8.0 / 1e6 / args.rate_mbit as f64;
+    println!("\n| system | first done (s) | all done (s) | all done ÷ one copy over one uplink |");
+    println!("|---|---|---|---|");
+    println!(
+        "| Commons, {n} nodes | {c_min:.1} | **{c_max:.1}** | {:.2} |",
+        c_max / one_link
+    );
+    println!(
+        "| nginx → curl ×{n} | {h_min:.1} | **{h_max:.1}** | {:.2} |",
+        h_max / one_link
+    );
+    println!(
+        "\nall done: Commons {:.2}× faster than one nginx (one copy over one uplink: {one_link:.1} s; \
+         nginx's floor: {:.1} s)",
+        h_max / c_max,
+        one_link * n as f64
+    );
+    println!(
+        "bytes received by all leechers ÷ (size × {n}): {:.3}; the seeder sent {:.2} copies; \
+         `commons verify` clean on {clean} of {n}; CPU busy during the Commons run: {:.0} % \
+         of this machine's cores",
+        received as f64 / (size as f64 * n as f64),
+        served_by_seeder as f64 / size as f64,
+        100.0 * cpu_share
+    );
+    Ok(())
+}
+
+/// Bytes the node on `dir` (running in `ns`) has sent, from `commons node stats`.
+fn seeder_sent(args: &Args, ns: &str, dir: &Path) -> Result<u64> {
+    let out = commons(args, ns, dir)
+        .args(["--json", "node", "stats"])
+        .output()?;
+    ensure!(out.status.success(), "node stats failed");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok(v.as_array()
+        .map(|peers| peers.iter().filter_map(|p| p["bytes_sent"].as_u64()).sum())
+        .unwrap_or(0))
+}
+
+/// Busy and total CPU time of the whole machine so far (from `/proc/stat`, in ticks): the
+/// flash crowd runs 11 nodes on one machine, so whether it was CPU-bound matters.
+fn cpu_busy() -> Result<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("/proc/stat is empty")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let total: u64 = ticks.iter().sum();
+    // idle and iowait
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    Ok((total - idle, total))
 }
