@@ -11,15 +11,17 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/commons/target
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint fmt deps build bench fetch-bench dht-bench swarm-lab swarm-lab-flash check-layering
+.PHONY: demo test lint fmt deps python-deps build bench fetch-bench dht-bench swarm-lab swarm-lab-flash check-layering
 
 ## demo: build `commons`, then add a sample dataset, list, export and verify it
 demo: deps build
 	bash scripts/demo.sh "$(CARGO_TARGET_DIR)/release/commons"
 
-## test: every unit and end-to-end test (release profile)
-test: deps check-layering
+## test: every unit and end-to-end test (release profile), then the official huggingface_hub
+## client (installed from PyPI into a virtualenv under ~/.cache/commons) against the gateway
+test: deps python-deps check-layering
 	$(CARGO) test --release --workspace --all-targets --locked
+	bash scripts/hf_test.sh "$(CARGO_TARGET_DIR)/release/commons"
 
 ## lint: formatting and clippy, as CI runs them
 lint: deps
@@ -59,6 +61,13 @@ fetch-bench: deps build
 check-layering:
 	@if $(CARGO) tree -p commons-protocol -e normal --prefix none --locked | grep -E '^(tokio|libp2p|quinn|rocksdb|librocksdb-sys) '; then \
 		echo "protocol/ must not depend on I/O crates"; exit 1; fi
+
+## python-deps: python3 with venv and pip, for the huggingface_hub test
+python-deps:
+	@if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then \
+		echo "installing python3-venv (the Hugging Face client test runs in a virtualenv)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3 python3-venv; \
+	fi
 
 ## deps: system packages the build needs (RocksDB's bindings need libclang)
 deps:

@@ -21,8 +21,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     let json = cli.json;
     let config = cli.config.as_deref();
     match cli.command {
-        Command::Add { path } => add(&data_dir, &path, json),
-        Command::Ls { all } => ls(&data_dir, all, json),
+        Command::Add { path, name } => add(&data_dir, &path, name, json),
+        Command::Ls { all, pinned } => ls(&data_dir, all, pinned, json),
+        Command::Pin { target } => crate::names::pin(&data_dir, &target, true, json),
+        Command::Unpin { target } => crate::names::pin(&data_dir, &target, false, json),
+        Command::Name(command) => crate::names::name(&data_dir, command, json),
         Command::Export { target, dir, force } => export(&data_dir, &target, &dir, force, json),
         Command::Verify { target } => verify(&data_dir, target.as_deref(), json),
         Command::Rm { target } => rm(&data_dir, &target, json),
@@ -121,16 +124,29 @@ pub fn via_node(client: AdminClient, request: &AdminRequest, bar: &Bar) -> Resul
     Ok(reply?)
 }
 
-fn unexpected(reply: AdminReply) -> anyhow::Error {
+pub fn unexpected(reply: AdminReply) -> anyhow::Error {
     anyhow::anyhow!("the running node gave an unexpected answer: {reply:?}")
 }
 
-fn add(data_dir: &std::path::Path, path: &std::path::Path, json: bool) -> Result<ExitCode> {
+fn add(
+    data_dir: &std::path::Path,
+    path: &std::path::Path,
+    name: Option<String>,
+    json: bool,
+) -> Result<ExitCode> {
+    if let Some(name) = &name {
+        // Checked before the (possibly long) import, not after it.
+        commons_protocol::NameRef::parse(name)?;
+    }
     let bar = Bar::new(json, "adding");
     let outcome = if let Some(node) = running_node(data_dir) {
         let path =
             std::path::absolute(path).with_context(|| format!("cannot add {}", path.display()))?;
-        match via_node(node, &AdminRequest::Add { path }, &bar)? {
+        let request = AdminRequest::Add {
+            path,
+            name: name.clone(),
+        };
+        match via_node(node, &request, &bar)? {
             AdminReply::Added(outcome) => outcome,
             other => return Err(unexpected(other)),
         }
@@ -140,6 +156,9 @@ fn add(data_dir: &std::path::Path, path: &std::path::Path, json: bool) -> Result
         let outcome = ops::add(&store, path, Vec::new(), &bar)
             .with_context(|| format!("cannot add {}", path.display()))?;
         bar.finish();
+        if let Some(name) = &name {
+            ops::set_name(&store, name, &outcome.hash.to_string()).map_err(anyhow::Error::msg)?;
+        }
         outcome
     };
     let AddOutcome {
@@ -153,7 +172,7 @@ fn add(data_dir: &std::path::Path, path: &std::path::Path, json: bool) -> Result
     if json {
         print_json(json!({
             "kind": kind.to_string(), "hash": hash.to_string(), "ticket": ticket,
-            "files": files, "size": size, "new_blobs": new_blobs,
+            "files": files, "size": size, "new_blobs": new_blobs, "name": name,
         }));
     } else {
         println!(
@@ -165,6 +184,9 @@ fn add(data_dir: &std::path::Path, path: &std::path::Path, json: bool) -> Result
         );
         println!("hash:   {hash}");
         println!("ticket: {ticket}");
+        if let Some(name) = &name {
+            println!("name:   {name}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -177,7 +199,7 @@ fn state_word(complete: bool) -> &'static str {
     }
 }
 
-fn ls(data_dir: &std::path::Path, all: bool, json: bool) -> Result<ExitCode> {
+fn ls(data_dir: &std::path::Path, all: bool, pinned: bool, json: bool) -> Result<ExitCode> {
     let listing = if let Some(node) = running_node(data_dir) {
         match via_node(node, &AdminRequest::List { all }, &Bar::new(true, ""))? {
             AdminReply::Listed(listing) => listing,
@@ -186,7 +208,14 @@ fn ls(data_dir: &std::path::Path, all: bool, json: bool) -> Result<ExitCode> {
     } else {
         ops::list(&open_store(data_dir)?, all)?
     };
-    let Listing { datasets, blobs } = listing;
+    let Listing {
+        mut datasets,
+        mut blobs,
+    } = listing;
+    if pinned {
+        datasets.retain(|d| d.pinned);
+        blobs.retain(|b| b.pinned);
+    }
     if json {
         print_json(json!({
             "datasets": datasets.iter().map(|d| json!({
@@ -201,7 +230,11 @@ fn ls(data_dir: &std::path::Path, all: bool, json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if datasets.is_empty() && blobs.is_empty() {
-        println!("the store is empty: add something with `commons add <path>`");
+        if pinned {
+            println!("nothing is pinned: garbage collection may remove everything stored");
+        } else {
+            println!("the store is empty: add something with `commons add <path>`");
+        }
         return Ok(ExitCode::SUCCESS);
     }
     if !datasets.is_empty() {

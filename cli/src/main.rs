@@ -1,6 +1,7 @@
 //! `commons`: seed, fetch and keep open datasets. Parses, calls `commons-node`, prints.
 
 mod commands;
+mod names;
 mod network;
 mod progress;
 
@@ -18,6 +19,7 @@ use clap::{Parser, Subcommand};
 #[command(name = "commons", version, propagate_version = true)]
 #[command(after_help = "Examples:
   commons add ./my-dataset          store a folder, print its hash and ticket
+  commons add ./llama --name lab/llama   ... and name it (also for the HTTP gateway)
   commons ls                        list stored datasets and blobs
   commons export <hash> ./out       write a dataset back, verifying every byte
   commons verify                    re-check everything stored
@@ -53,13 +55,37 @@ enum Command {
     Add {
         /// File or folder to add
         path: PathBuf,
+        /// Also bind a name to the dataset (org/name, or org/name@revision; the revision
+        /// defaults to main), so it can be asked for by name here and through the gateway
+        #[arg(long, value_name = "ORG/NAME")]
+        name: Option<String>,
     },
     /// List what the store holds: datasets, and blobs added on their own
     Ls {
         /// List every blob, including the files inside datasets
         #[arg(long)]
         all: bool,
+        /// Only what is pinned (what garbage collection keeps)
+        #[arg(long)]
+        pinned: bool,
     },
+    /// Keep a dataset or blob: garbage collection never removes pinned data
+    ///
+    /// `add` and `get` pin what they store; pin again what you unpinned.
+    Pin {
+        /// Hash (or unique prefix), ticket or name
+        target: String,
+    },
+    /// Stop keeping a dataset or blob: it stays until garbage collection needs the space
+    ///
+    /// Names bound to it are removed. Files shared with another pinned dataset are kept.
+    Unpin {
+        /// Hash (or unique prefix), ticket or name
+        target: String,
+    },
+    /// Bind human-readable names (org/name[@revision]) to datasets on this node
+    #[command(subcommand)]
+    Name(NameCommand),
     /// Write a dataset (or blob) back to disk, verifying every chunk before it is written
     ///
     /// A dataset's files go under DIR, which is created if needed. A blob is written to
@@ -130,6 +156,25 @@ enum Command {
     /// Run the node, or ask it about itself
     #[command(subcommand)]
     Node(NodeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum NameCommand {
+    /// Bind NAME (org/name or org/name@revision; revision main by default) to a dataset,
+    /// replacing an earlier binding of that name and revision, and pin the dataset
+    Set {
+        /// org/name or org/name@revision
+        name: String,
+        /// The dataset: hash (or unique prefix), ticket or another name
+        target: String,
+    },
+    /// List the names bound on this node
+    Ls,
+    /// Remove a name (the dataset stays pinned)
+    Rm {
+        /// org/name or org/name@revision
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

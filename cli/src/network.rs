@@ -9,6 +9,7 @@ use commons_node::{
     daemon::{self, DaemonConfig},
     discovery::{persist::save_net_state, DiscoveryConfig},
     fetch::{self, FetchContext, GetProgress, GetTarget},
+    gateway::GatewayConfig,
     identity,
     net::Host,
     ops::{self, Include},
@@ -83,8 +84,18 @@ pub fn node_run(
         data_dir: data_dir.to_path_buf(),
         listen,
         discovery,
+        gateway: file.gateway.as_ref().map(|g| GatewayConfig {
+            listen: g.listen,
+            fetch_missing: g.fetch_missing,
+        }),
+        mirror: file.mirror.datasets.clone(),
     };
-    runtime()?.block_on(daemon::run(config, |peer, addrs| {
+    runtime()?.block_on(daemon::run(config, |ready| {
+        let daemon::Ready {
+            peer,
+            addrs,
+            gateway,
+        } = ready;
         let providers: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
         let tickets: Vec<(String, String)> = datasets
             .iter()
@@ -102,6 +113,7 @@ pub fn node_run(
                 "peer_id": peer.to_string(),
                 "addrs": providers,
                 "tickets": tickets.iter().map(|(h, t)| json!({"hash": h, "ticket": t})).collect::<Vec<_>>(),
+                "gateway": gateway.map(|a| format!("http://{a}")),
             }));
         } else {
             println!("peer id: {peer}");
@@ -110,6 +122,9 @@ pub fn node_run(
             }
             for (hash, ticket) in &tickets {
                 println!("serving dataset {hash}\n  ticket: {ticket}");
+            }
+            if let Some(addr) = gateway {
+                println!("HTTP gateway: http://{addr}");
             }
             println!("press Ctrl-C to stop");
         }

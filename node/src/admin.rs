@@ -25,8 +25,8 @@ use crate::{
     export::ExportReport,
     fetch::{self, FetchContext, GetProgress, GetTarget},
     net::{Host, NetError, NetworkStatus, QueryCost},
-    ops::{self, AddOutcome, GetOutcome, Include, Listing, VerifyReport},
-    store::{GcReport, ImportProgress, RemoveReport, Store},
+    ops::{self, AddOutcome, GetOutcome, Include, Listing, PinOutcome, VerifyReport},
+    store::{GcReport, ImportProgress, NameEntry, RemoveReport, Store},
 };
 
 /// File name of the socket inside the data dir.
@@ -44,7 +44,31 @@ pub enum AdminRequest {
     Add {
         /// What to add.
         path: PathBuf,
+        /// A name to bind it to (`org/name[@revision]`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
     },
+    /// Pin (`pin`) or unpin a dataset or blob.
+    Pin {
+        /// Hash, prefix, ticket or name.
+        target: String,
+        /// Pin or unpin.
+        pin: bool,
+    },
+    /// Bind a name to a dataset.
+    NameSet {
+        /// `org/name[@revision]`.
+        name: String,
+        /// Hash, prefix, ticket or name of the dataset.
+        target: String,
+    },
+    /// Remove a name.
+    NameRm {
+        /// `org/name[@revision]`.
+        name: String,
+    },
+    /// List names.
+    Names,
     /// List the store.
     List {
         /// Every blob, not only those added on their own.
@@ -110,6 +134,20 @@ pub enum AdminReply {
     },
     /// Result of `Add`.
     Added(AddOutcome),
+    /// Result of `Pin`.
+    PinChanged(PinOutcome),
+    /// Result of `NameSet`.
+    Named(NameEntry),
+    /// Result of `NameRm`.
+    Unnamed {
+        /// Whether the name was bound.
+        existed: bool,
+    },
+    /// Result of `Names`.
+    NamesListed {
+        /// Every binding.
+        names: Vec<NameEntry>,
+    },
     /// Result of `List`.
     Listed(Listing),
     /// Result of `Get`.
@@ -391,7 +429,7 @@ fn failed(e: impl std::fmt::Display) -> AdminReply {
 
 async fn run(request: AdminRequest, ctx: FetchContext, events: ProgressEvents) -> AdminReply {
     match request {
-        AdminRequest::Add { path } => {
+        AdminRequest::Add { path, name } => {
             let providers = ctx
                 .host
                 .listen_addrs()
@@ -401,15 +439,54 @@ async fn run(request: AdminRequest, ctx: FetchContext, events: ProgressEvents) -
                 .collect();
             let publisher = ctx.publisher.clone();
             let reply = blocking(ctx, move |store| {
-                ops::add(store, &path, providers, &events)
-                    .map(AdminReply::Added)
-                    .map_err(|e| format!("cannot add {}: {e}", path.display()))
+                let added = ops::add(store, &path, providers, &events)
+                    .map_err(|e| format!("cannot add {}: {e}", path.display()))?;
+                if let Some(name) = &name {
+                    ops::set_name(store, name, &added.hash.to_string())?;
+                }
+                Ok(AdminReply::Added(added))
             })
             .await;
             if let (AdminReply::Added(added), Some(publisher)) = (&reply, publisher) {
                 publisher.provide(added.hash);
             }
             reply
+        }
+        AdminRequest::Pin { target, pin } => {
+            let publisher = ctx.publisher.clone();
+            let reply = blocking(ctx, move |store| {
+                ops::set_pinned(store, &target, pin).map(AdminReply::PinChanged)
+            })
+            .await;
+            if let (AdminReply::PinChanged(outcome), Some(publisher)) = (&reply, publisher) {
+                if pin {
+                    publisher.provide(outcome.hash);
+                } else {
+                    publisher.withdraw(outcome.hash);
+                }
+            }
+            reply
+        }
+        AdminRequest::NameSet { name, target } => {
+            blocking(ctx, move |store| {
+                ops::set_name(store, &name, &target).map(AdminReply::Named)
+            })
+            .await
+        }
+        AdminRequest::NameRm { name } => {
+            blocking(ctx, move |store| {
+                ops::unset_name(store, &name).map(|existed| AdminReply::Unnamed { existed })
+            })
+            .await
+        }
+        AdminRequest::Names => {
+            blocking(ctx, move |store| {
+                store
+                    .names()
+                    .map(|names| AdminReply::NamesListed { names })
+                    .map_err(|e| e.to_string())
+            })
+            .await
         }
         AdminRequest::List { all } => {
             blocking(ctx, move |store| {

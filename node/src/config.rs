@@ -58,6 +58,74 @@ pub struct ConfigFile {
     /// DHT settings.
     #[serde(default)]
     pub dht: DhtSection,
+    /// The HTTP gateway (off unless this table is present).
+    pub gateway: Option<GatewaySection>,
+    /// What this node keeps: the datasets it mirrors.
+    #[serde(default)]
+    pub mirror: MirrorSection,
+}
+
+/// The `[gateway]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    /// TCP address, e.g. `127.0.0.1:8080`.
+    pub listen: std::net::SocketAddr,
+    /// Fetch data this node does not hold from the network before serving it.
+    #[serde(default)]
+    pub fetch_missing: bool,
+}
+
+/// The `[mirror]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorSection {
+    /// Datasets to fetch, keep (pinned) and announce.
+    #[serde(default)]
+    pub datasets: Vec<MirrorEntry>,
+}
+
+/// One dataset a mirror keeps: a hash or ticket, or a table that also names it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum MirrorEntry {
+    /// `"<hash or ticket>"`.
+    Target(String),
+    /// `{ target = "<hash or ticket>", name = "org/name", revision = "main" }`.
+    Named {
+        /// Hash or ticket.
+        target: String,
+        /// The local name to bind once fetched.
+        name: Option<commons_protocol::DatasetName>,
+        /// The revision of that name (`main` unless given).
+        revision: Option<String>,
+    },
+}
+
+impl MirrorEntry {
+    /// The hash or ticket to fetch.
+    pub fn target(&self) -> &str {
+        match self {
+            Self::Target(t) | Self::Named { target: t, .. } => t,
+        }
+    }
+
+    /// The name and revision to bind, if any.
+    pub fn name(&self) -> Option<(&commons_protocol::DatasetName, &str)> {
+        match self {
+            Self::Named {
+                name: Some(name),
+                revision,
+                ..
+            } => Some((
+                name,
+                revision
+                    .as_deref()
+                    .unwrap_or(commons_protocol::name::DEFAULT_REVISION),
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// The `[dht]` table.
@@ -162,6 +230,17 @@ impl ConfigFile {
                 "dht.announce_interval_secs ({every}) must be shorter than dht.record_ttl_secs ({ttl}), or records lapse between announcements"
             ));
         }
+        for (i, entry) in self.mirror.datasets.iter().enumerate() {
+            crate::fetch::GetTarget::parse(entry.target()).map_err(|e| {
+                format!(
+                    "mirror.datasets[{i}]: {e} (a mirror names what it keeps by hash or ticket)"
+                )
+            })?;
+            if let Some((_, revision)) = entry.name() {
+                commons_protocol::name::check_revision(revision)
+                    .map_err(|e| format!("mirror.datasets[{i}].revision: {e}"))?;
+            }
+        }
         Ok(())
     }
 
@@ -216,6 +295,35 @@ max_providers_per_key = 5
         assert_eq!(d.limits.max_providers_per_key, 5);
         assert_eq!(d.bootstrap.len(), 1);
         assert_eq!(config.listen.len(), 1);
+    }
+
+    #[test]
+    fn mirror_and_gateway_tables_parse_and_bad_entries_are_named() {
+        let hash = commons_protocol::Hash::of(b"dataset");
+        let text = format!(
+            "[gateway]\nlisten = \"127.0.0.1:8080\"\nfetch_missing = true\n[mirror]\ndatasets = [\"{hash}\", {{ target = \"{hash}\", name = \"org/data\" }}]\n"
+        );
+        let config = ConfigFile::parse(&text, "m.toml").expect("parses");
+        let gateway = config.gateway.expect("gateway");
+        assert!(gateway.fetch_missing);
+        assert_eq!(gateway.listen.port(), 8080);
+        assert_eq!(config.mirror.datasets.len(), 2);
+        assert_eq!(config.mirror.datasets[0].target(), hash.to_string());
+        let (name, revision) = config.mirror.datasets[1].name().expect("named");
+        assert_eq!((name.as_str(), revision), ("org/data", "main"));
+
+        let err = ConfigFile::parse("[mirror]\ndatasets = [\"not-a-hash\"]\n", "m.toml")
+            .expect_err("bad target");
+        assert!(err.to_string().contains("mirror.datasets[0]"), "{err}");
+        let err = ConfigFile::parse("[gateway]\nlisten = \"nowhere\"\n", "m.toml")
+            .expect_err("bad address");
+        assert!(err.to_string().contains("line 2"), "{err}");
+        let err = ConfigFile::parse(
+            &format!("[mirror]\ndatasets = [{{ target = \"{hash}\", name = \"../x\" }}]\n"),
+            "m.toml",
+        )
+        .expect_err("bad name");
+        assert!(err.to_string().contains("line 2"), "{err}");
     }
 
     #[test]

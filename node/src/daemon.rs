@@ -8,8 +8,10 @@ use std::{path::PathBuf, sync::Arc};
 use libp2p::{Multiaddr, PeerId};
 
 use crate::{
+    config::MirrorEntry,
     discovery::{persist::save_net_state, DhtMode, DiscoveryConfig, Publisher},
     fetch::FetchContext,
+    gateway::{Gateway, GatewayConfig},
     identity,
     net::Host,
     store::{Store, StoreOptions},
@@ -39,6 +41,21 @@ pub struct DaemonConfig {
     pub listen: Vec<Multiaddr>,
     /// How the node joins the DHT and announces what it holds.
     pub discovery: DiscoveryConfig,
+    /// The HTTP gateway, if it is to run.
+    pub gateway: Option<GatewayConfig>,
+    /// The datasets this node mirrors.
+    pub mirror: Vec<MirrorEntry>,
+}
+
+/// What a node reports once it is ready.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    /// Its PeerId.
+    pub peer: PeerId,
+    /// The addresses it listens on.
+    pub addrs: Vec<Multiaddr>,
+    /// The gateway's address, when it runs.
+    pub gateway: Option<std::net::SocketAddr>,
 }
 
 /// Why the daemon stopped with an error.
@@ -60,13 +77,18 @@ pub enum DaemonError {
     /// Waiting for signals failed.
     #[error("cannot wait for signals: {0}")]
     Signals(std::io::Error),
+    /// The gateway's address could not be bound.
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    Gateway {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Runs the node until Ctrl-C or SIGTERM. `ready` is called once it listens.
-pub async fn run(
-    config: DaemonConfig,
-    ready: impl FnOnce(PeerId, Vec<Multiaddr>),
-) -> Result<(), DaemonError> {
+pub async fn run(config: DaemonConfig, ready: impl FnOnce(Ready)) -> Result<(), DaemonError> {
     let store = Arc::new(Store::open(
         config.data_dir.join("store"),
         StoreOptions::default(),
@@ -104,7 +126,32 @@ pub async fn run(
             }
         })
     };
-    ready(host.peer_id(), host.listen_addrs().await);
+    let gateway = match &config.gateway {
+        Some(gw) => {
+            let listener = tokio::net::TcpListener::bind(gw.listen)
+                .await
+                .map_err(|source| DaemonError::Gateway {
+                    addr: gw.listen,
+                    source,
+                })?;
+            let addr = listener.local_addr().ok();
+            let fetcher = gw.fetch_missing.then(|| ctx.clone());
+            let gateway = Gateway::new(store.clone(), fetcher);
+            let task = tokio::spawn(async move {
+                if let Err(e) = gateway.serve(listener).await {
+                    tracing::error!(error = %e, "the HTTP gateway failed");
+                }
+            });
+            Some((task, addr))
+        }
+        None => None,
+    };
+    let mirrors = crate::mirror::spawn(ctx.clone(), config.mirror.clone());
+    ready(Ready {
+        peer: host.peer_id(),
+        addrs: host.listen_addrs().await,
+        gateway: gateway.as_ref().and_then(|(_, addr)| *addr),
+    });
     let joiner = tokio::spawn(join_network(host.clone(), discovery.bootstrap.clone()));
     let saver = tokio::spawn(save_periodically(
         host.clone(),
@@ -113,7 +160,11 @@ pub async fn run(
     ));
     shutdown_signal().await.map_err(DaemonError::Signals)?;
     tracing::info!("shutting down");
-    for task in [joiner, saver] {
+    for task in [joiner, saver]
+        .into_iter()
+        .chain(mirrors)
+        .chain(gateway.map(|(task, _)| task))
+    {
         task.abort();
     }
     server.abort();

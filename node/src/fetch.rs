@@ -90,6 +90,9 @@ pub trait GetProgress: Send + Sync {
     fn peers(&self, _n: usize) {}
 }
 
+/// No progress to show (a mirror's background fetches, the gateway).
+impl GetProgress for () {}
+
 /// What to get: a ticket (kind and providers known) or a bare hash (both found out).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GetTarget {

@@ -9,7 +9,8 @@
 //! - [`transfer`]: serving and fetching verified ranges over `/commons/transfer/1`;
 //! - [`fetch`]: `get`, a blob or dataset from the providers a ticket names;
 //! - [`ops`]: add, list, get, export as plain requests and results;
-//! - [`daemon`]: the long-running node, and `admin`, its local control socket.
+//! - [`daemon`]: the long-running node, and `admin`, its local control socket;
+//! - [`mirror`]: the datasets a mirror keeps; [`gateway`]: read-only HTTP (and Hugging Face) access.
 //!
 //! The `commons` binary is a thin layer over this crate.
 
@@ -21,7 +22,9 @@ pub mod daemon;
 pub mod discovery;
 pub mod export;
 pub mod fetch;
+pub mod gateway;
 pub mod identity;
+pub mod mirror;
 pub mod net;
 pub mod ops;
 pub mod store;

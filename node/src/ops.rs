@@ -6,12 +6,12 @@
 
 use std::{collections::BTreeMap, path::Path};
 
-use commons_protocol::{Hash, Ticket, TicketKind};
+use commons_protocol::{Hash, NameRef, Ticket, TicketKind};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     export::ExportReport,
-    store::{BlobState, ImportProgress, PinKind, Store, StoreError},
+    store::{BlobState, ImportProgress, NameEntry, PinKind, Store, StoreError},
 };
 
 /// What `add` stored.
@@ -106,6 +106,25 @@ pub struct Listing {
     pub blobs: Vec<BlobEntry>,
 }
 
+/// Whether `root` is a dataset held whole here: its record, its manifest and every file
+/// complete. A mirror fetches until this holds.
+pub fn dataset_complete(store: &Store, root: &Hash) -> Result<bool, StoreError> {
+    let complete = |h: &Hash| -> Result<bool, StoreError> {
+        Ok(store
+            .blob(h)?
+            .is_some_and(|m| m.state == BlobState::Complete))
+    };
+    if store.dataset(root)?.is_none() || !complete(root)? {
+        return Ok(false);
+    }
+    for entry in store.read_manifest(root)?.entries() {
+        if !complete(&entry.hash)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Lists datasets, and blobs added on their own (every blob with `all`).
 pub fn list(store: &Store, all: bool) -> Result<Listing, StoreError> {
     let pins: BTreeMap<Hash, PinKind> = store
@@ -181,28 +200,44 @@ pub fn export(
 
 /// `--include` patterns: a file is wanted when any pattern matches its manifest path.
 #[derive(Debug, Clone, Default)]
-pub struct Include(Vec<glob::Pattern>);
+pub struct Include {
+    patterns: Vec<glob::Pattern>,
+    /// No file at all: a dataset fetch stops at its manifest.
+    nothing: bool,
+}
 
 impl Include {
     /// Parses glob patterns (`*.json`, `data/**`); an empty list means "everything".
     pub fn parse(patterns: &[String]) -> Result<Self, String> {
-        patterns
+        let patterns = patterns
             .iter()
             .map(|p| {
                 glob::Pattern::new(p).map_err(|e| format!("invalid --include pattern {p:?}: {e}"))
             })
-            .collect::<Result<_, _>>()
-            .map(Self)
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            patterns,
+            nothing: false,
+        })
     }
 
-    /// Whether no pattern was given.
+    /// Wants no file: fetching a dataset with it fetches (and pins) only its manifest; the
+    /// gateway then fetches each file when it is asked for.
+    pub fn nothing() -> Self {
+        Self {
+            patterns: Vec::new(),
+            nothing: true,
+        }
+    }
+
+    /// Whether every file is wanted (no pattern was given).
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.patterns.is_empty() && !self.nothing
     }
 
     /// Whether `path` is wanted.
     pub fn matches(&self, path: &str) -> bool {
-        self.is_empty() || self.0.iter().any(|p| p.matches(path))
+        self.is_empty() || self.patterns.iter().any(|p| p.matches(path))
     }
 }
 
@@ -213,11 +248,17 @@ pub enum ResolveError {
     /// A ticket that does not parse.
     #[error("invalid ticket: {0}")]
     Ticket(#[from] commons_protocol::TicketError),
+    /// A name that does not parse.
+    #[error(transparent)]
+    Name(#[from] commons_protocol::NameError),
+    /// A name bound to nothing here.
+    #[error("no dataset is named {0} on this node (see `commons name ls`)")]
+    NoName(String),
     /// A hex prefix no stored hash starts with.
     #[error("no blob or dataset in the store starts with '{0}'")]
     NoMatch(String),
     /// Neither a hash nor a ticket.
-    #[error("'{0}' is neither a hash (64 hex characters, or a unique prefix of at least 4) nor a ticket (commons1…)")]
+    #[error("'{0}' is neither a hash (64 hex characters, or a unique prefix of at least 4), a ticket (commons1…) nor a name (org/name)")]
     NotAHash(String),
     /// The store failed (or the prefix is ambiguous).
     #[error(transparent)]
@@ -229,6 +270,12 @@ pub fn resolve(store: &Store, target: &str) -> Result<Hash, ResolveError> {
     let target = target.trim();
     if Ticket::looks_like(target) {
         return Ok(target.parse::<Ticket>()?.hash);
+    }
+    if target.contains('/') {
+        let name = NameRef::parse(target)?;
+        return store
+            .resolve_name(&name.name, &name.revision)?
+            .ok_or_else(|| ResolveError::NoName(format!("{}@{}", name.name, name.revision)));
     }
     if let Ok(hash) = target.parse::<Hash>() {
         return Ok(hash);
@@ -318,4 +365,52 @@ pub fn verify(
         progress.advance(size);
     }
     Ok(report)
+}
+
+/// What `pin` or `unpin` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinOutcome {
+    /// The dataset or blob.
+    pub hash: Hash,
+    /// Whether anything changed (false: it already was pinned, or was not).
+    pub changed: bool,
+}
+
+/// Pins (`pin = true`) or unpins a dataset or blob named by hash, prefix, ticket or name.
+/// Unpinning keeps the data until garbage collection needs the space, and drops names
+/// bound to it.
+pub fn set_pinned(store: &Store, target: &str, pin: bool) -> Result<PinOutcome, String> {
+    let hash = resolve(store, target).map_err(|e| e.to_string())?;
+    let was = store.pinned(&hash).map_err(|e| e.to_string())?.is_some();
+    if pin {
+        store
+            .pin(&hash)
+            .map_err(|e| format!("cannot pin {hash}: {e}"))?;
+    } else {
+        store
+            .unpin(&hash)
+            .map_err(|e| format!("cannot unpin {hash}: {e}"))?;
+    }
+    Ok(PinOutcome {
+        hash,
+        changed: was != pin,
+    })
+}
+
+/// Binds `name` (`org/name` or `org/name@revision`) to the dataset `target` names, and pins it.
+pub fn set_name(store: &Store, name: &str, target: &str) -> Result<NameEntry, String> {
+    let name = NameRef::parse(name).map_err(|e| e.to_string())?;
+    let root = resolve(store, target).map_err(|e| e.to_string())?;
+    store
+        .set_name(&name.name, &name.revision, &root)
+        .map_err(|e| format!("cannot name {root} {}: {e}", name.name))
+}
+
+/// Removes the binding of `name` (`org/name[@revision]`); the dataset stays pinned.
+/// Returns whether there was one.
+pub fn unset_name(store: &Store, name: &str) -> Result<bool, String> {
+    let name = NameRef::parse(name).map_err(|e| e.to_string())?;
+    store
+        .unset_name(&name.name, &name.revision)
+        .map_err(|e| e.to_string())
 }

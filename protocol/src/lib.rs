@@ -7,6 +7,7 @@
 
 pub mod hash;
 pub mod manifest;
+pub mod name;
 pub mod partial;
 pub mod subtree;
 pub mod ticket;
@@ -15,4 +16,5 @@ pub mod wire;
 
 pub use hash::{Hash, HashParseError};
 pub use manifest::{Manifest, ManifestEntry, ManifestError};
+pub use name::{DatasetName, NameError, NameRef};
 pub use ticket::{Ticket, TicketError, TicketKind};

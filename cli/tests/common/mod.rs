@@ -181,3 +181,121 @@ pub fn files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out.sort();
     out
 }
+
+/// An HTTP/1.1 answer: status, headers (names lower-cased), body.
+pub struct HttpReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpReply {
+    /// The first header named `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends one HTTP/1.1 request to `addr` (`host:port`) and reads the whole answer; the path
+/// is sent as given (no normalisation, so `..` reaches the server).
+pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> HttpReply {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the gateway");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read the answer");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a header block");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    HttpReply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size line");
+        let size = usize::from_str_radix(
+            std::str::from_utf8(&data[..line_end])
+                .expect("ascii")
+                .trim(),
+            16,
+        )
+        .expect("hex chunk size");
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+/// The `host:port` of the gateway a node printed when ready.
+pub fn gateway_addr(node: &Node) -> String {
+    node.ready["gateway"]
+        .as_str()
+        .expect("the node runs a gateway")
+        .trim_start_matches("http://")
+        .to_string()
+}
+
+/// Polls `path` on the gateway until it answers 200 (a mirror still fetching answers
+/// 404), at most `secs` seconds.
+pub fn wait_for_http_ok(addr: &str, path: &str, secs: u64) -> HttpReply {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let reply = http(addr, "GET", path, &[]);
+        if reply.status == 200 {
+            return reply;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} still answers {} after {secs} s: {}",
+            reply.status,
+            reply.text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

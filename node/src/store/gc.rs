@@ -56,6 +56,18 @@ impl Store {
         Ok(kind)
     }
 
+    /// Unpins a dataset or blob without collecting: it stays until garbage collection
+    /// needs its space. Names bound to it go too (they would name data about to be
+    /// collected). Returns whether it was pinned.
+    pub fn unpin(&self, hash: &Hash) -> Result<bool> {
+        let was = self.pinned(hash)?.is_some();
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.cf(CF_PINS), hash.as_bytes());
+        self.delete_names_of(&mut batch, hash)?;
+        self.db.write(batch)?;
+        Ok(was)
+    }
+
     /// Forgets a dataset or blob: unpins it and collects garbage. Blobs still used by
     /// another pinned dataset stay. Fails with [`StoreError::NotFound`] for unknown hashes.
     pub fn remove(&self, hash: &Hash) -> Result<RemoveReport> {
@@ -75,7 +87,10 @@ impl Store {
         } else {
             vec![*hash]
         };
-        self.db.delete_cf(self.cf(CF_PINS), hash.as_bytes())?;
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.cf(CF_PINS), hash.as_bytes());
+        self.delete_names_of(&mut batch, hash)?;
+        self.db.write(batch)?;
         let gc = self.gc(false)?;
         let removed: HashSet<Hash> = gc.removed.iter().map(|(h, _)| *h).collect();
         let kept_shared = members

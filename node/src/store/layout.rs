@@ -36,6 +36,8 @@ pub const CF_DATASETS: &str = "datasets";
 pub const CF_PINS: &str = "pins";
 /// Store-wide settings: the keys `META_*` below.
 pub const CF_META: &str = "meta";
+/// Local names: [`name_key`] → [`NameMeta`].
+pub const CF_NAMES: &str = "names";
 
 /// Every column family, in creation order.
 pub const ALL_CFS: &[&str] = &[
@@ -48,7 +50,35 @@ pub const ALL_CFS: &[&str] = &[
     CF_PINS,
     CF_META,
     CF_ABOVE,
+    CF_NAMES,
 ];
+
+/// Key of a name binding: `org/name` ‖ 0x00 ‖ revision (neither may hold a NUL), so a
+/// name's revisions sort together.
+pub fn name_key(name: &str, revision: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(name.len() + 1 + revision.len());
+    key.extend_from_slice(name.as_bytes());
+    key.push(0);
+    key.extend_from_slice(revision.as_bytes());
+    key
+}
+
+/// The name and revision of a [`name_key`].
+pub fn split_name_key(key: &[u8]) -> Option<(&str, &str)> {
+    let nul = key.iter().position(|&b| b == 0)?;
+    let name = std::str::from_utf8(&key[..nul]).ok()?;
+    let revision = std::str::from_utf8(&key[nul + 1..]).ok()?;
+    Some((name, revision))
+}
+
+/// What a name binds to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameMeta {
+    /// The dataset root.
+    pub root: Hash,
+    /// When it was bound (unix seconds).
+    pub set_at: u64,
+}
 
 /// `u32` layout version.
 pub const META_LAYOUT_VERSION: &[u8] = b"layout_version";

@@ -11,6 +11,7 @@
 mod gc;
 mod import;
 pub mod layout;
+mod names;
 mod partial;
 mod pieces;
 mod read;
@@ -29,6 +30,7 @@ use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, IteratorMode, Options, Write
 pub use gc::{GcReport, RemoveReport};
 pub use import::{ImportProgress, ImportedBlob, ImportedDataset, NoProgress};
 pub use layout::{BlobId, BlobMeta, BlobState, DatasetMeta, PinKind, PinMeta};
+pub use names::NameEntry;
 pub use partial::PartialBlob;
 pub use read::{BlobCorruption, BlobReader};
 
@@ -143,6 +145,9 @@ pub enum StoreError {
     /// The manifest rules refused what was given.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    /// A name or revision cannot be bound.
+    #[error("{0}")]
+    BadName(String),
 }
 
 /// Shorthand for results in this module.

@@ -183,6 +183,27 @@ impl Store {
             .map_err(|e| verify_failure(hash, e))
     }
 
+    /// Writes bytes `range` of a complete blob to `out` (clipped to its size), verifying
+    /// every chunk group the range touches before any of its bytes is written. Returns the
+    /// number of bytes written.
+    pub fn read_range_verified(
+        &self,
+        hash: &Hash,
+        range: Range<u64>,
+        out: impl io::Write,
+    ) -> Result<u64> {
+        let reader = self.blob_reader(hash)?;
+        tree::copy_range_verified(
+            *hash,
+            reader.size,
+            &reader.data,
+            &reader.outboard,
+            range,
+            out,
+        )
+        .map_err(|e| verify_failure(hash, e))
+    }
+
     /// Writes the Bao encoding of `ranges` of a blob (the transfer protocol's data format)
     /// to `out`, verifying every chunk group before it is written. A partial blob is
     /// encoded from its verified spans and kept pairs; ranges beyond them fail (check

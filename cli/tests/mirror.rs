@@ -1,0 +1,297 @@
+//! End-to-end: the HTTP gateway and a mirror node configured by a TOML file, run as a user
+//! would (`commons node run --config …`, real processes on loopback).
+
+mod common;
+
+use std::{fs, path::Path};
+
+use common::{add, commons, gateway_addr, http, json_ok, make_dataset, wait_for_http_ok, Node};
+
+/// Writes a config with a gateway on a free loopback port (and `extra` TOML after it).
+fn config(dir: &Path, extra: &str) -> String {
+    let path = dir.join("commons.toml");
+    fs::create_dir_all(dir).expect("mkdir");
+    fs::write(
+        &path,
+        format!("[gateway]\nlisten = \"127.0.0.1:0\"\n\n{extra}"),
+    )
+    .expect("write config");
+    path.to_str().expect("utf-8").to_string()
+}
+
+fn hash_of(v: &serde_json::Value) -> String {
+    v["hash"].as_str().expect("hash").to_string()
+}
+
+#[test]
+fn the_gateway_serves_whole_files_ranges_and_clear_errors() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("model");
+    make_dataset(&src, 1 << 20);
+    let a = tmp.path().join("a");
+    let added = json_ok(
+        &a,
+        &["add", src.to_str().expect("utf-8"), "--name", "lab/model"],
+    );
+    let root = hash_of(&added);
+    let cfg = config(&tmp.path().join("cfg"), "");
+    let node = Node::start_with(&a, &["--config", &cfg]);
+    let gw = gateway_addr(&node);
+    let big = fs::read(src.join("shards/model-00001.safetensors")).expect("read");
+    let size = big.len();
+
+    // The listing, by hash and by name.
+    let listing = http(&gw, "GET", &format!("/dataset/{root}"), &[]);
+    assert_eq!(listing.status, 200, "{}", listing.text());
+    let listing: serde_json::Value = serde_json::from_slice(&listing.body).expect("json");
+    let files = listing["files"].as_array().expect("files");
+    assert_eq!(files.len(), 4);
+    let big_hash = files
+        .iter()
+        .find(|f| f["path"] == "shards/model-00001.safetensors")
+        .and_then(|f| f["hash"].as_str())
+        .expect("the big file is listed")
+        .to_string();
+    let by_name = http(&gw, "GET", "/dataset/lab/model", &[]);
+    assert_eq!(by_name.status, 200, "{}", by_name.text());
+
+    // Whole files: by blob hash, by dataset path, by name and path; byte-identical.
+    for path in [
+        format!("/blob/{big_hash}"),
+        format!("/dataset/{root}/shards/model-00001.safetensors"),
+        "/dataset/lab/model/shards/model-00001.safetensors".to_string(),
+    ] {
+        let r = http(&gw, "GET", &path, &[]);
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert_eq!(r.header("content-length"), Some(size.to_string().as_str()));
+        assert_eq!(r.header("etag"), Some(format!("\"{big_hash}\"").as_str()));
+        assert!(r.body == big, "{path}: byte-identical");
+    }
+    let config_json = http(&gw, "GET", "/dataset/lab/model/config.json", &[]);
+    assert_eq!(config_json.body, br#"{"layers": 2}"#);
+    let empty = http(&gw, "GET", &format!("/dataset/{root}/empty.txt"), &[]);
+    assert_eq!((empty.status, empty.body.len()), (200, 0));
+
+    // Ranges: first byte, a middle stretch across chunk groups, the last bytes.
+    let blob = format!("/blob/{big_hash}");
+    for (range, want) in [
+        ("bytes=0-0", 0..1),
+        ("bytes=16000-50000", 16000..50001),
+        ("bytes=-7", size - 7..size),
+        (&*format!("bytes={}-", size - 1), size - 1..size),
+    ] {
+        let r = http(&gw, "GET", &blob, &[("Range", range)]);
+        assert_eq!(r.status, 206, "{range}: {}", r.text());
+        assert!(r.body == big[want.clone()], "{range}: the right bytes");
+        let content_range = format!("bytes {}-{}/{size}", want.start, want.end - 1);
+        assert_eq!(r.header("content-range"), Some(content_range.as_str()));
+    }
+    let r = http(&gw, "GET", &blob, &[("Range", &format!("bytes={size}-"))]);
+    assert_eq!(r.status, 416, "a range past the end");
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("bytes */{size}").as_str())
+    );
+
+    // HEAD gives the length without the body; a matching ETag gives 304.
+    let head = http(&gw, "HEAD", &blob, &[]);
+    assert_eq!(head.status, 200);
+    assert_eq!(
+        head.header("content-length"),
+        Some(size.to_string().as_str())
+    );
+    assert!(head.body.is_empty());
+    let etag = format!("\"{big_hash}\"");
+    let cached = http(&gw, "GET", &blob, &[("If-None-Match", &etag)]);
+    assert_eq!((cached.status, cached.body.len()), (304, 0));
+
+    // Clear errors.
+    let unknown = "ab".repeat(32);
+    let r = http(&gw, "GET", &format!("/blob/{unknown}"), &[]);
+    assert_eq!(r.status, 404);
+    assert!(r.text().contains("not held by this node"), "{}", r.text());
+    let r = http(&gw, "GET", "/blob/xyz", &[]);
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("bad hash"), "{}", r.text());
+    let r = http(
+        &gw,
+        "GET",
+        &format!("/dataset/{root}/shards/../config.json"),
+        &[],
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains(".."), "{}", r.text());
+    let r = http(&gw, "GET", &format!("/dataset/{root}/nope.bin"), &[]);
+    assert_eq!(r.status, 404);
+    assert!(r.text().contains("no file"), "{}", r.text());
+    let r = http(&gw, "GET", "/dataset/lab/unknown/config.json", &[]);
+    assert_eq!(r.status, 404);
+    assert!(
+        r.text().contains("no dataset named lab/unknown"),
+        "{}",
+        r.text()
+    );
+
+    // The Hugging Face endpoints: repository info, file list, resolve.
+    let info = http(&gw, "GET", "/api/models/lab/model/revision/main", &[]);
+    assert_eq!(info.status, 200, "{}", info.text());
+    let info: serde_json::Value = serde_json::from_slice(&info.body).expect("json");
+    let sha = info["sha"].as_str().expect("sha").to_string();
+    assert!(root.starts_with(&sha) && sha.len() == 40, "{sha}");
+    assert_eq!(info["siblings"].as_array().map(Vec::len), Some(4));
+    let tree = http(
+        &gw,
+        "GET",
+        &format!("/api/datasets/lab/model/tree/{sha}?recursive=true"),
+        &[],
+    );
+    let tree: serde_json::Value = serde_json::from_slice(&tree.body).expect("json");
+    assert_eq!(tree.as_array().map(Vec::len), Some(4), "{tree}");
+    let head = http(
+        &gw,
+        "HEAD",
+        "/lab/model/resolve/main/shards/model-00001.safetensors",
+        &[],
+    );
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("x-repo-commit"), Some(sha.as_str()));
+    assert_eq!(
+        head.header("content-length"),
+        Some(size.to_string().as_str())
+    );
+    let r = http(
+        &gw,
+        "GET",
+        &format!("/datasets/lab/model/resolve/{sha}/shards/model-00001.safetensors"),
+        &[("Range", "bytes=100-")],
+    );
+    assert_eq!(r.status, 206);
+    assert!(r.body == big[100..]);
+    let r = http(&gw, "GET", "/lab/model/resolve/v9/config.json", &[]);
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("x-error-code"), Some("RevisionNotFound"));
+    let r = http(&gw, "GET", "/lab/model/resolve/main/missing.json", &[]);
+    assert_eq!(r.header("x-error-code"), Some("EntryNotFound"));
+}
+
+#[test]
+fn a_mirror_fetches_what_its_config_names_pins_it_and_serves_it_after_a_restart() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("dataset");
+    make_dataset(&src, 2 << 20);
+    let seeder_dir = tmp.path().join("seeder");
+    add(&seeder_dir, &src);
+    let seeder = Node::start(&seeder_dir);
+    let ticket = seeder.ticket();
+
+    let mirror_dir = tmp.path().join("mirror");
+    let cfg = config(
+        &tmp.path().join("cfg"),
+        &format!("[mirror]\ndatasets = [{{ target = \"{ticket}\", name = \"org/data\" }}]\n"),
+    );
+    let mirror = Node::start_with(&mirror_dir, &["--config", &cfg]);
+    let gw = gateway_addr(&mirror);
+    let big = fs::read(src.join("shards/model-00001.safetensors")).expect("read");
+    // The mirror fetches in the background; the name is bound once it is complete.
+    let r = wait_for_http_ok(&gw, "/dataset/org/data/shards/model-00001.safetensors", 60);
+    assert!(r.body == big, "served byte-identical");
+
+    // Pinned (so garbage collection keeps it) and named, as `ls` and `name ls` say.
+    let ls = json_ok(&mirror_dir, &["ls", "--pinned"]);
+    let datasets = ls["datasets"].as_array().expect("datasets");
+    assert_eq!(datasets.len(), 1, "{ls}");
+    assert_eq!(datasets[0]["complete"], true);
+    let names = json_ok(&mirror_dir, &["name", "ls"]);
+    assert_eq!(names["names"][0]["name"], "org/data");
+    let gc = json_ok(&mirror_dir, &["gc", "--dry-run"]);
+    assert_eq!(
+        gc["blobs"].as_array().map(Vec::len),
+        Some(0),
+        "nothing to collect"
+    );
+
+    // Restarted without the seeder: it still holds and serves everything.
+    mirror.stop();
+    seeder.stop();
+    let mirror = Node::start_with(&mirror_dir, &["--config", &cfg]);
+    let gw = gateway_addr(&mirror);
+    let r = http(
+        &gw,
+        "GET",
+        "/dataset/org/data/shards/model-00001.safetensors",
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.body == big);
+    let verify = commons(&mirror_dir).arg("verify").output().expect("verify");
+    assert!(verify.status.success());
+}
+
+#[test]
+fn pins_and_names_are_managed_from_the_command_line() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("dataset");
+    make_dataset(&src, 64 << 10);
+    let dir = tmp.path().join("store");
+    let root = hash_of(&json_ok(&dir, &["add", src.to_str().expect("utf-8")]));
+
+    let named = json_ok(&dir, &["name", "set", "org/data@v1", &root[..8]]);
+    assert_eq!(
+        (named["name"].as_str(), named["revision"].as_str()),
+        (Some("org/data"), Some("v1"))
+    );
+    // A name works wherever a hash does.
+    let out = tmp.path().join("out");
+    json_ok(
+        &dir,
+        &["export", "org/data@v1", out.to_str().expect("utf-8")],
+    );
+    assert!(out.join("config.json").exists());
+
+    // Unpinning keeps the data until gc, drops its names, and `ls --pinned` shows nothing.
+    let unpinned = json_ok(&dir, &["unpin", &root]);
+    assert_eq!(unpinned["changed"], true);
+    assert_eq!(
+        json_ok(&dir, &["name", "ls"])["names"]
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
+    let pinned = json_ok(&dir, &["ls", "--pinned"]);
+    assert_eq!(pinned["datasets"].as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        json_ok(&dir, &["ls"])["datasets"].as_array().map(Vec::len),
+        Some(1)
+    );
+    let dry = json_ok(&dir, &["gc", "--dry-run"]);
+    assert!(
+        !dry["blobs"].as_array().expect("blobs").is_empty(),
+        "unpinned data would go"
+    );
+    json_ok(&dir, &["pin", &root]);
+    let dry = json_ok(&dir, &["gc", "--dry-run"]);
+    assert_eq!(
+        dry["blobs"].as_array().map(Vec::len),
+        Some(0),
+        "pinned again: kept"
+    );
+
+    // Bad input: one clear line, non-zero exit.
+    for (args, needle) in [
+        (vec!["name", "set", "../x", &root], "may not start with"),
+        (vec!["name", "rm", "org/none"], "no name org/none"),
+        (
+            vec!["export", "org/none", "/tmp/never"],
+            "no dataset is named org/none",
+        ),
+        (
+            vec!["add", "/nonexistent", "--name", "bad name"],
+            "not a dataset name",
+        ),
+    ] {
+        let out = commons(&dir).args(&args).output().expect("run");
+        assert!(!out.status.success(), "{args:?} must fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}

@@ -1,0 +1,325 @@
+//! The read-only HTTP gateway: complete, verified data for clients that only speak HTTP.
+//!
+//! - `GET /blob/<hash>`: a blob's bytes;
+//! - `GET /dataset/<hash or org/name[@revision]>`: a JSON listing of a dataset's files;
+//! - `GET /dataset/<hash or org/name[@revision]>/<path>`: one file of a dataset;
+//! - the Hugging Face Hub endpoints `huggingface_hub` uses ([`hf`]), so `HF_ENDPOINT`
+//!   can point at a mirror.
+//!
+//! Every file answer supports `HEAD`, single `Range` requests (206, or 416 when the range
+//! lies outside the file), `ETag` (the BLAKE3 hash) and `If-None-Match`. Bytes are read
+//! through the hash tree as they are sent (constant memory); a chunk group that fails
+//! verification ends the response early instead of sending bad bytes. With
+//! `fetch_missing`, data the node does not hold is fetched from the network first.
+
+mod hf;
+mod range;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use axum::{
+    extract::{Path, State},
+    http::{header, HeaderMap, HeaderValue, Method, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use commons_protocol::{manifest::validate_path, Hash, Manifest, NameRef, TicketKind};
+use serde::Serialize;
+
+use crate::{
+    fetch::{self, FetchContext, GetTarget},
+    ops::Include,
+    store::{BlobState, Store, StoreError},
+};
+
+/// Where the gateway listens and what it may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// TCP address (keep it on loopback unless the node is meant to serve the world).
+    pub listen: SocketAddr,
+    /// Fetch data the node does not hold from the network before serving it.
+    pub fetch_missing: bool,
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct Gateway {
+    store: Arc<Store>,
+    /// Present when missing data may be fetched (`fetch_missing`).
+    fetcher: Option<FetchContext>,
+    /// One gateway-triggered fetch at a time: two requests for the same missing file do
+    /// not race each other's writes, and a burst of requests cannot start a hundred fetches.
+    fetching: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Gateway {
+    /// A gateway over `store`; `fetcher` enables fetching missing data.
+    pub fn new(store: Arc<Store>, fetcher: Option<FetchContext>) -> Self {
+        Self {
+            store,
+            fetcher,
+            fetching: Arc::default(),
+        }
+    }
+
+    /// The routes.
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/blob/{hash}", get(blob))
+            .route("/dataset/{*rest}", get(dataset))
+            .merge(hf::routes())
+            .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+            .with_state(self)
+    }
+
+    /// Serves on `listener` until the task is dropped.
+    pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        axum::serve(listener, self.router()).await
+    }
+
+    /// Makes sure `hash` is complete here (fetching it when allowed), or says why not.
+    async fn ensure(&self, hash: Hash, kind: TicketKind) -> Result<(), Refusal> {
+        let complete = |store: &Store| {
+            let blob = store.blob(&hash)?;
+            let blob_done = blob.is_some_and(|m| m.state == BlobState::Complete);
+            Ok::<_, StoreError>(match kind {
+                TicketKind::Blob => blob_done,
+                TicketKind::Dataset => blob_done && store.dataset(&hash)?.is_some(),
+            })
+        };
+        if complete(&self.store).map_err(internal)? {
+            return Ok(());
+        }
+        let Some(ctx) = &self.fetcher else {
+            let what = match self.store.blob(&hash).map_err(internal)? {
+                Some(_) => "is not complete on this node yet",
+                None => "is not held by this node",
+            };
+            return Err(error(StatusCode::NOT_FOUND, &format!("{hash} {what}")));
+        };
+        let _one = self.fetching.lock().await;
+        if complete(&self.store).map_err(internal)? {
+            return Ok(());
+        }
+        let target = GetTarget {
+            hash,
+            kind: Some(kind),
+            providers: Vec::new(),
+        };
+        tracing::info!(%hash, "gateway: fetching missing data");
+        // A dataset's files are fetched by `file` when asked for; here only the manifest.
+        let include = match kind {
+            TicketKind::Dataset => Include::nothing(),
+            TicketKind::Blob => Include::default(),
+        };
+        fetch::get(ctx, &target, &include, Arc::new(()))
+            .await
+            .map_err(|e| {
+                error(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("cannot fetch {hash}: {e}"),
+                )
+            })?;
+        Ok(())
+    }
+
+    /// The dataset a target names: a full hash, or `org/name[@revision]` bound here.
+    fn resolve_name(&self, name: &str) -> Result<Hash, Refusal> {
+        let name =
+            NameRef::parse(name).map_err(|e| error(StatusCode::BAD_REQUEST, &e.to_string()))?;
+        self.store
+            .resolve_name(&name.name, &name.revision)
+            .map_err(internal)?
+            .ok_or_else(|| {
+                error(
+                    StatusCode::NOT_FOUND,
+                    &format!(
+                        "no dataset named {}@{} on this node",
+                        name.name, name.revision
+                    ),
+                )
+            })
+    }
+
+    /// The manifest of `root`, complete and verified (fetched first when allowed).
+    async fn manifest(&self, root: Hash) -> Result<Manifest, Refusal> {
+        self.ensure(root, TicketKind::Dataset).await?;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.read_manifest(&root))
+            .await
+            .map_err(internal)?
+            .map_err(internal)
+    }
+
+    /// Answers with one file of a dataset, by its path in the manifest.
+    async fn file(
+        &self,
+        manifest: &Manifest,
+        path: &str,
+        request: &Request,
+        extra: HeaderMap,
+    ) -> Result<Response, Refusal> {
+        validate_path(path).map_err(|problem| {
+            error(
+                StatusCode::BAD_REQUEST,
+                &format!("bad path {path:?}: {problem}"),
+            )
+        })?;
+        let entry = manifest
+            .entries()
+            .iter()
+            .find(|e| e.path == path)
+            .ok_or_else(|| {
+                error(
+                    StatusCode::NOT_FOUND,
+                    &format!("no file {path:?} in this dataset"),
+                )
+            })?;
+        self.ensure(entry.hash, TicketKind::Blob).await?;
+        Ok(range::respond(
+            self.store.clone(),
+            entry.hash,
+            entry.size,
+            request,
+            extra,
+        ))
+    }
+}
+
+/// The parts of a request a file answer depends on.
+pub(crate) struct Request {
+    method: Method,
+    headers: HeaderMap,
+}
+
+/// `GET /blob/<hash>`.
+async fn blob(
+    State(gw): State<Gateway>,
+    Path(hash): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    let hash: Hash = hash
+        .parse()
+        .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("bad hash {hash:?}: {e}")))?;
+    gw.ensure(hash, TicketKind::Blob).await?;
+    let size = gw
+        .store
+        .blob(&hash)
+        .map_err(internal)?
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, &format!("{hash} is not held")))?
+        .size;
+    let request = Request { method, headers };
+    Ok(range::respond(
+        gw.store.clone(),
+        hash,
+        size,
+        &request,
+        HeaderMap::new(),
+    ))
+}
+
+/// One file of a dataset listing.
+#[derive(Debug, Serialize)]
+struct ListedFile<'a> {
+    path: &'a str,
+    size: u64,
+    /// Hex, as everywhere users see hashes.
+    hash: String,
+    executable: bool,
+}
+
+/// `GET /dataset/<target>` (listing) and `GET /dataset/<target>/<path>` (a file).
+async fn dataset(
+    State(gw): State<Gateway>,
+    Path(rest): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    let rest = rest.trim_end_matches('/');
+    let (first, after) = rest.split_once('/').unwrap_or((rest, ""));
+    let (root, path) = match first.parse::<Hash>() {
+        Ok(hash) => (hash, after),
+        Err(_) => {
+            let (name, path) = after.split_once('/').unwrap_or((after, ""));
+            (gw.resolve_name(&format!("{first}/{name}"))?, path)
+        }
+    };
+    let manifest = gw.manifest(root).await?;
+    if path.is_empty() {
+        let files: Vec<ListedFile> = manifest
+            .entries()
+            .iter()
+            .map(|e| ListedFile {
+                path: &e.path,
+                size: e.size,
+                hash: e.hash.to_string(),
+                executable: e.executable,
+            })
+            .collect();
+        let body = serde_json::json!({
+            "root": root.to_string(),
+            "total_size": manifest.total_size(),
+            "files": files,
+        });
+        return Ok(Json(body).into_response());
+    }
+    gw.file(
+        &manifest,
+        path,
+        &Request { method, headers },
+        HeaderMap::new(),
+    )
+    .await
+}
+
+/// Why a request is refused: a status, a message for the user and, for the Hugging Face
+/// endpoints, the Hub's error code. Sent as a plain-text body.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    status: StatusCode,
+    hub_code: Option<&'static str>,
+    message: String,
+}
+
+impl Refusal {
+    /// Adds the Hub's `X-Error-Code` (the client raises `RepositoryNotFoundError`,
+    /// `RevisionNotFoundError`, `EntryNotFoundError` from it).
+    pub(crate) fn hub(mut self, code: &'static str) -> Self {
+        self.hub_code = Some(code);
+        self
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, format!("{}\n", self.message)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if let Some(code) = self.hub_code {
+            headers.insert("X-Error-Code", HeaderValue::from_static(code));
+            if let Ok(v) = HeaderValue::from_str(&self.message) {
+                headers.insert("X-Error-Message", v);
+            }
+        }
+        response
+    }
+}
+
+/// A refusal with `status` and `message`.
+pub(crate) fn error(status: StatusCode, message: &str) -> Refusal {
+    Refusal {
+        status,
+        hub_code: None,
+        message: message.to_string(),
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Refusal {
+    tracing::warn!(error = %e, "gateway: request failed");
+    error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+}

@@ -1,0 +1,218 @@
+//! Answering for one file: `Range`, `ETag`, `HEAD`, and the verified, streamed body.
+
+use std::{io, ops::Range, sync::Arc};
+
+use axum::{
+    body::{Body, Bytes},
+    http::{header, HeaderMap, HeaderValue, Method, StatusCode},
+    response::{IntoResponse, Response},
+};
+use commons_protocol::Hash;
+use tokio::sync::mpsc;
+
+use super::{error, Request};
+use crate::store::Store;
+
+/// Bytes per body chunk handed to the HTTP connection.
+const BODY_CHUNK: usize = 64 * 1024;
+/// Body chunks queued per response: bounds memory per client (256 KiB).
+const BODY_QUEUE: usize = 4;
+
+/// What a `Range` header asks of a file of `size` bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Wanted {
+    /// No (usable) range: the whole file, 200.
+    All,
+    /// One satisfiable range, 206.
+    Part(Range<u64>),
+    /// Outside the file, 416.
+    Unsatisfiable,
+}
+
+/// Reads the `Range` header. Several ranges at once (multipart answers) are not supported:
+/// such a request gets the whole file, which RFC 9110 allows.
+pub(crate) fn wanted(headers: &HeaderMap, size: u64) -> Wanted {
+    let Some(value) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return Wanted::All;
+    };
+    let parsed = match http_range_header::parse_range_header(value) {
+        Ok(parsed) => parsed,
+        // A syntactically invalid header is ignored (RFC 9110 §14.2).
+        Err(_) => return Wanted::All,
+    };
+    match parsed.validate(size) {
+        Ok(ranges) if ranges.len() == 1 => {
+            let r = &ranges[0];
+            Wanted::Part(*r.start()..*r.end() + 1)
+        }
+        Ok(_) => Wanted::All,
+        Err(_) => Wanted::Unsatisfiable,
+    }
+}
+
+/// The strong ETag of a blob: its BLAKE3 hash.
+pub(crate) fn etag(hash: &Hash) -> String {
+    format!("\"{hash}\"")
+}
+
+/// Answers `request` with blob `hash` of `size` bytes, plus `extra` headers.
+pub(crate) fn respond(
+    store: Arc<Store>,
+    hash: Hash,
+    size: u64,
+    request: &Request,
+    extra: HeaderMap,
+) -> Response {
+    let tag = etag(&hash);
+    let mut headers = extra;
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&tag) {
+        headers.insert(header::ETAG, v);
+    }
+    let not_modified = request
+        .headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"));
+    if not_modified {
+        return with_headers(StatusCode::NOT_MODIFIED, headers, Body::empty());
+    }
+    let (status, range) = match wanted(&request.headers, size) {
+        Wanted::All => (StatusCode::OK, 0..size),
+        Wanted::Part(r) => {
+            let value = format!("bytes {}-{}/{size}", r.start, r.end - 1);
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(header::CONTENT_RANGE, v);
+            }
+            (StatusCode::PARTIAL_CONTENT, r)
+        }
+        Wanted::Unsatisfiable => {
+            let mut response = error(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                &format!("the range lies outside the file ({size} bytes)"),
+            )
+            .into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return response;
+        }
+    };
+    headers.insert(
+        header::CONTENT_LENGTH,
+        HeaderValue::from(range.end - range.start),
+    );
+    let body = if request.method == Method::HEAD {
+        Body::empty()
+    } else {
+        verified_body(store, hash, range)
+    };
+    with_headers(status, headers, body)
+}
+
+fn with_headers(status: StatusCode, headers: HeaderMap, body: Body) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// Streams bytes `range` of a blob, read and verified on a blocking thread as the client
+/// takes them. A chunk group that fails verification ends the body with an error (the
+/// client sees a short response, never bad bytes).
+fn verified_body(store: Arc<Store>, hash: Hash, range: Range<u64>) -> Body {
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(BODY_QUEUE);
+    tokio::task::spawn_blocking(move || {
+        let mut out = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(BODY_CHUNK),
+        };
+        let result = store
+            .read_range_verified(&hash, range, &mut out)
+            .map_err(|e| io::Error::other(e.to_string()))
+            .and_then(|_| out.send());
+        if let Err(e) = result {
+            if !tx.is_closed() {
+                tracing::warn!(%hash, error = %e, "gateway: response ended early");
+                let _ = tx.blocking_send(Err(e));
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Body::from_stream(stream)
+}
+
+/// Collects verified bytes into body chunks; fails once the client is gone, which stops the
+/// read.
+struct ChannelWriter {
+    tx: mpsc::Sender<io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(BODY_CHUNK),
+        ));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))
+    }
+}
+
+impl io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(BODY_CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == BODY_CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(value: &str, size: u64) -> Wanted {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::RANGE, HeaderValue::from_str(value).expect("ascii"));
+        wanted(&headers, size)
+    }
+
+    #[test]
+    fn ranges_are_read_as_rfc_9110_says() {
+        assert_eq!(wanted(&HeaderMap::new(), 10), Wanted::All);
+        assert_eq!(range("bytes=0-0", 10), Wanted::Part(0..1));
+        assert_eq!(range("bytes=2-", 10), Wanted::Part(2..10));
+        assert_eq!(range("bytes=-3", 10), Wanted::Part(7..10));
+        assert_eq!(range("bytes=5-100", 10), Wanted::Part(5..10), "clipped");
+        assert_eq!(range("bytes=10-", 10), Wanted::Unsatisfiable);
+        assert_eq!(range("bytes=20-30", 10), Wanted::Unsatisfiable);
+        assert_eq!(
+            range("bytes=0-1,4-5", 10),
+            Wanted::All,
+            "multipart not supported"
+        );
+        assert_eq!(
+            range("pages=1-2", 10),
+            Wanted::All,
+            "other units are ignored"
+        );
+    }
+}
