@@ -14,6 +14,7 @@ use commons_node::{
     net::Host,
     ops::{self, Include},
     store::NoProgress,
+    transfer::TransferStats,
     Store,
 };
 use commons_protocol::{Hash, Ticket, TicketKind};
@@ -89,6 +90,7 @@ pub fn node_run(
             fetch_missing: g.fetch_missing,
         }),
         mirror: file.mirror.datasets.clone(),
+        limits: file.transfer_limits(),
     };
     runtime()?.block_on(daemon::run(config, |ready| {
         let daemon::Ready {
@@ -221,7 +223,9 @@ pub fn get(data_dir: &Path, config: Option<&Path>, args: &GetArgs, json: bool) -
             let host = one_shot_host(&store, data_dir, &discovery, target.providers.is_empty())
                 .await
                 .with_context(|| format!("cannot look up {}", target.hash))?;
-            let ctx = FetchContext::new(host.clone(), store.clone(), None);
+            let limits = ConfigFile::load(config, data_dir)?.transfer_limits();
+            let ctx = FetchContext::new(host.clone(), store.clone(), None)
+                .with_stats(Arc::new(TransferStats::limited(limits)));
             let result = fetch::get(&ctx, &target, &patterns, bar.clone()).await;
             save_net_state(&host, &store).await;
             result.with_context(|| format!("cannot get {}", target.hash))

@@ -295,3 +295,70 @@ fn pins_and_names_are_managed_from_the_command_line() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+/// Seconds a fetch of `bytes` through a limit of `mib_per_sec` takes at the least: the
+/// bucket's burst goes free, the rest at the rate.
+fn floor_secs(bytes: u64, mib_per_sec: f64) -> f64 {
+    let burst = commons_node::transfer::BURST_BYTES;
+    bytes.saturating_sub(burst) as f64 / (mib_per_sec * 1024.0 * 1024.0)
+}
+
+#[test]
+fn upload_and_download_limits_make_a_transfer_take_at_least_the_time_they_imply() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("dataset");
+    let size = make_dataset(&src, 3 << 20);
+    let rate = 4.0;
+
+    // A seeder capped at 4 MiB/s upload.
+    let capped_dir = tmp.path().join("capped");
+    add(&capped_dir, &src);
+    let cfg_dir = tmp.path().join("cfg");
+    fs::create_dir_all(&cfg_dir).expect("mkdir");
+    let upload_cfg = cfg_dir.join("upload.toml");
+    fs::write(
+        &upload_cfg,
+        format!("[limits]\nupload_mib_per_sec = {rate}\n"),
+    )
+    .expect("write");
+    let capped = Node::start_with(
+        &capped_dir,
+        &["--config", upload_cfg.to_str().expect("utf-8")],
+    );
+    let start = std::time::Instant::now();
+    let got = json_ok(&tmp.path().join("b"), &["get", &capped.ticket()]);
+    let took = start.elapsed().as_secs_f64();
+    assert_eq!(got["size"], size);
+    let floor = floor_secs(size, rate);
+    assert!(
+        took >= floor,
+        "upload-limited fetch took {took:.2} s; the limit implies ≥ {floor:.2} s"
+    );
+
+    // An unlimited seeder, and a fetcher capped at 4 MiB/s download.
+    let free_dir = tmp.path().join("free");
+    add(&free_dir, &src);
+    let free = Node::start(&free_dir);
+    let download_cfg = cfg_dir.join("download.toml");
+    fs::write(
+        &download_cfg,
+        format!("[limits]\ndownload_mib_per_sec = {rate}\n"),
+    )
+    .expect("write");
+    let start = std::time::Instant::now();
+    let got = json_ok(
+        &tmp.path().join("c"),
+        &[
+            "--config",
+            download_cfg.to_str().expect("utf-8"),
+            "get",
+            &free.ticket(),
+        ],
+    );
+    let took = start.elapsed().as_secs_f64();
+    assert_eq!(got["size"], size);
+    assert!(
+        took >= floor,
+        "download-limited fetch took {took:.2} s; the limit implies ≥ {floor:.2} s"
+    );
+}

@@ -40,7 +40,7 @@ pub enum ConfigError {
 }
 
 /// The file's contents, as written.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
     /// Addresses to listen on.
@@ -63,6 +63,21 @@ pub struct ConfigFile {
     /// What this node keeps: the datasets it mirrors.
     #[serde(default)]
     pub mirror: MirrorSection,
+    /// Upload and download rate limits.
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+/// The `[limits]` table, in MiB/s (fractions allowed); absent means unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// All uploads together.
+    pub upload_mib_per_sec: Option<f64>,
+    /// Uploads to any one peer.
+    pub upload_per_peer_mib_per_sec: Option<f64>,
+    /// All downloads together.
+    pub download_mib_per_sec: Option<f64>,
 }
 
 /// The `[gateway]` table.
@@ -230,6 +245,21 @@ impl ConfigFile {
                 "dht.announce_interval_secs ({every}) must be shorter than dht.record_ttl_secs ({ttl}), or records lapse between announcements"
             ));
         }
+        let l = &self.limits;
+        for (key, value) in [
+            ("limits.upload_mib_per_sec", l.upload_mib_per_sec),
+            (
+                "limits.upload_per_peer_mib_per_sec",
+                l.upload_per_peer_mib_per_sec,
+            ),
+            ("limits.download_mib_per_sec", l.download_mib_per_sec),
+        ] {
+            if value.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
+                return Err(format!(
+                    "{key} must be a positive number of MiB/s (leave it out for no limit)"
+                ));
+            }
+        }
         for (i, entry) in self.mirror.datasets.iter().enumerate() {
             crate::fetch::GetTarget::parse(entry.target()).map_err(|e| {
                 format!(
@@ -242,6 +272,17 @@ impl ConfigFile {
             }
         }
         Ok(())
+    }
+
+    /// The transfer rate limits the file sets.
+    pub fn transfer_limits(&self) -> crate::transfer::TransferLimits {
+        let l = &self.limits;
+        let bytes = |v: Option<f64>| v.map(crate::transfer::mib_per_sec);
+        crate::transfer::TransferLimits::new(
+            bytes(l.upload_mib_per_sec),
+            bytes(l.upload_per_peer_mib_per_sec),
+            bytes(l.download_mib_per_sec),
+        )
     }
 
     /// The discovery settings: defaults, overridden by the file.
@@ -315,6 +356,12 @@ max_providers_per_key = 5
         let err = ConfigFile::parse("[mirror]\ndatasets = [\"not-a-hash\"]\n", "m.toml")
             .expect_err("bad target");
         assert!(err.to_string().contains("mirror.datasets[0]"), "{err}");
+        let err = ConfigFile::parse("[limits]\nupload_mib_per_sec = 0\n", "m.toml")
+            .expect_err("a zero limit");
+        assert!(
+            err.to_string().contains("limits.upload_mib_per_sec"),
+            "{err}"
+        );
         let err = ConfigFile::parse("[gateway]\nlisten = \"nowhere\"\n", "m.toml")
             .expect_err("bad address");
         assert!(err.to_string().contains("line 2"), "{err}");

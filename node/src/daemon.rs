@@ -15,7 +15,7 @@ use crate::{
     identity,
     net::Host,
     store::{Store, StoreOptions},
-    transfer::{serve, ServeLimits},
+    transfer::{serve, ServeLimits, TransferLimits, TransferStats},
 };
 
 /// The default UDP port for QUIC.
@@ -33,7 +33,7 @@ pub fn default_listen_addrs() -> Vec<Multiaddr> {
 }
 
 /// Settings of a running node.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct DaemonConfig {
     /// The data dir (store, key).
     pub data_dir: PathBuf,
@@ -45,6 +45,8 @@ pub struct DaemonConfig {
     pub gateway: Option<GatewayConfig>,
     /// The datasets this node mirrors.
     pub mirror: Vec<MirrorEntry>,
+    /// Upload and download rate limits.
+    pub limits: TransferLimits,
 }
 
 /// What a node reports once it is ready.
@@ -108,7 +110,8 @@ pub async fn run(config: DaemonConfig, ready: impl FnOnce(Ready)) -> Result<(), 
             publisher.provide(hash);
         }
     }
-    let ctx = FetchContext::new(host.clone(), store.clone(), Some(publisher));
+    let ctx = FetchContext::new(host.clone(), store.clone(), Some(publisher))
+        .with_stats(Arc::new(TransferStats::limited(config.limits)));
     let server = tokio::spawn(serve(
         store.clone(),
         host.clone(),

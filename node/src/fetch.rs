@@ -164,6 +164,12 @@ pub struct FetchContext {
 }
 
 impl FetchContext {
+    /// The same context counting (and limiting) transfers through `stats`.
+    pub fn with_stats(mut self, stats: Arc<TransferStats>) -> Self {
+        self.stats = stats;
+        self
+    }
+
     /// A context with fresh counters, holders and bans.
     pub fn new(host: Host, store: Arc<Store>, publisher: Option<Publisher>) -> Self {
         Self {

@@ -233,10 +233,16 @@ pub(super) async fn fetch_round(
     });
     let stats2 = stats.clone();
     let progress2 = progress.clone();
-    pump(&mut stream, tx, RESPONSE_IDLE_TIMEOUT, move |n| {
-        stats2.update(peer, |s| s.bytes_received += n);
-        progress2(n);
-    })
+    pump(
+        &mut stream,
+        tx,
+        RESPONSE_IDLE_TIMEOUT,
+        &stats.limits,
+        move |n| {
+            stats2.update(peer, |s| s.bytes_received += n);
+            progress2(n);
+        },
+    )
     .await;
     let result = verifier
         .await

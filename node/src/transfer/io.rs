@@ -111,6 +111,7 @@ pub async fn pump<S: AsyncRead + Unpin>(
     stream: &mut S,
     tx: mpsc::Sender<io::Result<Bytes>>,
     idle: std::time::Duration,
+    limits: &super::TransferLimits,
     mut on_bytes: impl FnMut(u64),
 ) -> u64 {
     let mut total = 0;
@@ -123,6 +124,7 @@ pub async fn pump<S: AsyncRead + Unpin>(
                 buf.truncate(n);
                 total += n as u64;
                 on_bytes(n as u64);
+                limits.after_download(n as u64).await;
                 Ok(Bytes::from(buf))
             }
             Ok(Err(e)) => Err(e),

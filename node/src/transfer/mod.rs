@@ -8,12 +8,14 @@
 mod client;
 mod exchange;
 mod io;
+mod limit;
 mod server;
 mod stats;
 mod swarm;
 
 pub use client::{fetch_blob, FetchError};
 pub use exchange::{ask_have, ask_holders, HOLDERS_TIMEOUT};
+pub use limit::{mib_per_sec, RateLimit, TransferLimits, BURST_BYTES};
 pub use server::{serve, ServeLimits};
 pub use stats::{PeerStats, TransferStats};
 pub use swarm::{

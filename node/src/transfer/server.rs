@@ -189,6 +189,7 @@ async fn handle(
         std::io::Write::flush(&mut out).map_err(crate::store::StoreError::Output)
     });
     while let Some(chunk) = rx.recv().await {
+        stats.limits.before_upload(peer, chunk.len() as u64).await;
         match tokio::time::timeout(limits.write_timeout, stream.write_all(&chunk)).await {
             Ok(Ok(())) => stats.update(peer, |s| s.bytes_sent += chunk.len() as u64),
             _ => {

@@ -6,6 +6,8 @@ use std::{collections::BTreeMap, sync::Mutex};
 use libp2p::PeerId;
 use serde::Serialize;
 
+use super::TransferLimits;
+
 /// Counters for one peer.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct PeerStats {
@@ -21,13 +23,24 @@ pub struct PeerStats {
     pub bad_responses: u64,
 }
 
-/// Counters for every peer, shared by the server and the client.
+/// Counters for every peer, shared by the server and the client, and the node's rate
+/// limits: every transferred byte is counted here, which is where it is also throttled.
 #[derive(Debug, Default)]
 pub struct TransferStats {
     peers: Mutex<BTreeMap<PeerId, PeerStats>>,
+    /// Upload and download limits (none by default).
+    pub limits: TransferLimits,
 }
 
 impl TransferStats {
+    /// Counters with these limits.
+    pub fn limited(limits: TransferLimits) -> Self {
+        Self {
+            peers: Mutex::default(),
+            limits,
+        }
+    }
+
     /// Applies `f` to `peer`'s counters.
     pub fn update(&self, peer: PeerId, f: impl FnOnce(&mut PeerStats)) {
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
