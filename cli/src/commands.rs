@@ -29,7 +29,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Export { target, dir, force } => export(&data_dir, &target, &dir, force, json),
         Command::Verify { target } => verify(&data_dir, target.as_deref(), json),
         Command::Rm { target } => rm(&data_dir, &target, json),
-        Command::Gc { dry_run } => gc(&data_dir, dry_run, json),
+        Command::Gc { dry_run, quota_gib } => {
+            let quota = quota_gib.map(|g| (g * 1024.0 * 1024.0 * 1024.0) as u64);
+            gc(&data_dir, dry_run, quota, json)
+        }
         Command::Node(NodeCommand::Id) => node_id(&data_dir, json),
         Command::Node(NodeCommand::Run {
             listen,
@@ -437,20 +440,35 @@ fn rm(data_dir: &std::path::Path, target: &str, json: bool) -> Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-fn gc(data_dir: &std::path::Path, dry_run: bool, json: bool) -> Result<ExitCode> {
+fn gc(
+    data_dir: &std::path::Path,
+    dry_run: bool,
+    quota: Option<u64>,
+    json: bool,
+) -> Result<ExitCode> {
     let report = if let Some(node) = running_node(data_dir) {
-        match via_node(node, &AdminRequest::Gc { dry_run }, &Bar::new(true, ""))? {
+        match via_node(
+            node,
+            &AdminRequest::Gc { dry_run, quota },
+            &Bar::new(true, ""),
+        )? {
             AdminReply::Collected(report) => report,
             other => return Err(unexpected(other)),
         }
     } else {
-        open_store(data_dir)?.gc(dry_run)?
+        let store = open_store(data_dir)?;
+        match quota {
+            Some(q) => store.gc_to_quota(q, dry_run)?,
+            None => store.gc(dry_run)?,
+        }
     };
     if json {
         print_json(json!({
             "dry_run": dry_run,
             "blobs": report.removed.iter().map(|(h, s)| json!({"hash": h.to_string(), "size": s})).collect::<Vec<_>>(),
             "bytes": report.bytes(),
+            "stored_bytes": report.stored_bytes,
+            "over_quota": report.over_quota,
         }));
     } else {
         let verb = if dry_run { "would remove" } else { "removed" };
@@ -463,6 +481,12 @@ fn gc(data_dir: &std::path::Path, dry_run: bool, json: bool) -> Result<ExitCode>
             if report.removed.len() == 1 { "" } else { "s" },
             HumanBytes(report.bytes())
         );
+        if report.over_quota > 0 {
+            println!(
+                "pinned data alone is {} over the quota: unpin something to make room",
+                HumanBytes(report.over_quota)
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

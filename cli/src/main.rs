@@ -139,11 +139,18 @@ enum Command {
         /// Hash (or unique prefix) or ticket
         target: String,
     },
-    /// Remove everything no pin keeps, reclaiming space
+    /// Remove data no pin keeps, reclaiming space (least recently used first)
+    ///
+    /// Pinned datasets and blobs, the files of pinned datasets and data a fetch is writing
+    /// are never removed. A running node with `[storage] quota_gib` in its config does this
+    /// by itself whenever it holds more than its quota.
     Gc {
         /// Only list what would be removed
         #[arg(long)]
         dry_run: bool,
+        /// Remove only as much as needed to keep at most this many GiB
+        #[arg(long, value_name = "GIB")]
+        quota_gib: Option<f64>,
     },
     /// List the nodes that hold a dataset or blob, as the DHT knows them
     Providers {

@@ -91,6 +91,7 @@ pub fn node_run(
         }),
         mirror: file.mirror.datasets.clone(),
         limits: file.transfer_limits(),
+        quota: file.storage.quota_bytes(),
     };
     runtime()?.block_on(daemon::run(config, |ready| {
         let daemon::Ready {

@@ -362,3 +362,38 @@ fn upload_and_download_limits_make_a_transfer_take_at_least_the_time_they_imply(
         "download-limited fetch took {took:.2} s; the limit implies ≥ {floor:.2} s"
     );
 }
+
+#[test]
+fn a_node_over_its_quota_collects_only_unpinned_data() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("dataset");
+    let size = make_dataset(&src, 100 << 10);
+    let dir = tmp.path().join("node");
+    let root = hash_of(&json_ok(&dir, &["add", src.to_str().expect("utf-8")]));
+    let extra = tmp.path().join("extra.bin");
+    fs::write(&extra, common::pattern(300 << 10, 9)).expect("write");
+    let blob = hash_of(&json_ok(&dir, &["add", extra.to_str().expect("utf-8")]));
+    json_ok(&dir, &["unpin", &blob]);
+    // Room for the pinned dataset (and its manifest), not for the unpinned blob too.
+    let quota_gib = (size + (64 << 10)) as f64 / (1u64 << 30) as f64;
+    let cfg = config(
+        &tmp.path().join("cfg"),
+        &format!("[storage]\nquota_gib = {quota_gib}\n"),
+    );
+    let _node = Node::start_with(&dir, &["--config", &cfg]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let all = json_ok(&dir, &["ls", "--all"]);
+        let blobs = all["blobs"].as_array().expect("blobs");
+        if !blobs.iter().any(|b| b["hash"] == blob.as_str()) {
+            assert_eq!(all["datasets"][0]["hash"], root.as_str());
+            assert_eq!(all["datasets"][0]["complete"], true, "pinned data is kept");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the unpinned blob is still there"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

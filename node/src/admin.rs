@@ -106,6 +106,9 @@ pub enum AdminRequest {
     Gc {
         /// Only report.
         dry_run: bool,
+        /// Collect only down to this many bytes (least recently used first).
+        #[serde(default)]
+        quota: Option<u64>,
     },
     /// Look up who holds a hash, in the DHT.
     Providers {
@@ -578,12 +581,14 @@ async fn run(request: AdminRequest, ctx: FetchContext, events: ProgressEvents) -
             Ok(status) => AdminReply::Network(status),
             Err(e) => failed(e),
         },
-        AdminRequest::Gc { dry_run } => {
+        AdminRequest::Gc { dry_run, quota } => {
             blocking(ctx, move |store| {
-                store
-                    .gc(dry_run)
-                    .map(AdminReply::Collected)
-                    .map_err(|e| e.to_string())
+                match quota {
+                    Some(q) => store.gc_to_quota(q, dry_run),
+                    None => store.gc(dry_run),
+                }
+                .map(AdminReply::Collected)
+                .map_err(|e| e.to_string())
             })
             .await
         }

@@ -66,6 +66,26 @@ pub struct ConfigFile {
     /// Upload and download rate limits.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// Disk budget.
+    #[serde(default)]
+    pub storage: StorageSection,
+}
+
+/// The `[storage]` table.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    /// Most GiB of data to keep; unpinned data is collected (least recently used first)
+    /// to stay under it. Absent: no quota.
+    pub quota_gib: Option<f64>,
+}
+
+impl StorageSection {
+    /// The quota in bytes.
+    pub fn quota_bytes(&self) -> Option<u64> {
+        self.quota_gib
+            .map(|g| (g * 1024.0 * 1024.0 * 1024.0) as u64)
+    }
 }
 
 /// The `[limits]` table, in MiB/s (fractions allowed); absent means unlimited.
@@ -253,6 +273,7 @@ impl ConfigFile {
                 l.upload_per_peer_mib_per_sec,
             ),
             ("limits.download_mib_per_sec", l.download_mib_per_sec),
+            ("storage.quota_gib", self.storage.quota_gib),
         ] {
             if value.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
                 return Err(format!(

@@ -47,7 +47,12 @@ pub struct DaemonConfig {
     pub mirror: Vec<MirrorEntry>,
     /// Upload and download rate limits.
     pub limits: TransferLimits,
+    /// Most bytes of data to keep (unpinned data is collected to stay under it).
+    pub quota: Option<u64>,
 }
+
+/// How often a node with a quota checks it.
+pub const QUOTA_CHECK: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What a node reports once it is ready.
 #[derive(Debug, Clone)]
@@ -150,6 +155,9 @@ pub async fn run(config: DaemonConfig, ready: impl FnOnce(Ready)) -> Result<(), 
         None => None,
     };
     let mirrors = crate::mirror::spawn(ctx.clone(), config.mirror.clone());
+    let quota = config
+        .quota
+        .map(|q| tokio::spawn(keep_quota(store.clone(), q)));
     ready(Ready {
         peer: host.peer_id(),
         addrs: host.listen_addrs().await,
@@ -166,6 +174,7 @@ pub async fn run(config: DaemonConfig, ready: impl FnOnce(Ready)) -> Result<(), 
     for task in [joiner, saver]
         .into_iter()
         .chain(mirrors)
+        .chain(quota)
         .chain(gateway.map(|(task, _)| task))
     {
         task.abort();
@@ -193,6 +202,37 @@ async fn join_network(host: Host, bootstrap: Vec<Multiaddr>) {
             tracing::info!("not joined to any network yet: {e}");
         }
         Err(e) => tracing::warn!("{e}"),
+    }
+}
+
+/// Collects unpinned data, least recently used first, whenever the store holds more than
+/// `quota` bytes; checks at start and every [`QUOTA_CHECK`].
+async fn keep_quota(store: Arc<Store>, quota: u64) {
+    let mut tick = tokio::time::interval(QUOTA_CHECK);
+    let mut warned_over = 0;
+    loop {
+        tick.tick().await;
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.gc_to_quota(quota, false)).await {
+            Ok(Ok(report)) => {
+                if !report.removed.is_empty() {
+                    tracing::info!(
+                        blobs = report.removed.len(),
+                        bytes = report.bytes(),
+                        "quota: collected unpinned data"
+                    );
+                }
+                if report.over_quota > 0 && report.over_quota != warned_over {
+                    tracing::warn!(
+                        over = report.over_quota,
+                        "quota: pinned data alone exceeds the quota; nothing pinned is removed"
+                    );
+                }
+                warned_over = report.over_quota;
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "quota: collection failed"),
+            Err(e) => tracing::warn!(error = %e, "quota: collection task failed"),
+        }
     }
 }
 

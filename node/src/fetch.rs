@@ -194,6 +194,8 @@ pub async fn get(
 ) -> Result<GetOutcome, GetError> {
     let received_before = ctx.stats.total().bytes_received;
     let root = target.hash;
+    // Kept from garbage collection until pinned (the dataset's files are held below).
+    let _root_held = ctx.store.hold([root]);
     let mut pool = Pool::new(ctx, root, target.providers.clone());
     let served_root = pool.fetch(root, &progress).await?;
     if let Some(peer) = served_root {
@@ -246,6 +248,7 @@ async fn fetch_files(
         .iter()
         .filter(|e| include.matches(&e.path))
         .collect();
+    let _files_held = store.hold(wanted.iter().map(|e| e.hash));
     progress.total(wanted.len() as u64, wanted.iter().map(|e| e.size).sum());
     let mut bytes = 0;
     for entry in &wanted {

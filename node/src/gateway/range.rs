@@ -133,6 +133,7 @@ fn verified_body(store: Arc<Store>, hash: Hash, range: Range<u64>) -> Body {
         };
         let result = store
             .read_range_verified(&hash, range, &mut out)
+            .and_then(|_| store.touch(&hash))
             .map_err(|e| io::Error::other(e.to_string()))
             .and_then(|_| out.send());
         if let Err(e) = result {

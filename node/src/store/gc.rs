@@ -5,7 +5,10 @@
 //! imported blobs, so an import that reuses an existing blob cannot lose it to a concurrent
 //! collection.
 
-use std::collections::HashSet;
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+};
 
 use commons_protocol::Hash;
 use rocksdb::{IteratorMode, WriteBatch};
@@ -27,10 +30,43 @@ pub struct RemoveReport {
 /// What [`Store::gc`] removed (or, for a dry run, would remove).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GcReport {
-    /// Blobs removed, with their sizes.
+    /// Blobs removed, with their sizes, least recently used first.
     pub removed: Vec<(Hash, u64)>,
     /// Dataset records removed.
     pub removed_datasets: Vec<Hash>,
+    /// Bytes stored after the collection.
+    #[serde(default)]
+    pub stored_bytes: u64,
+    /// Bytes still above the quota after it (pinned or in use: never removed).
+    #[serde(default)]
+    pub over_quota: u64,
+}
+
+/// Hashes that fetches in progress are writing, counted (two fetches may share a blob).
+#[derive(Debug, Default)]
+pub(super) struct HeldHashes(Arc<Mutex<HashMap<Hash, usize>>>);
+
+/// Keeps hashes from garbage collection while it lives: a fetch holds what it is writing
+/// until it has pinned it (a known way for peers of this kind to lose data is a collection
+/// deleting a blob a download is still filling).
+#[derive(Debug)]
+pub struct Hold {
+    held: Arc<Mutex<HashMap<Hash, usize>>>,
+    hashes: Vec<Hash>,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        for h in &self.hashes {
+            if let Some(n) = held.get_mut(h) {
+                *n -= 1;
+                if *n == 0 {
+                    held.remove(h);
+                }
+            }
+        }
+    }
 }
 
 impl GcReport {
@@ -106,9 +142,61 @@ impl Store {
         })
     }
 
+    /// Keeps `hashes` from garbage collection until the returned guard is dropped. Waits
+    /// for a collection in progress to finish, so none can be deleting them meanwhile.
+    pub fn hold(&self, hashes: impl IntoIterator<Item = Hash>) -> Hold {
+        let _guard = self.bind_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let hashes: Vec<Hash> = hashes.into_iter().collect();
+        let mut held = self.held.0.lock().unwrap_or_else(|e| e.into_inner());
+        for h in &hashes {
+            *held.entry(*h).or_default() += 1;
+        }
+        Hold {
+            held: self.held.0.clone(),
+            hashes,
+        }
+    }
+
+    /// Records that `hash` was used now (stored, fetched, served), unless it was within
+    /// [`USED_RESOLUTION_SECS`]: a read, and at most one small write per ten minutes.
+    pub fn touch(&self, hash: &Hash) -> Result<()> {
+        let now = super::unix_now();
+        let last = self
+            .db
+            .get_pinned_cf(self.cf(CF_USED), hash.as_bytes())?
+            .and_then(|v| decode_u64(&v));
+        if last.is_none_or(|t| now.saturating_sub(t) >= USED_RESOLUTION_SECS) {
+            self.db
+                .put_cf(self.cf(CF_USED), hash.as_bytes(), now.to_be_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// When `hash` was last used (unix seconds; 0 if never recorded).
+    pub fn last_used(&self, hash: &Hash) -> Result<u64> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_USED), hash.as_bytes())?
+            .and_then(|v| decode_u64(&v))
+            .unwrap_or(0))
+    }
+
+    /// Bytes of every stored blob (a partial one counts at its full size: it is on its
+    /// way there). What a quota is measured against.
+    pub fn stored_bytes(&self) -> Result<u64> {
+        Ok(self.blobs()?.iter().map(|(_, m)| m.size).sum())
+    }
+
     /// The hashes garbage collection must keep.
     fn live_set(&self) -> Result<HashSet<Hash>> {
-        let mut live = HashSet::new();
+        let mut live: HashSet<Hash> = self
+            .held
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect();
         for (hash, pin) in self.pins()? {
             live.insert(hash);
             if pin.kind == PinKind::Dataset {
@@ -124,18 +212,43 @@ impl Store {
     /// Removes every blob and dataset record nothing pinned needs, and reclaims the space.
     /// With `dry_run`, only reports what would go.
     pub fn gc(&self, dry_run: bool) -> Result<GcReport> {
-        let _guard = self.bind_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.collect(None, dry_run)
+    }
+
+    /// Removes unpinned blobs, least recently used first, until the store holds at most
+    /// `quota` bytes; pinned data and data a fetch is writing are never removed (the report
+    /// says by how much they alone exceed the quota). With `dry_run`, only reports.
+    pub fn gc_to_quota(&self, quota: u64, dry_run: bool) -> Result<GcReport> {
+        self.collect(Some(quota), dry_run)
+    }
+
+    fn collect(&self, quota: Option<u64>, dry_run: bool) -> Result<GcReport> {
+        let guard = self.bind_lock.lock().unwrap_or_else(|e| e.into_inner());
         let live = self.live_set()?;
+        let blobs = self.blobs()?;
+        let mut stored: u64 = blobs.iter().map(|(_, m)| m.size).sum();
+        let mut candidates = Vec::new();
+        for (hash, meta) in blobs {
+            if !live.contains(&hash) {
+                candidates.push((self.last_used(&hash)?, hash, meta));
+            }
+        }
+        candidates.sort_by_key(|(used, hash, _)| (*used, *hash));
         let mut report = GcReport::default();
         let mut batch = WriteBatch::default();
         let mut removed_ids = Vec::new();
-        for (hash, meta) in self.blobs()? {
-            if !live.contains(&hash) {
-                report.removed.push((hash, meta.size));
-                batch.delete_cf(self.cf(CF_BLOBS), hash.as_bytes());
-                self.delete_rows(&mut batch, meta.id);
-                removed_ids.push(meta.id);
+        let mut gone = HashSet::new();
+        for (_, hash, meta) in candidates {
+            if quota.is_some_and(|q| stored <= q) {
+                break;
             }
+            stored -= meta.size;
+            report.removed.push((hash, meta.size));
+            gone.insert(hash);
+            batch.delete_cf(self.cf(CF_BLOBS), hash.as_bytes());
+            batch.delete_cf(self.cf(CF_USED), hash.as_bytes());
+            self.delete_rows(&mut batch, meta.id);
+            removed_ids.push(meta.id);
         }
         for item in self
             .db
@@ -143,16 +256,22 @@ impl Store {
         {
             let (key, _) = item?;
             if let Some(hash) = decode_hash(&key) {
-                if !live.contains(&hash) {
+                // A dataset record goes with its manifest (or, in a full collection, as
+                // soon as nothing pins it).
+                if !live.contains(&hash) && (quota.is_none() || gone.contains(&hash)) {
                     report.removed_datasets.push(hash);
                     batch.delete_cf(self.cf(CF_DATASETS), key);
                 }
             }
         }
+        report.stored_bytes = stored;
+        report.over_quota = quota.map_or(0, |q| stored.saturating_sub(q));
         if dry_run || (report.removed.is_empty() && report.removed_datasets.is_empty()) {
             return Ok(report);
         }
         self.db.write(batch)?;
+        // Compaction may take a while: imports and fetches need not wait for it.
+        drop(guard);
         self.reclaim(&removed_ids)?;
         Ok(report)
     }
@@ -173,7 +292,7 @@ impl Store {
         for (first, last) in ranges {
             let (start, _) = blob_key_range(first);
             let (_, end) = blob_key_range(last);
-            for cf in [CF_DATA, CF_OUTBOARDS, CF_VERIFIED] {
+            for cf in [CF_DATA, CF_OUTBOARDS, CF_VERIFIED, CF_ABOVE] {
                 self.db
                     .compact_range_cf(self.cf(cf), Some(&start[..]), Some(&end[..]));
             }

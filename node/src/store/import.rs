@@ -289,6 +289,7 @@ impl Store {
                     state: BlobState::Complete,
                 };
                 batch.put_cf(self.cf(CF_BLOBS), p.hash.as_bytes(), encode(&meta));
+                self.put_used(&mut batch, &p.hash);
                 bound_now.insert(p.hash, p.id);
             }
             results.push(ImportedBlob {
@@ -319,6 +320,11 @@ impl Store {
         };
         batch.put_cf(self.cf(CF_DATASETS), root.as_bytes(), encode(&dataset));
         self.put_pin(batch, root, PinKind::Dataset);
+    }
+
+    /// Adds "used now" for `hash` to `batch`.
+    pub(super) fn put_used(&self, batch: &mut WriteBatch, hash: &Hash) {
+        batch.put_cf(self.cf(CF_USED), hash.as_bytes(), unix_now().to_be_bytes());
     }
 
     /// Adds a pin record for `hash` to `batch`.

@@ -38,6 +38,12 @@ pub const CF_PINS: &str = "pins";
 pub const CF_META: &str = "meta";
 /// Local names: [`name_key`] → [`NameMeta`].
 pub const CF_NAMES: &str = "names";
+/// When each blob was last used (stored, fetched, served): `hash` → unix seconds (u64 BE),
+/// written at most every [`USED_RESOLUTION_SECS`]. Quota-driven collection removes the
+/// least recently used unpinned blobs first.
+pub const CF_USED: &str = "used";
+/// How stale a `used` time may get before a use writes it again.
+pub const USED_RESOLUTION_SECS: u64 = 600;
 
 /// Every column family, in creation order.
 pub const ALL_CFS: &[&str] = &[
@@ -51,6 +57,7 @@ pub const ALL_CFS: &[&str] = &[
     CF_META,
     CF_ABOVE,
     CF_NAMES,
+    CF_USED,
 ];
 
 /// Key of a name binding: `org/name` ‖ 0x00 ‖ revision (neither may hold a NUL), so a

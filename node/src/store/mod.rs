@@ -27,7 +27,7 @@ use std::{
 use commons_protocol::{Hash, ManifestError};
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, DB};
 
-pub use gc::{GcReport, RemoveReport};
+pub use gc::{GcReport, Hold, RemoveReport};
 pub use import::{ImportProgress, ImportedBlob, ImportedDataset, NoProgress};
 pub use layout::{BlobId, BlobMeta, BlobState, DatasetMeta, PinKind, PinMeta};
 pub use names::NameEntry;
@@ -162,6 +162,8 @@ pub struct Store {
     /// Serialises "is this hash already complete?" with "bind it", so two imports of the
     /// same content cannot both bind it.
     bind_lock: Mutex<()>,
+    /// Hashes fetches in progress are writing: garbage collection keeps them.
+    held: gc::HeldHashes,
 }
 
 impl std::fmt::Debug for Store {
@@ -245,6 +247,7 @@ impl Store {
             span_bytes: options.span_bytes,
             next_id: AtomicU64::new(0),
             bind_lock: Mutex::new(()),
+            held: gc::HeldHashes::default(),
         };
         store.init_meta(options)?;
         store.discard_unfinished_imports()?;

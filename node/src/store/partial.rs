@@ -224,6 +224,7 @@ impl Store {
             ..meta
         };
         batch.put_cf(self.cf(CF_BLOBS), hash.as_bytes(), encode(&complete));
+        self.put_used(&mut batch, hash);
         let (start, end) = blob_key_range(meta.id);
         batch.delete_range_cf(self.cf(CF_VERIFIED), start, end);
         batch.delete_range_cf(self.cf(CF_ABOVE), start, end);

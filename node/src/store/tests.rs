@@ -484,3 +484,67 @@ fn missing_spans_in_a_range_sees_only_that_range() {
         vec![0..2, 4..7, 8..10]
     );
 }
+
+#[test]
+fn quota_pressure_removes_only_unpinned_data_least_recently_used_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let file = |name: &str, size: usize, seed: u8| {
+        let path = dir.path().join(name);
+        fs::write(&path, pattern(size, seed)).expect("write");
+        store.add_file(&path, &NoProgress).expect("add").hash
+    };
+    let pinned = file("pinned.bin", 400_000, 1);
+    let old = file("old.bin", 300_000, 2);
+    let recent = file("recent.bin", 200_000, 3);
+    store.unpin(&old).expect("unpin");
+    store.unpin(&recent).expect("unpin");
+    // `old` was last used long ago; `recent` just now.
+    store
+        .db
+        .put_cf(store.cf(CF_USED), old.as_bytes(), 1_000u64.to_be_bytes())
+        .expect("backdate");
+    assert_eq!(store.stored_bytes().expect("bytes"), 900_000);
+
+    // Under the quota: nothing goes.
+    let report = store.gc_to_quota(1_000_000, false).expect("gc");
+    assert!(report.removed.is_empty());
+    // 750,000 bytes allowed: removing the least recently used unpinned blob is enough.
+    let dry = store.gc_to_quota(750_000, true).expect("dry run");
+    assert_eq!(dry.removed, vec![(old, 300_000)]);
+    assert!(
+        store.blob(&old).expect("db").is_some(),
+        "a dry run removes nothing"
+    );
+    let report = store.gc_to_quota(750_000, false).expect("gc");
+    assert_eq!(report.removed, vec![(old, 300_000)]);
+    assert_eq!((report.stored_bytes, report.over_quota), (600_000, 0));
+    assert!(store.blob(&recent).expect("db").is_some());
+    // A quota below the pinned data: every unpinned blob goes, the pinned one never.
+    let report = store.gc_to_quota(100_000, false).expect("gc");
+    assert_eq!(report.removed, vec![(recent, 200_000)]);
+    assert_eq!(report.over_quota, 300_000);
+    assert_eq!(read_back(&store, &pinned).len(), 400_000);
+}
+
+#[test]
+fn a_blob_held_by_a_fetch_in_progress_survives_collection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let hash = Hash::of(b"not yet fetched");
+    let partial = store.begin_partial(&hash, 5 * TEST_SPAN).expect("begin");
+    let held = store.hold([hash]);
+    let report = store.gc(false).expect("gc");
+    assert!(report.removed.is_empty(), "held: {report:?}");
+    assert_eq!(
+        store.blob(&hash).expect("db").map(|m| m.id),
+        Some(partial.id)
+    );
+    drop(held);
+    let report = store.gc(false).expect("gc");
+    assert_eq!(
+        report.removed,
+        vec![(hash, 5 * TEST_SPAN)],
+        "unheld and unpinned: it goes"
+    );
+}

@@ -186,6 +186,7 @@ async fn handle(
     let encoder = tokio::task::spawn_blocking(move || {
         let mut out = ChannelWriter::new(tx);
         store.encode_ranges(&hash, &ranges, &mut out)?;
+        store.touch(&hash)?;
         std::io::Write::flush(&mut out).map_err(crate::store::StoreError::Output)
     });
     while let Some(chunk) = rx.recv().await {
