@@ -52,6 +52,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Node(NodeCommand::Peers) => crate::network::node_peers(&data_dir, json),
         Command::Node(NodeCommand::Stats) => crate::network::node_stats(&data_dir, json),
+        Command::Node(NodeCommand::Status) => crate::network::node_status(&data_dir, json),
         Command::Get {
             target,
             bootstrap,

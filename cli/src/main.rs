@@ -41,6 +41,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "COMMONS_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 
+    /// Log lines on stderr: text, or json (one object per line, for log collectors).
+    /// Verbosity: COMMONS_LOG (e.g. info, commons_node=debug) [default: warn]
+    #[arg(long, global = true, env = "COMMONS_LOG_FORMAT", value_name = "FORMAT",
+          value_parser = ["text", "json"], default_value = "text")]
+    log_format: String,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -219,6 +225,9 @@ enum NodeCommand {
     Peers,
     /// Show, per peer, the bytes and requests the running node exchanged with it
     Stats,
+    /// Show the running node's status: peers, datasets, bytes served and fetched, disk
+    /// use against its quota
+    Status,
 }
 
 /// Lets `commons ls | head` end quietly, as Unix tools do, instead of panicking when the
@@ -236,14 +245,18 @@ fn restore_default_sigpipe() {
 fn main() -> std::process::ExitCode {
     #[cfg(unix)]
     restore_default_sigpipe();
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("COMMONS_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     match commands::run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -92,12 +92,14 @@ pub fn node_run(
         mirror: file.mirror.datasets.clone(),
         limits: file.transfer_limits(),
         quota: file.storage.quota_bytes(),
+        metrics: file.metrics.as_ref().map(|m| m.listen),
     };
     runtime()?.block_on(daemon::run(config, |ready| {
         let daemon::Ready {
             peer,
             addrs,
             gateway,
+            metrics,
         } = ready;
         let providers: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
         let tickets: Vec<(String, String)> = datasets
@@ -117,6 +119,7 @@ pub fn node_run(
                 "addrs": providers,
                 "tickets": tickets.iter().map(|(h, t)| json!({"hash": h, "ticket": t})).collect::<Vec<_>>(),
                 "gateway": gateway.map(|a| format!("http://{a}")),
+                "metrics": metrics.map(|a| format!("http://{a}/metrics")),
             }));
         } else {
             println!("peer id: {peer}");
@@ -128,6 +131,9 @@ pub fn node_run(
             }
             if let Some(addr) = gateway {
                 println!("HTTP gateway: http://{addr}");
+            }
+            if let Some(addr) = metrics {
+                println!("metrics: http://{addr}/metrics");
             }
             println!("press Ctrl-C to stop");
         }
@@ -372,6 +378,55 @@ pub fn node_stats(data_dir: &Path, json: bool) -> Result<ExitCode> {
                 p.bad_responses
             );
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn node_status(data_dir: &Path, json: bool) -> Result<ExitCode> {
+    let node = required_node(data_dir)?;
+    let s = match via_node(node, &AdminRequest::Status, &Bar::new(true, ""))? {
+        AdminReply::Status(status) => status,
+        other => bail!("the running node gave an unexpected answer: {other:?}"),
+    };
+    if json {
+        print_json(serde_json::to_value(&s)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let hours = s.uptime_secs as f64 / 3600.0;
+    println!(
+        "peer id:   {} (DHT {}, up {hours:.1} h)",
+        s.peer_id, s.dht_mode
+    );
+    println!(
+        "peers:     {} connected, {} in the routing table",
+        s.connected_peers, s.routing_table
+    );
+    println!(
+        "data:      {} datasets, {} blobs ({} complete), {} pinned",
+        s.datasets, s.blobs, s.complete_blobs, s.pinned
+    );
+    println!(
+        "traffic:   {} served ({} requests), {} fetched, {} bad responses",
+        HumanBytes(s.bytes_served),
+        s.requests_served,
+        HumanBytes(s.bytes_fetched),
+        s.bad_responses
+    );
+    let quota = match s.quota_bytes {
+        Some(q) => format!(
+            "of a {} quota ({:.0} %)",
+            HumanBytes(q),
+            s.stored_bytes as f64 * 100.0 / q.max(1) as f64
+        ),
+        None => "(no quota)".into(),
+    };
+    println!(
+        "disk:      {} stored {quota}; {} on disk",
+        HumanBytes(s.stored_bytes),
+        HumanBytes(s.disk_bytes)
+    );
+    if let Some(gw) = &s.gateway {
+        println!("gateway:   {gw}");
     }
     Ok(ExitCode::SUCCESS)
 }

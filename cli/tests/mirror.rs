@@ -397,3 +397,63 @@ fn a_node_over_its_quota_collects_only_unpinned_data() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_node_reports_its_status_metrics_and_json_logs() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("dataset");
+    make_dataset(&src, 200 << 10);
+    let dir = tmp.path().join("node");
+    add(&dir, &src);
+    let cfg = config(
+        &tmp.path().join("cfg"),
+        "[metrics]\nlisten = \"127.0.0.1:0\"\n[storage]\nquota_gib = 1\n",
+    );
+    let log = tmp.path().join("node.log");
+    let mut child = commons(&dir)
+        .args(["--json", "--log-format", "json", "--config", &cfg])
+        .args(["node", "run", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1"])
+        .env("COMMONS_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("ready line");
+    let ready: serde_json::Value = serde_json::from_str(&line).expect("json");
+    let node = Node { child, ready };
+
+    let status = json_ok(&dir, &["node", "status"]);
+    assert_eq!(status["datasets"], 1);
+    assert_eq!(status["pinned"], 1);
+    assert_eq!(status["quota_bytes"], 1u64 << 30);
+    assert!(status["stored_bytes"].as_u64().expect("bytes") > 200 << 10);
+    let text = commons(&dir)
+        .args(["node", "status"])
+        .output()
+        .expect("status");
+    assert!(String::from_utf8_lossy(&text.stdout).contains("of a 1.00 GiB quota"));
+
+    let metrics_url = node.ready["metrics"].as_str().expect("metrics address");
+    let addr = metrics_url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics");
+    let metrics = http(addr, "GET", "/metrics", &[]);
+    assert_eq!(metrics.status, 200);
+    let body = metrics.text();
+    assert!(body.contains("commons_datasets 1"), "{body}");
+    assert!(body.contains("commons_quota_bytes 1073741824"), "{body}");
+
+    node.stop();
+    let logs = fs::read_to_string(&log).expect("logs");
+    let lines: Vec<&str> = logs.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "info logs were written");
+    for l in lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{l}");
+    }
+}

@@ -26,6 +26,7 @@ use crate::{
     fetch::{self, FetchContext, GetProgress, GetTarget},
     net::{Host, NetError, NetworkStatus, QueryCost},
     ops::{self, AddOutcome, GetOutcome, Include, Listing, PinOutcome, VerifyReport},
+    status::{self, NodeInfo, NodeStatus},
     store::{GcReport, ImportProgress, NameEntry, RemoveReport, Store},
 };
 
@@ -119,6 +120,8 @@ pub enum AdminRequest {
     Peers,
     /// Per-peer transfer counters.
     Stats,
+    /// The node's status: peers, data, traffic, disk use against the quota.
+    Status,
 }
 
 /// One line of a node's answer.
@@ -137,6 +140,8 @@ pub enum AdminReply {
     },
     /// Result of `Add`.
     Added(AddOutcome),
+    /// Result of `Status`.
+    Status(NodeStatus),
     /// Result of `Pin`.
     PinChanged(PinOutcome),
     /// Result of `NameSet`.
@@ -320,10 +325,14 @@ pub fn bind_admin(data_dir: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// Answers admin requests on `listener` until the task is dropped.
-pub async fn serve_admin(listener: UnixListener, ctx: FetchContext) -> std::io::Result<()> {
+pub async fn serve_admin(
+    listener: UnixListener,
+    ctx: FetchContext,
+    info: NodeInfo,
+) -> std::io::Result<()> {
     loop {
         let (conn, _) = listener.accept().await?;
-        tokio::spawn(handle(conn, ctx.clone()));
+        tokio::spawn(handle(conn, ctx.clone(), info.clone()));
     }
 }
 
@@ -378,7 +387,7 @@ impl crate::export::ExportProgress for ProgressEvents {
     }
 }
 
-async fn handle(conn: AsyncUnixStream, ctx: FetchContext) {
+async fn handle(conn: AsyncUnixStream, ctx: FetchContext, info: NodeInfo) {
     let (read, mut write) = conn.into_split();
     let mut line = String::new();
     let mut reader = tokio::io::BufReader::new(read).take(MAX_REQUEST_LINE as u64);
@@ -391,6 +400,10 @@ async fn handle(conn: AsyncUnixStream, ctx: FetchContext) {
     let events = ProgressEvents(tx.clone());
     let work = async move {
         let reply = match request {
+            Ok(AdminRequest::Status) => match status::snapshot(&ctx, &info).await {
+                Ok(s) => AdminReply::Status(s),
+                Err(message) => AdminReply::Error { message },
+            },
             Ok(request) => run(request, ctx, events).await,
             Err(message) => AdminReply::Error { message },
         };
@@ -577,6 +590,7 @@ async fn run(request: AdminRequest, ctx: FetchContext, events: ProgressEvents) -
                 })
                 .collect(),
         },
+        AdminRequest::Status => failed("status is answered before dispatch"),
         AdminRequest::Peers => match ctx.host.status().await {
             Ok(status) => AdminReply::Network(status),
             Err(e) => failed(e),

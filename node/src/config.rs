@@ -69,6 +69,16 @@ pub struct ConfigFile {
     /// Disk budget.
     #[serde(default)]
     pub storage: StorageSection,
+    /// The Prometheus metrics endpoint (off unless this table is present).
+    pub metrics: Option<MetricsSection>,
+}
+
+/// The `[metrics]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// TCP address of `GET /metrics`, e.g. `127.0.0.1:9100`.
+    pub listen: std::net::SocketAddr,
 }
 
 /// The `[storage]` table.

@@ -14,6 +14,7 @@ use crate::{
     gateway::{Gateway, GatewayConfig},
     identity,
     net::Host,
+    status::NodeInfo,
     store::{Store, StoreOptions},
     transfer::{serve, ServeLimits, TransferLimits, TransferStats},
 };
@@ -49,6 +50,8 @@ pub struct DaemonConfig {
     pub limits: TransferLimits,
     /// Most bytes of data to keep (unpinned data is collected to stay under it).
     pub quota: Option<u64>,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// How often a node with a quota checks it.
@@ -63,6 +66,8 @@ pub struct Ready {
     pub addrs: Vec<Multiaddr>,
     /// The gateway's address, when it runs.
     pub gateway: Option<std::net::SocketAddr>,
+    /// The metrics endpoint's address, when it runs.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Why the daemon stopped with an error.
@@ -84,7 +89,7 @@ pub enum DaemonError {
     /// Waiting for signals failed.
     #[error("cannot wait for signals: {0}")]
     Signals(std::io::Error),
-    /// The gateway's address could not be bound.
+    /// The gateway's or the metrics' address could not be bound.
     #[error("cannot listen for HTTP on {addr}: {source}")]
     Gateway {
         /// The address.
@@ -124,44 +129,61 @@ pub async fn run(config: DaemonConfig, ready: impl FnOnce(Ready)) -> Result<(), 
         ctx.holders.clone(),
         ServeLimits::default(),
     ));
+    // Bound first: the status the admin socket and metrics report names the gateway.
+    let gateway_listener = match &config.gateway {
+        Some(gw) => Some(bind_http(gw.listen).await?),
+        None => None,
+    };
+    let metrics_listener = match config.metrics {
+        Some(addr) => Some(bind_http(addr).await?),
+        None => None,
+    };
+    let local = |l: &Option<tokio::net::TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
+    let info = NodeInfo {
+        quota: config.quota,
+        gateway: local(&gateway_listener),
+        started: std::time::Instant::now(),
+    };
+    let metrics_addr = local(&metrics_listener);
     #[cfg(unix)]
     let admin = {
         let listener = crate::admin::bind_admin(&config.data_dir).map_err(DaemonError::Admin)?;
-        let ctx = ctx.clone();
+        let (ctx, info) = (ctx.clone(), info.clone());
         tokio::spawn(async move {
-            if let Err(e) = crate::admin::serve_admin(listener, ctx).await {
+            if let Err(e) = crate::admin::serve_admin(listener, ctx, info).await {
                 tracing::error!(error = %e, "the admin socket failed; the CLI cannot reach this node");
             }
         })
     };
-    let gateway = match &config.gateway {
-        Some(gw) => {
-            let listener = tokio::net::TcpListener::bind(gw.listen)
-                .await
-                .map_err(|source| DaemonError::Gateway {
-                    addr: gw.listen,
-                    source,
-                })?;
-            let addr = listener.local_addr().ok();
-            let fetcher = gw.fetch_missing.then(|| ctx.clone());
-            let gateway = Gateway::new(store.clone(), fetcher);
-            let task = tokio::spawn(async move {
-                if let Err(e) = gateway.serve(listener).await {
-                    tracing::error!(error = %e, "the HTTP gateway failed");
-                }
-            });
-            Some((task, addr))
-        }
-        None => None,
-    };
-    let mirrors = crate::mirror::spawn(ctx.clone(), config.mirror.clone());
-    let quota = config
-        .quota
-        .map(|q| tokio::spawn(keep_quota(store.clone(), q)));
+    let mut tasks = Vec::new();
+    if let (Some(listener), Some(gw)) = (gateway_listener, &config.gateway) {
+        let fetcher = gw.fetch_missing.then(|| ctx.clone());
+        let gateway = Gateway::new(store.clone(), fetcher);
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = gateway.serve(listener).await {
+                tracing::error!(error = %e, "the HTTP gateway failed");
+            }
+        }));
+    }
+    if let Some(listener) = metrics_listener {
+        let (ctx, info) = (ctx.clone(), info.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = crate::metrics::serve(listener, ctx, info).await {
+                tracing::error!(error = %e, "the metrics endpoint failed");
+            }
+        }));
+    }
+    tasks.extend(crate::mirror::spawn(ctx.clone(), config.mirror.clone()));
+    tasks.extend(
+        config
+            .quota
+            .map(|q| tokio::spawn(keep_quota(store.clone(), q))),
+    );
     ready(Ready {
         peer: host.peer_id(),
         addrs: host.listen_addrs().await,
-        gateway: gateway.as_ref().and_then(|(_, addr)| *addr),
+        gateway: info.gateway,
+        metrics: metrics_addr,
     });
     let joiner = tokio::spawn(join_network(host.clone(), discovery.bootstrap.clone()));
     let saver = tokio::spawn(save_periodically(
@@ -171,12 +193,7 @@ pub async fn run(config: DaemonConfig, ready: impl FnOnce(Ready)) -> Result<(), 
     ));
     shutdown_signal().await.map_err(DaemonError::Signals)?;
     tracing::info!("shutting down");
-    for task in [joiner, saver]
-        .into_iter()
-        .chain(mirrors)
-        .chain(quota)
-        .chain(gateway.map(|(task, _)| task))
-    {
+    for task in [joiner, saver].into_iter().chain(tasks) {
         task.abort();
     }
     server.abort();
@@ -203,6 +220,12 @@ async fn join_network(host: Host, bootstrap: Vec<Multiaddr>) {
         }
         Err(e) => tracing::warn!("{e}"),
     }
+}
+
+async fn bind_http(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, DaemonError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| DaemonError::Gateway { addr, source })
 }
 
 /// Collects unpinned data, least recently used first, whenever the store holds more than

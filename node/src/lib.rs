@@ -24,9 +24,11 @@ pub mod export;
 pub mod fetch;
 pub mod gateway;
 pub mod identity;
+pub mod metrics;
 pub mod mirror;
 pub mod net;
 pub mod ops;
+pub mod status;
 pub mod store;
 pub mod transfer;
 

@@ -1,0 +1,160 @@
+//! The Prometheus metrics endpoint (`GET /metrics` on `[metrics] listen`): the node's status
+//! in the text exposition format, read fresh at each scrape.
+
+use axum::{extract::State, http::header, response::IntoResponse, routing::get, Router};
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, gauge::Gauge},
+    registry::Registry,
+};
+
+use crate::{
+    fetch::FetchContext,
+    status::{self, NodeInfo, NodeStatus},
+};
+
+/// Serves `/metrics` on `listener` until the task is dropped.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    ctx: FetchContext,
+    info: NodeInfo,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(scrape))
+        .with_state((ctx, info));
+    axum::serve(listener, app).await
+}
+
+async fn scrape(State((ctx, info)): State<(FetchContext, NodeInfo)>) -> impl IntoResponse {
+    match status::snapshot(&ctx, &info).await {
+        Ok(s) => (
+            axum::http::StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            render(&s),
+        ),
+        Err(e) => (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("cannot read the node's status: {e}\n"),
+        ),
+    }
+}
+
+/// The status as OpenMetrics text.
+pub fn render(s: &NodeStatus) -> String {
+    let mut registry = Registry::with_prefix("commons");
+    let counters = [
+        (
+            "served_bytes",
+            "Response bytes served to peers",
+            s.bytes_served,
+        ),
+        (
+            "fetched_bytes",
+            "Response bytes fetched from peers",
+            s.bytes_fetched,
+        ),
+        (
+            "requests_served",
+            "Requests peers made to this node",
+            s.requests_served,
+        ),
+        (
+            "bad_responses",
+            "Responses from peers that failed verification",
+            s.bad_responses,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let counter: Counter<u64> = Counter::default();
+        counter.inc_by(value);
+        registry.register(name, help, counter);
+    }
+    let gauges = [
+        (
+            "connected_peers",
+            "Peers with an open connection",
+            s.connected_peers,
+        ),
+        (
+            "routing_table_peers",
+            "Peers in the DHT routing table",
+            s.routing_table,
+        ),
+        ("datasets", "Datasets stored", s.datasets),
+        ("blobs", "Blobs stored", s.blobs),
+        ("complete_blobs", "Complete blobs stored", s.complete_blobs),
+        ("pinned", "Pinned datasets and blobs", s.pinned),
+        (
+            "stored_bytes",
+            "Bytes of stored blobs (what the quota counts)",
+            s.stored_bytes,
+        ),
+        (
+            "disk_bytes",
+            "Bytes the store's files take on disk",
+            s.disk_bytes,
+        ),
+        (
+            "quota_bytes",
+            "The storage quota (0: none)",
+            s.quota_bytes.unwrap_or(0),
+        ),
+        (
+            "uptime_seconds",
+            "Seconds since the node started",
+            s.uptime_secs,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let gauge: Gauge<i64> = Gauge::default();
+        gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+        registry.register(name, help, gauge);
+    }
+    let mut out = String::new();
+    if encode(&mut out, &registry).is_err() {
+        out = "# the metrics could not be encoded\n".into();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_renders_as_openmetrics() {
+        let status = NodeStatus {
+            peer_id: "p".into(),
+            dht_mode: "server".into(),
+            connected_peers: 3,
+            routing_table: 7,
+            datasets: 2,
+            blobs: 9,
+            complete_blobs: 8,
+            pinned: 2,
+            bytes_served: 1234,
+            bytes_fetched: 99,
+            requests_served: 5,
+            bad_responses: 1,
+            stored_bytes: 4096,
+            disk_bytes: 5000,
+            quota_bytes: Some(1 << 30),
+            gateway: None,
+            uptime_secs: 60,
+        };
+        let text = render(&status);
+        for line in [
+            "# TYPE commons_served_bytes counter",
+            "commons_served_bytes_total 1234",
+            "commons_connected_peers 3",
+            "commons_quota_bytes 1073741824",
+            "# EOF",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+    }
+}
