@@ -31,7 +31,8 @@ head -c $((3 * 1024 * 1024 + 123)) /dev/urandom > "$MODEL/model.safetensors"
 head -c 70000 /dev/urandom > "$MODEL/onnx/model.onnx"
 
 DATA="$WORK/node"
-"$COMMONS" --data-dir "$DATA" add "$MODEL" --name lab/tiny-model > /dev/null
+ROOT=$("$COMMONS" --data-dir "$DATA" --json add "$MODEL" --name lab/tiny-model |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["hash"])')
 printf '[gateway]\nlisten = "127.0.0.1:0"\n' > "$WORK/commons.toml"
 "$COMMONS" --data-dir "$DATA" --json --config "$WORK/commons.toml" node run \
   --listen /ip4/127.0.0.1/udp/0/quic-v1 > "$WORK/ready.json" &
@@ -47,3 +48,13 @@ echo "gateway: $GATEWAY"
 HF_ENDPOINT="$GATEWAY" HF_HUB_DISABLE_TELEMETRY=1 HF_HUB_DISABLE_PROGRESS_BARS=1 HF_TOKEN= \
   "$VENV/bin/python" "$(dirname "$0")/hf_check.py" lab/tiny-model "$MODEL" "$WORK/hf-cache"
 echo "huggingface_hub through the gateway: ok"
+
+# The client's cache holds the snapshot as links into ../../blobs: adding it follows them
+# and gives the very same dataset (same files, same hash).
+SNAPSHOT=$(echo "$WORK"/hf-cache/model/models--lab--tiny-model/snapshots/*)
+AGAIN=$("$COMMONS" --data-dir "$WORK/other" --json add "$SNAPSHOT" |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["hash"])')
+if [ "$AGAIN" != "$ROOT" ]; then
+  echo "adding the downloaded snapshot gave $AGAIN, not $ROOT"; exit 1
+fi
+echo "commons add of the Hugging Face snapshot folder: same dataset $ROOT"

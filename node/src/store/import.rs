@@ -445,15 +445,33 @@ fn unsupported(path: &Path, reason: &str) -> StoreError {
     }
 }
 
+/// Where the symbolic links of a folder being added may lead: inside the folder itself,
+/// or, for a Hugging Face snapshot (`…/models--org--name/snapshots/<commit>`, whose files
+/// are links to `../../blobs/<etag>`), inside its repository folder's `blobs`.
+fn link_roots(canonical_root: &Path) -> Vec<PathBuf> {
+    let mut roots = vec![canonical_root.to_path_buf()];
+    let parent = canonical_root.parent();
+    let repo = parent.and_then(Path::parent);
+    if let (Some(parent), Some(repo)) = (parent, repo) {
+        let blobs = repo.join("blobs");
+        if parent.file_name().is_some_and(|n| n == "snapshots") && blobs.is_dir() {
+            roots.push(blobs);
+        }
+    }
+    roots
+}
+
 /// Lists the files under `root` in a stable order, with their manifest paths. Symbolic
-/// links to files inside `root` are followed; links leading outside, or to folders, are
-/// refused, as are names that are not UTF-8 and special files.
+/// links to files inside `root` (or a Hugging Face snapshot's `blobs`, see [`link_roots`])
+/// are followed; links leading elsewhere, or to folders, are refused, as are names that
+/// are not UTF-8 and special files.
 fn collect_files(root: &Path) -> Result<Vec<FileToAdd>> {
     let io_err = |path: &Path, source| StoreError::Io {
         path: path.to_path_buf(),
         source,
     };
     let canonical_root = root.canonicalize().map_err(|e| io_err(root, e))?;
+    let allowed = link_roots(&canonical_root);
     let mut files = Vec::new();
     for entry in walkdir::WalkDir::new(root)
         .follow_links(false)
@@ -474,7 +492,7 @@ fn collect_files(root: &Path) -> Result<Vec<FileToAdd>> {
         }
         let meta = if ft.is_symlink() {
             let target = path.canonicalize().map_err(|e| io_err(path, e))?;
-            if !target.starts_with(&canonical_root) {
+            if !allowed.iter().any(|r| target.starts_with(r)) {
                 return Err(unsupported(
                     path,
                     "symbolic link points outside the folder being added",

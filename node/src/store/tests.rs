@@ -548,3 +548,49 @@ fn a_blob_held_by_a_fetch_in_progress_survives_collection() {
         "unheld and unpinned: it goes"
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn a_hugging_face_snapshot_is_added_through_its_blob_links_and_nothing_else() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    // The Hub cache layout: models--org--name/{blobs/<etag>, snapshots/<commit>/<file> → ../../blobs/<etag>}.
+    let repo = dir.path().join("models--org--name");
+    let snap = repo.join("snapshots/0123abcd");
+    fs::create_dir_all(repo.join("blobs")).expect("mkdir");
+    fs::create_dir_all(snap.join("onnx")).expect("mkdir");
+    let weights = pattern(100_000, 4);
+    fs::write(repo.join("blobs/e1"), br#"{"a": 1}"#).expect("write");
+    fs::write(repo.join("blobs/e2"), &weights).expect("write");
+    symlink("../../blobs/e1", snap.join("config.json")).expect("link");
+    symlink("../../../blobs/e2", snap.join("onnx/model.onnx")).expect("link");
+    let ds = store
+        .add_folder(&snap, &NoProgress)
+        .expect("a snapshot adds");
+    let paths: Vec<&str> = ds
+        .manifest
+        .entries()
+        .iter()
+        .map(|e| e.path.as_str())
+        .collect();
+    assert_eq!(paths, ["config.json", "onnx/model.onnx"]);
+    assert_eq!(read_back(&store, &Hash::of(&weights)), weights);
+
+    // A link out of the repository's blobs is still refused, naming the file.
+    fs::write(repo.join("secret.txt"), b"not part of the model").expect("write");
+    symlink("../../secret.txt", snap.join("leak.txt")).expect("link");
+    let err = store
+        .add_folder(&snap, &NoProgress)
+        .expect_err("outside blobs");
+    let text = err.to_string();
+    assert!(
+        text.contains("leak.txt") && text.contains("outside"),
+        "{text}"
+    );
+    // And an ordinary folder gets no such exception.
+    let plain = dir.path().join("plain");
+    fs::create_dir_all(&plain).expect("mkdir");
+    symlink(repo.join("blobs/e1"), plain.join("config.json")).expect("link");
+    assert!(store.add_folder(&plain, &NoProgress).is_err());
+}
