@@ -438,6 +438,11 @@ max_providers_per_key = 5
             DiscoveryConfig::default().record_ttl
         );
         assert_eq!(config.bootstrap.len(), 1);
+        assert_eq!(config.mirror.datasets.len(), 2);
+        assert!(config.mirror.datasets[1].name().is_some());
+        assert_eq!(config.storage.quota_bytes(), Some(500 << 30));
+        assert_eq!(config.limits.upload_per_peer_mib_per_sec, Some(20.0));
+        assert!(config.gateway.is_some() && config.metrics.is_some());
     }
 
     #[test]

@@ -14,9 +14,9 @@ use super::{error, Request};
 use crate::store::Store;
 
 /// Bytes per body chunk handed to the HTTP connection.
-const BODY_CHUNK: usize = 64 * 1024;
-/// Body chunks queued per response: bounds memory per client (256 KiB).
-const BODY_QUEUE: usize = 4;
+const BODY_CHUNK: usize = 256 * 1024;
+/// Body chunks queued per response: with the one being filled, at most 768 KiB per client.
+const BODY_QUEUE: usize = 2;
 
 /// What a `Range` header asks of a file of `size` bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]

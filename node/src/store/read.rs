@@ -40,8 +40,24 @@ pub(super) struct RowReader<'a> {
     /// For `verify`: treat a missing row as zeros so it is reported as a corrupt range
     /// instead of stopping the scan.
     missing_as_zeros: bool,
-    /// The last row read (index, bytes); the buffer is reused for the next row.
-    cache: RefCell<Option<(u64, Vec<u8>)>>,
+    /// The last row read: its index and its bytes, pinned in RocksDB's buffer (no copy).
+    cache: RefCell<Option<(u64, Row<'a>)>>,
+}
+
+/// One row's bytes: as RocksDB holds them, or zeros standing in for a missing row.
+enum Row<'a> {
+    Pinned(rocksdb::DBPinnableSlice<'a>),
+    Zeros(Vec<u8>),
+}
+
+impl std::ops::Deref for Row<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Row::Pinned(slice) => slice,
+            Row::Zeros(zeros) => zeros,
+        }
+    }
 }
 
 impl<'a> RowReader<'a> {
@@ -73,19 +89,18 @@ impl ReadAt for RowReader<'_> {
         let mut cache = self.cache.borrow_mut();
         if cache.as_ref().map(|(i, _)| *i) != Some(index) {
             let key = span_key(self.id, index);
+            // Drop the previous row first: RocksDB can release its buffer.
+            *cache = None;
             let row = self
                 .store
                 .db
                 .get_pinned_cf(self.store.cf(self.cf), key)
                 .map_err(io::Error::other)?;
-            // Reuse the previous row's buffer: no allocation (and page faults) per row.
-            let mut buf = cache.take().map(|(_, b)| b).unwrap_or_default();
-            buf.clear();
-            match row {
-                Some(row) => buf.extend_from_slice(&row),
+            let row = match row {
+                Some(row) => Row::Pinned(row),
                 None if self.missing_as_zeros => {
                     let start = index * self.row_bytes;
-                    buf.resize((self.len - start).min(self.row_bytes) as usize, 0);
+                    Row::Zeros(vec![0; (self.len - start).min(self.row_bytes) as usize])
                 }
                 None => {
                     return Err(io::Error::new(
@@ -95,8 +110,8 @@ impl ReadAt for RowReader<'_> {
                         },
                     ))
                 }
-            }
-            *cache = Some((index, buf));
+            };
+            *cache = Some((index, row));
         }
         let Some((_, row)) = cache.as_ref() else {
             return Ok(0);
