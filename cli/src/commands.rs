@@ -1,10 +1,14 @@
 //! One function per subcommand: open the store, call the node library, print the result.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
 use anyhow::{bail, Context, Result};
 use commons_node::{
     admin::{AdminClient, AdminReply, AdminRequest},
+    config::ConfigFile,
     export::ExportReport,
     ops::{self, AddOutcome, Listing, VerifyReport},
     Store, StoreOptions,
@@ -17,7 +21,15 @@ use crate::{progress::Bar, Cli, Command, NodeCommand};
 
 /// Runs the parsed command; `Ok` carries the exit code (verify fails with 1 on corruption).
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    let data_dir = data_dir(cli.data_dir)?;
+    let data_dir = match (cli.data_dir, cli.config.as_deref()) {
+        (Some(dir), _) => dir,
+        // A config file named explicitly may say where the data lives.
+        (None, Some(file)) => match ConfigFile::load(Some(file), Path::new(""))?.data_dir {
+            Some(dir) => dir,
+            None => data_dir(None)?,
+        },
+        (None, None) => data_dir(None)?,
+    };
     let json = cli.json;
     let config = cli.config.as_deref();
     match cli.command {

@@ -457,3 +457,59 @@ fn a_node_reports_its_status_metrics_and_json_logs() {
         assert!(v["level"].is_string() && v["fields"].is_object(), "{l}");
     }
 }
+
+#[test]
+fn a_gateway_with_fetch_missing_fetches_from_the_network_what_it_lacks() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("dataset");
+    make_dataset(&src, 1 << 20);
+    let seeder_dir = tmp.path().join("seeder");
+    let root = hash_of(&json_ok(
+        &seeder_dir,
+        &["add", src.to_str().expect("utf-8")],
+    ));
+    // Both are DHT servers (loopback is not public, so `auto` would make clients).
+    let seeder = Node::start_with(&seeder_dir, &["--dht-mode", "server"]);
+    let cfg = config(&tmp.path().join("cfg"), "");
+    let cfg = {
+        let text = fs::read_to_string(&cfg).expect("read") + "fetch_missing = true\n";
+        fs::write(&cfg, text).expect("write");
+        cfg
+    };
+    let gw_dir = tmp.path().join("gateway");
+    let gateway = Node::start_with(
+        &gw_dir,
+        &[
+            "--config",
+            &cfg,
+            "--dht-mode",
+            "server",
+            "--bootstrap",
+            &seeder.addr(),
+        ],
+    );
+    let gw = gateway_addr(&gateway);
+    // The gateway's node holds nothing: the listing fetches the manifest only (found in
+    // the DHT), a file request fetches that file.
+    let listing = wait_for_http_ok(&gw, &format!("/dataset/{root}"), 30);
+    let listing: serde_json::Value = serde_json::from_slice(&listing.body).expect("json");
+    assert_eq!(listing["files"].as_array().map(Vec::len), Some(4));
+    let all = json_ok(&gw_dir, &["ls", "--all"]);
+    assert_eq!(
+        all["datasets"][0]["complete"], false,
+        "only the manifest so far: {all}"
+    );
+    let path = "shards/model-00002.safetensors";
+    let r = http(&gw, "GET", &format!("/dataset/{root}/{path}"), &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.body == fs::read(src.join(path)).expect("read"),
+        "byte-identical"
+    );
+    // Without fetch_missing, a hash nobody holds is a clear 404 either way; here the
+    // network has none either, so it is a 502 naming the failure.
+    let unknown = "cd".repeat(32);
+    let r = http(&gw, "GET", &format!("/blob/{unknown}"), &[]);
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().contains("cannot fetch"), "{}", r.text());
+}

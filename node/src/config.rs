@@ -43,6 +43,9 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
+    /// The data dir, when no `--data-dir` or `COMMONS_DATA_DIR` is given (read only from a
+    /// file named with `--config`: the default file lives in the data dir).
+    pub data_dir: Option<std::path::PathBuf>,
     /// Addresses to listen on.
     #[serde(default)]
     pub listen: Vec<Multiaddr>,
@@ -292,11 +295,14 @@ impl ConfigFile {
             }
         }
         for (i, entry) in self.mirror.datasets.iter().enumerate() {
-            crate::fetch::GetTarget::parse(entry.target()).map_err(|e| {
-                format!(
-                    "mirror.datasets[{i}]: {e} (a mirror names what it keeps by hash or ticket)"
-                )
-            })?;
+            let target = entry.target();
+            if crate::fetch::GetTarget::parse(target).is_err()
+                && commons_protocol::NameRef::parse(target).is_err()
+            {
+                return Err(format!(
+                    "mirror.datasets[{i}]: {target:?} is neither a hash, a ticket (commons1…) nor a name (org/name)"
+                ));
+            }
             if let Some((_, revision)) = entry.name() {
                 commons_protocol::name::check_revision(revision)
                     .map_err(|e| format!("mirror.datasets[{i}].revision: {e}"))?;

@@ -28,17 +28,39 @@ pub fn spawn(ctx: FetchContext, entries: Vec<MirrorEntry>) -> Vec<tokio::task::J
         .collect()
 }
 
+/// The hash or ticket an entry names; a name (`org/name[@revision]`) is looked up among
+/// this node's names (names are local: this keeps what `commons name set` bound).
+fn target_of(ctx: &FetchContext, entry: &MirrorEntry) -> Result<GetTarget, String> {
+    if let Ok(target) = GetTarget::parse(entry.target()) {
+        return Ok(target);
+    }
+    let name = commons_protocol::NameRef::parse(entry.target()).map_err(|e| e.to_string())?;
+    match ctx.store.resolve_name(&name.name, &name.revision) {
+        Ok(Some(hash)) => Ok(GetTarget {
+            hash,
+            kind: Some(commons_protocol::TicketKind::Dataset),
+            providers: Vec::new(),
+        }),
+        Ok(None) => Err(format!(
+            "no dataset is named {}@{} on this node (names are local: bind it with `commons name set`, or give a hash or ticket)",
+            name.name, name.revision
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 async fn keep(ctx: FetchContext, entry: MirrorEntry) {
-    let target = match GetTarget::parse(entry.target()) {
-        Ok(t) => t,
-        Err(e) => {
-            // The config check refuses these before the node starts.
-            tracing::error!(target = entry.target(), error = %e, "mirror: cannot use this entry");
-            return;
-        }
-    };
     let mut wait = FIRST_RETRY;
     loop {
+        let target = match target_of(&ctx, &entry) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(target = entry.target(), error = %e, retry_in = ?wait, "mirror: cannot use this entry yet");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(MAX_RETRY);
+                continue;
+            }
+        };
         let held = match target.kind {
             Some(commons_protocol::TicketKind::Blob) => ctx
                 .store

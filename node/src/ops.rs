@@ -221,6 +221,16 @@ impl Include {
         })
     }
 
+    /// Wants exactly the file at `path` (no glob characters are interpreted).
+    pub fn exactly(path: &str) -> Self {
+        let patterns: Vec<_> = glob::Pattern::new(&glob::Pattern::escape(path))
+            .into_iter()
+            .collect();
+        // An escaped path always parses; should it not, want nothing rather than all.
+        let nothing = patterns.is_empty();
+        Self { patterns, nothing }
+    }
+
     /// Wants no file: fetching a dataset with it fetches (and pins) only its manifest; the
     /// gateway then fetches each file when it is asked for.
     pub fn nothing() -> Self {

@@ -36,6 +36,14 @@ pub struct RunStats {
     pub max_rss: u64,
 }
 
+impl RunStats {
+    /// The run with the median time (the upper one of an even count).
+    pub fn median(mut runs: Vec<RunStats>) -> RunStats {
+        runs.sort_by_key(|s| s.elapsed);
+        runs[runs.len() / 2]
+    }
+}
+
 /// Runs `cmd` to completion, failing unless it exits 0, and measures time and peak RSS.
 pub fn run_measured(cmd: &mut Command) -> anyhow::Result<RunStats> {
     let start = Instant::now();

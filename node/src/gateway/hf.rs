@@ -247,7 +247,7 @@ async fn resolve(
     if let Ok(v) = HeaderValue::from_str(&commit_id(&root)) {
         extra.insert("X-Repo-Commit", v);
     }
-    gw.file(&manifest, &path, &request, extra).await
+    gw.file(root, &manifest, &path, &request, extra).await
 }
 
 #[cfg(test)]

@@ -78,14 +78,15 @@ impl Gateway {
         axum::serve(listener, self.router()).await
     }
 
-    /// Makes sure `hash` is complete here (fetching it when allowed), or says why not.
-    async fn ensure(&self, hash: Hash, kind: TicketKind) -> Result<(), Refusal> {
+    /// Makes sure `wanted` is complete here (fetching it when allowed), or says why not.
+    async fn ensure(&self, wanted: Wanted<'_>) -> Result<(), Refusal> {
+        let hash = wanted.hash();
         let complete = |store: &Store| {
             let blob = store.blob(&hash)?;
             let blob_done = blob.is_some_and(|m| m.state == BlobState::Complete);
-            Ok::<_, StoreError>(match kind {
-                TicketKind::Blob => blob_done,
-                TicketKind::Dataset => blob_done && store.dataset(&hash)?.is_some(),
+            Ok::<_, StoreError>(match wanted {
+                Wanted::Manifest(_) => blob_done && store.dataset(&hash)?.is_some(),
+                _ => blob_done,
             })
         };
         if complete(&self.store).map_err(internal)? {
@@ -102,16 +103,18 @@ impl Gateway {
         if complete(&self.store).map_err(internal)? {
             return Ok(());
         }
-        let target = GetTarget {
-            hash,
-            kind: Some(kind),
-            providers: Vec::new(),
+        // Only roots are announced in the DHT: a dataset's file is fetched as part of its
+        // dataset, from the dataset's holders.
+        let (target, kind, include) = match wanted {
+            Wanted::Blob(hash) => (hash, TicketKind::Blob, Include::default()),
+            Wanted::Manifest(root) => (root, TicketKind::Dataset, Include::nothing()),
+            Wanted::File { root, path, .. } => (root, TicketKind::Dataset, Include::exactly(path)),
         };
         tracing::info!(%hash, "gateway: fetching missing data");
-        // A dataset's files are fetched by `file` when asked for; here only the manifest.
-        let include = match kind {
-            TicketKind::Dataset => Include::nothing(),
-            TicketKind::Blob => Include::default(),
+        let target = GetTarget {
+            hash: target,
+            kind: Some(kind),
+            providers: Vec::new(),
         };
         fetch::get(ctx, &target, &include, Arc::new(()))
             .await
@@ -144,7 +147,7 @@ impl Gateway {
 
     /// The manifest of `root`, complete and verified (fetched first when allowed).
     async fn manifest(&self, root: Hash) -> Result<Manifest, Refusal> {
-        self.ensure(root, TicketKind::Dataset).await?;
+        self.ensure(Wanted::Manifest(root)).await?;
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.read_manifest(&root))
             .await
@@ -155,6 +158,7 @@ impl Gateway {
     /// Answers with one file of a dataset, by its path in the manifest.
     async fn file(
         &self,
+        root: Hash,
         manifest: &Manifest,
         path: &str,
         request: &Request,
@@ -176,7 +180,12 @@ impl Gateway {
                     &format!("no file {path:?} in this dataset"),
                 )
             })?;
-        self.ensure(entry.hash, TicketKind::Blob).await?;
+        self.ensure(Wanted::File {
+            root,
+            path,
+            hash: entry.hash,
+        })
+        .await?;
         Ok(range::respond(
             self.store.clone(),
             entry.hash,
@@ -184,6 +193,32 @@ impl Gateway {
             request,
             extra,
         ))
+    }
+}
+
+/// What a request needs held here.
+#[derive(Debug, Clone, Copy)]
+enum Wanted<'a> {
+    /// A blob on its own.
+    Blob(Hash),
+    /// A dataset's manifest (and its record).
+    Manifest(Hash),
+    /// One file of a dataset.
+    File {
+        /// The dataset.
+        root: Hash,
+        /// Its path there.
+        path: &'a str,
+        /// Its blob.
+        hash: Hash,
+    },
+}
+
+impl Wanted<'_> {
+    fn hash(&self) -> Hash {
+        match *self {
+            Wanted::Blob(h) | Wanted::Manifest(h) | Wanted::File { hash: h, .. } => h,
+        }
     }
 }
 
@@ -203,7 +238,7 @@ async fn blob(
     let hash: Hash = hash
         .parse()
         .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("bad hash {hash:?}: {e}")))?;
-    gw.ensure(hash, TicketKind::Blob).await?;
+    gw.ensure(Wanted::Blob(hash)).await?;
     let size = gw
         .store
         .blob(&hash)
@@ -266,6 +301,7 @@ async fn dataset(
         return Ok(Json(body).into_response());
     }
     gw.file(
+        root,
         &manifest,
         path,
         &Request { method, headers },

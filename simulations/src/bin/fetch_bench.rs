@@ -29,11 +29,6 @@ struct Args {
     no_nginx: bool,
 }
 
-fn median(mut v: Vec<RunStats>) -> RunStats {
-    v.sort_by_key(|s| s.elapsed);
-    v[v.len() / 2]
-}
-
 fn commons_fetch(args: &Args, scratch: &Path, file: &Path) -> Result<RunStats> {
     let seed_dir = scratch.join("seed");
     let out = Command::new(&args.common.commons)
@@ -70,7 +65,7 @@ fn commons_fetch(args: &Args, scratch: &Path, file: &Path) -> Result<RunStats> {
         )?);
         std::fs::remove_dir_all(&fetch_dir)?;
     }
-    Ok(median(runs))
+    Ok(RunStats::median(runs))
 }
 
 fn sendme_fetch(args: &Args, scratch: &Path, file: &Path) -> Result<RunStats> {
@@ -97,7 +92,7 @@ fn sendme_fetch(args: &Args, scratch: &Path, file: &Path) -> Result<RunStats> {
         )?);
         std::fs::remove_dir_all(&dir)?;
     }
-    Ok(median(runs))
+    Ok(RunStats::median(runs))
 }
 
 fn nginx_fetch(args: &Args, scratch: &Path, file: &Path) -> Result<RunStats> {
@@ -120,7 +115,7 @@ fn nginx_fetch(args: &Args, scratch: &Path, file: &Path) -> Result<RunStats> {
         )?);
         std::fs::remove_file(&out)?;
     }
-    Ok(median(runs))
+    Ok(RunStats::median(runs))
 }
 
 fn main() -> Result<()> {

@@ -31,11 +31,6 @@ struct Args {
     range_mib: u64,
 }
 
-fn median(mut v: Vec<RunStats>) -> RunStats {
-    v.sort_by_key(|s| s.elapsed);
-    v[v.len() / 2]
-}
-
 /// `curl` to /dev/null, `runs` times; the median.
 fn download(url: &str, runs: usize) -> Result<RunStats> {
     let mut all = Vec::new();
@@ -47,7 +42,7 @@ fn download(url: &str, runs: usize) -> Result<RunStats> {
             url,
         ]))?);
     }
-    Ok(median(all))
+    Ok(RunStats::median(all))
 }
 
 /// Resident memory of `pid` now, in bytes.
