@@ -43,11 +43,14 @@ bench: deps build
 dht-bench: deps build
 	"$(CARGO_TARGET_DIR)/release/dht-bench"
 
-## swarm-lab: network namespaces (root): 4 seeders at 100 Mbit/s each, 1 leecher, 1 GiB
+## swarm-lab: network namespaces (root): 4 seeders at 100 Mbit/s each, 1 leecher, 1 GiB; also
+## aria2c (BitTorrent) on the same links; writes swarm-lab.svg
 swarm-lab: deps build
+	command -v aria2c >/dev/null && command -v mktorrent >/dev/null && command -v opentracker >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq aria2 mktorrent opentracker; }
 	$(SUDO) "$(CARGO_TARGET_DIR)/release/swarm-lab" --commons "$(CARGO_TARGET_DIR)/release/commons"
 
-## swarm-lab-flash: network namespaces (root): flash crowd, 1 seeder + 10 leechers vs nginx, 256 MiB
+## swarm-lab-flash: network namespaces (root): flash crowd, 1 seeder + 10 leechers vs nginx, 256 MiB;
+## writes swarm-lab-flash.svg
 swarm-lab-flash: deps build
 	$(SUDO) "$(CARGO_TARGET_DIR)/release/swarm-lab" --commons "$(CARGO_TARGET_DIR)/release/commons" --flash --size-mib 256
 

@@ -176,6 +176,54 @@ impl MirrorEntry {
     }
 }
 
+/// A value the file's syntax allows but its meaning does not: which key, and what is wrong.
+#[derive(Debug)]
+struct BadValue {
+    /// Dotted key: `dht.record_ttl_secs`, `mirror.datasets`.
+    key: String,
+    /// Text on the offending line, when the key spans several (an entry of a list).
+    near: Option<String>,
+    message: String,
+}
+
+impl BadValue {
+    fn new(key: &str, message: String) -> Self {
+        Self {
+            key: key.into(),
+            near: None,
+            message,
+        }
+    }
+}
+
+/// The line (1-based) where `bad`'s key is set in `text`: the `key =` line inside its
+/// table, or the first line from there holding `bad.near`.
+fn line_of(text: &str, bad: &BadValue) -> Option<usize> {
+    let (table, leaf) = bad.key.rsplit_once('.').unwrap_or(("", &bad.key));
+    let mut current = "";
+    let mut key_line = None;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if key_line.is_none() {
+            if let Some(header) = line.strip_prefix('[') {
+                current = header.trim_end_matches(']').trim();
+                continue;
+            }
+            if current == table && line.split('=').next().map(str::trim) == Some(leaf) {
+                key_line = Some(i + 1);
+            }
+        }
+        if let Some(start) = key_line {
+            match &bad.near {
+                None => return Some(start),
+                Some(needle) if raw.contains(needle.as_str()) => return Some(i + 1),
+                Some(_) => {}
+            }
+        }
+    }
+    key_line
+}
+
 /// The `[dht]` table.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -205,9 +253,12 @@ impl ConfigFile {
             path: path.to_string(),
             message: e.to_string().trim_end().to_string(),
         })?;
-        config.check().map_err(|message| ConfigError::Invalid {
+        config.check().map_err(|bad| ConfigError::Invalid {
             path: path.to_string(),
-            message,
+            message: match line_of(text, &bad) {
+                Some(line) => format!("line {line}, {}", bad.message),
+                None => bad.message,
+            },
         })?;
         Ok(config)
     }
@@ -228,7 +279,7 @@ impl ConfigFile {
         Self::parse(&text, &path.display().to_string())
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), BadValue> {
         let d = &self.dht;
         let positive = [
             ("dht.record_ttl_secs", d.record_ttl_secs),
@@ -250,7 +301,7 @@ impl ConfigFile {
         ];
         for (key, value) in positive {
             if value == Some(0) {
-                return Err(format!("{key} must be greater than 0"));
+                return Err(BadValue::new(key, format!("{key} must be greater than 0")));
             }
         }
         // Times are added to clocks: past about ten years they would overflow them.
@@ -262,8 +313,9 @@ impl ConfigFile {
         ];
         for (key, value) in durations {
             if value.is_some_and(|v| v > MAX_DURATION_SECS) {
-                return Err(format!(
-                    "{key} must be at most {MAX_DURATION_SECS} (ten years)"
+                return Err(BadValue::new(
+                    key,
+                    format!("{key} must be at most {MAX_DURATION_SECS} (ten years)"),
                 ));
             }
         }
@@ -274,8 +326,9 @@ impl ConfigFile {
             .announce_interval_secs
             .unwrap_or(DiscoveryConfig::default().announce_interval.as_secs());
         if every >= ttl {
-            return Err(format!(
-                "dht.announce_interval_secs ({every}) must be shorter than dht.record_ttl_secs ({ttl}), or records lapse between announcements"
+            return Err(BadValue::new(
+                "dht.announce_interval_secs",
+                format!("dht.announce_interval_secs ({every}) must be shorter than dht.record_ttl_secs ({ttl}), or records lapse between announcements"),
             ));
         }
         let l = &self.limits;
@@ -289,23 +342,29 @@ impl ConfigFile {
             ("storage.quota_gib", self.storage.quota_gib),
         ] {
             if value.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
-                return Err(format!(
-                    "{key} must be a positive number of MiB/s (leave it out for no limit)"
+                return Err(BadValue::new(
+                    key,
+                    format!("{key} must be a positive number (leave it out for no limit)"),
                 ));
             }
         }
         for (i, entry) in self.mirror.datasets.iter().enumerate() {
             let target = entry.target();
+            let bad = |message: String| BadValue {
+                key: "mirror.datasets".into(),
+                near: Some(target.to_string()),
+                message,
+            };
             if crate::fetch::GetTarget::parse(target).is_err()
                 && commons_protocol::NameRef::parse(target).is_err()
             {
-                return Err(format!(
+                return Err(bad(format!(
                     "mirror.datasets[{i}]: {target:?} is neither a hash, a ticket (commons1…) nor a name (org/name)"
-                ));
+                )));
             }
             if let Some((_, revision)) = entry.name() {
                 commons_protocol::name::check_revision(revision)
-                    .map_err(|e| format!("mirror.datasets[{i}].revision: {e}"))?;
+                    .map_err(|e| bad(format!("mirror.datasets[{i}].revision: {e}")))?;
             }
         }
         Ok(())
@@ -390,14 +449,22 @@ max_providers_per_key = 5
         let (name, revision) = config.mirror.datasets[1].name().expect("named");
         assert_eq!((name.as_str(), revision), ("org/data", "main"));
 
-        let err = ConfigFile::parse("[mirror]\ndatasets = [\"not-a-hash\"]\n", "m.toml")
-            .expect_err("bad target");
-        assert!(err.to_string().contains("mirror.datasets[0]"), "{err}");
-        let err = ConfigFile::parse("[limits]\nupload_mib_per_sec = 0\n", "m.toml")
-            .expect_err("a zero limit");
+        let err = ConfigFile::parse(
+            &format!("[mirror]\ndatasets = [\n  \"{hash}\",\n  \"not-a-hash\",\n]\n"),
+            "m.toml",
+        )
+        .expect_err("bad target");
+        let text = err.to_string();
         assert!(
-            err.to_string().contains("limits.upload_mib_per_sec"),
-            "{err}"
+            text.contains("mirror.datasets[1]") && text.contains("line 4"),
+            "{text}"
+        );
+        let err = ConfigFile::parse("listen = []\n[limits]\nupload_mib_per_sec = 0\n", "m.toml")
+            .expect_err("a zero limit");
+        let text = err.to_string();
+        assert!(
+            text.contains("limits.upload_mib_per_sec") && text.contains("line 3"),
+            "{text}"
         );
         let err = ConfigFile::parse("[gateway]\nlisten = \"nowhere\"\n", "m.toml")
             .expect_err("bad address");
@@ -427,7 +494,11 @@ max_providers_per_key = 5
             "c.toml",
         )
         .expect_err("interval beyond ttl");
-        assert!(err.to_string().contains("announce_interval_secs"), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("line 3") && text.contains("announce_interval_secs"),
+            "{text}"
+        );
         let err = ConfigFile::parse("[dht]\nrecord_ttl_secs = 9223372036854775807\n", "c.toml")
             .expect_err("a duration no clock can hold");
         assert!(err.to_string().contains("at most"), "{err}");

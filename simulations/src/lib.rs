@@ -1,5 +1,8 @@
 //! Shared helpers for Commons benchmarks and experiments: test data, timing, peak memory.
 
+pub mod bittorrent;
+pub mod plot;
+
 use std::{
     fs::File,
     io::{self, BufRead, BufReader, BufWriter, Write},

@@ -8,7 +8,9 @@
 //!   from one seeder;
 //! - `kill`: the same, with one seeder killed (SIGKILL) half-way; extra bytes fetched;
 //! - `corrupt`: the surviving seeders plus one that flips a byte in every answer
-//!   (`bad-seeder`): the fetch completes, the liar is dropped, `verify` finds nothing.
+//!   (`bad-seeder`): the fetch completes, the liar is dropped, `verify` finds nothing;
+//! - BitTorrent: `seeders` again with aria2c seeds, opentracker and an aria2c download
+//!   over the same links (when the three are installed).
 //!
 //! With `--flash`, the flash crowd instead: one seeder and `--leechers` nodes (every
 //! uplink capped at R Mbit/s) all start fetching at once; the time until all are done,
@@ -22,7 +24,9 @@ use std::{
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::Parser;
-use commons_simulations::{start_and_read, start_nginx, write_random_file, CommonArgs, Guard};
+use commons_simulations::{
+    bittorrent, plot, start_and_read, start_nginx, write_random_file, CommonArgs, Guard,
+};
 
 /// Swarm experiments in network namespaces with shaped links (needs root).
 #[derive(Debug, Parser)]
@@ -50,6 +54,22 @@ struct Args {
     /// Leechers in the flash crowd
     #[arg(long, default_value_t = 10)]
     leechers: usize,
+    /// Skip scenario 1 with aria2c (BitTorrent), which otherwise runs when aria2c,
+    /// mktorrent and opentracker are installed
+    #[arg(long)]
+    no_bittorrent: bool,
+    /// Folder for the charts (swarm-lab.svg, swarm-lab-flash.svg)
+    #[arg(long, default_value = ".")]
+    plot_dir: PathBuf,
+}
+
+/// Writes an SVG chart into `--plot-dir` and says where.
+fn write_plot(args: &Args, name: &str, svg: &str) -> Result<()> {
+    std::fs::create_dir_all(&args.plot_dir)?;
+    let path = args.plot_dir.join(name);
+    std::fs::write(&path, svg).with_context(|| format!("writing {}", path.display()))?;
+    println!("chart: {}", path.display());
+    Ok(())
 }
 
 /// Prefix of every namespace and interface this lab creates.
@@ -280,7 +300,10 @@ fn main() -> Result<()> {
         &hash,
         &first_addr,
     )?;
+    // Each leecher's copy goes once measured: a run of 1 GiB then needs about 7 GiB of disk.
+    std::fs::remove_dir_all(scratch.path().join("l-swarm"))?;
     let rate = mbit(size, swarm.elapsed);
+    let mut bars = vec![(format!("Commons, {} seeders", args.seeders), rate)];
     println!(
         "| {} seeders, by hash (DHT) | {:.1} | {rate:.0} | **{:.0} %** | {:.3} |",
         args.seeders,
@@ -288,6 +311,26 @@ fn main() -> Result<()> {
         100.0 * rate / links,
         swarm.bytes_received as f64 / size as f64
     );
+
+    let bt_rate = if args.no_bittorrent {
+        None
+    } else if !bittorrent::available() {
+        println!(
+            "| aria2c (BitTorrent) | skipped: apt-get install aria2 mktorrent opentracker | | | |"
+        );
+        None
+    } else {
+        let took = aria2_swarm(&args, scratch.path(), &file, &leecher)?;
+        let rate = mbit(size, took);
+        println!(
+            "| aria2c (BitTorrent, opentracker), {} seeders | {:.1} | {rate:.0} | {:.0} % | — |",
+            args.seeders,
+            took.as_secs_f64(),
+            100.0 * rate / links,
+        );
+        bars.push((format!("aria2c, {} seeders", args.seeders), rate));
+        Some(rate)
+    };
 
     // One seeder killed half-way.
     let ideal = Duration::from_secs_f64(size as f64 * 8.0 / 1e6 / links);
@@ -311,6 +354,8 @@ fn main() -> Result<()> {
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let received = v["bytes_received"].as_u64().unwrap_or(0);
+    std::fs::remove_dir_all(&dir)?;
+    bars.push(("Commons, one killed".to_string(), mbit(size, elapsed)));
     println!(
         "| {} seeders, one killed at {:.0} s | {:.1} | {:.0} | {:.0} % | {:.3} |",
         args.seeders,
@@ -354,6 +399,10 @@ fn main() -> Result<()> {
         .status
         .success();
     let honest_links = (args.seeders - 1) as f64 * args.rate_mbit as f64;
+    bars.push((
+        format!("Commons, {} + 1 liar", args.seeders - 1),
+        mbit(size, corrupt.elapsed),
+    ));
     println!(
         "| {} honest seeders + 1 liar | {:.1} | {:.0} | {:.0} % of the honest links | {:.3} |",
         args.seeders - 1,
@@ -372,6 +421,7 @@ fn main() -> Result<()> {
         if verified { "clean" } else { "FAILED" }
     );
     drop(liar);
+    std::fs::remove_dir_all(&dir)?;
 
     if !args.no_baseline {
         let one = fetch_one(
@@ -393,10 +443,66 @@ fn main() -> Result<()> {
             one.elapsed.as_secs_f64() / swarm.elapsed.as_secs_f64(),
             args.seeders
         );
+        bars.push(("Commons, 1 seeder".to_string(), mbit(size, one.elapsed)));
     }
+    if let Some(bt) = bt_rate {
+        println!(
+            "Commons ÷ aria2c (BitTorrent) on the same links: {:.2}× the throughput",
+            rate / bt
+        );
+    }
+    let title = format!(
+        "{} MiB to one leecher, seeders capped at {} Mbit/s each",
+        args.common.size_mib, args.rate_mbit
+    );
+    write_plot(
+        &args,
+        "swarm-lab.svg",
+        &plot::bar_chart(&title, "Mbit/s", &bars, Some(("sum of the links", links))),
+    )?;
     drop(seeders);
     drop(lab);
     Ok(())
+}
+
+/// Scenario 1 with BitTorrent: an aria2c seeder in each seeder's namespace (same capped
+/// uplinks), opentracker beside seeder 1, and an aria2c download in the leecher's
+/// namespace. Checks the bytes, returns the download time.
+fn aria2_swarm(args: &Args, scratch: &Path, file: &Path, leecher: &str) -> Result<Duration> {
+    let bt = scratch.join("bt");
+    std::fs::create_dir_all(&bt)?;
+    let torrent = bt.join("data.torrent");
+    let info = bittorrent::make_torrent(file, "http://10.77.0.1:6969/announce", &torrent)?;
+    let ns = |i: usize| format!("{PREFIX}-{i}");
+    let tracker_ns = ns(1);
+    let _tracker = bittorrent::start_tracker(
+        &["ip", "netns", "exec", &tracker_ns],
+        "10.77.0.1",
+        &info,
+        &bt.join("tracker"),
+    )?;
+    let data_dir = file.parent().context("the file's folder")?;
+    let mut seeds = Vec::new();
+    for i in 1..=args.seeders {
+        let seed_ns = ns(i);
+        seeds.push(bittorrent::start_seed(
+            &["ip", "netns", "exec", &seed_ns],
+            &torrent,
+            data_dir,
+        )?);
+    }
+    // Let every seed announce itself to the tracker.
+    std::thread::sleep(Duration::from_secs(3));
+    let out = bt.join("out");
+    let took = bittorrent::download(&["ip", "netns", "exec", leecher], &torrent, &out)?;
+    drop(seeds);
+    let same = Command::new("cmp")
+        .arg(file)
+        .arg(out.join(file.file_name().context("name")?))
+        .status()?;
+    ensure!(same.success(), "aria2c's copy differs from the file");
+    std::fs::remove_dir_all(&out)?;
+    Ok(took)
 }
 
 /// The one-seeder baseline: a ticket naming seeder 1 alone, so no other provider is used.
@@ -457,7 +563,7 @@ fn flash_crowd(args: &Args) -> Result<()> {
     // Commons: every leecher's node fetches by hash alone, all at once.
     let cpu_before = cpu_busy()?;
     let start = Instant::now();
-    let gets: Vec<_> = leechers
+    let mut gets: Vec<_> = leechers
         .iter()
         .map(|(ns, dir, _)| {
             commons(args, ns, dir)
@@ -467,11 +573,10 @@ fn flash_crowd(args: &Args) -> Result<()> {
                 .spawn()
         })
         .collect::<std::io::Result<_>>()?;
-    let mut commons_done = Vec::new();
+    let commons_done = finish_times(&mut gets, start)?;
     let mut received = 0;
     for get in gets {
         let out = get.wait_with_output()?;
-        commons_done.push(start.elapsed());
         ensure!(
             out.status.success(),
             "a leecher's get failed: {}",
@@ -516,10 +621,10 @@ fn flash_crowd(args: &Args) -> Result<()> {
                 .spawn()
         })
         .collect::<std::io::Result<_>>()?;
-    let mut nginx_done = Vec::new();
-    for mut curl in curls {
+    let mut curls = curls;
+    let nginx_done = finish_times(&mut curls, start)?;
+    for curl in &mut curls {
         ensure!(curl.wait()?.success(), "a curl failed");
-        nginx_done.push(start.elapsed());
     }
     for i in 0..n {
         let got = std::fs::metadata(scratch.path().join(format!("curl{i}.bin")))?.len();
@@ -559,7 +664,41 @@ fn flash_crowd(args: &Args) -> Result<()> {
         served_by_seeder as f64 / size as f64,
         100.0 * cpu_share
     );
-    Ok(())
+    let secs = |d: &[Duration]| d.iter().map(Duration::as_secs_f64).collect();
+    let title = format!(
+        "Flash crowd: {n} clients, {} MiB, every uplink {} Mbit/s",
+        args.common.size_mib, args.rate_mbit
+    );
+    let series = [
+        plot::Series {
+            name: format!("Commons: 1 seeder + {n} nodes"),
+            done_secs: secs(&commons_done),
+        },
+        plot::Series {
+            name: format!("one nginx → {n} curls"),
+            done_secs: secs(&nginx_done),
+        },
+    ];
+    write_plot(
+        args,
+        "swarm-lab-flash.svg",
+        &plot::step_chart(&title, &series),
+    )
+}
+
+/// When each child exits, polled every 20 ms from `start` (the children are left to be
+/// waited on for their status and output).
+fn finish_times(children: &mut [std::process::Child], start: Instant) -> Result<Vec<Duration>> {
+    let mut done: Vec<Option<Duration>> = vec![None; children.len()];
+    while done.iter().any(Option::is_none) {
+        for (child, when) in children.iter_mut().zip(done.iter_mut()) {
+            if when.is_none() && child.try_wait()?.is_some() {
+                *when = Some(start.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(done.into_iter().flatten().collect())
 }
 
 /// Bytes the node on `dir` (running in `ns`) has sent, from `commons node stats`.
