@@ -13,8 +13,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint fmt deps python-deps build bench fetch-bench dht-bench swarm-lab swarm-lab-flash gateway-bench check-layering
 
-## demo: build `commons`, then add a sample dataset, list, export and verify it
+## demo: build `commons`, then add a sample dataset, list, export and verify it, fetch it
+## over QUIC by ticket and by hash, and read it through the HTTP gateway (installs curl)
 demo: deps build
+	command -v curl >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq curl; }
 	bash scripts/demo.sh "$(CARGO_TARGET_DIR)/release/commons"
 
 ## test: every unit and end-to-end test (release profile), then the official huggingface_hub

@@ -2,7 +2,7 @@
 # The README's demo: make a small sample dataset, add it, list the store, export it,
 # check the export is byte-identical, verify the store, serve it from a node and fetch it
 # into a second data dir over QUIC on loopback (by ticket, then by hash alone through the
-# DHT), then remove it.
+# DHT), serve it to plain HTTP clients through the node's gateway, then remove it.
 # Uses a throw-away data dir so it never touches your own store.
 set -euo pipefail
 commons=${1:?usage: demo.sh path/to/commons}
@@ -20,7 +20,7 @@ cp "$work/sample-dataset/data/train-00000.parquet" "$work/sample-dataset/data/co
 printf '# Sample dataset\nMade by the Commons demo.\n' > "$work/sample-dataset/README.md"
 
 run "$commons" add "$work/sample-dataset"
-hash=$("$commons" --json add "$work/sample-dataset" | sed -E 's/.*"hash":"([0-9a-f]+)".*/\1/')
+hash=$("$commons" --json add "$work/sample-dataset" --name demo/sample | sed -E 's/.*"hash":"([0-9a-f]+)".*/\1/')
 run "$commons" ls
 run "$commons" export "$hash" "$work/exported"
 run diff -r "$work/sample-dataset" "$work/exported"
@@ -31,7 +31,9 @@ echo
 echo "== a second node fetches it over QUIC (loopback), verifying every 16 KiB"
 # --dht-mode server: on loopback the node is not publicly reachable, so `auto` would make it
 # a DHT client that answers no lookups.
-"$commons" --json node run --listen /ip4/127.0.0.1/udp/0/quic-v1 --dht-mode server > "$work/node.out" &
+# Its config also turns on the read-only HTTP gateway on a free loopback port.
+printf '[gateway]\nlisten = "127.0.0.1:0"\n' > "$work/node.toml"
+"$commons" --json --config "$work/node.toml" node run --listen /ip4/127.0.0.1/udp/0/quic-v1 --dht-mode server > "$work/node.out" &
 node_pid=$!
 trap 'kill "$node_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 100); do [ -s "$work/node.out" ] && break; sleep 0.1; done
@@ -48,9 +50,22 @@ run env COMMONS_DATA_DIR="$work/data-c" "$commons" providers "$hash" --bootstrap
 run env COMMONS_DATA_DIR="$work/data-c" "$commons" get "$hash" --bootstrap "$addr" -o "$work/by-hash"
 run diff -r "$work/sample-dataset" "$work/by-hash"
 echo "fetched by hash alone, byte-identical"
+
+echo
+echo "== plain HTTP clients read it from node A's gateway, by name, verified as it is sent"
+gateway=$(sed -E 's/.*"gateway":"([^"]+)".*/\1/' "$work/node.out")
+run curl -sf "$gateway/dataset/demo/sample"
+echo
+run curl -sf -o "$work/weights.http" "$gateway/dataset/demo/sample/model/weights.safetensors"
+run cmp "$work/weights.http" "$work/sample-dataset/model/weights.safetensors"
+echo "downloaded over HTTP, byte-identical"
+run curl -sf -r 0-1023 -o "$work/first-kib" "$gateway/dataset/demo/sample/model/weights.safetensors"
+run cmp "$work/first-kib" <(head -c 1024 "$work/sample-dataset/model/weights.safetensors")
+echo "a byte range, byte-identical"
+run "$commons" node status
 kill "$node_pid"; wait "$node_pid" 2>/dev/null || true
 
 run "$commons" rm "$hash"
 run "$commons" ls
 echo
-echo "demo finished: add, ls, export, verify, fetches by ticket and by hash, and rm all worked"
+echo "demo finished: add, ls, export, verify, fetches by ticket and by hash, the HTTP gateway and rm all worked"
