@@ -51,7 +51,14 @@ pub struct Gateway {
     /// One gateway-triggered fetch at a time: two requests for the same missing file do
     /// not race each other's writes, and a burst of requests cannot start a hundred fetches.
     fetching: Arc<tokio::sync::Mutex<()>>,
+    /// Bodies being sent: each holds a blocking thread, so at most [`MAX_RESPONSES`].
+    responses: Arc<tokio::sync::Semaphore>,
 }
+
+/// Bodies the gateway sends at once; more requests get `503` with `Retry-After`. Each one
+/// holds a thread from tokio's blocking pool (512 threads) while its client reads, so this
+/// leaves room for the node's other store work.
+pub const MAX_RESPONSES: usize = 256;
 
 impl Gateway {
     /// A gateway over `store`; `fetcher` enables fetching missing data.
@@ -60,7 +67,14 @@ impl Gateway {
             store,
             fetcher,
             fetching: Arc::default(),
+            responses: Arc::new(tokio::sync::Semaphore::new(MAX_RESPONSES)),
         }
+    }
+
+    /// The same gateway sending at most `n` bodies at once (default [`MAX_RESPONSES`]).
+    pub fn with_max_responses(mut self, n: usize) -> Self {
+        self.responses = Arc::new(tokio::sync::Semaphore::new(n));
+        self
     }
 
     /// The routes.
@@ -186,13 +200,7 @@ impl Gateway {
             hash: entry.hash,
         })
         .await?;
-        Ok(range::respond(
-            self.store.clone(),
-            entry.hash,
-            entry.size,
-            request,
-            extra,
-        ))
+        Ok(range::respond(self, entry.hash, entry.size, request, extra))
     }
 }
 
@@ -246,13 +254,7 @@ async fn blob(
         .ok_or_else(|| error(StatusCode::NOT_FOUND, &format!("{hash} is not held")))?
         .size;
     let request = Request { method, headers };
-    Ok(range::respond(
-        gw.store.clone(),
-        hash,
-        size,
-        &request,
-        HeaderMap::new(),
-    ))
+    Ok(range::respond(&gw, hash, size, &request, HeaderMap::new()))
 }
 
 /// One file of a dataset listing.

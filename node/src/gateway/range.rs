@@ -8,15 +8,20 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use commons_protocol::Hash;
-use tokio::sync::mpsc;
+use tokio::sync::{
+    mpsc::{self, error::SendTimeoutError},
+    OwnedSemaphorePermit,
+};
 
-use super::{error, Request};
+use super::{error, Gateway, Request, MAX_RESPONSES};
 use crate::store::Store;
 
 /// Bytes per body chunk handed to the HTTP connection.
 const BODY_CHUNK: usize = 256 * 1024;
 /// Body chunks queued per response: with the one being filled, at most 768 KiB per client.
 const BODY_QUEUE: usize = 2;
+/// A client that takes nothing for this long loses its response (and its slot).
+pub const CLIENT_STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What a `Range` header asks of a file of `size` bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +62,7 @@ pub(crate) fn etag(hash: &Hash) -> String {
 
 /// Answers `request` with blob `hash` of `size` bytes, plus `extra` headers.
 pub(crate) fn respond(
-    store: Arc<Store>,
+    gw: &Gateway,
     hash: Hash,
     size: u64,
     request: &Request,
@@ -109,7 +114,17 @@ pub(crate) fn respond(
     let body = if request.method == Method::HEAD {
         Body::empty()
     } else {
-        verified_body(store, hash, range)
+        let Ok(permit) = gw.responses.clone().try_acquire_owned() else {
+            let mut busy = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("busy: {MAX_RESPONSES} responses in progress; try again shortly"),
+            )
+            .into_response();
+            busy.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return busy;
+        };
+        verified_body(gw.store.clone(), hash, range, permit)
     };
     with_headers(status, headers, body)
 }
@@ -124,12 +139,20 @@ fn with_headers(status: StatusCode, headers: HeaderMap, body: Body) -> Response 
 /// Streams bytes `range` of a blob, read and verified on a blocking thread as the client
 /// takes them. A chunk group that fails verification ends the body with an error (the
 /// client sees a short response, never bad bytes).
-fn verified_body(store: Arc<Store>, hash: Hash, range: Range<u64>) -> Body {
+fn verified_body(
+    store: Arc<Store>,
+    hash: Hash,
+    range: Range<u64>,
+    permit: OwnedSemaphorePermit,
+) -> Body {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(BODY_QUEUE);
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let mut out = ChannelWriter {
             tx: tx.clone(),
             buf: Vec::with_capacity(BODY_CHUNK),
+            runtime,
         };
         let result = store
             .read_range_verified(&hash, range, &mut out)
@@ -154,6 +177,8 @@ fn verified_body(store: Arc<Store>, hash: Hash, range: Range<u64>) -> Body {
 struct ChannelWriter {
     tx: mpsc::Sender<io::Result<Bytes>>,
     buf: Vec<u8>,
+    /// To wait for the client with a time limit from the blocking thread.
+    runtime: tokio::runtime::Handle,
 }
 
 impl ChannelWriter {
@@ -165,9 +190,18 @@ impl ChannelWriter {
             &mut self.buf,
             Vec::with_capacity(BODY_CHUNK),
         ));
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))
+        let sent = self
+            .runtime
+            .block_on(self.tx.send_timeout(Ok(chunk), CLIENT_STALL_LIMIT));
+        sent.map_err(|e| match e {
+            SendTimeoutError::Timeout(_) => io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client stopped reading; its response is dropped",
+            ),
+            SendTimeoutError::Closed(_) => {
+                io::Error::new(io::ErrorKind::BrokenPipe, "the client went away")
+            }
+        })
     }
 }
 

@@ -1,0 +1,84 @@
+//! The gateway's bound on bodies in flight: a client that stops reading keeps its slot, the
+//! next one over the limit gets `503` at once, and a slot comes back when a client leaves.
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    sync::Arc,
+    time::Duration,
+};
+
+use commons_node::{gateway::Gateway, store::NoProgress, Store, StoreOptions};
+
+fn get(addr: std::net::SocketAddr, path: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    s
+}
+
+fn status(s: &mut TcpStream) -> String {
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).expect("status line");
+    String::from_utf8_lossy(&head[9..12]).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_over_its_response_limit_answers_busy_and_recovers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store =
+        Arc::new(Store::open(dir.path().join("store"), StoreOptions::default()).expect("store"));
+    // Bigger than what loopback socket buffers and the body queue absorb, so a client that
+    // reads nothing keeps its response (and its slot) busy.
+    let file = dir.path().join("big.bin");
+    std::fs::write(&file, common::pattern(24 << 20, 5)).expect("write");
+    let hash = store.add_file(&file, &NoProgress).expect("add").hash;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(
+        Gateway::new(store, None)
+            .with_max_responses(1)
+            .serve(listener),
+    );
+    let path = format!("/blob/{hash}");
+
+    let blocked = tokio::task::spawn_blocking(move || {
+        let mut stalled = get(addr, &path);
+        assert_eq!(status(&mut stalled), "200");
+        std::thread::sleep(Duration::from_millis(300));
+        let mut second = get(addr, &path);
+        assert_eq!(status(&mut second), "503", "over the limit: busy at once");
+        let mut rest = String::new();
+        let _ = second.read_to_string(&mut rest);
+        assert!(rest.to_ascii_lowercase().contains("retry-after"), "{rest}");
+        drop(stalled);
+        // The slot returns once the stalled response notices its client is gone.
+        let mut third = None;
+        for _ in 0..50 {
+            std::thread::sleep(Duration::from_millis(100));
+            let mut s = get(addr, &path);
+            if status(&mut s) == "200" {
+                third = Some(s);
+                break;
+            }
+        }
+        let mut third = third.expect("a slot came back");
+        let mut body = Vec::new();
+        third.read_to_end(&mut body).expect("read");
+        assert!(
+            body.len() > 24 << 20,
+            "the whole file (and headers) arrived: {} bytes",
+            body.len()
+        );
+    });
+    blocked.await.expect("client side");
+}
