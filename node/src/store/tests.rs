@@ -594,3 +594,83 @@ fn a_hugging_face_snapshot_is_added_through_its_blob_links_and_nothing_else() {
     symlink(repo.join("blobs/e1"), plain.join("config.json")).expect("link");
     assert!(store.add_folder(&plain, &NoProgress).is_err());
 }
+
+/// Rows of blob `id` in the `above` column family.
+fn above_rows(store: &Store, id: BlobId) -> usize {
+    let (start, end) = layout::blob_key_range(id);
+    store
+        .db
+        .iterator_cf(
+            store.cf(layout::CF_ABOVE),
+            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
+        )
+        .map_while(|item| item.ok())
+        .take_while(|(key, _)| key.as_ref() < &end[..])
+        .count()
+}
+
+#[test]
+fn a_partial_blob_says_which_groups_it_holds_and_its_above_pairs_go_with_it() {
+    use commons_protocol::wire::HaveResponse;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = open(&dir.path().join("a"));
+    let store = open(&dir.path().join("b"));
+    let data = pattern(TEST_SPAN as usize * 6 + 100, 8);
+    fs::write(dir.path().join("f"), &data).expect("write");
+    let hash = source
+        .add_file(&dir.path().join("f"), &NoProgress)
+        .expect("add")
+        .hash;
+    assert_eq!(
+        store.held_groups(&hash).expect("db"),
+        HaveResponse::NotFound
+    );
+
+    // Spans 1, 2 and 6 (the short last one) arrive, each with a pair from above it.
+    let partial = store
+        .begin_partial(&hash, data.len() as u64)
+        .expect("begin");
+    let span = TEST_SPAN as usize;
+    for index in [1u64, 2, 6] {
+        let start = index as usize * span;
+        let end = (start + span).min(data.len());
+        let above = [(index * 2..index * 2 + 4, [index as u8; 64])];
+        store
+            .put_verified_span(partial.id, index, &data[start..end], None, &above)
+            .expect("span");
+    }
+    // Two 16 KiB groups per span; the last span holds one short group (group 12).
+    assert_eq!(
+        store.held_groups(&hash).expect("db"),
+        HaveResponse::Held {
+            size: data.len() as u64,
+            complete: false,
+            groups: vec![2..6, 12..13],
+        }
+    );
+    assert_eq!(above_rows(&store, partial.id), 3);
+
+    // Completing the blob drops the pairs above spans: its full outboard replaces them.
+    for index in [0u64, 3, 4, 5] {
+        let start = index as usize * span;
+        store
+            .put_verified_span(partial.id, index, &data[start..start + span], None, &[])
+            .expect("span");
+    }
+    store.complete_partial(&hash).expect("complete");
+    assert_eq!(above_rows(&store, partial.id), 0);
+    assert!(matches!(
+        store.held_groups(&hash).expect("db"),
+        HaveResponse::Held { complete: true, .. }
+    ));
+
+    // A partial blob nothing pins or holds is collected with its pairs.
+    let other = Hash::of(b"another blob");
+    let partial = store.begin_partial(&other, 4 * TEST_SPAN).expect("begin");
+    store
+        .put_verified_span(partial.id, 0, &data[..span], None, &[(0..4, [7; 64])])
+        .expect("span");
+    assert_eq!(above_rows(&store, partial.id), 1);
+    store.gc(false).expect("gc");
+    assert_eq!(above_rows(&store, partial.id), 0);
+}
