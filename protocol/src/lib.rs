@@ -2,7 +2,8 @@
 //!
 //! Everything a node *decides* lives here and is tested with plain byte slices: BLAKE3
 //! content addresses ([`Hash`]), verified chunk trees over 16 KiB chunk groups ([`tree`]),
-//! the dataset [`manifest`], and copy-pasteable [`ticket`]s. Nothing in this crate opens a
+//! the dataset [`manifest`], copy-pasteable [`ticket`]s, the [`wire`] messages, serving
+//! parts of a blob held in part ([`partial`]), and local dataset [`name`]s. Nothing in this crate opens a
 //! socket, a database or a file: callers hand it readers and writers.
 
 pub mod hash;
