@@ -400,11 +400,7 @@ async fn handle(conn: AsyncUnixStream, ctx: FetchContext, info: NodeInfo) {
     let events = ProgressEvents(tx.clone());
     let work = async move {
         let reply = match request {
-            Ok(AdminRequest::Status) => match status::snapshot(&ctx, &info).await {
-                Ok(s) => AdminReply::Status(s),
-                Err(message) => AdminReply::Error { message },
-            },
-            Ok(request) => run(request, ctx, events).await,
+            Ok(request) => run(request, ctx, &info, events).await,
             Err(message) => AdminReply::Error { message },
         };
         let _ = tx.send(reply).await;
@@ -443,7 +439,12 @@ fn failed(e: impl std::fmt::Display) -> AdminReply {
     }
 }
 
-async fn run(request: AdminRequest, ctx: FetchContext, events: ProgressEvents) -> AdminReply {
+async fn run(
+    request: AdminRequest,
+    ctx: FetchContext,
+    info: &NodeInfo,
+    events: ProgressEvents,
+) -> AdminReply {
     match request {
         AdminRequest::Add { path, name } => {
             let providers = ctx
@@ -590,7 +591,10 @@ async fn run(request: AdminRequest, ctx: FetchContext, events: ProgressEvents) -
                 })
                 .collect(),
         },
-        AdminRequest::Status => failed("status is answered before dispatch"),
+        AdminRequest::Status => match status::snapshot(&ctx, info).await {
+            Ok(s) => AdminReply::Status(s),
+            Err(message) => failed(message),
+        },
         AdminRequest::Peers => match ctx.host.status().await {
             Ok(status) => AdminReply::Network(status),
             Err(e) => failed(e),

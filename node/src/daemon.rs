@@ -91,7 +91,7 @@ pub enum DaemonError {
     Signals(std::io::Error),
     /// The gateway's or the metrics' address could not be bound.
     #[error("cannot listen for HTTP on {addr}: {source}")]
-    Gateway {
+    Http {
         /// The address.
         addr: std::net::SocketAddr,
         /// Why.
@@ -225,7 +225,7 @@ async fn join_network(host: Host, bootstrap: Vec<Multiaddr>) {
 async fn bind_http(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, DaemonError> {
     tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|source| DaemonError::Gateway { addr, source })
+        .map_err(|source| DaemonError::Http { addr, source })
 }
 
 /// Collects unpinned data, least recently used first, whenever the store holds more than

@@ -61,13 +61,16 @@ async fn keep(ctx: FetchContext, entry: MirrorEntry) {
                 continue;
             }
         };
-        let held = match target.kind {
-            Some(commons_protocol::TicketKind::Blob) => ctx
-                .store
-                .blob(&target.hash)
+        // Reads (and verifies) the manifest: off the async workers.
+        let (store, hash, kind) = (ctx.store.clone(), target.hash, target.kind);
+        let held = tokio::task::spawn_blocking(move || match kind {
+            Some(commons_protocol::TicketKind::Blob) => store
+                .blob(&hash)
                 .is_ok_and(|m| m.is_some_and(|m| m.state == crate::store::BlobState::Complete)),
-            _ => crate::ops::dataset_complete(&ctx.store, &target.hash).unwrap_or(false),
-        };
+            _ => crate::ops::dataset_complete(&store, &hash).unwrap_or(false),
+        })
+        .await
+        .unwrap_or(false);
         if !held {
             tracing::info!(hash = %target.hash, "mirror: fetching");
             match fetch::get(&ctx, &target, &Include::default(), Arc::new(())).await {

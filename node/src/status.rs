@@ -74,7 +74,7 @@ pub async fn snapshot(ctx: &FetchContext, info: &NodeInfo) -> Result<NodeStatus,
                 blobs.len() as u64,
                 complete as u64,
                 store.pins()?.len() as u64,
-                blobs.iter().map(|(_, m)| m.size).sum::<u64>(),
+                store.stored_bytes()?,
                 store.disk_usage()?,
             ))
         })

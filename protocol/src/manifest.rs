@@ -195,6 +195,14 @@ impl Manifest {
         &self.entries
     }
 
+    /// The file at `path`, if listed (entries are sorted by path bytes: a binary search).
+    pub fn entry(&self, path: &str) -> Option<&ManifestEntry> {
+        self.entries
+            .binary_search_by(|e| e.path.as_bytes().cmp(path.as_bytes()))
+            .ok()
+            .map(|i| &self.entries[i])
+    }
+
     /// Total bytes of all files.
     pub fn total_size(&self) -> u64 {
         self.entries.iter().map(|e| e.size).sum()
@@ -324,6 +332,18 @@ mod tests {
         let b = Manifest::new(vec![entry("c.txt"), entry("b/x"), entry("a")]).expect("valid");
         assert_eq!(a.hash(), b.hash());
         assert_eq!(Manifest::from_bytes(&a.to_bytes()), Ok(a));
+    }
+
+    #[test]
+    fn an_entry_is_found_by_its_exact_path() {
+        let m = Manifest::new(vec![entry("b/x"), entry("a"), entry("c.txt"), entry("b/w")])
+            .expect("valid");
+        for path in ["a", "b/w", "b/x", "c.txt"] {
+            assert_eq!(m.entry(path).map(|e| e.path.as_str()), Some(path));
+        }
+        for missing in ["", "b", "b/", "c", "z"] {
+            assert!(m.entry(missing).is_none(), "{missing}");
+        }
     }
 
     #[test]

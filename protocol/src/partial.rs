@@ -19,7 +19,10 @@ use bao_tree::{
 
 use crate::{
     subtree::{self, is_subtree_len, pair_index},
-    tree::{blob_tree, verify_error, ReadAt, VerifyError, CHUNK_GROUP_BYTES, HASH_PAIR_BYTES},
+    tree::{
+        blob_tree, read_exact_at, verify_error, ReadAt, VerifyError, CHUNK_GROUP_BYTES,
+        HASH_PAIR_BYTES,
+    },
     Hash,
 };
 
@@ -183,18 +186,6 @@ impl<D: ReadAt, P: PartialPairs> Outboard for &PartialOutboard<'_, D, P> {
         let r: [u8; 32] = r.try_into().map_err(io::Error::other)?;
         Ok(Some((blake3::Hash::from(l), blake3::Hash::from(r))))
     }
-}
-
-fn read_exact_at(data: &impl ReadAt, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        let n = data.read_at(offset + filled as u64, &mut buf[filled..])?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        filled += n;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -25,6 +25,19 @@ use bao_tree::{
 
 pub use bao_tree::io::sync::ReadAt;
 
+/// Fills `buf` from `data` at `offset`; a short source is an `UnexpectedEof` error.
+pub fn read_exact_at(data: &impl ReadAt, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = data.read_at(offset + filled as u64, &mut buf[filled..])?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        filled += n;
+    }
+    Ok(())
+}
+
 use crate::Hash;
 
 /// Chunk groups of 2^4 BLAKE3 chunks: 16 KiB is the unit of verification.

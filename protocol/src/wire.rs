@@ -107,7 +107,7 @@ impl HaveResponse {
             if groups.len() > MAX_HAVE_RANGES {
                 return Err(WireError::InvalidRanges("too many ranges"));
             }
-            let total = size.div_ceil(CHUNK_GROUP_BYTES);
+            let total = crate::partial::group_count(*size);
             let mut next_free = 0;
             for r in groups {
                 if r.start >= r.end {

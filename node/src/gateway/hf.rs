@@ -59,13 +59,7 @@ impl Gateway {
         let repo = format!("{org}/{name}");
         let name = DatasetName::parse(&repo)
             .map_err(|e| hub_error(StatusCode::NOT_FOUND, "RepoNotFound", &e.to_string()))?;
-        let bindings: Vec<_> = self
-            .store
-            .names()
-            .map_err(super::internal)?
-            .into_iter()
-            .filter(|b| b.name == name)
-            .collect();
+        let bindings = self.store.revisions(&name).map_err(super::internal)?;
         if bindings.is_empty() {
             return Err(hub_error(
                 StatusCode::NOT_FOUND,
@@ -92,7 +86,7 @@ impl Gateway {
         org: &str,
         name: &str,
         rev: &str,
-    ) -> Result<(Hash, Manifest), Refusal> {
+    ) -> Result<(Hash, std::sync::Arc<Manifest>), Refusal> {
         let root = self.repo_root(org, name, rev)?;
         Ok((root, self.manifest(root).await?))
     }
@@ -236,7 +230,7 @@ async fn resolve(
 ) -> Result<Response, Refusal> {
     let request = Request { method, headers };
     let (root, manifest) = gw.repo_manifest(&org, &name, &rev).await?;
-    if !manifest.entries().iter().any(|e| e.path == path) {
+    if manifest.entry(&path).is_none() {
         return Err(hub_error(
             StatusCode::NOT_FOUND,
             "EntryNotFound",

@@ -53,6 +53,35 @@ pub struct Gateway {
     fetching: Arc<tokio::sync::Mutex<()>>,
     /// Bodies being sent: each holds a blocking thread, so at most [`MAX_RESPONSES`].
     responses: Arc<tokio::sync::Semaphore>,
+    /// Manifests read lately (verified when read; content-addressed, so never stale).
+    manifests: Arc<ManifestCache>,
+}
+
+/// Manifests the gateway keeps parsed, at most (a manifest is at most a few MiB).
+const CACHED_MANIFESTS: usize = 16;
+
+/// The last [`CACHED_MANIFESTS`] manifests read, by root.
+#[derive(Debug, Default)]
+struct ManifestCache(std::sync::Mutex<std::collections::VecDeque<(Hash, Arc<Manifest>)>>);
+
+impl ManifestCache {
+    fn get(&self, root: &Hash) -> Option<Arc<Manifest>> {
+        let cached = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        cached
+            .iter()
+            .find(|(r, _)| r == root)
+            .map(|(_, m)| m.clone())
+    }
+
+    fn insert(&self, root: Hash, manifest: Manifest) -> Arc<Manifest> {
+        let manifest = Arc::new(manifest);
+        let mut cached = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if cached.len() == CACHED_MANIFESTS {
+            cached.pop_front();
+        }
+        cached.push_back((root, manifest.clone()));
+        manifest
+    }
 }
 
 /// Bodies the gateway sends at once; more requests get `503` with `Retry-After`. Each one
@@ -68,6 +97,7 @@ impl Gateway {
             fetcher,
             fetching: Arc::default(),
             responses: Arc::new(tokio::sync::Semaphore::new(MAX_RESPONSES)),
+            manifests: Arc::default(),
         }
     }
 
@@ -159,14 +189,20 @@ impl Gateway {
             })
     }
 
-    /// The manifest of `root`, complete and verified (fetched first when allowed).
-    async fn manifest(&self, root: Hash) -> Result<Manifest, Refusal> {
+    /// The manifest of `root`, complete and verified (fetched first when allowed). Kept
+    /// in a small cache: a Hub client asks for every file of a snapshot twice (HEAD, GET),
+    /// and a manifest is immutable, so it is read and verified once, not per request.
+    async fn manifest(&self, root: Hash) -> Result<Arc<Manifest>, Refusal> {
         self.ensure(Wanted::Manifest(root)).await?;
+        if let Some(m) = self.manifests.get(&root) {
+            return Ok(m);
+        }
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.read_manifest(&root))
+        let manifest = tokio::task::spawn_blocking(move || store.read_manifest(&root))
             .await
             .map_err(internal)?
-            .map_err(internal)
+            .map_err(internal)?;
+        Ok(self.manifests.insert(root, manifest))
     }
 
     /// Answers with one file of a dataset, by its path in the manifest.
@@ -184,16 +220,12 @@ impl Gateway {
                 &format!("bad path {path:?}: {problem}"),
             )
         })?;
-        let entry = manifest
-            .entries()
-            .iter()
-            .find(|e| e.path == path)
-            .ok_or_else(|| {
-                error(
-                    StatusCode::NOT_FOUND,
-                    &format!("no file {path:?} in this dataset"),
-                )
-            })?;
+        let entry = manifest.entry(path).ok_or_else(|| {
+            error(
+                StatusCode::NOT_FOUND,
+                &format!("no file {path:?} in this dataset"),
+            )
+        })?;
         self.ensure(Wanted::File {
             root,
             path,

@@ -72,9 +72,23 @@ impl Store {
 
     /// Every binding, sorted by name then revision.
     pub fn names(&self) -> Result<Vec<NameEntry>> {
+        self.bindings(&[])
+    }
+
+    /// The bindings of `name`, one per revision (a prefix scan: keys sort by name).
+    pub fn revisions(&self, name: &DatasetName) -> Result<Vec<NameEntry>> {
+        self.bindings(&name_key(name.as_str(), ""))
+    }
+
+    /// The bindings whose keys start with `prefix`.
+    fn bindings(&self, prefix: &[u8]) -> Result<Vec<NameEntry>> {
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_NAMES), IteratorMode::Start) {
+        let from = IteratorMode::From(prefix, rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf(self.cf(CF_NAMES), from) {
             let (key, value) = item?;
+            if !key.starts_with(prefix) {
+                break;
+            }
             let damaged = || StoreError::Damaged("a name record".into());
             let (name, revision) = split_name_key(&key).ok_or_else(damaged)?;
             let meta: NameMeta = decode(&value).ok_or_else(damaged)?;

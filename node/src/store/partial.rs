@@ -274,14 +274,7 @@ struct KeptSpans<'a, 'b> {
 impl subtree::SubtreeSource for KeptSpans<'_, '_> {
     fn data(&mut self, offset: u64, len: u64) -> io::Result<Vec<u8>> {
         let mut buf = vec![0u8; len as usize];
-        let mut filled = 0;
-        while filled < buf.len() {
-            let n = tree::ReadAt::read_at(self.data, offset + filled as u64, &mut buf[filled..])?;
-            if n == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            filled += n;
-        }
+        tree::read_exact_at(self.data, offset, &mut buf)?;
         Ok(buf)
     }
 

@@ -172,6 +172,11 @@ impl Store {
         let meta = self
             .blob(hash)?
             .ok_or(StoreError::NotFound { hash: *hash })?;
+        self.reader_for(hash, meta)
+    }
+
+    /// Readers over blob `hash` whose metadata the caller has already read.
+    fn reader_for(&self, hash: &Hash, meta: BlobMeta) -> Result<BlobReader<'_>> {
         if meta.state != BlobState::Complete {
             return Err(StoreError::NotComplete { hash: *hash });
         }
@@ -249,7 +254,7 @@ impl Store {
             )
             .map_err(|e| verify_failure(hash, e));
         }
-        let reader = self.blob_reader(hash)?;
+        let reader = self.reader_for(hash, meta)?;
         tree::encode_verified(
             *hash,
             reader.size,

@@ -138,10 +138,16 @@ async fn handle(
             return;
         }
         Ok(Request::Have { hash }) => {
-            let held = store.held_groups(&hash).unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "store error while listing held ranges");
-                HaveResponse::NotFound
-            });
+            // Lists the marks of a partial blob: a scan, kept off the async workers.
+            let lister = store.clone();
+            let held = tokio::task::spawn_blocking(move || lister.held_groups(&hash))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()))
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "store error while listing held ranges");
+                    HaveResponse::NotFound
+                });
             if let Ok(n) = reply(&mut stream, &held).await {
                 stats.update(peer, |s| s.bytes_sent += n);
             }

@@ -372,7 +372,7 @@ struct PeerState {
     /// The spans a partial provider holds (`None`: a complete provider), and when it said.
     have: Option<(Arc<Vec<Range<u64>>>, Instant)>,
     /// Its slot has stopped for this round (a partial provider with nothing left to give).
-    left: bool,
+    departed: bool,
 }
 
 /// One scheduling round over a fixed set of missing spans.
@@ -400,7 +400,7 @@ impl Round<'_> {
     /// `peer`'s slot stops: what it holds no longer holds back complete providers.
     fn leave(&self, peer: PeerId) {
         if let Some(s) = self.lock_peers().get_mut(&peer) {
-            s.left = true;
+            s.departed = true;
         }
     }
 
@@ -416,7 +416,7 @@ impl Round<'_> {
     async fn refresh_have(&self, peer: PeerId) {
         let answer = ask_have(self.host, peer, self.hash).await;
         let span_groups = self.store.span_bytes() / CHUNK_GROUP_BYTES;
-        let groups = self.size.div_ceil(CHUNK_GROUP_BYTES);
+        let groups = commons_protocol::partial::group_count(self.size);
         let have = match answer {
             // A server from before `Have` existed: treat it as a complete provider.
             Ok(None) => None,
@@ -459,7 +459,7 @@ impl Round<'_> {
                 // what none of them has, so the scarce copy is fetched where it exists.
                 let others: Vec<_> = peers
                     .values()
-                    .filter(|s| s.dropped_for.is_none() && !s.left)
+                    .filter(|s| s.dropped_for.is_none() && !s.departed)
                     .filter_map(|s| s.have.as_ref().map(|(h, _)| h.clone()))
                     .collect();
                 (me.have.clone(), others)
@@ -784,6 +784,7 @@ impl Schedule {
             self.in_flight.remove(&batch);
         }
         if ok {
+            self.left.remove(&batch);
             if !self.is_done(batch) {
                 self.undone -= 1;
                 if let Some(since) = since {
