@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/commons/target
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint fmt deps python-deps build bench fetch-bench dht-bench swarm-lab swarm-lab-flash gateway-bench check-layering
+.PHONY: demo test lint fmt deps python-deps build bench fetch-bench transport-bench dht-bench swarm-lab swarm-lab-flash gateway-bench check-layering
 
 ## demo: build `commons`, then add a sample dataset, list, export and verify it, fetch it
 ## over QUIC by ticket and by hash, and read it through the HTTP gateway (installs curl)
@@ -61,6 +61,12 @@ fetch-bench: deps build
 	command -v sendme >/dev/null || $(CARGO) install --locked sendme
 	command -v nginx >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx curl; }
 	"$(CARGO_TARGET_DIR)/release/fetch-bench" --commons "$(CARGO_TARGET_DIR)/release/commons"
+
+## transport-bench: 1 GiB on one stream, nothing stored or verified: the libp2p host vs the
+## bulk-data endpoint (four tunings) vs nginx → curl
+transport-bench: deps build
+	command -v nginx >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx curl; }
+	"$(CARGO_TARGET_DIR)/release/transport-bench"
 
 ## gateway-bench: 1 GiB from the HTTP gateway vs nginx, and RSS under 50 range clients
 gateway-bench: deps build

@@ -52,6 +52,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             dht_mode,
             external_addr,
             mdns,
+            no_bulk,
         }) => {
             let flags = crate::network::RunFlags {
                 listen,
@@ -59,6 +60,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 dht_mode,
                 external_addrs: external_addr,
                 mdns,
+                no_bulk,
             };
             crate::network::node_run(&data_dir, config, &flags, json)
         }

@@ -220,6 +220,11 @@ enum NodeCommand {
         /// Also find Commons nodes on the local network with mDNS (off by default)
         #[arg(long)]
         mdns: bool,
+        /// Carry all data over the libp2p port: no bulk-data endpoint (a second UDP port,
+        /// on a free port of the first listen address, that peers with one use for bulk
+        /// data; see docs/protocol.md)
+        #[arg(long)]
+        no_bulk: bool,
     },
     /// Show the DHT routing table size and the connected peers of the running node
     Peers,

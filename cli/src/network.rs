@@ -50,6 +50,7 @@ pub struct RunFlags {
     pub dht_mode: Option<String>,
     pub external_addrs: Vec<String>,
     pub mdns: bool,
+    pub no_bulk: bool,
 }
 
 pub fn node_run(
@@ -67,6 +68,7 @@ pub fn node_run(
         .external_addrs
         .extend(parse_addrs(&flags.external_addrs, "external")?);
     discovery.mdns |= flags.mdns;
+    discovery.bulk &= !flags.no_bulk;
     if let Some(mode) = &flags.dht_mode {
         discovery.mode = mode.parse().map_err(anyhow::Error::msg)?;
     }
@@ -100,6 +102,7 @@ pub fn node_run(
             addrs,
             gateway,
             metrics,
+            bulk,
         } = ready;
         let providers: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
         let tickets: Vec<(String, String)> = datasets
@@ -120,11 +123,15 @@ pub fn node_run(
                 "tickets": tickets.iter().map(|(h, t)| json!({"hash": h, "ticket": t})).collect::<Vec<_>>(),
                 "gateway": gateway.map(|a| format!("http://{a}")),
                 "metrics": metrics.map(|a| format!("http://{a}/metrics")),
+                "bulk": bulk.map(|a| a.to_string()),
             }));
         } else {
             println!("peer id: {peer}");
             for a in &providers {
                 println!("listening on: {a}");
+            }
+            if let Some(addr) = bulk {
+                println!("bulk data (UDP): {addr}");
             }
             for (hash, ticket) in &tickets {
                 println!("serving dataset {hash}\n  ticket: {ticket}");
@@ -156,6 +163,7 @@ fn one_shot_discovery(
     peers.extend(parse_addrs(bootstrap, "bootstrap")?);
     Ok(DiscoveryConfig {
         query_timeout: file.discovery().query_timeout,
+        bulk: file.discovery().bulk,
         ..DiscoveryConfig::client(peers)
     })
 }
@@ -269,6 +277,7 @@ pub fn get(data_dir: &Path, config: Option<&Path>, args: &GetArgs, json: bool) -
         print_json(json!({
             "hash": outcome.hash.to_string(), "kind": outcome.kind.to_string(),
             "files": outcome.files, "size": outcome.size, "bytes_received": outcome.bytes_received,
+            "requests": outcome.requests, "bulk_requests": outcome.bulk_requests,
             "dropped": outcome.dropped,
         }));
     } else {

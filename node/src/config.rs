@@ -58,6 +58,8 @@ pub struct ConfigFile {
     /// Find peers on the local network with mDNS.
     #[serde(default)]
     pub mdns: bool,
+    /// Use the bulk-data endpoint (default: yes).
+    pub bulk: Option<bool>,
     /// DHT settings.
     #[serde(default)]
     pub dht: DhtSection,
@@ -405,6 +407,7 @@ impl ConfigFile {
             },
             save_interval: secs(d.save_interval_secs, defaults.save_interval),
             mdns: self.mdns,
+            bulk: self.bulk.unwrap_or(defaults.bulk),
         }
     }
 }

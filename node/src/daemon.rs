@@ -68,6 +68,9 @@ pub struct Ready {
     pub gateway: Option<std::net::SocketAddr>,
     /// The metrics endpoint's address, when it runs.
     pub metrics: Option<std::net::SocketAddr>,
+    /// The bulk-data endpoint's UDP address, when it serves (a second port to open in a
+    /// firewall; without it peers use the libp2p port alone).
+    pub bulk: Option<std::net::SocketAddr>,
 }
 
 /// Why the daemon stopped with an error.
@@ -184,6 +187,7 @@ pub async fn run(config: DaemonConfig, ready: impl FnOnce(Ready)) -> Result<(), 
         addrs: host.listen_addrs().await,
         gateway: info.gateway,
         metrics: metrics_addr,
+        bulk: host.bulk().and_then(|b| b.local_addr().ok()),
     });
     let joiner = tokio::spawn(join_network(host.clone(), discovery.bootstrap.clone()));
     let saver = tokio::spawn(save_periodically(

@@ -192,7 +192,7 @@ pub async fn get(
     include: &Include,
     progress: Arc<dyn GetProgress>,
 ) -> Result<GetOutcome, GetError> {
-    let received_before = ctx.stats.total().bytes_received;
+    let before = ctx.stats.total();
     let root = target.hash;
     // Kept from garbage collection until pinned (the dataset's files are held below).
     let _root_held = ctx.store.hold([root]);
@@ -218,12 +218,15 @@ pub async fn get(
     if let Some(publisher) = &ctx.publisher {
         publisher.provide(root);
     }
+    let after = ctx.stats.total();
     Ok(GetOutcome {
         kind,
         hash: root,
         files,
         size,
-        bytes_received: ctx.stats.total().bytes_received - received_before,
+        bytes_received: after.bytes_received - before.bytes_received,
+        requests: after.requests_made - before.requests_made,
+        bulk_requests: after.bulk_requests - before.bulk_requests,
         dropped: pool.misbehaved.iter().map(|p| p.to_string()).collect(),
     })
 }

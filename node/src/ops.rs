@@ -177,6 +177,12 @@ pub struct GetOutcome {
     pub size: u64,
     /// Response bytes received from providers for this fetch.
     pub bytes_received: u64,
+    /// Requests made to providers for this fetch.
+    #[serde(default)]
+    pub requests: u64,
+    /// Of those, data requests carried by providers' bulk endpoints (the rest: libp2p).
+    #[serde(default)]
+    pub bulk_requests: u64,
     /// Providers dropped for sending bad data (PeerIds); none of their bytes was stored.
     #[serde(default)]
     pub dropped: Vec<String>,

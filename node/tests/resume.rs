@@ -3,11 +3,11 @@
 
 mod common;
 
-use std::{fs, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use commons_node::{
     net::Host,
-    store::{NoProgress, Store, StoreOptions},
+    store::{Store, StoreOptions},
     transfer::{fetch_blob, TransferStats},
 };
 
@@ -17,12 +17,7 @@ const SIZE: usize = 48 << 20;
 async fn an_interrupted_fetch_resumes_and_receives_at_most_2_percent_extra() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let original = common::pattern(SIZE, 0x9e37_79b9_7f4a_7c15);
-    fs::write(tmp.path().join("f"), &original).expect("write");
-    let source = Arc::new(Store::open(tmp.path().join("a"), StoreOptions::default()).expect("a"));
-    let hash = source
-        .add_file(&tmp.path().join("f"), &NoProgress)
-        .expect("add")
-        .hash;
+    let (source, hash) = common::store_with_blob(tmp.path(), "a", &original);
     let seeder = common::serving_node(source.clone()).await;
 
     let store = Arc::new(Store::open(tmp.path().join("b"), StoreOptions::default()).expect("b"));

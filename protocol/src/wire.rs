@@ -70,6 +70,32 @@ pub enum Request {
         /// The blob.
         hash: Hash,
     },
+    /// Where the server's bulk-data endpoint listens (a QUIC endpoint of its own beside
+    /// libp2p's, carrying the same requests; `docs/protocol.md`). Answered with one
+    /// [`BulkResponse`] frame.
+    Bulk,
+}
+
+/// Longest [`BulkResponse`] frame.
+pub const MAX_BULK_BYTES: u32 = 16;
+
+/// The answer to [`Request::Bulk`]: the UDP port of the server's bulk endpoint, on the IP
+/// address the asker reached it at, or `None` when it has none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BulkResponse {
+    /// The port.
+    pub port: Option<u16>,
+}
+
+impl BulkResponse {
+    /// Decodes a response body; port 0 is refused.
+    pub fn decode(body: &[u8]) -> Result<Self, WireError> {
+        let response: BulkResponse = decode_exact(body)?;
+        if response.port == Some(0) {
+            return Err(WireError::Malformed("bulk port 0".into()));
+        }
+        Ok(response)
+    }
 }
 
 /// Ranges one [`HaveResponse`] lists, at most: a holder with more gaps lists its first
@@ -609,6 +635,21 @@ mod tests {
             }],
         };
         assert!(HoldersResponse::decode(&encode_frame(&long_addr)[4..]).is_err());
+    }
+
+    #[test]
+    fn bulk_round_trips_and_refuses_port_zero() {
+        assert_eq!(
+            Request::decode(&encode_frame(&Request::Bulk)[4..]),
+            Ok(Request::Bulk)
+        );
+        for port in [None, Some(1), Some(u16::MAX)] {
+            let frame = encode_frame(&BulkResponse { port });
+            assert!(frame.len() - 4 <= MAX_BULK_BYTES as usize);
+            assert_eq!(BulkResponse::decode(&frame[4..]), Ok(BulkResponse { port }));
+        }
+        let zero = encode_frame(&BulkResponse { port: Some(0) });
+        assert!(BulkResponse::decode(&zero[4..]).is_err());
     }
 
     #[test]

@@ -82,6 +82,9 @@ pub struct DiscoveryConfig {
     /// Find peers on the local network with mDNS (off by default: a public node has no
     /// reason to announce itself on its LAN).
     pub mdns: bool,
+    /// Carry data requests on a bulk-data endpoint beside libp2p (`net::bulk`) when the
+    /// peer has one too. On by default; off, every transfer uses libp2p streams.
+    pub bulk: bool,
 }
 
 impl Default for DiscoveryConfig {
@@ -97,6 +100,7 @@ impl Default for DiscoveryConfig {
             limits: ProviderLimits::default(),
             save_interval: Duration::from_secs(300),
             mdns: false,
+            bulk: true,
         }
     }
 }

@@ -7,9 +7,12 @@
 //! channel, each command answered on its own oneshot.
 
 mod behaviour;
+pub mod bulk;
 mod task;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
+
+use bulk::{BulkEndpoint, BulkIncoming, BulkTuning};
 
 use commons_protocol::Hash;
 use libp2p::{identity::Keypair, multiaddr::Protocol, Multiaddr, PeerId, StreamProtocol};
@@ -173,6 +176,10 @@ enum Command {
         peer: PeerId,
         reply: oneshot::Sender<Vec<Multiaddr>>,
     },
+    RemoteAddr {
+        peer: PeerId,
+        reply: oneshot::Sender<Option<Multiaddr>>,
+    },
     Status {
         reply: oneshot::Sender<NetworkStatus>,
     },
@@ -192,6 +199,10 @@ pub struct Host {
     commands: mpsc::Sender<Command>,
     listen_addrs: watch::Receiver<Vec<Multiaddr>>,
     query_timeout: Duration,
+    /// The bulk-data endpoint (see [`bulk`]); `None` only if it could not be set up.
+    bulk: Option<Arc<BulkEndpoint>>,
+    /// Request streams accepted on the bulk endpoint, until the server takes them.
+    bulk_incoming: Arc<std::sync::Mutex<Option<BulkIncoming>>>,
 }
 
 impl std::fmt::Debug for Host {
@@ -212,6 +223,11 @@ impl Host {
         discovery: &DiscoveryConfig,
     ) -> Result<Self, NetError> {
         let peer_id = key.public().to_peer_id();
+        let (bulk, bulk_incoming) = if discovery.bulk {
+            start_bulk(&key, listen)
+        } else {
+            (None, None)
+        };
         let mut swarm = behaviour::build_swarm(key, discovery)?;
         for addr in listen {
             swarm
@@ -231,6 +247,42 @@ impl Host {
             commands,
             listen_addrs,
             query_timeout: discovery.query_timeout,
+            bulk,
+            bulk_incoming: Arc::new(std::sync::Mutex::new(bulk_incoming)),
+        })
+    }
+
+    /// The bulk-data endpoint, if there is one.
+    pub fn bulk(&self) -> Option<&Arc<BulkEndpoint>> {
+        self.bulk.as_ref()
+    }
+
+    /// The UDP port of the bulk endpoint, if it serves and can be reached from `peer`'s
+    /// address (same family; loopback only from loopback).
+    pub async fn bulk_port_for(&self, peer: PeerId) -> Option<u16> {
+        let local = self.bulk.as_ref()?.local_addr().ok()?;
+        let remote = self.remote_ip(peer).await?;
+        bulk::reaches(local, remote).then_some(local.port())
+    }
+
+    /// Takes the stream of requests accepted on the bulk endpoint (once: the server's).
+    pub fn take_bulk_incoming(&self) -> Option<BulkIncoming> {
+        self.bulk_incoming
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// The IP address of `peer` on our open connection to it, if connected.
+    pub async fn remote_ip(&self, peer: PeerId) -> Option<std::net::IpAddr> {
+        let addr = self
+            .ask(|reply| Command::RemoteAddr { peer, reply })
+            .await
+            .ok()??;
+        addr.iter().find_map(|p| match p {
+            Protocol::Ip4(ip) => Some(ip.into()),
+            Protocol::Ip6(ip) => Some(ip.into()),
+            _ => None,
         })
     }
 
@@ -413,6 +465,35 @@ impl Host {
     /// The stream control, to open streams and accept them for a protocol.
     pub fn control(&self) -> libp2p_stream::Control {
         self.control.clone()
+    }
+}
+
+/// The bulk endpoint: serving on the IP of the first IP listen address (any free port),
+/// or dial-only when the host listens nowhere. A failure is logged, not fatal: transfers
+/// then use libp2p streams alone.
+fn start_bulk(
+    key: &Keypair,
+    listen: &[Multiaddr],
+) -> (Option<Arc<BulkEndpoint>>, Option<BulkIncoming>) {
+    let ip = listen.iter().find_map(|a| {
+        a.iter().find_map(|p| match p {
+            Protocol::Ip4(ip) => Some(std::net::IpAddr::from(ip)),
+            Protocol::Ip6(ip) => Some(ip.into()),
+            _ => None,
+        })
+    });
+    let tuning = BulkTuning::default();
+    let started = match ip {
+        Some(ip) => BulkEndpoint::bind(key.clone(), std::net::SocketAddr::new(ip, 0), tuning)
+            .map(|(bulk, incoming)| (bulk, Some(incoming))),
+        None => BulkEndpoint::client(key, tuning).map(|bulk| (bulk, None)),
+    };
+    match started {
+        Ok((bulk, incoming)) => (Some(Arc::new(bulk)), incoming),
+        Err(e) => {
+            tracing::warn!(error = %e, "no bulk endpoint: transfers use libp2p streams only");
+            (None, None)
+        }
     }
 }
 

@@ -69,6 +69,8 @@ struct Task {
     address_book: HashMap<PeerId, Vec<Multiaddr>>,
     /// Peers reached over loopback: only their loopback addresses are usable.
     loopback_peers: HashSet<PeerId>,
+    /// The remote address of a connection to each connected peer (the latest).
+    connected: HashMap<PeerId, Multiaddr>,
     /// Peers connected to since start: only these are saved for the next start, so dead
     /// peers from earlier runs do not pile up.
     session_peers: HashSet<PeerId>,
@@ -93,6 +95,7 @@ pub(super) async fn run(
         queries: HashMap::new(),
         address_book: HashMap::new(),
         loopback_peers: HashSet::new(),
+        connected: HashMap::new(),
         session_peers: HashSet::new(),
         listen_addrs,
     };
@@ -138,6 +141,8 @@ impl Task {
                 if is_loopback(endpoint.get_remote_address()) {
                     self.loopback_peers.insert(peer_id);
                 }
+                self.connected
+                    .insert(peer_id, endpoint.get_remote_address().clone());
                 self.session_peers.insert(peer_id);
                 for reply in self
                     .dials_by_connection
@@ -148,6 +153,13 @@ impl Task {
                 {
                     reply.send(Ok(peer_id));
                 }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                self.connected.remove(&peer_id);
             }
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
@@ -360,6 +372,9 @@ impl Task {
             }
             Command::AddDhtPeer { peer, addr } => {
                 self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+            }
+            Command::RemoteAddr { peer, reply } => {
+                let _ = reply.send(self.connected.get(&peer).cloned());
             }
             Command::Addresses { peer, reply } => {
                 let _ = reply.send(self.addresses_of(&peer));

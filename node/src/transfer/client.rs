@@ -25,7 +25,7 @@ use super::{
     TransferStats,
 };
 use crate::{
-    net::{transfer_protocol, Host, NetError},
+    net::{Host, NetError},
     store::{Store, StoreError},
 };
 
@@ -163,12 +163,14 @@ pub(super) async fn fetch_round(
     progress: &Arc<dyn Fn(u64) + Send + Sync>,
 ) -> Result<bool, FetchError> {
     let stream_err = |reason: String| FetchError::Stream { peer, reason };
-    let mut stream = host
-        .control()
-        .open_stream(peer, transfer_protocol())
+    let mut stream = super::open_data_stream(host, peer)
         .await
-        .map_err(|e| stream_err(e.to_string()))?;
-    stats.update(peer, |s| s.requests_made += 1);
+        .map_err(stream_err)?;
+    let bulk = stream.is_bulk();
+    stats.update(peer, |s| {
+        s.requests_made += 1;
+        s.bulk_requests += u64::from(bulk);
+    });
     let request = Request::Get {
         hash,
         ranges: ranges.clone(),

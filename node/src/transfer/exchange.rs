@@ -13,7 +13,7 @@ use commons_protocol::{
     },
     Hash,
 };
-use libp2p::{futures::AsyncWriteExt, PeerId, Stream};
+use libp2p::{futures::AsyncWriteExt, PeerId};
 
 use super::{
     io::{read_frame, write_frame},
@@ -58,7 +58,7 @@ pub async fn ask_have(
 }
 
 /// One request answered by one frame of at most `limit` bytes, within [`HOLDERS_TIMEOUT`].
-async fn ask(
+pub(super) async fn ask(
     host: &Host,
     peer: PeerId,
     request: &Request,
@@ -92,7 +92,7 @@ pub async fn answer_holders(
     holders: &Holders,
     asker: PeerId,
     hash: Hash,
-    stream: &mut Stream,
+    stream: &mut (impl libp2p::futures::AsyncWrite + Unpin),
 ) -> std::io::Result<u64> {
     let response = HoldersResponse {
         holders: holders.records_for(&hash, &asker, &host.peer_id()),

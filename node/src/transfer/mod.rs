@@ -9,6 +9,7 @@ mod client;
 mod exchange;
 mod io;
 mod limit;
+mod route;
 mod server;
 mod stats;
 mod swarm;
@@ -16,6 +17,7 @@ mod swarm;
 pub use client::{fetch_blob, FetchError};
 pub use exchange::{ask_have, ask_holders, HOLDERS_TIMEOUT};
 pub use limit::{mib_per_sec, RateLimit, TransferLimits, BURST_BYTES};
+pub use route::{open_data_stream, TransferStream};
 pub use server::{serve, ServeLimits};
 pub use stats::{PeerStats, TransferStats};
 pub use swarm::{

@@ -14,18 +14,19 @@ use std::{
 
 use bytes::Bytes;
 use commons_protocol::wire::{
-    chunk_ranges, encode_frame, HaveResponse, Request, ResponseHeader, MAX_REQUEST_BYTES,
+    chunk_ranges, encode_frame, BulkResponse, HaveResponse, Request, ResponseHeader,
+    MAX_REQUEST_BYTES,
 };
 use libp2p::{
-    futures::{AsyncWriteExt, StreamExt},
-    PeerId, Stream,
+    futures::{stream, AsyncWriteExt, StreamExt},
+    PeerId,
 };
 use tokio::sync::mpsc;
 
 use super::{
     exchange::answer_holders,
     io::{read_frame, write_frame, ChannelWriter, CHUNK_QUEUE},
-    TransferStats,
+    TransferStats, TransferStream,
 };
 use crate::{
     discovery::Holders,
@@ -63,10 +64,18 @@ pub async fn serve(
     holders: Arc<Holders>,
     limits: ServeLimits,
 ) -> Result<(), crate::net::NetError> {
-    let mut incoming = host
+    let libp2p = host
         .control()
         .accept(transfer_protocol())
-        .map_err(|_| crate::net::NetError::Stopped)?;
+        .map_err(|_| crate::net::NetError::Stopped)?
+        .map(|(peer, s)| (peer, TransferStream::Libp2p(s)));
+    // The same requests arrive on the bulk endpoint, if this node has one.
+    let bulk = stream::unfold(host.take_bulk_incoming(), |rx| async move {
+        let mut rx = rx?;
+        let (peer, s) = rx.recv().await?;
+        Some(((peer, TransferStream::Bulk(s)), Some(rx)))
+    });
+    let mut incoming = std::pin::pin!(stream::select(libp2p, bulk));
     let active: Arc<Mutex<HashMap<PeerId, usize>>> = Arc::default();
     while let Some((peer, stream)) = incoming.next().await {
         let admitted = {
@@ -107,7 +116,7 @@ async fn handle(
     host: &Host,
     holders: &Holders,
     peer: PeerId,
-    mut stream: Stream,
+    mut stream: TransferStream,
     stats: &TransferStats,
     limits: ServeLimits,
 ) {
@@ -135,6 +144,16 @@ async fn handle(
             if let Ok(n) = answer_holders(host, holders, peer, hash, &mut stream).await {
                 stats.update(peer, |s| s.bytes_sent += n);
             }
+            return;
+        }
+        Ok(Request::Bulk) => {
+            let answer = BulkResponse {
+                port: host.bulk_port_for(peer).await,
+            };
+            if let Ok(n) = reply(&mut stream, &answer).await {
+                stats.update(peer, |s| s.bytes_sent += n);
+            }
+            let _ = stream.close().await;
             return;
         }
         Ok(Request::Have { hash }) => {
@@ -218,7 +237,10 @@ async fn handle(
     }
 }
 
-async fn reply(stream: &mut Stream, header: &impl serde::Serialize) -> std::io::Result<u64> {
+async fn reply(
+    stream: &mut TransferStream,
+    header: &impl serde::Serialize,
+) -> std::io::Result<u64> {
     let frame = encode_frame(header);
     write_frame(stream, &frame).await?;
     Ok(frame.len() as u64)

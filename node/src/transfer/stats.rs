@@ -19,6 +19,8 @@ pub struct PeerStats {
     pub requests_served: u64,
     /// Requests we made to the peer.
     pub requests_made: u64,
+    /// Of those, data requests that went to its bulk endpoint (the rest used libp2p).
+    pub bulk_requests: u64,
     /// Responses from the peer that failed verification.
     pub bad_responses: u64,
 }
@@ -61,6 +63,7 @@ impl TransferStats {
                 acc.bytes_received += s.bytes_received;
                 acc.requests_served += s.requests_served;
                 acc.requests_made += s.requests_made;
+                acc.bulk_requests += s.bulk_requests;
                 acc.bad_responses += s.bad_responses;
                 acc
             })

@@ -37,20 +37,39 @@ pub fn pattern(size: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// A store in `dir/name` holding `data` as one blob (added from the file `dir/f`).
+pub fn store_with_blob(dir: &std::path::Path, name: &str, data: &[u8]) -> (Arc<Store>, Hash) {
+    std::fs::write(dir.join("f"), data).expect("write");
+    let store = Arc::new(
+        Store::open(dir.join(name), commons_node::store::StoreOptions::default()).expect("store"),
+    );
+    let hash = store
+        .add_file(&dir.join("f"), &commons_node::store::NoProgress)
+        .expect("add")
+        .hash;
+    (store, hash)
+}
+
 /// A host listening on loopback, serving nothing yet.
 pub async fn listening_node() -> Host {
-    Host::start(
-        Keypair::generate_ed25519(),
-        &loopback(),
-        &DiscoveryConfig::default(),
-    )
-    .await
-    .expect("host")
+    listening_node_with(&DiscoveryConfig::default()).await
+}
+
+/// A host listening on loopback with these settings.
+pub async fn listening_node_with(config: &DiscoveryConfig) -> Host {
+    Host::start(Keypair::generate_ed25519(), &loopback(), config)
+        .await
+        .expect("host")
 }
 
 /// A host that listens on loopback and serves `store` honestly.
 pub async fn serving_node(store: Arc<Store>) -> Host {
-    let host = listening_node().await;
+    serving_node_with(store, &DiscoveryConfig::default()).await
+}
+
+/// A host with these settings that listens on loopback and serves `store` honestly.
+pub async fn serving_node_with(store: Arc<Store>, config: &DiscoveryConfig) -> Host {
+    let host = listening_node_with(config).await;
     tokio::spawn(serve(
         store,
         host.clone(),
@@ -63,13 +82,14 @@ pub async fn serving_node(store: Arc<Store>) -> Host {
 
 /// A host that does not listen (a client).
 pub async fn client_node() -> Host {
-    Host::start(
-        Keypair::generate_ed25519(),
-        &[],
-        &DiscoveryConfig::default(),
-    )
-    .await
-    .expect("client")
+    client_node_with(&DiscoveryConfig::default()).await
+}
+
+/// A host with these settings that does not listen (a client).
+pub async fn client_node_with(config: &DiscoveryConfig) -> Host {
+    Host::start(Keypair::generate_ed25519(), &[], config)
+        .await
+        .expect("client")
 }
 
 /// How a bad provider damages its answers.

@@ -13,8 +13,8 @@ use commons_node::{
     store::{Store, StoreOptions},
 };
 use commons_protocol::wire::{
-    chunk_ranges, encode_frame, HaveResponse, HoldersResponse, Request, ResponseHeader,
-    MAX_REQUEST_BYTES,
+    chunk_ranges, encode_frame, BulkResponse, HaveResponse, HoldersResponse, Request,
+    ResponseHeader, MAX_REQUEST_BYTES,
 };
 use libp2p::futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 
@@ -97,6 +97,11 @@ fn main() -> Result<()> {
                         // It claims what it holds; its lies are in the data.
                         let held = store.held_groups(&hash).unwrap_or(HaveResponse::NotFound);
                         let _ = stream.write_all(&encode_frame(&held)).await;
+                    }
+                    Ok(Request::Bulk) => {
+                        // Its lies go over libp2p: it offers no bulk endpoint.
+                        let none = BulkResponse { port: None };
+                        let _ = stream.write_all(&encode_frame(&none)).await;
                     }
                     Ok(Request::Holders { .. }) => {
                         let empty = HoldersResponse { holders: vec![] };

@@ -27,17 +27,23 @@ struct Args {
     /// Skip the nginx comparison
     #[arg(long)]
     no_nginx: bool,
+    /// Skip the run with the seeder's bulk endpoint off (libp2p streams only)
+    #[arg(long)]
+    no_libp2p_only: bool,
 }
 
-fn commons_fetch(args: &Args, scratch: &Path, file: &Path) -> Result<RunStats> {
+/// `commons get` from a seeder with (`bulk`) or without its bulk-data endpoint.
+fn commons_fetch(args: &Args, scratch: &Path, file: &Path, bulk: bool) -> Result<RunStats> {
     let seed_dir = scratch.join("seed");
-    let out = Command::new(&args.common.commons)
-        .arg("--data-dir")
-        .arg(&seed_dir)
-        .arg("add")
-        .arg(file.parent().context("parent")?)
-        .output()?;
-    anyhow::ensure!(out.status.success(), "add failed");
+    if !seed_dir.exists() {
+        let out = Command::new(&args.common.commons)
+            .arg("--data-dir")
+            .arg(&seed_dir)
+            .arg("add")
+            .arg(file.parent().context("parent")?)
+            .output()?;
+        anyhow::ensure!(out.status.success(), "add failed");
+    }
     let mut cmd = Command::new(&args.common.commons);
     cmd.arg("--data-dir").arg(&seed_dir).args([
         "--json",
@@ -46,6 +52,9 @@ fn commons_fetch(args: &Args, scratch: &Path, file: &Path) -> Result<RunStats> {
         "--listen",
         "/ip4/127.0.0.1/udp/0/quic-v1",
     ]);
+    if !bulk {
+        cmd.arg("--no-bulk");
+    }
     let (_seeder, ticket) = start_and_read(cmd, |line| {
         let start = line.find("\"ticket\":\"")? + 10;
         let end = line[start..].find('"')? + start;
@@ -128,9 +137,15 @@ fn main() -> Result<()> {
     write_random_file(&file, args.common.size_mib << 20, 3)?;
 
     let mut rows = vec![(
-        "commons get (QUIC, verified, stored in RocksDB)",
-        commons_fetch(&args, scratch.path(), &file)?,
+        "commons get (bulk endpoint; verified, stored in RocksDB)",
+        commons_fetch(&args, scratch.path(), &file, true)?,
     )];
+    if !args.no_libp2p_only {
+        rows.push((
+            "commons get, libp2p streams only (`node run --no-bulk`)",
+            commons_fetch(&args, scratch.path(), &file, false)?,
+        ));
+    }
     if !args.no_sendme {
         rows.push((
             "sendme receive (iroh-blobs over QUIC)",

@@ -1,0 +1,132 @@
+//! Which path a request takes to a peer: its bulk endpoint when it has one we can reach
+//! (`net::bulk`: QUIC of our own, AES-GCM; `docs/protocol.md`), else a libp2p stream on the
+//! host's connection. Both carry the same frames; the answer is the same either way.
+
+use std::{
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use commons_protocol::wire::{BulkResponse, Request, ResponseHeader, MAX_BULK_BYTES};
+use libp2p::{
+    futures::{AsyncRead, AsyncWrite},
+    PeerId, Stream,
+};
+
+use super::exchange::ask;
+use crate::net::{bulk::BulkStream, transfer_protocol, Host};
+
+/// A request stream, over whichever path it took.
+#[derive(Debug)]
+pub enum TransferStream {
+    /// A libp2p stream on the host's connection.
+    Libp2p(Stream),
+    /// A stream on the bulk endpoint.
+    Bulk(BulkStream),
+}
+
+impl TransferStream {
+    /// Whether the stream is on the bulk endpoint.
+    pub fn is_bulk(&self) -> bool {
+        matches!(self, Self::Bulk(_))
+    }
+}
+
+impl AsyncRead for TransferStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Libp2p(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Bulk(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for TransferStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Libp2p(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Bulk(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Libp2p(s) => Pin::new(s).poll_flush(cx),
+            Self::Bulk(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Libp2p(s) => Pin::new(s).poll_close(cx),
+            Self::Bulk(s) => Pin::new(s).poll_close(cx),
+        }
+    }
+}
+
+/// Opens a stream for a data request to `peer`: on its bulk endpoint if it has one we can
+/// reach, else on libp2p.
+pub async fn open_data_stream(host: &Host, peer: PeerId) -> Result<TransferStream, String> {
+    if let Some(stream) = open_bulk(host, peer).await {
+        return Ok(TransferStream::Bulk(stream));
+    }
+    host.control()
+        .open_stream(peer, transfer_protocol())
+        .await
+        .map(TransferStream::Libp2p)
+        .map_err(|e| e.to_string())
+}
+
+/// A stream on `peer`'s bulk endpoint, or `None` (then libp2p is used). The endpoint's
+/// address is asked of the peer once, over libp2p, and remembered; a peer without one, or
+/// that cannot be reached there, is not asked again for a while.
+async fn open_bulk(host: &Host, peer: PeerId) -> Option<BulkStream> {
+    let bulk = host.bulk()?;
+    let addr = match bulk.route(&peer) {
+        Some(Some(addr)) => addr,
+        Some(None) => return None,
+        None => {
+            let addr = locate(host, peer).await;
+            bulk.set_route(peer, addr);
+            addr?
+        }
+    };
+    match bulk.open_stream(peer, addr).await {
+        Ok(stream) => Some(stream),
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "bulk endpoint unreachable; using libp2p");
+            bulk.set_route(peer, None);
+            None
+        }
+    }
+}
+
+/// Asks `peer` for its bulk port; the address is that port on the IP we reach it at.
+async fn locate(host: &Host, peer: PeerId) -> Option<SocketAddr> {
+    let body = ask(host, peer, &Request::Bulk, MAX_BULK_BYTES).await.ok()?;
+    let port = match BulkResponse::decode(&body) {
+        Ok(BulkResponse { port }) => port?,
+        // A peer that predates `Bulk` answers `BadRequest`.
+        Err(_) => {
+            if !matches!(
+                ResponseHeader::decode(&body),
+                Ok(ResponseHeader::BadRequest(_))
+            ) {
+                tracing::debug!(%peer, "malformed bulk answer");
+            }
+            return None;
+        }
+    };
+    let ip = host.remote_ip(peer).await?;
+    Some(SocketAddr::new(ip, port))
+}
