@@ -40,9 +40,7 @@ use rustls::{
 };
 use tokio::sync::mpsc;
 
-use super::{
-    IDLE_CONNECTION_TIMEOUT, QUIC_CONNECTION_WINDOW, QUIC_MAX_STREAMS, QUIC_STREAM_WINDOW,
-};
+use super::{QUIC_CONNECTION_WINDOW, QUIC_MAX_STREAMS, QUIC_STREAM_WINDOW};
 
 /// ALPN of the bulk endpoint: the transfer protocol's id, so the version is negotiated in
 /// the handshake.
@@ -51,6 +49,10 @@ pub const BULK_ALPN: &[u8] = commons_protocol::wire::TRANSFER_PROTOCOL.as_bytes(
 /// Measured on loopback (`make transport-bench`), 64 KiB datagrams were slower than
 /// 1,472-byte ones sent in GSO batches.
 pub const BULK_MAX_UDP_PAYLOAD: u16 = 1_472;
+/// A connection silent this long is closed (no keep-alive): unused connections of a
+/// long-running node go away, and a peer that vanished mid-transfer is noticed as soon as
+/// the transfer's own idle limit would notice it (the next request re-dials).
+pub const BULK_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a peer without a reachable bulk endpoint is not asked again.
 pub const BULK_RETRY_AFTER: Duration = Duration::from_secs(600);
 /// Peers whose bulk route is remembered, at most (the map is cleared beyond).
@@ -410,10 +412,9 @@ fn transport(tuning: BulkTuning) -> Result<TransportConfig, BulkError> {
         .max_concurrent_bidi_streams(VarInt::from_u32(QUIC_MAX_STREAMS))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
         .max_idle_timeout(Some(
-            IdleTimeout::try_from(IDLE_CONNECTION_TIMEOUT)
+            IdleTimeout::try_from(BULK_IDLE_TIMEOUT)
                 .map_err(|e| BulkError::Config(e.to_string()))?,
-        ))
-        .keep_alive_interval(Some(IDLE_CONNECTION_TIMEOUT / 4));
+        ));
     let mut mtu = MtuDiscoveryConfig::default();
     mtu.upper_bound(tuning.max_udp_payload);
     t.mtu_discovery_config(Some(mtu));
