@@ -15,6 +15,10 @@ use rocksdb::{IteratorMode, WriteBatch};
 
 use super::{layout::*, Result, Store, StoreError};
 
+/// Share of the blob files' bytes that may be garbage (values of removed blobs) before a
+/// collection rewrites the files (see `Store::rewrite_wasteful_blob_files`).
+pub const BLOB_GARBAGE_REWRITE: f64 = 0.25;
+
 /// What [`Store::remove`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RemoveReport {
@@ -304,6 +308,50 @@ impl Store {
                     .compact_range_cf(self.cf(cf), Some(&start[..]), Some(&end[..]));
             }
         }
+        self.rewrite_wasteful_blob_files()
+    }
+
+    /// Blob files whose every value was removed are gone after [`Self::reclaim`]'s
+    /// compactions; a file that also holds live values (blobs stored or fetched at the same
+    /// time as removed ones) stays whole. Once such garbage passes
+    /// [`BLOB_GARBAGE_REWRITE`] of the blob files' size, every live value is rewritten into
+    /// new files (one compaction of `data` with blob garbage collection on) and the old
+    /// files deleted: space wasted stays bounded, and the rewrite, proportional to the
+    /// store, happens only after that much was removed.
+    fn rewrite_wasteful_blob_files(&self) -> Result<()> {
+        let cf = self.cf(CF_DATA);
+        let size = self
+            .db
+            .property_int_value_cf(cf, "rocksdb.live-blob-file-size")?
+            .unwrap_or(0);
+        let garbage = self
+            .db
+            .property_int_value_cf(cf, "rocksdb.live-blob-file-garbage-size")?
+            .unwrap_or(0);
+        if size == 0 || (garbage as f64) < BLOB_GARBAGE_REWRITE * size as f64 {
+            return Ok(());
+        }
+        // One rewrite at a time: another would turn collection off under this one.
+        let _rewriting = self.blob_rewrite.lock().unwrap_or_else(|e| e.into_inner());
+        tracing::info!(
+            garbage,
+            size,
+            "rewriting blob files to reclaim removed data"
+        );
+        self.db.set_options_cf(
+            cf,
+            &[
+                ("enable_blob_garbage_collection", "true"),
+                ("blob_garbage_collection_age_cutoff", "1.0"),
+            ],
+        )?;
+        // Force: a lone SST would otherwise be moved, not rewritten, and keep its files.
+        let mut options = rocksdb::CompactOptions::default();
+        options.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        self.db
+            .compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &options);
+        self.db
+            .set_options_cf(cf, &[("enable_blob_garbage_collection", "false")])?;
         Ok(())
     }
 

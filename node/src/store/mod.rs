@@ -164,6 +164,8 @@ pub struct Store {
     bind_lock: Mutex<()>,
     /// Hashes fetches in progress are writing: garbage collection keeps them.
     held: gc::HeldHashes,
+    /// Held while blob files are rewritten after removals (one rewrite at a time).
+    blob_rewrite: Mutex<()>,
 }
 
 impl std::fmt::Debug for Store {
@@ -199,9 +201,11 @@ fn data_cf_options() -> Options {
     // Model weights and parquet barely compress; don't spend CPU trying.
     opts.set_blob_compression_type(rocksdb::DBCompressionType::None);
     opts.set_compression_type(rocksdb::DBCompressionType::None);
-    opts.set_enable_blob_gc(true);
-    opts.set_blob_gc_age_cutoff(0.5);
-    opts.set_blob_gc_force_threshold(0.5);
+    // No blob garbage collection while data comes in: with it, compactions during a fetch
+    // into a young store rewrote the blobs they met (a 1 GiB fetch took 1.4x as long, see
+    // docs/benchmarks.md). Garbage exists only after blobs are removed, so collections
+    // rewrite blob files then, when enough of them is garbage (`gc::reclaim`).
+    opts.set_enable_blob_gc(false);
     // Three 16 MiB memtables bound the memory an import uses (the 4 GiB import stays under
     // 150 MiB RSS), let two flushes run at once, and stall writers (back pressure) when
     // flushing falls behind.
@@ -247,6 +251,7 @@ impl Store {
             span_bytes: options.span_bytes,
             next_id: AtomicU64::new(0),
             bind_lock: Mutex::new(()),
+            blob_rewrite: Mutex::new(()),
             held: gc::HeldHashes::default(),
         };
         store.init_meta(options)?;

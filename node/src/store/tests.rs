@@ -296,6 +296,35 @@ fn a_missing_row_is_corruption_too() {
 }
 
 #[test]
+fn removing_a_blob_that_shares_its_blob_file_reclaims_its_space() {
+    // One add writes both files into one blob file; removing one leaves it 2/3 garbage,
+    // beyond BLOB_GARBAGE_REWRITE, so the file must be rewritten with the live third.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let kept = pattern(3 << 20, 1);
+    fs::create_dir_all(&a).expect("mkdir");
+    fs::write(a.join("kept.bin"), &kept).expect("write");
+    fs::write(a.join("removed.bin"), pattern(6 << 20, 2)).expect("write");
+    let da = store.add_folder(&a, &NoProgress).expect("add a");
+    fs::create_dir_all(&b).expect("mkdir");
+    fs::write(b.join("kept.bin"), &kept).expect("write");
+    store.add_folder(&b, &NoProgress).expect("add b");
+    let full = store.disk_usage().expect("du");
+    store.remove(&da.root).expect("rm a");
+    let after = store.disk_usage().expect("du");
+    assert!(
+        after + (4 << 20) < full,
+        "6 MiB removed, but the store went from {full} to {after} bytes"
+    );
+    assert_eq!(read_back(&store, &Hash::of(&kept)), kept);
+    assert!(store
+        .verify_blob(&Hash::of(&kept))
+        .expect("verify")
+        .is_empty());
+}
+
+#[test]
 fn remove_keeps_shared_blobs_and_reclaims_space() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
