@@ -1,16 +1,18 @@
 //! Data requests take the bulk-data endpoint when both sides have one, and libp2p streams
-//! when either side has none; the blob arrives whole and verified either way.
+//! when either side has none; the blob arrives whole and verified either way. A seeder
+//! that restarts on other ports is found on its new bulk port.
 
 mod common;
 
-use std::sync::Arc;
+use std::{fs, sync::Arc};
 
 use commons_node::{
-    discovery::DiscoveryConfig,
+    discovery::{DiscoveryConfig, Holders},
     net::Host,
-    store::{Store, StoreOptions},
-    transfer::{fetch_blob, PeerStats, TransferStats},
+    store::{NoProgress, Store, StoreOptions},
+    transfer::{fetch_blob, serve, PeerStats, ServeLimits, TransferStats},
 };
+use libp2p::identity::Keypair;
 
 const SIZE: usize = 2 << 20;
 
@@ -70,4 +72,82 @@ async fn a_client_without_bulk_endpoint_fetches_over_libp2p() {
     let stats = fetch_with(DiscoveryConfig::default(), without_bulk()).await;
     assert!(stats.requests_made > 0);
     assert_eq!(stats.bulk_requests, 0, "{stats:?}");
+}
+
+/// A seeder started under the same key, on `store`, listening on fresh ports; returns the
+/// host and its server task (abort it, and drop the host, to stop the node).
+async fn start_seeder(key: &Keypair, store: Arc<Store>) -> (Host, tokio::task::JoinHandle<()>) {
+    let host = Host::start(
+        key.clone(),
+        &common::loopback(),
+        &DiscoveryConfig::default(),
+    )
+    .await
+    .expect("host");
+    let server = tokio::spawn({
+        let host = host.clone();
+        async move {
+            let _ = serve(
+                store,
+                host,
+                Arc::new(TransferStats::default()),
+                Arc::new(Holders::default()),
+                ServeLimits::default(),
+            )
+            .await;
+        }
+    });
+    (host, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeder_restarted_on_new_ports_is_reached_on_its_new_bulk_port() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // Three requests' worth (4 MiB batches): the first after the restart may fall back.
+    let first = common::pattern(SIZE, 1);
+    let second = common::pattern(10 << 20, 2);
+    let (source, first_hash) = common::store_with_blob(tmp.path(), "a", &first);
+    fs::write(tmp.path().join("g"), &second).expect("write");
+    let second_hash = source
+        .add_file(&tmp.path().join("g"), &NoProgress)
+        .expect("add")
+        .hash;
+    let key = Keypair::generate_ed25519();
+    let client = common::client_node().await;
+    let store = Arc::new(Store::open(tmp.path().join("b"), StoreOptions::default()).expect("b"));
+    let stats = Arc::new(TransferStats::default());
+
+    let (seeder, server) = start_seeder(&key, source.clone()).await;
+    let peer = seeder.peer_id();
+    client
+        .connect(peer, seeder.listen_addrs().await)
+        .await
+        .expect("connect");
+    fetch_blob(&client, &store, peer, first_hash, &stats, Arc::new(|_| {}))
+        .await
+        .expect("first fetch");
+    let before = stats.total().bulk_requests;
+    assert!(before > 0, "the first fetch used the bulk endpoint");
+    server.abort();
+    drop(seeder);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let (seeder, _server) = start_seeder(&key, source).await;
+    client
+        .connect(peer, seeder.listen_addrs().await)
+        .await
+        .expect("reconnect");
+    fetch_blob(&client, &store, peer, second_hash, &stats, Arc::new(|_| {}))
+        .await
+        .expect("second fetch");
+    let mut out = Vec::new();
+    store
+        .read_blob_verified(&second_hash, &mut out)
+        .expect("complete");
+    assert!(out == second, "the second blob differs");
+    assert!(
+        stats.total().bulk_requests > before,
+        "the restarted seeder's new bulk port was not used: {:?}",
+        stats.total()
+    );
 }

@@ -245,6 +245,14 @@ impl BulkEndpoint {
         routes.insert(peer, route);
     }
 
+    /// Forgets what is known of `peer`'s bulk endpoint (it is asked again next time).
+    pub fn forget_route(&self, peer: &PeerId) {
+        self.routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(peer);
+    }
+
     /// Opens a request stream to `peer`, whose bulk endpoint is at `addr`: on the open
     /// connection if there is one, else over a new one (within [`BULK_DIAL_TIMEOUT`]).
     pub async fn open_stream(

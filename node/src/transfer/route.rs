@@ -88,24 +88,30 @@ pub async fn open_data_stream(host: &Host, peer: PeerId) -> Result<TransferStrea
 }
 
 /// A stream on `peer`'s bulk endpoint, or `None` (then libp2p is used). The endpoint's
-/// address is asked of the peer once, over libp2p, and remembered; a peer without one, or
-/// that cannot be reached there, is not asked again for a while.
+/// address is asked of the peer over libp2p and remembered. A remembered address that
+/// fails is forgotten (the peer may have restarted on another port: the next request asks
+/// again); a peer without an endpoint, or whose freshly given one cannot be reached, is
+/// not asked again for [`crate::net::bulk::BULK_RETRY_AFTER`].
 async fn open_bulk(host: &Host, peer: PeerId) -> Option<BulkStream> {
     let bulk = host.bulk()?;
-    let addr = match bulk.route(&peer) {
-        Some(Some(addr)) => addr,
+    let (addr, fresh) = match bulk.route(&peer) {
+        Some(Some(addr)) => (addr, false),
         Some(None) => return None,
         None => {
             let addr = locate(host, peer).await;
             bulk.set_route(peer, addr);
-            addr?
+            (addr?, true)
         }
     };
     match bulk.open_stream(peer, addr).await {
         Ok(stream) => Some(stream),
         Err(e) => {
             tracing::debug!(%peer, error = %e, "bulk endpoint unreachable; using libp2p");
-            bulk.set_route(peer, None);
+            if fresh {
+                bulk.set_route(peer, None);
+            } else {
+                bulk.forget_route(&peer);
+            }
             None
         }
     }
