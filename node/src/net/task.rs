@@ -52,7 +52,6 @@ impl DialReply {
 
 /// A caller waiting for a DHT query.
 enum PendingQuery {
-    Bootstrap(oneshot::Sender<Result<(), ()>>),
     Providers {
         seen: HashSet<PeerId>,
         found: mpsc::UnboundedSender<FoundProviders>,
@@ -292,9 +291,6 @@ impl Task {
             millis: stats.duration().unwrap_or_default().as_millis() as u64,
         };
         match self.queries.remove(&id) {
-            Some(PendingQuery::Bootstrap(reply)) => {
-                let _ = reply.send(Ok(()));
-            }
             Some(PendingQuery::Providers { found, .. }) => {
                 let _ = found.send(FoundProviders::Done(cost));
             }
@@ -333,14 +329,14 @@ impl Task {
                     }
                 }
             }
-            Command::Bootstrap { reply } => match self.swarm.behaviour_mut().kad.bootstrap() {
-                Ok(id) => {
-                    self.queries.insert(id, PendingQuery::Bootstrap(reply));
-                }
-                Err(kad::NoKnownPeers()) => {
-                    let _ = reply.send(Err(()));
-                }
-            },
+            // Answered once the walk has *started*: it fills the routing table in the
+            // background. Waiting for its end made every one-shot `get` wait on each dead
+            // peer the walk dials (5 s per dial, once per refreshed bucket: 10-35 s after
+            // one seeder died), while the provider lookup needs only one live peer.
+            Command::Bootstrap { reply } => {
+                let started = self.swarm.behaviour_mut().kad.bootstrap();
+                let _ = reply.send(started.map(|_| ()).map_err(|kad::NoKnownPeers()| ()));
+            }
             Command::FindProviders { hash, found } => {
                 let id = self
                     .swarm
