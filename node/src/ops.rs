@@ -177,7 +177,7 @@ pub struct GetOutcome {
     pub size: u64,
     /// Response bytes received from providers for this fetch.
     pub bytes_received: u64,
-    /// Requests made to providers for this fetch.
+    /// Data requests made to providers for this fetch.
     #[serde(default)]
     pub requests: u64,
     /// Of those, data requests carried by providers' bulk endpoints (the rest: libp2p).

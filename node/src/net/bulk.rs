@@ -1,11 +1,11 @@
 //! The bulk-data endpoint: a QUIC endpoint of Commons' own (quinn) beside the libp2p host,
 //! carrying `/commons/transfer/1` requests when both sides have one.
 //!
-//! Why a second endpoint: libp2p-quic builds its quinn endpoint with a fixed 1,472-byte
-//! datagram limit and libp2p-tls prefers ChaCha20; measured on loopback the libp2p stream
-//! cannot move bytes at half of nginx's rate even with nothing stored or verified
-//! (`docs/benchmarks.md`, "Bulk endpoint"). This endpoint lets MTU discovery find what the
-//! path carries (64 KiB on loopback) and prefers AES-GCM.
+//! Why a second endpoint: measured on loopback, the libp2p stream cannot move bytes at half
+//! of nginx's rate even with nothing stored or verified, and libp2p-tls always prefers
+//! ChaCha20, which it does not let be changed; AES-GCM moves 1.3-1.5x as much
+//! (`docs/benchmarks.md`, "Bulk-data endpoint"). This endpoint prefers AES-GCM. (Larger
+//! datagrams were measured too, and were slower.)
 //!
 //! Same identity: certificates are libp2p-tls's (the node's ed25519 key signs the
 //! certificate's key), both sides must present one, and a client dialing peer X accepts
@@ -57,8 +57,9 @@ pub const BULK_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const BULK_RETRY_AFTER: Duration = Duration::from_secs(600);
 /// Peers whose bulk route is remembered, at most (the map is cleared beyond).
 const MAX_ROUTES: usize = 10_000;
-/// Socket buffer asked of the kernel (capped by `net.core.rmem_max`/`wmem_max`): a few
-/// 64 KiB datagrams do not fit the default ~208 KiB.
+/// Socket buffers asked of the kernel (capped by `net.core.rmem_max`/`wmem_max`), so a
+/// receiver that falls behind for a moment drops fewer datagrams than the default ~208 KiB
+/// (about 140 full datagrams) would. Not measured separately.
 pub const BULK_SOCKET_BUFFER: usize = 4 << 20;
 /// Connections the endpoint accepts at once; more are refused (clients fall back to
 /// libp2p).
@@ -284,7 +285,8 @@ impl BulkEndpoint {
     }
 
     /// Whether a connection to `peer` is open now.
-    pub fn is_connected(&self, peer: &PeerId) -> bool {
+    #[cfg(test)]
+    fn is_connected(&self, peer: &PeerId) -> bool {
         self.lock_connections()
             .get(peer)
             .is_some_and(|c| c.close_reason().is_none())

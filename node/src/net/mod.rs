@@ -279,11 +279,7 @@ impl Host {
             .ask(|reply| Command::RemoteAddr { peer, reply })
             .await
             .ok()??;
-        addr.iter().find_map(|p| match p {
-            Protocol::Ip4(ip) => Some(ip.into()),
-            Protocol::Ip6(ip) => Some(ip.into()),
-            _ => None,
-        })
+        ip_of(&addr)
     }
 
     /// This node's PeerId.
@@ -475,13 +471,7 @@ fn start_bulk(
     key: &Keypair,
     listen: &[Multiaddr],
 ) -> (Option<Arc<BulkEndpoint>>, Option<BulkIncoming>) {
-    let ip = listen.iter().find_map(|a| {
-        a.iter().find_map(|p| match p {
-            Protocol::Ip4(ip) => Some(std::net::IpAddr::from(ip)),
-            Protocol::Ip6(ip) => Some(ip.into()),
-            _ => None,
-        })
-    });
+    let ip = listen.iter().find_map(ip_of);
     let tuning = BulkTuning::default();
     let started = match ip {
         Some(ip) => BulkEndpoint::bind(key.clone(), std::net::SocketAddr::new(ip, 0), tuning)
@@ -495,6 +485,15 @@ fn start_bulk(
             (None, None)
         }
     }
+}
+
+/// The IP address in a multiaddr, if it has one.
+fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
+    addr.iter().find_map(|p| match p {
+        Protocol::Ip4(ip) => Some(ip.into()),
+        Protocol::Ip6(ip) => Some(ip.into()),
+        _ => None,
+    })
 }
 
 fn describe_unjoinable(failed: &[(Multiaddr, String)]) -> String {

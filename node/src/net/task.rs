@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
     behaviour::{kad_protocol, Behaviour, BehaviourEvent},
-    strip_peer, Command, FoundProviders, NetworkStatus, PeerAddrs, QueryCost,
+    ip_of, strip_peer, Command, FoundProviders, NetworkStatus, PeerAddrs, QueryCost,
 };
 use crate::discovery::{
     persist::{NetState, SavedPeer, MAX_SAVED_PEERS},
@@ -490,14 +490,6 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     parts.retain(|p| !p.is_empty());
     parts.dedup();
     parts.join(": ")
-}
-
-fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
-    addr.iter().find_map(|p| match p {
-        Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
-        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
-        _ => None,
-    })
 }
 
 fn is_loopback(addr: &Multiaddr) -> bool {

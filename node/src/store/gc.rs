@@ -288,8 +288,9 @@ impl Store {
     }
 
     /// Compacts the key ranges of removed blobs so their blob files can be deleted and the
-    /// disk space returned.
-    fn reclaim(&self, ids: &[BlobId]) -> Result<()> {
+    /// disk space returned. Called wherever rows are dropped: collections, imports of
+    /// content already stored, imports a crash left unfinished.
+    pub(super) fn reclaim(&self, ids: &[BlobId]) -> Result<()> {
         let mut ids = ids.to_vec();
         ids.sort();
         // Merge runs of consecutive ids into one range each.

@@ -267,10 +267,12 @@ impl Store {
         self.db.flush_cf(self.cf(CF_DATA))?;
         self.db.flush_cf(self.cf(CF_OUTBOARDS))?;
 
-        let _guard = self.bind_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = self.bind_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut batch = WriteBatch::default();
         let mut bound_now: HashMap<Hash, BlobId> = HashMap::new();
         let mut results = Vec::with_capacity(pending.len());
+        // Rows written for nothing (content already stored) or superseded (a partial copy).
+        let mut dropped = Vec::new();
         for p in pending {
             batch.delete_cf(self.cf(CF_IMPORTS), p.id.0.to_be_bytes());
             let existing = self.blob(&p.hash)?;
@@ -278,10 +280,12 @@ impl Store {
                 || matches!(existing, Some(m) if m.state == BlobState::Complete);
             if already_stored {
                 self.delete_rows(&mut batch, p.id);
+                dropped.push(p.id);
             } else {
                 if let Some(old) = existing {
                     // A partial copy is superseded by this complete one.
                     self.delete_rows(&mut batch, old.id);
+                    dropped.push(old.id);
                 }
                 let meta = BlobMeta {
                     id: p.id,
@@ -300,6 +304,10 @@ impl Store {
         }
         extra(self, &mut batch);
         self.db.write(batch)?;
+        drop(guard);
+        if !dropped.is_empty() {
+            self.reclaim(&dropped)?;
+        }
         Ok(results)
     }
 

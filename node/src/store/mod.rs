@@ -203,8 +203,9 @@ fn data_cf_options() -> Options {
     opts.set_compression_type(rocksdb::DBCompressionType::None);
     // No blob garbage collection while data comes in: with it, compactions during a fetch
     // into a young store rewrote the blobs they met (a 1 GiB fetch took 1.4x as long, see
-    // docs/benchmarks.md). Garbage exists only after blobs are removed, so collections
-    // rewrite blob files then, when enough of them is garbage (`gc::reclaim`).
+    // docs/benchmarks.md). Garbage exists only where rows were dropped, and every place
+    // that drops rows calls `gc::reclaim`, which rewrites blob files once enough of them
+    // is garbage.
     opts.set_enable_blob_gc(false);
     // Three 16 MiB memtables bound the memory an import uses (the 4 GiB import stays under
     // 150 MiB RSS), let two flushes run at once, and stall writers (back pressure) when
@@ -308,7 +309,7 @@ impl Store {
     /// Deletes the rows of imports that never finished (a crash, a kill, a full disk).
     fn discard_unfinished_imports(&self) -> Result<()> {
         let mut batch = WriteBatch::default();
-        let mut count = 0;
+        let mut ids = Vec::new();
         for item in self
             .db
             .iterator_cf(self.cf(CF_IMPORTS), IteratorMode::Start)
@@ -319,11 +320,12 @@ impl Store {
                 .ok_or_else(|| StoreError::Damaged("import record".into()))?;
             self.delete_rows(&mut batch, id);
             batch.delete_cf(self.cf(CF_IMPORTS), key);
-            count += 1;
+            ids.push(id);
         }
-        if count > 0 {
-            tracing::info!(count, "discarding imports that did not finish");
+        if !ids.is_empty() {
+            tracing::info!(count = ids.len(), "discarding imports that did not finish");
             self.db.write(batch)?;
+            self.reclaim(&ids)?;
         }
         Ok(())
     }

@@ -78,6 +78,7 @@ impl Store {
             let mut batch = WriteBatch::default();
             self.delete_rows(&mut batch, meta.id);
             self.db.write(batch)?;
+            self.reclaim(&[meta.id])?;
         }
         let mut batch = WriteBatch::default();
         let id = self.allocate_id(&mut batch);

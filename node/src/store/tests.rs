@@ -325,6 +325,31 @@ fn removing_a_blob_that_shares_its_blob_file_reclaims_its_space() {
 }
 
 #[test]
+fn adding_content_already_stored_does_not_keep_its_second_copy() {
+    // The second add writes kept.bin again (its hash is known only at the end) beside a new
+    // file in one blob file; the copy is dropped, leaving that file 3/4 garbage.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let kept = pattern(3 << 20, 1);
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    fs::create_dir_all(&a).expect("mkdir");
+    fs::write(a.join("kept.bin"), &kept).expect("write");
+    store.add_folder(&a, &NoProgress).expect("add a");
+    let first = store.disk_usage().expect("du");
+    fs::create_dir_all(&b).expect("mkdir");
+    fs::write(b.join("kept.bin"), &kept).expect("write");
+    fs::write(b.join("new.bin"), pattern(1 << 20, 2)).expect("write");
+    let added = store.add_folder(&b, &NoProgress).expect("add b");
+    assert_eq!(added.new_blobs, 1, "new.bin");
+    let second = store.disk_usage().expect("du");
+    assert!(
+        second < first + (2 << 20),
+        "1 MiB of new data, but the store grew from {first} to {second} bytes"
+    );
+    assert_eq!(read_back(&store, &Hash::of(&kept)), kept);
+}
+
+#[test]
 fn remove_keeps_shared_blobs_and_reclaims_space() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
