@@ -22,6 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use libp2p::{
     futures::{AsyncRead, AsyncWrite},
     identity::Keypair,
@@ -147,6 +148,13 @@ impl AsyncWrite for BulkStream {
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         AsyncWrite::poll_close(Pin::new(&mut self.send), cx)
+    }
+}
+
+impl BulkStream {
+    /// Queues `chunk` for sending without copying it into quinn's send buffer.
+    pub async fn write_chunk(&mut self, chunk: Bytes) -> std::io::Result<()> {
+        Ok(self.send.write_chunk(chunk).await?)
     }
 }
 

@@ -11,7 +11,7 @@ use std::{io, ops::Range};
 
 use commons_protocol::wire::{GroupRange, HaveResponse, MAX_HAVE_RANGES};
 use commons_protocol::{partial as tree_partial, subtree, tree, Hash};
-use rocksdb::{IteratorMode, WriteBatch};
+use rocksdb::WriteBatch;
 
 use super::{layout::*, pieces::PieceWriter, read::RowReader, Result, Store, StoreError};
 
@@ -22,8 +22,6 @@ pub struct PartialBlob {
     pub id: BlobId,
     /// Size in bytes (a claim until the last span is verified).
     pub size: u64,
-    /// Span index ranges still missing (empty when every span is stored).
-    pub missing: Vec<Range<u64>>,
     /// Whether the store already has the whole blob, complete.
     pub complete: bool,
 }
@@ -52,21 +50,21 @@ impl Store {
                 return Ok(PartialBlob {
                     id: meta.id,
                     size: meta.size,
-                    missing: Vec::new(),
                     complete: true,
                 });
             }
-            let missing = self.missing_spans(meta.id, meta.size)?;
             if meta.size == claimed_size {
                 return Ok(PartialBlob {
                     id: meta.id,
                     size: meta.size,
-                    missing,
                     complete: false,
                 });
             }
+            // The size is proven once the span holding the last chunk group is stored.
+            // (Only that span's mark is read: every request of a fetch comes through here.)
             let last = self.span_count(meta.size).saturating_sub(1);
-            let size_proven = meta.size == 0 || !missing.iter().any(|r| r.contains(&last));
+            let size_proven =
+                meta.size == 0 || self.missing_spans_in(meta.id, last..last + 1)?.is_empty();
             if size_proven {
                 return Err(StoreError::SizeConflict {
                     hash: *hash,
@@ -89,15 +87,9 @@ impl Store {
         };
         batch.put_cf(self.cf(CF_BLOBS), hash.as_bytes(), encode(&meta));
         self.db.write(batch)?;
-        let spans = self.span_count(claimed_size);
         Ok(PartialBlob {
             id,
             size: claimed_size,
-            missing: if spans == 0 {
-                Vec::new()
-            } else {
-                std::iter::once(0..spans).collect()
-            },
             complete: false,
         })
     }
@@ -110,34 +102,32 @@ impl Store {
     /// The span ranges of `spans` that blob `id` still lacks: reads only the marks of those
     /// spans, so asking about one batch does not scan the whole blob.
     pub fn missing_spans_in(&self, id: BlobId, spans: Range<u64>) -> Result<Vec<Range<u64>>> {
-        let start = span_key(id, spans.start);
-        let (_, end) = blob_key_range(id);
         let mut missing = Vec::new();
         let mut next = spans.start;
-        let spans = spans.end;
-        let iter = self.db.iterator_cf(
-            self.cf(CF_VERIFIED),
-            IteratorMode::From(&start, rocksdb::Direction::Forward),
-        );
-        for item in iter {
-            let (key, _) = item?;
-            if key.as_ref() >= &end[..] {
-                break;
-            }
+        if spans.is_empty() {
+            return Ok(missing);
+        }
+        // Keys only, bounded to these spans: a mark's value (the span's kept subtree
+        // outboard, ~1 KB) is never copied out, and nothing past the range is read.
+        let mut options = rocksdb::ReadOptions::default();
+        options.set_iterate_upper_bound(span_key(id, spans.end).to_vec());
+        let mut iter = self.db.raw_iterator_cf_opt(self.cf(CF_VERIFIED), options);
+        iter.seek(span_key(id, spans.start));
+        while let Some(key) = iter.key() {
             let index = key
                 .get(8..16)
                 .and_then(decode_u64)
+                .filter(|_| key.get(..8) == Some(&id.0.to_be_bytes()[..]))
                 .ok_or_else(|| StoreError::Damaged("verified mark key".into()))?;
-            if index >= spans {
-                break;
-            }
             if index > next {
                 missing.push(next..index);
             }
             next = index + 1;
+            iter.next();
         }
-        if next < spans {
-            missing.push(next..spans);
+        iter.status()?;
+        if next < spans.end {
+            missing.push(next..spans.end);
         }
         Ok(missing)
     }

@@ -9,9 +9,10 @@ use std::{
     task::{Context, Poll},
 };
 
+use bytes::Bytes;
 use commons_protocol::wire::{BulkResponse, Request, ResponseHeader, MAX_BULK_BYTES};
 use libp2p::{
-    futures::{AsyncRead, AsyncWrite},
+    futures::{AsyncRead, AsyncWrite, AsyncWriteExt},
     PeerId, Stream,
 };
 
@@ -31,6 +32,14 @@ impl TransferStream {
     /// Whether the stream is on the bulk endpoint.
     pub fn is_bulk(&self) -> bool {
         matches!(self, Self::Bulk(_))
+    }
+
+    /// Writes all of `chunk`; on the bulk endpoint without copying it.
+    pub async fn write_bytes(&mut self, chunk: Bytes) -> io::Result<()> {
+        match self {
+            Self::Libp2p(s) => s.write_all(&chunk).await,
+            Self::Bulk(s) => s.write_chunk(chunk).await,
+        }
     }
 }
 

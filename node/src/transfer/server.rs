@@ -215,9 +215,10 @@ async fn handle(
         std::io::Write::flush(&mut out).map_err(crate::store::StoreError::Output)
     });
     while let Some(chunk) = rx.recv().await {
-        stats.limits.before_upload(peer, chunk.len() as u64).await;
-        match tokio::time::timeout(limits.write_timeout, stream.write_all(&chunk)).await {
-            Ok(Ok(())) => stats.update(peer, |s| s.bytes_sent += chunk.len() as u64),
+        let len = chunk.len() as u64;
+        stats.limits.before_upload(peer, len).await;
+        match tokio::time::timeout(limits.write_timeout, stream.write_bytes(chunk)).await {
+            Ok(Ok(())) => stats.update(peer, |s| s.bytes_sent += len),
             _ => {
                 tracing::debug!(%peer, "client stopped reading");
                 return; // dropping rx stops the encoder
