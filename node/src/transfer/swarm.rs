@@ -50,11 +50,12 @@ use crate::{
 /// providers and to lose little when one fails, large enough that a request's round trip
 /// is a small part of its time.
 pub const BATCH_SPANS: u64 = 16;
-/// Requests in flight per provider. One: on the 2-core benchmark machine, where seeder
-/// and fetcher share the CPU, two per provider fetched 1 GiB at 0.71× sendme's throughput
-/// against 0.95–1.13× with one (docs/benchmarks.md). Revisit on real links, where a
-/// second request hides the round trip between batches.
-pub const REQUESTS_PER_PEER: usize = 1;
+/// Requests in flight per provider. Two: while one request's tail is verified and stored
+/// and the next is asked for, the other keeps data coming, so the provider never waits
+/// for us between batches (the round trip, on real links). On loopback (1 GiB, one
+/// seeder, runs alternated) two took a median 3.36 s against 3.76 s for one; three or four
+/// were no faster and used more memory (docs/benchmarks.md).
+pub const REQUESTS_PER_PEER: usize = 2;
 /// Before any batch has completed, a batch in flight this long may be duplicated by an
 /// idle provider (afterwards: twice the median batch time).
 const ENDGAME_FIRST_WAIT: Duration = Duration::from_secs(5);
