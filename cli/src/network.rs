@@ -241,11 +241,21 @@ pub fn get(data_dir: &Path, config: Option<&Path>, args: &GetArgs, json: bool) -
             let limits = ConfigFile::load(config, data_dir)?.transfer_limits();
             let ctx = FetchContext::new(host.clone(), store.clone(), None)
                 .with_stats(Arc::new(TransferStats::limited(limits)));
-            let result = fetch::get(&ctx, &target, &patterns, bar.clone()).await;
+            let result = tokio::select! {
+                result = fetch::get(&ctx, &target, &patterns, bar.clone()) => {
+                    result.with_context(|| format!("cannot get {}", target.hash))
+                }
+                _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!(
+                    "interrupted: what was received is kept; run the same command again to resume"
+                )),
+            };
             save_net_state(&host, &store).await;
-            result.with_context(|| format!("cannot get {}", target.hash))
+            result
         });
         bar.finish();
+        // Spans of large blobs skip the WAL: put what this run received on disk, whatever
+        // its outcome, so a rerun resumes from it.
+        store.persist_spans().context("cannot flush the store")?;
         fetched?
     };
     if let Some(dir) = args.output {

@@ -202,6 +202,10 @@ pub async fn run(config: DaemonConfig, ready: impl FnOnce(Ready)) -> Result<(), 
     }
     server.abort();
     save_net_state(&host, &store).await;
+    // Fetches stop here: keep the spans they received (large blobs' skip the WAL).
+    if let Err(e) = store.persist_spans() {
+        tracing::warn!("cannot flush received data at shutdown: {e}");
+    }
     #[cfg(unix)]
     {
         admin.abort();

@@ -31,7 +31,7 @@ pub use gc::{GcReport, Hold, RemoveReport};
 pub use import::{ImportProgress, ImportedBlob, ImportedDataset, NoProgress};
 pub use layout::{BlobId, BlobMeta, BlobState, DatasetMeta, PinKind, PinMeta};
 pub use names::NameEntry;
-pub use partial::PartialBlob;
+pub use partial::{PartialBlob, UNLOGGED_SPANS_FROM};
 pub use read::{BlobCorruption, BlobReader};
 
 use layout::*;
@@ -189,6 +189,10 @@ fn db_options() -> Options {
     // end of each flush has little left to do.
     opts.set_bytes_per_sync(1 << 20);
     opts.set_use_direct_io_for_flush_and_compaction(true);
+    // Fetched spans of large blobs skip the WAL (`partial::UNLOGGED_SPANS_FROM`): flushing
+    // every column family together is what keeps such a span and its mark (in another
+    // family) on disk together, or neither.
+    opts.set_atomic_flush(true);
     opts
 }
 

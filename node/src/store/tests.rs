@@ -453,7 +453,14 @@ fn receive_as_partial(store: &Store, hash: &Hash, data: &[u8]) -> BlobId {
         let start = index as usize * span;
         let end = (start + span).min(data.len());
         store
-            .put_verified_span(partial.id, index, &data[start..end], None, &[])
+            .put_verified_span(
+                partial.id,
+                partial.size,
+                index,
+                &data[start..end],
+                None,
+                &[],
+            )
             .expect("span");
     }
     partial.id
@@ -520,7 +527,14 @@ fn missing_spans_in_a_range_sees_only_that_range() {
     for index in [2u64, 3, 7] {
         let start = index as usize * span;
         store
-            .put_verified_span(partial.id, index, &data[start..start + span], None, &[])
+            .put_verified_span(
+                partial.id,
+                partial.size,
+                index,
+                &data[start..start + span],
+                None,
+                &[],
+            )
             .expect("span");
     }
     assert_eq!(
@@ -568,7 +582,14 @@ fn resuming_a_request_reads_only_the_marks_it_needs() {
     for index in 0..spans - 1 {
         let start = index as usize * span;
         store
-            .put_verified_span(partial.id, index, &data[start..start + span], None, &[])
+            .put_verified_span(
+                partial.id,
+                partial.size,
+                index,
+                &data[start..start + span],
+                None,
+                &[],
+            )
             .expect("span");
     }
     let resume = marks_stepped_over(|| {
@@ -606,13 +627,13 @@ fn another_size_claim_restarts_a_blob_only_while_its_last_span_is_missing() {
     let size = data.len() as u64;
     let first = store.begin_partial(&hash, size).expect("begin");
     store
-        .put_verified_span(first.id, 0, &data[..span], None, &[])
+        .put_verified_span(first.id, first.size, 0, &data[..span], None, &[])
         .expect("span");
     // A neighbouring blob's marks must not count as this blob's.
     let other = Hash::of(b"other");
     let neighbour = store.begin_partial(&other, size).expect("begin");
     store
-        .put_verified_span(neighbour.id, 0, &data[..span], None, &[])
+        .put_verified_span(neighbour.id, neighbour.size, 0, &data[..span], None, &[])
         .expect("span");
     assert_eq!(
         store.missing_spans_in(first.id, 0..4).expect("db"),
@@ -630,7 +651,7 @@ fn another_size_claim_restarts_a_blob_only_while_its_last_span_is_missing() {
     // Once the last span (holding the last group) is stored, the size is proven.
     let proven = store.begin_partial(&hash, size).expect("restart back");
     store
-        .put_verified_span(proven.id, 3, &data[3 * span..], None, &[])
+        .put_verified_span(proven.id, proven.size, 3, &data[3 * span..], None, &[])
         .expect("last span");
     assert!(matches!(
         store.begin_partial(&hash, size + 1),
@@ -789,7 +810,14 @@ fn a_partial_blob_says_which_groups_it_holds_and_its_above_pairs_go_with_it() {
         let end = (start + span).min(data.len());
         let above = [(index * 2..index * 2 + 4, [index as u8; 64])];
         store
-            .put_verified_span(partial.id, index, &data[start..end], None, &above)
+            .put_verified_span(
+                partial.id,
+                partial.size,
+                index,
+                &data[start..end],
+                None,
+                &above,
+            )
             .expect("span");
     }
     // Two 16 KiB groups per span; the last span holds one short group (group 12).
@@ -807,7 +835,14 @@ fn a_partial_blob_says_which_groups_it_holds_and_its_above_pairs_go_with_it() {
     for index in [0u64, 3, 4, 5] {
         let start = index as usize * span;
         store
-            .put_verified_span(partial.id, index, &data[start..start + span], None, &[])
+            .put_verified_span(
+                partial.id,
+                partial.size,
+                index,
+                &data[start..start + span],
+                None,
+                &[],
+            )
             .expect("span");
     }
     store.complete_partial(&hash).expect("complete");
@@ -821,7 +856,14 @@ fn a_partial_blob_says_which_groups_it_holds_and_its_above_pairs_go_with_it() {
     let other = Hash::of(b"another blob");
     let partial = store.begin_partial(&other, 4 * TEST_SPAN).expect("begin");
     store
-        .put_verified_span(partial.id, 0, &data[..span], None, &[(0..4, [7; 64])])
+        .put_verified_span(
+            partial.id,
+            partial.size,
+            0,
+            &data[..span],
+            None,
+            &[(0..4, [7; 64])],
+        )
         .expect("span");
     assert_eq!(above_rows(&store, partial.id), 1);
     store.gc(false).expect("gc");

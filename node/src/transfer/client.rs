@@ -398,7 +398,7 @@ fn store_verified_groups(
             let kept = pairs.take(index);
             let above = pairs.take_above(index, span_groups);
             store
-                .put_verified_span(id, index, &buf, kept.as_deref(), &above)
+                .put_verified_span(id, size, index, &buf, kept.as_deref(), &above)
                 .map_err(GroupError::Store)?;
             span = None;
             buf.clear();

@@ -214,10 +214,13 @@ pub async fn swarm_blob(
             progress: &progress,
             schedule: Mutex::new(schedule),
             peers: Mutex::new(live.iter().map(|p| (*p, PeerState::default())).collect()),
+            first_slots: tokio::sync::Notify::new(),
         };
-        // Interleaved (a, b, a, b…) so the first batches go to different providers.
+        // A provider's first slot, then its extra ones (which wait for the first to have a
+        // batch), so the first batches go to different providers.
         let mut slots: FuturesUnordered<_> = (0..REQUESTS_PER_PEER)
-            .flat_map(|_| live.iter().map(|peer| round.slot(*peer)))
+            .flat_map(|i| live.iter().map(move |peer| (*peer, i > 0)))
+            .map(|(peer, extra)| round.slot(peer, extra))
             .collect();
         loop {
             tokio::select! {
@@ -230,8 +233,8 @@ pub async fn swarm_blob(
                     };
                     if joined {
                         tracing::debug!(%peer, %hash, "provider joins the fetch");
-                        for _ in 0..REQUESTS_PER_PEER {
-                            slots.push(round.slot(peer));
+                        for i in 0..REQUESTS_PER_PEER {
+                            slots.push(round.slot(peer, i > 0));
                         }
                     }
                 }
@@ -374,6 +377,9 @@ struct PeerState {
     have: Option<(Arc<Vec<Range<u64>>>, Instant)>,
     /// Its slot has stopped for this round (a partial provider with nothing left to give).
     departed: bool,
+    /// Its first slot has taken a batch (or stopped); extra slots start when every
+    /// provider's has.
+    first_slot_started: bool,
 }
 
 /// One scheduling round over a fixed set of missing spans.
@@ -387,6 +393,8 @@ struct Round<'a> {
     progress: &'a Arc<dyn Fn(u64) + Send + Sync>,
     schedule: Mutex<Schedule>,
     peers: Mutex<HashMap<PeerId, PeerState>>,
+    /// Wakes extra slots when a first slot has started.
+    first_slots: tokio::sync::Notify,
 }
 
 impl Round<'_> {
@@ -447,8 +455,48 @@ impl Round<'_> {
     }
 
     /// One request slot of `peer`: takes batches until none is left or the peer is dropped.
-    async fn slot(&self, peer: PeerId) {
-        self.refresh_have(peer).await;
+    /// One request slot of `peer`. An `extra` slot (the second of [`REQUESTS_PER_PEER`])
+    /// starts once every provider's first slot has a batch (or has stopped), so with few
+    /// batches every provider gets one before any gets two.
+    async fn slot(&self, peer: PeerId, extra: bool) {
+        if extra {
+            loop {
+                let started = self.first_slots.notified();
+                tokio::pin!(started);
+                started.as_mut().enable();
+                {
+                    let peers = self.lock_peers();
+                    match peers.get(&peer) {
+                        Some(s) if s.dropped_for.is_none() && !s.departed => {}
+                        _ => return,
+                    }
+                    let all_started = peers
+                        .values()
+                        .all(|s| s.first_slot_started || s.dropped_for.is_some() || s.departed);
+                    if all_started {
+                        break;
+                    }
+                }
+                started.await;
+            }
+        } else {
+            self.refresh_have(peer).await;
+        }
+        self.run_slot(peer).await;
+        if !extra {
+            self.first_slot_started(peer);
+        }
+    }
+
+    /// Notes that `peer`'s first slot has started, which may let extra slots start.
+    fn first_slot_started(&self, peer: PeerId) {
+        if let Some(s) = self.lock_peers().get_mut(&peer) {
+            s.first_slot_started = true;
+        }
+        self.first_slots.notify_waiters();
+    }
+
+    async fn run_slot(&self, peer: PeerId) {
         let mut idle_since: Option<Instant> = None;
         loop {
             let (mut have, others) = {
@@ -484,6 +532,7 @@ impl Round<'_> {
             let (batch, mut done) = match next {
                 Take::Batch(batch, done) => {
                     idle_since = None;
+                    self.first_slot_started(peer);
                     (batch, done)
                 }
                 Take::Wait => {
