@@ -217,6 +217,18 @@ fn state_word(complete: bool) -> &'static str {
     }
 }
 
+/// "complete", or "partial 49 %" for a dataset whose fetch has not finished.
+fn dataset_state(d: &ops::DatasetEntry) -> String {
+    if d.complete {
+        return state_word(true).to_string();
+    }
+    // Rounded down, so a dataset missing one byte never shows 100 %.
+    let percent = (d.held as u128 * 100)
+        .checked_div(d.size as u128)
+        .unwrap_or(0);
+    format!("{} {percent} %", state_word(false))
+}
+
 fn ls(data_dir: &std::path::Path, all: bool, pinned: bool, json: bool) -> Result<ExitCode> {
     let listing = if let Some(node) = running_node(data_dir) {
         match via_node(node, &AdminRequest::List { all }, &Bar::new(true, ""))? {
@@ -238,7 +250,7 @@ fn ls(data_dir: &std::path::Path, all: bool, pinned: bool, json: bool) -> Result
         print_json(json!({
             "datasets": datasets.iter().map(|d| json!({
                 "hash": d.hash.to_string(), "files": d.files, "size": d.size,
-                "complete": d.complete, "pinned": d.pinned,
+                "complete": d.complete, "held": d.held, "pinned": d.pinned,
             })).collect::<Vec<_>>(),
             "blobs": blobs.iter().map(|b| json!({
                 "hash": b.hash.to_string(), "size": b.size, "state": state_word(b.complete),
@@ -259,11 +271,11 @@ fn ls(data_dir: &std::path::Path, all: bool, pinned: bool, json: bool) -> Result
         println!("datasets:");
         for d in &datasets {
             println!(
-                "  {}  {:>7} files  {:>11}  {:<8}  {}",
+                "  {}  {:>7} files  {:>11}  {:<12}  {}",
                 d.hash,
                 d.files,
                 HumanBytes(d.size).to_string(),
-                state_word(d.complete),
+                dataset_state(d),
                 if d.pinned { "pinned" } else { "" },
             );
         }
@@ -354,10 +366,12 @@ fn verify(data_dir: &std::path::Path, target: Option<&str>, json: bool) -> Resul
         checked_blobs,
         checked_bytes,
         problems,
+        partial_blobs,
     } = &report;
     if json {
         print_json(json!({
             "checked_blobs": checked_blobs, "checked_bytes": checked_bytes,
+            "partial_blobs": partial_blobs,
             "corrupt": problems.iter().map(|p| json!({
                 "blob": p.blob.to_string(),
                 "start": p.range.as_ref().map(|r| r.start),
@@ -397,6 +411,13 @@ fn verify(data_dir: &std::path::Path, target: Option<&str>, json: bool) -> Resul
             "checked {checked_blobs} blobs ({}): {summary}",
             HumanBytes(*checked_bytes)
         );
+        if *partial_blobs > 0 {
+            println!(
+                "not checked: {partial_blobs} partly fetched blob{} (each 16 KiB was \
+                 verified on arrival; run `commons get` again to finish)",
+                if *partial_blobs == 1 { "" } else { "s" }
+            );
+        }
     }
     Ok(if problems.is_empty() {
         ExitCode::SUCCESS

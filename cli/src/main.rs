@@ -67,6 +67,9 @@ enum Command {
         name: Option<String>,
     },
     /// List what the store holds: datasets, and blobs added on their own
+    ///
+    /// A dataset whose fetch has not finished shows as "partial" with the share of its
+    /// bytes held (`held` in --json); `commons get` of it again fetches the rest.
     Ls {
         /// List every blob, including the files inside datasets
         #[arg(long)]
@@ -109,7 +112,8 @@ enum Command {
     /// Re-check stored data against its hash trees and report any corruption
     ///
     /// Without an argument, checks every complete blob. Exits with status 1 if anything is
-    /// corrupt, naming the blob, the byte range and, for datasets, the file.
+    /// corrupt, naming the blob, the byte range and, for datasets, the file. Blobs a fetch
+    /// has not finished are counted, not checked (each 16 KiB was verified on arrival).
     Verify {
         /// Only this dataset or blob (hash, prefix or ticket)
         target: Option<String>,
@@ -264,6 +268,10 @@ fn main() -> std::process::ExitCode {
     }
     match commands::run(cli) {
         Ok(code) => code,
+        Err(e) if e.downcast_ref::<network::Interrupted>().is_some() => {
+            eprintln!("{e}");
+            std::process::ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE

@@ -49,17 +49,22 @@ fn a_second_node_gets_a_dataset_by_ticket_byte_identical() {
     );
 }
 
+/// Starts `commons get TICKET` on `data_dir` in the background; its stderr is kept.
+fn spawn_get(data_dir: &std::path::Path, ticket: &str) -> std::process::Child {
+    commons(data_dir)
+        .args(["get", ticket])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn get")
+}
+
 #[test]
 fn a_get_killed_half_way_resumes_and_completes() {
     let (tmp, src, size, provider) = seeded(48 << 20);
 
     let b = tmp.path().join("b");
-    let mut child = commons(&b)
-        .args(["get", &provider.ticket()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn get");
+    let mut child = spawn_get(&b, &provider.ticket());
     let store = b.join("store");
     common::kill_when_dir_grows(&mut child, &store, 20 << 20);
 
@@ -74,6 +79,121 @@ fn a_get_killed_half_way_resumes_and_completes() {
     assert!(files(&src) == files(&out_dir), "export is byte-identical");
     let verify = commons(&b).arg("verify").output().expect("verify");
     assert!(verify.status.success());
+}
+
+/// A data dir whose fetches are slowed to `mib_per_sec`, so a test can stop one midway.
+fn slow_data_dir(dir: &std::path::Path, mib_per_sec: u32) {
+    fs::create_dir_all(dir).expect("mkdir");
+    fs::write(
+        dir.join("config.toml"),
+        format!("[limits]\ndownload_mib_per_sec = {mib_per_sec}\n"),
+    )
+    .expect("config");
+}
+
+#[test]
+fn ctrl_c_stops_a_get_which_keeps_what_it_received_and_resumes() {
+    let (tmp, src, size, provider) = seeded(48 << 20);
+    let b = tmp.path().join("b");
+    slow_data_dir(&b, 16);
+    let mut child = spawn_get(&b, &provider.ticket());
+    common::wait_for_dir_to_grow(&mut child, &b.join("store"), 20 << 20);
+    common::send_signal(&child, "INT");
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("interrupted: what was received is kept"),
+        "{stderr}"
+    );
+
+    // `ls` shows the dataset as partial, with what it holds.
+    let listing = json_ok(&b, &["ls"]);
+    let dataset = &listing["datasets"][0];
+    assert_eq!(dataset["complete"], false, "{listing}");
+    let held = dataset["held"].as_u64().expect("held");
+    assert!(held > 0 && held < size, "held {held} of {size}");
+    let ls = commons(&b).arg("ls").output().expect("ls");
+    assert!(
+        String::from_utf8_lossy(&ls.stdout).contains("partial "),
+        "{}",
+        String::from_utf8_lossy(&ls.stdout)
+    );
+    // Export refuses before creating anything, and says what to do.
+    let out_dir = tmp.path().join("out");
+    let hash = dataset["hash"].as_str().expect("hash");
+    let export = commons(&b)
+        .args(["export", hash, out_dir.to_str().expect("utf-8")])
+        .output()
+        .expect("export");
+    let stderr = String::from_utf8_lossy(&export.stderr);
+    assert!(!export.status.success());
+    assert!(stderr.contains("run `commons get"), "{stderr}");
+    assert!(!out_dir.exists(), "nothing created");
+    // verify checks what is complete and says what it left for the fetch to finish.
+    let verify = json_ok(&b, &["verify"]);
+    assert!(verify["partial_blobs"].as_u64().expect("partial") >= 1);
+    assert!(verify["corrupt"].as_array().expect("array").is_empty());
+
+    // The same command again resumes: what the first run received is not fetched again.
+    let v = json_ok(
+        &b,
+        &[
+            "get",
+            &provider.ticket(),
+            "-o",
+            out_dir.to_str().expect("utf-8"),
+        ],
+    );
+    let second = v["bytes_received"].as_u64().expect("bytes");
+    assert!(
+        second <= size - held + (1 << 20),
+        "resumed: {second} received, {held} of {size} already held"
+    );
+    assert!(files(&src) == files(&out_dir), "export is byte-identical");
+}
+
+#[test]
+fn ctrl_c_on_a_get_through_a_node_stops_the_node_fetching() {
+    let (tmp, _src, size, provider) = seeded(48 << 20);
+    let b = tmp.path().join("b");
+    slow_data_dir(&b, 8);
+    let node_b = Provider::start(&b);
+    let fetched = || {
+        json_ok(&b, &["node", "status"])["bytes_fetched"]
+            .as_u64()
+            .expect("n")
+    };
+    let mut child = spawn_get(&b, &provider.ticket());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fetched() < 4 << 20 {
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "finished too soon"
+        );
+        assert!(Instant::now() < deadline, "no progress within 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    common::send_signal(&child, "INT");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The node noticed its client left and stopped: nothing more arrives.
+    std::thread::sleep(Duration::from_millis(500));
+    let stopped_at = fetched();
+    std::thread::sleep(Duration::from_secs(2));
+    let later = fetched();
+    assert!(
+        later - stopped_at < 1 << 20 && later < size,
+        "the node fetched on: {stopped_at} then {later} of {size}"
+    );
+    let listing = json_ok(&b, &["ls"]);
+    assert_eq!(listing["datasets"][0]["complete"], false, "{listing}");
+    drop(node_b);
 }
 
 #[test]

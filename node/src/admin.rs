@@ -398,15 +398,31 @@ async fn handle(conn: AsyncUnixStream, ctx: FetchContext, info: NodeInfo) {
     };
     let (tx, mut rx) = mpsc::channel(PROGRESS_QUEUE);
     let events = ProgressEvents(tx.clone());
-    let work = async move {
+    let work = tokio::spawn(async move {
         let reply = match request {
             Ok(request) => run(request, ctx, &info, events).await,
             Err(message) => AdminReply::Error { message },
         };
         let _ = tx.send(reply).await;
+    });
+    // A client keeps its side open until it has the answer; its end (Ctrl-C on `commons
+    // get`) means nobody wants the answer: the work is stopped, not left running behind
+    // the user's back. What it reads is ignored; a small buffer keeps that cheap.
+    let mut rest = reader.into_inner();
+    let client_gone = async move {
+        let mut ignored = [0u8; 64];
+        while matches!(rest.read(&mut ignored).await, Ok(n) if n > 0) {}
     };
-    tokio::spawn(work);
-    while let Some(reply) = rx.recv().await {
+    tokio::pin!(client_gone);
+    loop {
+        let reply = tokio::select! {
+            reply = rx.recv() => reply,
+            () = &mut client_gone => None,
+        };
+        let Some(reply) = reply else {
+            work.abort();
+            break;
+        };
         let done = !matches!(reply, AdminReply::Progress { .. });
         let mut out = serde_json::to_string(&reply).unwrap_or_else(|e| {
             let error = AdminReply::Error {
@@ -415,7 +431,11 @@ async fn handle(conn: AsyncUnixStream, ctx: FetchContext, info: NodeInfo) {
             serde_json::to_string(&error).unwrap_or_default()
         });
         out.push('\n');
-        if write.write_all(out.as_bytes()).await.is_err() || done {
+        if write.write_all(out.as_bytes()).await.is_err() {
+            work.abort();
+            break;
+        }
+        if done {
             break;
         }
     }

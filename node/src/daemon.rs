@@ -276,7 +276,8 @@ async fn save_periodically(host: Host, store: Arc<Store>, every: std::time::Dura
     }
 }
 
-async fn shutdown_signal() -> std::io::Result<()> {
+/// Waits for Ctrl-C (SIGINT) or SIGTERM: what stops the daemon, and a long `get`.
+pub async fn shutdown_signal() -> std::io::Result<()> {
     #[cfg(unix)]
     {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -17,7 +17,7 @@ use commons_protocol::Hash;
 
 use crate::{
     ops::Include,
-    store::{Store, StoreError},
+    store::{BlobState, Store, StoreError},
 };
 
 /// Why an export failed.
@@ -38,6 +38,22 @@ pub enum ExportError {
     Escapes {
         /// The offending folder.
         path: PathBuf,
+    },
+    /// Some wanted files are not (all) here yet: nothing was written.
+    #[error(
+        "not all of it is here yet: {missing} of {wanted} file{} still to fetch (first: \
+         {first}); `commons get {root}` fetches the rest",
+        if *.wanted == 1 { "" } else { "s" }
+    )]
+    Incomplete {
+        /// The dataset.
+        root: Hash,
+        /// Wanted files missing or partial.
+        missing: usize,
+        /// Files wanted.
+        wanted: usize,
+        /// Path of the first of them.
+        first: String,
     },
     /// Creating or writing a file failed.
     #[error("{path}: {source}")]
@@ -92,6 +108,25 @@ pub fn export_dataset(
         .iter()
         .filter(|e| include.matches(&e.path))
         .collect();
+    // Checked from the store's metadata before any path is created, so an unfinished
+    // fetch leaves no half-exported folder behind.
+    let mut incomplete = Vec::new();
+    for entry in &entries {
+        if !store
+            .blob(&entry.hash)?
+            .is_some_and(|m| m.state == BlobState::Complete)
+        {
+            incomplete.push(entry.path.as_str());
+        }
+    }
+    if let Some(first) = incomplete.first() {
+        return Err(ExportError::Incomplete {
+            root: *root,
+            missing: incomplete.len(),
+            wanted: entries.len(),
+            first: first.to_string(),
+        });
+    }
     let targets: Vec<PathBuf> = entries
         .iter()
         .map(|e| e.path.split('/').fold(dir.to_path_buf(), |p, c| p.join(c)))

@@ -184,8 +184,7 @@ impl FetchContext {
 }
 
 /// Fetches `target` into the store. For a dataset, only the files `include` accepts are
-/// fetched; the dataset is recorded and pinned once the manifest and those files are
-/// complete, and announced as soon as the manifest is held.
+/// fetched; the dataset is recorded, pinned and announced as soon as its manifest is held.
 pub async fn get(
     ctx: &FetchContext,
     target: &GetTarget,
@@ -242,6 +241,10 @@ async fn fetch_files(
     let manifest = store
         .read_manifest(&root)
         .map_err(|source| GetError::BadManifest { root, source })?;
+    // Recorded and pinned now, before any file arrives: an interrupted fetch then shows in
+    // `ls` (as partial, with how much is held), and GC keeps what it received. Also when
+    // only some files are wanted.
+    store.record_dataset(&root, &manifest)?;
     // Holding the manifest makes this node a (partial) holder others can find.
     if let Some(publisher) = &pool.ctx.publisher {
         publisher.provide(root);
@@ -264,9 +267,6 @@ async fn fetch_files(
         bytes += entry.size;
         progress.file_done();
     }
-    // Recorded (and pinned) even when only some files were wanted: `ls` shows it as
-    // partial, and GC keeps what was fetched.
-    store.record_dataset(&root, &manifest)?;
     Ok((wanted.len() as u64, bytes))
 }
 

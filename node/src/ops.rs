@@ -80,6 +80,9 @@ pub struct DatasetEntry {
     pub size: u64,
     /// Whether the manifest and every file are complete.
     pub complete: bool,
+    /// Bytes of its files held verified (`size` when complete): how far a fetch got.
+    #[serde(default)]
+    pub held: u64,
     /// Whether it is pinned.
     pub pinned: bool,
 }
@@ -136,16 +139,31 @@ pub fn list(store: &Store, all: bool) -> Result<Listing, StoreError> {
     let states: BTreeMap<Hash, BlobState> = blobs.iter().map(|(h, m)| (*h, m.state)).collect();
     let complete = |h: &Hash| states.get(h) == Some(&BlobState::Complete);
     let mut listing = Listing::default();
+    let mut held_of_partial: BTreeMap<Hash, u64> = BTreeMap::new();
     for (root, meta) in store.datasets()? {
+        let manifest = store.read_manifest(&root).ok();
         let all_there = complete(&root)
-            && store
-                .read_manifest(&root)
-                .is_ok_and(|m| m.entries().iter().all(|e| complete(&e.hash)));
+            && manifest
+                .as_ref()
+                .is_some_and(|m| m.entries().iter().all(|e| complete(&e.hash)));
+        let mut held = 0;
+        for entry in manifest.iter().flat_map(|m| m.entries()) {
+            held += if complete(&entry.hash) {
+                entry.size
+            } else if let Some(bytes) = held_of_partial.get(&entry.hash) {
+                *bytes
+            } else {
+                let bytes = store.held_bytes(&entry.hash)?;
+                held_of_partial.insert(entry.hash, bytes);
+                bytes
+            };
+        }
         listing.datasets.push(DatasetEntry {
             hash: root,
             files: meta.files,
             size: meta.total_size,
             complete: all_there,
+            held,
             pinned: pins.contains_key(&root),
         });
     }
@@ -325,6 +343,10 @@ pub struct VerifyReport {
     pub checked_bytes: u64,
     /// Everything that failed.
     pub problems: Vec<VerifyProblem>,
+    /// Blobs not checked because a fetch has not finished them (their spans were verified
+    /// as they arrived; a blob is re-checked whole once complete).
+    #[serde(default)]
+    pub partial_blobs: u64,
 }
 
 /// Re-checks every complete blob, or one blob, or one dataset (its manifest and files),
@@ -346,20 +368,23 @@ pub fn verify(
         }
         Some(hash) if store.blob(hash)?.is_some() => vec![*hash],
         Some(hash) => return Err(StoreError::NotFound { hash: *hash }),
-        None => store
-            .blobs()?
-            .into_iter()
-            .filter(|(_, m)| m.state == BlobState::Complete)
-            .map(|(h, _)| h)
-            .collect(),
+        None => store.blobs()?.into_iter().map(|(h, _)| h).collect(),
     };
     let mut report = VerifyReport::default();
     let mut sizes = Vec::with_capacity(hashes.len());
     for hash in &hashes {
-        sizes.push(store.blob(hash)?.map(|m| m.size));
+        let meta = store.blob(hash)?;
+        if meta
+            .as_ref()
+            .is_some_and(|m| m.state != BlobState::Complete)
+        {
+            report.partial_blobs += 1;
+            continue;
+        }
+        sizes.push((hash, meta.map(|m| m.size)));
     }
-    progress.start(hashes.len() as u64, sizes.iter().flatten().sum());
-    for (hash, size) in hashes.iter().zip(sizes) {
+    progress.start(sizes.len() as u64, sizes.iter().flat_map(|(_, s)| *s).sum());
+    for (hash, size) in sizes {
         let files = names.get(hash).cloned().unwrap_or_default();
         let Some(size) = size else {
             report.problems.push(VerifyProblem {

@@ -12,6 +12,24 @@ use std::{
 /// Sends SIGKILL to `child` once the files directly in `dir` hold more than `bytes`: the
 /// work is then well under way. Fails if the child ends first or makes no progress.
 pub fn kill_when_dir_grows(child: &mut Child, dir: &Path, bytes: u64) {
+    wait_for_dir_to_grow(child, dir, bytes);
+    child.kill().expect("SIGKILL");
+    let status = child.wait().expect("wait");
+    assert!(!status.success(), "killed, not finished");
+}
+
+/// Sends `signal` (`INT`, `TERM`) to `child`, as Ctrl-C or a service manager would.
+pub fn send_signal(child: &Child, signal: &str) {
+    let sent = Command::new("kill")
+        .args([format!("-{signal}"), child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill -{signal}");
+}
+
+/// Returns once the files directly in `dir` hold more than `bytes`. Fails if `child`
+/// ends first or no progress is made.
+pub fn wait_for_dir_to_grow(child: &mut Child, dir: &Path, bytes: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let used: u64 = fs::read_dir(dir)
@@ -32,9 +50,6 @@ pub fn kill_when_dir_grows(child: &mut Child, dir: &Path, bytes: u64) {
         assert!(Instant::now() < deadline, "no progress within 60 s");
         std::thread::sleep(Duration::from_millis(2));
     }
-    child.kill().expect("SIGKILL");
-    let status = child.wait().expect("wait");
-    assert!(!status.success(), "killed, not finished");
 }
 
 /// Runs the `commons` binary under test on `data_dir`.

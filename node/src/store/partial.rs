@@ -335,6 +335,25 @@ impl Store {
 }
 
 impl Store {
+    /// Bytes of blob `hash` held verified here: its size when complete, the verified spans
+    /// of a partial one, 0 when absent. What `ls` shows of an interrupted fetch.
+    pub fn held_bytes(&self, hash: &Hash) -> Result<u64> {
+        let Some(meta) = self.blob(hash)? else {
+            return Ok(0);
+        };
+        if meta.state == BlobState::Complete {
+            return Ok(meta.size);
+        }
+        let mut missing = 0;
+        for spans in self.missing_spans(meta.id, meta.size)? {
+            // The last span may be short: clip to the blob's end.
+            let start = (spans.start * self.span_bytes).min(meta.size);
+            let end = spans.end.saturating_mul(self.span_bytes).min(meta.size);
+            missing += end - start;
+        }
+        Ok(meta.size - missing.min(meta.size))
+    }
+
     /// The chunk groups of blob `hash` this node can serve: everything for a complete blob,
     /// the verified spans (first [`MAX_HAVE_RANGES`] ranges) of a partial one.
     pub fn held_groups(&self, hash: &Hash) -> Result<HaveResponse> {

@@ -440,16 +440,16 @@ fn reopening_keeps_everything_and_the_span_size() {
     );
 }
 
-/// Receives `data` as a peer fetch would: spans in a scrambled order, each with its mark.
-fn receive_as_partial(store: &Store, hash: &Hash, data: &[u8]) -> BlobId {
-    let partial = store.begin_partial(hash, data.len() as u64).expect("begin");
-    let spans = store.span_count(data.len() as u64);
+/// Stores spans `indices` of `data` as a fetch would, each with its mark (the last span
+/// of the blob clipped to its end).
+fn put_spans(
+    store: &Store,
+    partial: &PartialBlob,
+    data: &[u8],
+    indices: impl IntoIterator<Item = u64>,
+) {
     let span = store.span_bytes() as usize;
-    for index in (0..spans)
-        .rev()
-        .step_by(2)
-        .chain((0..spans).rev().skip(1).step_by(2))
-    {
+    for index in indices {
         let start = index as usize * span;
         let end = (start + span).min(data.len());
         store
@@ -463,6 +463,21 @@ fn receive_as_partial(store: &Store, hash: &Hash, data: &[u8]) -> BlobId {
             )
             .expect("span");
     }
+}
+
+/// Receives `data` as a peer fetch would: spans in a scrambled order, each with its mark.
+fn receive_as_partial(store: &Store, hash: &Hash, data: &[u8]) -> BlobId {
+    let partial = store.begin_partial(hash, data.len() as u64).expect("begin");
+    let spans = store.span_count(data.len() as u64);
+    put_spans(
+        store,
+        &partial,
+        data,
+        (0..spans)
+            .rev()
+            .step_by(2)
+            .chain((0..spans).rev().skip(1).step_by(2)),
+    );
     partial.id
 }
 
@@ -523,20 +538,7 @@ fn missing_spans_in_a_range_sees_only_that_range() {
     let partial = store
         .begin_partial(&hash, data.len() as u64)
         .expect("begin");
-    let span = TEST_SPAN as usize;
-    for index in [2u64, 3, 7] {
-        let start = index as usize * span;
-        store
-            .put_verified_span(
-                partial.id,
-                partial.size,
-                index,
-                &data[start..start + span],
-                None,
-                &[],
-            )
-            .expect("span");
-    }
+    put_spans(&store, &partial, &data, [2u64, 3, 7]);
     assert_eq!(
         store.missing_spans_in(partial.id, 2..4).expect("db"),
         vec![]
@@ -550,6 +552,34 @@ fn missing_spans_in_a_range_sees_only_that_range() {
             .missing_spans(partial.id, data.len() as u64)
             .expect("db"),
         vec![0..2, 4..7, 8..10]
+    );
+}
+
+#[test]
+fn held_bytes_counts_verified_spans_and_clips_the_short_last_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let span = TEST_SPAN as usize;
+    // Three and a bit spans: the last one holds 100 bytes.
+    let data = pattern(span * 3 + 100, 9);
+    let hash = Hash::of(&data);
+    assert_eq!(store.held_bytes(&hash).expect("absent"), 0);
+    let partial = store
+        .begin_partial(&hash, data.len() as u64)
+        .expect("begin");
+    assert_eq!(store.held_bytes(&hash).expect("nothing yet"), 0);
+    put_spans(&store, &partial, &data, [1]);
+    assert_eq!(store.held_bytes(&hash).expect("one span"), span as u64);
+    put_spans(&store, &partial, &data, [3]);
+    assert_eq!(
+        store.held_bytes(&hash).expect("and the last"),
+        span as u64 + 100
+    );
+    put_spans(&store, &partial, &data, [0u64, 2]);
+    store.complete_partial(&hash).expect("complete");
+    assert_eq!(
+        store.held_bytes(&hash).expect("complete"),
+        data.len() as u64
     );
 }
 
@@ -579,19 +609,7 @@ fn resuming_a_request_reads_only_the_marks_it_needs() {
     let partial = store
         .begin_partial(&hash, data.len() as u64)
         .expect("begin");
-    for index in 0..spans - 1 {
-        let start = index as usize * span;
-        store
-            .put_verified_span(
-                partial.id,
-                partial.size,
-                index,
-                &data[start..start + span],
-                None,
-                &[],
-            )
-            .expect("span");
-    }
+    put_spans(&store, &partial, &data, 0..spans - 1);
     let resume = marks_stepped_over(|| {
         store
             .begin_partial(&hash, data.len() as u64)
@@ -832,19 +850,7 @@ fn a_partial_blob_says_which_groups_it_holds_and_its_above_pairs_go_with_it() {
     assert_eq!(above_rows(&store, partial.id), 3);
 
     // Completing the blob drops the pairs above spans: its full outboard replaces them.
-    for index in [0u64, 3, 4, 5] {
-        let start = index as usize * span;
-        store
-            .put_verified_span(
-                partial.id,
-                partial.size,
-                index,
-                &data[start..start + span],
-                None,
-                &[],
-            )
-            .expect("span");
-    }
+    put_spans(&store, &partial, &data, [0u64, 3, 4, 5]);
     store.complete_partial(&hash).expect("complete");
     assert_eq!(above_rows(&store, partial.id), 0);
     assert!(matches!(
