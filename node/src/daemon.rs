@@ -131,7 +131,7 @@ pub async fn run(config: DaemonConfig, ready: impl FnOnce(Ready)) -> Result<(), 
         ctx.stats.clone(),
         ctx.holders.clone(),
         ServeLimits::default(),
-    ));
+    )?);
     // Bound first: the status the admin socket and metrics report names the gateway.
     let gateway_listener = match &config.gateway {
         Some(gw) => Some(bind_http(gw.listen).await?),

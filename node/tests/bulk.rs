@@ -84,19 +84,16 @@ async fn start_seeder(key: &Keypair, store: Arc<Store>) -> (Host, tokio::task::J
     )
     .await
     .expect("host");
-    let server = tokio::spawn({
-        let host = host.clone();
-        async move {
-            let _ = serve(
-                store,
-                host,
-                Arc::new(TransferStats::default()),
-                Arc::new(Holders::default()),
-                ServeLimits::default(),
-            )
-            .await;
-        }
-    });
+    let server = tokio::spawn(
+        serve(
+            store,
+            host.clone(),
+            Arc::new(TransferStats::default()),
+            Arc::new(Holders::default()),
+            ServeLimits::default(),
+        )
+        .expect("serve"),
+    );
     (host, server)
 }
 

@@ -55,15 +55,18 @@ impl Default for ServeLimits {
     }
 }
 
-/// Accepts transfer streams on `host` and serves them from `store` until the host stops.
-/// Holder requests are answered from `holders`.
-pub async fn serve(
+/// Registers the transfer protocol on `host` now, and returns the loop (to spawn) that
+/// accepts transfer streams and serves them from `store` until the host stops. Holder
+/// requests are answered from `holders`.
+pub fn serve(
     store: Arc<Store>,
     host: Host,
     stats: Arc<TransferStats>,
     holders: Arc<Holders>,
     limits: ServeLimits,
-) -> Result<(), crate::net::NetError> {
+) -> Result<impl std::future::Future<Output = ()> + Send + 'static, crate::net::NetError> {
+    // Registered here, before the caller spawns the loop or says it is ready: a peer that
+    // opens a stream at once must not be told the protocol is unsupported.
     let libp2p = host
         .control()
         .accept(transfer_protocol())
@@ -75,39 +78,40 @@ pub async fn serve(
         let (peer, s) = rx.recv().await?;
         Some(((peer, TransferStream::Bulk(s)), Some(rx)))
     });
-    let mut incoming = std::pin::pin!(stream::select(libp2p, bulk));
-    let active: Arc<Mutex<HashMap<PeerId, usize>>> = Arc::default();
-    while let Some((peer, stream)) = incoming.next().await {
-        let admitted = {
-            let mut active = active.lock().unwrap_or_else(|e| e.into_inner());
-            let n = active.entry(peer).or_default();
-            if *n < limits.streams_per_peer {
-                *n += 1;
-                true
-            } else {
-                false
-            }
-        };
-        let (store, stats, active) = (store.clone(), stats.clone(), active.clone());
-        let (host, holders) = (host.clone(), holders.clone());
-        tokio::spawn(async move {
-            if admitted {
-                handle(store, &host, &holders, peer, stream, &stats, limits).await;
+    Ok(async move {
+        let mut incoming = std::pin::pin!(stream::select(libp2p, bulk));
+        let active: Arc<Mutex<HashMap<PeerId, usize>>> = Arc::default();
+        while let Some((peer, stream)) = incoming.next().await {
+            let admitted = {
                 let mut active = active.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(n) = active.get_mut(&peer) {
-                    *n -= 1;
-                    if *n == 0 {
-                        active.remove(&peer);
-                    }
+                let n = active.entry(peer).or_default();
+                if *n < limits.streams_per_peer {
+                    *n += 1;
+                    true
+                } else {
+                    false
                 }
-            } else {
-                let mut stream = stream;
-                let _ = write_frame(&mut stream, &encode_frame(&ResponseHeader::Busy)).await;
-                let _ = stream.close().await;
-            }
-        });
-    }
-    Ok(())
+            };
+            let (store, stats, active) = (store.clone(), stats.clone(), active.clone());
+            let (host, holders) = (host.clone(), holders.clone());
+            tokio::spawn(async move {
+                if admitted {
+                    handle(store, &host, &holders, peer, stream, &stats, limits).await;
+                    let mut active = active.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(n) = active.get_mut(&peer) {
+                        *n -= 1;
+                        if *n == 0 {
+                            active.remove(&peer);
+                        }
+                    }
+                } else {
+                    let mut stream = stream;
+                    let _ = write_frame(&mut stream, &encode_frame(&ResponseHeader::Busy)).await;
+                    let _ = stream.close().await;
+                }
+            });
+        }
+    })
 }
 
 /// Serves one request stream; every failure just ends the stream (and is logged).

@@ -70,13 +70,16 @@ pub async fn serving_node(store: Arc<Store>) -> Host {
 /// A host with these settings that listens on loopback and serves `store` honestly.
 pub async fn serving_node_with(store: Arc<Store>, config: &DiscoveryConfig) -> Host {
     let host = listening_node_with(config).await;
-    tokio::spawn(serve(
-        store,
-        host.clone(),
-        Arc::new(TransferStats::default()),
-        Arc::new(Holders::default()),
-        ServeLimits::default(),
-    ));
+    tokio::spawn(
+        serve(
+            store,
+            host.clone(),
+            Arc::new(TransferStats::default()),
+            Arc::new(Holders::default()),
+            ServeLimits::default(),
+        )
+        .expect("serve"),
+    );
     host
 }
 

@@ -91,7 +91,7 @@ async fn round_trip_baseline(hosts: &[Host]) -> Result<f64> {
         Arc::new(TransferStats::default()),
         Arc::new(Holders::default()),
         ServeLimits::default(),
-    ));
+    )?);
     let client = &hosts[1];
     client
         .connect(hosts[0].peer_id(), hosts[0].listen_addrs().await)
