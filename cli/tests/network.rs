@@ -128,7 +128,10 @@ fn ctrl_c_stops_a_get_which_keeps_what_it_received_and_resumes() {
         .expect("export");
     let stderr = String::from_utf8_lossy(&export.stderr);
     assert!(!export.status.success());
-    assert!(stderr.contains("run `commons get"), "{stderr}");
+    assert!(
+        stderr.contains("`commons get") && stderr.contains("fetches the rest"),
+        "{stderr}"
+    );
     assert!(!out_dir.exists(), "nothing created");
     // verify checks what is complete and says what it left for the fetch to finish.
     let verify = json_ok(&b, &["verify"]);

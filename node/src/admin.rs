@@ -357,6 +357,10 @@ impl ImportProgress for ProgressEvents {
     fn advance(&self, bytes: u64) {
         self.send(None, bytes);
     }
+    /// The connection's handler drops the receiving end when its client goes away.
+    fn cancelled(&self) -> bool {
+        self.0.is_closed()
+    }
 }
 
 impl GetProgress for ProgressEvents {

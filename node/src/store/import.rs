@@ -37,6 +37,12 @@ pub trait ImportProgress: Sync {
     fn start(&self, _files: u64, _bytes: u64) {}
     /// Called as bytes are hashed and queued for writing.
     fn advance(&self, _bytes: u64) {}
+    /// Whether whoever asked for the work has gone (a CLI interrupted while a node does
+    /// its import): checked before each span is read; the import then stops, keeping
+    /// nothing of it.
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// Progress that goes nowhere.
@@ -79,10 +85,12 @@ pub(super) struct Pending {
 enum HashFailure {
     /// The file shrank or grew while it was read.
     Changed,
+    /// The progress receiver cancelled the import.
+    Cancelled,
     /// Reading failed, or the writer thread stopped.
     Failed(io::Error),
 }
-use HashFailure::{Changed, Failed};
+use HashFailure::{Cancelled, Changed, Failed};
 
 /// A row on its way to the writer thread.
 enum Row {
@@ -123,30 +131,42 @@ impl Store {
         progress.start(files.len() as u64, files.iter().map(|f| f.size).sum());
         let mut pending = Vec::with_capacity(files.len() + 1);
         let mut entries = Vec::with_capacity(files.len());
-        for f in files {
-            let file = open(&f.abs)?;
-            if file_len(&file, &f.abs)? != f.size {
-                return Err(StoreError::FileChanged { path: f.abs });
+        // The files' rows are written one by one and bound together at the end: when one
+        // fails, the rows of those before it go too, now rather than at the next open.
+        let written = (|| {
+            for f in files {
+                let file = open(&f.abs)?;
+                if file_len(&file, &f.abs)? != f.size {
+                    return Err(StoreError::FileChanged { path: f.abs });
+                }
+                let p = self.write_rows(file, f.size, &f.abs, progress)?;
+                entries.push(ManifestEntry {
+                    path: f.rel,
+                    size: f.size,
+                    hash: p.hash,
+                    executable: f.executable,
+                });
+                pending.push(p);
             }
-            let p = self.write_rows(file, f.size, &f.abs, progress)?;
-            entries.push(ManifestEntry {
-                path: f.rel,
-                size: f.size,
-                hash: p.hash,
-                executable: f.executable,
-            });
-            pending.push(p);
-        }
-        let manifest = Manifest::new(entries)?;
-        let bytes = manifest.to_bytes();
-        let manifest_pending = self.write_rows(
-            &bytes[..],
-            bytes.len() as u64,
-            Path::new("<manifest>"),
-            &super::NoProgress,
-        )?;
-        let root_hash = manifest_pending.hash;
-        pending.push(manifest_pending);
+            let manifest = Manifest::new(std::mem::take(&mut entries))?;
+            let bytes = manifest.to_bytes();
+            let manifest_pending = self.write_rows(
+                &bytes[..],
+                bytes.len() as u64,
+                Path::new("<manifest>"),
+                &super::NoProgress,
+            )?;
+            let root_hash = manifest_pending.hash;
+            pending.push(manifest_pending);
+            Ok((manifest, root_hash))
+        })();
+        let (manifest, root_hash) = match written {
+            Ok(written) => written,
+            Err(e) => {
+                self.discard_imports_or_log(pending.iter().map(|p| p.id).collect());
+                return Err(e);
+            }
+        };
         let bound = self.commit(pending, |store, batch| {
             store.put_dataset(batch, &root_hash, &manifest)
         })?;
@@ -217,6 +237,7 @@ impl Store {
                 index: 0,
                 remaining: size,
                 ended_early: false,
+                cancelled: false,
                 tx: tx.clone(),
                 spare: spare_rx,
                 progress,
@@ -233,6 +254,7 @@ impl Store {
                     .map(|()| hash)
                     .map_err(Failed),
                 Err(_) if tee.ended_early => Err(Changed),
+                Err(_) if tee.cancelled => Err(Cancelled),
                 Err(e) => Err(Failed(e)),
             };
             drop(tee);
@@ -243,17 +265,22 @@ impl Store {
             (hashed, written)
         });
         // A writer error (full disk…) is the root cause of any send failure: report it first.
-        written?;
-        let hash = match hashed {
-            Ok(hash) => hash,
-            Err(Changed) => {
-                return Err(StoreError::FileChanged {
-                    path: path.to_path_buf(),
-                })
+        let outcome = written.and_then(|()| match hashed {
+            Ok(hash) => Ok(hash),
+            Err(Changed) => Err(StoreError::FileChanged {
+                path: path.to_path_buf(),
+            }),
+            Err(Cancelled) => Err(StoreError::Cancelled),
+            Err(Failed(e)) => Err(io_err(e)),
+        });
+        match outcome {
+            Ok(hash) => Ok(Pending { id, hash, size }),
+            Err(e) => {
+                // Its rows go now, not at the next open (a node may run for months).
+                self.discard_imports_or_log(vec![id]);
+                Err(e)
             }
-            Err(Failed(e)) => return Err(io_err(e)),
-        };
-        Ok(Pending { id, hash, size })
+        }
     }
 
     /// Makes pending blobs durable and complete in one batch (plus `extra` records).
@@ -358,6 +385,8 @@ struct SpanTee<'a, R> {
     remaining: u64,
     /// The file ended before its announced size.
     ended_early: bool,
+    /// The progress receiver cancelled the import.
+    cancelled: bool,
     tx: SyncSender<Row>,
     /// Buffers the writer has finished with.
     spare: Receiver<Vec<u8>>,
@@ -367,6 +396,11 @@ struct SpanTee<'a, R> {
 impl<R: Read> SpanTee<'_, R> {
     /// Reads the next span from the file, sending the consumed one first.
     fn refill(&mut self) -> io::Result<()> {
+        if self.progress.cancelled() {
+            self.cancelled = true;
+            // Not `ErrorKind::Interrupted`: `read_exact` retries that.
+            return Err(io::Error::other("import cancelled"));
+        }
         if !self.span.is_empty() {
             self.send_span()?;
         }

@@ -118,6 +118,9 @@ pub enum StoreError {
         /// The file.
         path: PathBuf,
     },
+    /// Whoever asked for an import went away before it ended; nothing of it was kept.
+    #[error("the import was cancelled; nothing of it was kept")]
+    Cancelled,
     /// A name in a folder cannot go into a manifest.
     #[error("{path}: {reason}")]
     UnsupportedEntry {
@@ -312,7 +315,6 @@ impl Store {
 
     /// Deletes the rows of imports that never finished (a crash, a kill, a full disk).
     fn discard_unfinished_imports(&self) -> Result<()> {
-        let mut batch = WriteBatch::default();
         let mut ids = Vec::new();
         for item in self
             .db
@@ -322,16 +324,32 @@ impl Store {
             let id = decode_u64(&key)
                 .map(BlobId)
                 .ok_or_else(|| StoreError::Damaged("import record".into()))?;
-            self.delete_rows(&mut batch, id);
-            batch.delete_cf(self.cf(CF_IMPORTS), key);
             ids.push(id);
         }
         if !ids.is_empty() {
             tracing::info!(count = ids.len(), "discarding imports that did not finish");
-            self.db.write(batch)?;
-            self.reclaim(&ids)?;
+            self.discard_imports(&ids)?;
         }
         Ok(())
+    }
+
+    /// Deletes the rows and import records of unfinished imports `ids`.
+    fn discard_imports(&self, ids: &[BlobId]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for &id in ids {
+            self.delete_rows(&mut batch, id);
+            batch.delete_cf(self.cf(CF_IMPORTS), id.0.to_be_bytes());
+        }
+        self.db.write(batch)?;
+        self.reclaim(ids)
+    }
+
+    /// [`Self::discard_imports`] for an import that failed: its own error is what the
+    /// caller reports; if discarding fails too, the next open discards them.
+    fn discard_imports_or_log(&self, ids: Vec<BlobId>) {
+        if let Err(e) = self.discard_imports(&ids) {
+            tracing::warn!("cannot discard a failed import now (the next open will): {e}");
+        }
     }
 
     /// The folder RocksDB lives in.

@@ -193,6 +193,13 @@ fn an_interrupted_import_is_cleaned_up_at_the_next_open() {
         store.db.flush_cf(store.cf(CF_DATA)).expect("flush");
     }
     let store = open(dir.path());
+    assert_no_import_rows(&store);
+    // Ids are never reused, even after a crash.
+    assert_eq!(store.next_id.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// Fails if any import left rows behind (data, outboard or an import record).
+fn assert_no_import_rows(store: &Store) {
     for cf in [CF_DATA, CF_OUTBOARDS, CF_IMPORTS] {
         let left = store
             .db
@@ -200,8 +207,55 @@ fn an_interrupted_import_is_cleaned_up_at_the_next_open() {
             .count();
         assert_eq!(left, 0, "rows left in {cf}");
     }
-    // Ids are never reused, even after a crash.
-    assert_eq!(store.next_id.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// Progress whose receiver goes away once `after` bytes were read.
+struct CancelAfter {
+    after: u64,
+    read: std::sync::atomic::AtomicU64,
+}
+
+impl ImportProgress for CancelAfter {
+    fn advance(&self, bytes: u64) {
+        self.read
+            .fetch_add(bytes, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn cancelled(&self) -> bool {
+        self.read.load(std::sync::atomic::Ordering::SeqCst) >= self.after
+    }
+}
+
+#[test]
+fn a_cancelled_import_stops_and_keeps_nothing_of_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    let first = pattern(TEST_SPAN as usize * 3, 1);
+    fs::write(src.join("a.bin"), &first).expect("write");
+    fs::write(src.join("b.bin"), pattern(TEST_SPAN as usize * 5, 2)).expect("write");
+    // Cancelled inside one file.
+    let cancel = CancelAfter {
+        after: TEST_SPAN,
+        read: 0.into(),
+    };
+    let one = store.add_file(&src.join("b.bin"), &cancel);
+    assert!(matches!(one, Err(StoreError::Cancelled)), "{one:?}");
+    assert_no_import_rows(&store);
+    // Cancelled in a folder's second file: the first file's rows go too.
+    let cancel = CancelAfter {
+        after: first.len() as u64 + TEST_SPAN,
+        read: 0.into(),
+    };
+    let folder = store.add_folder(&src, &cancel);
+    assert!(matches!(folder, Err(StoreError::Cancelled)), "{folder:?}");
+    assert_no_import_rows(&store);
+    assert!(store.blobs().expect("db").is_empty());
+    assert!(store.datasets().expect("db").is_empty());
+    // Nothing stands in the way of the same import done whole.
+    let added = store.add_folder(&src, &NoProgress).expect("add");
+    let listed = store.read_manifest(&added.root).expect("manifest");
+    assert_eq!(listed.entries().len(), 2);
 }
 
 #[test]
@@ -219,6 +273,8 @@ fn a_file_that_changes_size_while_read_is_refused() {
         matches!(grew, Err(StoreError::FileChanged { .. })),
         "{grew:?}"
     );
+    // Their rows are gone at once, not at the next open.
+    assert_no_import_rows(&store);
 }
 
 /// Overwrites one stored data row, as disk corruption or tampering would.
