@@ -104,7 +104,10 @@ fn sendme_fetch(args: &Args, scratch: &Path, file: &Path) -> Result<RunStats> {
     Ok(RunStats::median(runs))
 }
 
-fn nginx_fetch(args: &Args, scratch: &Path, file: &Path) -> Result<RunStats> {
+/// nginx serving the file to curl; with `durable`, the timed step ends with `sync`, so the
+/// file is on disk as a `commons get`'s data is when it exits (its flushes are synced),
+/// rather than in the page cache.
+fn nginx_fetch(args: &Args, scratch: &Path, file: &Path, durable: bool) -> Result<RunStats> {
     let root = file.parent().context("parent")?;
     let _nginx = start_nginx(&[], scratch, root, "127.0.0.1:18431")?;
     let name = file
@@ -116,12 +119,19 @@ fn nginx_fetch(args: &Args, scratch: &Path, file: &Path) -> Result<RunStats> {
     for _ in 0..args.runs {
         let out = scratch.join("curl.out");
         run_measured(&mut Command::new("sync"))?;
-        runs.push(run_measured(
-            Command::new("curl")
-                .args(["-sf", "-o"])
+        let url = format!("http://127.0.0.1:18431/{name}");
+        let mut fetch = if durable {
+            let mut sh = Command::new("sh");
+            sh.args(["-c", "curl -sf -o \"$0\" \"$1\" && sync"])
                 .arg(&out)
-                .arg(format!("http://127.0.0.1:18431/{name}")),
-        )?);
+                .arg(&url);
+            sh
+        } else {
+            let mut curl = Command::new("curl");
+            curl.args(["-sf", "-o"]).arg(&out).arg(&url);
+            curl
+        };
+        runs.push(run_measured(&mut fetch)?);
         std::fs::remove_file(&out)?;
     }
     Ok(RunStats::median(runs))
@@ -155,7 +165,11 @@ fn main() -> Result<()> {
     if !args.no_nginx {
         rows.push((
             "nginx → curl (plain HTTP)",
-            nginx_fetch(&args, scratch.path(), &file)?,
+            nginx_fetch(&args, scratch.path(), &file, false)?,
+        ));
+        rows.push((
+            "nginx → curl, then sync (the file on disk, as `commons get` leaves its data)",
+            nginx_fetch(&args, scratch.path(), &file, true)?,
         ));
     }
     let mib = args.common.size_mib as f64;
