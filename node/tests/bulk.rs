@@ -7,10 +7,10 @@ mod common;
 use std::{fs, sync::Arc};
 
 use commons_node::{
-    discovery::{DiscoveryConfig, Holders},
+    discovery::DiscoveryConfig,
     net::Host,
     store::{NoProgress, Store, StoreOptions},
-    transfer::{fetch_blob, serve, PeerStats, ServeLimits, TransferStats},
+    transfer::{fetch_blob, PeerStats, TransferStats},
 };
 use libp2p::identity::Keypair;
 
@@ -84,16 +84,7 @@ async fn start_seeder(key: &Keypair, store: Arc<Store>) -> (Host, tokio::task::J
     )
     .await
     .expect("host");
-    let server = tokio::spawn(
-        serve(
-            store,
-            host.clone(),
-            Arc::new(TransferStats::default()),
-            Arc::new(Holders::default()),
-            ServeLimits::default(),
-        )
-        .expect("serve"),
-    );
+    let server = common::spawn_server(store, &host);
     (host, server)
 }
 

@@ -70,6 +70,12 @@ pub async fn serving_node(store: Arc<Store>) -> Host {
 /// A host with these settings that listens on loopback and serves `store` honestly.
 pub async fn serving_node_with(store: Arc<Store>, config: &DiscoveryConfig) -> Host {
     let host = listening_node_with(config).await;
+    spawn_server(store, &host);
+    host
+}
+
+/// Serves `store` honestly on `host` (with default limits) until the task is aborted.
+pub fn spawn_server(store: Arc<Store>, host: &Host) -> tokio::task::JoinHandle<()> {
     tokio::spawn(
         serve(
             store,
@@ -79,8 +85,7 @@ pub async fn serving_node_with(store: Arc<Store>, config: &DiscoveryConfig) -> H
             ServeLimits::default(),
         )
         .expect("serve"),
-    );
-    host
+    )
 }
 
 /// A host that does not listen (a client).
