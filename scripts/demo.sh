@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The README's demo: make a small sample dataset, add it, list the store, export it,
 # check the export is byte-identical, verify the store, serve it from a node and fetch it
-# into a second data dir over QUIC on loopback (by ticket, then by hash alone through the
-# DHT), serve it to plain HTTP clients through the node's gateway, then remove it.
+# into a second data dir over QUIC on loopback (by ticket, stopped midway and resumed, then
+# by hash alone through the DHT), serve it to plain HTTP clients through the node's
+# gateway, then remove it.
 # Uses a throw-away data dir so it never touches your own store.
 set -euo pipefail
 commons=${1:?usage: demo.sh path/to/commons}
@@ -39,9 +40,18 @@ trap 'kill "$node_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 100); do [ -s "$work/node.out" ] && break; sleep 0.1; done
 ticket=$(sed -E 's/.*"ticket":"(commons1[a-z0-9]+)".*/\1/' "$work/node.out")
 echo "node A serves $hash; ticket: $ticket"
+# Data dir B downloads at 4 MiB/s (its config file), and this first fetch is stopped after
+# a second with SIGTERM, as Ctrl-C would: what arrived is kept, and the second run resumes.
+mkdir -p "$work/data-b"
+printf '[limits]\ndownload_mib_per_sec = 4\n' > "$work/data-b/config.toml"
+printf '\n$ %s\n' "timeout -s TERM 1 commons get $ticket   # stopped after a second"
+status=0
+env COMMONS_DATA_DIR="$work/data-b" timeout -s TERM 1 "$commons" get "$ticket" || status=$?
+[ "$status" = 124 ] || { echo "expected the first fetch to be stopped midway (status $status)"; exit 1; }
+run env COMMONS_DATA_DIR="$work/data-b" "$commons" ls
 run env COMMONS_DATA_DIR="$work/data-b" "$commons" get "$ticket" -o "$work/fetched"
 run diff -r "$work/sample-dataset" "$work/fetched"
-echo "fetched copy is byte-identical"
+echo "resumed, and the fetched copy is byte-identical"
 
 echo
 echo "== a third data dir knows only the hash: it finds node A through the DHT"
@@ -68,4 +78,4 @@ kill "$node_pid"; wait "$node_pid" 2>/dev/null || true
 run "$commons" rm "$hash"
 run "$commons" ls
 echo
-echo "demo finished: add, ls, export, verify, fetches by ticket and by hash, the HTTP gateway and rm all worked"
+echo "demo finished: add, ls, export, verify, fetches by ticket (stopped and resumed) and by hash, the HTTP gateway and rm all worked"
