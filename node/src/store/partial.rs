@@ -344,14 +344,19 @@ impl Store {
         if meta.state == BlobState::Complete {
             return Ok(meta.size);
         }
-        let mut missing = 0;
-        for spans in self.missing_spans(meta.id, meta.size)? {
-            // The last span may be short: clip to the blob's end.
-            let start = (spans.start * self.span_bytes).min(meta.size);
-            let end = spans.end.saturating_mul(self.span_bytes).min(meta.size);
-            missing += end - start;
-        }
-        Ok(meta.size - missing.min(meta.size))
+        let missing: u64 = self
+            .span_byte_ranges(&self.missing_spans(meta.id, meta.size)?, meta.size)
+            .iter()
+            .map(|r| r.end - r.start)
+            .sum();
+        Ok(meta.size.saturating_sub(missing))
+    }
+
+    /// Byte ranges of span index ranges of a blob of `size` bytes, the last one cut at
+    /// its end (a size claimed by a peer cannot make them overflow).
+    pub fn span_byte_ranges(&self, spans: &[Range<u64>], size: u64) -> Vec<Range<u64>> {
+        let bytes = |index: u64| index.saturating_mul(self.span_bytes).min(size);
+        spans.iter().map(|r| bytes(r.start)..bytes(r.end)).collect()
     }
 
     /// The chunk groups of blob `hash` this node can serve: everything for a complete blob,

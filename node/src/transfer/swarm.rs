@@ -199,7 +199,7 @@ pub async fn swarm_blob(
         }
         let count: u64 = missing.iter().map(|r| r.end - r.start).sum();
         if live.is_empty() || missing_before == Some(count) {
-            return Err(fail(report, span_bytes(store, &missing, meta.size)));
+            return Err(fail(report, store.span_byte_ranges(&missing, meta.size)));
         }
         missing_before = Some(count);
         let mut schedule = Schedule::new(&missing, BATCH_SPANS);
@@ -256,20 +256,11 @@ pub async fn swarm_blob(
     let missing = match store.blob(&hash) {
         Ok(Some(meta)) => store
             .missing_spans(meta.id, meta.size)
-            .map(|spans| span_bytes(store, &spans, meta.size))
+            .map(|spans| store.span_byte_ranges(&spans, meta.size))
             .unwrap_or_default(),
         _ => Vec::new(),
     };
     Err(fail(report, missing))
-}
-
-/// Byte ranges of span ranges, the last one cut at the blob's end.
-fn span_bytes(store: &Store, spans: &[Range<u64>], size: u64) -> Vec<Range<u64>> {
-    let span = store.span_bytes();
-    spans
-        .iter()
-        .map(|r| r.start * span..(r.end * span).min(size))
-        .collect()
 }
 
 /// Asks providers in turn for the first span until one answers with data, which fixes the
