@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/commons/target
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint fmt deps python-deps build bench fetch-bench transport-bench dht-bench swarm-lab swarm-lab-flash gateway-bench check-layering
+.PHONY: demo test lint fmt deps python-deps build bench fetch-bench transport-bench dht-bench swarm-lab swarm-lab-flash gateway-bench check-layering check-cycles
 
 ## demo: build `commons`, then add a sample dataset, list, export and verify it, fetch it
 ## over QUIC by ticket and by hash, and read it through the HTTP gateway (installs curl)
@@ -21,12 +21,12 @@ demo: deps build
 
 ## test: every unit and end-to-end test (release profile), then the official huggingface_hub
 ## client (installed from PyPI into a virtualenv under ~/.cache/commons) against the gateway
-test: deps python-deps check-layering
+test: deps python-deps check-layering check-cycles
 	$(CARGO) test --release --workspace --all-targets --locked
 	bash scripts/hf_test.sh "$(CARGO_TARGET_DIR)/release/commons"
 
-## lint: formatting and clippy, as CI runs them
-lint: deps
+## lint: formatting, clippy (clippy.toml bans unbounded channels), no import cycles
+lint: deps check-cycles
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets --locked -- -D warnings
 
@@ -77,6 +77,10 @@ gateway-bench: deps build
 check-layering:
 	@if $(CARGO) tree -p commons-protocol -e normal --prefix none --locked | grep -E '^(tokio|libp2p|quinn|rocksdb|librocksdb-sys) '; then \
 		echo "protocol/ must not depend on I/O crates"; exit 1; fi
+
+## check-cycles: no import cycles between modules of a crate (scripts/check_module_cycles.py)
+check-cycles:
+	@python3 scripts/check_module_cycles.py
 
 ## python-deps: python3 with venv and pip, for the huggingface_hub test
 python-deps:

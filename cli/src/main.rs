@@ -1,9 +1,9 @@
 //! `commons`: seed, fetch and keep open datasets. Parses, calls `commons-node`, prints.
 
 mod commands;
-mod names;
-mod network;
 mod progress;
+mod render;
+mod serve;
 
 use std::path::PathBuf;
 
@@ -251,6 +251,29 @@ fn restore_default_sigpipe() {
     }
 }
 
+/// Says why a command failed: one line on stderr, and with `--json` also an object on
+/// stdout, `{"error": "<message>", "kind": "<kind>"}` (kinds as in `api::ErrorKind`, plus
+/// `interrupted` and `invalid_input` for what fails before reaching the node).
+fn report(e: &anyhow::Error, json: bool) {
+    let interrupted = e.downcast_ref::<commands::Interrupted>().is_some();
+    if interrupted {
+        eprintln!("{e}");
+    } else {
+        eprintln!("error: {e:#}");
+    }
+    if json {
+        let kind = match e.downcast_ref::<commons_node::api::ApiError>() {
+            Some(api) => serde_json::to_value(api.kind).unwrap_or_default(),
+            None if interrupted => "interrupted".into(),
+            None => "invalid_input".into(),
+        };
+        println!(
+            "{}",
+            serde_json::json!({ "error": format!("{e:#}"), "kind": kind })
+        );
+    }
+}
+
 fn main() -> std::process::ExitCode {
     #[cfg(unix)]
     restore_default_sigpipe();
@@ -266,15 +289,16 @@ fn main() -> std::process::ExitCode {
     } else {
         logs.init();
     }
+    let json = cli.json;
     match commands::run(cli) {
         Ok(code) => code,
-        Err(e) if e.downcast_ref::<network::Interrupted>().is_some() => {
-            eprintln!("{e}");
-            std::process::ExitCode::from(130)
-        }
         Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            report(&e, json);
+            if e.downcast_ref::<commands::Interrupted>().is_some() {
+                std::process::ExitCode::from(130)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use commons_node::{export::ExportProgress, store::ImportProgress};
+use commons_node::api::{ProgressEvent, ProgressSink};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// A bytes/rate/ETA bar; hidden for `--json` and when stderr is not a terminal.
@@ -89,26 +89,18 @@ impl Bar {
     }
 }
 
-impl ImportProgress for Bar {
-    fn start(&self, files: u64, bytes: u64) {
-        self.0.set_length(bytes);
-        if files > 1 {
-            self.0.set_message(format!("{files} files"));
+impl ProgressSink for Bar {
+    fn event(&self, event: ProgressEvent) {
+        match event {
+            ProgressEvent::Start { files, bytes } => {
+                self.set_length(bytes);
+                if files > 1 {
+                    self.set_files(files);
+                }
+            }
+            ProgressEvent::Advance { bytes } => self.inc(bytes),
+            ProgressEvent::FileDone => self.file_done(),
+            ProgressEvent::Peers { count } => self.set_peers(count),
         }
-    }
-
-    fn advance(&self, bytes: u64) {
-        self.0.inc(bytes);
-    }
-}
-
-impl ExportProgress for Bar {
-    fn start(&self, files: u64, bytes: u64) {
-        self.0.set_length(bytes);
-        self.0.set_message(format!("{files} files"));
-    }
-
-    fn file_done(&self, bytes: u64) {
-        self.0.inc(bytes);
     }
 }

@@ -11,14 +11,25 @@ use std::{
 use commons_node::store::layout;
 
 struct Env {
+    /// A node running on the data dir, when the test goes through one (dropped first).
+    node: Option<common::Node>,
     dir: tempfile::TempDir,
 }
 
 impl Env {
     fn new() -> Self {
         Self {
+            node: None,
             dir: tempfile::tempdir().expect("tempdir"),
         }
+    }
+
+    /// An environment whose data dir has a node running: every command goes through it.
+    fn with_node() -> Self {
+        let mut env = Self::new();
+        fs::create_dir_all(env.data_dir()).expect("mkdir");
+        env.node = Some(common::Node::start(&env.data_dir()));
+        env
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -104,6 +115,21 @@ fn walk(root: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Runs `test` twice: on a store the command opens itself, then through a running node.
+/// The commands and what they must print are the same either way.
+fn with_and_without_a_node(test: fn(&Env)) {
+    test(&Env::new());
+    let mut env = Env::with_node();
+    test(&env);
+    // The node holds the store's lock: had any command opened the store itself, it would
+    // have failed. The node must also have outlived them all.
+    let node = env.node.as_mut().expect("started");
+    assert!(
+        node.child.try_wait().expect("wait").is_none(),
+        "the node still runs"
+    );
+}
+
 const EDGE_SIZES: [usize; 10] = [
     0,
     1,
@@ -119,7 +145,10 @@ const EDGE_SIZES: [usize; 10] = [
 
 #[test]
 fn add_export_round_trip_for_every_edge_size_and_a_unicode_tree() {
-    let env = Env::new();
+    with_and_without_a_node(add_export_round_trip_for_every_edge_size_and_a_unicode_tree_in);
+}
+
+fn add_export_round_trip_for_every_edge_size_and_a_unicode_tree_in(env: &Env) {
     let src = env.path("dataset");
     for (i, size) in EDGE_SIZES.into_iter().enumerate() {
         let data = pattern(size, i as u8);
@@ -163,7 +192,10 @@ fn add_export_round_trip_for_every_edge_size_and_a_unicode_tree() {
 
 #[test]
 fn export_refuses_to_overwrite_unless_forced() {
-    let env = Env::new();
+    with_and_without_a_node(export_refuses_to_overwrite_unless_forced_in);
+}
+
+fn export_refuses_to_overwrite_unless_forced_in(env: &Env) {
     let src = env.path("ds");
     fs::create_dir_all(&src).expect("mkdir");
     fs::write(src.join("a.txt"), "new content").expect("write");
@@ -187,7 +219,10 @@ fn export_refuses_to_overwrite_unless_forced() {
 #[cfg(unix)]
 #[test]
 fn export_never_writes_through_a_symlink_out_of_the_target() {
-    let env = Env::new();
+    with_and_without_a_node(export_never_writes_through_a_symlink_out_of_the_target_in);
+}
+
+fn export_never_writes_through_a_symlink_out_of_the_target_in(env: &Env) {
     let src = env.path("ds");
     fs::create_dir_all(src.join("sub")).expect("mkdir");
     fs::write(src.join("sub/file"), "payload").expect("write");
@@ -304,7 +339,10 @@ fn add_killed_half_way_leaves_a_consistent_store_and_runs_again() {
 
 #[test]
 fn bad_input_gets_one_clear_line_and_a_failing_exit() {
-    let env = Env::new();
+    with_and_without_a_node(bad_input_gets_one_clear_line_and_a_failing_exit_in);
+}
+
+fn bad_input_gets_one_clear_line_and_a_failing_exit_in(env: &Env) {
     let cases: [(&[&str], &str); 6] = [
         (
             &["add", "/nonexistent/path"],
@@ -334,7 +372,10 @@ fn bad_input_gets_one_clear_line_and_a_failing_exit() {
 
 #[test]
 fn rm_keeps_shared_files_and_the_other_dataset_exports() {
-    let env = Env::new();
+    with_and_without_a_node(rm_keeps_shared_files_and_the_other_dataset_exports_in);
+}
+
+fn rm_keeps_shared_files_and_the_other_dataset_exports_in(env: &Env) {
     for (name, own) in [("a", 1u8), ("b", 2u8)] {
         let d = env.path(name);
         fs::create_dir_all(&d).expect("mkdir");

@@ -100,7 +100,7 @@ fn five_nodes_each_given_one_bootstrap_address_fetch_by_hash_alone() {
     );
     assert!(files(&src) == files(&out), "export is byte-identical");
     let stats = json_ok(&n5, &["node", "stats"]);
-    let from_node1 = stats
+    let from_node1 = stats["peers"]
         .as_array()
         .expect("a list")
         .iter()

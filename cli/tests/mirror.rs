@@ -230,9 +230,21 @@ fn a_mirror_fetches_what_its_config_names_pins_it_and_serves_it_after_a_restart(
 #[test]
 fn pins_and_names_are_managed_from_the_command_line() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let src = tmp.path().join("dataset");
+    pins_and_names(tmp.path(), false);
+}
+
+#[test]
+fn pins_and_names_are_managed_through_a_running_node() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    pins_and_names(tmp.path(), true);
+}
+
+fn pins_and_names(tmp: &Path, through_node: bool) {
+    let src = tmp.join("dataset");
     make_dataset(&src, 64 << 10);
-    let dir = tmp.path().join("store");
+    let dir = tmp.join("store");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let _node = through_node.then(|| Node::start(&dir));
     let root = hash_of(&json_ok(&dir, &["add", src.to_str().expect("utf-8")]));
 
     let named = json_ok(&dir, &["name", "set", "org/data@v1", &root[..8]]);
@@ -241,7 +253,7 @@ fn pins_and_names_are_managed_from_the_command_line() {
         (Some("org/data"), Some("v1"))
     );
     // A name works wherever a hash does.
-    let out = tmp.path().join("out");
+    let out = tmp.join("out");
     json_ok(
         &dir,
         &["export", "org/data@v1", out.to_str().expect("utf-8")],

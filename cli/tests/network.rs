@@ -357,12 +357,32 @@ fn with_a_node_running_every_command_goes_through_it() {
         String::from_utf8_lossy(&verify.stderr)
     );
     assert!(String::from_utf8_lossy(&verify.stdout).contains("all intact"));
-    let removed = json_ok(&b, &["rm", &ticket.hash.to_string()]);
+    let hash = ticket.hash.to_string();
+    let named = json_ok(&b, &["name", "set", "lab/more", &hash]);
+    assert_eq!(named["root"], hash.as_str());
+    assert_eq!(json_ok(&b, &["unpin", &hash])["changed"], true);
+    let dry = json_ok(&b, &["gc", "--dry-run"]);
+    assert!(
+        !dry["blobs"].as_array().expect("blobs").is_empty(),
+        "the unpinned dataset would go"
+    );
+    json_ok(&b, &["pin", &hash]);
+    let removed = json_ok(&b, &["rm", &hash]);
     assert_eq!(removed["kind"], "dataset");
     assert!(json_ok(&b, &["ls"])["datasets"]
         .as_array()
         .expect("array")
         .is_empty());
+    let gc = json_ok(&b, &["gc"]);
+    assert_eq!(gc["dry_run"], false);
+    // A missing name is `not_found` through the node too, as JSON on stdout.
+    let out = commons(&b)
+        .args(["--json", "name", "rm", "lab/none"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let error: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json error");
+    assert_eq!(error["kind"], "not_found", "{error}");
     drop(node_b);
     drop(node_a);
 }

@@ -39,6 +39,15 @@ pub enum ConfigError {
     },
 }
 
+/// Where the HTTP gateway listens and what it may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// TCP address (keep it on loopback unless the node is meant to serve the world).
+    pub listen: std::net::SocketAddr,
+    /// Fetch data the node does not hold from the network before serving it.
+    pub fetch_missing: bool,
+}
+
 /// The file's contents, as written.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -357,7 +366,8 @@ impl ConfigFile {
                 near: Some(target.to_string()),
                 message,
             };
-            if crate::fetch::GetTarget::parse(target).is_err()
+            if target.trim().parse::<commons_protocol::Hash>().is_err()
+                && target.trim().parse::<commons_protocol::Ticket>().is_err()
                 && commons_protocol::NameRef::parse(target).is_err()
             {
                 return Err(bad(format!(

@@ -3,56 +3,18 @@
 //! down cleanly (known peers saved, the store closed, so the next start finds it consistent
 //! and rejoins without a bootstrap list).
 
-use std::{path::PathBuf, sync::Arc};
-
 use libp2p::{Multiaddr, PeerId};
 
 use crate::{
-    config::MirrorEntry,
-    discovery::{persist::save_net_state, DhtMode, DiscoveryConfig, Publisher},
-    fetch::FetchContext,
-    gateway::{Gateway, GatewayConfig},
-    identity,
+    api::ApiError,
+    gateway::Gateway,
     net::Host,
-    status::NodeInfo,
-    store::{Store, StoreOptions},
-    transfer::{serve, ServeLimits, TransferLimits, TransferStats},
+    node::{DaemonInfo, Node, NodeSettings},
+    store::AsyncStore,
+    transfer::{serve, ServeLimits},
 };
 
-/// The default UDP port for QUIC.
-pub const DEFAULT_PORT: u16 = 4433;
-
-/// Listen addresses used when none are given: all interfaces, IPv4 and IPv6, port 4433.
-pub fn default_listen_addrs() -> Vec<Multiaddr> {
-    [
-        format!("/ip4/0.0.0.0/udp/{DEFAULT_PORT}/quic-v1"),
-        format!("/ip6/::/udp/{DEFAULT_PORT}/quic-v1"),
-    ]
-    .iter()
-    .filter_map(|a| a.parse().ok())
-    .collect()
-}
-
-/// Settings of a running node.
-#[derive(Debug)]
-pub struct DaemonConfig {
-    /// The data dir (store, key).
-    pub data_dir: PathBuf,
-    /// Addresses to listen on.
-    pub listen: Vec<Multiaddr>,
-    /// How the node joins the DHT and announces what it holds.
-    pub discovery: DiscoveryConfig,
-    /// The HTTP gateway, if it is to run.
-    pub gateway: Option<GatewayConfig>,
-    /// The datasets this node mirrors.
-    pub mirror: Vec<MirrorEntry>,
-    /// Upload and download rate limits.
-    pub limits: TransferLimits,
-    /// Most bytes of data to keep (unpinned data is collected to stay under it).
-    pub quota: Option<u64>,
-    /// Where to serve Prometheus metrics, if anywhere.
-    pub metrics: Option<std::net::SocketAddr>,
-}
+pub use crate::node::{default_listen_addrs, DEFAULT_PORT};
 
 /// How often a node with a quota checks it.
 pub const QUOTA_CHECK: std::time::Duration = std::time::Duration::from_secs(60);
@@ -71,21 +33,17 @@ pub struct Ready {
     /// The bulk-data endpoint's UDP address, when it serves (a second port to open in a
     /// firewall; without it peers use the libp2p port alone).
     pub bulk: Option<std::net::SocketAddr>,
+    /// The datasets it holds (roots), for tickets.
+    pub datasets: Vec<commons_protocol::Hash>,
 }
 
 /// Why the daemon stopped with an error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DaemonError {
-    /// The store could not be opened.
+    /// The node could not be assembled (store, identity, network).
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
-    /// The identity could not be loaded.
-    #[error(transparent)]
-    Identity(#[from] identity::IdentityError),
-    /// The network could not start.
-    #[error(transparent)]
-    Net(#[from] crate::net::NetError),
+    Node(#[from] ApiError),
     /// The local admin socket could not be created.
     #[error("cannot create the admin socket in the data dir: {0}")]
     Admin(std::io::Error),
@@ -102,114 +60,133 @@ pub enum DaemonError {
     },
 }
 
-/// Runs the node until Ctrl-C or SIGTERM. `ready` is called once it listens.
-pub async fn run(config: DaemonConfig, ready: impl FnOnce(Ready)) -> Result<(), DaemonError> {
-    let store = Arc::new(Store::open(
-        config.data_dir.join("store"),
-        StoreOptions::default(),
-    )?);
-    let key = identity::load_or_create(&config.data_dir)?;
-    let discovery = &config.discovery;
-    let host = Host::start(key, &config.listen, discovery).await?;
-    host.restore_state(store.load_net_state()?).await?;
-    let publisher = Publisher::spawn(
-        host.clone(),
-        discovery.announce_interval,
-        discovery.announce_concurrency,
-    );
-    if discovery.mode != DhtMode::Client {
-        // Roots only: pinned datasets and blobs pinned on their own, never their files.
-        for (hash, _) in store.pins()? {
-            publisher.provide(hash);
-        }
+/// The daemon's background work: each runs until the node's shutdown token is cancelled.
+struct Tasks {
+    node: Node,
+    set: tokio::task::JoinSet<()>,
+}
+
+impl Tasks {
+    /// Runs `work` until it ends or the node shuts down; `what` names it in logs.
+    fn spawn(
+        &mut self,
+        what: &'static str,
+        work: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let token = self.node.shutdown_token().clone();
+        self.set.spawn(async move {
+            tokio::select! {
+                () = token.cancelled() => tracing::debug!("{what}: stopped"),
+                () = work => {}
+            }
+        });
     }
-    let ctx = FetchContext::new(host.clone(), store.clone(), Some(publisher))
-        .with_stats(Arc::new(TransferStats::limited(config.limits)));
-    let server = tokio::spawn(serve(
-        store.clone(),
-        host.clone(),
-        ctx.stats.clone(),
-        ctx.holders.clone(),
-        ServeLimits::default(),
-    )?);
+
+    /// Cancels every task and waits for them to end.
+    async fn stop(mut self) {
+        self.node.shutdown_token().cancel();
+        while self.set.join_next().await.is_some() {}
+    }
+}
+
+/// Runs the node until Ctrl-C or SIGTERM. `ready` is called once it listens.
+pub async fn run(settings: NodeSettings, ready: impl FnOnce(Ready)) -> Result<(), DaemonError> {
     // Bound first: the status the admin socket and metrics report names the gateway.
-    let gateway_listener = match &config.gateway {
+    let gateway_listener = match &settings.gateway {
         Some(gw) => Some(bind_http(gw.listen).await?),
         None => None,
     };
-    let metrics_listener = match config.metrics {
+    let metrics_listener = match settings.metrics {
         Some(addr) => Some(bind_http(addr).await?),
         None => None,
     };
+    let (gateway_config, mirror, quota) = (
+        settings.gateway.clone(),
+        settings.mirror.clone(),
+        settings.quota,
+    );
+    let data_dir = settings.data_dir.clone();
+    let bootstrap = settings.discovery.bootstrap.clone();
+    let save_interval = settings.discovery.save_interval;
+    let node = Node::start(settings).await?;
     let local = |l: &Option<tokio::net::TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
-    let info = NodeInfo {
-        quota: config.quota,
-        gateway: local(&gateway_listener),
+    node.set_daemon(DaemonInfo {
         started: std::time::Instant::now(),
+        gateway: local(&gateway_listener),
+    });
+    let network = node.network().await?;
+    let host = network.host.clone();
+    let mut tasks = Tasks {
+        node: node.clone(),
+        set: tokio::task::JoinSet::new(),
     };
+    let server = serve(
+        node.store().clone(),
+        host.clone(),
+        node.stats().clone(),
+        node.holders().clone(),
+        ServeLimits::default(),
+    )
+    .map_err(ApiError::from)?;
+    tasks.spawn("transfer server", server);
     let metrics_addr = local(&metrics_listener);
     #[cfg(unix)]
-    let admin = {
-        let listener = crate::admin::bind_admin(&config.data_dir).map_err(DaemonError::Admin)?;
-        let (ctx, info) = (ctx.clone(), info.clone());
-        tokio::spawn(async move {
-            if let Err(e) = crate::admin::serve_admin(listener, ctx, info).await {
+    {
+        let listener = crate::admin::bind_admin(&data_dir).map_err(DaemonError::Admin)?;
+        let node = node.clone();
+        tasks.spawn("admin socket", async move {
+            if let Err(e) = crate::admin::serve_admin(listener, node).await {
                 tracing::error!(error = %e, "the admin socket failed; the CLI cannot reach this node");
             }
-        })
-    };
-    let mut tasks = Vec::new();
-    if let (Some(listener), Some(gw)) = (gateway_listener, &config.gateway) {
-        let fetcher = gw.fetch_missing.then(|| ctx.clone());
-        let gateway = Gateway::new(store.clone(), fetcher);
-        tasks.push(tokio::spawn(async move {
+        });
+    }
+    if let (Some(listener), Some(gw)) = (gateway_listener, gateway_config) {
+        let fetcher = gw.fetch_missing.then(|| node.clone());
+        let gateway = Gateway::new(node.store().blocking().clone(), fetcher);
+        tasks.spawn("HTTP gateway", async move {
             if let Err(e) = gateway.serve(listener).await {
                 tracing::error!(error = %e, "the HTTP gateway failed");
             }
-        }));
+        });
     }
     if let Some(listener) = metrics_listener {
-        let (ctx, info) = (ctx.clone(), info.clone());
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = crate::metrics::serve(listener, ctx, info).await {
+        let node = node.clone();
+        tasks.spawn("metrics", async move {
+            if let Err(e) = crate::metrics::serve(listener, node).await {
                 tracing::error!(error = %e, "the metrics endpoint failed");
             }
-        }));
+        });
     }
-    tasks.extend(crate::mirror::spawn(ctx.clone(), config.mirror.clone()));
-    tasks.extend(
-        config
-            .quota
-            .map(|q| tokio::spawn(keep_quota(store.clone(), q))),
-    );
+    tasks.spawn("mirror", crate::mirror::run(node.clone(), mirror));
+    if let Some(quota) = quota {
+        tasks.spawn("quota", keep_quota(node.store().clone(), quota));
+    }
+    let datasets = node
+        .store()
+        .run(|s| s.datasets())
+        .await
+        .map_err(ApiError::from)?
+        .into_iter()
+        .map(|(root, _)| root)
+        .collect();
     ready(Ready {
         peer: host.peer_id(),
         addrs: host.listen_addrs().await,
-        gateway: info.gateway,
+        gateway: node.daemon()?.gateway,
         metrics: metrics_addr,
         bulk: host.bulk().and_then(|b| b.local_addr().ok()),
+        datasets,
     });
-    let joiner = tokio::spawn(join_network(host.clone(), discovery.bootstrap.clone()));
-    let saver = tokio::spawn(save_periodically(
-        host.clone(),
-        store.clone(),
-        discovery.save_interval,
-    ));
+    tasks.spawn("join", join_network(host.clone(), bootstrap));
+    tasks.spawn("save peers", save_periodically(node.clone(), save_interval));
     shutdown_signal().await.map_err(DaemonError::Signals)?;
     tracing::info!("shutting down");
-    for task in [joiner, saver].into_iter().chain(tasks) {
-        task.abort();
-    }
-    server.abort();
-    save_net_state(&host, &store).await;
-    // Fetches stop here: keep the spans they received (large blobs' skip the WAL).
-    if let Err(e) = store.persist_spans() {
-        tracing::warn!("cannot flush received data at shutdown: {e}");
-    }
+    tasks.stop().await;
+    // Fetches stopped with the tasks: keep the spans they received, and the known peers.
+    node.close().await;
     #[cfg(unix)]
     {
-        admin.abort();
-        let _ = std::fs::remove_file(config.data_dir.join(crate::admin::ADMIN_SOCKET));
+        let _ = std::fs::remove_file(data_dir.join(crate::api::ADMIN_SOCKET));
     }
     Ok(())
 }
@@ -238,14 +215,13 @@ async fn bind_http(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener
 
 /// Collects unpinned data, least recently used first, whenever the store holds more than
 /// `quota` bytes; checks at start and every [`QUOTA_CHECK`].
-async fn keep_quota(store: Arc<Store>, quota: u64) {
+async fn keep_quota(store: AsyncStore, quota: u64) {
     let mut tick = tokio::time::interval(QUOTA_CHECK);
     let mut warned_over = 0;
     loop {
         tick.tick().await;
-        let store = store.clone();
-        match tokio::task::spawn_blocking(move || store.gc_to_quota(quota, false)).await {
-            Ok(Ok(report)) => {
+        match store.run(move |s| s.gc_to_quota(quota, false)).await {
+            Ok(report) => {
                 if !report.removed.is_empty() {
                     tracing::info!(
                         blobs = report.removed.len(),
@@ -261,18 +237,17 @@ async fn keep_quota(store: Arc<Store>, quota: u64) {
                 }
                 warned_over = report.over_quota;
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "quota: collection failed"),
-            Err(e) => tracing::warn!(error = %e, "quota: collection task failed"),
+            Err(e) => tracing::warn!(error = %e, "quota: collection failed"),
         }
     }
 }
 
-async fn save_periodically(host: Host, store: Arc<Store>, every: std::time::Duration) {
+async fn save_periodically(node: Node, every: std::time::Duration) {
     let mut tick = tokio::time::interval(every);
     tick.tick().await; // the first tick is immediate
     loop {
         tick.tick().await;
-        save_net_state(&host, &store).await;
+        node.save_net_state().await;
     }
 }
 

@@ -16,7 +16,7 @@ use std::{
 use commons_protocol::Hash;
 
 use crate::{
-    ops::Include,
+    include::Include,
     store::{BlobState, Store, StoreError},
 };
 
@@ -82,6 +82,45 @@ pub struct ExportReport {
     pub files: Vec<PathBuf>,
     /// Total bytes written.
     pub bytes: u64,
+}
+
+/// What an export wrote: the reply of the `export` request (its `--json`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExportOutcome {
+    /// The dataset or blob.
+    pub hash: Hash,
+    /// Where it went.
+    pub dest: String,
+    /// Files written (paths shown lossily where they are not UTF-8).
+    pub files: Vec<String>,
+    /// Bytes written.
+    pub bytes: u64,
+}
+
+/// Exports a dataset (only the files `include` accepts) or a blob to `dest`.
+pub fn export(
+    store: &Store,
+    hash: &Hash,
+    dest: &Path,
+    force: bool,
+    include: &Include,
+    progress: &dyn ExportProgress,
+) -> Result<ExportOutcome, ExportError> {
+    let report = if store.dataset(hash)?.is_some() {
+        export_dataset(store, hash, dest, force, include, progress)?
+    } else {
+        export_blob(store, hash, dest, force)?
+    };
+    Ok(ExportOutcome {
+        hash: *hash,
+        dest: dest.display().to_string(),
+        files: report
+            .files
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        bytes: report.bytes,
+    })
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ExportError + '_ {

@@ -17,13 +17,17 @@ use libp2p::{
     Multiaddr, PeerId,
 };
 
+use serde::{Deserialize, Serialize};
+
 use crate::{
-    bans::Bans,
-    discovery::{Holders, Publisher},
-    net::{split_peer_addr, Host, NetError, PeerAddrs},
-    ops::{GetOutcome, Include},
-    store::{BlobState, Store, StoreError},
-    transfer::{ask_holders, swarm_blob, FetchError, PeerFeed, TransferStats},
+    error::{ApiError, ErrorKind},
+    export::ExportOutcome,
+    include::Include,
+    net::{split_peer_addr, NetError, PeerAddrs},
+    node::{Network, Node},
+    progress::{Progress, ProgressEvent},
+    store::{BlobState, StoreError},
+    transfer::{ask_holders, swarm_blob, FetchError, PeerFeed},
 };
 
 /// Providers asked of the DHT per lookup; more come through the holder exchange.
@@ -33,6 +37,8 @@ pub use crate::transfer::MAX_SWARM_PEERS;
 /// While a blob is being fetched, how often a provider is asked which other holders it
 /// knows: peers that started fetching after us (and serve what they have) join this way.
 pub const HOLDERS_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
+/// Holders found while a blob is fetched that may wait to join its swarm at once.
+pub const MAX_JOINING_HOLDERS: usize = 64;
 /// Once one provider is connected, how long the others may still take to join this blob.
 pub const DIAL_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -76,22 +82,43 @@ pub enum GetError {
     Store(#[from] StoreError),
 }
 
-/// Progress of a `get`.
-pub trait GetProgress: Send + Sync {
-    /// Total bytes of the files to fetch, once the manifest is known.
-    fn total(&self, _files: u64, _bytes: u64) {}
-    /// Bytes already held when the fetch starts (resumed work).
-    fn already_have(&self, _bytes: u64) {}
-    /// Response bytes received.
-    fn received(&self, _bytes: u64) {}
-    /// One file is complete.
-    fn file_done(&self) {}
-    /// The number of providers the current file is fetched from.
-    fn peers(&self, _n: usize) {}
+/// The kind of each fetch failure, for callers of the API.
+impl From<GetError> for ApiError {
+    fn from(e: GetError) -> Self {
+        match e {
+            GetError::Store(e) => e.into(),
+            GetError::Net(e) => e.into(),
+            GetError::NoProviders(_) => Self::new(ErrorKind::NotFound, e.to_string()),
+            GetError::BadTarget(_) | GetError::BadTicket(_) | GetError::BadProvider(_) => {
+                Self::new(ErrorKind::InvalidInput, e.to_string())
+            }
+            _ => Self::new(ErrorKind::Peer, e.to_string()),
+        }
+    }
 }
 
-/// No progress to show (a mirror's background fetches, the gateway).
-impl GetProgress for () {}
+/// What `get` fetched (and exported): the reply of the `get` request (its `--json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetOutcome {
+    /// `blob` or `dataset`.
+    pub kind: TicketKind,
+    /// Its address.
+    pub hash: Hash,
+    /// Files now complete.
+    pub files: u64,
+    /// Their total size.
+    pub size: u64,
+    /// Response bytes received from providers for this fetch.
+    pub bytes_received: u64,
+    /// Data requests made to providers for this fetch.
+    pub requests: u64,
+    /// Of those, data requests carried by providers' bulk endpoints (the rest: libp2p).
+    pub bulk_requests: u64,
+    /// Providers dropped for sending bad data (PeerIds); none of their bytes was stored.
+    pub dropped: Vec<String>,
+    /// What was written, when an output folder was given.
+    pub exported: Option<ExportOutcome>,
+}
 
 /// What to get: a ticket (kind and providers known) or a bare hash (both found out).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,78 +173,56 @@ pub fn ticket_providers(ticket: &Ticket) -> Result<Vec<PeerAddrs>, GetError> {
         .collect()
 }
 
-/// What a fetch works with.
-#[derive(Clone)]
-pub struct FetchContext {
-    /// The host to fetch through.
-    pub host: Host,
-    /// Where fetched data goes.
-    pub store: Arc<Store>,
-    /// Transfer counters.
-    pub stats: Arc<TransferStats>,
-    /// Who holds what: fed by lookups and the holder exchange.
-    pub holders: Arc<Holders>,
-    /// Providers that sent bad data lately: never asked again until their ban lapses.
-    pub bans: Arc<Bans>,
-    /// Announces roots once held; `None` for a one-shot fetch that does not stay to serve.
-    pub publisher: Option<Publisher>,
-}
-
-impl FetchContext {
-    /// The same context counting (and limiting) transfers through `stats`.
-    pub fn with_stats(mut self, stats: Arc<TransferStats>) -> Self {
-        self.stats = stats;
-        self
-    }
-
-    /// A context with fresh counters, holders and bans.
-    pub fn new(host: Host, store: Arc<Store>, publisher: Option<Publisher>) -> Self {
-        Self {
-            host,
-            store,
-            stats: Arc::default(),
-            holders: Arc::default(),
-            bans: Arc::default(),
-            publisher,
-        }
-    }
-}
-
-/// Fetches `target` into the store. For a dataset, only the files `include` accepts are
-/// fetched; the dataset is recorded, pinned and announced as soon as its manifest is held.
+/// Fetches `target` into the store through `network`. For a dataset, only the files
+/// `include` accepts are fetched; the dataset is recorded, pinned and announced as soon as
+/// its manifest is held.
 pub async fn get(
-    ctx: &FetchContext,
+    node: &Node,
+    network: &Network,
     target: &GetTarget,
     include: &Include,
-    progress: Arc<dyn GetProgress>,
+    progress: &Progress,
 ) -> Result<GetOutcome, GetError> {
-    let before = ctx.stats.total();
+    let before = node.stats().total();
     let root = target.hash;
+    let store = node.store();
     // Kept from garbage collection until pinned (the dataset's files are held below).
-    let _root_held = ctx.store.hold([root]);
-    let mut pool = Pool::new(ctx, root, target.providers.clone());
-    let served_root = pool.fetch(root, &progress).await?;
+    let _root_held = store
+        .run(move |s| Ok::<_, StoreError>(s.hold([root])))
+        .await?;
+    let mut pool = Pool::new(node, network, root, target.providers.clone());
+    let served_root = pool.fetch(root, progress).await?;
     if let Some(peer) = served_root {
         pool.exchange_holders(peer).await;
     }
     let kind = match target.kind {
         Some(kind) => kind,
-        None if ctx.store.read_manifest(&root).is_ok() => TicketKind::Dataset,
-        None => TicketKind::Blob,
+        None => {
+            let is_dataset = store
+                .run(move |s| Ok::<_, StoreError>(s.read_manifest(&root).is_ok()))
+                .await?;
+            if is_dataset {
+                TicketKind::Dataset
+            } else {
+                TicketKind::Blob
+            }
+        }
     };
     let (files, size) = match kind {
         TicketKind::Blob => {
-            ctx.store.pin(&root)?;
-            progress.file_done();
-            let size = ctx.store.blob(&root)?.map_or(0, |m| m.size);
+            let size = store
+                .run(move |s| {
+                    s.pin(&root)?;
+                    Ok::<_, StoreError>(s.blob(&root)?.map_or(0, |m| m.size))
+                })
+                .await?;
+            progress.event(ProgressEvent::FileDone);
             (1, size)
         }
-        TicketKind::Dataset => fetch_files(&mut pool, root, include, &progress).await?,
+        TicketKind::Dataset => fetch_files(&mut pool, root, include, progress).await?,
     };
-    if let Some(publisher) = &ctx.publisher {
-        publisher.provide(root);
-    }
-    let after = ctx.stats.total();
+    node.announce(root);
+    let after = node.stats().total();
     Ok(GetOutcome {
         kind,
         hash: root,
@@ -227,6 +232,7 @@ pub async fn get(
         requests: after.requests_made - before.requests_made,
         bulk_requests: after.bulk_requests - before.bulk_requests,
         dropped: pool.misbehaved.iter().map(|p| p.to_string()).collect(),
+        exported: None,
     })
 }
 
@@ -235,37 +241,47 @@ async fn fetch_files(
     pool: &mut Pool<'_>,
     root: Hash,
     include: &Include,
-    progress: &Arc<dyn GetProgress>,
+    progress: &Progress,
 ) -> Result<(u64, u64), GetError> {
-    let store = &pool.ctx.store;
-    let manifest = store
-        .read_manifest(&root)
-        .map_err(|source| GetError::BadManifest { root, source })?;
+    let store = pool.node.store().clone();
     // Recorded and pinned now, before any file arrives: an interrupted fetch then shows in
     // `ls` (as partial, with how much is held), and GC keeps what it received. Also when
     // only some files are wanted.
-    store.record_dataset(&root, &manifest)?;
+    let manifest = store
+        .run(move |s| {
+            let manifest = s
+                .read_manifest(&root)
+                .map_err(|source| GetError::BadManifest { root, source })?;
+            s.record_dataset(&root, &manifest)?;
+            Ok::<_, GetError>(manifest)
+        })
+        .await?;
     // Holding the manifest makes this node a (partial) holder others can find.
-    if let Some(publisher) = &pool.ctx.publisher {
-        publisher.provide(root);
-    }
+    pool.node.announce(root);
     let wanted: Vec<_> = manifest
         .entries()
         .iter()
         .filter(|e| include.matches(&e.path))
+        .map(|e| (e.hash, e.size))
         .collect();
-    let _files_held = store.hold(wanted.iter().map(|e| e.hash));
-    progress.total(wanted.len() as u64, wanted.iter().map(|e| e.size).sum());
+    let hashes: Vec<Hash> = wanted.iter().map(|(h, _)| *h).collect();
+    let _files_held = store
+        .run(move |s| Ok::<_, StoreError>(s.hold(hashes)))
+        .await?;
+    progress.event(ProgressEvent::Start {
+        files: wanted.len() as u64,
+        bytes: wanted.iter().map(|(_, size)| size).sum(),
+    });
     let mut bytes = 0;
-    for entry in &wanted {
-        let held = store.blob(&entry.hash)?;
+    for &(hash, size) in &wanted {
+        let held = store.run(move |s| s.blob(&hash)).await?;
         if let Some(meta) = held.filter(|m| m.state == BlobState::Complete) {
-            progress.already_have(meta.size);
+            progress.event(ProgressEvent::Advance { bytes: meta.size });
         } else {
-            pool.fetch(entry.hash, progress).await?;
+            pool.fetch(hash, progress).await?;
         }
-        bytes += entry.size;
-        progress.file_done();
+        bytes += size;
+        progress.event(ProgressEvent::FileDone);
     }
     Ok((wanted.len() as u64, bytes))
 }
@@ -273,7 +289,8 @@ async fn fetch_files(
 /// The providers of one fetch: from the ticket, the DHT and the holder exchange, minus
 /// those that misbehaved.
 struct Pool<'a> {
-    ctx: &'a FetchContext,
+    node: &'a Node,
+    network: &'a Network,
     root: Hash,
     peers: Vec<PeerAddrs>,
     looked_up: bool,
@@ -282,9 +299,10 @@ struct Pool<'a> {
 }
 
 impl<'a> Pool<'a> {
-    fn new(ctx: &'a FetchContext, root: Hash, providers: Vec<PeerAddrs>) -> Self {
+    fn new(node: &'a Node, network: &'a Network, root: Hash, providers: Vec<PeerAddrs>) -> Self {
         let mut pool = Self {
-            ctx,
+            node,
+            network,
             root,
             peers: Vec::new(),
             looked_up: false,
@@ -299,13 +317,13 @@ impl<'a> Pool<'a> {
     /// Adds a provider unless it is this node, shunned, or already known; returns whether
     /// it was new.
     fn add(&mut self, p: PeerAddrs) -> bool {
-        if p.peer == self.ctx.host.peer_id()
-            || self.ctx.bans.is_banned(&p.peer)
+        if p.peer == self.network.host.peer_id()
+            || self.node.bans().is_banned(&p.peer)
             || self.peers.iter().any(|q| q.peer == p.peer)
         {
             return false;
         }
-        self.ctx.holders.add(self.root, p.peer, p.addrs.clone());
+        self.node.holders().add(self.root, p.peer, p.addrs.clone());
         self.peers.push(p);
         true
     }
@@ -314,7 +332,7 @@ impl<'a> Pool<'a> {
     async fn lookup(&mut self) -> Result<usize, GetError> {
         self.looked_up = true;
         let found = self
-            .ctx
+            .network
             .host
             .find_providers(self.root, LOOKUP_WANT, true)
             .await?;
@@ -328,7 +346,7 @@ impl<'a> Pool<'a> {
 
     /// Asks `peer` for the other holders it knows, and adds them.
     async fn exchange_holders(&mut self, peer: PeerId) {
-        match ask_holders(&self.ctx.host, peer, self.root).await {
+        match ask_holders(&self.network.host, peer, self.root).await {
             Ok(more) => {
                 let new = more.into_iter().filter(|p| self.add(p.clone())).count();
                 tracing::debug!(%peer, new, "holder exchange");
@@ -341,22 +359,20 @@ impl<'a> Pool<'a> {
     /// at once, then from the next ones if those failed, then from the DHT's. Providers
     /// that misbehave are dropped for the rest of the fetch. Returns a provider that served
     /// it.
-    async fn fetch(
-        &mut self,
-        hash: Hash,
-        progress: &Arc<dyn GetProgress>,
-    ) -> Result<Option<PeerId>, GetError> {
-        let ctx = self.ctx;
-        if ctx
-            .store
-            .blob(&hash)?
-            .is_some_and(|m| m.state == BlobState::Complete)
-        {
+    async fn fetch(&mut self, hash: Hash, progress: &Progress) -> Result<Option<PeerId>, GetError> {
+        let (node, host) = (self.node, &self.network.host);
+        let complete = node
+            .store()
+            .run(move |s| s.blob(&hash))
+            .await?
+            .is_some_and(|m| m.state == BlobState::Complete);
+        if complete {
             return Ok(None);
         }
         let on_bytes = {
             let progress = progress.clone();
-            Arc::new(move |n| progress.received(n)) as Arc<dyn Fn(u64) + Send + Sync>
+            Arc::new(move |bytes| progress.event(ProgressEvent::Advance { bytes }))
+                as Arc<dyn Fn(u64) + Send + Sync>
         };
         let mut errors = Vec::new();
         let mut tried = HashSet::new();
@@ -382,7 +398,7 @@ impl<'a> Pool<'a> {
             let dialled: Vec<PeerId> = batch.iter().map(|p| p.peer).collect();
             let mut dials: FuturesUnordered<_> = batch
                 .into_iter()
-                .map(|p| async move { (p.peer, ctx.host.connect(p.peer, p.addrs).await) })
+                .map(|p| async move { (p.peer, host.connect(p.peer, p.addrs).await) })
                 .collect();
             let (mut connected, mut failed) = (Vec::new(), Vec::new());
             // Start once the first provider answers and the others had DIAL_GRACE more:
@@ -418,22 +434,33 @@ impl<'a> Pool<'a> {
             if connected.is_empty() {
                 continue;
             }
-            progress.peers(connected.len());
-            let (joining, feed) = tokio::sync::mpsc::unbounded_channel();
+            progress.event(ProgressEvent::Peers {
+                count: connected.len() as u64,
+            });
+            // A holder found joins at most once per fetch round, and at most
+            // MAX_JOINING_HOLDERS wait to join: the channel is bounded by that.
+            let (joining, feed) = tokio::sync::mpsc::channel(MAX_JOINING_HOLDERS);
             let mut feed = PeerFeed::new(feed);
             let found = std::sync::Mutex::new(Vec::new());
             let swarm = swarm_blob(
-                &ctx.host,
-                &ctx.store,
+                host,
+                node.store(),
                 &connected,
                 &mut feed,
                 hash,
-                &ctx.stats,
+                node.stats(),
                 on_bytes.clone(),
             );
             let known: HashSet<PeerId> = self.peers.iter().map(|p| p.peer).collect();
-            let refresh =
-                refresh_holders(ctx, self.root, connected.clone(), known, &found, joining);
+            let refresh = refresh_holders(
+                node,
+                host,
+                self.root,
+                connected.clone(),
+                known,
+                &found,
+                joining,
+            );
             let result = tokio::select! {
                 result = swarm => result,
                 never = refresh => match never {},
@@ -454,8 +481,8 @@ impl<'a> Pool<'a> {
                     error => {
                         if error.peer_misbehaved() {
                             self.peers.retain(|p| p.peer != peer);
-                            ctx.holders.remove(&self.root, &peer);
-                            ctx.bans.ban(peer);
+                            node.holders().remove(&self.root, &peer);
+                            node.bans().ban(peer);
                             self.misbehaved.push(peer);
                         }
                         errors.push(error);
@@ -474,14 +501,15 @@ impl<'a> Pool<'a> {
 /// each new one (not in `known`, not shunned) that can be reached is recorded in `found` and
 /// sent to `joining`, then asked in turn. Runs until dropped.
 async fn refresh_holders(
-    ctx: &FetchContext,
+    node: &Node,
+    host: &crate::net::Host,
     root: Hash,
     mut asked: Vec<PeerId>,
     mut known: HashSet<PeerId>,
     found: &std::sync::Mutex<Vec<PeerAddrs>>,
-    joining: tokio::sync::mpsc::UnboundedSender<PeerId>,
+    joining: tokio::sync::mpsc::Sender<PeerId>,
 ) -> std::convert::Infallible {
-    known.insert(ctx.host.peer_id());
+    known.insert(host.peer_id());
     let mut next = 0;
     // Soon at first (peers starting together learn of each other early), then calmer.
     let mut wait = HOLDERS_REFRESH / 4;
@@ -492,22 +520,22 @@ async fn refresh_holders(
             continue;
         };
         next += 1;
-        let Ok(holders) = ask_holders(&ctx.host, peer, root).await else {
+        let Ok(holders) = ask_holders(host, peer, root).await else {
             continue;
         };
         for holder in holders {
-            if ctx.bans.is_banned(&holder.peer) || !known.insert(holder.peer) {
+            if node.bans().is_banned(&holder.peer) || !known.insert(holder.peer) {
                 continue;
             }
-            if ctx
-                .host
+            if host
                 .connect(holder.peer, holder.addrs.clone())
                 .await
                 .is_ok()
             {
                 tracing::debug!(peer = %holder.peer, %root, "holder found while fetching");
                 asked.push(holder.peer);
-                let _ = joining.send(holder.peer);
+                // Full: the holder still joins the pool when this round ends.
+                let _ = joining.try_send(holder.peer);
                 found.lock().unwrap_or_else(|e| e.into_inner()).push(holder);
             }
         }

@@ -9,24 +9,20 @@ use prometheus_client::{
 };
 
 use crate::{
-    fetch::FetchContext,
-    status::{self, NodeInfo, NodeStatus},
+    node::Node,
+    status::{self, NodeStatus},
 };
 
 /// Serves `/metrics` on `listener` until the task is dropped.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    ctx: FetchContext,
-    info: NodeInfo,
-) -> std::io::Result<()> {
+pub async fn serve(listener: tokio::net::TcpListener, node: Node) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(scrape))
-        .with_state((ctx, info));
+        .with_state(node);
     axum::serve(listener, app).await
 }
 
-async fn scrape(State((ctx, info)): State<(FetchContext, NodeInfo)>) -> impl IntoResponse {
-    match status::snapshot(&ctx, &info).await {
+async fn scrape(State(node): State<Node>) -> impl IntoResponse {
+    match status::snapshot(&node).await {
         Ok(s) => (
             axum::http::StatusCode::OK,
             [(

@@ -1,135 +1,150 @@
-//! What a user asks of a node — add, list, get, export — with results as plain data.
+//! The operations: how a node runs each request of [`crate::api`]. One function per
+//! request, run the same way in-process and behind the admin socket; side effects that
+//! belong to an operation (announcing after `add` and `pin`, withdrawing after `rm` and
+//! `unpin`, holding data while it is fetched) happen here, once.
 //!
-//! The CLI runs these directly on a store it opens, or asks a running daemon to run them
-//! (see [`crate::admin`]); either way the same code does the work and the same result
-//! types come back, so both paths print the same thing.
+//! Store work runs on the blocking pool ([`crate::store::AsyncStore::run`]).
 
-use std::{collections::BTreeMap, path::Path};
+use std::collections::{BTreeMap, BTreeSet};
 
 use commons_protocol::{Hash, NameRef, Ticket, TicketKind};
-use serde::{Deserialize, Serialize};
 
 use crate::{
-    export::ExportReport,
-    store::{BlobState, ImportProgress, NameEntry, PinKind, Store, StoreError},
+    api::{
+        require_absolute, Add, AddOutcome, ApiError, BlobEntry, Call, CollectedBlob, DatasetEntry,
+        ErrorKind, Export, ExportOutcome, Gc, GcOutcome, Get, GetOutcome, List, Listing, NameList,
+        NameRemoved, NameRm, NameSet, Names, PeerStatsEntry, PeerStatsList, Peers, PinOutcome,
+        Progress, ProviderEntry, Providers, ProvidersReport, Remove, RemoveOutcome, SetPin, Stats,
+        Status, Verify, VerifyProblem, VerifyReport,
+    },
+    export,
+    fetch::{self, GetTarget},
+    include::Include,
+    net::NetworkStatus,
+    node::Node,
+    resolve::resolve,
+    status::{self, NodeStatus},
+    store::{BlobState, ImportProgress, NameEntry, NoProgress, PinKind, Store, StoreError},
 };
 
-/// What `add` stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AddOutcome {
-    /// Blob (a file) or dataset (a folder).
-    pub kind: TicketKind,
-    /// Its address.
-    pub hash: Hash,
-    /// Files added (1 for a blob).
-    pub files: u64,
-    /// Total bytes.
-    pub size: u64,
-    /// Blobs that were new to the store.
-    pub new_blobs: u64,
-    /// A ticket for it; carries this node's addresses when a node is running.
-    pub ticket: String,
-}
-
-/// Adds a file (as a blob) or a folder (as a dataset) and pins it. `providers` go into the
-/// ticket (a running node's addresses; empty otherwise).
-pub fn add(
-    store: &Store,
-    path: &Path,
-    providers: Vec<String>,
-    progress: &dyn ImportProgress,
-) -> Result<AddOutcome, StoreError> {
-    let meta = std::fs::metadata(path).map_err(|source| StoreError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let (kind, hash, files, size, new_blobs) = if meta.is_dir() {
-        let ds = store.add_folder(path, progress)?;
-        let files = ds.manifest.entries().len() as u64;
-        let size = ds.manifest.total_size();
-        (TicketKind::Dataset, ds.root, files, size, ds.new_blobs)
-    } else {
-        let blob = store.add_file(path, progress)?;
-        let new = u64::from(!blob.already_stored);
-        (TicketKind::Blob, blob.hash, 1, blob.size, new)
-    };
-    let ticket = Ticket {
-        kind,
-        hash,
-        providers,
-    }
-    .to_string();
-    Ok(AddOutcome {
-        kind,
-        hash,
-        files,
-        size,
-        new_blobs,
-        ticket,
-    })
-}
-
-/// One dataset in a [`Listing`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DatasetEntry {
-    /// Root hash.
-    pub hash: Hash,
-    /// Number of files.
-    pub files: u64,
-    /// Total bytes.
-    pub size: u64,
-    /// Whether the manifest and every file are complete.
-    pub complete: bool,
-    /// Bytes of its files held verified (`size` when complete): how far a fetch got.
-    #[serde(default)]
-    pub held: u64,
-    /// Whether it is pinned.
-    pub pinned: bool,
-}
-
-/// One blob in a [`Listing`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BlobEntry {
-    /// Its hash.
-    pub hash: Hash,
-    /// Size in bytes.
-    pub size: u64,
-    /// Whether all of it is stored.
-    pub complete: bool,
-    /// Whether it is pinned.
-    pub pinned: bool,
-}
-
-/// What the store holds.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Listing {
-    /// Datasets.
-    pub datasets: Vec<DatasetEntry>,
-    /// Blobs added on their own (with `all`: every blob that is not a manifest).
-    pub blobs: Vec<BlobEntry>,
-}
-
-/// Whether `root` is a dataset held whole here: its record, its manifest and every file
-/// complete. A mirror fetches until this holds.
-pub fn dataset_complete(store: &Store, root: &Hash) -> Result<bool, StoreError> {
-    let complete = |h: &Hash| -> Result<bool, StoreError> {
-        Ok(store
-            .blob(h)?
-            .is_some_and(|m| m.state == BlobState::Complete))
-    };
-    if store.dataset(root)?.is_none() || !complete(root)? {
-        return Ok(false);
-    }
-    for entry in store.read_manifest(root)?.entries() {
-        if !complete(&entry.hash)? {
-            return Ok(false);
+/// Declares that `$request` is answered by `$reply`, run by `$op`.
+macro_rules! call {
+    ($request:ident => $reply:ty, $op:ident) => {
+        impl Call for $request {
+            type Reply = $reply;
+            fn run(
+                self,
+                node: &Node,
+                progress: Progress,
+            ) -> impl std::future::Future<Output = Result<$reply, ApiError>> + Send {
+                $op(node, self, progress)
+            }
         }
-    }
-    Ok(true)
+    };
 }
 
-/// Lists datasets, and blobs added on their own (every blob with `all`).
-pub fn list(store: &Store, all: bool) -> Result<Listing, StoreError> {
+call!(Add => AddOutcome, add);
+call!(List => Listing, list);
+call!(SetPin => PinOutcome, set_pin);
+call!(NameSet => NameEntry, name_set);
+call!(NameRm => NameRemoved, name_rm);
+call!(Names => NameList, names);
+call!(Get => GetOutcome, get);
+call!(Export => ExportOutcome, export);
+call!(Verify => VerifyReport, verify);
+call!(Remove => RemoveOutcome, remove);
+call!(Gc => GcOutcome, gc);
+call!(Providers => ProvidersReport, providers);
+call!(Peers => NetworkStatus, peers);
+call!(Stats => PeerStatsList, stats);
+call!(Status => NodeStatus, node_status);
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorKind::InvalidInput, message)
+}
+
+/// Adds a file (as a blob) or a folder (as a dataset), names it if asked, pins and
+/// announces it. The ticket names this node's addresses when it runs.
+async fn add(node: &Node, req: Add, progress: Progress) -> Result<AddOutcome, ApiError> {
+    require_absolute(&req.path)?;
+    let name = req
+        .name
+        .map(|n| NameRef::parse(&n).map(|_| n))
+        .transpose()?;
+    let providers = match (node.daemon(), node.started_network()) {
+        (Ok(_), Some(network)) => network
+            .host
+            .listen_addrs()
+            .await
+            .iter()
+            .map(|a| a.to_string())
+            .collect(),
+        _ => Vec::new(),
+    };
+    let path = req.path;
+    let outcome = node
+        .store()
+        .run(move |store| {
+            let cannot = |e: StoreError| {
+                ApiError::from(e).context(format_args!("cannot add {}", path.display()))
+            };
+            let meta = std::fs::metadata(&path).map_err(|source| {
+                cannot(StoreError::Io {
+                    path: path.clone(),
+                    source,
+                })
+            })?;
+            let (kind, hash, files, size, new_blobs) = if meta.is_dir() {
+                let ds = store.add_folder(&path, &progress).map_err(cannot)?;
+                let files = ds.manifest.entries().len() as u64;
+                (
+                    TicketKind::Dataset,
+                    ds.root,
+                    files,
+                    ds.manifest.total_size(),
+                    ds.new_blobs,
+                )
+            } else {
+                let blob = store.add_file(&path, &progress).map_err(cannot)?;
+                let new = u64::from(!blob.already_stored);
+                (TicketKind::Blob, blob.hash, 1, blob.size, new)
+            };
+            if let Some(name) = &name {
+                bind_name(store, name, &hash.to_string())?;
+            }
+            let ticket = Ticket {
+                kind,
+                hash,
+                providers,
+            }
+            .to_string();
+            Ok::<_, ApiError>(AddOutcome {
+                kind,
+                hash,
+                files,
+                size,
+                new_blobs,
+                ticket,
+                name,
+            })
+        })
+        .await?;
+    node.announce(outcome.hash);
+    Ok(outcome)
+}
+
+/// Lists datasets, and blobs added on their own (every blob with `all`; only pinned ones
+/// with `pinned`).
+async fn list(node: &Node, req: List, _progress: Progress) -> Result<Listing, ApiError> {
+    let mut listing = node.store().run(move |s| listing(s, req.all)).await?;
+    if req.pinned {
+        listing.datasets.retain(|d| d.pinned);
+        listing.blobs.retain(|b| b.pinned);
+    }
+    Ok(listing)
+}
+
+fn listing(store: &Store, all: bool) -> Result<Listing, StoreError> {
     let pins: BTreeMap<Hash, PinKind> = store
         .pins()?
         .into_iter()
@@ -167,7 +182,7 @@ pub fn list(store: &Store, all: bool) -> Result<Listing, StoreError> {
             pinned: pins.contains_key(&root),
         });
     }
-    let roots: std::collections::BTreeSet<Hash> = listing.datasets.iter().map(|d| d.hash).collect();
+    let roots: BTreeSet<Hash> = listing.datasets.iter().map(|d| d.hash).collect();
     listing.blobs = blobs
         .iter()
         .filter(|(h, _)| !roots.contains(h))
@@ -182,176 +197,158 @@ pub fn list(store: &Store, all: bool) -> Result<Listing, StoreError> {
     Ok(listing)
 }
 
-/// What `get` fetched (see [`crate::fetch::get`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GetOutcome {
-    /// Blob or dataset.
-    pub kind: TicketKind,
-    /// Its address.
-    pub hash: Hash,
-    /// Files now complete.
-    pub files: u64,
-    /// Their total size.
-    pub size: u64,
-    /// Response bytes received from providers for this fetch.
-    pub bytes_received: u64,
-    /// Data requests made to providers for this fetch.
-    #[serde(default)]
-    pub requests: u64,
-    /// Of those, data requests carried by providers' bulk endpoints (the rest: libp2p).
-    #[serde(default)]
-    pub bulk_requests: u64,
-    /// Providers dropped for sending bad data (PeerIds); none of their bytes was stored.
-    #[serde(default)]
-    pub dropped: Vec<String>,
-}
-
-/// Exports a dataset (only the files `include` accepts) or a blob to `dest`.
-pub fn export(
-    store: &Store,
-    hash: &Hash,
-    dest: &Path,
-    force: bool,
-    include: &Include,
-    progress: &dyn crate::export::ExportProgress,
-) -> Result<ExportReport, crate::export::ExportError> {
-    if store.dataset(hash)?.is_some() {
-        crate::export::export_dataset(store, hash, dest, force, include, progress)
-    } else {
-        crate::export::export_blob(store, hash, dest, force)
+/// Whether `root` is a dataset held whole here: its record, its manifest and every file
+/// complete. A mirror fetches until this holds.
+pub fn dataset_complete(store: &Store, root: &Hash) -> Result<bool, StoreError> {
+    let complete = |h: &Hash| -> Result<bool, StoreError> {
+        Ok(store
+            .blob(h)?
+            .is_some_and(|m| m.state == BlobState::Complete))
+    };
+    if store.dataset(root)?.is_none() || !complete(root)? {
+        return Ok(false);
     }
+    for entry in store.read_manifest(root)?.entries() {
+        if !complete(&entry.hash)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
-/// `--include` patterns: a file is wanted when any pattern matches its manifest path.
-#[derive(Debug, Clone, Default)]
-pub struct Include {
-    patterns: Vec<glob::Pattern>,
-    /// No file at all: a dataset fetch stops at its manifest.
-    nothing: bool,
-}
-
-impl Include {
-    /// Parses glob patterns (`*.json`, `data/**`); an empty list means "everything".
-    pub fn parse(patterns: &[String]) -> Result<Self, String> {
-        let patterns = patterns
-            .iter()
-            .map(|p| {
-                glob::Pattern::new(p).map_err(|e| format!("invalid --include pattern {p:?}: {e}"))
+/// Pins (and announces) or unpins (and withdraws) a dataset or blob. Unpinning keeps the
+/// data until garbage collection needs the space, and drops names bound to it.
+async fn set_pin(node: &Node, req: SetPin, _progress: Progress) -> Result<PinOutcome, ApiError> {
+    let pin = req.pin;
+    let outcome = node
+        .store()
+        .run(move |store| {
+            let hash = resolve(store, &req.target)?;
+            let was = store.pinned(&hash)?.is_some();
+            let verb = if pin { "pin" } else { "unpin" };
+            let changed = if pin {
+                store.pin(&hash).map(|_| ())
+            } else {
+                store.unpin(&hash).map(|_| ())
+            };
+            changed.map_err(|e| ApiError::from(e).context(format_args!("cannot {verb} {hash}")))?;
+            Ok::<_, ApiError>(PinOutcome {
+                hash,
+                pinned: pin,
+                changed: was != pin,
             })
-            .collect::<Result<_, _>>()?;
-        Ok(Self {
-            patterns,
-            nothing: false,
         })
+        .await?;
+    if pin {
+        node.announce(outcome.hash);
+    } else {
+        node.withdraw(outcome.hash);
     }
-
-    /// Wants exactly the file at `path` (no glob characters are interpreted).
-    pub fn exactly(path: &str) -> Self {
-        let patterns: Vec<_> = glob::Pattern::new(&glob::Pattern::escape(path))
-            .into_iter()
-            .collect();
-        // An escaped path always parses; should it not, want nothing rather than all.
-        let nothing = patterns.is_empty();
-        Self { patterns, nothing }
-    }
-
-    /// Wants no file: fetching a dataset with it fetches (and pins) only its manifest; the
-    /// gateway then fetches each file when it is asked for.
-    pub fn nothing() -> Self {
-        Self {
-            patterns: Vec::new(),
-            nothing: true,
-        }
-    }
-
-    /// Whether every file is wanted (no pattern was given).
-    pub fn is_empty(&self) -> bool {
-        self.patterns.is_empty() && !self.nothing
-    }
-
-    /// Whether `path` is wanted.
-    pub fn matches(&self, path: &str) -> bool {
-        self.is_empty() || self.patterns.iter().any(|p| p.matches(path))
-    }
+    Ok(outcome)
 }
 
-/// Why a user's hash, prefix or ticket names nothing.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ResolveError {
-    /// A ticket that does not parse.
-    #[error("invalid ticket: {0}")]
-    Ticket(#[from] commons_protocol::TicketError),
-    /// A name that does not parse.
-    #[error(transparent)]
-    Name(#[from] commons_protocol::NameError),
-    /// A name bound to nothing here.
-    #[error("no dataset is named {0} on this node (see `commons name ls`)")]
-    NoName(String),
-    /// A hex prefix no stored hash starts with.
-    #[error("no blob or dataset in the store starts with '{0}'")]
-    NoMatch(String),
-    /// Neither a hash nor a ticket.
-    #[error("'{0}' is neither a hash (64 hex characters, or a unique prefix of at least 4), a ticket (commons1…) nor a name (org/name)")]
-    NotAHash(String),
-    /// The store failed (or the prefix is ambiguous).
-    #[error(transparent)]
-    Store(#[from] StoreError),
+/// Binds `name` (`org/name` or `org/name@revision`) to the dataset `target` names, and pins it.
+fn bind_name(store: &Store, name: &str, target: &str) -> Result<NameEntry, ApiError> {
+    let name = NameRef::parse(name)?;
+    let root = resolve(store, target)?;
+    store
+        .set_name(&name.name, &name.revision, &root)
+        .map_err(|e| ApiError::from(e).context(format_args!("cannot name {root} {}", name.name)))
 }
 
-/// Turns a hash, a unique hash prefix (≥ 4 hex characters) or a ticket into a hash.
-pub fn resolve(store: &Store, target: &str) -> Result<Hash, ResolveError> {
-    let target = target.trim();
-    if Ticket::looks_like(target) {
-        return Ok(target.parse::<Ticket>()?.hash);
-    }
-    if target.contains('/') {
-        let name = NameRef::parse(target)?;
-        return store
-            .resolve_name(&name.name, &name.revision)?
-            .ok_or_else(|| ResolveError::NoName(format!("{}@{}", name.name, name.revision)));
-    }
-    if let Ok(hash) = target.parse::<Hash>() {
-        return Ok(hash);
-    }
-    match store.resolve_prefix(target)? {
-        Some(hash) => Ok(hash),
-        None if target.len() >= 4 && target.bytes().all(|b| b.is_ascii_hexdigit()) => {
-            Err(ResolveError::NoMatch(target.to_string()))
-        }
-        None => Err(ResolveError::NotAHash(target.to_string())),
-    }
+async fn name_set(node: &Node, req: NameSet, _progress: Progress) -> Result<NameEntry, ApiError> {
+    let entry = node
+        .store()
+        .run(move |store| bind_name(store, &req.name, &req.target))
+        .await?;
+    node.announce(entry.root);
+    Ok(entry)
 }
 
-/// One problem `verify` found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VerifyProblem {
-    /// The blob.
-    pub blob: Hash,
-    /// Byte range failing verification; `None` when the blob is missing altogether.
-    pub range: Option<std::ops::Range<u64>>,
-    /// Dataset file names of the blob (when a dataset was verified).
-    pub files: Vec<String>,
+/// Removes the binding of a name; the dataset stays pinned.
+async fn name_rm(node: &Node, req: NameRm, _progress: Progress) -> Result<NameRemoved, ApiError> {
+    let name = NameRef::parse(&req.name)?;
+    let existed = node
+        .store()
+        .run(move |store| store.unset_name(&name.name, &name.revision))
+        .await?;
+    if !existed {
+        return Err(ApiError::new(
+            ErrorKind::NotFound,
+            format!(
+                "no name {} is bound on this node (see `commons name ls`)",
+                req.name
+            ),
+        ));
+    }
+    Ok(NameRemoved {
+        name: req.name,
+        removed: true,
+    })
 }
 
-/// What `verify` checked and found.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VerifyReport {
-    /// Blobs checked.
-    pub checked_blobs: u64,
-    /// Their bytes.
-    pub checked_bytes: u64,
-    /// Everything that failed.
-    pub problems: Vec<VerifyProblem>,
-    /// Blobs not checked because a fetch has not finished them (their spans were verified
-    /// as they arrived; a blob is re-checked whole once complete).
-    #[serde(default)]
-    pub partial_blobs: u64,
+async fn names(node: &Node, _req: Names, _progress: Progress) -> Result<NameList, ApiError> {
+    let names = node.store().run(|store| store.names()).await?;
+    Ok(NameList { names })
+}
+
+/// Fetches what a ticket or hash names, then writes it to `output` if given.
+async fn get(node: &Node, req: Get, progress: Progress) -> Result<GetOutcome, ApiError> {
+    let target = GetTarget::parse(&req.target)?;
+    let include = Include::parse(&req.include).map_err(invalid)?;
+    if let Some(dir) = &req.output {
+        require_absolute(dir)?;
+    }
+    let hash = target.hash;
+    // A ticket's providers are enough to start; a bare hash needs the DHT.
+    let network = if target.providers.is_empty() {
+        node.joined_network().await
+    } else {
+        node.network().await
+    }
+    .map_err(|e| e.context(format_args!("cannot look up {hash}")))?;
+    let mut outcome = fetch::get(node, network, &target, &include, &progress)
+        .await
+        .map_err(|e| ApiError::from(e).context(format_args!("cannot get {hash}")))?;
+    if let Some(dir) = req.output {
+        let force = req.force;
+        let exported = node
+            .store()
+            .run(move |store| export::export(store, &hash, &dir, force, &include, &NoProgress))
+            .await
+            .map_err(|e| {
+                ApiError::from(e).context(format_args!("fetched {hash}, but cannot export it"))
+            })?;
+        outcome.exported = Some(exported);
+    }
+    Ok(outcome)
+}
+
+/// Writes a dataset (the files `include` accepts) or a blob to `dest`, verified.
+async fn export(node: &Node, req: Export, progress: Progress) -> Result<ExportOutcome, ApiError> {
+    require_absolute(&req.dest)?;
+    let include = Include::parse(&req.include).map_err(invalid)?;
+    node.store()
+        .run(move |store| {
+            let hash = resolve(store, &req.target)?;
+            export::export(store, &hash, &req.dest, req.force, &include, &progress)
+                .map_err(|e| ApiError::from(e).context(format_args!("cannot export {hash}")))
+        })
+        .await
 }
 
 /// Re-checks every complete blob, or one blob, or one dataset (its manifest and files),
 /// against the hash trees.
-pub fn verify(
+async fn verify(node: &Node, req: Verify, progress: Progress) -> Result<VerifyReport, ApiError> {
+    node.store()
+        .run(move |store| {
+            let hash = req.target.map(|t| resolve(store, &t)).transpose()?;
+            Ok::<_, ApiError>(verify_store(store, hash.as_ref(), &progress)?)
+        })
+        .await
+}
+
+fn verify_store(
     store: &Store,
     target: Option<&Hash>,
     progress: &dyn ImportProgress,
@@ -387,7 +384,7 @@ pub fn verify(
     for (hash, size) in sizes {
         let files = names.get(hash).cloned().unwrap_or_default();
         let Some(size) = size else {
-            report.problems.push(VerifyProblem {
+            report.corrupt.push(VerifyProblem {
                 blob: *hash,
                 range: None,
                 files,
@@ -395,7 +392,7 @@ pub fn verify(
             continue;
         };
         for c in store.verify_blob(hash)? {
-            report.problems.push(VerifyProblem {
+            report.corrupt.push(VerifyProblem {
                 blob: *hash,
                 range: Some(c.range),
                 files: files.clone(),
@@ -408,50 +405,110 @@ pub fn verify(
     Ok(report)
 }
 
-/// What `pin` or `unpin` did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PinOutcome {
-    /// The dataset or blob.
-    pub hash: Hash,
-    /// Whether anything changed (false: it already was pinned, or was not).
-    pub changed: bool,
+/// Forgets a dataset or blob, reclaims its space and stops announcing it.
+async fn remove(node: &Node, req: Remove, _progress: Progress) -> Result<RemoveOutcome, ApiError> {
+    let outcome = node
+        .store()
+        .run(move |store| {
+            let hash = resolve(store, &req.target)?;
+            let report = store
+                .remove(&hash)
+                .map_err(|e| ApiError::from(e).context(format_args!("cannot remove {hash}")))?;
+            Ok::<_, ApiError>(RemoveOutcome {
+                hash,
+                kind: if report.was_dataset {
+                    TicketKind::Dataset
+                } else {
+                    TicketKind::Blob
+                },
+                removed_blobs: report.gc.removed.len() as u64,
+                freed_bytes: report.gc.bytes(),
+                kept_shared: report.kept_shared,
+            })
+        })
+        .await?;
+    node.withdraw(outcome.hash);
+    Ok(outcome)
 }
 
-/// Pins (`pin = true`) or unpins a dataset or blob named by hash, prefix, ticket or name.
-/// Unpinning keeps the data until garbage collection needs the space, and drops names
-/// bound to it.
-pub fn set_pinned(store: &Store, target: &str, pin: bool) -> Result<PinOutcome, String> {
-    let hash = resolve(store, target).map_err(|e| e.to_string())?;
-    let was = store.pinned(&hash).map_err(|e| e.to_string())?.is_some();
-    if pin {
-        store
-            .pin(&hash)
-            .map_err(|e| format!("cannot pin {hash}: {e}"))?;
-    } else {
-        store
-            .unpin(&hash)
-            .map_err(|e| format!("cannot unpin {hash}: {e}"))?;
-    }
-    Ok(PinOutcome {
-        hash,
-        changed: was != pin,
+/// Removes unpinned data (down to a quota, least recently used first, when given).
+async fn gc(node: &Node, req: Gc, _progress: Progress) -> Result<GcOutcome, ApiError> {
+    let report = node
+        .store()
+        .run(move |store| match req.quota {
+            Some(q) => store.gc_to_quota(q, req.dry_run),
+            None => store.gc(req.dry_run),
+        })
+        .await?;
+    Ok(GcOutcome {
+        dry_run: req.dry_run,
+        bytes: report.bytes(),
+        blobs: report
+            .removed
+            .into_iter()
+            .map(|(hash, size)| CollectedBlob { hash, size })
+            .collect(),
+        stored_bytes: report.stored_bytes,
+        over_quota: report.over_quota,
     })
 }
 
-/// Binds `name` (`org/name` or `org/name@revision`) to the dataset `target` names, and pins it.
-pub fn set_name(store: &Store, name: &str, target: &str) -> Result<NameEntry, String> {
-    let name = NameRef::parse(name).map_err(|e| e.to_string())?;
-    let root = resolve(store, target).map_err(|e| e.to_string())?;
-    store
-        .set_name(&name.name, &name.revision, &root)
-        .map_err(|e| format!("cannot name {root} {}: {e}", name.name))
+/// Looks `hash` up in the DHT, asking for every provider it can return.
+async fn providers(
+    node: &Node,
+    req: Providers,
+    _progress: Progress,
+) -> Result<ProvidersReport, ApiError> {
+    let hash = req.hash;
+    let cannot = |e: ApiError| e.context(format_args!("cannot look up {hash}"));
+    let network = node.joined_network().await.map_err(cannot)?;
+    let lookup = network
+        .host
+        .find_providers(hash, usize::MAX, false)
+        .await
+        .map_err(|e| cannot(e.into()))?;
+    Ok(ProvidersReport {
+        hash,
+        providers: lookup
+            .providers
+            .into_iter()
+            .map(|p| ProviderEntry {
+                peer_id: p.peer.to_string(),
+                addrs: p.addrs.iter().map(|a| a.to_string()).collect(),
+            })
+            .collect(),
+        cost: lookup.cost,
+    })
 }
 
-/// Removes the binding of `name` (`org/name[@revision]`); the dataset stays pinned.
-/// Returns whether there was one.
-pub fn unset_name(store: &Store, name: &str) -> Result<bool, String> {
-    let name = NameRef::parse(name).map_err(|e| e.to_string())?;
-    store
-        .unset_name(&name.name, &name.revision)
-        .map_err(|e| e.to_string())
+async fn peers(node: &Node, _req: Peers, _progress: Progress) -> Result<NetworkStatus, ApiError> {
+    node.daemon()?;
+    Ok(node.network().await?.host.status().await?)
+}
+
+async fn stats(node: &Node, _req: Stats, _progress: Progress) -> Result<PeerStatsList, ApiError> {
+    node.daemon()?;
+    Ok(PeerStatsList {
+        peers: node
+            .stats()
+            .snapshot()
+            .into_iter()
+            .map(|(peer, s)| PeerStatsEntry {
+                peer_id: peer.to_string(),
+                bytes_sent: s.bytes_sent,
+                bytes_received: s.bytes_received,
+                requests_served: s.requests_served,
+                requests_made: s.requests_made,
+                bad_responses: s.bad_responses,
+            })
+            .collect(),
+    })
+}
+
+async fn node_status(
+    node: &Node,
+    _req: Status,
+    _progress: Progress,
+) -> Result<NodeStatus, ApiError> {
+    status::snapshot(node).await
 }

@@ -1,22 +1,9 @@
 //! What a running node reports about itself: `commons node status` and the Prometheus
 //! metrics endpoint read the same snapshot.
 
-use std::time::Instant;
-
 use serde::{Deserialize, Serialize};
 
-use crate::{fetch::FetchContext, store::BlobState};
-
-/// What a node knows about itself beyond its store and host.
-#[derive(Debug, Clone)]
-pub struct NodeInfo {
-    /// The storage quota in bytes, if any.
-    pub quota: Option<u64>,
-    /// The HTTP gateway's address, if it runs.
-    pub gateway: Option<std::net::SocketAddr>,
-    /// When the node started.
-    pub started: Instant,
-}
+use crate::{error::ApiError, node::Node, store::BlobState};
 
 /// A snapshot of a running node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,13 +44,14 @@ pub struct NodeStatus {
     pub uptime_secs: u64,
 }
 
-/// Takes a snapshot (reads the store on a blocking thread).
-pub async fn snapshot(ctx: &FetchContext, info: &NodeInfo) -> Result<NodeStatus, String> {
-    let network = ctx.host.status().await.map_err(|e| e.to_string())?;
-    let totals = ctx.stats.total();
-    let store = ctx.store.clone();
-    let (datasets, blobs, complete_blobs, pinned, stored_bytes, disk_bytes) =
-        tokio::task::spawn_blocking(move || {
+/// Takes a snapshot of the running node (a `not_running` error for an in-process one).
+pub async fn snapshot(node: &Node) -> Result<NodeStatus, ApiError> {
+    let info = node.daemon()?.clone();
+    let network = node.network().await?.host.status().await?;
+    let totals = node.stats().total();
+    let (datasets, blobs, complete_blobs, pinned, stored_bytes, disk_bytes) = node
+        .store()
+        .run(|store| {
             let blobs = store.blobs()?;
             let complete = blobs
                 .iter()
@@ -78,9 +66,7 @@ pub async fn snapshot(ctx: &FetchContext, info: &NodeInfo) -> Result<NodeStatus,
                 store.disk_usage()?,
             ))
         })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+        .await?;
     Ok(NodeStatus {
         peer_id: network.peer_id,
         dht_mode: network.dht_mode,
@@ -96,7 +82,7 @@ pub async fn snapshot(ctx: &FetchContext, info: &NodeInfo) -> Result<NodeStatus,
         bad_responses: totals.bad_responses,
         stored_bytes,
         disk_bytes,
-        quota_bytes: info.quota,
+        quota_bytes: node.quota(),
         gateway: info.gateway.map(|a| format!("http://{a}")),
         uptime_secs: info.started.elapsed().as_secs(),
     })

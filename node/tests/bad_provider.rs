@@ -3,6 +3,7 @@
 
 mod common;
 
+use commons_node::store::AsyncStore;
 use std::{fs, sync::Arc};
 
 use common::{bad_provider, client_node, serving_node, Lie};
@@ -48,7 +49,7 @@ async fn bad_data_is_refused_and_an_honest_provider_completes_the_blob() {
         let stats = Arc::new(TransferStats::default());
         let err = fetch_blob(
             &client,
-            &store,
+            &AsyncStore::new(store.clone()),
             bad.peer_id(),
             hash,
             &stats,
@@ -96,7 +97,7 @@ async fn bad_data_is_refused_and_an_honest_provider_completes_the_blob() {
             .expect("connect");
         fetch_blob(
             &client,
-            &store,
+            &AsyncStore::new(store.clone()),
             honest.peer_id(),
             hash,
             &stats,

@@ -4,6 +4,7 @@
 
 mod common;
 
+use commons_node::store::AsyncStore;
 use std::{fs, sync::Arc};
 
 use commons_node::{
@@ -32,7 +33,7 @@ async fn fetch_with(seeder_config: DiscoveryConfig, client_config: DiscoveryConf
     let stats = Arc::new(TransferStats::default());
     fetch_blob(
         &client,
-        &store,
+        &AsyncStore::new(store.clone()),
         seeder.peer_id(),
         hash,
         &stats,
@@ -111,9 +112,16 @@ async fn a_seeder_restarted_on_new_ports_is_reached_on_its_new_bulk_port() {
         .connect(peer, seeder.listen_addrs().await)
         .await
         .expect("connect");
-    fetch_blob(&client, &store, peer, first_hash, &stats, Arc::new(|_| {}))
-        .await
-        .expect("first fetch");
+    fetch_blob(
+        &client,
+        &AsyncStore::new(store.clone()),
+        peer,
+        first_hash,
+        &stats,
+        Arc::new(|_| {}),
+    )
+    .await
+    .expect("first fetch");
     let before = stats.total().bulk_requests;
     assert!(before > 0, "the first fetch used the bulk endpoint");
     server.abort();
@@ -125,9 +133,16 @@ async fn a_seeder_restarted_on_new_ports_is_reached_on_its_new_bulk_port() {
         .connect(peer, seeder.listen_addrs().await)
         .await
         .expect("reconnect");
-    fetch_blob(&client, &store, peer, second_hash, &stats, Arc::new(|_| {}))
-        .await
-        .expect("second fetch");
+    fetch_blob(
+        &client,
+        &AsyncStore::new(store.clone()),
+        peer,
+        second_hash,
+        &stats,
+        Arc::new(|_| {}),
+    )
+    .await
+    .expect("second fetch");
     let mut out = Vec::new();
     store
         .read_blob_verified(&second_hash, &mut out)

@@ -3,6 +3,7 @@
 
 mod common;
 
+use commons_node::store::AsyncStore;
 use std::{sync::Arc, time::Duration};
 
 use common::{client_node, serving_node};
@@ -35,7 +36,7 @@ async fn a_second_fetcher_learns_of_the_first_and_fetches_from_it() {
         .expect("connect");
     fetch_blob(
         &first,
-        &first_store,
+        &AsyncStore::new(first_store.clone()),
         seed.peer_id(),
         hash,
         &stats,
@@ -72,7 +73,7 @@ async fn a_second_fetcher_learns_of_the_first_and_fetches_from_it() {
         .expect("dial the holder it was told about");
     fetch_blob(
         &second,
-        &second_store,
+        &AsyncStore::new(second_store.clone()),
         told[0].peer,
         hash,
         &stats,

@@ -3,6 +3,7 @@
 
 mod common;
 
+use commons_node::store::AsyncStore;
 use std::{sync::Arc, time::Duration};
 
 use commons_node::{
@@ -36,7 +37,15 @@ async fn an_interrupted_fetch_resumes_and_receives_at_most_2_percent_extra() {
         let (store, stats, first) = (store.clone(), stats.clone(), first.clone());
         let peer = seeder.peer_id();
         tokio::spawn(async move {
-            fetch_blob(&first, &store, peer, hash, &stats, Arc::new(|_| {})).await
+            fetch_blob(
+                &first,
+                &AsyncStore::new(store.clone()),
+                peer,
+                hash,
+                &stats,
+                Arc::new(|_| {}),
+            )
+            .await
         })
     };
     // Interrupt once about half the spans are stored.
@@ -69,7 +78,7 @@ async fn an_interrupted_fetch_resumes_and_receives_at_most_2_percent_extra() {
     let second = connect(common::client_node().await).await;
     fetch_blob(
         &second,
-        &store,
+        &AsyncStore::new(store.clone()),
         seeder.peer_id(),
         hash,
         &stats,

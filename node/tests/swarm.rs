@@ -5,6 +5,7 @@
 
 mod common;
 
+use commons_node::store::AsyncStore;
 use std::sync::Arc;
 
 use common::{bad_provider, client_node, pattern, serving_node, Lie};
@@ -49,7 +50,7 @@ async fn swarm_from(
     let peers: Vec<_> = providers.iter().map(|p| p.peer_id()).collect();
     let result = swarm_blob(
         &client,
-        &store,
+        &AsyncStore::new(store.clone()),
         &peers,
         &mut PeerFeed::none(),
         hash,

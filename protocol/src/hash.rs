@@ -6,11 +6,41 @@
 
 use std::{fmt, str::FromStr};
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The 32-byte BLAKE3 address of a blob or of a dataset's manifest.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+///
+/// Serialized as 64 hex characters in human-readable formats (JSON: `--json`, the admin
+/// socket), and as its 32 raw bytes in binary ones (postcard: the wire and the store), so
+/// stored and wire encodings are those of a plain `[u8; 32]`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Hash([u8; 32]);
+
+/// The binary form: a newtype over the bytes, as `#[derive]` wrote it before.
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "Hash")]
+struct RawHash([u8; 32]);
+
+impl Serialize for Hash {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.collect_str(self)
+        } else {
+            RawHash(self.0).serialize(serializer)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Hash {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+            text.parse().map_err(serde::de::Error::custom)
+        } else {
+            RawHash::deserialize(deserializer).map(|raw| Self(raw.0))
+        }
+    }
+}
 
 impl Hash {
     /// Length of the address in bytes.
@@ -103,6 +133,19 @@ mod tests {
         assert_eq!(h.to_string(), blake3::hash(b"hello").to_hex().as_str());
         assert_eq!(h.to_string().parse::<Hash>(), Ok(h));
         assert_eq!(h.to_string().to_uppercase().parse::<Hash>(), Ok(h));
+    }
+
+    #[test]
+    fn json_writes_hex_and_postcard_the_raw_bytes() {
+        let h = Hash::of(b"hello");
+        let json = serde_json::to_string(&h).expect("json");
+        assert_eq!(json, format!("\"{h}\""));
+        assert_eq!(serde_json::from_str::<Hash>(&json).expect("parse"), h);
+        assert!(serde_json::from_str::<Hash>("\"abc\"").is_err());
+        // The binary form is that of the plain bytes, as stored before.
+        let bin = postcard::to_stdvec(&h).expect("postcard");
+        assert_eq!(bin, postcard::to_stdvec(h.as_bytes()).expect("bytes"));
+        assert_eq!(postcard::from_bytes::<Hash>(&bin).expect("parse"), h);
     }
 
     #[test]

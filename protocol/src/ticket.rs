@@ -23,6 +23,7 @@ pub const MAX_PROVIDER_ADDR_LEN: usize = 256;
 
 /// What a ticket's hash names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TicketKind {
     /// A single blob (a file's bytes).
     Blob,

@@ -70,19 +70,6 @@ impl Store {
     }
 }
 
-/// Saves the host's known peers and the records it holds for others, so the next start
-/// needs no bootstrap list. A failure is only logged: the state is a cache.
-pub async fn save_net_state(host: &crate::net::Host, store: &std::sync::Arc<Store>) {
-    let Ok(state) = host.save_state().await else {
-        return;
-    };
-    let store = store.clone();
-    let saved = tokio::task::spawn_blocking(move || store.save_net_state(&state)).await;
-    if !matches!(saved, Ok(Ok(()))) {
-        tracing::warn!("cannot save the known peers; the next start may need --bootstrap");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

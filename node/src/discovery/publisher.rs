@@ -9,14 +9,14 @@ use std::{
     collections::{BinaryHeap, HashMap},
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc,
+        Arc, Mutex,
     },
     time::Duration,
 };
 
 use commons_protocol::Hash;
 use tokio::{
-    sync::mpsc,
+    sync::Notify,
     task::JoinSet,
     time::{sleep_until, Instant},
 };
@@ -35,35 +35,77 @@ pub struct PublisherStats {
     pub failed: AtomicU64,
 }
 
-enum Change {
-    Provide(Hash),
-    Withdraw(Hash),
+/// Changes asked of the publisher and not yet taken: per root, provide (`true`) or
+/// withdraw, the latest wins. Keyed by this node's own roots, so it holds at most one entry
+/// per root the store has, however often they change (a channel would grow per call).
+#[derive(Debug, Default)]
+struct Changes {
+    pending: Mutex<HashMap<Hash, bool>>,
+    wake: Notify,
+}
+
+impl Changes {
+    fn push(&self, hash: Hash, provide: bool) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(hash, provide);
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> HashMap<Hash, bool> {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// A handle on the publisher task. Cheap to clone; the task stops when all are dropped.
 #[derive(Debug, Clone)]
 pub struct Publisher {
-    changes: mpsc::UnboundedSender<Change>,
+    changes: Arc<Changes>,
     stats: Arc<PublisherStats>,
+    /// Dropped with the last handle: tells the task to stop.
+    _alive: Arc<Alive>,
+}
+
+/// Wakes the task when the last [`Publisher`] handle goes.
+#[derive(Debug)]
+struct Alive(Arc<Changes>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.wake.notify_one();
+    }
 }
 
 impl Publisher {
     /// Starts the publisher on `host`.
     pub fn spawn(host: Host, interval: Duration, concurrency: usize) -> Self {
-        let (changes, rx) = mpsc::unbounded_channel();
+        let changes = Arc::new(Changes::default());
+        let alive = Arc::new(Alive(changes.clone()));
         let stats = Arc::new(PublisherStats::default());
-        tokio::spawn(run(host, interval, concurrency.max(1), rx, stats.clone()));
-        Self { changes, stats }
+        tokio::spawn(run(
+            host,
+            interval,
+            concurrency.max(1),
+            changes.clone(),
+            Arc::downgrade(&alive),
+            stats.clone(),
+        ));
+        Self {
+            changes,
+            stats,
+            _alive: alive,
+        }
     }
 
     /// Starts announcing `hash` (now, then every interval). Idempotent.
     pub fn provide(&self, hash: Hash) {
-        let _ = self.changes.send(Change::Provide(hash));
+        self.changes.push(hash, true);
     }
 
     /// Stops announcing `hash`; the records peers hold lapse at their TTL.
     pub fn withdraw(&self, hash: Hash) {
-        let _ = self.changes.send(Change::Withdraw(hash));
+        self.changes.push(hash, false);
     }
 
     /// The counters.
@@ -82,7 +124,8 @@ async fn run(
     host: Host,
     interval: Duration,
     concurrency: usize,
-    mut changes: mpsc::UnboundedReceiver<Change>,
+    changes: Arc<Changes>,
+    alive: std::sync::Weak<Alive>,
     stats: Arc<PublisherStats>,
 ) {
     let mut due: HashMap<Hash, Due> = HashMap::new();
@@ -111,19 +154,22 @@ async fn run(
         let next = queue.peek().map(|Reverse((at, _))| *at);
         let can_launch = in_flight.len() < concurrency && next.is_some();
         tokio::select! {
-            change = changes.recv() => match change {
-                Some(Change::Provide(hash)) => {
-                    if let std::collections::hash_map::Entry::Vacant(e) = due.entry(hash) {
-                        let at = Instant::now();
-                        e.insert(Due { at, failures: 0 });
-                        queue.push(Reverse((at, hash)));
+            () = changes.wake.notified() => {
+                for (hash, provide) in changes.take() {
+                    if provide {
+                        if let std::collections::hash_map::Entry::Vacant(e) = due.entry(hash) {
+                            let at = Instant::now();
+                            e.insert(Due { at, failures: 0 });
+                            queue.push(Reverse((at, hash)));
+                        }
+                    } else {
+                        due.remove(&hash);
+                        let _ = host.withdraw(hash).await;
                     }
                 }
-                Some(Change::Withdraw(hash)) => {
-                    due.remove(&hash);
-                    let _ = host.withdraw(hash).await;
+                if alive.strong_count() == 0 {
+                    break;
                 }
-                None => break,
             },
             Some(Ok((hash, reached))) = in_flight.join_next(), if !in_flight.is_empty() => {
                 let counter = if reached { &stats.announced } else { &stats.failed };

@@ -55,11 +55,15 @@ fn hub_error(status: StatusCode, code: &'static str, message: &str) -> Refusal {
 
 impl Gateway {
     /// The root of repository `org/name` at `rev` (a revision or a commit id).
-    fn repo_root(&self, org: &str, name: &str, rev: &str) -> Result<Hash, Refusal> {
+    async fn repo_root(&self, org: &str, name: &str, rev: &str) -> Result<Hash, Refusal> {
         let repo = format!("{org}/{name}");
         let name = DatasetName::parse(&repo)
             .map_err(|e| hub_error(StatusCode::NOT_FOUND, "RepoNotFound", &e.to_string()))?;
-        let bindings = self.store.revisions(&name).map_err(super::internal)?;
+        let bindings = self
+            .store
+            .run(move |s| s.revisions(&name))
+            .await
+            .map_err(super::internal)?;
         if bindings.is_empty() {
             return Err(hub_error(
                 StatusCode::NOT_FOUND,
@@ -87,7 +91,7 @@ impl Gateway {
         name: &str,
         rev: &str,
     ) -> Result<(Hash, std::sync::Arc<Manifest>), Refusal> {
-        let root = self.repo_root(org, name, rev)?;
+        let root = self.repo_root(org, name, rev).await?;
         Ok((root, self.manifest(root).await?))
     }
 }

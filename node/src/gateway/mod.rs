@@ -15,7 +15,7 @@
 mod hf;
 mod range;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use axum::{
     extract::{Path, State},
@@ -28,26 +28,21 @@ use commons_protocol::{manifest::validate_path, Hash, Manifest, NameRef, TicketK
 use serde::Serialize;
 
 use crate::{
-    fetch::{self, FetchContext, GetTarget},
-    ops::Include,
-    store::{BlobState, Store, StoreError},
+    api::Progress,
+    fetch::{self, GetTarget},
+    include::Include,
+    node::Node,
+    store::{AsyncStore, BlobState, Store, StoreError},
 };
 
-/// Where the gateway listens and what it may do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GatewayConfig {
-    /// TCP address (keep it on loopback unless the node is meant to serve the world).
-    pub listen: SocketAddr,
-    /// Fetch data the node does not hold from the network before serving it.
-    pub fetch_missing: bool,
-}
+pub use crate::config::GatewayConfig;
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct Gateway {
-    store: Arc<Store>,
+    store: AsyncStore,
     /// Present when missing data may be fetched (`fetch_missing`).
-    fetcher: Option<FetchContext>,
+    fetcher: Option<Node>,
     /// One gateway-triggered fetch at a time: two requests for the same missing file do
     /// not race each other's writes, and a burst of requests cannot start a hundred fetches.
     fetching: Arc<tokio::sync::Mutex<()>>,
@@ -91,9 +86,9 @@ pub const MAX_RESPONSES: usize = 256;
 
 impl Gateway {
     /// A gateway over `store`; `fetcher` enables fetching missing data.
-    pub fn new(store: Arc<Store>, fetcher: Option<FetchContext>) -> Self {
+    pub fn new(store: Arc<Store>, fetcher: Option<Node>) -> Self {
         Self {
-            store,
+            store: AsyncStore::new(store),
             fetcher,
             fetching: Arc::default(),
             responses: Arc::new(tokio::sync::Semaphore::new(MAX_RESPONSES)),
@@ -125,26 +120,31 @@ impl Gateway {
     /// Makes sure `wanted` is complete here (fetching it when allowed), or says why not.
     async fn ensure(&self, wanted: Wanted<'_>) -> Result<(), Refusal> {
         let hash = wanted.hash();
-        let complete = |store: &Store| {
-            let blob = store.blob(&hash)?;
-            let blob_done = blob.is_some_and(|m| m.state == BlobState::Complete);
-            Ok::<_, StoreError>(match wanted {
-                Wanted::Manifest(_) => blob_done && store.dataset(&hash)?.is_some(),
-                _ => blob_done,
+        let manifest = matches!(wanted, Wanted::Manifest(_));
+        let complete = || {
+            self.store.run(move |store: &Store| {
+                let blob = store.blob(&hash)?;
+                let blob_done = blob.is_some_and(|m| m.state == BlobState::Complete);
+                Ok::<_, StoreError>(blob_done && (!manifest || store.dataset(&hash)?.is_some()))
             })
         };
-        if complete(&self.store).map_err(internal)? {
+        if complete().await.map_err(internal)? {
             return Ok(());
         }
-        let Some(ctx) = &self.fetcher else {
-            let what = match self.store.blob(&hash).map_err(internal)? {
+        let Some(node) = &self.fetcher else {
+            let held = self
+                .store
+                .run(move |s| s.blob(&hash))
+                .await
+                .map_err(internal)?;
+            let what = match held {
                 Some(_) => "is not complete on this node yet",
                 None => "is not held by this node",
             };
             return Err(error(StatusCode::NOT_FOUND, &format!("{hash} {what}")));
         };
         let _one = self.fetching.lock().await;
-        if complete(&self.store).map_err(internal)? {
+        if complete().await.map_err(internal)? {
             return Ok(());
         }
         // Only roots are announced in the DHT: a dataset's file is fetched as part of its
@@ -160,7 +160,13 @@ impl Gateway {
             kind: Some(kind),
             providers: Vec::new(),
         };
-        fetch::get(ctx, &target, &include, Arc::new(()))
+        let network = node.network().await.map_err(|e| {
+            error(
+                StatusCode::BAD_GATEWAY,
+                &format!("cannot fetch {hash}: {e}"),
+            )
+        })?;
+        fetch::get(node, network, &target, &include, &Progress::none())
             .await
             .map_err(|e| {
                 error(
@@ -172,11 +178,13 @@ impl Gateway {
     }
 
     /// The dataset a target names: a full hash, or `org/name[@revision]` bound here.
-    fn resolve_name(&self, name: &str) -> Result<Hash, Refusal> {
+    async fn resolve_name(&self, name: &str) -> Result<Hash, Refusal> {
         let name =
             NameRef::parse(name).map_err(|e| error(StatusCode::BAD_REQUEST, &e.to_string()))?;
+        let (n, revision) = (name.name.clone(), name.revision.clone());
         self.store
-            .resolve_name(&name.name, &name.revision)
+            .run(move |s| s.resolve_name(&n, &revision))
+            .await
             .map_err(internal)?
             .ok_or_else(|| {
                 error(
@@ -197,10 +205,10 @@ impl Gateway {
         if let Some(m) = self.manifests.get(&root) {
             return Ok(m);
         }
-        let store = self.store.clone();
-        let manifest = tokio::task::spawn_blocking(move || store.read_manifest(&root))
+        let manifest = self
+            .store
+            .run(move |s| s.read_manifest(&root))
             .await
-            .map_err(internal)?
             .map_err(internal)?;
         Ok(self.manifests.insert(root, manifest))
     }
@@ -281,7 +289,8 @@ async fn blob(
     gw.ensure(Wanted::Blob(hash)).await?;
     let size = gw
         .store
-        .blob(&hash)
+        .run(move |s| s.blob(&hash))
+        .await
         .map_err(internal)?
         .ok_or_else(|| error(StatusCode::NOT_FOUND, &format!("{hash} is not held")))?
         .size;
@@ -312,7 +321,7 @@ async fn dataset(
         Ok(hash) => (hash, after),
         Err(_) => {
             let (name, path) = after.split_once('/').unwrap_or((after, ""));
-            (gw.resolve_name(&format!("{first}/{name}"))?, path)
+            (gw.resolve_name(&format!("{first}/{name}")).await?, path)
         }
     };
     let manifest = gw.manifest(root).await?;

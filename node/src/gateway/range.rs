@@ -1,6 +1,6 @@
 //! Answering for one file: `Range`, `ETag`, `HEAD`, and the verified, streamed body.
 
-use std::{io, ops::Range, sync::Arc};
+use std::{io, ops::Range};
 
 use axum::{
     body::{Body, Bytes},
@@ -14,7 +14,7 @@ use tokio::sync::{
 };
 
 use super::{error, Gateway, Request, MAX_RESPONSES};
-use crate::store::Store;
+use crate::store::AsyncStore;
 
 /// Bytes per body chunk handed to the HTTP connection.
 const BODY_CHUNK: usize = 256 * 1024;
@@ -140,7 +140,7 @@ fn with_headers(status: StatusCode, headers: HeaderMap, body: Body) -> Response 
 /// takes them. A chunk group that fails verification ends the body with an error (the
 /// client sees a short response, never bad bytes).
 fn verified_body(
-    store: Arc<Store>,
+    store: AsyncStore,
     hash: Hash,
     range: Range<u64>,
     permit: OwnedSemaphorePermit,
@@ -148,6 +148,8 @@ fn verified_body(
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(BODY_QUEUE);
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
+        // On the blocking pool: this thread may use the store directly.
+        let store = store.blocking();
         let _permit = permit;
         let mut out = ChannelWriter {
             tx: tx.clone(),

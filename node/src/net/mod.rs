@@ -21,6 +21,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::discovery::{persist::NetState, DiscoveryConfig};
 
+/// Batches of found providers one lookup may have waiting; the swarm's event loop never
+/// blocks on a slow asker: a batch beyond this is dropped (the asker has what it needs).
+pub const FOUND_PROVIDERS_QUEUE: usize = 64;
 /// Per-stream QUIC receive window (bytes in flight on one stream): 16 MiB, enough for
 /// 1 Gbit/s at 100 ms RTT.
 pub const QUIC_STREAM_WINDOW: u32 = 16 << 20;
@@ -159,7 +162,7 @@ enum Command {
     /// Dropping the receiver ends the query.
     FindProviders {
         hash: Hash,
-        found: mpsc::UnboundedSender<FoundProviders>,
+        found: mpsc::Sender<FoundProviders>,
     },
     Announce {
         hash: Hash,
@@ -386,7 +389,7 @@ impl Host {
         want: usize,
         settle: bool,
     ) -> Result<Lookup, NetError> {
-        let (found, mut rx) = mpsc::unbounded_channel();
+        let (found, mut rx) = mpsc::channel(FOUND_PROVIDERS_QUEUE);
         self.commands
             .send(Command::FindProviders { hash, found })
             .await

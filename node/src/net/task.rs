@@ -30,6 +30,11 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 const MAX_ADDRESS_BOOK: usize = 10_000;
 /// Addresses remembered per peer.
 const MAX_ADDRS_PER_PEER: usize = 8;
+/// Peers remembered as met this session (and as reached over loopback), at most: peer ids
+/// cost nothing to mint, so a stranger connecting with a new one each time must not grow
+/// the sets without end. Past it, newcomers are not remembered (only the first
+/// [`MAX_SAVED_PEERS`] are ever saved anyway).
+pub const MAX_SESSION_PEERS: usize = 10_000;
 
 /// A caller waiting for a connection.
 enum DialReply {
@@ -54,7 +59,7 @@ impl DialReply {
 enum PendingQuery {
     Providers {
         seen: HashSet<PeerId>,
-        found: mpsc::UnboundedSender<FoundProviders>,
+        found: mpsc::Sender<FoundProviders>,
     },
     Announce(oneshot::Sender<Result<QueryCost, String>>),
 }
@@ -137,12 +142,16 @@ impl Task {
                 endpoint,
                 ..
             } => {
-                if is_loopback(endpoint.get_remote_address()) {
+                if is_loopback(endpoint.get_remote_address())
+                    && self.loopback_peers.len() < MAX_SESSION_PEERS
+                {
                     self.loopback_peers.insert(peer_id);
                 }
                 self.connected
                     .insert(peer_id, endpoint.get_remote_address().clone());
-                self.session_peers.insert(peer_id);
+                if self.session_peers.len() < MAX_SESSION_PEERS {
+                    self.session_peers.insert(peer_id);
+                }
                 for reply in self
                     .dials_by_connection
                     .remove(&connection_id)
@@ -271,7 +280,11 @@ impl Task {
                 .collect();
             let gone = match self.queries.get(&id) {
                 Some(PendingQuery::Providers { found, .. }) => {
-                    !batch.is_empty() && found.send(FoundProviders::Some(batch)).is_err()
+                    !batch.is_empty()
+                        && matches!(
+                            found.try_send(FoundProviders::Some(batch)),
+                            Err(mpsc::error::TrySendError::Closed(_))
+                        )
                 }
                 _ => false,
             };
@@ -292,7 +305,7 @@ impl Task {
         };
         match self.queries.remove(&id) {
             Some(PendingQuery::Providers { found, .. }) => {
-                let _ = found.send(FoundProviders::Done(cost));
+                let _ = found.try_send(FoundProviders::Done(cost));
             }
             Some(PendingQuery::Announce(reply)) => {
                 let _ = reply.send(match result {

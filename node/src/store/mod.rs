@@ -9,6 +9,7 @@
 //!   in one `WriteBatch`, so a mark never exists without its data.
 
 mod gc;
+mod handle;
 mod import;
 pub mod layout;
 mod names;
@@ -28,6 +29,7 @@ use commons_protocol::{Hash, ManifestError};
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, DB};
 
 pub use gc::{GcReport, Hold, RemoveReport};
+pub use handle::AsyncStore;
 pub use import::{ImportProgress, ImportedBlob, ImportedDataset, NoProgress};
 pub use layout::{BlobId, BlobMeta, BlobState, DatasetMeta, PinKind, PinMeta};
 pub use names::NameEntry;
@@ -86,6 +88,10 @@ pub enum StoreError {
     /// A stored value could not be decoded.
     #[error("store metadata is damaged: {0}")]
     Damaged(String),
+    /// Store work on the blocking pool ended without a result (it panicked, or the
+    /// runtime is shutting down).
+    #[error("store work stopped unexpectedly: {0}")]
+    Background(String),
     /// Nothing with this hash is in the store.
     #[error("{hash} is not in the store")]
     NotFound {

@@ -437,27 +437,3 @@ impl Store {
         Ok(true)
     }
 }
-
-/// A partial blob's kept pairs, for [`tree_partial::encode_partial`].
-pub(super) struct KeptPairs<'a> {
-    pub(super) store: &'a Store,
-    pub(super) id: BlobId,
-}
-
-impl tree_partial::PartialPairs for KeptPairs<'_> {
-    fn above(&self, groups: &Range<u64>) -> io::Result<Option<[u8; 64]>> {
-        let row = self
-            .store
-            .db
-            .get_pinned_cf(self.store.cf(CF_ABOVE), above_key(self.id, groups))
-            .map_err(io::Error::other)?;
-        Ok(row.and_then(|r| <[u8; 64]>::try_from(&r[..]).ok()))
-    }
-
-    fn span_outboard(&self, index: u64) -> io::Result<Option<Vec<u8>>> {
-        self.store
-            .db
-            .get_cf(self.store.cf(CF_VERIFIED), span_key(self.id, index))
-            .map_err(io::Error::other)
-    }
-}

@@ -239,7 +239,7 @@ impl Store {
             .ok_or(StoreError::NotFound { hash: *hash })?;
         if meta.state == BlobState::Partial {
             let data = RowReader::new(self, CF_DATA, meta.id, meta.size, self.span_bytes);
-            let pairs = super::partial::KeptPairs {
+            let pairs = KeptPairs {
                 store: self,
                 id: meta.id,
             };
@@ -300,5 +300,29 @@ impl Store {
             .into_iter()
             .map(|range| BlobCorruption { hash: *hash, range })
             .collect())
+    }
+}
+
+/// A partial blob's kept pairs, for [`commons_protocol::partial::encode_partial`].
+struct KeptPairs<'a> {
+    store: &'a Store,
+    id: BlobId,
+}
+
+impl commons_protocol::partial::PartialPairs for KeptPairs<'_> {
+    fn above(&self, groups: &std::ops::Range<u64>) -> std::io::Result<Option<[u8; 64]>> {
+        let row = self
+            .store
+            .db
+            .get_pinned_cf(self.store.cf(CF_ABOVE), above_key(self.id, groups))
+            .map_err(std::io::Error::other)?;
+        Ok(row.and_then(|r| <[u8; 64]>::try_from(&r[..]).ok()))
+    }
+
+    fn span_outboard(&self, index: u64) -> std::io::Result<Option<Vec<u8>>> {
+        self.store
+            .db
+            .get_cf(self.store.cf(CF_VERIFIED), span_key(self.id, index))
+            .map_err(std::io::Error::other)
     }
 }

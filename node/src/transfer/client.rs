@@ -26,7 +26,7 @@ use super::{
 };
 use crate::{
     net::{Host, NetError},
-    store::{Store, StoreError},
+    store::{AsyncStore, Store, StoreError},
 };
 
 /// How long a peer may stay silent mid-response.
@@ -108,7 +108,7 @@ impl FetchError {
 /// [`super::swarm_blob`] for several providers), then marks the blob complete.
 pub async fn fetch_blob(
     host: &Host,
-    store: &Arc<Store>,
+    store: &AsyncStore,
     peer: PeerId,
     hash: Hash,
     stats: &Arc<TransferStats>,
@@ -130,12 +130,12 @@ pub async fn fetch_blob(
 /// Group ranges covering the given span ranges (at most [`MAX_REQUEST_RANGES`]); the range
 /// holding the last span is open-ended so both sides agree on where the blob ends.
 pub(super) fn span_ranges_to_groups(
-    store: &Store,
+    span_bytes: u64,
     spans: &[std::ops::Range<u64>],
     size: u64,
 ) -> Vec<GroupRange> {
-    let per_span = store.span_bytes() / CHUNK_GROUP_BYTES;
-    let last = store.span_count(size);
+    let per_span = span_bytes / CHUNK_GROUP_BYTES;
+    let last = size.div_ceil(span_bytes);
     spans
         .iter()
         .take(MAX_REQUEST_RANGES)
@@ -153,7 +153,7 @@ pub(super) fn span_ranges_to_groups(
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn fetch_round(
     host: &Host,
-    store: &Arc<Store>,
+    store: &AsyncStore,
     peer: PeerId,
     hash: Hash,
     ranges: Vec<GroupRange>,
@@ -210,7 +210,7 @@ pub(super) async fn fetch_round(
             answer: format!("it holds part of it, for another size ({size} bytes)"),
         });
     }
-    let partial = store.begin_partial(&hash, size)?;
+    let partial = store.run(move |s| s.begin_partial(&hash, size)).await?;
     if partial.complete {
         return Ok(true);
     }
@@ -225,7 +225,8 @@ pub(super) async fn fetch_round(
     let wanted = chunk_ranges(&ranges);
     let verifier = tokio::task::spawn_blocking(move || {
         store_verified_groups(
-            &store2,
+            // On the blocking pool: this thread may use the store directly.
+            store2.blocking(),
             hash,
             size,
             partial.id,

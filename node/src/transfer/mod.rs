@@ -19,7 +19,7 @@ pub use exchange::{ask_have, ask_holders, HOLDERS_TIMEOUT};
 pub use limit::{mib_per_sec, RateLimit, TransferLimits, BURST_BYTES};
 pub use route::{open_data_stream, TransferStream};
 pub use server::{serve, ServeLimits};
-pub use stats::{PeerStats, TransferStats};
+pub use stats::{PeerStats, TransferStats, MAX_STATS_PEERS};
 pub use swarm::{
     swarm_blob, PeerFeed, SwarmError, SwarmReport, BATCH_SPANS, MAX_SWARM_PEERS, REQUESTS_PER_PEER,
 };

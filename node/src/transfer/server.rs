@@ -31,7 +31,7 @@ use super::{
 use crate::{
     discovery::Holders,
     net::{transfer_protocol, Host},
-    store::{BlobState, Store},
+    store::{AsyncStore, BlobState, StoreError},
 };
 
 /// Bounds on what one peer can make the server do.
@@ -59,7 +59,7 @@ impl Default for ServeLimits {
 /// accepts transfer streams and serves them from `store` until the host stops. Holder
 /// requests are answered from `holders`.
 pub fn serve(
-    store: Arc<Store>,
+    store: AsyncStore,
     host: Host,
     stats: Arc<TransferStats>,
     holders: Arc<Holders>,
@@ -116,7 +116,7 @@ pub fn serve(
 
 /// Serves one request stream; every failure just ends the stream (and is logged).
 async fn handle(
-    store: Arc<Store>,
+    store: AsyncStore,
     host: &Host,
     holders: &Holders,
     peer: PeerId,
@@ -161,12 +161,10 @@ async fn handle(
             return;
         }
         Ok(Request::Have { hash }) => {
-            // Lists the marks of a partial blob: a scan, kept off the async workers.
-            let lister = store.clone();
-            let held = tokio::task::spawn_blocking(move || lister.held_groups(&hash))
+            // Lists the marks of a partial blob: a scan.
+            let held = store
+                .run(move |s| s.held_groups(&hash))
                 .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()))
                 .unwrap_or_else(|e| {
                     tracing::warn!(error = %e, "store error while listing held ranges");
                     HaveResponse::NotFound
@@ -182,25 +180,27 @@ async fn handle(
             return;
         }
     };
-    let header = match store.blob(&hash) {
-        Ok(Some(meta)) if meta.state == BlobState::Complete => {
-            ResponseHeader::Ok { size: meta.size }
-        }
-        // Seeding while downloading: the spans held so far, if they cover the request.
-        Ok(Some(meta)) => match store.can_serve_partial(&meta, &ranges) {
-            Ok(true) => ResponseHeader::Ok { size: meta.size },
-            Ok(false) => ResponseHeader::NotComplete,
-            Err(e) => {
-                tracing::warn!(error = %e, "store error while serving");
-                ResponseHeader::Busy
-            }
-        },
-        Ok(None) => ResponseHeader::NotFound,
-        Err(e) => {
+    let asked = ranges.clone();
+    let header = store
+        .run(move |s| {
+            Ok::<_, StoreError>(match s.blob(&hash)? {
+                Some(meta) if meta.state == BlobState::Complete => {
+                    ResponseHeader::Ok { size: meta.size }
+                }
+                // Seeding while downloading: the spans held so far, if they cover the
+                // request.
+                Some(meta) if s.can_serve_partial(&meta, &asked)? => {
+                    ResponseHeader::Ok { size: meta.size }
+                }
+                Some(_) => ResponseHeader::NotComplete,
+                None => ResponseHeader::NotFound,
+            })
+        })
+        .await
+        .unwrap_or_else(|e| {
             tracing::warn!(error = %e, "store error while serving");
             ResponseHeader::Busy
-        }
-    };
+        });
     let ok = matches!(header, ResponseHeader::Ok { .. });
     match reply(&mut stream, &header).await {
         Ok(n) => stats.update(peer, |s| s.bytes_sent += n),
@@ -213,6 +213,8 @@ async fn handle(
     let ranges = chunk_ranges(&ranges);
     let (tx, mut rx) = mpsc::channel::<Bytes>(CHUNK_QUEUE);
     let encoder = tokio::task::spawn_blocking(move || {
+        // On the blocking pool: this thread may use the store directly.
+        let store = store.blocking();
         let mut out = ChannelWriter::new(tx);
         store.encode_ranges(&hash, &ranges, &mut out)?;
         store.touch(&hash)?;

@@ -43,7 +43,7 @@ use super::{
 };
 use crate::{
     net::Host,
-    store::{BlobId, BlobState, Store},
+    store::{AsyncStore, BlobId, BlobState, StoreError},
 };
 
 /// Spans per request: 4 MiB with 256 KiB spans. Small enough to spread a blob over many
@@ -73,11 +73,11 @@ const HAVE_REFRESH: Duration = Duration::from_secs(1);
 
 /// Providers that join a blob's fetch while it runs (from the holder exchange); a feed
 /// that never yields is [`PeerFeed::none`].
-pub struct PeerFeed(Option<tokio::sync::mpsc::UnboundedReceiver<PeerId>>);
+pub struct PeerFeed(Option<tokio::sync::mpsc::Receiver<PeerId>>);
 
 impl PeerFeed {
     /// A feed fed by `rx`.
-    pub fn new(rx: tokio::sync::mpsc::UnboundedReceiver<PeerId>) -> Self {
+    pub fn new(rx: tokio::sync::mpsc::Receiver<PeerId>) -> Self {
         Self(Some(rx))
     }
 
@@ -145,7 +145,7 @@ fn describe_errors(report: &SwarmReport) -> String {
 #[allow(clippy::too_many_arguments)]
 pub async fn swarm_blob(
     host: &Host,
-    store: &Arc<Store>,
+    store: &AsyncStore,
     peers: &[PeerId],
     feed: &mut PeerFeed,
     hash: Hash,
@@ -162,7 +162,7 @@ pub async fn swarm_blob(
     // Spans still missing after the last round: a round that stores nothing ends the fetch.
     let mut missing_before: Option<u64> = None;
     for _ in 0..MAX_ROUNDS {
-        let meta = match store.blob(&hash) {
+        let meta = match store.run(move |s| s.blob(&hash)).await {
             Ok(meta) => meta,
             Err(e) => {
                 report.dropped.push((host.peer_id(), e.into()));
@@ -180,7 +180,8 @@ pub async fn swarm_blob(
         if meta.state == BlobState::Complete {
             return Ok(report);
         }
-        let missing = match store.missing_spans(meta.id, meta.size) {
+        let (id, size) = (meta.id, meta.size);
+        let missing = match store.run(move |s| s.missing_spans(id, size)).await {
             Ok(missing) => missing,
             Err(e) => {
                 report.dropped.push((host.peer_id(), e.into()));
@@ -189,7 +190,7 @@ pub async fn swarm_blob(
         };
         if missing.is_empty() {
             let started = Instant::now();
-            let completed = store.complete_partial(&hash);
+            let completed = store.run(move |s| s.complete_partial(&hash)).await;
             tracing::debug!(%hash, millis = started.elapsed().as_millis() as u64, "blob complete: outboard built");
             if let Err(e) = completed {
                 report.dropped.push((host.peer_id(), e.into()));
@@ -253,13 +254,16 @@ pub async fn swarm_blob(
             }
         }
     }
-    let missing = match store.blob(&hash) {
-        Ok(Some(meta)) => store
-            .missing_spans(meta.id, meta.size)
-            .map(|spans| store.span_byte_ranges(&spans, meta.size))
-            .unwrap_or_default(),
-        _ => Vec::new(),
-    };
+    let missing = store
+        .run(move |s| {
+            let Some(meta) = s.blob(&hash)? else {
+                return Ok(Vec::new());
+            };
+            let spans = s.missing_spans(meta.id, meta.size)?;
+            Ok::<_, StoreError>(s.span_byte_ranges(&spans, meta.size))
+        })
+        .await
+        .unwrap_or_default();
     Err(fail(report, missing))
 }
 
@@ -267,7 +271,7 @@ pub async fn swarm_blob(
 /// blob's size; drops those that misbehave or fail.
 async fn learn_size(
     host: &Host,
-    store: &Arc<Store>,
+    store: &AsyncStore,
     live: &mut Vec<PeerId>,
     hash: Hash,
     stats: &Arc<TransferStats>,
@@ -376,7 +380,7 @@ struct PeerState {
 /// One scheduling round over a fixed set of missing spans.
 struct Round<'a> {
     host: &'a Host,
-    store: &'a Arc<Store>,
+    store: &'a AsyncStore,
     hash: Hash,
     id: BlobId,
     size: u64,
@@ -547,10 +551,7 @@ impl Round<'_> {
             // already: ask only for what is still missing of it, and of a partial
             // provider only what it holds.
             let spans = self.lock_schedule().spans(batch);
-            let mut missing = self
-                .store
-                .missing_spans_in(self.id, spans.clone())
-                .unwrap_or_else(|_| vec![spans.clone()]);
+            let mut missing = self.missing_of(spans.clone()).await;
             if let Some((held, _)) = &have {
                 missing = intersect(&missing, held);
             }
@@ -558,7 +559,7 @@ impl Round<'_> {
                 self.finish_batch(batch, peer, spans, false).await;
                 continue;
             }
-            let ranges = span_ranges_to_groups(self.store, &missing, self.size);
+            let ranges = span_ranges_to_groups(self.store.span_bytes(), &missing, self.size);
             let request = fetch_round(
                 self.host,
                 self.store,
@@ -622,15 +623,22 @@ impl Round<'_> {
 }
 
 impl Round<'_> {
+    /// The spans of `spans` still missing (all of them when the store cannot say).
+    async fn missing_of(&self, spans: Range<u64>) -> Vec<Range<u64>> {
+        let id = self.id;
+        let asked = spans.clone();
+        self.store
+            .run(move |s| s.missing_spans_in(id, asked))
+            .await
+            .unwrap_or_else(|_| vec![spans])
+    }
+
     /// `peer` has fetched what it could of `batch`: done if nothing of it is missing any
     /// more, else back to the queue for others (a partial provider held only part of it);
     /// if `peer` `fetched` nothing of it, after a pause, so a slot with nothing else to do
     /// does not spin on it.
     async fn finish_batch(&self, batch: usize, peer: PeerId, spans: Range<u64>, fetched: bool) {
-        let left = self
-            .store
-            .missing_spans_in(self.id, spans.clone())
-            .unwrap_or_else(|_| vec![spans]);
+        let left = self.missing_of(spans).await;
         if left.is_empty() {
             self.lock_schedule()
                 .finish(batch, peer, true, Instant::now());

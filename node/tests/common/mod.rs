@@ -1,6 +1,7 @@
 //! Helpers shared by the node's integration tests (each file uses some of them).
 #![allow(dead_code)]
 
+use commons_node::store::AsyncStore;
 use std::sync::Arc;
 
 use commons_node::{
@@ -78,7 +79,7 @@ pub async fn serving_node_with(store: Arc<Store>, config: &DiscoveryConfig) -> H
 pub fn spawn_server(store: Arc<Store>, host: &Host) -> tokio::task::JoinHandle<()> {
     tokio::spawn(
         serve(
-            store,
+            AsyncStore::new(store),
             host.clone(),
             Arc::new(TransferStats::default()),
             Arc::new(Holders::default()),

@@ -86,7 +86,7 @@ async fn round_trip_baseline(hosts: &[Host]) -> Result<f64> {
     let tmp = tempfile::tempdir()?;
     let store = Arc::new(Store::open(tmp.path(), StoreOptions::default())?);
     tokio::spawn(serve(
-        store,
+        commons_node::store::AsyncStore::new(store),
         hosts[0].clone(),
         Arc::new(TransferStats::default()),
         Arc::new(Holders::default()),

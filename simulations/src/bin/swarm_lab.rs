@@ -701,16 +701,16 @@ fn finish_times(children: &mut [std::process::Child], start: Instant) -> Result<
     Ok(done.into_iter().flatten().collect())
 }
 
-/// Bytes the node on `dir` (running in `ns`) has sent, from `commons node stats`.
+/// Bytes the node on `dir` (running in `ns`) has sent, from `commons node status`.
 fn seeder_sent(args: &Args, ns: &str, dir: &Path) -> Result<u64> {
     let out = commons(args, ns, dir)
-        .args(["--json", "node", "stats"])
+        .args(["--json", "node", "status"])
         .output()?;
-    ensure!(out.status.success(), "node stats failed");
+    ensure!(out.status.success(), "node status failed");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    Ok(v.as_array()
-        .map(|peers| peers.iter().filter_map(|p| p["bytes_sent"].as_u64()).sum())
-        .unwrap_or(0))
+    v["bytes_served"]
+        .as_u64()
+        .context("node status has no bytes_served")
 }
 
 /// Busy and total CPU time of the whole machine so far (from `/proc/stat`, in ticks): the

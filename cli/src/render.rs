@@ -1,0 +1,331 @@
+//! Text output: each reply rendered for a person. `--json` prints the same reply
+//! serialized instead, so both always say the same thing.
+
+use commons_node::{
+    api::{
+        AddOutcome, DatasetEntry, ExportOutcome, GcOutcome, GetOutcome, Listing, NameList,
+        NameRemoved, PeerStatsList, PinOutcome, ProvidersReport, RemoveOutcome, VerifyReport,
+    },
+    net::NetworkStatus,
+    status::NodeStatus,
+    store::NameEntry,
+};
+use indicatif::HumanBytes;
+
+/// "s" when `n` is not one.
+fn plural(n: impl Into<u64>) -> &'static str {
+    if n.into() == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+pub fn added(r: &AddOutcome, path: &std::path::Path) {
+    println!(
+        "added {} {}: {} file{}, {} ({} new blob{})",
+        r.kind,
+        path.display(),
+        r.files,
+        plural(r.files),
+        HumanBytes(r.size),
+        r.new_blobs,
+        plural(r.new_blobs),
+    );
+    println!("hash:   {}", r.hash);
+    println!("ticket: {}", r.ticket);
+    if let Some(name) = &r.name {
+        println!("name:   {name}");
+    }
+}
+
+fn state_word(complete: bool) -> &'static str {
+    if complete {
+        "complete"
+    } else {
+        "partial"
+    }
+}
+
+/// "complete", or "partial 49 %" for a dataset whose fetch has not finished.
+fn dataset_state(d: &DatasetEntry) -> String {
+    if d.complete {
+        return state_word(true).to_string();
+    }
+    // Rounded down, so a dataset missing one byte never shows 100 %.
+    let percent = (d.held as u128 * 100)
+        .checked_div(d.size as u128)
+        .unwrap_or(0);
+    format!("{} {percent} %", state_word(false))
+}
+
+pub fn listing(l: &Listing, pinned_only: bool) {
+    if l.datasets.is_empty() && l.blobs.is_empty() {
+        if pinned_only {
+            println!("nothing is pinned: garbage collection may remove everything stored");
+        } else {
+            println!("the store is empty: add something with `commons add <path>`");
+        }
+        return;
+    }
+    if !l.datasets.is_empty() {
+        println!("datasets:");
+        for d in &l.datasets {
+            println!(
+                "  {}  {:>7} files  {:>11}  {:<12}  {}",
+                d.hash,
+                d.files,
+                HumanBytes(d.size).to_string(),
+                dataset_state(d),
+                if d.pinned { "pinned" } else { "" },
+            );
+        }
+    }
+    if !l.blobs.is_empty() {
+        println!("blobs:");
+        for b in &l.blobs {
+            println!(
+                "  {}  {:>11}  {:<8}  {}",
+                b.hash,
+                HumanBytes(b.size).to_string(),
+                state_word(b.complete),
+                if b.pinned { "pinned" } else { "" },
+            );
+        }
+    }
+}
+
+pub fn pin(r: &PinOutcome) {
+    let (verb, already) = if r.pinned {
+        ("pinned", "was already pinned")
+    } else {
+        ("unpinned", "was not pinned")
+    };
+    if r.changed {
+        println!("{verb} {}", r.hash);
+    } else {
+        println!("{} {already}", r.hash);
+    }
+    if !r.pinned {
+        println!("it stays stored until garbage collection (`commons gc`) needs the space");
+    }
+}
+
+pub fn named(e: &NameEntry) {
+    println!("{}@{} → {} (pinned)", e.name, e.revision, e.root);
+}
+
+pub fn names(l: &NameList) {
+    if l.names.is_empty() {
+        println!("no names: bind one with `commons name set org/name <hash>`");
+    }
+    for e in &l.names {
+        println!("{:<40}  {}", format!("{}@{}", e.name, e.revision), e.root);
+    }
+}
+
+pub fn unnamed(r: &NameRemoved) {
+    println!("removed the name {}", r.name);
+}
+
+pub fn exported(r: &ExportOutcome, dir: &std::path::Path) {
+    println!(
+        "exported {}: {} file{}, {} (verified) to {}",
+        r.hash,
+        r.files.len(),
+        plural(r.files.len() as u64),
+        HumanBytes(r.bytes),
+        dir.display()
+    );
+}
+
+pub fn fetched(r: &GetOutcome, output: Option<&std::path::Path>) {
+    println!(
+        "fetched {} {}: {} file{}, {} ({} received, all verified)",
+        r.kind,
+        r.hash,
+        r.files,
+        plural(r.files),
+        HumanBytes(r.size),
+        HumanBytes(r.bytes_received),
+    );
+    for peer in &r.dropped {
+        println!("dropped provider {peer}: it sent data that failed verification");
+    }
+    if let Some(dir) = output {
+        println!("exported to {}", dir.display());
+    }
+}
+
+pub fn verified(r: &VerifyReport) {
+    for p in &r.corrupt {
+        let files = if p.files.is_empty() {
+            String::new()
+        } else {
+            format!(" (file {})", p.files.join(", "))
+        };
+        match &p.range {
+            Some(range) => println!(
+                "CORRUPT blob {}{files}: bytes {}..{} ({}) fail verification",
+                p.blob,
+                range.start,
+                range.end,
+                HumanBytes(range.end - range.start)
+            ),
+            None => println!("MISSING blob {}{files}: not in the store", p.blob),
+        }
+    }
+    let summary = if r.corrupt.is_empty() {
+        "all intact".to_string()
+    } else {
+        format!(
+            "{} problem{} found",
+            r.corrupt.len(),
+            plural(r.corrupt.len() as u64)
+        )
+    };
+    println!(
+        "checked {} blobs ({}): {summary}",
+        r.checked_blobs,
+        HumanBytes(r.checked_bytes)
+    );
+    if r.partial_blobs > 0 {
+        println!(
+            "not checked: {} partly fetched blob{} (each 16 KiB was verified on arrival; run \
+             `commons get` again to finish)",
+            r.partial_blobs,
+            plural(r.partial_blobs)
+        );
+    }
+}
+
+pub fn removed(r: &RemoveOutcome) {
+    println!(
+        "removed {} {}: {} blob{} ({}) deleted",
+        r.kind,
+        r.hash,
+        r.removed_blobs,
+        plural(r.removed_blobs),
+        HumanBytes(r.freed_bytes)
+    );
+    if r.kept_shared > 0 {
+        println!(
+            "kept {} blob{} still used by other pinned data",
+            r.kept_shared,
+            plural(r.kept_shared)
+        );
+    }
+}
+
+pub fn collected(r: &GcOutcome) {
+    let verb = if r.dry_run { "would remove" } else { "removed" };
+    for b in &r.blobs {
+        println!("{verb} {}  {}", b.hash, HumanBytes(b.size));
+    }
+    println!(
+        "{verb} {} blob{} ({})",
+        r.blobs.len(),
+        plural(r.blobs.len() as u64),
+        HumanBytes(r.bytes)
+    );
+    if r.over_quota > 0 {
+        println!(
+            "pinned data alone is {} over the quota: unpin something to make room",
+            HumanBytes(r.over_quota)
+        );
+    }
+}
+
+pub fn providers(r: &ProvidersReport) {
+    if r.providers.is_empty() {
+        println!(
+            "no provider of {} found ({} DHT requests)",
+            r.hash, r.cost.requests
+        );
+        return;
+    }
+    println!(
+        "{} provider{} of {}:",
+        r.providers.len(),
+        plural(r.providers.len() as u64),
+        r.hash
+    );
+    for p in &r.providers {
+        println!("  {}", p.peer_id);
+        for a in &p.addrs {
+            println!("    {a}");
+        }
+    }
+}
+
+pub fn peers(s: &NetworkStatus) {
+    println!("peer id: {}", s.peer_id);
+    println!("dht mode: {}", s.dht_mode);
+    println!("routing table: {} peers", s.routing_table);
+    println!("provider records held: {} keys", s.provider_keys);
+    println!("connected: {} peers", s.connected.len());
+    for p in &s.connected {
+        println!("  {p}");
+    }
+}
+
+pub fn stats(s: &PeerStatsList) {
+    if s.peers.is_empty() {
+        println!("no data exchanged with any peer since the node started");
+        return;
+    }
+    println!(
+        "{:<54} {:>10} {:>10} {:>8} {:>8} {:>4}",
+        "peer", "sent", "received", "served", "asked", "bad"
+    );
+    for p in &s.peers {
+        println!(
+            "{:<54} {:>10} {:>10} {:>8} {:>8} {:>4}",
+            p.peer_id,
+            HumanBytes(p.bytes_sent).to_string(),
+            HumanBytes(p.bytes_received).to_string(),
+            p.requests_served,
+            p.requests_made,
+            p.bad_responses
+        );
+    }
+}
+
+pub fn status(s: &NodeStatus) {
+    let hours = s.uptime_secs as f64 / 3600.0;
+    println!(
+        "peer id:   {} (DHT {}, up {hours:.1} h)",
+        s.peer_id, s.dht_mode
+    );
+    println!(
+        "peers:     {} connected, {} in the routing table",
+        s.connected_peers, s.routing_table
+    );
+    println!(
+        "data:      {} datasets, {} blobs ({} complete), {} pinned",
+        s.datasets, s.blobs, s.complete_blobs, s.pinned
+    );
+    println!(
+        "traffic:   {} served ({} requests), {} fetched, {} bad responses",
+        HumanBytes(s.bytes_served),
+        s.requests_served,
+        HumanBytes(s.bytes_fetched),
+        s.bad_responses
+    );
+    let quota = match s.quota_bytes {
+        Some(q) => format!(
+            "of a {} quota ({:.0} %)",
+            HumanBytes(q),
+            s.stored_bytes as f64 * 100.0 / q.max(1) as f64
+        ),
+        None => "(no quota)".into(),
+    };
+    println!(
+        "disk:      {} stored {quota}; {} on disk",
+        HumanBytes(s.stored_bytes),
+        HumanBytes(s.disk_bytes)
+    );
+    if let Some(gw) = &s.gateway {
+        println!("gateway:   {gw}");
+    }
+}

@@ -1,0 +1,367 @@
+//! The requests, one struct per operation, and their replies. Each reply is what `--json`
+//! prints for its command: snake_case keys, hashes as hex strings, sizes in bytes.
+
+use std::path::PathBuf;
+
+use commons_protocol::{Hash, TicketKind};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, ErrorKind};
+use crate::{net::QueryCost, store::NameEntry};
+
+/// Declares [`Request`], one variant per request struct, and how each struct becomes one.
+macro_rules! requests {
+    ($($request:ident),* $(,)?) => {
+        /// Every request, as the admin socket carries it (`{"op": "add", …}`).
+        #[derive(Debug, Clone, Serialize, Deserialize)]
+        #[serde(tag = "op", rename_all = "snake_case")]
+        #[allow(missing_docs)] // each variant is documented on its struct
+        pub enum Request {
+            $($request($request),)*
+        }
+
+        $(impl From<$request> for Request {
+            fn from(r: $request) -> Self {
+                Request::$request(r)
+            }
+        })*
+    };
+}
+
+requests!(
+    Add, List, SetPin, NameSet, NameRm, Names, Get, Export, Verify, Remove, Gc, Providers, Peers,
+    Stats, Status,
+);
+
+/// Paths cross the socket to a node running elsewhere in the file system's view of the
+/// same user: they must be absolute.
+pub(crate) fn require_absolute(path: &std::path::Path) -> Result<(), ApiError> {
+    if path.is_absolute() {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorKind::InvalidInput,
+            format!("{} is not an absolute path", path.display()),
+        ))
+    }
+}
+
+/// Store a file (as a blob) or a folder (as a dataset), pin and announce it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Add {
+    /// What to add (absolute).
+    pub path: PathBuf,
+    /// A name to bind it to (`org/name[@revision]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// What `add` stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddOutcome {
+    /// `blob` (a file) or `dataset` (a folder).
+    pub kind: TicketKind,
+    /// Its address.
+    pub hash: Hash,
+    /// Files added (1 for a blob).
+    pub files: u64,
+    /// Total bytes.
+    pub size: u64,
+    /// Blobs that were new to the store.
+    pub new_blobs: u64,
+    /// A ticket for it; carries this node's addresses when a node is running.
+    pub ticket: String,
+    /// The name bound to it, if one was asked for.
+    pub name: Option<String>,
+}
+
+/// List what the store holds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct List {
+    /// Every blob, not only those added on their own.
+    #[serde(default)]
+    pub all: bool,
+    /// Only what is pinned.
+    #[serde(default)]
+    pub pinned: bool,
+}
+
+/// One dataset in a [`Listing`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetEntry {
+    /// Root hash.
+    pub hash: Hash,
+    /// Number of files.
+    pub files: u64,
+    /// Total bytes.
+    pub size: u64,
+    /// Whether the manifest and every file are complete.
+    pub complete: bool,
+    /// Bytes of its files held verified (`size` when complete): how far a fetch got.
+    pub held: u64,
+    /// Whether it is pinned.
+    pub pinned: bool,
+}
+
+/// One blob in a [`Listing`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobEntry {
+    /// Its hash.
+    pub hash: Hash,
+    /// Size in bytes.
+    pub size: u64,
+    /// Whether all of it is stored.
+    pub complete: bool,
+    /// Whether it is pinned.
+    pub pinned: bool,
+}
+
+/// What the store holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listing {
+    /// Datasets.
+    pub datasets: Vec<DatasetEntry>,
+    /// Blobs added on their own (with `all`: every blob that is not a manifest).
+    pub blobs: Vec<BlobEntry>,
+}
+
+/// Pin (`pin: true`) or unpin a dataset or blob.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetPin {
+    /// Hash, prefix, ticket or name.
+    pub target: String,
+    /// Pin or unpin.
+    pub pin: bool,
+}
+
+/// What `pin` or `unpin` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinOutcome {
+    /// The dataset or blob.
+    pub hash: Hash,
+    /// Whether it is pinned now.
+    pub pinned: bool,
+    /// Whether anything changed (false: it already was pinned, or was not).
+    pub changed: bool,
+}
+
+/// Bind a name to a dataset (and pin it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NameSet {
+    /// `org/name[@revision]`.
+    pub name: String,
+    /// Hash, prefix, ticket or name of the dataset.
+    pub target: String,
+}
+
+/// Remove a name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NameRm {
+    /// `org/name[@revision]`.
+    pub name: String,
+}
+
+/// What `name rm` removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameRemoved {
+    /// The name, as given.
+    pub name: String,
+    /// Always true: removing an unbound name is a `not_found` error.
+    pub removed: bool,
+}
+
+/// List the names bound on this node.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Names {}
+
+/// Every name bound on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameList {
+    /// One entry per name and revision.
+    pub names: Vec<NameEntry>,
+}
+
+/// Fetch what a ticket or hash names, then (with `output`) write it out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Get {
+    /// A ticket, or a full hash to look up in the DHT.
+    pub target: String,
+    /// Glob patterns of files to fetch (all when empty).
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Also write the files to this folder (absolute) once fetched.
+    #[serde(default)]
+    pub output: Option<PathBuf>,
+    /// With `output`: replace files that already exist.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Write a dataset or blob to a folder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Export {
+    /// Hash, prefix, ticket or name.
+    pub target: String,
+    /// Where (absolute).
+    pub dest: PathBuf,
+    /// Replace existing files.
+    #[serde(default)]
+    pub force: bool,
+    /// Glob patterns of files to write (all when empty).
+    #[serde(default)]
+    pub include: Vec<String>,
+}
+
+/// Re-check stored data.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Verify {
+    /// One dataset or blob (hash, prefix, ticket or name), or everything.
+    #[serde(default)]
+    pub target: Option<String>,
+}
+
+/// One problem `verify` found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyProblem {
+    /// The blob.
+    pub blob: Hash,
+    /// Byte range failing verification; `None` when the blob is missing altogether.
+    pub range: Option<std::ops::Range<u64>>,
+    /// Dataset file names of the blob (when a dataset was verified).
+    pub files: Vec<String>,
+}
+
+/// What `verify` checked and found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    /// Blobs checked.
+    pub checked_blobs: u64,
+    /// Their bytes.
+    pub checked_bytes: u64,
+    /// Everything that failed.
+    pub corrupt: Vec<VerifyProblem>,
+    /// Blobs not checked because a fetch has not finished them (their spans were verified
+    /// as they arrived; a blob is re-checked whole once complete).
+    pub partial_blobs: u64,
+}
+
+/// Forget a dataset or blob and reclaim its space.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Remove {
+    /// Hash, prefix, ticket or name.
+    pub target: String,
+}
+
+/// What `rm` removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveOutcome {
+    /// What was removed.
+    pub hash: Hash,
+    /// `dataset` or `blob`.
+    pub kind: TicketKind,
+    /// Blobs deleted with it.
+    pub removed_blobs: u64,
+    /// Their bytes.
+    pub freed_bytes: u64,
+    /// Its blobs kept because other pinned data uses them.
+    pub kept_shared: u64,
+}
+
+/// Collect garbage.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Gc {
+    /// Only report.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Collect only down to this many bytes (least recently used first).
+    #[serde(default)]
+    pub quota: Option<u64>,
+}
+
+/// One blob garbage collection removed (or would remove).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectedBlob {
+    /// The blob.
+    pub hash: Hash,
+    /// Its size.
+    pub size: u64,
+}
+
+/// What `gc` removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcOutcome {
+    /// Whether this was a dry run (nothing removed).
+    pub dry_run: bool,
+    /// Blobs removed, least recently used first.
+    pub blobs: Vec<CollectedBlob>,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Bytes stored after the collection.
+    pub stored_bytes: u64,
+    /// Bytes still above the quota (pinned or in use: never removed).
+    pub over_quota: u64,
+}
+
+/// Look up who holds a hash, in the DHT.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Providers {
+    /// The full hash.
+    pub hash: Hash,
+}
+
+/// Who holds a hash, as a DHT lookup found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvidersReport {
+    /// The hash looked up.
+    pub hash: Hash,
+    /// Each provider: PeerId and the addresses known for it.
+    pub providers: Vec<ProviderEntry>,
+    /// What the lookup cost.
+    pub cost: QueryCost,
+}
+
+/// One provider in a [`ProvidersReport`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderEntry {
+    /// Its PeerId.
+    pub peer_id: String,
+    /// Its known addresses.
+    pub addrs: Vec<String>,
+}
+
+/// Routing table and connected peers (running node only).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Peers {}
+
+/// Per-peer transfer counters (running node only).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Stats {}
+
+/// Every peer the node exchanged data with since it started (at most
+/// [`crate::transfer::MAX_STATS_PEERS`]; the rest are summed in `others`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatsList {
+    /// One entry per peer.
+    pub peers: Vec<PeerStatsEntry>,
+}
+
+/// One peer's transfer counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatsEntry {
+    /// The peer.
+    pub peer_id: String,
+    /// Response bytes sent to it.
+    pub bytes_sent: u64,
+    /// Response bytes received from it.
+    pub bytes_received: u64,
+    /// Requests it made to us.
+    pub requests_served: u64,
+    /// Requests we made to it.
+    pub requests_made: u64,
+    /// Its responses that failed verification.
+    pub bad_responses: u64,
+}
+
+/// The node's status: peers, data, traffic, disk use (running node only).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Status {}

@@ -1,0 +1,408 @@
+//! [`Node`]: the node assembled once, the same way for the daemon (`commons node run`) and
+//! for a one-shot command run in-process (`commons get` with no node running): the store,
+//! the transfer counters and limits, the holders and bans, and — started when first needed
+//! by a one-shot command, at start by the daemon — the libp2p host and the publisher.
+//!
+//! Every operation of [`crate::api`] runs on a `Node`. Its store is an [`AsyncStore`], so
+//! no RocksDB call runs on an async worker.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Instant,
+};
+
+use libp2p::Multiaddr;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    bans::Bans,
+    config::{ConfigFile, GatewayConfig, MirrorEntry},
+    discovery::{DhtMode, DiscoveryConfig, Holders, Publisher},
+    error::{ApiError, ErrorKind},
+    identity,
+    net::Host,
+    store::{AsyncStore, Store, StoreError, StoreOptions},
+    transfer::{TransferLimits, TransferStats},
+};
+
+/// The default UDP port for QUIC.
+pub const DEFAULT_PORT: u16 = 4433;
+
+/// Listen addresses used when none are given: all interfaces, IPv4 and IPv6, port 4433.
+pub fn default_listen_addrs() -> Vec<Multiaddr> {
+    [
+        format!("/ip4/0.0.0.0/udp/{DEFAULT_PORT}/quic-v1"),
+        format!("/ip6/::/udp/{DEFAULT_PORT}/quic-v1"),
+    ]
+    .iter()
+    .filter_map(|a| a.parse().ok())
+    .collect()
+}
+
+/// Command-line settings that add to (or override) the config file's.
+#[derive(Debug, Clone, Default)]
+pub struct NodeFlags {
+    /// Addresses to listen on (replace the file's).
+    pub listen: Vec<String>,
+    /// Peers to join the network through (added to the file's).
+    pub bootstrap: Vec<String>,
+    /// `auto`, `server` or `client`.
+    pub dht_mode: Option<String>,
+    /// Addresses others reach this node at (added to the file's).
+    pub external_addrs: Vec<String>,
+    /// Also find peers with mDNS.
+    pub mdns: bool,
+    /// No bulk-data endpoint.
+    pub no_bulk: bool,
+}
+
+/// Everything a node is configured with: the config file, with the flags on top.
+#[derive(Debug)]
+pub struct NodeSettings {
+    /// The data dir (store, key, admin socket).
+    pub data_dir: PathBuf,
+    /// Addresses a running node listens on.
+    pub listen: Vec<Multiaddr>,
+    /// How the node joins the DHT and announces what it holds.
+    pub discovery: DiscoveryConfig,
+    /// The HTTP gateway, if it is to run.
+    pub gateway: Option<GatewayConfig>,
+    /// The datasets this node mirrors.
+    pub mirror: Vec<MirrorEntry>,
+    /// Upload and download rate limits.
+    pub limits: TransferLimits,
+    /// Most bytes of data to keep (unpinned data is collected to stay under it).
+    pub quota: Option<u64>,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics: Option<SocketAddr>,
+}
+
+fn parse_addrs(list: &[String], what: &str) -> Result<Vec<Multiaddr>, ApiError> {
+    list.iter()
+        .map(|a| {
+            a.parse().map_err(|_| {
+                ApiError::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "invalid {what} address {a:?} (expected a multiaddr such as \
+                         /ip4/203.0.113.5/udp/4433/quic-v1/p2p/12D3Koo…)"
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+impl NodeSettings {
+    /// Reads the config file (`config`, else `<data dir>/config.toml` if present) and puts
+    /// `flags` on top.
+    pub fn load(
+        data_dir: &Path,
+        config: Option<&Path>,
+        flags: &NodeFlags,
+    ) -> Result<Self, ApiError> {
+        let file = ConfigFile::load(config, data_dir)
+            .map_err(|e| ApiError::new(ErrorKind::InvalidInput, e.to_string()))?;
+        let mut discovery = file.discovery();
+        discovery
+            .bootstrap
+            .extend(parse_addrs(&flags.bootstrap, "bootstrap")?);
+        discovery
+            .external_addrs
+            .extend(parse_addrs(&flags.external_addrs, "external")?);
+        discovery.mdns |= flags.mdns;
+        discovery.bulk &= !flags.no_bulk;
+        if let Some(mode) = &flags.dht_mode {
+            discovery.mode = mode
+                .parse()
+                .map_err(|e: String| ApiError::new(ErrorKind::InvalidInput, e))?;
+        }
+        let listen = if !flags.listen.is_empty() {
+            parse_addrs(&flags.listen, "listen")?
+        } else if !file.listen.is_empty() {
+            file.listen.clone()
+        } else {
+            default_listen_addrs()
+        };
+        Ok(Self {
+            data_dir: data_dir.to_path_buf(),
+            listen,
+            discovery,
+            gateway: file.gateway.as_ref().map(|g| GatewayConfig {
+                listen: g.listen,
+                fetch_missing: g.fetch_missing,
+            }),
+            mirror: file.mirror.datasets.clone(),
+            limits: file.transfer_limits(),
+            quota: file.storage.quota_bytes(),
+            metrics: file.metrics.as_ref().map(|m| m.listen),
+        })
+    }
+}
+
+/// The network side of a node: its host, and (for a node that stays to serve) the
+/// publisher that announces what it holds.
+pub struct Network {
+    /// The one libp2p host.
+    pub host: Host,
+    /// Announces roots; `None` for a one-shot command, which does not stay to serve.
+    pub publisher: Option<Publisher>,
+}
+
+/// What only a running node (the daemon) has.
+#[derive(Debug, Clone)]
+pub struct DaemonInfo {
+    /// When it started.
+    pub started: Instant,
+    /// The HTTP gateway's address, if it runs.
+    pub gateway: Option<SocketAddr>,
+}
+
+struct Inner {
+    data_dir: PathBuf,
+    quota: Option<u64>,
+    /// Discovery settings for a host started on demand (one-shot).
+    discovery: DiscoveryConfig,
+    store: AsyncStore,
+    stats: Arc<TransferStats>,
+    holders: Arc<Holders>,
+    bans: Arc<Bans>,
+    network: tokio::sync::OnceCell<Network>,
+    joined: tokio::sync::OnceCell<()>,
+    daemon: std::sync::OnceLock<DaemonInfo>,
+    shutdown: CancellationToken,
+}
+
+/// The node: what every operation works with. Cheap to clone (one shared state).
+#[derive(Clone)]
+pub struct Node(Arc<Inner>);
+
+/// Opens the store of `data_dir`, naming the cause when another process holds it.
+fn open_store(data_dir: &Path) -> Result<Store, ApiError> {
+    match Store::open(data_dir.join("store"), StoreOptions::default()) {
+        Ok(store) => Ok(store),
+        Err(StoreError::InUse { .. }) => Err(ApiError::new(
+            ErrorKind::Busy,
+            format!(
+                "the store in {} is in use by another commons process",
+                data_dir.display()
+            ),
+        )),
+        Err(e) => Err(ApiError::from(e).context(format_args!(
+            "cannot open the store in {}",
+            data_dir.display()
+        ))),
+    }
+}
+
+impl Node {
+    /// Opens the node of `settings` in-process: its store now, its network when an
+    /// operation first needs it (as a DHT client that asks and leaves).
+    pub fn open(settings: NodeSettings) -> Result<Self, ApiError> {
+        let store = open_store(&settings.data_dir)?;
+        let discovery = DiscoveryConfig {
+            query_timeout: settings.discovery.query_timeout,
+            bulk: settings.discovery.bulk,
+            ..DiscoveryConfig::client(settings.discovery.bootstrap.clone())
+        };
+        Ok(Self::assemble(settings, store, discovery))
+    }
+
+    fn assemble(settings: NodeSettings, store: Store, discovery: DiscoveryConfig) -> Self {
+        Self(Arc::new(Inner {
+            data_dir: settings.data_dir,
+            quota: settings.quota,
+            discovery,
+            store: AsyncStore::new(Arc::new(store)),
+            stats: Arc::new(TransferStats::limited(settings.limits)),
+            holders: Arc::default(),
+            bans: Arc::default(),
+            network: tokio::sync::OnceCell::new(),
+            joined: tokio::sync::OnceCell::new(),
+            daemon: std::sync::OnceLock::new(),
+            shutdown: CancellationToken::new(),
+        }))
+    }
+
+    /// Opens the node of `settings` to run as the daemon: the store, then the host
+    /// listening on `settings.listen`, and the publisher (announcing every pinned root
+    /// unless a DHT client). Joining the network is the daemon's to start.
+    pub async fn start(settings: NodeSettings) -> Result<Self, ApiError> {
+        // Opening RocksDB (and replaying its log) blocks: off the async workers.
+        let data_dir = settings.data_dir.clone();
+        let (store, pins, net_state, key) = tokio::task::spawn_blocking(move || {
+            let store = open_store(&data_dir)?;
+            let pins = store.pins()?;
+            let net_state = store.load_net_state()?;
+            let key = identity::load_or_create(&data_dir)
+                .map_err(|e| ApiError::new(ErrorKind::Io, e.to_string()))?;
+            Ok::<_, ApiError>((store, pins, net_state, key))
+        })
+        .await
+        .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))??;
+        let discovery = settings.discovery.clone();
+        let host = Host::start(key, &settings.listen, &discovery).await?;
+        host.restore_state(net_state).await?;
+        let publisher = Publisher::spawn(
+            host.clone(),
+            discovery.announce_interval,
+            discovery.announce_concurrency,
+        );
+        if discovery.mode != DhtMode::Client {
+            // Roots only: pinned datasets and blobs pinned on their own, never their files.
+            for (hash, _) in pins {
+                publisher.provide(hash);
+            }
+        }
+        let node = Self::assemble(settings, store, discovery);
+        let network = Network {
+            host,
+            publisher: Some(publisher),
+        };
+        // Freshly made: neither cell can be set yet.
+        let _ = node.0.network.set(network);
+        let _ = node.0.joined.set(());
+        Ok(node)
+    }
+
+    /// Records what only a running node has; from then on it answers status requests.
+    pub fn set_daemon(&self, info: DaemonInfo) {
+        let _ = self.0.daemon.set(info);
+    }
+
+    /// The running node's own facts, or a `not_running` error for an in-process node.
+    pub fn daemon(&self) -> Result<&DaemonInfo, ApiError> {
+        self.0.daemon.get().ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::NotRunning,
+                format!(
+                    "no node is running on {}: start one with `commons node run`",
+                    self.0.data_dir.display()
+                ),
+            )
+        })
+    }
+
+    /// The data dir.
+    pub fn data_dir(&self) -> &Path {
+        &self.0.data_dir
+    }
+
+    /// The storage quota in bytes, if any.
+    pub fn quota(&self) -> Option<u64> {
+        self.0.quota
+    }
+
+    /// The store (every call on the blocking pool).
+    pub fn store(&self) -> &AsyncStore {
+        &self.0.store
+    }
+
+    /// Transfer counters and limits.
+    pub fn stats(&self) -> &Arc<TransferStats> {
+        &self.0.stats
+    }
+
+    /// Who holds what: fed by lookups and the holder exchange.
+    pub fn holders(&self) -> &Arc<Holders> {
+        &self.0.holders
+    }
+
+    /// Providers that sent bad data lately.
+    pub fn bans(&self) -> &Arc<Bans> {
+        &self.0.bans
+    }
+
+    /// Cancelled when the node shuts down: every long-running task of the node ends then.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.0.shutdown
+    }
+
+    /// The network, started on first use by an in-process node (not joined to the DHT:
+    /// see [`Node::joined_network`]).
+    pub async fn network(&self) -> Result<&Network, ApiError> {
+        self.0
+            .network
+            .get_or_try_init(|| async {
+                let key = identity::load_or_create(&self.0.data_dir)
+                    .map_err(|e| ApiError::new(ErrorKind::Io, e.to_string()))?;
+                let host = Host::start(key, &[], &self.0.discovery).await?;
+                let state = self.store().run(|s| s.load_net_state()).await?;
+                host.restore_state(state).await?;
+                Ok::<_, ApiError>(Network {
+                    host,
+                    publisher: None,
+                })
+            })
+            .await
+    }
+
+    /// The network, if it has started (a running node's always has).
+    pub fn started_network(&self) -> Option<&Network> {
+        self.0.network.get()
+    }
+
+    /// The network, joined to the DHT through the bootstrap peers (and those saved by
+    /// earlier runs) once; fails with the reason when it cannot join.
+    pub async fn joined_network(&self) -> Result<&Network, ApiError> {
+        let network = self.network().await?;
+        self.0
+            .joined
+            .get_or_try_init(|| async {
+                let report = network.host.bootstrap(&self.0.discovery.bootstrap).await?;
+                for (addr, reason) in &report.failed {
+                    tracing::warn!("bootstrap peer {addr} did not answer: {reason}");
+                }
+                Ok::<_, ApiError>(())
+            })
+            .await?;
+        Ok(network)
+    }
+
+    /// Announces `hash` in the DHT, and keeps re-announcing it (a node that serves only).
+    pub fn announce(&self, hash: commons_protocol::Hash) {
+        if let Some(publisher) = self.publisher() {
+            publisher.provide(hash);
+        }
+    }
+
+    /// Stops announcing `hash`.
+    pub fn withdraw(&self, hash: commons_protocol::Hash) {
+        if let Some(publisher) = self.publisher() {
+            publisher.withdraw(hash);
+        }
+    }
+
+    fn publisher(&self) -> Option<&Publisher> {
+        self.0.network.get().and_then(|n| n.publisher.as_ref())
+    }
+
+    /// Saves the host's known peers and the records it holds for others, so the next
+    /// start needs no bootstrap list. A failure is only logged: the state is a cache.
+    pub async fn save_net_state(&self) {
+        let Some(network) = self.0.network.get() else {
+            return;
+        };
+        let Ok(state) = network.host.save_state().await else {
+            return;
+        };
+        if let Err(e) = self.store().run(move |s| s.save_net_state(&state)).await {
+            tracing::warn!(
+                "cannot save the known peers ({e}); the next start may need --bootstrap"
+            );
+        }
+    }
+
+    /// Ends the node's work: its tasks are told to stop, the network state is saved, and
+    /// what fetches received is put on disk (spans of large blobs skip the WAL), so the
+    /// next run resumes from it.
+    pub async fn close(&self) {
+        self.0.shutdown.cancel();
+        self.save_net_state().await;
+        if let Err(e) = self.store().run(|s| s.persist_spans()).await {
+            tracing::warn!("cannot flush received data: {e}");
+        }
+    }
+}
