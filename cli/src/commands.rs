@@ -59,6 +59,9 @@ struct Session {
     client: Client,
     runtime: tokio::runtime::Runtime,
     json: bool,
+    /// The admin socket this process serves while its in-process node holds the store, so
+    /// `ls`, `verify` and the rest work meanwhile (through this process); removed at close.
+    serving: Option<PathBuf>,
 }
 
 impl Session {
@@ -71,6 +74,7 @@ impl Session {
         json: bool,
     ) -> Result<Self> {
         let runtime = runtime()?;
+        let mut serving = None;
         let client = match RemoteNode::find(data_dir) {
             Some(remote) => Client::Remote(remote),
             None if running_only => {
@@ -83,12 +87,26 @@ impl Session {
                 )
                 .into())
             }
-            None => Client::Local(Node::open(NodeSettings::load(data_dir, config, flags)?)?),
+            None => {
+                let node = Node::open(NodeSettings::load(data_dir, config, flags)?)?;
+                // This process holds the store now: other commands on this data dir go
+                // through it. Without a socket (a read-only data dir) they are refused.
+                let _entered = runtime.enter();
+                match commons_node::admin::bind_admin(data_dir) {
+                    Ok(listener) => {
+                        runtime.spawn(commons_node::admin::serve_admin(listener, node.clone()));
+                        serving = Some(data_dir.join(api::ADMIN_SOCKET));
+                    }
+                    Err(e) => tracing::debug!("cannot serve the admin socket: {e}"),
+                }
+                Client::Local(node)
+            }
         };
         Ok(Self {
             client,
             runtime,
             json,
+            serving,
         })
     }
 
@@ -144,6 +162,14 @@ impl Session {
     /// Ends an in-process node's work (its network state saved, what it fetched on disk).
     fn close(self) {
         self.runtime.block_on(self.client.close());
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(socket) = &self.serving {
+            let _ = std::fs::remove_file(socket);
+        }
     }
 }
 
@@ -218,7 +244,18 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let reply = node.call(request, "adding")?;
             node.show(&reply, |r| render::added(r, &path))
         }
-        Command::Ls { all, pinned } => {
+        Command::Ls {
+            target: Some(target),
+            ..
+        } => {
+            let reply = node.call(api::Files { target }, "")?;
+            node.show(&reply, render::files)
+        }
+        Command::Ls {
+            target: None,
+            all,
+            pinned,
+        } => {
             let reply = node.call(api::List { all, pinned }, "")?;
             node.show(&reply, |r| render::listing(r, pinned))
         }
@@ -276,6 +313,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             output,
             include,
             force,
+            no_keep,
             bootstrap: _,
         } => {
             let request = api::Get {
@@ -283,6 +321,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 include,
                 output: output.as_deref().map(absolute).transpose()?,
                 force,
+                keep: !no_keep,
             };
             // The node stops either way: what it received is put on disk first.
             let reply = node.call_interruptible(request, "fetching");

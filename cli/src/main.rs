@@ -21,6 +21,7 @@ use clap::{Parser, Subcommand};
   commons add ./my-dataset          store a folder, print its hash and ticket
   commons add ./llama --name lab/llama   ... and name it (also for the HTTP gateway)
   commons ls                        list stored datasets and blobs
+  commons ls lab/llama              list a dataset's files
   commons export <hash> ./out       write a dataset back, verifying every byte
   commons verify                    re-check everything stored
   commons rm <hash>                 forget a dataset (shared files are kept)
@@ -66,11 +67,15 @@ enum Command {
         #[arg(long, value_name = "ORG/NAME")]
         name: Option<String>,
     },
-    /// List what the store holds: datasets, and blobs added on their own
+    /// List what the store holds (datasets with their names, blobs added on their own), or
+    /// the files of one dataset
     ///
-    /// A dataset whose fetch has not finished shows as "partial" with the share of its
+    /// Anything whose fetch has not finished shows as "partial" with the share of its
     /// bytes held (`held` in --json); `commons get` of it again fetches the rest.
     Ls {
+        /// List this dataset's files (path, size, how much is held): a hash, unique
+        /// prefix, ticket or name
+        target: Option<String>,
         /// List every blob, including the files inside datasets
         #[arg(long)]
         all: bool,
@@ -134,9 +139,17 @@ enum Command {
         /// repeatable. Not needed when a node runs on this data dir
         #[arg(long, value_name = "MULTIADDR")]
         bootstrap: Vec<String>,
-        /// Also write the files to this folder once fetched
+        /// Also write the files to this folder once fetched and verified. The store keeps
+        /// its copy too (two copies on disk: the store's is what this node serves to
+        /// peers, and what a re-run resumes from); see --no-keep
         #[arg(long, short, value_name = "DIR")]
         output: Option<PathBuf>,
+        /// With --output: once the files are written and verified, drop the store's copy
+        /// (one copy on disk instead of two; the data is then no longer served from here,
+        /// and fetching it again downloads it again). Re-running is still safe: files
+        /// already written are checked and kept
+        #[arg(long, requires = "output")]
+        no_keep: bool,
         /// Fetch only files whose path matches this glob (e.g. '*.json', 'data/**'); repeatable
         #[arg(long, value_name = "GLOB")]
         include: Vec<String>,
@@ -256,10 +269,19 @@ fn restore_default_sigpipe() {
 /// `interrupted` and `invalid_input` for what fails before reaching the node).
 fn report(e: &anyhow::Error, json: bool) {
     let interrupted = e.downcast_ref::<commands::Interrupted>().is_some();
+    // The chain of causes, each said once: an error that already quotes its cause is not
+    // followed by it again.
+    let mut message = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !message.contains(&cause) {
+            message = format!("{message}: {cause}");
+        }
+    }
     if interrupted {
-        eprintln!("{e}");
+        eprintln!("{message}");
     } else {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {message}");
     }
     if json {
         let kind = match e.downcast_ref::<commons_node::api::ApiError>() {
@@ -267,10 +289,7 @@ fn report(e: &anyhow::Error, json: bool) {
             None if interrupted => "interrupted".into(),
             None => "invalid_input".into(),
         };
-        println!(
-            "{}",
-            serde_json::json!({ "error": format!("{e:#}"), "kind": kind })
-        );
+        println!("{}", serde_json::json!({ "error": message, "kind": kind }));
     }
 }
 
@@ -283,7 +302,9 @@ fn main() -> std::process::ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("COMMONS_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into a file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if cli.log_format == "json" {
         logs.json().init();
     } else {

@@ -3,7 +3,7 @@
 
 use commons_node::{
     api::{
-        AddOutcome, DatasetEntry, ExportOutcome, GcOutcome, GetOutcome, Listing, NameList,
+        AddOutcome, ExportOutcome, FileListing, GcOutcome, GetOutcome, Listing, NameList,
         NameRemoved, PeerStatsList, PinOutcome, ProvidersReport, RemoveOutcome, VerifyReport,
     },
     net::NetworkStatus,
@@ -33,30 +33,32 @@ pub fn added(r: &AddOutcome, path: &std::path::Path) {
         plural(r.new_blobs),
     );
     println!("hash:   {}", r.hash);
+    let hash_only = r
+        .ticket
+        .parse::<commons_protocol::Ticket>()
+        .is_ok_and(|t| t.providers.is_empty());
     println!("ticket: {}", r.ticket);
+    if hash_only {
+        // Added with no node running: the ticket can name no address to fetch from.
+        println!(
+            "        (hash only, no address: `commons get` finds holders through the DHT, so \
+             it works once a node serves this\n        store: run `commons node run`, which \
+             prints tickets naming its addresses)"
+        );
+    }
     if let Some(name) = &r.name {
         println!("name:   {name}");
     }
 }
 
-fn state_word(complete: bool) -> &'static str {
+/// "complete", or "partial 49 %" for something whose fetch has not finished.
+fn state(complete: bool, held: u64, size: u64) -> String {
     if complete {
-        "complete"
-    } else {
-        "partial"
+        return "complete".into();
     }
-}
-
-/// "complete", or "partial 49 %" for a dataset whose fetch has not finished.
-fn dataset_state(d: &DatasetEntry) -> String {
-    if d.complete {
-        return state_word(true).to_string();
-    }
-    // Rounded down, so a dataset missing one byte never shows 100 %.
-    let percent = (d.held as u128 * 100)
-        .checked_div(d.size as u128)
-        .unwrap_or(0);
-    format!("{} {percent} %", state_word(false))
+    // Rounded down, so something missing one byte never shows 100 %.
+    let percent = (held as u128 * 100).checked_div(size as u128).unwrap_or(0);
+    format!("partial {percent} %")
 }
 
 pub fn listing(l: &Listing, pinned_only: bool) {
@@ -72,12 +74,13 @@ pub fn listing(l: &Listing, pinned_only: bool) {
         println!("datasets:");
         for d in &l.datasets {
             println!(
-                "  {}  {:>7} files  {:>11}  {:<12}  {}",
+                "  {}  {:>7} files  {:>11}  {:<12}  {:<6}  {}",
                 d.hash,
                 d.files,
                 HumanBytes(d.size).to_string(),
-                dataset_state(d),
+                state(d.complete, d.held, d.size),
                 if d.pinned { "pinned" } else { "" },
+                d.names.join(", "),
             );
         }
     }
@@ -85,13 +88,38 @@ pub fn listing(l: &Listing, pinned_only: bool) {
         println!("blobs:");
         for b in &l.blobs {
             println!(
-                "  {}  {:>11}  {:<8}  {}",
+                "  {}  {:>11}  {:<12}  {}",
                 b.hash,
                 HumanBytes(b.size).to_string(),
-                state_word(b.complete),
+                state(b.complete, b.held, b.size),
                 if b.pinned { "pinned" } else { "" },
             );
         }
+    }
+}
+
+pub fn files(l: &FileListing) {
+    let (size, held) = l
+        .files
+        .iter()
+        .fold((0, 0), |(s, h), f| (s + f.size, h + f.held));
+    let complete = l.files.iter().all(|f| f.complete);
+    println!(
+        "{} {}: {} file{}, {}, {}",
+        if l.dataset { "dataset" } else { "blob" },
+        l.hash,
+        l.files.len(),
+        plural(l.files.len() as u64),
+        HumanBytes(size),
+        state(complete, held, size)
+    );
+    for f in &l.files {
+        println!(
+            "  {:>11}  {:<12}  {}",
+            HumanBytes(f.size).to_string(),
+            state(f.complete, f.held, f.size),
+            f.path
+        );
     }
 }
 
@@ -129,8 +157,17 @@ pub fn unnamed(r: &NameRemoved) {
 }
 
 pub fn exported(r: &ExportOutcome, dir: &std::path::Path) {
+    let unchanged = if r.unchanged > 0 {
+        format!(
+            "; {} file{} already there, identical",
+            r.unchanged,
+            plural(r.unchanged)
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "exported {}: {} file{}, {} (verified) to {}",
+        "exported {}: {} file{}, {} (verified) to {}{unchanged}",
         r.hash,
         r.files.len(),
         plural(r.files.len() as u64),
@@ -153,7 +190,21 @@ pub fn fetched(r: &GetOutcome, output: Option<&std::path::Path>) {
         println!("dropped provider {peer}: it sent data that failed verification");
     }
     if let Some(dir) = output {
-        println!("exported to {}", dir.display());
+        let unchanged = r.exported.as_ref().map_or(0, |e| e.unchanged);
+        if unchanged > 0 {
+            println!(
+                "exported to {} ({unchanged} file{} already there, identical)",
+                dir.display(),
+                plural(unchanged)
+            );
+        } else {
+            println!("exported to {}", dir.display());
+        }
+    }
+    if !r.kept {
+        println!(
+            "the store's copy was dropped (--no-keep): the files in the folder are the only copy"
+        );
     }
 }
 

@@ -524,4 +524,17 @@ fn a_gateway_with_fetch_missing_fetches_from_the_network_what_it_lacks() {
     let r = http(&gw, "GET", &format!("/blob/{unknown}"), &[]);
     assert_eq!(r.status, 502, "{}", r.text());
     assert!(r.text().contains("cannot fetch"), "{}", r.text());
+    // What HTTP clients made the node fetch is not pinned: the quota (or `gc`) may take
+    // it, so a stranger cannot fill the disk with data nobody can remove.
+    let pinned = json_ok(&gw_dir, &["ls", "--pinned", "--all"]);
+    assert!(
+        pinned["datasets"].as_array().expect("datasets").is_empty()
+            && pinned["blobs"].as_array().expect("blobs").is_empty(),
+        "{pinned}"
+    );
+    let collected = json_ok(&gw_dir, &["gc"]);
+    assert!(
+        !collected["blobs"].as_array().expect("blobs").is_empty(),
+        "garbage collection can take it: {collected}"
+    );
 }

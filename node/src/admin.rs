@@ -231,12 +231,15 @@ mod tests {
             )
             .await
             .expect("add");
+        // A file already there with other content (identical content would be kept).
+        let other = dest.path().join("other");
+        std::fs::write(&other, b"other").expect("write");
         same_error(
             &local,
             &remote,
             crate::api::Export {
                 target: added.hash.to_string(),
-                dest: file,
+                dest: other,
                 force: false,
                 include: Vec::new(),
             },

@@ -100,7 +100,9 @@ impl From<ExportError> for ApiError {
             ExportError::Store(e) => e.into(),
             ExportError::Exists { .. } => Self::new(ErrorKind::AlreadyExists, e.to_string()),
             ExportError::Incomplete { .. } => Self::new(ErrorKind::NotFound, e.to_string()),
-            ExportError::Escapes { .. } => Self::new(ErrorKind::InvalidInput, e.to_string()),
+            ExportError::Escapes { .. } | ExportError::NothingIncluded(_) => {
+                Self::new(ErrorKind::InvalidInput, e.to_string())
+            }
             _ => Self::new(ErrorKind::Io, e.to_string()),
         }
     }

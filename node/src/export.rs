@@ -28,11 +28,14 @@ pub enum ExportError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The target already exists and overwriting was not asked for.
-    #[error("{path} already exists (use --force to overwrite)")]
+    #[error("{path} already exists with other content (use --force to overwrite)")]
     Exists {
         /// The existing file.
         path: PathBuf,
     },
+    /// `--include` patterns that match no file of the dataset.
+    #[error("{0}")]
+    NothingIncluded(String),
     /// A folder on the way to a file resolves outside the target folder.
     #[error("{path} leads outside the target folder; refusing to write there")]
     Escapes {
@@ -82,6 +85,8 @@ pub struct ExportReport {
     pub files: Vec<PathBuf>,
     /// Total bytes written.
     pub bytes: u64,
+    /// Files already there with the same content (checked, not rewritten).
+    pub unchanged: u64,
 }
 
 /// What an export wrote: the reply of the `export` request (its `--json`).
@@ -95,6 +100,9 @@ pub struct ExportOutcome {
     pub files: Vec<String>,
     /// Bytes written.
     pub bytes: u64,
+    /// Files already there with the same content: checked (BLAKE3), not rewritten, so
+    /// re-running a finished `get -o DIR` or `export` succeeds.
+    pub unchanged: u64,
 }
 
 /// Exports a dataset (only the files `include` accepts) or a blob to `dest`.
@@ -120,7 +128,27 @@ pub fn export(
             .map(|p| p.display().to_string())
             .collect(),
         bytes: report.bytes,
+        unchanged: report.unchanged,
     })
+}
+
+/// Whether `path` is a regular file (not a link) holding exactly the blob `hash` of `size`
+/// bytes: read and hashed, so a file of the right size with other bytes is not taken.
+fn holds_blob(path: &Path, hash: &Hash, size: u64) -> bool {
+    let Ok(meta) = path.symlink_metadata() else {
+        return false;
+    };
+    if !meta.is_file() || meta.len() != size {
+        return false;
+    }
+    let Ok(mut file) = File::open(path) else {
+        return false;
+    };
+    let mut hasher = blake3::Hasher::new();
+    if io::copy(&mut file, &mut hasher).is_err() {
+        return false;
+    }
+    Hash::from(hasher.finalize()) == *hash
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ExportError + '_ {
@@ -142,6 +170,9 @@ pub fn export_dataset(
     progress: &dyn ExportProgress,
 ) -> Result<ExportReport, ExportError> {
     let manifest = store.read_manifest(root)?;
+    include
+        .check_matches(manifest.entries().iter().map(|e| e.path.as_str()))
+        .map_err(ExportError::NothingIncluded)?;
     let entries: Vec<_> = manifest
         .entries()
         .iter()
@@ -170,11 +201,20 @@ pub fn export_dataset(
         .iter()
         .map(|e| e.path.split('/').fold(dir.to_path_buf(), |p, c| p.join(c)))
         .collect();
+    // A file already there with the same content is kept as it is; any other is refused
+    // (before anything is written) unless `overwrite`.
+    let mut same = vec![false; targets.len()];
     if !overwrite {
-        if let Some(existing) = targets.iter().find(|t| t.symlink_metadata().is_ok()) {
-            return Err(ExportError::Exists {
-                path: existing.clone(),
-            });
+        for (i, (entry, target)) in entries.iter().zip(&targets).enumerate() {
+            if target.symlink_metadata().is_err() {
+                continue;
+            }
+            if !holds_blob(target, &entry.hash, entry.size) {
+                return Err(ExportError::Exists {
+                    path: target.clone(),
+                });
+            }
+            same[i] = true;
         }
     }
     fs::create_dir_all(dir).map_err(io_err(dir))?;
@@ -183,8 +223,14 @@ pub fn export_dataset(
     let mut report = ExportReport {
         files: Vec::with_capacity(targets.len()),
         bytes: 0,
+        unchanged: 0,
     };
-    for (entry, target) in entries.into_iter().zip(targets) {
+    for ((entry, target), same) in entries.into_iter().zip(targets).zip(same) {
+        if same {
+            progress.file_done(entry.size);
+            report.unchanged += 1;
+            continue;
+        }
         let parent = target.parent().unwrap_or(dir);
         fs::create_dir_all(parent).map_err(io_err(parent))?;
         let canonical_parent = parent.canonicalize().map_err(io_err(parent))?;
@@ -217,6 +263,14 @@ pub fn export_blob(
         dest.to_path_buf()
     };
     if !overwrite && target.symlink_metadata().is_ok() {
+        let size = store.blob(hash)?.map_or(0, |m| m.size);
+        if holds_blob(&target, hash, size) {
+            return Ok(ExportReport {
+                files: Vec::new(),
+                bytes: 0,
+                unchanged: 1,
+            });
+        }
         return Err(ExportError::Exists { path: target });
     }
     if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -226,6 +280,7 @@ pub fn export_blob(
     Ok(ExportReport {
         files: vec![target],
         bytes,
+        unchanged: 0,
     })
 }
 

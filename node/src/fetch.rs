@@ -23,7 +23,7 @@ use crate::{
     error::{ApiError, ErrorKind},
     export::ExportOutcome,
     include::Include,
-    net::{split_peer_addr, NetError, PeerAddrs},
+    net::{split_peer_addr, NetError, PeerAddrs, QueryCost},
     node::{Network, Node},
     progress::{Progress, ProgressEvent},
     store::{BlobState, StoreError},
@@ -46,9 +46,17 @@ pub const DIAL_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum GetError {
-    /// Neither the ticket nor the DHT named any provider.
-    #[error("no provider of {0} found: the ticket names none and the DHT returned none (is the node connected? see `commons node peers`, or give --bootstrap)")]
-    NoProviders(Hash),
+    /// Neither the ticket nor the DHT named any provider; `tried` says what was asked.
+    #[error("no provider of {hash} found: {tried}")]
+    NoProviders {
+        /// What was asked for.
+        hash: Hash,
+        /// What was tried, for the user: the ticket's providers, the DHT lookup.
+        tried: String,
+    },
+    /// `--include` patterns that match no file of the dataset.
+    #[error("{0}")]
+    NothingIncluded(String),
     /// What to get is neither a ticket nor a full hash.
     #[error("{0:?} is neither a ticket (commons1…) nor a full hash (64 hex characters)")]
     BadTarget(String),
@@ -88,10 +96,11 @@ impl From<GetError> for ApiError {
         match e {
             GetError::Store(e) => e.into(),
             GetError::Net(e) => e.into(),
-            GetError::NoProviders(_) => Self::new(ErrorKind::NotFound, e.to_string()),
-            GetError::BadTarget(_) | GetError::BadTicket(_) | GetError::BadProvider(_) => {
-                Self::new(ErrorKind::InvalidInput, e.to_string())
-            }
+            GetError::NoProviders { .. } => Self::new(ErrorKind::NotFound, e.to_string()),
+            GetError::BadTarget(_)
+            | GetError::BadTicket(_)
+            | GetError::BadProvider(_)
+            | GetError::NothingIncluded(_) => Self::new(ErrorKind::InvalidInput, e.to_string()),
             _ => Self::new(ErrorKind::Peer, e.to_string()),
         }
     }
@@ -118,6 +127,8 @@ pub struct GetOutcome {
     pub dropped: Vec<String>,
     /// What was written, when an output folder was given.
     pub exported: Option<ExportOutcome>,
+    /// Whether the store keeps its copy (false after `--no-keep`).
+    pub kept: bool,
 }
 
 /// What to get: a ticket (kind and providers known) or a bare hash (both found out).
@@ -173,14 +184,26 @@ pub fn ticket_providers(ticket: &Ticket) -> Result<Vec<PeerAddrs>, GetError> {
         .collect()
 }
 
+/// Whether what a fetch brings in is kept for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Pinned: what a user or a mirror asked for.
+    Pinned,
+    /// Not pinned: held only while it is fetched, then garbage collection (the quota) may
+    /// take it. What an HTTP client's request made the gateway fetch: a stranger must not
+    /// be able to fill the node's disk with data nobody can remove.
+    Unpinned,
+}
+
 /// Fetches `target` into the store through `network`. For a dataset, only the files
-/// `include` accepts are fetched; the dataset is recorded, pinned and announced as soon as
-/// its manifest is held.
+/// `include` accepts are fetched; the dataset is recorded (pinned if `keep` says so) and
+/// announced as soon as its manifest is held.
 pub async fn get(
     node: &Node,
     network: &Network,
     target: &GetTarget,
     include: &Include,
+    keep: Keep,
     progress: &Progress,
 ) -> Result<GetOutcome, GetError> {
     let before = node.stats().total();
@@ -212,14 +235,16 @@ pub async fn get(
         TicketKind::Blob => {
             let size = store
                 .run(move |s| {
-                    s.pin(&root)?;
+                    if keep == Keep::Pinned {
+                        s.pin(&root)?;
+                    }
                     Ok::<_, StoreError>(s.blob(&root)?.map_or(0, |m| m.size))
                 })
                 .await?;
             progress.event(ProgressEvent::FileDone);
             (1, size)
         }
-        TicketKind::Dataset => fetch_files(&mut pool, root, include, progress).await?,
+        TicketKind::Dataset => fetch_files(&mut pool, root, include, keep, progress).await?,
     };
     node.announce(root);
     let after = node.stats().total();
@@ -233,6 +258,7 @@ pub async fn get(
         bulk_requests: after.bulk_requests - before.bulk_requests,
         dropped: pool.misbehaved.iter().map(|p| p.to_string()).collect(),
         exported: None,
+        kept: true,
     })
 }
 
@@ -241,6 +267,7 @@ async fn fetch_files(
     pool: &mut Pool<'_>,
     root: Hash,
     include: &Include,
+    keep: Keep,
     progress: &Progress,
 ) -> Result<(u64, u64), GetError> {
     let store = pool.node.store().clone();
@@ -252,10 +279,13 @@ async fn fetch_files(
             let manifest = s
                 .read_manifest(&root)
                 .map_err(|source| GetError::BadManifest { root, source })?;
-            s.record_dataset(&root, &manifest)?;
+            s.record_dataset(&root, &manifest, keep == Keep::Pinned)?;
             Ok::<_, GetError>(manifest)
         })
         .await?;
+    include
+        .check_matches(manifest.entries().iter().map(|e| e.path.as_str()))
+        .map_err(GetError::NothingIncluded)?;
     // Holding the manifest makes this node a (partial) holder others can find.
     pool.node.announce(root);
     let wanted: Vec<_> = manifest
@@ -296,6 +326,10 @@ struct Pool<'a> {
     looked_up: bool,
     /// Providers dropped for bad data during this fetch.
     misbehaved: Vec<PeerId>,
+    /// Providers the ticket named (for the error when none can be had).
+    from_ticket: usize,
+    /// What the DHT lookup cost and found, once made.
+    lookup_cost: Option<(QueryCost, usize)>,
 }
 
 impl<'a> Pool<'a> {
@@ -307,6 +341,8 @@ impl<'a> Pool<'a> {
             peers: Vec::new(),
             looked_up: false,
             misbehaved: Vec::new(),
+            from_ticket: providers.len(),
+            lookup_cost: None,
         };
         for p in providers {
             pool.add(p);
@@ -337,11 +373,54 @@ impl<'a> Pool<'a> {
             .find_providers(self.root, LOOKUP_WANT, true)
             .await?;
         tracing::info!(root = %self.root, found = found.providers.len(), "DHT lookup");
+        self.lookup_cost = Some((found.cost, found.providers.len()));
         Ok(found
             .providers
             .into_iter()
             .filter(|p| self.add(p.clone()))
             .count())
+    }
+
+    /// What this fetch tried before it found no provider, in the user's terms.
+    async fn tried(&self) -> String {
+        let mut tried = Vec::new();
+        if self.from_ticket > 0 {
+            tried.push(format!(
+                "the ticket's {} provider{} could not be used",
+                self.from_ticket,
+                if self.from_ticket == 1 { "" } else { "s" }
+            ));
+        }
+        let status = self.network.host.status().await.ok();
+        let table = status.as_ref().map_or(0, |s| s.routing_table);
+        let mode = status.map_or_else(|| "unknown".into(), |s| s.dht_mode);
+        match &self.lookup_cost {
+            Some((cost, _)) if table == 0 && cost.successes == 0 => tried.push(
+                "this node knows no DHT peer to ask (were the bootstrap peers reached? is a \
+                 node running here? see `commons node peers`)"
+                    .into(),
+            ),
+            Some((cost, found)) => tried.push(format!(
+                "the DHT lookup asked {} peer{} ({} answered; {table} in this node's routing \
+                 table, DHT {mode}) and found {found} holder{}",
+                cost.requests,
+                if cost.requests == 1 { "" } else { "s" },
+                cost.successes,
+                if *found == 1 { "" } else { "s" },
+            )),
+            None => tried.push("the DHT was not asked".into()),
+        }
+        let hint = if self
+            .lookup_cost
+            .as_ref()
+            .is_some_and(|(c, _)| c.successes > 0)
+        {
+            "; is the hash right, and does a node that holds it run (`commons node run`) on the \
+             same network?"
+        } else {
+            ""
+        };
+        format!("{}{hint}", tried.join("; "))
     }
 
     /// Asks `peer` for the other holders it knows, and adds them.
@@ -389,7 +468,10 @@ impl<'a> Pool<'a> {
                     continue;
                 }
                 return Err(if errors.is_empty() {
-                    GetError::NoProviders(self.root)
+                    GetError::NoProviders {
+                        hash: self.root,
+                        tried: self.tried().await,
+                    }
                 } else {
                     GetError::AllProvidersFailed { hash, errors }
                 });

@@ -47,6 +47,23 @@ impl Include {
         self.patterns.is_empty() && !self.nothing
     }
 
+    /// Checks that a user's patterns picked at least one of `paths`: patterns that match
+    /// nothing are a mistake to report, not "0 files, all done". No patterns (everything)
+    /// and [`Include::nothing`] always pass.
+    pub fn check_matches<'a>(
+        &self,
+        mut paths: impl Iterator<Item = &'a str>,
+    ) -> Result<(), String> {
+        if self.patterns.is_empty() || paths.any(|p| self.matches(p)) {
+            return Ok(());
+        }
+        let patterns: Vec<&str> = self.patterns.iter().map(|p| p.as_str()).collect();
+        Err(format!(
+            "no file of the dataset matches --include {} (see its files with `commons ls <hash>`)",
+            patterns.join(" ")
+        ))
+    }
+
     /// Whether `path` is wanted.
     pub fn matches(&self, path: &str) -> bool {
         self.is_empty() || self.patterns.iter().any(|p| p.matches(path))

@@ -92,6 +92,7 @@ async fn keep(node: Node, entry: MirrorEntry) {
                     network,
                     &target,
                     &Include::default(),
+                    fetch::Keep::Pinned,
                     &Progress::none(),
                 )
                 .await

@@ -12,13 +12,13 @@ use commons_protocol::{Hash, NameRef, Ticket, TicketKind};
 use crate::{
     api::{
         require_absolute, Add, AddOutcome, ApiError, BlobEntry, Call, CollectedBlob, DatasetEntry,
-        ErrorKind, Export, ExportOutcome, Gc, GcOutcome, Get, GetOutcome, List, Listing, NameList,
-        NameRemoved, NameRm, NameSet, Names, PeerStatsEntry, PeerStatsList, Peers, PinOutcome,
-        Progress, ProviderEntry, Providers, ProvidersReport, Remove, RemoveOutcome, SetPin, Stats,
-        Status, Verify, VerifyProblem, VerifyReport,
+        ErrorKind, Export, ExportOutcome, FileEntry, FileListing, Files, Gc, GcOutcome, Get,
+        GetOutcome, List, Listing, NameList, NameRemoved, NameRm, NameSet, Names, PeerStatsEntry,
+        PeerStatsList, Peers, PinOutcome, Progress, ProviderEntry, Providers, ProvidersReport,
+        Remove, RemoveOutcome, SetPin, Stats, Status, Verify, VerifyProblem, VerifyReport,
     },
     export,
-    fetch::{self, GetTarget},
+    fetch::{self, GetTarget, Keep},
     include::Include,
     net::NetworkStatus,
     node::Node,
@@ -45,6 +45,7 @@ macro_rules! call {
 
 call!(Add => AddOutcome, add);
 call!(List => Listing, list);
+call!(Files => FileListing, files);
 call!(SetPin => PinOutcome, set_pin);
 call!(NameSet => NameEntry, name_set);
 call!(NameRm => NameRemoved, name_rm);
@@ -155,6 +156,13 @@ fn listing(store: &Store, all: bool) -> Result<Listing, StoreError> {
     let complete = |h: &Hash| states.get(h) == Some(&BlobState::Complete);
     let mut listing = Listing::default();
     let mut held_of_partial: BTreeMap<Hash, u64> = BTreeMap::new();
+    let mut names: BTreeMap<Hash, Vec<String>> = BTreeMap::new();
+    for e in store.names()? {
+        names
+            .entry(e.root)
+            .or_default()
+            .push(format!("{}@{}", e.name, e.revision));
+    }
     for (root, meta) in store.datasets()? {
         let manifest = store.read_manifest(&root).ok();
         let all_there = complete(&root)
@@ -180,21 +188,81 @@ fn listing(store: &Store, all: bool) -> Result<Listing, StoreError> {
             complete: all_there,
             held,
             pinned: pins.contains_key(&root),
+            names: names.remove(&root).unwrap_or_default(),
         });
     }
     let roots: BTreeSet<Hash> = listing.datasets.iter().map(|d| d.hash).collect();
-    listing.blobs = blobs
+    for (h, m) in blobs
         .iter()
         .filter(|(h, _)| !roots.contains(h))
         .filter(|(h, _)| all || pins.get(h) == Some(&PinKind::Blob))
-        .map(|(h, m)| BlobEntry {
+    {
+        let complete = m.state == BlobState::Complete;
+        listing.blobs.push(BlobEntry {
             hash: *h,
             size: m.size,
-            complete: m.state == BlobState::Complete,
+            complete,
+            held: if complete {
+                m.size
+            } else {
+                store.held_bytes(h)?
+            },
             pinned: pins.contains_key(h),
-        })
-        .collect();
+        });
+    }
     Ok(listing)
+}
+
+/// Lists the files of one dataset (or the one blob), with how much of each is held.
+async fn files(node: &Node, req: Files, _progress: Progress) -> Result<FileListing, ApiError> {
+    node.store()
+        .run(move |store| {
+            let hash = resolve(store, &req.target)?;
+            let held = |h: &Hash, size: u64| -> Result<(u64, bool), StoreError> {
+                Ok(match store.blob(h)? {
+                    Some(m) if m.state == BlobState::Complete => (size, true),
+                    Some(_) => (store.held_bytes(h)?, false),
+                    None => (0, false),
+                })
+            };
+            if store.dataset(&hash)?.is_none() {
+                let size = store
+                    .blob(&hash)?
+                    .ok_or(StoreError::NotFound { hash })?
+                    .size;
+                let (held, complete) = held(&hash, size)?;
+                let files = vec![FileEntry {
+                    path: hash.to_string(),
+                    hash,
+                    size,
+                    held,
+                    complete,
+                }];
+                return Ok::<_, ApiError>(FileListing {
+                    hash,
+                    dataset: false,
+                    files,
+                });
+            }
+            let manifest = store.read_manifest(&hash)?;
+            let mut files = Vec::with_capacity(manifest.entries().len());
+            for e in manifest.entries() {
+                let (held, complete) = held(&e.hash, e.size)?;
+                files.push(FileEntry {
+                    path: e.path.clone(),
+                    hash: e.hash,
+                    size: e.size,
+                    held,
+                    complete,
+                });
+            }
+            Ok(FileListing {
+                hash,
+                dataset: true,
+                files,
+            })
+        })
+        .await
 }
 
 /// Whether `root` is a dataset held whole here: its record, its manifest and every file
@@ -307,7 +375,7 @@ async fn get(node: &Node, req: Get, progress: Progress) -> Result<GetOutcome, Ap
         node.network().await
     }
     .map_err(|e| e.context(format_args!("cannot look up {hash}")))?;
-    let mut outcome = fetch::get(node, network, &target, &include, &progress)
+    let mut outcome = fetch::get(node, network, &target, &include, Keep::Pinned, &progress)
         .await
         .map_err(|e| ApiError::from(e).context(format_args!("cannot get {hash}")))?;
     if let Some(dir) = req.output {
@@ -320,6 +388,21 @@ async fn get(node: &Node, req: Get, progress: Progress) -> Result<GetOutcome, Ap
                 ApiError::from(e).context(format_args!("fetched {hash}, but cannot export it"))
             })?;
         outcome.exported = Some(exported);
+        if !req.keep {
+            // Written and verified: the folder's copy is the one kept.
+            node.store()
+                .run(move |store| store.remove(&hash))
+                .await
+                .map_err(|e| {
+                    ApiError::from(e).context(format_args!(
+                        "exported {hash}, but cannot drop the store's copy"
+                    ))
+                })?;
+            node.withdraw(hash);
+            outcome.kept = false;
+        }
+    } else if !req.keep {
+        return Err(invalid("keeping no copy needs an output folder (--output)"));
     }
     Ok(outcome)
 }

@@ -149,3 +149,51 @@ pub(crate) async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
     }
     Ok(read > 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kind, in the form the socket carries it, decodes to the same kind (the
+    /// in-process path needs no encoding). A kind added later must be listed here.
+    #[test]
+    fn every_error_kind_crosses_the_wire_unchanged() {
+        let kinds = [
+            ErrorKind::NotFound,
+            ErrorKind::InvalidInput,
+            ErrorKind::AlreadyExists,
+            ErrorKind::Corrupt,
+            ErrorKind::Io,
+            ErrorKind::Peer,
+            ErrorKind::NotRunning,
+            ErrorKind::Busy,
+            ErrorKind::Cancelled,
+            ErrorKind::Internal,
+        ];
+        for kind in kinds {
+            // Exhaustive on purpose: a new kind fails to compile until it is listed above.
+            match kind {
+                ErrorKind::NotFound
+                | ErrorKind::InvalidInput
+                | ErrorKind::AlreadyExists
+                | ErrorKind::Corrupt
+                | ErrorKind::Io
+                | ErrorKind::Peer
+                | ErrorKind::NotRunning
+                | ErrorKind::Busy
+                | ErrorKind::Cancelled
+                | ErrorKind::Internal => {}
+            }
+            let sent = Frame::<()>::Error(ApiError::new(kind, format!("{kind:?} happened")));
+            let line = serde_json::to_string(&sent).expect("encode");
+            let got: Frame<crate::api::Listing> = serde_json::from_str(&line).expect("decode");
+            match got {
+                Frame::Error(e) => {
+                    assert_eq!(e.kind, kind, "{line}");
+                    assert_eq!(e.message, format!("{kind:?} happened"));
+                }
+                _ => panic!("not an error: {line}"),
+            }
+        }
+    }
+}

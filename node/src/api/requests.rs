@@ -29,8 +29,8 @@ macro_rules! requests {
 }
 
 requests!(
-    Add, List, SetPin, NameSet, NameRm, Names, Get, Export, Verify, Remove, Gc, Providers, Peers,
-    Stats, Status,
+    Add, List, Files, SetPin, NameSet, NameRm, Names, Get, Export, Verify, Remove, Gc, Providers,
+    Peers, Stats, Status,
 );
 
 /// Paths cross the socket to a node running elsewhere in the file system's view of the
@@ -101,6 +101,8 @@ pub struct DatasetEntry {
     pub held: u64,
     /// Whether it is pinned.
     pub pinned: bool,
+    /// Names bound to it on this node (`org/name@revision`).
+    pub names: Vec<String>,
 }
 
 /// One blob in a [`Listing`].
@@ -112,6 +114,8 @@ pub struct BlobEntry {
     pub size: u64,
     /// Whether all of it is stored.
     pub complete: bool,
+    /// Bytes held verified (`size` when complete): how far a fetch got.
+    pub held: u64,
     /// Whether it is pinned.
     pub pinned: bool,
 }
@@ -123,6 +127,39 @@ pub struct Listing {
     pub datasets: Vec<DatasetEntry>,
     /// Blobs added on their own (with `all`: every blob that is not a manifest).
     pub blobs: Vec<BlobEntry>,
+}
+
+/// List one dataset's files (or describe one blob).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Files {
+    /// Hash, prefix, ticket or name.
+    pub target: String,
+}
+
+/// One file of a [`FileListing`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Path inside the dataset (`/`-separated).
+    pub path: String,
+    /// Its blob.
+    pub hash: Hash,
+    /// Size in bytes.
+    pub size: u64,
+    /// Bytes held verified.
+    pub held: u64,
+    /// Whether all of it is stored.
+    pub complete: bool,
+}
+
+/// A dataset's files, as held here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileListing {
+    /// The dataset (or blob).
+    pub hash: Hash,
+    /// Whether it is a dataset (false: a single blob, listed as one file named by its hash).
+    pub dataset: bool,
+    /// Its files, in manifest order.
+    pub files: Vec<FileEntry>,
 }
 
 /// Pin (`pin: true`) or unpin a dataset or blob.
@@ -195,6 +232,14 @@ pub struct Get {
     /// With `output`: replace files that already exist.
     #[serde(default)]
     pub force: bool,
+    /// Keep the store's copy (default). With `output` and `false`, the dataset is removed
+    /// from the store once written out and verified: one copy on disk, not served.
+    #[serde(default = "keep_by_default")]
+    pub keep: bool,
+}
+
+fn keep_by_default() -> bool {
+    true
 }
 
 /// Write a dataset or blob to a folder.

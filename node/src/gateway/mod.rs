@@ -166,14 +166,21 @@ impl Gateway {
                 &format!("cannot fetch {hash}: {e}"),
             )
         })?;
-        fetch::get(node, network, &target, &include, &Progress::none())
-            .await
-            .map_err(|e| {
-                error(
-                    StatusCode::BAD_GATEWAY,
-                    &format!("cannot fetch {hash}: {e}"),
-                )
-            })?;
+        fetch::get(
+            node,
+            network,
+            &target,
+            &include,
+            fetch::Keep::Unpinned,
+            &Progress::none(),
+        )
+        .await
+        .map_err(|e| {
+            error(
+                StatusCode::BAD_GATEWAY,
+                &format!("cannot fetch {hash}: {e}"),
+            )
+        })?;
         Ok(())
     }
 

@@ -338,23 +338,33 @@ impl Store {
         Ok(results)
     }
 
-    /// Records that the store holds dataset `root` (whose manifest is `manifest`) and pins
-    /// it. For a fetched dataset, call once its manifest and blobs are complete.
-    pub fn record_dataset(&self, root: &Hash, manifest: &Manifest) -> Result<()> {
+    /// Records that the store holds dataset `root` (whose manifest is `manifest`), and pins
+    /// it if `pin` (unpinned, garbage collection may take it, least recently used first:
+    /// what an HTTP client's request fetched).
+    pub fn record_dataset(&self, root: &Hash, manifest: &Manifest, pin: bool) -> Result<()> {
         let mut batch = WriteBatch::default();
-        self.put_dataset(&mut batch, root, manifest);
+        if pin {
+            self.put_dataset(&mut batch, root, manifest);
+        } else {
+            self.put_dataset_record(&mut batch, root, manifest);
+        }
         self.db.write(batch)?;
         Ok(())
     }
 
     /// Adds a dataset record and its pin to `batch`.
     fn put_dataset(&self, batch: &mut WriteBatch, root: &Hash, manifest: &Manifest) {
+        self.put_dataset_record(batch, root, manifest);
+        self.put_pin(batch, root, PinKind::Dataset);
+    }
+
+    /// Adds a dataset record (no pin: garbage collection may take it) to `batch`.
+    fn put_dataset_record(&self, batch: &mut WriteBatch, root: &Hash, manifest: &Manifest) {
         let dataset = DatasetMeta {
             files: manifest.entries().len() as u64,
             total_size: manifest.total_size(),
         };
         batch.put_cf(self.cf(CF_DATASETS), root.as_bytes(), encode(&dataset));
-        self.put_pin(batch, root, PinKind::Dataset);
     }
 
     /// Adds "used now" for `hash` to `batch`.

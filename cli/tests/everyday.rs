@@ -1,0 +1,198 @@
+//! End-to-end: what a new user and a mirror operator trip over in everyday use, run as
+//! they would (real processes on loopback).
+
+mod common;
+
+use std::{fs, path::Path, process::Stdio};
+
+use common::{commons, files, json_ok, make_dataset, Node};
+
+/// Runs `commons ARGS` on `dir`, which must fail; returns its stderr.
+fn fails(dir: &Path, args: &[&str]) -> String {
+    let out = commons(dir).args(args).output().expect("run commons");
+    assert!(!out.status.success(), "commons {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs `commons ARGS` on `dir`, which must succeed; returns its stdout.
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = commons(dir).args(args).output().expect("run commons");
+    assert!(
+        out.status.success(),
+        "commons {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_ticket_printed_without_a_running_node_says_it_is_hash_only() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("dataset");
+    make_dataset(&src, 1 << 12);
+    let dir = tmp.path().join("a");
+    let printed = ok(&dir, &["add", src.to_str().expect("utf-8")]);
+    assert!(printed.contains("ticket: commons1"), "{printed}");
+    assert!(
+        printed.contains("hash only") && printed.contains("commons node run"),
+        "the ticket says it names no address, and what gives one that does: {printed}"
+    );
+    // Through a running node the ticket names its addresses, and says nothing of the kind.
+    let _node = Node::start(&dir);
+    let printed = ok(&dir, &["add", src.to_str().expect("utf-8")]);
+    assert!(!printed.contains("hash only"), "{printed}");
+}
+
+#[test]
+fn rerunning_a_finished_get_into_a_folder_succeeds_and_changed_files_are_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("dataset");
+    make_dataset(&src, 1 << 16);
+    common::add(&tmp.path().join("a"), &src);
+    let seeder = Node::start(&tmp.path().join("a"));
+    let b = tmp.path().join("b");
+    let out = tmp.path().join("out");
+    let out_arg = out.to_str().expect("utf-8");
+    json_ok(&b, &["get", &seeder.ticket(), "-o", out_arg]);
+    // The documented way to resume is to run the same command again: once finished, it
+    // checks the files already there and succeeds.
+    let again = json_ok(&b, &["get", &seeder.ticket(), "-o", out_arg]);
+    assert_eq!(again["exported"]["unchanged"], 4, "{again}");
+    assert!(files(&src) == files(&out));
+    // A file changed since is not silently replaced.
+    fs::write(out.join("config.json"), b"{\"layers\": 3}").expect("write");
+    let err = fails(&b, &["get", &seeder.ticket(), "-o", out_arg]);
+    assert!(err.contains("already exists with other content"), "{err}");
+}
+
+#[test]
+fn a_failed_get_by_hash_says_what_it_tried() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("dataset");
+    make_dataset(&src, 1 << 12);
+    let a = tmp.path().join("a");
+    common::add(&a, &src);
+    let node = Node::start_with(&a, &["--dht-mode", "server"]);
+    let unknown = "ab".repeat(32);
+    let err = fails(
+        &tmp.path().join("b"),
+        &["get", &unknown, "--bootstrap", &node.addr()],
+    );
+    assert!(err.contains("no provider of"), "{err}");
+    assert!(err.contains("the DHT lookup asked"), "{err}");
+    assert!(
+        !err.contains("ticket") && !err.contains("give --bootstrap"),
+        "no blame on a ticket or flag the user did not give: {err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn ls_shows_names_and_a_datasets_files_and_an_include_matching_nothing_fails() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("dataset");
+    make_dataset(&src, 1 << 12);
+    let a = tmp.path().join("a");
+    json_ok(
+        &a,
+        &["add", src.to_str().expect("utf-8"), "--name", "lab/corpus"],
+    );
+    let listing = ok(&a, &["ls"]);
+    assert!(listing.contains("lab/corpus@main"), "{listing}");
+    let by_name = json_ok(&a, &["ls", "lab/corpus"]);
+    let paths: Vec<&str> = by_name["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter_map(|f| f["path"].as_str())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "config.json",
+            "empty.txt",
+            "shards/model-00001.safetensors",
+            "shards/model-00002.safetensors"
+        ]
+    );
+    let text = ok(&a, &["ls", "lab/corpus"]);
+    assert!(
+        text.contains("shards/model-00001.safetensors") && text.contains("complete"),
+        "{text}"
+    );
+
+    let seeder = Node::start(&a);
+    let b = tmp.path().join("b");
+    let err = fails(&b, &["get", &seeder.ticket(), "--include", "*.parquet"]);
+    assert!(
+        err.contains("no file of the dataset matches --include *.parquet"),
+        "{err}"
+    );
+}
+
+#[test]
+fn get_no_keep_leaves_only_the_exported_copy() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("dataset");
+    make_dataset(&src, 1 << 16);
+    common::add(&tmp.path().join("a"), &src);
+    let seeder = Node::start(&tmp.path().join("a"));
+    let b = tmp.path().join("b");
+    let out = tmp.path().join("out");
+    let got = json_ok(
+        &b,
+        &[
+            "get",
+            &seeder.ticket(),
+            "-o",
+            out.to_str().expect("utf-8"),
+            "--no-keep",
+        ],
+    );
+    assert_eq!(got["kept"], false);
+    assert!(files(&src) == files(&out), "exported byte-identical");
+    let listing = json_ok(&b, &["ls", "--all"]);
+    assert!(
+        listing["datasets"].as_array().expect("datasets").is_empty()
+            && listing["blobs"].as_array().expect("blobs").is_empty(),
+        "the store keeps no copy: {listing}"
+    );
+    // --no-keep without a folder would keep nothing at all: refused by the parser.
+    let err = fails(&b, &["get", &seeder.ticket(), "--no-keep"]);
+    assert!(err.contains("--output"), "{err}");
+}
+
+#[test]
+fn read_only_commands_work_while_a_one_shot_get_holds_the_store() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("dataset");
+    make_dataset(&src, 24 << 20);
+    common::add(&tmp.path().join("a"), &src);
+    let seeder = Node::start(&tmp.path().join("a"));
+    let b = tmp.path().join("b");
+    fs::create_dir_all(&b).expect("mkdir");
+    fs::write(
+        b.join("config.toml"),
+        "[limits]\ndownload_mib_per_sec = 8\n",
+    )
+    .expect("config");
+    let mut get = commons(&b)
+        .args(["get", &seeder.ticket()])
+        .env("COMMONS_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn get");
+    common::wait_for_dir_to_grow(&mut get, &b.join("store"), 4 << 20);
+    // The get holds the store: `ls` and `verify` go through it.
+    let listing = json_ok(&b, &["ls"]);
+    assert_eq!(listing["datasets"][0]["complete"], false, "{listing}");
+    let verify = json_ok(&b, &["verify"]);
+    assert!(verify["corrupt"].as_array().expect("corrupt").is_empty());
+    let _ = get.kill();
+    let out = get.wait_with_output().expect("wait");
+    // Its logs went to a pipe: no colour codes in them.
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(!logs.is_empty(), "debug logs were written");
+    assert!(!logs.contains('\u{1b}'), "no ANSI escapes in piped logs");
+}
