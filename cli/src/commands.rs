@@ -16,7 +16,7 @@ use commons_node::{
 };
 use serde::Serialize;
 
-use crate::{progress::Bar, render, serve, Cli, Command, NameCommand, NodeCommand};
+use crate::{progress::Bar, render, serve, Cli, Command, MirrorCommand, NameCommand, NodeCommand};
 
 /// The error a command returns when Ctrl-C or SIGTERM stopped it; `main` exits with 130
 /// for it, as shells expect of an interrupted command.
@@ -314,6 +314,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             include,
             force,
             no_keep,
+            limit_rate,
             bootstrap: _,
         } => {
             let request = api::Get {
@@ -322,6 +323,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 output: output.as_deref().map(absolute).transpose()?,
                 force,
                 keep: !no_keep,
+                limit_rate,
             };
             // The node stops either way: what it received is put on disk first.
             let reply = node.call_interruptible(request, "fetching");
@@ -355,6 +357,18 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Node(NodeCommand::Status) => {
             let reply = node.call(api::Status {}, "")?;
             node.show(&reply, render::status)
+        }
+        Command::Mirror(MirrorCommand::Add { target, name }) => {
+            let reply = node.call(api::MirrorAdd { target, name }, "")?;
+            node.show(&reply, render::mirror_changed)
+        }
+        Command::Mirror(MirrorCommand::Rm { target }) => {
+            let reply = node.call(api::MirrorRm { target }, "")?;
+            node.show(&reply, render::mirror_changed)
+        }
+        Command::Mirror(MirrorCommand::Ls) => {
+            let reply = node.call(api::MirrorList {}, "")?;
+            node.show(&reply, |r| render::mirror_entries(&r.entries))
         }
         // Answered above, without a session.
         Command::Node(NodeCommand::Run { .. } | NodeCommand::Id) => Ok(ExitCode::SUCCESS),

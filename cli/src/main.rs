@@ -27,7 +27,8 @@ use clap::{Parser, Subcommand};
   commons rm <hash>                 forget a dataset (shared files are kept)
   commons node run --bootstrap <addr>   serve and announce, joining a network
   commons get <hash> -o ./out       find holders in the DHT, fetch, verify, write out
-  commons providers <hash>          list who holds a dataset")]
+  commons providers <hash>          list who holds a dataset
+  commons mirror add <hash> --name lab/corpus   keep a dataset on this mirror")]
 pub struct Cli {
     /// Where the store lives [default: $XDG_DATA_HOME/commons, i.e. ~/.local/share/commons]
     #[arg(long, global = true, env = "COMMONS_DATA_DIR", value_name = "DIR")]
@@ -150,6 +151,10 @@ enum Command {
         /// already written are checked and kept
         #[arg(long, requires = "output")]
         no_keep: bool,
+        /// Download at most this many MiB/s (this fetch only; a node's own limit is in its
+        /// config file's [limits]), as curl's and aria2c's --limit-rate
+        #[arg(long, value_name = "MIB_PER_SEC")]
+        limit_rate: Option<f64>,
         /// Fetch only files whose path matches this glob (e.g. '*.json', 'data/**'); repeatable
         #[arg(long, value_name = "GLOB")]
         include: Vec<String>,
@@ -186,6 +191,32 @@ enum Command {
     /// Run the node, or ask it about itself
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Change what this node mirrors while it runs (kept after restarts), and see how far
+    /// each dataset is
+    #[command(subcommand)]
+    Mirror(MirrorCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum MirrorCommand {
+    /// Mirror a dataset: fetch it, keep it pinned and serve it, fetching it again if it
+    /// goes missing. Saved in the store; without a running node, fetched once one runs
+    Add {
+        /// A full hash, a ticket, or a name bound on this node
+        target: String,
+        /// Also bind this local name once fetched (org/name[@revision])
+        #[arg(long, value_name = "ORG/NAME")]
+        name: Option<String>,
+    },
+    /// Stop mirroring a dataset added with `mirror add` (its data stays, pinned: `unpin`
+    /// lets garbage collection take it). Entries of the config file are removed there
+    Rm {
+        /// The target as it was added
+        target: String,
+    },
+    /// List what this node mirrors and where each dataset is (fetching n %, complete,
+    /// failing with the last error and the next retry)
+    Ls,
 }
 
 #[derive(Debug, Subcommand)]

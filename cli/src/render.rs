@@ -3,9 +3,11 @@
 
 use commons_node::{
     api::{
-        AddOutcome, ExportOutcome, FileListing, GcOutcome, GetOutcome, Listing, NameList,
-        NameRemoved, PeerStatsList, PinOutcome, ProvidersReport, RemoveOutcome, VerifyReport,
+        AddOutcome, ExportOutcome, FileListing, GcOutcome, GetOutcome, Listing, MirrorChanged,
+        NameList, NameRemoved, PeerStatsList, PinOutcome, ProvidersReport, RemoveOutcome,
+        VerifyReport,
     },
+    mirror::{MirrorEntryStatus, MirrorState},
     net::NetworkStatus,
     status::NodeStatus,
     store::NameEntry,
@@ -377,6 +379,52 @@ pub fn status(s: &NodeStatus) {
         HumanBytes(s.disk_bytes)
     );
     if let Some(gw) = &s.gateway {
-        println!("gateway:   {gw}");
+        println!(
+            "gateway:   {gw}: {} served ({} responses)",
+            HumanBytes(s.gateway_bytes),
+            s.gateway_responses
+        );
+    }
+    if !s.mirror.is_empty() {
+        println!("mirror:");
+        mirror_entries(&s.mirror);
+    }
+}
+
+pub fn mirror_changed(r: &MirrorChanged) {
+    if r.changed {
+        println!("done: {}", r.target);
+    } else {
+        println!("{} was mirrored already", r.target);
+    }
+}
+
+/// One line per mirrored dataset: where it is, and what is wrong if anything.
+pub fn mirror_entries(entries: &[MirrorEntryStatus]) {
+    if entries.is_empty() {
+        println!("nothing is mirrored: add a dataset with `commons mirror add <hash>`");
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    for e in entries {
+        let state = match e.state {
+            MirrorState::Waiting => "waiting (for a running node and the network)".to_string(),
+            MirrorState::Fetching => {
+                format!("fetching {} of {}", HumanBytes(e.held), HumanBytes(e.size))
+            }
+            MirrorState::Complete => format!("complete, {}", HumanBytes(e.size)),
+            MirrorState::Failing => format!(
+                "failing, retried in {} s: {}",
+                e.retry_at.map_or(0, |t| t.saturating_sub(now)),
+                e.last_error.as_deref().unwrap_or("")
+            ),
+        };
+        let name = e
+            .name
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
+        println!("  {}{name} [{}]: {state}", e.target, e.source);
     }
 }

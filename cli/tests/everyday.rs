@@ -196,3 +196,53 @@ fn read_only_commands_work_while_a_one_shot_get_holds_the_store() {
     assert!(!logs.is_empty(), "debug logs were written");
     assert!(!logs.contains('\u{1b}'), "no ANSI escapes in piped logs");
 }
+
+#[test]
+fn a_listen_port_already_in_use_is_named_with_what_to_do() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let err = fails(
+        tmp.path(),
+        &[
+            "node",
+            "run",
+            "--listen",
+            &format!("/ip4/127.0.0.1/udp/{port}/quic-v1"),
+        ],
+    );
+    assert!(
+        err.contains("already in use") && err.contains("--listen"),
+        "the cause, and what to do: {err}"
+    );
+}
+
+#[test]
+fn limit_rate_caps_one_get_and_bad_rates_are_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("dataset");
+    let size = make_dataset(&src, 3 << 20);
+    common::add(&tmp.path().join("a"), &src);
+    let seeder = Node::start(&tmp.path().join("a"));
+    let b = tmp.path().join("b");
+    let rate = 2.0;
+    let started = std::time::Instant::now();
+    let got = json_ok(&b, &["get", &seeder.ticket(), "--limit-rate", "2"]);
+    let took = started.elapsed().as_secs_f64();
+    let received = got["bytes_received"].as_u64().expect("received");
+    // A bound, not a speed: at 2 MiB/s what was received cannot arrive faster than this.
+    let burst = commons_node::transfer::BURST_BYTES;
+    let floor = received.saturating_sub(burst) as f64 / (rate * 1024.0 * 1024.0);
+    assert!(received >= size, "{got}");
+    assert!(
+        took >= floor * 0.99,
+        "took {took} s, the limit implies at least {floor} s"
+    );
+    for bad in ["0", "-1", "nan"] {
+        let err = fails(
+            &b,
+            &["get", &seeder.ticket(), &format!("--limit-rate={bad}")],
+        );
+        assert!(err.contains("--limit-rate"), "{bad}: {err}");
+    }
+}

@@ -538,3 +538,161 @@ fn a_gateway_with_fetch_missing_fetches_from_the_network_what_it_lacks() {
         "garbage collection can take it: {collected}"
     );
 }
+
+/// Polls `node status` on `dir` until `check` holds (at most `secs`); returns the last.
+fn status_until(
+    dir: &Path,
+    secs: u64,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let status = json_ok(dir, &["node", "status"]);
+        if check(&status) || std::time::Instant::now() > deadline {
+            return status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn mirror_entries_change_at_run_time_and_status_shows_each_and_the_gateway_traffic() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("dataset");
+    make_dataset(&src, 1 << 20);
+    let seeder_dir = tmp.path().join("seeder");
+    add(&seeder_dir, &src);
+    // Both DHT servers (loopback is not public, so `auto` would make clients).
+    let seeder = Node::start_with(&seeder_dir, &["--dht-mode", "server"]);
+    let ticket = seeder.ticket();
+    let root = ticket
+        .parse::<commons_protocol::Ticket>()
+        .expect("ticket")
+        .hash
+        .to_string();
+    let mirror_dir = tmp.path().join("mirror");
+    // Configured by hash alone: found in the DHT once the node has joined it.
+    let cfg = config(
+        &tmp.path().join("cfg"),
+        &format!("[mirror]\ndatasets = [{{ target = \"{root}\", name = \"org/data\" }}]\n"),
+    );
+    let log = tmp.path().join("mirror.log");
+    let child = commons(&mirror_dir)
+        .args([
+            "--json",
+            "--config",
+            &cfg,
+            "node",
+            "run",
+            "--dht-mode",
+            "server",
+        ])
+        .args([
+            "--listen",
+            "/ip4/127.0.0.1/udp/0/quic-v1",
+            "--bootstrap",
+            &seeder.addr(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn");
+    let mut child = child;
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).expect("ready");
+    let mirror = Node {
+        child,
+        ready: serde_json::from_str(&line).expect("json"),
+    };
+
+    let status = status_until(&mirror_dir, 60, |s| s["mirror"][0]["state"] == "complete");
+    let entry = &status["mirror"][0];
+    assert_eq!(entry["state"], "complete", "{status}");
+    assert_eq!(entry["source"], "config");
+    assert_eq!(entry["name"], "org/data@main");
+    assert!(entry["size"].as_u64() > Some(1 << 20), "{entry}");
+
+    // Added while the node runs, with no restart and no config edit: a dataset nobody
+    // holds, failing, with the error and when it is tried again.
+    let unknown = "cd".repeat(32);
+    let added = json_ok(&mirror_dir, &["mirror", "add", &unknown]);
+    assert_eq!(added["changed"], true);
+    let status = status_until(&mirror_dir, 60, |s| {
+        s["mirror"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|e| e["state"] == "failing"))
+    });
+    let failing = status["mirror"]
+        .as_array()
+        .expect("mirror")
+        .iter()
+        .find(|e| e["target"] == unknown.as_str())
+        .expect("the unknown entry");
+    assert_eq!(failing["state"], "failing", "{status}");
+    assert!(
+        failing["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no provider")),
+        "{failing}"
+    );
+    assert!(failing["retry_at"].as_u64().is_some());
+
+    // Gateway traffic counts in the status.
+    let gw = gateway_addr(&mirror);
+    let r = http(
+        &gw,
+        "GET",
+        "/dataset/org/data/shards/model-00001.safetensors",
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let status = status_until(&mirror_dir, 10, |s| {
+        s["gateway_bytes"].as_u64() >= Some(1 << 20)
+    });
+    assert!(
+        status["gateway_bytes"].as_u64() >= Some(1 << 20),
+        "{status}"
+    );
+    assert!(status["gateway_responses"].as_u64() >= Some(1), "{status}");
+    // The entry that could be fetched was fetched without a 'fetch failed' warning: the
+    // mirror waited for the network before its first attempt.
+    let logs = fs::read_to_string(&log).expect("log");
+    assert!(
+        !logs
+            .lines()
+            .any(|l| l.contains("fetch failed") && l.contains(&root)),
+        "{logs}"
+    );
+
+    // Removed at run time; saved across restarts.
+    json_ok(&mirror_dir, &["mirror", "rm", &unknown]);
+    mirror.stop();
+    let listed = {
+        let out = commons(&mirror_dir)
+            .args(["--json", "--config", &cfg, "mirror", "ls"])
+            .output()
+            .expect("ls");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")
+    };
+    let targets: Vec<&str> = listed["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["target"].as_str())
+        .collect();
+    assert_eq!(targets, [root.as_str()], "{listed}");
+    assert_eq!(listed["entries"][0]["source"], "config");
+    // A config file entry is removed in the file, and says so.
+    let out = commons(&mirror_dir)
+        .args(["--config", &cfg, "mirror", "rm", &root])
+        .output()
+        .expect("rm");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("config file"));
+    let out = commons(&mirror_dir)
+        .args(["mirror", "rm", &unknown])
+        .output()
+        .expect("rm");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not mirrored here"));
+}

@@ -145,7 +145,7 @@ pub struct MirrorSection {
 }
 
 /// One dataset a mirror keeps: a hash or ticket, or a table that also names it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(untagged)]
 pub enum MirrorEntry {
     /// `"<hash or ticket>"`.

@@ -100,11 +100,7 @@ pub async fn run(settings: NodeSettings, ready: impl FnOnce(Ready)) -> Result<()
         Some(addr) => Some(bind_http(addr).await?),
         None => None,
     };
-    let (gateway_config, mirror, quota) = (
-        settings.gateway.clone(),
-        settings.mirror.clone(),
-        settings.quota,
-    );
+    let (gateway_config, quota) = (settings.gateway.clone(), settings.quota);
     let data_dir = settings.data_dir.clone();
     let bootstrap = settings.discovery.bootstrap.clone();
     let save_interval = settings.discovery.save_interval;
@@ -142,7 +138,8 @@ pub async fn run(settings: NodeSettings, ready: impl FnOnce(Ready)) -> Result<()
     }
     if let (Some(listener), Some(gw)) = (gateway_listener, gateway_config) {
         let fetcher = gw.fetch_missing.then(|| node.clone());
-        let gateway = Gateway::new(node.store().blocking().clone(), fetcher);
+        let gateway = Gateway::new(node.store().blocking().clone(), fetcher)
+            .with_stats(node.gateway_stats().clone());
         tasks.spawn("HTTP gateway", async move {
             if let Err(e) = gateway.serve(listener).await {
                 tracing::error!(error = %e, "the HTTP gateway failed");
@@ -157,7 +154,7 @@ pub async fn run(settings: NodeSettings, ready: impl FnOnce(Ready)) -> Result<()
             }
         });
     }
-    tasks.spawn("mirror", crate::mirror::run(node.clone(), mirror));
+    crate::mirror::start(&node);
     if let Some(quota) = quota {
         tasks.spawn("quota", keep_quota(node.store().clone(), quota));
     }
@@ -177,7 +174,7 @@ pub async fn run(settings: NodeSettings, ready: impl FnOnce(Ready)) -> Result<()
         bulk: host.bulk().and_then(|b| b.local_addr().ok()),
         datasets,
     });
-    tasks.spawn("join", join_network(host.clone(), bootstrap));
+    tasks.spawn("join", join_network(node.clone(), host.clone(), bootstrap));
     tasks.spawn("save peers", save_periodically(node.clone(), save_interval));
     shutdown_signal().await.map_err(DaemonError::Signals)?;
     tracing::info!("shutting down");
@@ -193,7 +190,7 @@ pub async fn run(settings: NodeSettings, ready: impl FnOnce(Ready)) -> Result<()
 
 /// Dials the bootstrap peers and fills the routing table; warns about peers that do not
 /// answer, and keeps running either way (the first node of a network has no one to join).
-async fn join_network(host: Host, bootstrap: Vec<Multiaddr>) {
+async fn join_network(node: Node, host: Host, bootstrap: Vec<Multiaddr>) {
     match host.bootstrap(&bootstrap).await {
         Ok(report) => {
             for (addr, reason) in &report.failed {
@@ -205,6 +202,7 @@ async fn join_network(host: Host, bootstrap: Vec<Multiaddr>) {
         }
         Err(e) => tracing::warn!("{e}"),
     }
+    node.mark_join_tried();
 }
 
 async fn bind_http(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, DaemonError> {

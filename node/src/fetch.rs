@@ -27,7 +27,7 @@ use crate::{
     node::{Network, Node},
     progress::{Progress, ProgressEvent},
     store::{BlobState, StoreError},
-    transfer::{ask_holders, swarm_blob, FetchError, PeerFeed},
+    transfer::{ask_holders, swarm_blob, FetchError, PeerFeed, RateLimit},
 };
 
 /// Providers asked of the DHT per lookup; more come through the holder exchange.
@@ -195,17 +195,46 @@ pub enum Keep {
     Unpinned,
 }
 
+/// How one fetch behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchOptions {
+    /// Whether what it brings in is pinned.
+    pub keep: Keep,
+    /// Its own download limit in bytes per second (`get --limit-rate`), on top of the
+    /// node's.
+    pub rate_limit: Option<u64>,
+}
+
+impl FetchOptions {
+    /// Pinned, no limit of its own: what a user's `get` and a mirror ask for.
+    pub fn pinned() -> Self {
+        Self {
+            keep: Keep::Pinned,
+            rate_limit: None,
+        }
+    }
+
+    /// Unpinned, no limit of its own: what the gateway fetches for an HTTP client.
+    pub fn unpinned() -> Self {
+        Self {
+            keep: Keep::Unpinned,
+            rate_limit: None,
+        }
+    }
+}
+
 /// Fetches `target` into the store through `network`. For a dataset, only the files
-/// `include` accepts are fetched; the dataset is recorded (pinned if `keep` says so) and
+/// `include` accepts are fetched; the dataset is recorded (pinned if `options` say so) and
 /// announced as soon as its manifest is held.
 pub async fn get(
     node: &Node,
     network: &Network,
     target: &GetTarget,
     include: &Include,
-    keep: Keep,
+    options: FetchOptions,
     progress: &Progress,
 ) -> Result<GetOutcome, GetError> {
+    let keep = options.keep;
     let before = node.stats().total();
     let root = target.hash;
     let store = node.store();
@@ -214,6 +243,7 @@ pub async fn get(
         .run(move |s| Ok::<_, StoreError>(s.hold([root])))
         .await?;
     let mut pool = Pool::new(node, network, root, target.providers.clone());
+    pool.limit = options.rate_limit.map(RateLimit::new);
     let served_root = pool.fetch(root, progress).await?;
     if let Some(peer) = served_root {
         pool.exchange_holders(peer).await;
@@ -330,6 +360,8 @@ struct Pool<'a> {
     from_ticket: usize,
     /// What the DHT lookup cost and found, once made.
     lookup_cost: Option<(QueryCost, usize)>,
+    /// This fetch's own download limit.
+    limit: Option<RateLimit>,
 }
 
 impl<'a> Pool<'a> {
@@ -343,6 +375,7 @@ impl<'a> Pool<'a> {
             misbehaved: Vec::new(),
             from_ticket: providers.len(),
             lookup_cost: None,
+            limit: None,
         };
         for p in providers {
             pool.add(p);
@@ -532,6 +565,7 @@ impl<'a> Pool<'a> {
                 hash,
                 node.stats(),
                 on_bytes.clone(),
+                self.limit.as_ref(),
             );
             let known: HashSet<PeerId> = self.peers.iter().map(|p| p.peer).collect();
             let refresh = refresh_holders(

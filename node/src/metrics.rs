@@ -63,6 +63,16 @@ pub fn render(s: &NodeStatus) -> String {
             "Responses from peers that failed verification",
             s.bad_responses,
         ),
+        (
+            "gateway_responses",
+            "Responses with data the HTTP gateway sent",
+            s.gateway_responses,
+        ),
+        (
+            "gateway_bytes",
+            "Body bytes the HTTP gateway sent",
+            s.gateway_bytes,
+        ),
     ];
     for (name, help, value) in counters {
         let counter: Counter<u64> = Counter::default();
@@ -141,11 +151,15 @@ mod tests {
             quota_bytes: Some(1 << 30),
             gateway: None,
             uptime_secs: 60,
+            gateway_responses: 4,
+            gateway_bytes: 777,
+            mirror: Vec::new(),
         };
         let text = render(&status);
         for line in [
             "# TYPE commons_served_bytes counter",
             "commons_served_bytes_total 1234",
+            "commons_gateway_bytes_total 777",
             "commons_connected_peers 3",
             "commons_quota_bytes 1073741824",
             "# EOF",

@@ -22,6 +22,7 @@ use crate::{
     discovery::{DhtMode, DiscoveryConfig, Holders, Publisher},
     error::{ApiError, ErrorKind},
     identity,
+    mirror::board::Mirror,
     net::Host,
     store::{AsyncStore, Store, StoreError, StoreOptions},
     transfer::{TransferLimits, TransferStats},
@@ -173,6 +174,12 @@ struct Inner {
     joined: tokio::sync::OnceCell<()>,
     daemon: std::sync::OnceLock<DaemonInfo>,
     shutdown: CancellationToken,
+    /// The datasets it mirrors, and where each is.
+    mirror: Mirror,
+    /// Becomes true once the first attempt to join the network ended (joined or not).
+    join_tried: tokio::sync::watch::Sender<bool>,
+    /// What its HTTP gateway served.
+    gateway_stats: Arc<crate::gateway::stats::GatewayStats>,
 }
 
 /// The node: what every operation works with. Cheap to clone (one shared state).
@@ -207,11 +214,16 @@ impl Node {
             bulk: settings.discovery.bulk,
             ..DiscoveryConfig::client(settings.discovery.bootstrap.clone())
         };
-        Ok(Self::assemble(settings, store, discovery))
+        Self::assemble(settings, store, discovery)
     }
 
-    fn assemble(settings: NodeSettings, store: Store, discovery: DiscoveryConfig) -> Self {
-        Self(Arc::new(Inner {
+    fn assemble(
+        mut settings: NodeSettings,
+        store: Store,
+        discovery: DiscoveryConfig,
+    ) -> Result<Self, ApiError> {
+        let mirror = Mirror::load(std::mem::take(&mut settings.mirror), &store)?;
+        Ok(Self(Arc::new(Inner {
             data_dir: settings.data_dir,
             quota: settings.quota,
             discovery,
@@ -223,7 +235,10 @@ impl Node {
             joined: tokio::sync::OnceCell::new(),
             daemon: std::sync::OnceLock::new(),
             shutdown: CancellationToken::new(),
-        }))
+            mirror,
+            join_tried: tokio::sync::watch::Sender::new(false),
+            gateway_stats: Arc::default(),
+        })))
     }
 
     /// Opens the node of `settings` to run as the daemon: the store, then the host
@@ -256,7 +271,7 @@ impl Node {
                 publisher.provide(hash);
             }
         }
-        let node = Self::assemble(settings, store, discovery);
+        let node = Self::assemble(settings, store, discovery)?;
         let network = Network {
             host,
             publisher: Some(publisher),
@@ -315,6 +330,27 @@ impl Node {
         &self.0.bans
     }
 
+    /// What the HTTP gateway served.
+    pub fn gateway_stats(&self) -> &Arc<crate::gateway::stats::GatewayStats> {
+        &self.0.gateway_stats
+    }
+
+    /// The datasets this node mirrors.
+    pub fn mirror(&self) -> &Mirror {
+        &self.0.mirror
+    }
+
+    /// Records that the first attempt to join the network has ended (joined or not).
+    pub fn mark_join_tried(&self) {
+        self.0.join_tried.send_replace(true);
+    }
+
+    /// Waits until the first attempt to join the network has ended.
+    pub async fn joined(&self) {
+        let mut tried = self.0.join_tried.subscribe();
+        let _ = tried.wait_for(|t| *t).await;
+    }
+
     /// Cancelled when the node shuts down: every long-running task of the node ends then.
     pub fn shutdown_token(&self) -> &CancellationToken {
         &self.0.shutdown
@@ -355,6 +391,7 @@ impl Node {
                 for (addr, reason) in &report.failed {
                     tracing::warn!("bootstrap peer {addr} did not answer: {reason}");
                 }
+                self.mark_join_tried();
                 Ok::<_, ApiError>(())
             })
             .await?;

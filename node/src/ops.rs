@@ -13,12 +13,14 @@ use crate::{
     api::{
         require_absolute, Add, AddOutcome, ApiError, BlobEntry, Call, CollectedBlob, DatasetEntry,
         ErrorKind, Export, ExportOutcome, FileEntry, FileListing, Files, Gc, GcOutcome, Get,
-        GetOutcome, List, Listing, NameList, NameRemoved, NameRm, NameSet, Names, PeerStatsEntry,
-        PeerStatsList, Peers, PinOutcome, Progress, ProviderEntry, Providers, ProvidersReport,
-        Remove, RemoveOutcome, SetPin, Stats, Status, Verify, VerifyProblem, VerifyReport,
+        GetOutcome, List, Listing, MirrorAdd, MirrorChanged, MirrorEntries, MirrorList, MirrorRm,
+        NameList, NameRemoved, NameRm, NameSet, Names, PeerStatsEntry, PeerStatsList, Peers,
+        PinOutcome, Progress, ProviderEntry, Providers, ProvidersReport, Remove, RemoveOutcome,
+        SetPin, Stats, Status, Verify, VerifyProblem, VerifyReport,
     },
+    config::MirrorEntry,
     export,
-    fetch::{self, GetTarget, Keep},
+    fetch::{self, FetchOptions, GetTarget},
     include::Include,
     net::NetworkStatus,
     node::Node,
@@ -59,6 +61,9 @@ call!(Providers => ProvidersReport, providers);
 call!(Peers => NetworkStatus, peers);
 call!(Stats => PeerStatsList, stats);
 call!(Status => NodeStatus, node_status);
+call!(MirrorAdd => MirrorChanged, mirror_add);
+call!(MirrorRm => MirrorChanged, mirror_rm);
+call!(MirrorList => MirrorEntries, mirror_list);
 
 fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorKind::InvalidInput, message)
@@ -265,25 +270,6 @@ async fn files(node: &Node, req: Files, _progress: Progress) -> Result<FileListi
         .await
 }
 
-/// Whether `root` is a dataset held whole here: its record, its manifest and every file
-/// complete. A mirror fetches until this holds.
-pub fn dataset_complete(store: &Store, root: &Hash) -> Result<bool, StoreError> {
-    let complete = |h: &Hash| -> Result<bool, StoreError> {
-        Ok(store
-            .blob(h)?
-            .is_some_and(|m| m.state == BlobState::Complete))
-    };
-    if store.dataset(root)?.is_none() || !complete(root)? {
-        return Ok(false);
-    }
-    for entry in store.read_manifest(root)?.entries() {
-        if !complete(&entry.hash)? {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
 /// Pins (and announces) or unpins (and withdraws) a dataset or blob. Unpinning keeps the
 /// data until garbage collection needs the space, and drops names bound to it.
 async fn set_pin(node: &Node, req: SetPin, _progress: Progress) -> Result<PinOutcome, ApiError> {
@@ -368,6 +354,18 @@ async fn get(node: &Node, req: Get, progress: Progress) -> Result<GetOutcome, Ap
         require_absolute(dir)?;
     }
     let hash = target.hash;
+    let rate_limit = match req.limit_rate {
+        Some(rate) if !(rate.is_finite() && rate > 0.0 && rate <= 1e6) => {
+            return Err(invalid(format!(
+                "--limit-rate {rate}: give MiB/s, a number above 0 and at most 1000000"
+            )))
+        }
+        rate => rate.map(crate::transfer::mib_per_sec).map(|b| b.max(1)),
+    };
+    let fetch_options = FetchOptions {
+        rate_limit,
+        ..FetchOptions::pinned()
+    };
     // A ticket's providers are enough to start; a bare hash needs the DHT.
     let network = if target.providers.is_empty() {
         node.joined_network().await
@@ -375,7 +373,7 @@ async fn get(node: &Node, req: Get, progress: Progress) -> Result<GetOutcome, Ap
         node.network().await
     }
     .map_err(|e| e.context(format_args!("cannot look up {hash}")))?;
-    let mut outcome = fetch::get(node, network, &target, &include, Keep::Pinned, &progress)
+    let mut outcome = fetch::get(node, network, &target, &include, fetch_options, &progress)
         .await
         .map_err(|e| ApiError::from(e).context(format_args!("cannot get {hash}")))?;
     if let Some(dir) = req.output {
@@ -594,4 +592,58 @@ async fn node_status(
     _progress: Progress,
 ) -> Result<NodeStatus, ApiError> {
     status::snapshot(node).await
+}
+
+/// Mirrors a dataset from now on (saved in the store; kept after restarts).
+async fn mirror_add(
+    node: &Node,
+    req: MirrorAdd,
+    _progress: Progress,
+) -> Result<MirrorChanged, ApiError> {
+    let target = req.target.trim().to_string();
+    let is_target = target.parse::<Hash>().is_ok()
+        || target.parse::<Ticket>().is_ok()
+        || NameRef::parse(&target).is_ok();
+    if !is_target {
+        return Err(invalid(format!(
+            "{target:?} is neither a full hash, a ticket nor a name (org/name)"
+        )));
+    }
+    let entry = match req.name {
+        None => MirrorEntry::Target(target.clone()),
+        Some(name) => {
+            let name = NameRef::parse(&name)?;
+            MirrorEntry::Named {
+                target: target.clone(),
+                name: Some(name.name),
+                revision: Some(name.revision),
+            }
+        }
+    };
+    let changed = crate::mirror::add(node, entry).await?;
+    Ok(MirrorChanged { target, changed })
+}
+
+/// Stops mirroring a dataset added with `mirror add`.
+async fn mirror_rm(
+    node: &Node,
+    req: MirrorRm,
+    _progress: Progress,
+) -> Result<MirrorChanged, ApiError> {
+    let target = req.target.trim().to_string();
+    crate::mirror::remove(node, &target).await?;
+    Ok(MirrorChanged {
+        target,
+        changed: true,
+    })
+}
+
+async fn mirror_list(
+    node: &Node,
+    _req: MirrorList,
+    _progress: Progress,
+) -> Result<MirrorEntries, ApiError> {
+    Ok(MirrorEntries {
+        entries: node.mirror().statuses(),
+    })
 }

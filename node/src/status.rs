@@ -1,6 +1,8 @@
 //! What a running node reports about itself: `commons node status` and the Prometheus
 //! metrics endpoint read the same snapshot.
 
+use std::sync::atomic::Ordering;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{error::ApiError, node::Node, store::BlobState};
@@ -42,6 +44,13 @@ pub struct NodeStatus {
     pub gateway: Option<String>,
     /// Seconds since start.
     pub uptime_secs: u64,
+    /// Responses with data the HTTP gateway sent since start.
+    pub gateway_responses: u64,
+    /// Body bytes the HTTP gateway sent since start.
+    pub gateway_bytes: u64,
+    /// Each mirrored dataset: fetching (how far), complete, or failing (why, and when it
+    /// is tried again).
+    pub mirror: Vec<crate::mirror::board::MirrorEntryStatus>,
 }
 
 /// Takes a snapshot of the running node (a `not_running` error for an in-process one).
@@ -85,5 +94,8 @@ pub async fn snapshot(node: &Node) -> Result<NodeStatus, ApiError> {
         quota_bytes: node.quota(),
         gateway: info.gateway.map(|a| format!("http://{a}")),
         uptime_secs: info.started.elapsed().as_secs(),
+        gateway_responses: node.gateway_stats().responses.load(Ordering::Relaxed),
+        gateway_bytes: node.gateway_stats().bytes.load(Ordering::Relaxed),
+        mirror: node.mirror().statuses(),
     })
 }

@@ -56,6 +56,7 @@ async fn swarm_from(
         hash,
         &stats,
         Arc::new(|_| {}),
+        None,
     )
     .await;
     let per_peer = stats.snapshot();

@@ -65,6 +65,6 @@ pub async fn dispatch(
     }
     each_request!(
         Add, List, Files, SetPin, NameSet, NameRm, Names, Get, Export, Verify, Remove, Gc,
-        Providers, Peers, Stats, Status,
+        Providers, Peers, Stats, Status, MirrorAdd, MirrorRm, MirrorList,
     )
 }

@@ -30,7 +30,7 @@ macro_rules! requests {
 
 requests!(
     Add, List, Files, SetPin, NameSet, NameRm, Names, Get, Export, Verify, Remove, Gc, Providers,
-    Peers, Stats, Status,
+    Peers, Stats, Status, MirrorAdd, MirrorRm, MirrorList,
 );
 
 /// Paths cross the socket to a node running elsewhere in the file system's view of the
@@ -236,6 +236,9 @@ pub struct Get {
     /// from the store once written out and verified: one copy on disk, not served.
     #[serde(default = "keep_by_default")]
     pub keep: bool,
+    /// This fetch's download limit in MiB/s, on top of the node's (`--limit-rate`).
+    #[serde(default)]
+    pub limit_rate: Option<f64>,
 }
 
 fn keep_by_default() -> bool {
@@ -410,3 +413,42 @@ pub struct PeerStatsEntry {
 /// The node's status: peers, data, traffic, disk use (running node only).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Status {}
+
+/// Mirror a dataset from now on (`commons mirror add`): fetched, pinned, kept, and saved
+/// in the store so it is kept after a restart too. Without a running node it is saved and
+/// fetched once one runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MirrorAdd {
+    /// A hash, ticket or name bound here.
+    pub target: String,
+    /// A local name to bind once fetched (`org/name[@revision]`).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// Stop mirroring a dataset added with `mirror add` (the data stays, pinned).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MirrorRm {
+    /// The target as it was added.
+    pub target: String,
+}
+
+/// What `mirror add` or `mirror rm` changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorChanged {
+    /// The target.
+    pub target: String,
+    /// Whether anything changed (false: it was mirrored already).
+    pub changed: bool,
+}
+
+/// List what this node mirrors.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MirrorList {}
+
+/// What this node mirrors, and where each entry is (`waiting` without a running node).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorEntries {
+    /// One per entry.
+    pub entries: Vec<crate::mirror::MirrorEntryStatus>,
+}

@@ -14,6 +14,7 @@
 
 mod hf;
 mod range;
+pub mod stats;
 
 use std::sync::Arc;
 
@@ -36,6 +37,7 @@ use crate::{
 };
 
 pub use crate::config::GatewayConfig;
+pub use stats::GatewayStats;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -50,6 +52,8 @@ pub struct Gateway {
     responses: Arc<tokio::sync::Semaphore>,
     /// Manifests read lately (verified when read; content-addressed, so never stale).
     manifests: Arc<ManifestCache>,
+    /// What it served, for `node status` and metrics.
+    stats: Arc<GatewayStats>,
 }
 
 /// Manifests the gateway keeps parsed, at most (a manifest is at most a few MiB).
@@ -93,7 +97,14 @@ impl Gateway {
             fetching: Arc::default(),
             responses: Arc::new(tokio::sync::Semaphore::new(MAX_RESPONSES)),
             manifests: Arc::default(),
+            stats: Arc::default(),
         }
+    }
+
+    /// The same gateway counting what it serves into `stats` (the node's).
+    pub fn with_stats(mut self, stats: Arc<GatewayStats>) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// The same gateway sending at most `n` bodies at once (default [`MAX_RESPONSES`]).
@@ -171,7 +182,7 @@ impl Gateway {
             network,
             &target,
             &include,
-            fetch::Keep::Unpinned,
+            fetch::FetchOptions::unpinned(),
             &Progress::none(),
         )
         .await

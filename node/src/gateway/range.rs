@@ -1,6 +1,6 @@
 //! Answering for one file: `Range`, `ETag`, `HEAD`, and the verified, streamed body.
 
-use std::{io, ops::Range};
+use std::{io, ops::Range, sync::Arc};
 
 use axum::{
     body::{Body, Bytes},
@@ -124,7 +124,10 @@ pub(crate) fn respond(
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             return busy;
         };
-        verified_body(gw.store.clone(), hash, range, permit)
+        gw.stats
+            .responses
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        verified_body(gw.store.clone(), hash, range, permit, gw.stats.clone())
     };
     with_headers(status, headers, body)
 }
@@ -144,6 +147,7 @@ fn verified_body(
     hash: Hash,
     range: Range<u64>,
     permit: OwnedSemaphorePermit,
+    stats: Arc<super::GatewayStats>,
 ) -> Body {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(BODY_QUEUE);
     let runtime = tokio::runtime::Handle::current();
@@ -155,6 +159,7 @@ fn verified_body(
             tx: tx.clone(),
             buf: Vec::with_capacity(BODY_CHUNK),
             runtime,
+            stats,
         };
         let result = store
             .read_range_verified(&hash, range, &mut out)
@@ -181,6 +186,8 @@ struct ChannelWriter {
     buf: Vec<u8>,
     /// To wait for the client with a time limit from the blocking thread.
     runtime: tokio::runtime::Handle,
+    /// Counts the bytes handed to the client.
+    stats: Arc<super::GatewayStats>,
 }
 
 impl ChannelWriter {
@@ -192,9 +199,15 @@ impl ChannelWriter {
             &mut self.buf,
             Vec::with_capacity(BODY_CHUNK),
         ));
+        let len = chunk.len() as u64;
         let sent = self
             .runtime
             .block_on(self.tx.send_timeout(Ok(chunk), CLIENT_STALL_LIMIT));
+        if sent.is_ok() {
+            self.stats
+                .bytes
+                .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+        }
         sent.map_err(|e| match e {
             SendTimeoutError::Timeout(_) => io::Error::new(
                 io::ErrorKind::TimedOut,

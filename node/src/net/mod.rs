@@ -237,7 +237,7 @@ impl Host {
                 .listen_on(addr.clone())
                 .map_err(|e| NetError::Listen {
                     addr: addr.clone(),
-                    reason: e.to_string(),
+                    reason: listen_failure(&e),
                 })?;
         }
         let control = swarm.behaviour().stream.new_control();
@@ -487,6 +487,40 @@ fn start_bulk(
             tracing::warn!(error = %e, "no bulk endpoint: transfers use libp2p streams only");
             (None, None)
         }
+    }
+}
+
+/// Why a listen address could not be used, in the user's terms. libp2p's transport error
+/// says nothing itself (its cause, the OS error, is one level down), so the causes are
+/// read, and the common one — a port already taken — comes with what to do.
+fn listen_failure(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut causes = Vec::new();
+    let mut next = Some(e);
+    let mut in_use = false;
+    while let Some(cause) = next {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            in_use |= io.kind() == std::io::ErrorKind::AddrInUse;
+        }
+        let text = cause.to_string();
+        // Some layers wrap the OS error in their own type: its text still names it.
+        in_use |= text.contains("os error 98") || text.contains("Address already in use");
+        if !text.is_empty() && !causes.iter().any(|c: &String| c.contains(&text)) {
+            causes.push(text);
+        }
+        next = cause.source();
+    }
+    if in_use {
+        return "the port is already in use (another `commons node run` on this machine? \
+                stop it, or give another port with --listen, e.g. \
+                /ip4/0.0.0.0/udp/4434/quic-v1, or port 0 for any free one)"
+            .into();
+    }
+    if causes.is_empty() {
+        "the transport refused it without saying why (is it a QUIC address such as \
+         /ip4/0.0.0.0/udp/4433/quic-v1?)"
+            .into()
+    } else {
+        causes.join(": ")
     }
 }
 

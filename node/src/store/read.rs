@@ -303,6 +303,28 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Whether `root` is a dataset held whole here: its record, its manifest and every
+    /// file complete. A mirror fetches until this holds.
+    pub fn dataset_complete(&self, root: &Hash) -> Result<bool> {
+        let store = self;
+        let complete = |h: &Hash| -> Result<bool> {
+            Ok(store
+                .blob(h)?
+                .is_some_and(|m| m.state == BlobState::Complete))
+        };
+        if store.dataset(root)?.is_none() || !complete(root)? {
+            return Ok(false);
+        }
+        for entry in store.read_manifest(root)?.entries() {
+            if !complete(&entry.hash)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
 /// A partial blob's kept pairs, for [`commons_protocol::partial::encode_partial`].
 struct KeptPairs<'a> {
     store: &'a Store,

@@ -115,7 +115,7 @@ pub async fn fetch_blob(
     progress: Arc<dyn Fn(u64) + Send + Sync>,
 ) -> Result<(), FetchError> {
     let mut feed = super::PeerFeed::none();
-    match super::swarm_blob(host, store, &[peer], &mut feed, hash, stats, progress).await {
+    match super::swarm_blob(host, store, &[peer], &mut feed, hash, stats, progress, None).await {
         Ok(_) => Ok(()),
         Err(mut e) => Err(match e.report.dropped.pop() {
             Some((_, error)) => error,
@@ -161,6 +161,7 @@ pub(super) async fn fetch_round(
     partial_peer: bool,
     stats: &Arc<TransferStats>,
     progress: &Arc<dyn Fn(u64) + Send + Sync>,
+    limit: Option<&super::limit::RateLimit>,
 ) -> Result<bool, FetchError> {
     let stream_err = |reason: String| FetchError::Stream { peer, reason };
     let mut stream = super::open_data_stream(host, peer)
@@ -241,6 +242,7 @@ pub(super) async fn fetch_round(
         tx,
         RESPONSE_IDLE_TIMEOUT,
         &stats.limits,
+        limit,
         move |n| {
             stats2.update(peer, |s| s.bytes_received += n);
             progress2(n);

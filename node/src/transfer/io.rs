@@ -112,6 +112,7 @@ pub async fn pump<S: AsyncRead + Unpin>(
     tx: mpsc::Sender<io::Result<Bytes>>,
     idle: std::time::Duration,
     limits: &super::TransferLimits,
+    fetch_limit: Option<&super::limit::RateLimit>,
     mut on_bytes: impl FnMut(u64),
 ) -> u64 {
     let mut total = 0;
@@ -125,6 +126,12 @@ pub async fn pump<S: AsyncRead + Unpin>(
                 total += n as u64;
                 on_bytes(n as u64);
                 limits.after_download(n as u64).await;
+                if let Some(limit) = fetch_limit {
+                    let wait = limit.debit(n as u64);
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
                 Ok(Bytes::from(buf))
             }
             Ok(Err(e)) => Err(e),

@@ -39,6 +39,7 @@ use tokio::sync::watch;
 use super::{
     client::{fetch_round, span_ranges_to_groups},
     exchange::ask_have,
+    limit::RateLimit,
     FetchError, TransferStats,
 };
 use crate::{
@@ -151,6 +152,7 @@ pub async fn swarm_blob(
     hash: Hash,
     stats: &Arc<TransferStats>,
     progress: Arc<dyn Fn(u64) + Send + Sync>,
+    limit: Option<&RateLimit>,
 ) -> Result<SwarmReport, SwarmError> {
     let mut live: Vec<PeerId> = peers.iter().copied().take(MAX_SWARM_PEERS).collect();
     let mut report = SwarmReport::default();
@@ -171,7 +173,17 @@ pub async fn swarm_blob(
         };
         let Some(meta) = meta else {
             // Size unknown: the first span alone, from the first provider that answers.
-            learn_size(host, store, &mut live, hash, stats, &progress, &mut report).await;
+            learn_size(
+                host,
+                store,
+                &mut live,
+                hash,
+                stats,
+                &progress,
+                limit,
+                &mut report,
+            )
+            .await;
             if live.is_empty() {
                 return Err(fail(report, Vec::new()));
             }
@@ -213,6 +225,7 @@ pub async fn swarm_blob(
             size: meta.size,
             stats,
             progress: &progress,
+            limit,
             schedule: Mutex::new(schedule),
             peers: Mutex::new(live.iter().map(|p| (*p, PeerState::default())).collect()),
             first_slots: tokio::sync::Notify::new(),
@@ -269,6 +282,7 @@ pub async fn swarm_blob(
 
 /// Asks providers in turn for the first span until one answers with data, which fixes the
 /// blob's size; drops those that misbehave or fail.
+#[allow(clippy::too_many_arguments)]
 async fn learn_size(
     host: &Host,
     store: &AsyncStore,
@@ -276,6 +290,7 @@ async fn learn_size(
     hash: Hash,
     stats: &Arc<TransferStats>,
     progress: &Arc<dyn Fn(u64) + Send + Sync>,
+    limit: Option<&RateLimit>,
     report: &mut SwarmReport,
 ) {
     let first = vec![GroupRange {
@@ -296,6 +311,7 @@ async fn learn_size(
             false,
             stats,
             progress,
+            limit,
         )
         .await
         {
@@ -386,6 +402,8 @@ struct Round<'a> {
     size: u64,
     stats: &'a Arc<TransferStats>,
     progress: &'a Arc<dyn Fn(u64) + Send + Sync>,
+    /// This fetch's own download limit (`get --limit-rate`), on top of the node's.
+    limit: Option<&'a RateLimit>,
     schedule: Mutex<Schedule>,
     peers: Mutex<HashMap<PeerId, PeerState>>,
     /// Wakes extra slots when a first slot has started.
@@ -570,6 +588,7 @@ impl Round<'_> {
                 have.is_some(),
                 self.stats,
                 self.progress,
+                self.limit,
             );
             let result = tokio::select! {
                 r = request => Some(r),

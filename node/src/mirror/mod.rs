@@ -1,0 +1,285 @@
+//! A mirror's standing orders: fetch each configured dataset, keep it pinned (and named),
+//! and fetch it again if it goes missing.
+//!
+//! Each dataset has its own task. A failed fetch is retried with backoff (5 s doubling to
+//! [`MAX_RETRY`]); what was fetched before a failure or a restart is kept, so each attempt
+//! resumes. A complete dataset is checked again every [`RECHECK`] (cheap: store reads only).
+
+pub mod board;
+
+use std::{sync::Arc, time::Duration};
+
+use board::{save_entries, unix_now};
+pub use board::{
+    saved_entries, Mirror, MirrorEntryStatus, MirrorState, MAX_MIRROR_ENTRIES, META_MIRROR_ENTRIES,
+};
+
+use crate::{
+    api::{ApiError, ErrorKind, Progress, ProgressEvent, ProgressSink},
+    config::MirrorEntry,
+    fetch::{self, GetTarget},
+    include::Include,
+    node::Node,
+    store::{BlobState, Store, StoreError},
+};
+
+/// First wait after a failed fetch.
+pub const FIRST_RETRY: Duration = Duration::from_secs(5);
+/// Longest wait between attempts.
+pub const MAX_RETRY: Duration = Duration::from_secs(300);
+/// How often a complete dataset is checked again (it may have been removed by hand).
+pub const RECHECK: Duration = Duration::from_secs(600);
+/// How long the first attempts wait for the node to join the network (a fetch started
+/// before that finds no provider and only makes noise).
+pub const JOIN_WAIT: Duration = Duration::from_secs(30);
+
+/// Starts keeping every entry (a running node); each task runs until the node shuts down
+/// or its entry is removed.
+pub fn start(node: &Node) {
+    let targets: Vec<String> = node.mirror().lock().keys().cloned().collect();
+    for target in targets {
+        spawn_keeper(node, &target);
+    }
+}
+
+/// Starts the task that keeps `target` (a running node only).
+fn spawn_keeper(node: &Node, target: &str) {
+    if node.daemon().is_err() {
+        return;
+    }
+    let mut entries = node.mirror().lock();
+    let Some(kept) = entries.get_mut(target) else {
+        return;
+    };
+    let (task_node, entry, token) = (
+        node.clone(),
+        kept.entry.clone(),
+        node.shutdown_token().clone(),
+    );
+    let task = tokio::spawn(async move {
+        tokio::select! {
+            () = token.cancelled() => {}
+            () = keep(task_node, entry) => {}
+        }
+    });
+    kept.task = Some(task.abort_handle());
+}
+
+/// `commons mirror add`: keeps `entry` from now on (saved: kept after a restart too).
+pub async fn add(node: &Node, entry: MirrorEntry) -> Result<bool, ApiError> {
+    let target = entry.target().to_string();
+    if !node.mirror().insert(entry.clone(), "added")? {
+        return Ok(false);
+    }
+    let saved = node
+        .store()
+        .run(move |store| {
+            let mut entries = saved_entries(store)?;
+            entries.retain(|e| e.target() != entry.target());
+            entries.push(entry);
+            save_entries(store, &entries)
+        })
+        .await;
+    if let Err(e) = saved {
+        node.mirror().lock().remove(&target);
+        return Err(e.into());
+    }
+    spawn_keeper(node, &target);
+    Ok(true)
+}
+
+/// `commons mirror rm`: stops keeping `target` (the data stays, pinned, until unpinned).
+pub async fn remove(node: &Node, target: &str) -> Result<(), ApiError> {
+    let source = node
+        .mirror()
+        .lock()
+        .get(target)
+        .map(|k| k.status.source.clone());
+    match source.as_deref() {
+        None => {
+            return Err(ApiError::new(
+                ErrorKind::NotFound,
+                format!("{target} is not mirrored here (see `commons mirror ls`)"),
+            ))
+        }
+        Some("config") => {
+            return Err(ApiError::new(
+                ErrorKind::InvalidInput,
+                format!("{target} is in the config file's [mirror] datasets: remove it there"),
+            ))
+        }
+        Some(_) => {}
+    }
+    let owned = target.to_string();
+    node.store()
+        .run(move |store| {
+            let mut entries = saved_entries(store)?;
+            entries.retain(|e| e.target() != owned);
+            save_entries(store, &entries)
+        })
+        .await?;
+    if let Some(kept) = node.mirror().lock().remove(target) {
+        if let Some(task) = kept.task {
+            task.abort();
+        }
+    }
+    Ok(())
+}
+
+/// Counts a fetch's progress into its entry's status.
+struct Board {
+    node: Node,
+    target: String,
+}
+
+impl ProgressSink for Board {
+    fn event(&self, event: ProgressEvent) {
+        self.node.mirror().update(&self.target, |s| match event {
+            ProgressEvent::Start { bytes, .. } => {
+                s.size = bytes;
+                s.held = 0;
+            }
+            ProgressEvent::Advance { bytes } => s.held = s.held.saturating_add(bytes),
+            _ => {}
+        });
+    }
+}
+
+/// The size of a complete dataset or blob.
+fn total_size(store: &Store, hash: &commons_protocol::Hash) -> Result<u64, StoreError> {
+    Ok(match store.dataset(hash)? {
+        Some(d) => d.total_size,
+        None => store.blob(hash)?.map_or(0, |m| m.size),
+    })
+}
+
+/// The hash or ticket an entry names; a name (`org/name[@revision]`) is looked up among
+/// this node's names (names are local: this keeps what `commons name set` bound).
+async fn target_of(node: &Node, entry: &MirrorEntry) -> Result<GetTarget, String> {
+    if let Ok(target) = GetTarget::parse(entry.target()) {
+        return Ok(target);
+    }
+    let name = commons_protocol::NameRef::parse(entry.target()).map_err(|e| e.to_string())?;
+    let (n, revision) = (name.name.clone(), name.revision.clone());
+    let bound = node
+        .store()
+        .run(move |s| s.resolve_name(&n, &revision))
+        .await;
+    match bound {
+        Ok(Some(hash)) => Ok(GetTarget {
+            hash,
+            kind: Some(commons_protocol::TicketKind::Dataset),
+            providers: Vec::new(),
+        }),
+        Ok(None) => Err(format!(
+            "no dataset is named {}@{} on this node (names are local: bind it with `commons name set`, or give a hash or ticket)",
+            name.name, name.revision
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn keep(node: Node, entry: MirrorEntry) {
+    let mut wait = FIRST_RETRY;
+    let key = entry.target().to_string();
+    let failed = |error: &str, wait: Duration| {
+        node.mirror().update(&key, |s| {
+            s.state = MirrorState::Failing;
+            s.last_error = Some(error.to_string());
+            s.retry_at = Some(unix_now() + wait.as_secs());
+        });
+    };
+    // A fetch started before the node joined the network finds nobody: wait for the join.
+    let _ = tokio::time::timeout(JOIN_WAIT, node.joined()).await;
+    loop {
+        let target = match target_of(&node, &entry).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(target = entry.target(), error = %e, retry_in = ?wait, "mirror: cannot use this entry yet");
+                failed(&e, wait);
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(MAX_RETRY);
+                continue;
+            }
+        };
+        // Reads (and verifies) the manifest.
+        let (hash, kind) = (target.hash, target.kind);
+        let held = node
+            .store()
+            .run(move |store| {
+                Ok::<_, StoreError>(match kind {
+                    Some(commons_protocol::TicketKind::Blob) => store
+                        .blob(&hash)
+                        .is_ok_and(|m| m.is_some_and(|m| m.state == BlobState::Complete)),
+                    _ => store.dataset_complete(&hash).unwrap_or(false),
+                })
+            })
+            .await
+            .unwrap_or(false);
+        if !held {
+            tracing::info!(hash = %target.hash, "mirror: fetching");
+            node.mirror()
+                .update(&key, |s| s.state = MirrorState::Fetching);
+            let board = Progress::new(Arc::new(Board {
+                node: node.clone(),
+                target: key.clone(),
+            }));
+            let fetched = match node.network().await {
+                Ok(network) => fetch::get(
+                    &node,
+                    network,
+                    &target,
+                    &Include::default(),
+                    fetch::FetchOptions::pinned(),
+                    &board,
+                )
+                .await
+                .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match fetched {
+                Ok(outcome) => {
+                    tracing::info!(hash = %target.hash, files = outcome.files, bytes = outcome.size, "mirror: complete");
+                    wait = FIRST_RETRY;
+                }
+                Err(e) => {
+                    tracing::warn!(hash = %target.hash, error = %e, retry_in = ?wait, "mirror: fetch failed");
+                    failed(&e, wait);
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(MAX_RETRY);
+                    continue;
+                }
+            }
+        }
+        if let Some((name, revision)) = entry.name() {
+            let (n, r, hash) = (name.clone(), revision.to_string(), target.hash);
+            let named = node
+                .store()
+                .run(move |store| {
+                    if store.resolve_name(&n, &r)? == Some(hash) {
+                        return Ok(false);
+                    }
+                    store.set_name(&n, &r, &hash).map(|_| true)
+                })
+                .await;
+            match named {
+                Ok(true) => tracing::info!(%name, revision, hash = %target.hash, "mirror: named"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(%name, error = %e, "mirror: cannot bind the name"),
+            }
+        }
+        let size = node
+            .store()
+            .run(move |store| total_size(store, &hash))
+            .await
+            .unwrap_or(0);
+        node.mirror().update(&key, |s| {
+            s.state = MirrorState::Complete;
+            s.size = size;
+            s.held = size;
+            s.last_error = None;
+            s.retry_at = None;
+        });
+        tokio::time::sleep(RECHECK).await;
+    }
+}
