@@ -20,10 +20,13 @@ demo: deps build
 	bash scripts/demo.sh "$(CARGO_TARGET_DIR)/release/commons"
 
 ## test: every unit and end-to-end test (release profile), then the official huggingface_hub
-## client (installed from PyPI into a virtualenv under ~/.cache/commons) against the gateway
+## client (installed from PyPI into a virtualenv under ~/.cache/commons) against the gateway,
+## then the systemd unit (systemd-analyze verify, and the paths its sandbox allows)
 test: deps python-deps check-layering check-cycles
 	$(CARGO) test --release --workspace --all-targets --locked
 	bash scripts/hf_test.sh "$(CARGO_TARGET_DIR)/release/commons"
+	command -v systemd-analyze >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq systemd; }
+	bash scripts/check_unit.sh "$(CARGO_TARGET_DIR)/release/commons"
 
 ## lint: formatting, clippy (clippy.toml bans unbounded channels), no import cycles
 lint: deps check-cycles

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The README's demo: make a small sample dataset, add it, list the store, export it,
-# check the export is byte-identical, verify the store, serve it from a node and fetch it
-# into a second data dir over QUIC on loopback (by ticket, stopped midway and resumed, then
-# by hash alone through the DHT), serve it to plain HTTP clients through the node's
-# gateway, then remove it.
+# The README's demo, the first-run path of a new user: make a small sample dataset, add it
+# (its ticket names no address yet), list the store, export it, check the export is
+# byte-identical, verify the store, serve it from a node (whose ticket names it) and fetch
+# it into a second data dir over QUIC on loopback (by ticket, stopped midway and resumed,
+# re-run, its files listed, then by hash alone through the DHT), serve it to plain HTTP
+# clients through the node's gateway, then remove it.
 # Uses a throw-away data dir so it never touches your own store.
 set -euo pipefail
 commons=${1:?usage: demo.sh path/to/commons}
@@ -52,6 +53,9 @@ run env COMMONS_DATA_DIR="$work/data-b" "$commons" ls
 run env COMMONS_DATA_DIR="$work/data-b" "$commons" get "$ticket" -o "$work/fetched"
 run diff -r "$work/sample-dataset" "$work/fetched"
 echo "resumed, and the fetched copy is byte-identical"
+echo "running the same command again is safe: files already there are checked and kept"
+run env COMMONS_DATA_DIR="$work/data-b" "$commons" get "$ticket" -o "$work/fetched"
+run env COMMONS_DATA_DIR="$work/data-b" "$commons" ls "$hash"
 
 echo
 echo "== a third data dir knows only the hash: it finds node A through the DHT"

@@ -43,9 +43,8 @@ pub fn added(r: &AddOutcome, path: &std::path::Path) {
     if hash_only {
         // Added with no node running: the ticket can name no address to fetch from.
         println!(
-            "        (hash only, no address: `commons get` finds holders through the DHT, so \
-             it works once a node serves this\n        store: run `commons node run`, which \
-             prints tickets naming its addresses)"
+            "        hash only (no address): `commons get` finds holders through the DHT once a\n        \
+             node serves this store; `commons node run` prints tickets that name its addresses"
         );
     }
     if let Some(name) = &r.name {
