@@ -295,13 +295,9 @@ fn restore_default_sigpipe() {
     }
 }
 
-/// Says why a command failed: one line on stderr, and with `--json` also an object on
-/// stdout, `{"error": "<message>", "kind": "<kind>"}` (kinds as in `api::ErrorKind`, plus
-/// `interrupted` and `invalid_input` for what fails before reaching the node).
-fn report(e: &anyhow::Error, json: bool) {
-    let interrupted = e.downcast_ref::<commands::Interrupted>().is_some();
-    // The chain of causes, each said once: an error that already quotes its cause is not
-    // followed by it again.
+/// An error and its chain of causes in one line, each said once: an error that already
+/// quotes its cause is not followed by it again (`{:#}` would repeat it).
+fn describe(e: &anyhow::Error) -> String {
     let mut message = e.to_string();
     for cause in e.chain().skip(1) {
         let cause = cause.to_string();
@@ -309,6 +305,15 @@ fn report(e: &anyhow::Error, json: bool) {
             message = format!("{message}: {cause}");
         }
     }
+    message
+}
+
+/// Says why a command failed: one line on stderr, and with `--json` also an object on
+/// stdout, `{"error": "<message>", "kind": "<kind>"}` (kinds as in `api::ErrorKind`, plus
+/// `interrupted` and `invalid_input` for what fails before reaching the node).
+fn report(e: &anyhow::Error, json: bool) {
+    let interrupted = e.downcast_ref::<commands::Interrupted>().is_some();
+    let message = describe(e);
     if interrupted {
         eprintln!("{message}");
     } else {
@@ -352,5 +357,19 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_that_quotes_its_cause_says_it_once() {
+        let cause = std::io::Error::other("ticket is damaged");
+        let e = anyhow::Error::from(cause).context("invalid ticket: ticket is damaged");
+        assert_eq!(describe(&e), "invalid ticket: ticket is damaged");
+        let e = anyhow::Error::from(std::io::Error::other("no such file")).context("cannot add /x");
+        assert_eq!(describe(&e), "cannot add /x: no such file");
     }
 }

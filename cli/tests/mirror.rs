@@ -484,7 +484,9 @@ fn a_gateway_with_fetch_missing_fetches_from_the_network_what_it_lacks() {
     let seeder = Node::start_with(&seeder_dir, &["--dht-mode", "server"]);
     let cfg = config(&tmp.path().join("cfg"), "");
     let cfg = {
-        let text = fs::read_to_string(&cfg).expect("read") + "fetch_missing = true\n";
+        // At most ~537 KB per file fetched on demand: the 1 MiB shard is refused.
+        let text = fs::read_to_string(&cfg).expect("read")
+            + "fetch_missing = true\nfetch_missing_max_gib = 0.0005\n";
         fs::write(&cfg, text).expect("write");
         cfg
     };
@@ -510,6 +512,20 @@ fn a_gateway_with_fetch_missing_fetches_from_the_network_what_it_lacks() {
     assert_eq!(
         all["datasets"][0]["complete"], false,
         "only the manifest so far: {all}"
+    );
+    let too_big = http(
+        &gw,
+        "GET",
+        &format!("/dataset/{root}/shards/model-00001.safetensors"),
+        &[],
+    );
+    assert_eq!(too_big.status, 403, "{}", too_big.text());
+    assert!(
+        too_big
+            .text()
+            .contains("larger than this gateway fetches on demand"),
+        "{}",
+        too_big.text()
     );
     let path = "shards/model-00002.safetensors";
     let r = http(&gw, "GET", &format!("/dataset/{root}/{path}"), &[]);

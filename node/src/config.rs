@@ -39,6 +39,9 @@ pub enum ConfigError {
     },
 }
 
+/// Largest file an HTTP request may make the node fetch, unless the config says otherwise.
+pub const DEFAULT_FETCH_MISSING_MAX_BYTES: u64 = 16 << 30;
+
 /// Where the HTTP gateway listens and what it may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayConfig {
@@ -46,6 +49,9 @@ pub struct GatewayConfig {
     pub listen: std::net::SocketAddr,
     /// Fetch data the node does not hold from the network before serving it.
     pub fetch_missing: bool,
+    /// Largest file such a fetch may bring in (one fetch runs at a time; what it brings
+    /// is unpinned, so the quota bounds the total).
+    pub fetch_missing_max_bytes: u64,
 }
 
 /// The file's contents, as written.
@@ -125,7 +131,7 @@ pub struct LimitsSection {
 }
 
 /// The `[gateway]` table.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewaySection {
     /// TCP address, e.g. `127.0.0.1:8080`.
@@ -133,6 +139,8 @@ pub struct GatewaySection {
     /// Fetch data this node does not hold from the network before serving it.
     #[serde(default)]
     pub fetch_missing: bool,
+    /// Largest file (GiB) an HTTP request may make the node fetch (default 16).
+    pub fetch_missing_max_gib: Option<f64>,
 }
 
 /// The `[mirror]` table.
@@ -351,6 +359,10 @@ impl ConfigFile {
             ),
             ("limits.download_mib_per_sec", l.download_mib_per_sec),
             ("storage.quota_gib", self.storage.quota_gib),
+            (
+                "gateway.fetch_missing_max_gib",
+                self.gateway.as_ref().and_then(|g| g.fetch_missing_max_gib),
+            ),
         ] {
             if value.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
                 return Err(BadValue::new(

@@ -134,6 +134,11 @@ impl NodeSettings {
             gateway: file.gateway.as_ref().map(|g| GatewayConfig {
                 listen: g.listen,
                 fetch_missing: g.fetch_missing,
+                fetch_missing_max_bytes: g
+                    .fetch_missing_max_gib
+                    .map_or(crate::config::DEFAULT_FETCH_MISSING_MAX_BYTES, |gib| {
+                        (gib * (1u64 << 30) as f64) as u64
+                    }),
             }),
             mirror: file.mirror.datasets.clone(),
             limits: file.transfer_limits(),

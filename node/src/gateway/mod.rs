@@ -54,6 +54,8 @@ pub struct Gateway {
     manifests: Arc<ManifestCache>,
     /// What it served, for `node status` and metrics.
     stats: Arc<GatewayStats>,
+    /// Largest file a request may make it fetch.
+    fetch_max: u64,
 }
 
 /// Manifests the gateway keeps parsed, at most (a manifest is at most a few MiB).
@@ -98,7 +100,14 @@ impl Gateway {
             responses: Arc::new(tokio::sync::Semaphore::new(MAX_RESPONSES)),
             manifests: Arc::default(),
             stats: Arc::default(),
+            fetch_max: crate::config::DEFAULT_FETCH_MISSING_MAX_BYTES,
         }
+    }
+
+    /// The same gateway fetching files of at most `bytes` for its clients.
+    pub fn with_fetch_limit(mut self, bytes: u64) -> Self {
+        self.fetch_max = bytes;
+        self
     }
 
     /// The same gateway counting what it serves into `stats` (the node's).
@@ -154,6 +163,18 @@ impl Gateway {
             };
             return Err(error(StatusCode::NOT_FOUND, &format!("{hash} {what}")));
         };
+        if let Wanted::File { size, path, .. } = wanted {
+            if size > self.fetch_max {
+                return Err(error(
+                    StatusCode::FORBIDDEN,
+                    &format!(
+                        "{path} ({size} bytes) is larger than this gateway fetches on demand \
+                         ({} bytes): ask the operator to mirror the dataset",
+                        self.fetch_max
+                    ),
+                ));
+            }
+        }
         let _one = self.fetching.lock().await;
         if complete().await.map_err(internal)? {
             return Ok(());
@@ -256,6 +277,7 @@ impl Gateway {
             root,
             path,
             hash: entry.hash,
+            size: entry.size,
         })
         .await?;
         Ok(range::respond(self, entry.hash, entry.size, request, extra))
@@ -277,6 +299,8 @@ enum Wanted<'a> {
         path: &'a str,
         /// Its blob.
         hash: Hash,
+        /// Its size.
+        size: u64,
     },
 }
 
