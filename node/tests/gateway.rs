@@ -82,3 +82,81 @@ async fn a_gateway_over_its_response_limit_answers_busy_and_recovers() {
     });
     blocked.await.expect("client side");
 }
+
+/// A gateway over an empty store on a free loopback port.
+async fn empty_gateway(header_timeout: Duration) -> (tempfile::TempDir, std::net::SocketAddr) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store =
+        Arc::new(Store::open(dir.path().join("store"), StoreOptions::default()).expect("store"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(
+        Gateway::new(store, None)
+            .with_header_timeout(header_timeout)
+            .serve(listener),
+    );
+    (dir, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_trickling_its_request_head_is_cut_off() {
+    let (_dir, addr) = empty_gateway(Duration::from_millis(500)).await;
+    tokio::task::spawn_blocking(move || {
+        let mut slow = TcpStream::connect(addr).expect("connect");
+        slow.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        // One byte at a time, slower than the head may take in all.
+        let started = std::time::Instant::now();
+        for b in b"GET /blob/x HTTP/1.1\r\nHost: x\r\n".iter() {
+            if slow.write_all(&[*b]).is_err() {
+                break; // closed by the gateway
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            if started.elapsed() > Duration::from_secs(3) {
+                break;
+            }
+        }
+        let mut rest = Vec::new();
+        // Closed (reset, or an end of stream), never answered as if the head had come.
+        let read = slow.read_to_end(&mut rest);
+        let answered = read.is_ok() && String::from_utf8_lossy(&rest).contains(" 404 ");
+        assert!(!answered, "the connection was closed, not answered");
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "closed soon after the header timeout, not kept"
+        );
+    })
+    .await
+    .expect("client");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_address_holds_at_most_its_share_of_connections() {
+    use commons_node::gateway::MAX_CONNECTIONS_PER_IP;
+    let (_dir, addr) = empty_gateway(Duration::from_secs(60)).await;
+    tokio::task::spawn_blocking(move || {
+        // Idle connections up to the limit: each keeps its slot (the head timeout is long).
+        let held: Vec<TcpStream> = (0..MAX_CONNECTIONS_PER_IP)
+            .map(|_| TcpStream::connect(addr).expect("connect"))
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        // One more from the same address is closed at once, unanswered.
+        let mut extra = get(addr, "/blob/x");
+        let mut rest = Vec::new();
+        let read = extra.read_to_end(&mut rest);
+        assert!(
+            read.is_err() || rest.is_empty(),
+            "over the limit: closed, got {:?}",
+            String::from_utf8_lossy(&rest)
+        );
+        // A slot comes back when a client leaves.
+        drop(held);
+        std::thread::sleep(Duration::from_millis(300));
+        let mut again = get(addr, "/blob/x");
+        assert_eq!(status(&mut again), "400", "answered again (a bad hash)");
+    })
+    .await
+    .expect("client");
+}

@@ -56,6 +56,8 @@ pub struct Gateway {
     stats: Arc<GatewayStats>,
     /// Largest file a request may make it fetch.
     fetch_max: u64,
+    /// Time a connection has to send its request head.
+    header_timeout: std::time::Duration,
 }
 
 /// Manifests the gateway keeps parsed, at most (a manifest is at most a few MiB).
@@ -85,6 +87,53 @@ impl ManifestCache {
     }
 }
 
+/// Time a client has to send its request head (line and headers) on a connection.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Connections one client address may hold at once.
+pub const MAX_CONNECTIONS_PER_IP: usize = 64;
+/// Connections all clients may hold at once.
+pub const MAX_CONNECTIONS: usize = 4096;
+
+/// Open connections, per client address and in all; a slot is given back when dropped.
+#[derive(Clone, Default)]
+struct ConnectionSlots(Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>);
+
+/// One open connection's place in [`ConnectionSlots`].
+struct ConnectionSlot {
+    slots: ConnectionSlots,
+    ip: std::net::IpAddr,
+}
+
+impl ConnectionSlots {
+    /// A slot for a connection from `ip`, unless it or everyone is at the limit. The map
+    /// holds only addresses with open connections, so it is bounded by [`MAX_CONNECTIONS`].
+    fn take(&self, ip: std::net::IpAddr) -> Option<ConnectionSlot> {
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = open.values().sum();
+        let mine = open.get(&ip).copied().unwrap_or(0);
+        if total >= MAX_CONNECTIONS || mine >= MAX_CONNECTIONS_PER_IP {
+            return None;
+        }
+        open.insert(ip, mine + 1);
+        Some(ConnectionSlot {
+            slots: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Bodies the gateway sends at once; more requests get `503` with `Retry-After`. Each one
 /// holds a thread from tokio's blocking pool (512 threads) while its client reads, so this
 /// leaves room for the node's other store work.
@@ -101,6 +150,7 @@ impl Gateway {
             manifests: Arc::default(),
             stats: Arc::default(),
             fetch_max: crate::config::DEFAULT_FETCH_MISSING_MAX_BYTES,
+            header_timeout: HEADER_READ_TIMEOUT,
         }
     }
 
@@ -132,9 +182,40 @@ impl Gateway {
             .with_state(self)
     }
 
-    /// Serves on `listener` until the task is dropped.
+    /// The same gateway closing a connection whose request head takes longer than `limit`
+    /// (default [`HEADER_READ_TIMEOUT`]).
+    pub fn with_header_timeout(mut self, limit: std::time::Duration) -> Self {
+        self.header_timeout = limit;
+        self
+    }
+
+    /// Serves on `listener` until the task is dropped. Each connection must send its
+    /// request head within the header timeout (a client trickling bytes keeps no slot), and
+    /// one client address holds at most [`MAX_CONNECTIONS_PER_IP`] connections, all
+    /// clients at most [`MAX_CONNECTIONS`]: more are closed at once.
     pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
-        axum::serve(listener, self.router()).await
+        let header_timeout = self.header_timeout;
+        let app = self.router();
+        let slots = ConnectionSlots::default();
+        loop {
+            let (stream, peer) = listener.accept().await?;
+            let Some(slot) = slots.take(peer.ip()) else {
+                tracing::debug!(%peer, "gateway: too many connections; closed");
+                continue;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            tokio::spawn(async move {
+                let _slot = slot;
+                let served = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(header_timeout)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+                if let Err(e) = served {
+                    tracing::debug!(%peer, error = %e, "gateway: connection ended");
+                }
+            });
+        }
     }
 
     /// Makes sure `wanted` is complete here (fetching it when allowed), or says why not.

@@ -34,24 +34,42 @@ pub(crate) enum Wanted {
     Unsatisfiable,
 }
 
-/// Reads the `Range` header. Several ranges at once (multipart answers) are not supported:
-/// such a request gets the whole file, which RFC 9110 allows.
+/// Reads the `Range` header as RFC 9110 §14 says. Several ranges at once (multipart
+/// answers) are not supported: such a request gets the whole file if any of its ranges is
+/// satisfiable, which the RFC allows. An invalid header (bad syntax, a range whose end is
+/// before its start) is ignored: the whole file. A header whose every range lies past the
+/// end, or a suffix of zero bytes, is unsatisfiable: 416.
 pub(crate) fn wanted(headers: &HeaderMap, size: u64) -> Wanted {
+    use http_range_header::{EndPosition, RangeUnsatisfiableError, StartPosition};
     let Some(value) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
         return Wanted::All;
     };
     let parsed = match http_range_header::parse_range_header(value) {
         Ok(parsed) => parsed,
-        // A syntactically invalid header is ignored (RFC 9110 §14.2).
+        // `bytes=-0`: the last zero bytes, which no file has.
+        Err(RangeUnsatisfiableError::ZeroSuffix) => return Wanted::Unsatisfiable,
         Err(_) => return Wanted::All,
     };
-    match parsed.validate(size) {
-        Ok(ranges) if ranges.len() == 1 => {
-            let r = &ranges[0];
-            Wanted::Part(*r.start()..*r.end() + 1)
+    let mut satisfiable = Vec::new();
+    for r in &parsed.ranges {
+        let range = match (r.start, r.end) {
+            (StartPosition::Index(start), EndPosition::Index(end)) if end < start => {
+                return Wanted::All;
+            }
+            (StartPosition::Index(start), EndPosition::Index(end)) => {
+                start..end.saturating_add(1).min(size)
+            }
+            (StartPosition::Index(start), EndPosition::LastByte) => start..size,
+            (StartPosition::FromLast(n), _) => size.saturating_sub(n)..size,
+        };
+        if range.start < range.end {
+            satisfiable.push(range);
         }
-        Ok(_) => Wanted::All,
-        Err(_) => Wanted::Unsatisfiable,
+    }
+    match (parsed.ranges.len(), satisfiable.pop()) {
+        (_, None) => Wanted::Unsatisfiable,
+        (1, Some(range)) => Wanted::Part(range),
+        _ => Wanted::All,
     }
 }
 
@@ -254,6 +272,47 @@ mod tests {
         assert_eq!(range("bytes=5-100", 10), Wanted::Part(5..10), "clipped");
         assert_eq!(range("bytes=10-", 10), Wanted::Unsatisfiable);
         assert_eq!(range("bytes=20-30", 10), Wanted::Unsatisfiable);
+        assert_eq!(
+            range("bytes=100-200", 10),
+            Wanted::Unsatisfiable,
+            "past the end"
+        );
+        assert_eq!(
+            range("bytes=-0", 10),
+            Wanted::Unsatisfiable,
+            "zero-length suffix"
+        );
+        assert_eq!(
+            range("bytes=-20", 10),
+            Wanted::Part(0..10),
+            "suffix longer than the file"
+        );
+        assert_eq!(range("bytes=9-9", 10), Wanted::Part(9..10));
+        assert_eq!(
+            range("bytes=15-12", 10),
+            Wanted::All,
+            "reversed: invalid, ignored"
+        );
+        assert_eq!(
+            range("bytes=0-5,3-8", 10),
+            Wanted::All,
+            "overlapping: whole file"
+        );
+        assert_eq!(
+            range("bytes=0-5,20-30", 10),
+            Wanted::All,
+            "one satisfiable of two"
+        );
+        assert_eq!(
+            range("bytes=20-30,40-", 10),
+            Wanted::Unsatisfiable,
+            "none satisfiable"
+        );
+        assert_eq!(
+            range("bytes=0-", 0),
+            Wanted::Unsatisfiable,
+            "an empty file has no byte 0"
+        );
         assert_eq!(
             range("bytes=0-1,4-5", 10),
             Wanted::All,
