@@ -89,12 +89,17 @@ impl Session {
             }
             None => {
                 let node = Node::open(NodeSettings::load(data_dir, config, flags)?)?;
-                // This process holds the store now: other commands on this data dir go
-                // through it. Without a socket (a read-only data dir) they are refused.
+                // This process holds the store now: listings on this data dir go through
+                // it meanwhile (other commands are told to wait). Without a socket (a
+                // read-only data dir) they are refused as before.
                 let _entered = runtime.enter();
                 match commons_node::admin::bind_admin(data_dir) {
                     Ok(listener) => {
-                        runtime.spawn(commons_node::admin::serve_admin(listener, node.clone()));
+                        runtime.spawn(commons_node::admin::serve_admin(
+                            listener,
+                            node.clone(),
+                            commons_node::admin::Serving::QuickReads,
+                        ));
                         serving = Some(data_dir.join(api::ADMIN_SOCKET));
                     }
                     Err(e) => tracing::debug!("cannot serve the admin socket: {e}"),
@@ -130,6 +135,7 @@ impl Session {
     fn call_interruptible<C: Call>(&self, request: C, verb: &'static str) -> Result<C::Reply> {
         let bar = Arc::new(Bar::new(self.json, verb));
         let (client, sink) = (self.client.clone(), bar.clone() as Arc<dyn ProgressSink>);
+        let interrupted = bar.clone();
         let reply = self.runtime.block_on(async move {
             let work = tokio::spawn(async move { client.call(request, sink).await });
             let stop = work.abort_handle();
@@ -138,6 +144,8 @@ impl Session {
                     .unwrap_or_else(|e| Err(ApiError::new(ErrorKind::Internal, e.to_string())))
                     .map_err(anyhow::Error::from),
                 signal = commons_node::daemon::shutdown_signal() => {
+                    // Blocking steps (an export) check this; the rest stops with the task.
+                    interrupted.cancel();
                     stop.abort();
                     signal.context("cannot wait for signals")?;
                     Err(Interrupted.into())
@@ -334,7 +342,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     return Err(e);
                 }
             };
-            node.show(&reply, |r| render::fetched(r, output.as_deref()))
+            node.show(&reply, |r| render::fetched(r, output.as_deref(), no_keep))
         }
         Command::Providers { hash, bootstrap: _ } => {
             let hash = hash.trim().parse().map_err(|_| {

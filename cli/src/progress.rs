@@ -5,8 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use commons_node::api::{ProgressEvent, ProgressSink};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// A bytes/rate/ETA bar; hidden for `--json` and when stderr is not a terminal.
-pub struct Bar(ProgressBar, FileCount);
+/// A bytes/rate/ETA bar; hidden for `--json` and when stderr is not a terminal. Also tells
+/// the work it reports on that the user interrupted it.
+pub struct Bar(ProgressBar, FileCount, std::sync::atomic::AtomicBool);
 
 /// Files done out of files to do, and providers in use, for the bar's message.
 #[derive(Default)]
@@ -34,7 +35,7 @@ impl Bar {
             .progress_chars("=> "),
         );
         bar.set_prefix(verb);
-        Self(bar, FileCount::default())
+        Self(bar, FileCount::default(), Default::default())
     }
 
     pub fn inc(&self, bytes: u64) {
@@ -43,6 +44,11 @@ impl Bar {
 
     pub fn set_length(&self, bytes: u64) {
         self.0.set_length(bytes);
+    }
+
+    /// Tells the work (blocking parts check it) that the user interrupted it.
+    pub fn cancel(&self) {
+        self.2.store(true, Ordering::Relaxed);
     }
 
     pub fn finish(&self) {
@@ -102,5 +108,8 @@ impl ProgressSink for Bar {
             ProgressEvent::FileDone => self.file_done(),
             ProgressEvent::Peers { count } => self.set_peers(count),
         }
+    }
+    fn cancelled(&self) -> bool {
+        self.2.load(Ordering::Relaxed)
     }
 }

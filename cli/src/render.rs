@@ -177,7 +177,7 @@ pub fn exported(r: &ExportOutcome, dir: &std::path::Path) {
     );
 }
 
-pub fn fetched(r: &GetOutcome, output: Option<&std::path::Path>) {
+pub fn fetched(r: &GetOutcome, output: Option<&std::path::Path>, no_keep: bool) {
     println!(
         "fetched {} {}: {} file{}, {} ({} received, all verified)",
         r.kind,
@@ -205,6 +205,10 @@ pub fn fetched(r: &GetOutcome, output: Option<&std::path::Path>) {
     if !r.kept {
         println!(
             "the store's copy was dropped (--no-keep): the files in the folder are the only copy"
+        );
+    } else if no_keep {
+        println!(
+            "the store's copy is kept: it was pinned here before this get (`commons rm` drops it)"
         );
     }
 }

@@ -184,11 +184,15 @@ fn read_only_commands_work_while_a_one_shot_get_holds_the_store() {
         .spawn()
         .expect("spawn get");
     common::wait_for_dir_to_grow(&mut get, &b.join("store"), 4 << 20);
-    // The get holds the store: `ls` and `verify` go through it.
+    // The get holds the store: listings go through it.
     let listing = json_ok(&b, &["ls"]);
     assert_eq!(listing["datasets"][0]["complete"], false, "{listing}");
-    let verify = json_ok(&b, &["verify"]);
-    assert!(verify["corrupt"].as_array().expect("corrupt").is_empty());
+    let hash = listing["datasets"][0]["hash"].as_str().expect("hash");
+    let files = json_ok(&b, &["ls", hash]);
+    assert_eq!(files["files"].as_array().map(Vec::len), Some(4), "{files}");
+    // Long work is not taken on by a process about to exit: a clear answer instead.
+    let err = fails(&b, &["verify"]);
+    assert!(err.contains("held by another commons command"), "{err}");
     let _ = get.kill();
     let out = get.wait_with_output().expect("wait");
     // Its logs went to a pipe: no colour codes in them.
@@ -245,4 +249,32 @@ fn limit_rate_caps_one_get_and_bad_rates_are_refused() {
         );
         assert!(err.contains("--limit-rate"), "{bad}: {err}");
     }
+}
+
+#[cfg(unix)]
+#[test]
+fn the_data_dir_is_private_and_another_users_is_refused_clearly() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("data");
+    ok(&dir, &["ls"]);
+    for d in [dir.clone(), dir.join("store")] {
+        let mode = fs::metadata(&d).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{} is {mode:o}: not private", d.display());
+    }
+    // A data dir of another user (nobody, 65534): a clear refusal, nothing written there.
+    let other = tmp.path().join("other");
+    fs::create_dir_all(other.join("store")).expect("mkdir");
+    let owned = std::os::unix::fs::chown(&other, Some(65534), Some(65534));
+    if owned.is_err() {
+        eprintln!("not root: cannot give a data dir to another user here; part skipped");
+        return;
+    }
+    let err = fails(&other, &["ls"]);
+    assert!(err.contains("belongs to another user"), "{err}");
+    assert_eq!(
+        fs::read_dir(other.join("store")).expect("read").count(),
+        0,
+        "nothing written into it"
+    );
 }

@@ -481,6 +481,13 @@ fn a_gateway_with_fetch_missing_fetches_from_the_network_what_it_lacks() {
         &["add", src.to_str().expect("utf-8")],
     ));
     // Both are DHT servers (loopback is not public, so `auto` would make clients).
+    // And a 1 MiB file on its own (a blob, announced by itself).
+    let lone = tmp.path().join("lone.bin");
+    fs::write(&lone, common::pattern(1 << 20, 9)).expect("write");
+    let lone_hash = hash_of(&json_ok(
+        &seeder_dir,
+        &["add", lone.to_str().expect("utf-8")],
+    ));
     let seeder = Node::start_with(&seeder_dir, &["--dht-mode", "server"]);
     let cfg = config(&tmp.path().join("cfg"), "");
     let cfg = {
@@ -527,6 +534,10 @@ fn a_gateway_with_fetch_missing_fetches_from_the_network_what_it_lacks() {
         "{}",
         too_big.text()
     );
+    // A bare blob's size is not known before the fetch: it stops once past the limit.
+    let r = http(&gw, "GET", &format!("/blob/{lone_hash}"), &[]);
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("larger than"), "{}", r.text());
     let path = "shards/model-00002.safetensors";
     let r = http(&gw, "GET", &format!("/dataset/{root}/{path}"), &[]);
     assert_eq!(r.status, 200, "{}", r.text());

@@ -35,6 +35,8 @@ pub const MAX_REQUEST_LINE: usize = 64 * 1024;
 pub const PROGRESS_QUEUE: usize = 64;
 /// Admin connections served at once; more wait to be accepted.
 pub const MAX_ADMIN_CONNECTIONS: usize = 64;
+/// Time a client has to send its request line.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Binds `<data_dir>/admin.sock` (mode 0600), replacing a stale socket from a node that
 /// died. Bound before the node says it is ready, so the CLI can use it from then on.
@@ -49,8 +51,22 @@ pub fn bind_admin(data_dir: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
+/// What a node serves on its socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serving {
+    /// Every request: the running node (`commons node run`).
+    Everything,
+    /// Quick reads only ([`Request::is_quick_read`]): a one-shot command holding the store,
+    /// which must not take on others' long work and end it when it exits.
+    QuickReads,
+}
+
 /// Answers requests on `listener` until the task is dropped.
-pub async fn serve_admin(listener: UnixListener, node: Node) -> std::io::Result<()> {
+pub async fn serve_admin(
+    listener: UnixListener,
+    node: Node,
+    serving: Serving,
+) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -60,7 +76,7 @@ pub async fn serve_admin(listener: UnixListener, node: Node) -> std::io::Result<
         let node = node.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            handle(conn, node).await;
+            handle(conn, node, serving).await;
         });
     }
 }
@@ -82,18 +98,51 @@ impl ProgressSink for Events {
     }
 }
 
-async fn handle(conn: AsyncUnixStream, node: Node) {
+/// Ends a request's work when its connection's handler ends, however it ends (the client
+/// went away, the node shuts down): the task is aborted and long blocking work sees
+/// `cancelled()`.
+struct StopWork {
+    gone: Arc<AtomicBool>,
+    work: tokio::task::AbortHandle,
+}
+
+impl Drop for StopWork {
+    fn drop(&mut self) {
+        self.gone.store(true, Ordering::Relaxed);
+        self.work.abort();
+    }
+}
+
+async fn handle(conn: AsyncUnixStream, node: Node, serving: Serving) {
     let (read, mut write) = conn.into_split();
     let mut reader = tokio::io::BufReader::new(read);
     let mut line = String::new();
-    let request = match read_line(&mut reader, &mut line, MAX_REQUEST_LINE).await {
-        Ok(_) => serde_json::from_str::<Request>(&line).map_err(|e| {
-            ApiError::new(
-                ErrorKind::InvalidInput,
-                format!("malformed admin request: {e}"),
-            )
-        }),
-        Err(e) => Err(ApiError::new(ErrorKind::InvalidInput, e.to_string())),
+    let read = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        read_line(&mut reader, &mut line, MAX_REQUEST_LINE),
+    )
+    .await;
+    let request = match read {
+        Ok(Ok(_)) => serde_json::from_str::<Request>(&line)
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorKind::InvalidInput,
+                    format!("malformed admin request: {e}"),
+                )
+            })
+            .and_then(|request| {
+                if serving == Serving::QuickReads && !request.is_quick_read() {
+                    return Err(ApiError::new(
+                        ErrorKind::Busy,
+                        "the store is held by another commons command, which answers only \
+                         `ls`, `name ls` and `mirror ls` meanwhile: wait for it to end, or \
+                         run `commons node run` so that commands share the store",
+                    ));
+                }
+                Ok(request)
+            }),
+        Ok(Err(e)) => Err(ApiError::new(ErrorKind::InvalidInput, e.to_string())),
+        Err(_) => return, // no request in time: the slot goes to someone else
     };
     let (tx, mut rx) = mpsc::channel(PROGRESS_QUEUE);
     let gone = Arc::new(AtomicBool::new(false));
@@ -112,6 +161,10 @@ async fn handle(conn: AsyncUnixStream, node: Node) {
         };
         let _ = tx.send(frame).await;
     });
+    let _stop = StopWork {
+        gone: gone.clone(),
+        work: work.abort_handle(),
+    };
     // A client keeps its side open until it has the answer; its end means nobody wants
     // the answer. What it sends after its request is ignored; a small buffer keeps that
     // cheap.
@@ -142,9 +195,7 @@ async fn handle(conn: AsyncUnixStream, node: Node) {
             break;
         }
     }
-    // Whatever is still running was asked for by a client that is gone.
-    gone.store(true, Ordering::Relaxed);
-    work.abort();
+    // Whatever is still running was asked for by a client that is gone: `_stop` ends it.
 }
 
 #[cfg(test)]
@@ -160,7 +211,7 @@ mod tests {
             NodeSettings::load(dir.path(), None, &NodeFlags::default()).expect("settings");
         let node = Node::open(settings).expect("open");
         let listener = bind_admin(dir.path()).expect("bind");
-        tokio::spawn(serve_admin(listener, node.clone()));
+        tokio::spawn(serve_admin(listener, node.clone(), Serving::Everything));
         let remote = RemoteNode::find(dir.path()).expect("the socket answers");
         (dir, Client::Local(node), Client::Remote(remote))
     }

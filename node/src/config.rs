@@ -14,6 +14,18 @@ use crate::discovery::{DhtMode, DiscoveryConfig, ProviderLimits};
 /// Longest duration a setting may name, in seconds: ten years.
 pub const MAX_DURATION_SECS: u64 = 10 * 365 * 24 * 3600;
 
+/// Largest `dht.announce_concurrency`: announcements in flight at once.
+pub const MAX_ANNOUNCE_CONCURRENCY: usize = 1024;
+/// Largest `dht.max_provider_keys`.
+pub const MAX_PROVIDER_KEYS_SETTING: usize = 10_000_000;
+/// Largest `dht.max_providers_per_key`.
+pub const MAX_PROVIDERS_PER_KEY_SETTING: usize = 10_000;
+/// Smallest rate (MiB/s) or size (GiB) a setting may name: about a byte per second, or a
+/// KiB (tests use tiny quotas).
+pub const MIN_AMOUNT: f64 = 0.000_001;
+/// Largest rate (MiB/s) or size (GiB) a setting may name.
+pub const MAX_AMOUNT: f64 = 1_000_000.0;
+
 /// File name looked for in the data dir when no `--config` is given.
 pub const CONFIG_FILE: &str = "config.toml";
 
@@ -323,6 +335,29 @@ impl ConfigFile {
                 return Err(BadValue::new(key, format!("{key} must be greater than 0")));
             }
         }
+        // Counts that size tasks or tables: a typo of 2^64 must not be taken as asked.
+        let counts = [
+            (
+                "dht.announce_concurrency",
+                d.announce_concurrency,
+                MAX_ANNOUNCE_CONCURRENCY,
+            ),
+            (
+                "dht.max_provider_keys",
+                d.max_provider_keys,
+                MAX_PROVIDER_KEYS_SETTING,
+            ),
+            (
+                "dht.max_providers_per_key",
+                d.max_providers_per_key,
+                MAX_PROVIDERS_PER_KEY_SETTING,
+            ),
+        ];
+        for (key, value, max) in counts {
+            if value.is_some_and(|v| v > max) {
+                return Err(BadValue::new(key, format!("{key} must be at most {max}")));
+            }
+        }
         // Times are added to clocks: past about ten years they would overflow them.
         let durations = [
             ("dht.record_ttl_secs", d.record_ttl_secs),
@@ -368,6 +403,16 @@ impl ConfigFile {
                 return Err(BadValue::new(
                     key,
                     format!("{key} must be a positive number (leave it out for no limit)"),
+                ));
+            }
+            // Rates in MiB/s and sizes in GiB alike: below a millionth nothing would move
+            // (under a byte per second), above a million it is a typo.
+            if value.is_some_and(|v| !(MIN_AMOUNT..=MAX_AMOUNT).contains(&v)) {
+                return Err(BadValue::new(
+                    key,
+                    format!(
+                        "{key} must be between {MIN_AMOUNT} and {MAX_AMOUNT} (leave it out for no limit)"
+                    ),
                 ));
             }
         }
@@ -555,5 +600,32 @@ max_providers_per_key = 5
             ConfigFile::default()
         );
         assert!(ConfigFile::load(Some(&dir.path().join("nope.toml")), dir.path()).is_err());
+    }
+
+    #[test]
+    fn absurd_amounts_and_counts_are_refused_with_their_key() {
+        for (text, key) in [
+            (
+                "[dht]\nannounce_concurrency = 18446744073709551615\n",
+                "dht.announce_concurrency",
+            ),
+            ("[storage]\nquota_gib = 1e308\n", "storage.quota_gib"),
+            (
+                "[limits]\nupload_mib_per_sec = 1e-300\n",
+                "limits.upload_mib_per_sec",
+            ),
+            (
+                "[dht]\nmax_providers_per_key = 99999999\n",
+                "dht.max_providers_per_key",
+            ),
+        ] {
+            let err = ConfigFile::parse(text, "test.toml").expect_err(text);
+            assert!(err.to_string().contains(key), "{text}: {err}");
+        }
+        ConfigFile::parse(
+            "[storage]\nquota_gib = 2000\n[limits]\nupload_mib_per_sec = 0.5\n",
+            "ok.toml",
+        )
+        .expect("ordinary values pass");
     }
 }

@@ -131,7 +131,8 @@ pub async fn run(settings: NodeSettings, ready: impl FnOnce(Ready)) -> Result<()
         let listener = crate::admin::bind_admin(&data_dir).map_err(DaemonError::Admin)?;
         let node = node.clone();
         tasks.spawn("admin socket", async move {
-            if let Err(e) = crate::admin::serve_admin(listener, node).await {
+            let everything = crate::admin::Serving::Everything;
+            if let Err(e) = crate::admin::serve_admin(listener, node, everything).await {
                 tracing::error!(error = %e, "the admin socket failed; the CLI cannot reach this node");
             }
         });

@@ -74,6 +74,11 @@ pub trait ExportProgress {
     fn start(&self, _files: u64, _bytes: u64) {}
     /// Called after each file, with its size.
     fn file_done(&self, _bytes: u64) {}
+    /// Whether whoever asked has gone (Ctrl-C, a client that left): checked before each
+    /// file, and the export stops there (files already written stay, complete).
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 impl ExportProgress for crate::store::NoProgress {}
@@ -226,6 +231,9 @@ pub fn export_dataset(
         unchanged: 0,
     };
     for ((entry, target), same) in entries.into_iter().zip(targets).zip(same) {
+        if progress.cancelled() {
+            return Err(ExportError::Store(StoreError::Cancelled));
+        }
         if same {
             progress.file_done(entry.size);
             report.unchanged += 1;

@@ -57,6 +57,14 @@ pub enum GetError {
     /// `--include` patterns that match no file of the dataset.
     #[error("{0}")]
     NothingIncluded(String),
+    /// It is larger than this fetch may bring in.
+    #[error("{hash} is larger than the {max} bytes this fetch may bring in")]
+    TooLarge {
+        /// What was fetched.
+        hash: Hash,
+        /// The limit.
+        max: u64,
+    },
     /// What to get is neither a ticket nor a full hash.
     #[error("{0:?} is neither a ticket (commons1…) nor a full hash (64 hex characters)")]
     BadTarget(String),
@@ -203,6 +211,10 @@ pub struct FetchOptions {
     /// Its own download limit in bytes per second (`get --limit-rate`), on top of the
     /// node's.
     pub rate_limit: Option<u64>,
+    /// Most bytes it may receive: past this it stops with [`GetError::TooLarge`] (what it
+    /// received stays, unpinned). For fetches a stranger can cause (the gateway's), whose
+    /// size is not known before they start.
+    pub max_bytes: Option<u64>,
 }
 
 impl FetchOptions {
@@ -211,6 +223,7 @@ impl FetchOptions {
         Self {
             keep: Keep::Pinned,
             rate_limit: None,
+            max_bytes: None,
         }
     }
 
@@ -219,6 +232,7 @@ impl FetchOptions {
         Self {
             keep: Keep::Unpinned,
             rate_limit: None,
+            max_bytes: None,
         }
     }
 }
@@ -244,6 +258,7 @@ pub async fn get(
         .await?;
     let mut pool = Pool::new(node, network, root, target.providers.clone());
     pool.limit = options.rate_limit.map(RateLimit::new);
+    pool.max_bytes = options.max_bytes;
     let served_root = pool.fetch(root, progress).await?;
     if let Some(peer) = served_root {
         pool.exchange_holders(peer).await;
@@ -276,7 +291,9 @@ pub async fn get(
         }
         TicketKind::Dataset => fetch_files(&mut pool, root, include, keep, progress).await?,
     };
-    node.announce(root);
+    if keep == Keep::Pinned {
+        node.announce(root);
+    }
     let after = node.stats().total();
     Ok(GetOutcome {
         kind,
@@ -304,20 +321,25 @@ async fn fetch_files(
     // Recorded and pinned now, before any file arrives: an interrupted fetch then shows in
     // `ls` (as partial, with how much is held), and GC keeps what it received. Also when
     // only some files are wanted.
+    // Patterns that match nothing are refused before anything is recorded or pinned.
+    let include_checked = include.clone();
     let manifest = store
         .run(move |s| {
             let manifest = s
                 .read_manifest(&root)
                 .map_err(|source| GetError::BadManifest { root, source })?;
+            include_checked
+                .check_matches(manifest.entries().iter().map(|e| e.path.as_str()))
+                .map_err(GetError::NothingIncluded)?;
             s.record_dataset(&root, &manifest, keep == Keep::Pinned)?;
             Ok::<_, GetError>(manifest)
         })
         .await?;
-    include
-        .check_matches(manifest.entries().iter().map(|e| e.path.as_str()))
-        .map_err(GetError::NothingIncluded)?;
-    // Holding the manifest makes this node a (partial) holder others can find.
-    pool.node.announce(root);
+    // Holding the manifest makes this node a (partial) holder others can find; what a
+    // gateway client made it fetch is not announced (nothing keeps it: it may be gone).
+    if keep == Keep::Pinned {
+        pool.node.announce(root);
+    }
     let wanted: Vec<_> = manifest
         .entries()
         .iter()
@@ -362,6 +384,9 @@ struct Pool<'a> {
     lookup_cost: Option<(QueryCost, usize)>,
     /// This fetch's own download limit.
     limit: Option<RateLimit>,
+    /// Most bytes this fetch may receive, and what it received so far.
+    max_bytes: Option<u64>,
+    received: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl<'a> Pool<'a> {
@@ -376,6 +401,8 @@ impl<'a> Pool<'a> {
             from_ticket: providers.len(),
             lookup_cost: None,
             limit: None,
+            max_bytes: None,
+            received: Arc::default(),
         };
         for p in providers {
             pool.add(p);
@@ -481,10 +508,17 @@ impl<'a> Pool<'a> {
         if complete {
             return Ok(None);
         }
+        let too_large = tokio_util::sync::CancellationToken::new();
         let on_bytes = {
-            let progress = progress.clone();
-            Arc::new(move |bytes| progress.event(ProgressEvent::Advance { bytes }))
-                as Arc<dyn Fn(u64) + Send + Sync>
+            let (progress, received) = (progress.clone(), self.received.clone());
+            let (max, too_large) = (self.max_bytes, too_large.clone());
+            Arc::new(move |bytes| {
+                progress.event(ProgressEvent::Advance { bytes });
+                let total = received.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+                if max.is_some_and(|max| total + bytes > max) {
+                    too_large.cancel();
+                }
+            }) as Arc<dyn Fn(u64) + Send + Sync>
         };
         let mut errors = Vec::new();
         let mut tried = HashSet::new();
@@ -580,6 +614,12 @@ impl<'a> Pool<'a> {
             let result = tokio::select! {
                 result = swarm => result,
                 never = refresh => match never {},
+                () = too_large.cancelled() => {
+                    return Err(GetError::TooLarge {
+                        hash,
+                        max: self.max_bytes.unwrap_or(0),
+                    })
+                }
             };
             for p in found.into_inner().unwrap_or_else(|e| e.into_inner()) {
                 self.add(p);

@@ -191,8 +191,62 @@ struct Inner {
 #[derive(Clone)]
 pub struct Node(Arc<Inner>);
 
+/// Makes the data dir private to its user, and refuses one that belongs to someone else.
+///
+/// The store holds what a user fetched and the names they bound: `<data dir>` (when created
+/// here) and `<data dir>/store` are made 0700, like the key and the admin socket are 0600.
+/// A data dir of another user gets a clear error rather than RocksDB's "LOG.old:
+/// Permission denied" — and root does not write root-owned files into a service's store.
+#[cfg(unix)]
+fn prepare_data_dir(data_dir: &Path) -> Result<(), ApiError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let io = |e: std::io::Error| {
+        ApiError::new(
+            ErrorKind::Io,
+            format!("cannot use the data dir {}: {e}", data_dir.display()),
+        )
+    };
+    let created = !data_dir.exists();
+    std::fs::create_dir_all(data_dir).map_err(io)?;
+    let owner = std::fs::metadata(data_dir).map_err(io)?.uid();
+    let me = euid();
+    if owner != me {
+        return Err(ApiError::new(
+            ErrorKind::Busy,
+            format!(
+                "the data dir {} belongs to another user (uid {owner}; this is uid {me}): run \
+                 commons as that user (e.g. `sudo -u <user> commons …`), or give --data-dir a \
+                 folder of your own",
+                data_dir.display()
+            ),
+        ));
+    }
+    let private = std::fs::Permissions::from_mode(0o700);
+    if created {
+        std::fs::set_permissions(data_dir, private.clone()).map_err(io)?;
+    }
+    let store = data_dir.join("store");
+    std::fs::create_dir_all(&store).map_err(io)?;
+    std::fs::set_permissions(&store, private).map_err(io)?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn prepare_data_dir(_data_dir: &Path) -> Result<(), ApiError> {
+    Ok(())
+}
+
+/// This process's effective user id.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// Opens the store of `data_dir`, naming the cause when another process holds it.
 fn open_store(data_dir: &Path) -> Result<Store, ApiError> {
+    prepare_data_dir(data_dir)?;
     match Store::open(data_dir.join("store"), StoreOptions::default()) {
         Ok(store) => Ok(store),
         Err(StoreError::InUse { .. }) => Err(ApiError::new(
@@ -214,20 +268,22 @@ impl Node {
     /// operation first needs it (as a DHT client that asks and leaves).
     pub fn open(settings: NodeSettings) -> Result<Self, ApiError> {
         let store = open_store(&settings.data_dir)?;
+        let added = crate::mirror::board::saved_entries(&store)?;
         let discovery = DiscoveryConfig {
             query_timeout: settings.discovery.query_timeout,
             bulk: settings.discovery.bulk,
             ..DiscoveryConfig::client(settings.discovery.bootstrap.clone())
         };
-        Self::assemble(settings, store, discovery)
+        Self::assemble(settings, store, added, discovery)
     }
 
     fn assemble(
         mut settings: NodeSettings,
         store: Store,
+        mirror_added: Vec<crate::config::MirrorEntry>,
         discovery: DiscoveryConfig,
     ) -> Result<Self, ApiError> {
-        let mirror = Mirror::load(std::mem::take(&mut settings.mirror), &store)?;
+        let mirror = Mirror::load(std::mem::take(&mut settings.mirror), mirror_added)?;
         Ok(Self(Arc::new(Inner {
             data_dir: settings.data_dir,
             quota: settings.quota,
@@ -252,13 +308,14 @@ impl Node {
     pub async fn start(settings: NodeSettings) -> Result<Self, ApiError> {
         // Opening RocksDB (and replaying its log) blocks: off the async workers.
         let data_dir = settings.data_dir.clone();
-        let (store, pins, net_state, key) = tokio::task::spawn_blocking(move || {
+        let (store, pins, net_state, key, added) = tokio::task::spawn_blocking(move || {
             let store = open_store(&data_dir)?;
             let pins = store.pins()?;
             let net_state = store.load_net_state()?;
+            let added = crate::mirror::board::saved_entries(&store)?;
             let key = identity::load_or_create(&data_dir)
                 .map_err(|e| ApiError::new(ErrorKind::Io, e.to_string()))?;
-            Ok::<_, ApiError>((store, pins, net_state, key))
+            Ok::<_, ApiError>((store, pins, net_state, key, added))
         })
         .await
         .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))??;
@@ -276,7 +333,7 @@ impl Node {
                 publisher.provide(hash);
             }
         }
-        let node = Self::assemble(settings, store, discovery)?;
+        let node = Self::assemble(settings, store, added, discovery)?;
         let network = Network {
             host,
             publisher: Some(publisher),

@@ -26,7 +26,7 @@ use crate::{
     node::Node,
     resolve::resolve,
     status::{self, NodeStatus},
-    store::{BlobState, ImportProgress, NameEntry, NoProgress, PinKind, Store, StoreError},
+    store::{BlobState, ImportProgress, NameEntry, PinKind, Store, StoreError},
 };
 
 /// Declares that `$request` is answered by `$reply`, run by `$op`.
@@ -350,10 +350,16 @@ async fn names(node: &Node, _req: Names, _progress: Progress) -> Result<NameList
 async fn get(node: &Node, req: Get, progress: Progress) -> Result<GetOutcome, ApiError> {
     let target = GetTarget::parse(&req.target)?;
     let include = Include::parse(&req.include).map_err(invalid)?;
-    if let Some(dir) = &req.output {
-        require_absolute(dir)?;
+    match &req.output {
+        Some(dir) => require_absolute(dir)?,
+        None if !req.keep => {
+            return Err(invalid("keeping no copy needs an output folder (--output)"))
+        }
+        None => {}
     }
     let hash = target.hash;
+    // --no-keep drops only what this get brought: data kept here before stays.
+    let kept_before = !req.keep && node.store().run(move |s| s.pinned(&hash)).await?.is_some();
     let rate_limit = match req.limit_rate {
         Some(rate) if !(rate.is_finite() && rate > 0.0 && rate <= 1e6) => {
             return Err(invalid(format!(
@@ -380,13 +386,16 @@ async fn get(node: &Node, req: Get, progress: Progress) -> Result<GetOutcome, Ap
         let force = req.force;
         let exported = node
             .store()
-            .run(move |store| export::export(store, &hash, &dir, force, &include, &NoProgress))
+            .run(move |store| {
+                let cancel = crate::progress::CancelOnly(progress);
+                export::export(store, &hash, &dir, force, &include, &cancel)
+            })
             .await
             .map_err(|e| {
                 ApiError::from(e).context(format_args!("fetched {hash}, but cannot export it"))
             })?;
         outcome.exported = Some(exported);
-        if !req.keep {
+        if !req.keep && !kept_before {
             // Written and verified: the folder's copy is the one kept.
             node.store()
                 .run(move |store| store.remove(&hash))
@@ -399,8 +408,6 @@ async fn get(node: &Node, req: Get, progress: Progress) -> Result<GetOutcome, Ap
             node.withdraw(hash);
             outcome.kept = false;
         }
-    } else if !req.keep {
-        return Err(invalid("keeping no copy needs an output folder (--output)"));
     }
     Ok(outcome)
 }

@@ -89,4 +89,17 @@ impl ExportProgress for Progress {
         self.event(ProgressEvent::Advance { bytes });
         self.event(ProgressEvent::FileDone);
     }
+    fn cancelled(&self) -> bool {
+        self.0.cancelled()
+    }
+}
+
+/// Reports nothing but whether the work was cancelled: for a step whose progress would
+/// confuse its caller's (the export that ends a `get -o`).
+pub struct CancelOnly(pub Progress);
+
+impl ExportProgress for CancelOnly {
+    fn cancelled(&self) -> bool {
+        self.0 .0.cancelled()
+    }
 }

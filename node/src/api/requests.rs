@@ -28,6 +28,17 @@ macro_rules! requests {
     };
 }
 
+impl Request {
+    /// Whether this is a quick read of the store (listings): all that a one-shot command
+    /// serves to others while it holds the store.
+    pub fn is_quick_read(&self) -> bool {
+        matches!(
+            self,
+            Request::List(_) | Request::Files(_) | Request::Names(_) | Request::MirrorList(_)
+        )
+    }
+}
+
 requests!(
     Add, List, Files, SetPin, NameSet, NameRm, Names, Get, Export, Verify, Remove, Gc, Providers,
     Peers, Stats, Status, MirrorAdd, MirrorRm, MirrorList,

@@ -284,15 +284,20 @@ impl Gateway {
             network,
             &target,
             &include,
-            fetch::FetchOptions::unpinned(),
+            fetch::FetchOptions {
+                max_bytes: Some(self.fetch_max),
+                ..fetch::FetchOptions::unpinned()
+            },
             &Progress::none(),
         )
         .await
         .map_err(|e| {
-            error(
-                StatusCode::BAD_GATEWAY,
-                &format!("cannot fetch {hash}: {e}"),
-            )
+            let status = match e {
+                // Refused by this gateway's limit, not a failure of the network.
+                fetch::GetError::TooLarge { .. } => StatusCode::FORBIDDEN,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            error(status, &format!("cannot fetch {hash}: {e}"))
         })?;
         Ok(())
     }

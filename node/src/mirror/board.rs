@@ -136,28 +136,46 @@ impl Mirror {
     }
 }
 
-/// The entries added at run time, as saved in the store.
+/// The entries added at run time, as saved in the store. Unreadable ones are an error,
+/// not an empty list (the next save would drop them all).
 pub fn saved_entries(store: &Store) -> Result<Vec<MirrorEntry>, StoreError> {
-    Ok(store
-        .get_meta(META_MIRROR_ENTRIES)?
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .unwrap_or_default())
+    match store.get_meta(META_MIRROR_ENTRIES)? {
+        None => Ok(Vec::new()),
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            StoreError::Damaged(format!("the saved mirror entries do not parse: {e}"))
+        }),
+    }
 }
 
-pub(super) fn save_entries(store: &Store, entries: &[MirrorEntry]) -> Result<(), StoreError> {
+/// Serialises read-modify-write of the saved entries: two `mirror add` at once must not
+/// each save the list without the other's entry.
+static SAVING: Mutex<()> = Mutex::new(());
+
+/// Changes the saved entries with `change`, one change at a time.
+pub(super) fn change_saved(
+    store: &Store,
+    change: impl FnOnce(&mut Vec<MirrorEntry>),
+) -> Result<(), StoreError> {
+    let _one = SAVING.lock().unwrap_or_else(|e| e.into_inner());
+    let mut entries = saved_entries(store)?;
+    change(&mut entries);
+    save_entries(store, &entries)
+}
+
+fn save_entries(store: &Store, entries: &[MirrorEntry]) -> Result<(), StoreError> {
     let bytes = serde_json::to_vec(entries).map_err(|e| StoreError::Damaged(e.to_string()))?;
     store.put_meta(META_MIRROR_ENTRIES, &bytes)
 }
 
 impl Mirror {
-    /// The entries of the config file and those added earlier at run time (saved in
-    /// `store`), not yet kept by any task.
-    pub fn load(configured: Vec<MirrorEntry>, store: &Store) -> Result<Self, ApiError> {
+    /// The entries of the config file and those added earlier at run time (as
+    /// [`saved_entries`] read them), not yet kept by any task.
+    pub fn load(configured: Vec<MirrorEntry>, added: Vec<MirrorEntry>) -> Result<Self, ApiError> {
         let mirror = Self::default();
         for entry in configured {
             mirror.insert(entry, "config")?;
         }
-        for entry in saved_entries(store)? {
+        for entry in added {
             mirror.insert(entry, "added")?;
         }
         Ok(mirror)

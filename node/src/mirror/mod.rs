@@ -9,7 +9,7 @@ pub mod board;
 
 use std::{sync::Arc, time::Duration};
 
-use board::{save_entries, unix_now};
+use board::{change_saved, unix_now};
 pub use board::{
     saved_entries, Mirror, MirrorEntryStatus, MirrorState, MAX_MIRROR_ENTRIES, META_MIRROR_ENTRIES,
 };
@@ -74,10 +74,10 @@ pub async fn add(node: &Node, entry: MirrorEntry) -> Result<bool, ApiError> {
     let saved = node
         .store()
         .run(move |store| {
-            let mut entries = saved_entries(store)?;
-            entries.retain(|e| e.target() != entry.target());
-            entries.push(entry);
-            save_entries(store, &entries)
+            change_saved(store, |entries| {
+                entries.retain(|e| e.target() != entry.target());
+                entries.push(entry);
+            })
         })
         .await;
     if let Err(e) = saved {
@@ -112,11 +112,7 @@ pub async fn remove(node: &Node, target: &str) -> Result<(), ApiError> {
     }
     let owned = target.to_string();
     node.store()
-        .run(move |store| {
-            let mut entries = saved_entries(store)?;
-            entries.retain(|e| e.target() != owned);
-            save_entries(store, &entries)
-        })
+        .run(move |store| change_saved(store, |entries| entries.retain(|e| e.target() != owned)))
         .await?;
     if let Some(kept) = node.mirror().lock().remove(target) {
         if let Some(task) = kept.task {

@@ -413,7 +413,9 @@ impl Host {
                     lookup.cost = cost;
                     return Ok(lookup);
                 }
-                Ok(None) => return Err(NetError::Stopped),
+                // The walk ended without its closing message reaching us (the queue was
+                // full): what was found stands.
+                Ok(None) => break,
                 Err(_) if end < hard_end => break,
                 Err(_) => return Err(NetError::Dht("the provider lookup did not finish".into())),
             }
