@@ -7,6 +7,18 @@ use std::{fs, path::Path, process::Stdio};
 
 use common::{commons, files, json_ok, make_dataset, Node};
 
+/// A temp dir with a dataset in `dataset/` (its big file `big` bytes), added to data dir
+/// `a/` and served by a node there. Returns the dir, the dataset folder, its size and the
+/// node.
+fn seeded(big: usize) -> (tempfile::TempDir, std::path::PathBuf, u64, Node) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("dataset");
+    let size = make_dataset(&src, big);
+    common::add(&tmp.path().join("a"), &src);
+    let seeder = Node::start(&tmp.path().join("a"));
+    (tmp, src, size, seeder)
+}
+
 /// Runs `commons ARGS` on `dir`, which must fail; returns its stderr.
 fn fails(dir: &Path, args: &[&str]) -> String {
     let out = commons(dir).args(args).output().expect("run commons");
@@ -45,11 +57,7 @@ fn a_ticket_printed_without_a_running_node_says_it_is_hash_only() {
 
 #[test]
 fn rerunning_a_finished_get_into_a_folder_succeeds_and_changed_files_are_refused() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let src = tmp.path().join("dataset");
-    make_dataset(&src, 1 << 16);
-    common::add(&tmp.path().join("a"), &src);
-    let seeder = Node::start(&tmp.path().join("a"));
+    let (tmp, src, _size, seeder) = seeded(1 << 16);
     let b = tmp.path().join("b");
     let out = tmp.path().join("out");
     let out_arg = out.to_str().expect("utf-8");
@@ -132,11 +140,7 @@ fn ls_shows_names_and_a_datasets_files_and_an_include_matching_nothing_fails() {
 
 #[test]
 fn get_no_keep_leaves_only_the_exported_copy() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let src = tmp.path().join("dataset");
-    make_dataset(&src, 1 << 16);
-    common::add(&tmp.path().join("a"), &src);
-    let seeder = Node::start(&tmp.path().join("a"));
+    let (tmp, src, _size, seeder) = seeded(1 << 16);
     let b = tmp.path().join("b");
     let out = tmp.path().join("out");
     let got = json_ok(
@@ -164,11 +168,7 @@ fn get_no_keep_leaves_only_the_exported_copy() {
 
 #[test]
 fn read_only_commands_work_while_a_one_shot_get_holds_the_store() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let src = tmp.path().join("dataset");
-    make_dataset(&src, 24 << 20);
-    common::add(&tmp.path().join("a"), &src);
-    let seeder = Node::start(&tmp.path().join("a"));
+    let (tmp, _src, _size, seeder) = seeded(24 << 20);
     let b = tmp.path().join("b");
     fs::create_dir_all(&b).expect("mkdir");
     fs::write(
@@ -223,11 +223,7 @@ fn a_listen_port_already_in_use_is_named_with_what_to_do() {
 
 #[test]
 fn limit_rate_caps_one_get_and_bad_rates_are_refused() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let src = tmp.path().join("dataset");
-    let size = make_dataset(&src, 3 << 20);
-    common::add(&tmp.path().join("a"), &src);
-    let seeder = Node::start(&tmp.path().join("a"));
+    let (tmp, _src, size, seeder) = seeded(3 << 20);
     let b = tmp.path().join("b");
     let rate = 2.0;
     let started = std::time::Instant::now();

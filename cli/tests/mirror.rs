@@ -422,22 +422,12 @@ fn a_node_reports_its_status_metrics_and_json_logs() {
         "[metrics]\nlisten = \"127.0.0.1:0\"\n[storage]\nquota_gib = 1\n",
     );
     let log = tmp.path().join("node.log");
-    let mut child = commons(&dir)
-        .args(["--json", "--log-format", "json", "--config", &cfg])
-        .args(["node", "run", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1"])
-        .env("COMMONS_LOG", "info")
-        .stdout(std::process::Stdio::piped())
-        .stderr(fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("spawn");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
-        &mut line,
-    )
-    .expect("ready line");
-    let ready: serde_json::Value = serde_json::from_str(&line).expect("json");
-    let node = Node { child, ready };
+    let node = Node::start_logging(
+        &dir,
+        &["--log-format", "json", "--config", &cfg],
+        &log,
+        "info",
+    );
 
     let status = json_ok(&dir, &["node", "status"]);
     assert_eq!(status["datasets"], 1);
@@ -604,34 +594,19 @@ fn mirror_entries_change_at_run_time_and_status_shows_each_and_the_gateway_traff
         &format!("[mirror]\ndatasets = [{{ target = \"{root}\", name = \"org/data\" }}]\n"),
     );
     let log = tmp.path().join("mirror.log");
-    let child = commons(&mirror_dir)
-        .args([
-            "--json",
+    let mirror = Node::start_logging(
+        &mirror_dir,
+        &[
             "--config",
             &cfg,
-            "node",
-            "run",
             "--dht-mode",
             "server",
-        ])
-        .args([
-            "--listen",
-            "/ip4/127.0.0.1/udp/0/quic-v1",
             "--bootstrap",
             &seeder.addr(),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("spawn");
-    let mut child = child;
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).expect("ready");
-    let mirror = Node {
-        child,
-        ready: serde_json::from_str(&line).expect("json"),
-    };
+        ],
+        &log,
+        "warn",
+    );
 
     let status = status_until(&mirror_dir, 60, |s| s["mirror"][0]["state"] == "complete");
     let entry = &status["mirror"][0];

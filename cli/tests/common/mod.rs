@@ -102,7 +102,21 @@ impl Node {
 
     /// Starts a node with extra `node run` arguments; waits until it is ready.
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Self {
-        let mut child = commons(data_dir)
+        Self::spawn(data_dir, extra, Stdio::null(), None)
+    }
+
+    /// As [`Node::start_with`], its logs (at `level`, as `COMMONS_LOG` says) in `log`.
+    pub fn start_logging(data_dir: &Path, extra: &[&str], log: &Path, level: &str) -> Self {
+        let file = fs::File::create(log).expect("log file");
+        Self::spawn(data_dir, extra, file.into(), Some(level))
+    }
+
+    fn spawn(data_dir: &Path, extra: &[&str], stderr: Stdio, level: Option<&str>) -> Self {
+        let mut command = commons(data_dir);
+        if let Some(level) = level {
+            command.env("COMMONS_LOG", level);
+        }
+        let mut child = command
             .args([
                 "--json",
                 "node",
@@ -112,7 +126,7 @@ impl Node {
             ])
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("spawn node");
         let stdout = child.stdout.take().expect("stdout");
