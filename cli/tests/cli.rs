@@ -232,6 +232,11 @@ fn export_never_writes_through_a_symlink_out_of_the_target_in(env: &Env) {
     fs::create_dir_all(&out).expect("mkdir");
     fs::create_dir_all(&outside).expect("mkdir");
     std::os::unix::fs::symlink(&outside, out.join("sub")).expect("symlink");
+    // An identical file reached through the link is not taken as already exported.
+    fs::write(outside.join("file"), "payload").expect("write");
+    let err = env.fails(&["export", &root, out.to_str().expect("utf-8")]);
+    assert!(err.contains("outside the target folder"), "{err}");
+    fs::remove_file(outside.join("file")).expect("rm");
     let err = env.fails(&["export", "--force", &root, out.to_str().expect("utf-8")]);
     assert!(err.contains("outside the target folder"), "{err}");
     assert!(

@@ -161,6 +161,21 @@ fn get_no_keep_leaves_only_the_exported_copy() {
             && listing["blobs"].as_array().expect("blobs").is_empty(),
         "the store keeps no copy: {listing}"
     );
+    // Data kept here before the get is never dropped by --no-keep.
+    json_ok(&b, &["get", &seeder.ticket()]);
+    let out2 = tmp.path().join("out2");
+    let again = json_ok(
+        &b,
+        &[
+            "get",
+            &seeder.ticket(),
+            "-o",
+            out2.to_str().expect("utf-8"),
+            "--no-keep",
+        ],
+    );
+    assert_eq!(again["kept"], true, "{again}");
+    assert_eq!(json_ok(&b, &["ls"])["datasets"][0]["pinned"], true);
     // --no-keep without a folder would keep nothing at all: refused by the parser.
     let err = fails(&b, &["get", &seeder.ticket(), "--no-keep"]);
     assert!(err.contains("--output"), "{err}");

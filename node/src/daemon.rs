@@ -139,7 +139,7 @@ pub async fn run(settings: NodeSettings, ready: impl FnOnce(Ready)) -> Result<()
     }
     if let (Some(listener), Some(gw)) = (gateway_listener, gateway_config) {
         let fetcher = gw.fetch_missing.then(|| node.clone());
-        let gateway = Gateway::new(node.store().blocking().clone(), fetcher)
+        let gateway = Gateway::new(node.store().clone(), fetcher)
             .with_stats(node.gateway_stats().clone())
             .with_fetch_limit(gw.fetch_missing_max_bytes);
         tasks.spawn("HTTP gateway", async move {

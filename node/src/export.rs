@@ -81,8 +81,6 @@ pub trait ExportProgress {
     }
 }
 
-impl ExportProgress for crate::store::NoProgress {}
-
 /// What was written.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExportReport {
@@ -166,7 +164,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ExportError + '_ {
 /// Writes the files of dataset `root` under `dir` (created if needed): all of them, or
 /// those whose path `include` accepts. Refuses to replace existing files unless
 /// `overwrite`; that check covers all files before any is written.
-pub fn export_dataset(
+fn export_dataset(
     store: &Store,
     root: &Hash,
     dir: &Path,
@@ -234,11 +232,8 @@ pub fn export_dataset(
         if progress.cancelled() {
             return Err(ExportError::Store(StoreError::Cancelled));
         }
-        if same {
-            progress.file_done(entry.size);
-            report.unchanged += 1;
-            continue;
-        }
+        // Checked for a file kept as it is too: one reached through a link out of the
+        // target folder is not "already there".
         let parent = target.parent().unwrap_or(dir);
         fs::create_dir_all(parent).map_err(io_err(parent))?;
         let canonical_parent = parent.canonicalize().map_err(io_err(parent))?;
@@ -246,6 +241,11 @@ pub fn export_dataset(
             return Err(ExportError::Escapes {
                 path: parent.to_path_buf(),
             });
+        }
+        if same {
+            progress.file_done(entry.size);
+            report.unchanged += 1;
+            continue;
         }
         let bytes = write_blob_file(store, &entry.hash, &target, entry.executable)?;
         progress.file_done(bytes);
@@ -257,7 +257,7 @@ pub fn export_dataset(
 
 /// Writes blob `hash` to `dest`: into `dest/<hash>` when `dest` is an existing folder,
 /// otherwise to the path `dest` itself (like `cp`).
-pub fn export_blob(
+fn export_blob(
     store: &Store,
     hash: &Hash,
     dest: &Path,

@@ -141,9 +141,9 @@ pub const MAX_RESPONSES: usize = 256;
 
 impl Gateway {
     /// A gateway over `store`; `fetcher` enables fetching missing data.
-    pub fn new(store: Arc<Store>, fetcher: Option<Node>) -> Self {
+    pub fn new(store: impl Into<AsyncStore>, fetcher: Option<Node>) -> Self {
         Self {
-            store: AsyncStore::new(store),
+            store: store.into(),
             fetcher,
             fetching: Arc::default(),
             responses: Arc::new(tokio::sync::Semaphore::new(MAX_RESPONSES)),

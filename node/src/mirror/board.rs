@@ -88,14 +88,6 @@ impl Mirror {
         self.lock().values().map(|k| k.status.clone()).collect()
     }
 
-    /// Every entry, and where it came from (`config` or `added`).
-    pub fn entries(&self) -> Vec<(MirrorEntry, String)> {
-        self.lock()
-            .values()
-            .map(|k| (k.entry.clone(), k.status.source.clone()))
-            .collect()
-    }
-
     pub(super) fn update(&self, target: &str, f: impl FnOnce(&mut MirrorEntryStatus)) {
         if let Some(kept) = self.lock().get_mut(target) {
             f(&mut kept.status);

@@ -12,6 +12,12 @@ use super::{Store, StoreError};
 #[derive(Clone)]
 pub struct AsyncStore(Arc<Store>);
 
+impl From<Arc<Store>> for AsyncStore {
+    fn from(store: Arc<Store>) -> Self {
+        Self(store)
+    }
+}
+
 impl AsyncStore {
     /// Wraps an open store.
     pub fn new(store: Arc<Store>) -> Self {
@@ -37,11 +43,6 @@ impl AsyncStore {
     /// Bytes per data row (fixed when the store was created; no I/O).
     pub fn span_bytes(&self) -> u64 {
         self.0.span_bytes()
-    }
-
-    /// Data rows of a blob of `size` bytes (no I/O).
-    pub fn span_count(&self, size: u64) -> u64 {
-        self.0.span_count(size)
     }
 
     /// The byte ranges of span ranges of a blob of `size` bytes (no I/O).
