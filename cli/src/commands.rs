@@ -240,17 +240,38 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
     let node = Session::open(&data_dir, config, &flags, running_only, json)?;
     let code = match cli.command {
-        Command::Add { path, name } => {
+        Command::Add {
+            path,
+            name,
+            hub_ids,
+            no_hub_ids,
+            origin,
+            token_file,
+        } => {
             if let Some(name) = &name {
                 // Checked before the (possibly long) import, not after it.
                 commons_protocol::NameRef::parse(name)?;
             }
-            let request = api::Add {
-                path: absolute(&path)?,
-                name,
-            };
-            let reply = node.call(request, "adding")?;
-            node.show(&reply, |r| render::added(r, &path))
+            if let Some(url) = path.to_str().filter(|p| p.starts_with("hf://")) {
+                let mut source = api::HubSource::parse(url).map_err(anyhow::Error::msg)?;
+                source.origin = Some(origin);
+                source.token_file = token_file.map(|f| absolute(&f)).transpose()?;
+                source.name = name;
+                let reply = node.call(api::Import { source }, "importing")?;
+                node.show(&reply, render::imported)
+            } else {
+                let request = api::Add {
+                    path: absolute(&path)?,
+                    name,
+                    hub_ids: match (hub_ids, no_hub_ids) {
+                        (true, _) => Some(true),
+                        (_, true) => Some(false),
+                        _ => None,
+                    },
+                };
+                let reply = node.call(request, "adding")?;
+                node.show(&reply, |r| render::added(r, &path))
+            }
         }
         Command::Ls {
             target: Some(target),
@@ -366,8 +387,24 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let reply = node.call(api::Status {}, "")?;
             node.show(&reply, render::status)
         }
-        Command::Mirror(MirrorCommand::Add { target, name }) => {
-            let reply = node.call(api::MirrorAdd { target, name }, "")?;
+        Command::Mirror(MirrorCommand::Add {
+            target,
+            name,
+            origin,
+            token_file,
+            interval,
+        }) => {
+            let hub = match target.strip_prefix("hf://") {
+                Some(_) => {
+                    let mut source = api::HubSource::parse(&target).map_err(anyhow::Error::msg)?;
+                    source.origin = origin;
+                    source.token_file = token_file.map(|f| absolute(&f)).transpose()?;
+                    source.interval = interval;
+                    Some(source)
+                }
+                None => None,
+            };
+            let reply = node.call(api::MirrorAdd { target, name, hub }, "")?;
             node.show(&reply, render::mirror_changed)
         }
         Command::Mirror(MirrorCommand::Rm { target }) => {

@@ -61,12 +61,31 @@ enum Command {
     /// the manifest's, so the same content always gives the same hash. Identical files are
     /// stored once. Symbolic links are followed only if they point inside the folder.
     Add {
-        /// File or folder to add
+        /// File or folder to add, or a Hub repository: hf://org/name[@revision] (a model),
+        /// hf://datasets/org/name[@revision] (a dataset). A repository is imported from
+        /// peers that hold the same commit, and from the origin for the rest; every file is
+        /// checked against the origin's SHA-256 / git ids
         path: PathBuf,
         /// Also bind a name to the dataset (org/name, or org/name@revision; the revision
-        /// defaults to main), so it can be asked for by name here and through the gateway
+        /// defaults to main), so it can be asked for by name here and through the gateway.
+        /// A Hub repository is named after itself unless given
         #[arg(long, value_name = "ORG/NAME")]
         name: Option<String>,
+        /// Record each file's Hugging Face Hub ids (SHA-256, git blob id) in the manifest,
+        /// computed in the same pass (a new manifest version, so a new hash). On by default
+        /// for a Hugging Face cache snapshot folder, which also records its commit
+        #[arg(long, overrides_with = "no_hub_ids")]
+        hub_ids: bool,
+        /// Never record Hub ids (the hash the folder had before Hub ids existed)
+        #[arg(long)]
+        no_hub_ids: bool,
+        /// For hf://: the Hub-compatible server to import from
+        #[arg(long, value_name = "URL", default_value = commons_node::origin::source::DEFAULT_ORIGIN)]
+        origin: String,
+        /// For hf://: a file holding the token of a gated or private repository (sent only
+        /// to the origin, never logged)
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
     },
     /// List what the store holds (datasets with their names, blobs added on their own), or
     /// the files of one dataset
@@ -202,11 +221,23 @@ enum MirrorCommand {
     /// Mirror a dataset: fetch it, keep it pinned and serve it, fetching it again if it
     /// goes missing. Saved in the store; without a running node, fetched once one runs
     Add {
-        /// A full hash, a ticket, or a name bound on this node
+        /// A full hash, a ticket, a name bound on this node, or a Hub repository
+        /// (hf://org/name[@revision], hf://datasets/org/name[@revision]): imported from peers
+        /// and the origin, and followed: a branch that moves is imported again (older
+        /// commits stay, pinned)
         target: String,
         /// Also bind this local name once fetched (org/name[@revision])
         #[arg(long, value_name = "ORG/NAME")]
         name: Option<String>,
+        /// For hf://: the Hub-compatible server
+        #[arg(long, value_name = "URL")]
+        origin: Option<String>,
+        /// For hf://: a file holding the token of a gated or private repository
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// For hf://: seconds between checks of whether the revision moved
+        #[arg(long, value_name = "SECONDS")]
+        interval: Option<u64>,
     },
     /// Stop mirroring a dataset added with `mirror add` (its data stays, pinned: `unpin`
     /// lets garbage collection take it). Entries of the config file are removed there

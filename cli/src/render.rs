@@ -23,6 +23,31 @@ fn plural(n: impl Into<u64>) -> &'static str {
     }
 }
 
+pub fn imported(r: &commons_node::api::ImportOutcome) {
+    println!(
+        "imported {} at commit {}: {} file{}, {}",
+        r.source,
+        r.commit,
+        r.files,
+        plural(r.files),
+        HumanBytes(r.size)
+    );
+    println!(
+        "from the origin: {}, from peers: {}, already held: {} file{}",
+        HumanBytes(r.origin_bytes),
+        HumanBytes(r.peer_bytes),
+        r.held_files,
+        plural(r.held_files)
+    );
+    for refused in &r.refused_peers {
+        println!("refused a peer: {refused}");
+    }
+    println!("hash:   {}", r.hash);
+    for name in &r.names {
+        println!("name:   {name}");
+    }
+}
+
 pub fn added(r: &AddOutcome, path: &std::path::Path) {
     println!(
         "added {} {}: {} file{}, {} ({} new blob{})",

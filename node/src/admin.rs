@@ -265,6 +265,7 @@ mod tests {
             crate::api::Add {
                 path: "relative/path".into(),
                 name: None,
+                hub_ids: None,
             },
             ErrorKind::InvalidInput,
         )
@@ -277,6 +278,7 @@ mod tests {
                 crate::api::Add {
                     path: file.clone(),
                     name: None,
+                    hub_ids: None,
                 },
                 Arc::new(()),
             )

@@ -170,6 +170,9 @@ pub struct MirrorSection {
 pub enum MirrorEntry {
     /// `"<hash or ticket>"`.
     Target(String),
+    /// `{ hf = "org/name", type = "model|dataset", revision = "main", origin = "https://…",
+    /// token_file = "…", interval = 3600 }`: a Hub repository, imported and followed.
+    Hub(crate::origin::source::HubSource),
     /// `{ target = "<hash or ticket>", name = "org/name", revision = "main" }`.
     Named {
         /// Hash or ticket.
@@ -182,10 +185,12 @@ pub enum MirrorEntry {
 }
 
 impl MirrorEntry {
-    /// The hash or ticket to fetch.
-    pub fn target(&self) -> &str {
+    /// The hash or ticket to fetch, or the Hub source's label (`hf://…@revision`): what
+    /// names the entry in listings and `mirror rm`.
+    pub fn target(&self) -> std::borrow::Cow<'_, str> {
         match self {
-            Self::Target(t) | Self::Named { target: t, .. } => t,
+            Self::Target(t) | Self::Named { target: t, .. } => std::borrow::Cow::Borrowed(t),
+            Self::Hub(source) => std::borrow::Cow::Owned(source.label()),
         }
     }
 
@@ -423,9 +428,15 @@ impl ConfigFile {
                 near: Some(target.to_string()),
                 message,
             };
+            if let MirrorEntry::Hub(source) = entry {
+                source
+                    .check()
+                    .map_err(|e| bad(format!("mirror.datasets[{i}]: {e}")))?;
+                continue;
+            }
             if target.trim().parse::<commons_protocol::Hash>().is_err()
                 && target.trim().parse::<commons_protocol::Ticket>().is_err()
-                && commons_protocol::NameRef::parse(target).is_err()
+                && commons_protocol::NameRef::parse(&target).is_err()
             {
                 return Err(bad(format!(
                     "mirror.datasets[{i}]: {target:?} is neither a hash, a ticket (commons1…) nor a name (org/name)"

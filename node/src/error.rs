@@ -69,9 +69,10 @@ impl From<StoreError> for ApiError {
             StoreError::AmbiguousPrefix { .. } | StoreError::UnsupportedEntry { .. } => {
                 ErrorKind::InvalidInput
             }
-            StoreError::Corrupt { .. } | StoreError::Damaged(_) | StoreError::Manifest(_) => {
-                ErrorKind::Corrupt
-            }
+            StoreError::Corrupt { .. }
+            | StoreError::Damaged(_)
+            | StoreError::Manifest(_)
+            | StoreError::HubIdMismatch { .. } => ErrorKind::Corrupt,
             StoreError::InvalidOptions(_) => ErrorKind::Internal,
             StoreError::InUse { .. } => ErrorKind::Busy,
             StoreError::Cancelled => ErrorKind::Cancelled,

@@ -35,6 +35,7 @@ pub mod mirror;
 pub mod net;
 pub mod node;
 pub mod ops;
+pub mod origin;
 pub mod progress;
 pub mod resolve;
 pub mod status;

@@ -310,7 +310,10 @@ impl Node {
         let data_dir = settings.data_dir.clone();
         let (store, pins, net_state, key, added) = tokio::task::spawn_blocking(move || {
             let store = open_store(&data_dir)?;
-            let pins = store.pins()?;
+            let mut pins: Vec<commons_protocol::Hash> =
+                store.pins()?.into_iter().map(|(hash, _)| hash).collect();
+            // And the Hub commits held, so other mirrors of a repository find them.
+            pins.extend(store.held_upstream_keys()?);
             let net_state = store.load_net_state()?;
             let added = crate::mirror::board::saved_entries(&store)?;
             let key = identity::load_or_create(&data_dir)
@@ -329,7 +332,7 @@ impl Node {
         );
         if discovery.mode != DhtMode::Client {
             // Roots only: pinned datasets and blobs pinned on their own, never their files.
-            for (hash, _) in pins {
+            for hash in pins {
                 publisher.provide(hash);
             }
         }

@@ -13,10 +13,10 @@ use crate::{
     api::{
         require_absolute, Add, AddOutcome, ApiError, BlobEntry, Call, CollectedBlob, DatasetEntry,
         ErrorKind, Export, ExportOutcome, FileEntry, FileListing, Files, Gc, GcOutcome, Get,
-        GetOutcome, List, Listing, MirrorAdd, MirrorChanged, MirrorEntries, MirrorList, MirrorRm,
-        NameList, NameRemoved, NameRm, NameSet, Names, PeerStatsEntry, PeerStatsList, Peers,
-        PinOutcome, Progress, ProviderEntry, Providers, ProvidersReport, Remove, RemoveOutcome,
-        SetPin, Stats, Status, Verify, VerifyProblem, VerifyReport,
+        GetOutcome, Import, ImportOutcome, List, Listing, MirrorAdd, MirrorChanged, MirrorEntries,
+        MirrorList, MirrorRm, NameList, NameRemoved, NameRm, NameSet, Names, PeerStatsEntry,
+        PeerStatsList, Peers, PinOutcome, Progress, ProviderEntry, Providers, ProvidersReport,
+        Remove, RemoveOutcome, SetPin, Stats, Status, Verify, VerifyProblem, VerifyReport,
     },
     config::MirrorEntry,
     export,
@@ -26,7 +26,7 @@ use crate::{
     node::Node,
     resolve::resolve,
     status::{self, NodeStatus},
-    store::{BlobState, ImportProgress, NameEntry, PinKind, Store, StoreError},
+    store::{BlobState, HubIdChoice, ImportProgress, NameEntry, PinKind, Store, StoreError},
 };
 
 /// Declares that `$request` is answered by `$reply`, run by `$op`.
@@ -46,6 +46,7 @@ macro_rules! call {
 }
 
 call!(Add => AddOutcome, add);
+call!(Import => ImportOutcome, import);
 call!(List => Listing, list);
 call!(Files => FileListing, files);
 call!(SetPin => PinOutcome, set_pin);
@@ -101,7 +102,14 @@ async fn add(node: &Node, req: Add, progress: Progress) -> Result<AddOutcome, Ap
                 })
             })?;
             let (kind, hash, files, size, new_blobs) = if meta.is_dir() {
-                let ds = store.add_folder(&path, &progress).map_err(cannot)?;
+                let hub_ids = match req.hub_ids {
+                    None => HubIdChoice::Auto,
+                    Some(true) => HubIdChoice::Yes,
+                    Some(false) => HubIdChoice::No,
+                };
+                let ds = store
+                    .add_folder_with(&path, hub_ids, &progress)
+                    .map_err(cannot)?;
                 let files = ds.manifest.entries().len() as u64;
                 (
                     TicketKind::Dataset,
@@ -317,6 +325,12 @@ async fn name_set(node: &Node, req: NameSet, _progress: Progress) -> Result<Name
         .await?;
     node.announce(entry.root);
     Ok(entry)
+}
+
+/// Imports a Hub repository (peers first when a network can be joined).
+async fn import(node: &Node, req: Import, progress: Progress) -> Result<ImportOutcome, ApiError> {
+    let use_peers = node.daemon().is_ok();
+    crate::origin::import(node, &req.source, use_peers, &progress).await
 }
 
 /// Removes the binding of a name; the dataset stays pinned.
@@ -607,6 +621,14 @@ async fn mirror_add(
     req: MirrorAdd,
     _progress: Progress,
 ) -> Result<MirrorChanged, ApiError> {
+    if let Some(source) = req.hub {
+        source.check().map_err(invalid)?;
+        let added = crate::mirror::add(node, MirrorEntry::Hub(source.clone())).await?;
+        return Ok(MirrorChanged {
+            target: source.label(),
+            changed: added,
+        });
+    }
     let target = req.target.trim().to_string();
     let is_target = target.parse::<Hash>().is_ok()
         || target.parse::<Ticket>().is_ok()

@@ -7,6 +7,7 @@
 //! socket, a database or a file: callers hand it readers and writers.
 
 pub mod hash;
+pub mod hub;
 pub mod manifest;
 pub mod name;
 pub mod partial;
@@ -16,6 +17,7 @@ pub mod tree;
 pub mod wire;
 
 pub use hash::{Hash, HashParseError};
+pub use hub::{GitOid, HubIds, RepoKind, Sha256, Upstream};
 pub use manifest::{Manifest, ManifestEntry, ManifestError};
 pub use name::{DatasetName, NameError, NameRef};
 pub use ticket::{Ticket, TicketError, TicketKind};

@@ -13,12 +13,18 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Hash;
+use crate::{
+    hub::{HubIdError, HubIds, Upstream},
+    Hash,
+};
 
 /// Bytes every encoded manifest starts with, so a manifest blob is recognisable.
 pub const MANIFEST_MAGIC: &[u8; 4] = b"CMNF";
-/// The format version this code writes and reads.
+/// The format version of a manifest without Hub ids (the same folder keeps the same root
+/// it had before Hub ids existed).
 pub const MANIFEST_VERSION: u32 = 1;
+/// The format version of a manifest carrying Hub ids or an upstream commit.
+pub const MANIFEST_VERSION_HUB: u32 = 2;
 /// Largest encoded manifest accepted (64 MiB): bounds what a peer can make us parse.
 pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
 /// Most files one dataset may list.
@@ -41,6 +47,17 @@ pub struct ManifestEntry {
     pub hash: Hash,
     /// Whether the file is executable (Unix `x` bit).
     pub executable: bool,
+    /// The file's Hugging Face Hub ids, when recorded (manifest version 2).
+    pub hub: Option<HubIds>,
+}
+
+/// An entry as version 1 encodes it (no Hub ids).
+#[derive(Serialize, Deserialize)]
+struct EntryV1<'a> {
+    path: std::borrow::Cow<'a, str>,
+    size: u64,
+    hash: Hash,
+    executable: bool,
 }
 
 /// What is wrong with a path, in words a user can act on.
@@ -98,7 +115,7 @@ pub enum ManifestError {
     NotAManifest,
     /// Written by a newer (or unknown) format version.
     #[error(
-        "manifest format version {version} is not supported (this build reads {MANIFEST_VERSION})"
+        "manifest format version {version} is not supported (this build reads {MANIFEST_VERSION} and {MANIFEST_VERSION_HUB})"
     )]
     UnsupportedVersion {
         /// The version found.
@@ -130,6 +147,9 @@ pub enum ManifestError {
         /// The repeated path.
         path: String,
     },
+    /// The upstream repository or commit is not valid.
+    #[error("manifest upstream: {0}")]
+    Upstream(HubIdError),
     /// A path is both a file and a folder holding other files.
     #[error("manifest entry {path:?} is a file but also a folder of other entries")]
     FileIsAlsoFolder {
@@ -169,25 +189,54 @@ pub fn validate_path(path: &str) -> Result<(), PathProblem> {
     Ok(())
 }
 
-/// The list of files in a dataset, always valid and in canonical order.
+/// The list of files in a dataset, always valid and in canonical order, and the Hub
+/// commit it came from, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
     entries: Vec<ManifestEntry>,
+    upstream: Option<Upstream>,
 }
 
-/// The encoded layout after the magic (see `docs/formats.md`).
+/// Version 1's layout after the magic (see `docs/formats.md`).
 #[derive(Serialize, Deserialize)]
-struct Encoded<'a> {
+struct EncodedV1<'a> {
     version: u32,
+    #[serde(borrow)]
+    entries: Vec<EntryV1<'a>>,
+}
+
+/// Version 2's layout after the magic: the upstream commit, then entries with Hub ids.
+#[derive(Serialize, Deserialize)]
+struct EncodedV2<'a> {
+    version: u32,
+    upstream: Option<Upstream>,
     entries: std::borrow::Cow<'a, [ManifestEntry]>,
 }
 
 impl Manifest {
     /// Builds a manifest from entries in any order, enforcing every rule.
-    pub fn new(mut entries: Vec<ManifestEntry>) -> Result<Self, ManifestError> {
+    pub fn new(entries: Vec<ManifestEntry>) -> Result<Self, ManifestError> {
+        Self::with_upstream(entries, None)
+    }
+
+    /// Like [`Manifest::new`], recording the Hub commit the files came from.
+    pub fn with_upstream(
+        mut entries: Vec<ManifestEntry>,
+        upstream: Option<Upstream>,
+    ) -> Result<Self, ManifestError> {
         entries.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
-        Self::check(&entries)?;
-        Ok(Self { entries })
+        Self::check(&entries, upstream.as_ref())?;
+        Ok(Self { entries, upstream })
+    }
+
+    /// The Hub commit the files came from, if recorded.
+    pub fn upstream(&self) -> Option<&Upstream> {
+        self.upstream.as_ref()
+    }
+
+    /// Whether this manifest carries Hub ids or an upstream (and so encodes as version 2).
+    pub fn has_hub_ids(&self) -> bool {
+        self.upstream.is_some() || self.entries.iter().any(|e| e.hub.is_some())
     }
 
     /// The files, sorted by path bytes.
@@ -211,12 +260,29 @@ impl Manifest {
     /// The canonical encoding: what is stored as the manifest blob and hashed.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = MANIFEST_MAGIC.to_vec();
-        let body = Encoded {
-            version: MANIFEST_VERSION,
-            entries: std::borrow::Cow::Borrowed(&self.entries),
+        // Serializing strings and integers into a Vec cannot fail.
+        let body = if self.has_hub_ids() {
+            postcard::to_stdvec(&EncodedV2 {
+                version: MANIFEST_VERSION_HUB,
+                upstream: self.upstream.clone(),
+                entries: std::borrow::Cow::Borrowed(&self.entries),
+            })
+        } else {
+            postcard::to_stdvec(&EncodedV1 {
+                version: MANIFEST_VERSION,
+                entries: self
+                    .entries
+                    .iter()
+                    .map(|e| EntryV1 {
+                        path: std::borrow::Cow::Borrowed(&e.path),
+                        size: e.size,
+                        hash: e.hash,
+                        executable: e.executable,
+                    })
+                    .collect(),
+            })
         };
-        // Serializing owned strings and integers into a Vec cannot fail.
-        out.extend(postcard::to_stdvec(&body).unwrap_or_default());
+        out.extend(body.unwrap_or_default());
         out
     }
 
@@ -238,21 +304,40 @@ impl Manifest {
         // Read the version alone first so a future format gets a precise error.
         let (version, _) = postcard::take_from_bytes::<u32>(body)
             .map_err(|e| ManifestError::Malformed(e.to_string()))?;
-        if version != MANIFEST_VERSION {
-            return Err(ManifestError::UnsupportedVersion { version });
-        }
-        let (decoded, rest) = postcard::take_from_bytes::<Encoded<'_>>(body)
-            .map_err(|e| ManifestError::Malformed(e.to_string()))?;
+        let malformed = |e: postcard::Error| ManifestError::Malformed(e.to_string());
+        let ((entries, upstream), rest) = match version {
+            MANIFEST_VERSION => {
+                let (v1, rest) =
+                    postcard::take_from_bytes::<EncodedV1<'_>>(body).map_err(malformed)?;
+                let entries = v1
+                    .entries
+                    .into_iter()
+                    .map(|e| ManifestEntry {
+                        path: e.path.into_owned(),
+                        size: e.size,
+                        hash: e.hash,
+                        executable: e.executable,
+                        hub: None,
+                    })
+                    .collect();
+                ((entries, None), rest)
+            }
+            MANIFEST_VERSION_HUB => {
+                let (v2, rest) =
+                    postcard::take_from_bytes::<EncodedV2<'_>>(body).map_err(malformed)?;
+                ((v2.entries.into_owned(), v2.upstream), rest)
+            }
+            _ => return Err(ManifestError::UnsupportedVersion { version }),
+        };
         if !rest.is_empty() {
             return Err(ManifestError::Malformed(format!(
                 "{} trailing bytes",
                 rest.len()
             )));
         }
-        let entries = decoded.entries.into_owned();
         // Path rules first: they give the most useful error for a hostile manifest.
-        Self::check(&entries)?;
-        let manifest = Self { entries };
+        Self::check(&entries, upstream.as_ref())?;
+        let manifest = Self { entries, upstream };
         if manifest.to_bytes() != bytes {
             return Err(ManifestError::NotCanonical);
         }
@@ -260,7 +345,10 @@ impl Manifest {
     }
 
     /// Enforces count, path, uniqueness and file-versus-folder rules on sorted entries.
-    fn check(entries: &[ManifestEntry]) -> Result<(), ManifestError> {
+    fn check(entries: &[ManifestEntry], upstream: Option<&Upstream>) -> Result<(), ManifestError> {
+        if let Some(up) = upstream {
+            up.validate().map_err(ManifestError::Upstream)?;
+        }
         if entries.len() > MAX_ENTRIES {
             return Err(ManifestError::TooManyEntries {
                 count: entries.len(),
@@ -309,6 +397,7 @@ mod tests {
             size: path.len() as u64,
             hash: Hash::of(path.as_bytes()),
             executable: false,
+            hub: None,
         }
     }
 
@@ -317,9 +406,17 @@ mod tests {
     fn raw_encoding(entries: Vec<ManifestEntry>, version: u32) -> Vec<u8> {
         let mut out = MANIFEST_MAGIC.to_vec();
         out.extend(
-            postcard::to_stdvec(&Encoded {
+            postcard::to_stdvec(&EncodedV1 {
                 version,
-                entries: std::borrow::Cow::Owned(entries),
+                entries: entries
+                    .iter()
+                    .map(|e| EntryV1 {
+                        path: std::borrow::Cow::Borrowed(&e.path),
+                        size: e.size,
+                        hash: e.hash,
+                        executable: e.executable,
+                    })
+                    .collect(),
             })
             .expect("encodes"),
         );
@@ -430,8 +527,8 @@ mod tests {
             Err(ManifestError::NotAManifest)
         );
         assert_eq!(
-            Manifest::from_bytes(&raw_encoding(vec![], 2)),
-            Err(ManifestError::UnsupportedVersion { version: 2 })
+            Manifest::from_bytes(&raw_encoding(vec![], 3)),
+            Err(ManifestError::UnsupportedVersion { version: 3 })
         );
         // A huge declared entry count with no data behind it must fail, not allocate.
         let mut huge = MANIFEST_MAGIC.to_vec();
@@ -442,12 +539,89 @@ mod tests {
         ));
     }
 
+    fn upstream() -> Upstream {
+        Upstream {
+            kind: crate::RepoKind::Model,
+            repo: "acme/model".into(),
+            commit: crate::GitOid([7; 20]),
+            last_modified: Some("2026-01-02T03:04:05.000Z".into()),
+        }
+    }
+
+    #[test]
+    fn hub_ids_make_a_version_2_manifest_and_plain_ones_stay_version_1() {
+        let plain = Manifest::new(vec![entry("a"), entry("b/c")]).expect("valid");
+        let plain_bytes = plain.to_bytes();
+        assert_eq!(plain_bytes[4], MANIFEST_VERSION as u8);
+        let mut with_ids = entry("a");
+        let mut hasher = crate::hub::HubHasher::new(1);
+        hasher.update(b"a");
+        with_ids.hub = hasher.finish(false);
+        let hub =
+            Manifest::with_upstream(vec![with_ids, entry("b/c")], Some(upstream())).expect("valid");
+        let hub_bytes = hub.to_bytes();
+        assert_eq!(hub_bytes[4], MANIFEST_VERSION_HUB as u8);
+        assert_eq!(Manifest::from_bytes(&hub_bytes).as_ref(), Ok(&hub));
+        assert_eq!(hub.upstream(), Some(&upstream()));
+        assert_ne!(hub.hash(), plain.hash());
+        // Upstream alone is enough for version 2, and round-trips.
+        let only_upstream =
+            Manifest::with_upstream(vec![entry("a")], Some(upstream())).expect("valid");
+        assert_eq!(
+            Manifest::from_bytes(&only_upstream.to_bytes()),
+            Ok(only_upstream)
+        );
+        // A version 1 manifest still parses to the same thing.
+        assert_eq!(Manifest::from_bytes(&plain_bytes), Ok(plain));
+    }
+
+    #[test]
+    fn a_version_2_manifest_without_hub_fields_is_not_canonical() {
+        let mut out = MANIFEST_MAGIC.to_vec();
+        out.extend(
+            postcard::to_stdvec(&EncodedV2 {
+                version: MANIFEST_VERSION_HUB,
+                upstream: None,
+                entries: std::borrow::Cow::Owned(vec![entry("a")]),
+            })
+            .expect("encodes"),
+        );
+        assert_eq!(Manifest::from_bytes(&out), Err(ManifestError::NotCanonical));
+    }
+
+    #[test]
+    fn a_bad_upstream_repository_is_refused() {
+        let mut up = upstream();
+        up.repo = "../../etc".into();
+        assert!(matches!(
+            Manifest::with_upstream(vec![entry("a")], Some(up.clone())),
+            Err(ManifestError::Upstream(_))
+        ));
+        let mut out = MANIFEST_MAGIC.to_vec();
+        out.extend(
+            postcard::to_stdvec(&EncodedV2 {
+                version: MANIFEST_VERSION_HUB,
+                upstream: Some(up),
+                entries: std::borrow::Cow::Owned(vec![entry("a")]),
+            })
+            .expect("encodes"),
+        );
+        assert!(matches!(
+            Manifest::from_bytes(&out),
+            Err(ManifestError::Upstream(_))
+        ));
+    }
+
     proptest::proptest! {
         #[test]
         fn parsing_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
             let mut input = MANIFEST_MAGIC.to_vec();
             input.extend(bytes);
             let _ = Manifest::from_bytes(&input);
+            let mut v2 = MANIFEST_MAGIC.to_vec();
+            v2.push(MANIFEST_VERSION_HUB as u8);
+            v2.extend(&input[4..]);
+            let _ = Manifest::from_bytes(&v2);
         }
     }
 }

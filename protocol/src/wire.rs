@@ -74,6 +74,40 @@ pub enum Request {
     /// libp2p's, carrying the same requests; `docs/protocol.md`). Answered with one
     /// [`BulkResponse`] frame.
     Bulk,
+    /// Which dataset roots the server holds for a Hugging Face Hub commit, by the commit's
+    /// DHT key (`hub::hub_commit_key`): how a mirror of the same repository finds the
+    /// manifest to fetch from peers. Answered with one [`UpstreamResponse`] frame.
+    Upstream {
+        /// The commit's key.
+        key: Hash,
+    },
+}
+
+/// Roots one [`UpstreamResponse`] names, at most.
+pub const MAX_UPSTREAM_ROOTS: usize = 8;
+/// Longest [`UpstreamResponse`] frame.
+pub const MAX_UPSTREAM_BYTES: u32 = 1024;
+
+/// The answer to [`Request::Upstream`]: dataset roots the server holds for that commit (a
+/// claim: the asker checks each manifest against the origin's listing before using it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamResponse {
+    /// Up to [`MAX_UPSTREAM_ROOTS`] roots.
+    pub roots: Vec<Hash>,
+}
+
+impl UpstreamResponse {
+    /// Decodes a response body, refusing more than [`MAX_UPSTREAM_ROOTS`] roots.
+    pub fn decode(body: &[u8]) -> Result<Self, WireError> {
+        let response: UpstreamResponse = decode_exact(body)?;
+        if response.roots.len() > MAX_UPSTREAM_ROOTS {
+            return Err(WireError::Malformed(format!(
+                "{} roots, more than {MAX_UPSTREAM_ROOTS}",
+                response.roots.len()
+            )));
+        }
+        Ok(response)
+    }
 }
 
 /// Longest [`BulkResponse`] frame.
@@ -638,6 +672,24 @@ mod tests {
     }
 
     #[test]
+    fn upstream_round_trips_and_limits_hold() {
+        let req = Request::Upstream {
+            key: Hash::of(b"commit key"),
+        };
+        assert_eq!(Request::decode(&encode_frame(&req)[4..]), Ok(req));
+        let full = UpstreamResponse {
+            roots: vec![Hash::of(b"r"); MAX_UPSTREAM_ROOTS],
+        };
+        let frame = encode_frame(&full);
+        assert!(frame.len() - 4 <= MAX_UPSTREAM_BYTES as usize);
+        assert_eq!(UpstreamResponse::decode(&frame[4..]), Ok(full));
+        let too_many = UpstreamResponse {
+            roots: vec![Hash::of(b"r"); MAX_UPSTREAM_ROOTS + 1],
+        };
+        assert!(UpstreamResponse::decode(&encode_frame(&too_many)[4..]).is_err());
+    }
+
+    #[test]
     fn bulk_round_trips_and_refuses_port_zero() {
         assert_eq!(
             Request::decode(&encode_frame(&Request::Bulk)[4..]),
@@ -700,6 +752,7 @@ mod tests {
             let _ = ResponseHeader::decode(&bytes);
             let _ = HoldersResponse::decode(&bytes);
             let _ = HaveResponse::decode(&bytes);
+            let _ = UpstreamResponse::decode(&bytes);
             let ranges = ChunkRanges::all();
             let _ = verify_response(Hash::of(b"r"), bytes.len() as u64 * 3, &ranges, &bytes[..]).count();
         }

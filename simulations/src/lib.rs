@@ -1,6 +1,7 @@
 //! Shared helpers for Commons benchmarks and experiments: test data, timing, peak memory.
 
 pub mod bittorrent;
+pub mod hub_origin;
 pub mod plot;
 
 use std::{

@@ -64,7 +64,7 @@ pub async fn dispatch(
         };
     }
     each_request!(
-        Add, List, Files, SetPin, NameSet, NameRm, Names, Get, Export, Verify, Remove, Gc,
+        Add, Import, List, Files, SetPin, NameSet, NameRm, Names, Get, Export, Verify, Remove, Gc,
         Providers, Peers, Stats, Status, MirrorAdd, MirrorRm, MirrorList,
     )
 }

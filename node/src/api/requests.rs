@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use commons_protocol::{Hash, TicketKind};
 use serde::{Deserialize, Serialize};
 
+pub use crate::origin::source::{HubSource, ImportOutcome};
+
 use super::{ApiError, ErrorKind};
 use crate::{net::QueryCost, store::NameEntry};
 
@@ -40,8 +42,8 @@ impl Request {
 }
 
 requests!(
-    Add, List, Files, SetPin, NameSet, NameRm, Names, Get, Export, Verify, Remove, Gc, Providers,
-    Peers, Stats, Status, MirrorAdd, MirrorRm, MirrorList,
+    Add, Import, List, Files, SetPin, NameSet, NameRm, Names, Get, Export, Verify, Remove, Gc,
+    Providers, Peers, Stats, Status, MirrorAdd, MirrorRm, MirrorList,
 );
 
 /// Paths cross the socket to a node running elsewhere in the file system's view of the
@@ -65,6 +67,18 @@ pub struct Add {
     /// A name to bind it to (`org/name[@revision]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Record Hugging Face Hub ids (SHA-256, git blob id) of each file: `None` for a
+    /// Hugging Face cache snapshot only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_ids: Option<bool>,
+}
+
+/// Import a Hub repository at a revision from its origin (peers first), verified against
+/// the origin's Hub ids; pin, name and announce it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Import {
+    /// The repository, revision and origin.
+    pub source: HubSource,
 }
 
 /// What `add` stored.
@@ -435,6 +449,9 @@ pub struct MirrorAdd {
     /// A local name to bind once fetched (`org/name[@revision]`).
     #[serde(default)]
     pub name: Option<String>,
+    /// The Hub repository, when `target` is `hf://…` (with its origin and token file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub: Option<HubSource>,
 }
 
 /// Stop mirroring a dataset added with `mirror add` (the data stays, pinned).

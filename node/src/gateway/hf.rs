@@ -260,6 +260,7 @@ mod tests {
             size: 1,
             hash: Hash::of(path.as_bytes()),
             executable: false,
+            hub: None,
         };
         let manifest = Manifest::new(vec![
             entry("config.json"),

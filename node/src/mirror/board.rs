@@ -97,7 +97,7 @@ impl Mirror {
     /// Records `entry` (from `source`); false when one with its target is kept already.
     pub(super) fn insert(&self, entry: MirrorEntry, source: &str) -> Result<bool, ApiError> {
         let mut entries = self.lock();
-        if entries.contains_key(entry.target()) {
+        if entries.contains_key(entry.target().as_ref()) {
             return Ok(false);
         }
         if entries.len() >= MAX_MIRROR_ENTRIES {

@@ -152,10 +152,10 @@ fn total_size(store: &Store, hash: &commons_protocol::Hash) -> Result<u64, Store
 /// The hash or ticket an entry names; a name (`org/name[@revision]`) is looked up among
 /// this node's names (names are local: this keeps what `commons name set` bound).
 async fn target_of(node: &Node, entry: &MirrorEntry) -> Result<GetTarget, String> {
-    if let Ok(target) = GetTarget::parse(entry.target()) {
+    if let Ok(target) = GetTarget::parse(&entry.target()) {
         return Ok(target);
     }
-    let name = commons_protocol::NameRef::parse(entry.target()).map_err(|e| e.to_string())?;
+    let name = commons_protocol::NameRef::parse(&entry.target()).map_err(|e| e.to_string())?;
     let (n, revision) = (name.name.clone(), name.revision.clone());
     let bound = node
         .store()
@@ -175,7 +175,81 @@ async fn target_of(node: &Node, entry: &MirrorEntry) -> Result<GetTarget, String
     }
 }
 
+/// Keeps a Hub repository: imports its revision, then checks every interval whether the
+/// revision moved and imports the new commit (older ones stay, pinned and named by their
+/// commit id).
+async fn keep_hub(node: Node, source: crate::origin::HubSource) {
+    let key = source.label();
+    let interval = Duration::from_secs(
+        source
+            .interval
+            .unwrap_or(crate::origin::source::DEFAULT_FOLLOW_INTERVAL_SECS),
+    );
+    let mut wait = FIRST_RETRY;
+    let mut imported: Option<(String, commons_protocol::Hash)> = None;
+    let _ = tokio::time::timeout(JOIN_WAIT, node.joined()).await;
+    loop {
+        // Small metadata only, unless the commit moved or its data went missing.
+        if let Some((commit, root)) = &imported {
+            let root = *root;
+            let complete = node
+                .store()
+                .run(move |s| s.dataset_complete(&root))
+                .await
+                .unwrap_or(false);
+            match crate::origin::current_commit(&source).await {
+                Ok(now) if now == *commit && complete => {
+                    tokio::time::sleep(interval).await;
+                    continue;
+                }
+                Ok(now) => {
+                    tracing::info!(source = %key, commit = %now, "mirror: the revision moved")
+                }
+                Err(e) => {
+                    tracing::warn!(source = %key, error = %e, "mirror: cannot check the revision")
+                }
+            }
+        }
+        node.mirror()
+            .update(&key, |s| s.state = MirrorState::Fetching);
+        let board = Progress::new(Arc::new(Board {
+            node: node.clone(),
+            target: key.clone(),
+        }));
+        match crate::origin::import(&node, &source, true, &board).await {
+            Ok(outcome) => {
+                tracing::info!(source = %key, commit = %outcome.commit, hash = %outcome.hash,
+                    origin_bytes = outcome.origin_bytes, peer_bytes = outcome.peer_bytes, "mirror: imported");
+                node.mirror().update(&key, |s| {
+                    s.state = MirrorState::Complete;
+                    s.size = outcome.size;
+                    s.held = outcome.size;
+                    s.last_error = None;
+                    s.retry_at = None;
+                    s.name = outcome.names.first().cloned();
+                });
+                imported = Some((outcome.commit, outcome.hash));
+                wait = FIRST_RETRY;
+                tokio::time::sleep(interval).await;
+            }
+            Err(e) => {
+                tracing::warn!(source = %key, error = %e, retry_in = ?wait, "mirror: import failed");
+                node.mirror().update(&key, |s| {
+                    s.state = MirrorState::Failing;
+                    s.last_error = Some(e.to_string());
+                    s.retry_at = Some(unix_now() + wait.as_secs());
+                });
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(MAX_RETRY);
+            }
+        }
+    }
+}
+
 async fn keep(node: Node, entry: MirrorEntry) {
+    if let MirrorEntry::Hub(source) = entry {
+        return keep_hub(node, source).await;
+    }
     let mut wait = FIRST_RETRY;
     let key = entry.target().to_string();
     let failed = |error: &str, wait: Duration| {
@@ -191,7 +265,7 @@ async fn keep(node: Node, entry: MirrorEntry) {
         let target = match target_of(&node, &entry).await {
             Ok(t) => t,
             Err(e) => {
-                tracing::warn!(target = entry.target(), error = %e, retry_in = ?wait, "mirror: cannot use this entry yet");
+                tracing::warn!(target = %entry.target(), error = %e, retry_in = ?wait, "mirror: cannot use this entry yet");
                 failed(&e, wait);
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(MAX_RETRY);

@@ -19,9 +19,10 @@ use std::{
 };
 
 use commons_protocol::{
+    hub::{self, HubHasher, HubIds, RepoKind, Upstream},
     manifest::validate_path,
     tree::{self},
-    Hash, Manifest, ManifestEntry, ManifestError,
+    GitOid, Hash, Manifest, ManifestEntry, ManifestError,
 };
 use rocksdb::{WriteBatch, WriteOptions};
 
@@ -73,6 +74,19 @@ pub struct ImportedDataset {
     pub new_blobs: u64,
 }
 
+/// Whether a folder's files get Hugging Face Hub ids (SHA-256, git blob id) in its manifest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HubIdChoice {
+    /// For a Hugging Face cache snapshot (`…/models--org--name/snapshots/<commit>`) yes,
+    /// with the repository and commit as its upstream; otherwise no.
+    #[default]
+    Auto,
+    /// Always (LFS decided by the Hub's default rules, or by the snapshot's blob names).
+    Yes,
+    /// Never: a version 1 manifest, the same root as before Hub ids existed.
+    No,
+}
+
 /// A blob whose rows are written under `id` but not yet bound to its hash.
 #[derive(Debug)]
 pub(super) struct Pending {
@@ -104,6 +118,8 @@ struct FileToAdd {
     abs: PathBuf,
     size: u64,
     executable: bool,
+    /// Whether a Hugging Face snapshot stores it in LFS (its blob is named by a SHA-256).
+    lfs: Option<bool>,
 }
 
 impl Store {
@@ -127,7 +143,23 @@ impl Store {
         root: &Path,
         progress: &dyn ImportProgress,
     ) -> Result<ImportedDataset> {
+        self.add_folder_with(root, HubIdChoice::Auto, progress)
+    }
+
+    /// [`Store::add_folder`], saying whether to compute Hub ids (in the same pass).
+    pub fn add_folder_with(
+        &self,
+        root: &Path,
+        hub_ids: HubIdChoice,
+        progress: &dyn ImportProgress,
+    ) -> Result<ImportedDataset> {
         let files = collect_files(root)?;
+        let snapshot = root.canonicalize().ok().and_then(|r| snapshot_upstream(&r));
+        let (with_ids, upstream) = match hub_ids {
+            HubIdChoice::No => (false, None),
+            HubIdChoice::Yes => (true, snapshot),
+            HubIdChoice::Auto => (snapshot.is_some(), snapshot),
+        };
         progress.start(files.len() as u64, files.iter().map(|f| f.size).sum());
         let mut pending = Vec::with_capacity(files.len() + 1);
         let mut entries = Vec::with_capacity(files.len());
@@ -139,16 +171,30 @@ impl Store {
                 if file_len(&file, &f.abs)? != f.size {
                     return Err(StoreError::FileChanged { path: f.abs });
                 }
-                let p = self.write_rows(file, f.size, &f.abs, progress)?;
+                let (p, hub) = if with_ids {
+                    let mut hasher = HubHasher::new(f.size);
+                    let tee = HubTee {
+                        inner: file,
+                        hasher: &mut hasher,
+                    };
+                    let p = self.write_rows(tee, f.size, &f.abs, progress)?;
+                    let lfs = f
+                        .lfs
+                        .unwrap_or_else(|| hub::is_lfs_by_default(&f.rel, f.size));
+                    (p, hasher.finish(lfs))
+                } else {
+                    (self.write_rows(file, f.size, &f.abs, progress)?, None)
+                };
                 entries.push(ManifestEntry {
                     path: f.rel,
                     size: f.size,
                     hash: p.hash,
                     executable: f.executable,
+                    hub,
                 });
                 pending.push(p);
             }
-            let manifest = Manifest::new(std::mem::take(&mut entries))?;
+            let manifest = Manifest::with_upstream(std::mem::take(&mut entries), upstream)?;
             let bytes = manifest.to_bytes();
             let manifest_pending = self.write_rows(
                 &bytes[..],
@@ -179,6 +225,59 @@ impl Store {
             manifest,
             new_blobs,
         })
+    }
+
+    /// Adds `size` bytes read from `reader` (a file of an origin, named `path` there) as one
+    /// complete, unpinned blob, if its content has the Hub id `listed` gives: SHA-256 and
+    /// git blob id are computed in the same pass as BLAKE3. When it does not, nothing of it
+    /// is kept ([`StoreError::HubIdMismatch`]). The blob is remembered under its Hub id.
+    pub fn add_hub_file(
+        &self,
+        reader: impl Read,
+        size: u64,
+        path: &str,
+        listed: &hub::ListedIds,
+        progress: &dyn ImportProgress,
+    ) -> Result<(ImportedBlob, HubIds)> {
+        let mut hasher = HubHasher::new(size);
+        let tee = HubTee {
+            inner: reader,
+            hasher: &mut hasher,
+        };
+        let pending = self.write_rows(tee, size, Path::new(path), progress)?;
+        let computed = hasher.finish(false);
+        let Some(ids) = computed.and_then(|c| listed.confirm(&c)) else {
+            self.discard_imports_or_log(vec![pending.id]);
+            let found = computed.map_or_else(
+                || "a different size".to_string(),
+                |c| match listed.lfs_sha256 {
+                    Some(_) => c.sha256.to_string(),
+                    None => c.git_oid.to_string(),
+                },
+            );
+            return Err(StoreError::HubIdMismatch {
+                path: path.to_string(),
+                expected: listed.etag(),
+                found,
+            });
+        };
+        let hash = pending.hash;
+        let bound = self.commit(vec![pending], |store, batch| {
+            store.put_hub_file(batch, &ids, &hash)
+        })?;
+        Ok((bound[0], ids))
+    }
+
+    /// Stores `manifest`'s encoding as a complete (unpinned) blob; returns the root.
+    pub fn add_manifest(&self, manifest: &Manifest) -> Result<Hash> {
+        let bytes = manifest.to_bytes();
+        let pending = self.write_rows(
+            &bytes[..],
+            bytes.len() as u64,
+            Path::new("<manifest>"),
+            &super::NoProgress,
+        )?;
+        Ok(self.commit(vec![pending], |_, _| {})?[0].hash)
     }
 
     /// Streams `size` bytes from `reader` into rows under a fresh id, hashing as it goes.
@@ -382,6 +481,44 @@ impl Store {
     }
 }
 
+/// A `Read` that feeds every byte it passes on to a [`HubHasher`] too.
+pub(super) struct HubTee<'a, R> {
+    pub(super) inner: R,
+    pub(super) hasher: &'a mut HubHasher,
+}
+
+impl<R: Read> Read for HubTee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// The Hub commit a Hugging Face cache snapshot folder holds, read from its path:
+/// `…/{models|datasets}--{org}--{name}/snapshots/{40 hex commit}`.
+fn snapshot_upstream(canonical_root: &Path) -> Option<Upstream> {
+    let commit = GitOid::parse(canonical_root.file_name()?.to_str()?).ok()?;
+    let snapshots = canonical_root.parent()?;
+    if snapshots.file_name()? != "snapshots" {
+        return None;
+    }
+    let repo_dir = snapshots.parent()?.file_name()?.to_str()?;
+    let mut parts = repo_dir.split("--");
+    let kind = match parts.next()? {
+        "models" => RepoKind::Model,
+        "datasets" => RepoKind::Dataset,
+        _ => return None,
+    };
+    let upstream = Upstream {
+        kind,
+        repo: parts.collect::<Vec<_>>().join("/"),
+        commit,
+        last_modified: None,
+    };
+    upstream.validate().ok().map(|()| upstream)
+}
+
 /// A `Read` that serves the hasher from span-sized buffers and, as each span fills, hands
 /// the buffer to the writer thread (moved, not copied).
 struct SpanTee<'a, R> {
@@ -542,8 +679,13 @@ fn collect_files(root: &Path) -> Result<Vec<FileToAdd>> {
         if ft.is_dir() {
             continue;
         }
+        let mut lfs = None;
         let meta = if ft.is_symlink() {
             let target = path.canonicalize().map_err(|e| io_err(path, e))?;
+            if allowed[1..].iter().any(|blobs| target.starts_with(blobs)) {
+                // A snapshot's blob is named by its ETag: SHA-256 (64 hex) for LFS files.
+                lfs = target.file_name().map(|n| n.len() == 64);
+            }
             if !allowed.iter().any(|r| target.starts_with(r)) {
                 return Err(unsupported(
                     path,
@@ -575,6 +717,7 @@ fn collect_files(root: &Path) -> Result<Vec<FileToAdd>> {
             abs: path.to_path_buf(),
             size: meta.len(),
             executable: is_executable(&meta),
+            lfs,
         });
     }
     Ok(files)

@@ -10,6 +10,7 @@
 
 mod gc;
 mod handle;
+mod hub;
 mod import;
 pub mod layout;
 mod names;
@@ -30,7 +31,7 @@ use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, IteratorMode, Options, Write
 
 pub use gc::{GcReport, Hold, RemoveReport};
 pub use handle::AsyncStore;
-pub use import::{ImportProgress, ImportedBlob, ImportedDataset, NoProgress};
+pub use import::{HubIdChoice, ImportProgress, ImportedBlob, ImportedDataset, NoProgress};
 pub use layout::{BlobId, BlobMeta, BlobState, DatasetMeta, PinKind, PinMeta};
 pub use names::NameEntry;
 pub use partial::{PartialBlob, UNLOGGED_SPANS_FROM};
@@ -134,6 +135,16 @@ pub enum StoreError {
         path: PathBuf,
         /// Why it is refused.
         reason: String,
+    },
+    /// Content read for a file did not hash to the Hub id its listing gave.
+    #[error("{path}: content does not match its Hub id {expected} (it hashes to {found})")]
+    HubIdMismatch {
+        /// The file (as named by its source).
+        path: String,
+        /// The id the listing gave.
+        expected: String,
+        /// The id the content has.
+        found: String,
     },
     /// A peer claims a different size for a blob whose size is already proven.
     #[error("blob {hash} has {known} bytes, but a provider claims {claimed}")]

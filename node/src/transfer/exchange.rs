@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use commons_protocol::{
     wire::{
-        encode_frame, HaveResponse, HoldersResponse, Request, ResponseHeader, MAX_HAVE_BYTES,
-        MAX_HOLDERS_BYTES,
+        encode_frame, HaveResponse, HoldersResponse, Request, ResponseHeader, UpstreamResponse,
+        MAX_HAVE_BYTES, MAX_HOLDERS_BYTES, MAX_UPSTREAM_BYTES,
     },
     Hash,
 };
@@ -55,6 +55,14 @@ pub async fn ask_have(
             _ => Err(FetchError::Protocol { peer, source }),
         },
     }
+}
+
+/// Asks `peer` which dataset roots it holds for the Hub commit whose DHT key is `key`.
+pub async fn ask_upstream(host: &Host, peer: PeerId, key: Hash) -> Result<Vec<Hash>, FetchError> {
+    let body = ask(host, peer, &Request::Upstream { key }, MAX_UPSTREAM_BYTES).await?;
+    let response =
+        UpstreamResponse::decode(&body).map_err(|source| FetchError::Protocol { peer, source })?;
+    Ok(response.roots)
 }
 
 /// One request answered by one frame of at most `limit` bytes, within [`HOLDERS_TIMEOUT`].

@@ -15,7 +15,7 @@ use std::{
 use bytes::Bytes;
 use commons_protocol::wire::{
     chunk_ranges, encode_frame, BulkResponse, HaveResponse, Request, ResponseHeader,
-    MAX_REQUEST_BYTES,
+    UpstreamResponse, MAX_REQUEST_BYTES,
 };
 use libp2p::{
     futures::{stream, AsyncWriteExt, StreamExt},
@@ -155,6 +155,20 @@ async fn handle(
                 port: host.bulk_port_for(peer).await,
             };
             if let Ok(n) = reply(&mut stream, &answer).await {
+                stats.update(peer, |s| s.bytes_sent += n);
+            }
+            let _ = stream.close().await;
+            return;
+        }
+        Ok(Request::Upstream { key }) => {
+            let roots = store
+                .run(move |s| s.upstream_roots(&key))
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "store error while listing upstream roots");
+                    Vec::new()
+                });
+            if let Ok(n) = reply(&mut stream, &UpstreamResponse { roots }).await {
                 stats.update(peer, |s| s.bytes_sent += n);
             }
             let _ = stream.close().await;

@@ -14,7 +14,7 @@ use commons_node::{
 };
 use commons_protocol::wire::{
     chunk_ranges, encode_frame, BulkResponse, HaveResponse, HoldersResponse, Request,
-    ResponseHeader, MAX_REQUEST_BYTES,
+    ResponseHeader, UpstreamResponse, MAX_REQUEST_BYTES,
 };
 use libp2p::futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 
@@ -106,6 +106,10 @@ fn main() -> Result<()> {
                     Ok(Request::Holders { .. }) => {
                         let empty = HoldersResponse { holders: vec![] };
                         let _ = stream.write_all(&encode_frame(&empty)).await;
+                    }
+                    Ok(Request::Upstream { .. }) => {
+                        let none = UpstreamResponse { roots: vec![] };
+                        let _ = stream.write_all(&encode_frame(&none)).await;
                     }
                     Err(_) => {}
                 }

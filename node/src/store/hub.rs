@@ -1,0 +1,135 @@
+//! What the store remembers about Hugging Face Hub ids, so imports from an origin skip
+//! what is already held and peers can ask which root holds a Hub commit:
+//!
+//! - `hub-file/{etag}` → the blob whose content was checked to have that Hub id (the
+//!   SHA-256 of an LFS file, the git blob id of another);
+//! - `hub-commit/{commit key}{root}` → a dataset root imported (and checked) for that
+//!   commit (`commons_protocol::hub::hub_commit_key`).
+//!
+//! Both live in the `meta` column family. An entry can outlive its data (garbage
+//! collection does not look here): readers check that the blob or dataset is still held.
+
+use commons_protocol::{
+    hub::{HubHasher, ListedIds},
+    Hash, HubIds,
+};
+use rocksdb::{IteratorMode, WriteBatch};
+
+use super::{layout::CF_META, BlobState, Result, Store};
+
+const HUB_FILE_PREFIX: &[u8] = b"hub-file/";
+const HUB_COMMIT_PREFIX: &[u8] = b"hub-commit/";
+/// Roots listed for one commit, at most (one per distinct manifest ever imported for it).
+const MAX_ROOTS_PER_COMMIT: usize = commons_protocol::wire::MAX_UPSTREAM_ROOTS;
+
+fn file_key(etag: &str) -> Vec<u8> {
+    [HUB_FILE_PREFIX, etag.as_bytes()].concat()
+}
+
+impl Store {
+    /// Adds "blob `hash` was checked to have Hub ids `ids`" to `batch`.
+    pub(super) fn put_hub_file(&self, batch: &mut WriteBatch, ids: &HubIds, hash: &Hash) {
+        let value = postcard::to_stdvec(&(hash, ids)).unwrap_or_default();
+        batch.put_cf(self.cf(CF_META), file_key(&ids.etag()), value);
+    }
+
+    /// The complete blob of `size` bytes checked to have the Hub id `etag`, and its ids, if
+    /// still held.
+    pub fn hub_file(&self, etag: &str, size: u64) -> Result<Option<(Hash, HubIds)>> {
+        let Some(value) = self.db.get_cf(self.cf(CF_META), file_key(etag))? else {
+            return Ok(None);
+        };
+        let Ok((hash, ids)) = postcard::from_bytes::<(Hash, HubIds)>(&value) else {
+            return Ok(None);
+        };
+        Ok(match self.blob(&hash)? {
+            Some(m) if m.state == BlobState::Complete && m.size == size => Some((hash, ids)),
+            _ => None,
+        })
+    }
+
+    /// Reads complete blob `hash` (verified against its BLAKE3 tree as it is read) and
+    /// checks it has the Hub ids `listed` gives: how data fetched from peers on the
+    /// strength of another node's manifest is held to the origin's ids. Remembers and
+    /// returns the ids when it does, `None` when it does not.
+    pub fn check_hub_file(&self, hash: &Hash, listed: &ListedIds) -> Result<Option<HubIds>> {
+        let size = self
+            .blob(hash)?
+            .map(|m| m.size)
+            .ok_or(super::StoreError::NotFound { hash: *hash })?;
+        let mut hasher = HashingWriter(HubHasher::new(size));
+        self.read_blob_verified(hash, &mut hasher)?;
+        let Some(ids) = hasher.0.finish(false).and_then(|c| listed.confirm(&c)) else {
+            return Ok(None);
+        };
+        let mut batch = WriteBatch::default();
+        self.put_hub_file(&mut batch, &ids, hash);
+        self.db.write(batch)?;
+        Ok(Some(ids))
+    }
+
+    /// Records that dataset `root` holds the Hub commit whose key is `key`.
+    pub fn remember_upstream(&self, key: &Hash, root: &Hash) -> Result<()> {
+        let k = [HUB_COMMIT_PREFIX, key.as_bytes(), root.as_bytes()].concat();
+        Ok(self.db.put_cf(self.cf(CF_META), k, [])?)
+    }
+
+    /// The keys of every Hub commit held (announced by a running node beside its roots).
+    pub fn held_upstream_keys(&self) -> Result<Vec<Hash>> {
+        let mut keys: Vec<Hash> = Vec::new();
+        let from = IteratorMode::From(HUB_COMMIT_PREFIX, rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf(self.cf(CF_META), from) {
+            let (k, _) = item?;
+            let Some(rest) = k.strip_prefix(HUB_COMMIT_PREFIX) else {
+                break;
+            };
+            let (Some(key), Some(root)) = (
+                rest.get(..32).and_then(Hash::from_slice),
+                rest.get(32..).and_then(Hash::from_slice),
+            ) else {
+                continue;
+            };
+            if keys.last() != Some(&key) && self.dataset(&root)?.is_some() {
+                keys.push(key);
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Dataset roots held (recorded, manifest complete) for the Hub commit whose key is
+    /// `key`, at most [`MAX_ROOTS_PER_COMMIT`].
+    pub fn upstream_roots(&self, key: &Hash) -> Result<Vec<Hash>> {
+        let prefix = [HUB_COMMIT_PREFIX, key.as_bytes()].concat();
+        let mut roots = Vec::new();
+        let from = IteratorMode::From(&prefix, rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf(self.cf(CF_META), from) {
+            let (k, _) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let Some(root) = Hash::from_slice(&k[prefix.len()..]) else {
+                continue;
+            };
+            if self.dataset(&root)?.is_some() {
+                roots.push(root);
+                if roots.len() == MAX_ROOTS_PER_COMMIT {
+                    break;
+                }
+            }
+        }
+        Ok(roots)
+    }
+}
+
+/// An `io::Write` that only hashes.
+struct HashingWriter(HubHasher);
+
+impl std::io::Write for HashingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
