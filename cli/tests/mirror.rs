@@ -5,7 +5,9 @@ mod common;
 
 use std::{fs, path::Path};
 
-use common::{add, commons, gateway_addr, http, json_ok, make_dataset, wait_for_http_ok, Node};
+use common::{
+    add, commons, gateway_addr, http, json_ok, make_dataset, status_until, wait_for_http_ok, Node,
+};
 
 /// Writes a config with a gateway on a free loopback port (and `extra` TOML after it).
 fn config(dir: &Path, extra: &str) -> String {
@@ -146,7 +148,8 @@ fn the_gateway_serves_whole_files_ranges_and_clear_errors() {
         &[],
     );
     let tree: serde_json::Value = serde_json::from_slice(&tree.body).expect("json");
-    assert_eq!(tree.as_array().map(Vec::len), Some(4), "{tree}");
+    // Four files and, as the Hub lists them recursively, their folder `shards`.
+    assert_eq!(tree.as_array().map(Vec::len), Some(5), "{tree}");
     let head = http(
         &gw,
         "HEAD",
@@ -529,6 +532,17 @@ fn a_gateway_with_fetch_missing_fetches_from_the_network_what_it_lacks() {
     assert_eq!(r.status, 403, "{}", r.text());
     assert!(r.text().contains("larger than"), "{}", r.text());
     let path = "shards/model-00002.safetensors";
+    let size = fs::metadata(src.join(path)).expect("stat").len();
+    // A HEAD is answered from the manifest, without fetching the file.
+    let head = http(&gw, "HEAD", &format!("/dataset/{root}/{path}"), &[]);
+    assert_eq!(head.status, 200, "{}", head.text());
+    assert_eq!(head.header("content-length"), Some(size.to_string().as_str()));
+    let files = json_ok(&gw_dir, &["ls", &root]);
+    let held = files["files"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["path"] == path))
+        .map(|f| f["held"].clone());
+    assert_eq!(held, Some(serde_json::json!(0)), "not fetched by a HEAD: {files}");
     let r = http(&gw, "GET", &format!("/dataset/{root}/{path}"), &[]);
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(
@@ -557,21 +571,6 @@ fn a_gateway_with_fetch_missing_fetches_from_the_network_what_it_lacks() {
 }
 
 /// Polls `node status` on `dir` until `check` holds (at most `secs`); returns the last.
-fn status_until(
-    dir: &Path,
-    secs: u64,
-    check: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    loop {
-        let status = json_ok(dir, &["node", "status"]);
-        if check(&status) || std::time::Instant::now() > deadline {
-            return status;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn mirror_entries_change_at_run_time_and_status_shows_each_and_the_gateway_traffic() {
     let tmp = tempfile::tempdir().expect("tempdir");

@@ -89,7 +89,7 @@ async fn add(node: &Node, req: Add, progress: Progress) -> Result<AddOutcome, Ap
         _ => Vec::new(),
     };
     let path = req.path;
-    let outcome = node
+    let (outcome, outcome_upstream) = node
         .store()
         .run(move |store| {
             let cannot = |e: StoreError| {
@@ -101,6 +101,7 @@ async fn add(node: &Node, req: Add, progress: Progress) -> Result<AddOutcome, Ap
                     source,
                 })
             })?;
+            let mut upstream_key = None;
             let (kind, hash, files, size, new_blobs) = if meta.is_dir() {
                 let hub_ids = match req.hub_ids {
                     None => HubIdChoice::Auto,
@@ -110,6 +111,7 @@ async fn add(node: &Node, req: Add, progress: Progress) -> Result<AddOutcome, Ap
                 let ds = store
                     .add_folder_with(&path, hub_ids, &progress)
                     .map_err(cannot)?;
+                upstream_key = ds.manifest.upstream().map(|u| u.dht_key());
                 let files = ds.manifest.entries().len() as u64;
                 (
                     TicketKind::Dataset,
@@ -132,18 +134,24 @@ async fn add(node: &Node, req: Add, progress: Progress) -> Result<AddOutcome, Ap
                 providers,
             }
             .to_string();
-            Ok::<_, ApiError>(AddOutcome {
-                kind,
-                hash,
-                files,
-                size,
-                new_blobs,
-                ticket,
-                name,
-            })
+            Ok::<_, ApiError>((
+                AddOutcome {
+                    kind,
+                    hash,
+                    files,
+                    size,
+                    new_blobs,
+                    ticket,
+                    name,
+                },
+                upstream_key,
+            ))
         })
         .await?;
     node.announce(outcome.hash);
+    if let Some(key) = outcome_upstream {
+        node.announce(key);
+    }
     Ok(outcome)
 }
 
@@ -250,6 +258,7 @@ async fn files(node: &Node, req: Files, _progress: Progress) -> Result<FileListi
                     size,
                     held,
                     complete,
+                    hub: None,
                 }];
                 return Ok::<_, ApiError>(FileListing {
                     hash,
@@ -267,6 +276,7 @@ async fn files(node: &Node, req: Files, _progress: Progress) -> Result<FileListi
                     size: e.size,
                     held,
                     complete,
+                    hub: e.hub,
                 });
             }
             Ok(FileListing {

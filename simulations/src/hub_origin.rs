@@ -13,9 +13,14 @@
 //! - `GET /api/{models|datasets}/{org}/{name}/refs`: branches;
 //! - `GET|HEAD /{org}/{name}/resolve/{rev}/{path}` (models) and
 //!   `/datasets/{org}/{name}/resolve/{rev}/{path}` (datasets): a file's content, or for an
-//!   LFS file a `302` to `/_lfs/{sha256}` (which, like the Hub's pre-signed CDN links, needs
-//!   no token) with `X-Linked-Etag` and `X-Linked-Size`;
-//! - `GET|HEAD /_lfs/{sha256}`: LFS content.
+//!   LFS file a `302` with `X-Linked-Etag` and `X-Linked-Size` to its content at
+//!   `/_lfs/{sha256}` on a second port, the "CDN" ([`HubOrigin::cdn_url`]);
+//! - `GET|HEAD /_lfs/{sha256}` (on both ports): LFS content. Like the Hub's pre-signed CDN
+//!   links it needs no token.
+//!
+//! The CDN is another origin because `huggingface_hub` follows redirects within one origin
+//! when it asks for a file's metadata (`HEAD`): the `X-Repo-Commit` and `X-Linked-*` headers
+//! it needs are on the `302`, which it must stop at, as it does for the Hub's real CDN.
 //!
 //! Ids are the Hub's: a file's `oid` is its git blob SHA-1 (of the LFS pointer for LFS
 //! files), `lfs.oid` the SHA-256 of the content. Revisions are branch names or 40-hex
@@ -355,6 +360,8 @@ struct LfsObject {
 #[derive(Debug)]
 struct Shared {
     base_url: String,
+    /// Where LFS content is served from.
+    cdn_url: String,
     repos: Mutex<HashMap<(Kind, String), Repo>>,
     tokens: Mutex<HashMap<String, String>>,
     corrupt: Mutex<HashMap<(String, String), BTreeSet<u64>>>,
@@ -383,7 +390,7 @@ impl Shared {
         name: &str,
         rev: Option<&str>,
         headers: &HeaderMap,
-    ) -> Result<(String, Arc<Commit>), Response> {
+    ) -> Result<(String, Arc<Commit>), Box<Response>> {
         let id = format!("{org}/{name}");
         let not_found = || {
             hub_error(
@@ -412,7 +419,7 @@ impl Shared {
     }
 
     /// Refuses a request for a gated repo without its token.
-    fn authorize(&self, repo: &str, headers: &HeaderMap) -> Result<(), Response> {
+    fn authorize(&self, repo: &str, headers: &HeaderMap) -> Result<(), Box<Response>> {
         let tokens = lock(&self.tokens);
         let Some(token) = tokens.get(repo) else {
             return Ok(());
@@ -425,11 +432,11 @@ impl Shared {
         if given == Some(token.as_str()) {
             Ok(())
         } else {
-            Err(hub_error(
+            Err(Box::new(hub_error(
                 StatusCode::UNAUTHORIZED,
                 "GatedRepo",
                 &format!("Access to repo {repo} is restricted. You must have access to it and be authenticated to access it."),
-            ))
+            )))
         }
     }
 
@@ -491,21 +498,27 @@ impl HubOrigin {
         Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
     }
 
-    /// Starts serving on `addr`.
+    /// Starts serving on `addr`, and LFS content on another port of the same address.
     pub async fn start_on(addr: SocketAddr) -> anyhow::Result<HubOrigin> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
-        let mut local = listener.local_addr()?;
-        if local.ip().is_unspecified() {
-            local.set_ip(if local.is_ipv4() {
-                [127, 0, 0, 1].into()
-            } else {
-                std::net::Ipv6Addr::LOCALHOST.into()
-            });
-        }
+        let cdn_listener = tokio::net::TcpListener::bind(SocketAddr::new(addr.ip(), 0))
+            .await
+            .with_context(|| format!("binding {}:0", addr.ip()))?;
+        let url = |mut local: SocketAddr| {
+            if local.ip().is_unspecified() {
+                local.set_ip(if local.is_ipv4() {
+                    [127, 0, 0, 1].into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                });
+            }
+            format!("http://{local}")
+        };
         let shared = Arc::new(Shared {
-            base_url: format!("http://{local}"),
+            base_url: url(listener.local_addr()?),
+            cdn_url: url(cdn_listener.local_addr()?),
             repos: Mutex::default(),
             tokens: Mutex::default(),
             corrupt: Mutex::default(),
@@ -517,13 +530,23 @@ impl HubOrigin {
             counters: Default::default(),
         });
         let app = router(shared.clone());
-        let task = tokio::spawn(accept_loop(listener, app));
+        let cdn = Router::new()
+            .route("/_lfs/{sha256}", get(lfs_content))
+            .fallback(not_found)
+            .with_state(shared.clone());
+        let task = tokio::spawn(accept_loop(vec![(listener, app), (cdn_listener, cdn)]));
         Ok(HubOrigin { shared, task })
     }
 
     /// The base URL, `http://127.0.0.1:PORT` (what `HF_ENDPOINT` would be set to).
     pub fn url(&self) -> String {
         self.shared.base_url.clone()
+    }
+
+    /// The base URL of the second port, which serves LFS content (`/_lfs/{sha256}`): what the
+    /// `Location` of an LFS file's `302` points to.
+    pub fn cdn_url(&self) -> String {
+        self.shared.cdn_url.clone()
     }
 
     /// Stops serving: closes the listener and every open connection.
@@ -755,27 +778,53 @@ fn hash_file(rel: &str, path: &Path) -> anyhow::Result<FileEntry> {
     }
 }
 
-/// Serves connections until aborted; aborting drops (and so aborts) every connection task.
-async fn accept_loop(listener: tokio::net::TcpListener, app: Router) {
+/// Serves connections on every listener, each with its router, until aborted; aborting
+/// drops (and so aborts) every connection task.
+async fn accept_loop(listeners: Vec<(tokio::net::TcpListener, Router)>) {
     let mut connections = tokio::task::JoinSet::new();
+    let (accepted_tx, mut accepted) = tokio::sync::mpsc::channel(16);
+    let mut acceptors = tokio::task::JoinSet::new();
+    for (listener, app) in listeners {
+        let tx = accepted_tx.clone();
+        acceptors.spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        if tx.send((stream, app.clone())).await.is_err() {
+                            return;
+                        }
+                    }
+                    // E.g. out of file descriptors: try again a little later.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+    }
+    drop(accepted_tx);
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    let service = hyper_util::service::TowerToHyperService::new(app.clone());
-                    connections.spawn(async move {
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                            .await;
-                    });
-                }
-                // E.g. out of file descriptors: try again a little later.
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            },
+            next = accepted.recv() => {
+                let Some((stream, app)) = next else { return };
+                let stream: tokio::net::TcpStream = stream;
+                let _ = stream.set_nodelay(true);
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                connections.spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
+}
+
+async fn not_found() -> Response {
+    hub_error(
+        StatusCode::NOT_FOUND,
+        "",
+        "Sorry, we can't find the page you are looking for.",
+    )
 }
 
 fn router(shared: Arc<Shared>) -> Router {
@@ -795,13 +844,7 @@ fn router(shared: Arc<Shared>) -> Router {
             get(resolve_dataset),
         )
         .route("/_lfs/{sha256}", get(lfs_content))
-        .fallback(|| async {
-            hub_error(
-                StatusCode::NOT_FOUND,
-                "",
-                "Sorry, we can't find the page you are looking for.",
-            )
-        })
+        .fallback(not_found)
         .with_state(shared)
 }
 
@@ -900,7 +943,7 @@ fn info_inner(
     s.count("info");
     let (id, commit) = match s.lookup(kind, org, name, rev, headers) {
         Ok(found) => found,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let blobs = form_pairs(uri.query().unwrap_or(""))
         .iter()
@@ -992,7 +1035,7 @@ fn tree_inner(
     s.count("tree");
     let (id, mut commit) = match s.lookup(kind, org, name, Some(rev), headers) {
         Ok(found) => found,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let query = uri.query().unwrap_or("");
     let pairs = form_pairs(query);
@@ -1065,7 +1108,7 @@ async fn paths_info(
     s.count("paths_info");
     let (_, commit) = match s.lookup(&kind, &org, &name, Some(&rev), &headers) {
         Ok(found) => found,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let is_json = headers
         .get(header::CONTENT_TYPE)
@@ -1109,7 +1152,7 @@ async fn refs(
     s.count("refs");
     let (id, _) = match s.lookup(&kind, &org, &name, None, &headers) {
         Ok(found) => found,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let branches: Vec<Value> = {
         let repos = lock(&s.repos);
@@ -1156,7 +1199,7 @@ fn resolve(
     s.count("resolve");
     let (id, commit) = match s.lookup(kind, org, name, Some(rev), headers) {
         Ok(found) => found,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let path = path.trim_matches('/');
     let mut out = HeaderMap::new();
@@ -1171,7 +1214,7 @@ fn resolve(
         return refusal;
     };
     if let Some(lfs) = &file.lfs {
-        let location = format!("{}/_lfs/{}", s.origin(headers), lfs.sha256);
+        let location = format!("{}/_lfs/{}", s.cdn_url, lfs.sha256);
         out.insert(header::LOCATION, header_value(&location));
         out.insert(
             "x-linked-etag",
@@ -1421,8 +1464,13 @@ mod tests {
         body: &[u8],
     ) -> Resp {
         let url = origin.url();
-        let host = url.trim_start_matches("http://").to_string();
-        let path = target.strip_prefix(&url).unwrap_or(target);
+        let (host, path) = match target.strip_prefix("http://") {
+            Some(absolute) => {
+                let slash = absolute.find('/').unwrap_or(absolute.len());
+                (absolute[..slash].to_string(), &absolute[slash..])
+            }
+            None => (url.trim_start_matches("http://").to_string(), target),
+        };
         let mut stream = tokio::net::TcpStream::connect(&host)
             .await
             .expect("connect");
@@ -1661,7 +1709,8 @@ mod tests {
         );
         assert_eq!(resp.header("x-linked-size"), Some("6"));
         let location = resp.header("location").expect("location").to_string();
-        assert_eq!(location, format!("{}/_lfs/{sha256}", origin.url()));
+        assert_eq!(location, format!("{}/_lfs/{sha256}", origin.cdn_url()));
+        assert_ne!(origin.cdn_url(), origin.url());
         let resp = get(&origin, &location).await;
         assert_eq!(resp.status, 200);
         assert_eq!(resp.body, b"hello\n");

@@ -328,3 +328,19 @@ pub fn wait_for_http_ok(addr: &str, path: &str, secs: u64) -> HttpReply {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// `node status` of the node on `dir`, once `check` accepts it or `secs` have passed.
+pub fn status_until(
+    dir: &Path,
+    secs: u64,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let status = json_ok(dir, &["node", "status"]);
+        if check(&status) || std::time::Instant::now() > deadline {
+            return status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

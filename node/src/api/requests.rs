@@ -174,6 +174,9 @@ pub struct FileEntry {
     pub held: u64,
     /// Whether all of it is stored.
     pub complete: bool,
+    /// Its Hugging Face Hub ids, when the manifest records them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub: Option<commons_protocol::HubIds>,
 }
 
 /// A dataset's files, as held here.

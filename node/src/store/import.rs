@@ -216,6 +216,10 @@ impl Store {
         let bound = self.commit(pending, |store, batch| {
             store.put_dataset(batch, &root_hash, &manifest)
         })?;
+        if let Some(up) = manifest.upstream() {
+            // A Hugging Face snapshot: peers importing that commit may ask for it.
+            self.remember_upstream(&up.dht_key(), &root_hash)?;
+        }
         let new_blobs = bound[..bound.len() - 1]
             .iter()
             .filter(|b| !b.already_stored)
