@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/commons/target
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint fmt deps python-deps build bench fetch-bench transport-bench dht-bench swarm-lab swarm-lab-flash gateway-bench check-layering check-cycles
+.PHONY: demo test lint fmt deps python-deps build bench fetch-bench transport-bench dht-bench swarm-lab swarm-lab-flash gateway-bench hub-bench check-layering check-cycles
 
 ## demo: build `commons`, then add a sample dataset, list, export and verify it, fetch it
 ## over QUIC by ticket and by hash, and read it through the HTTP gateway (installs curl)
@@ -75,6 +75,13 @@ transport-bench: deps build
 gateway-bench: deps build
 	command -v nginx >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx curl; }
 	"$(CARGO_TARGET_DIR)/release/gateway-bench" --commons "$(CARGO_TARGET_DIR)/release/commons"
+
+## hub-bench: a 1 GiB Hub repository on a loopback test origin: `commons add hf://` vs curl of
+## the same files, a second mirror's bytes from the origin; then network namespaces (root):
+## 10 clients through 2 mirrors vs one pull-through cache, origin uplink at 100 Mbit/s
+hub-bench: deps build
+	command -v curl >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq curl; }
+	$(SUDO) "$(CARGO_TARGET_DIR)/release/hub-bench" --commons "$(CARGO_TARGET_DIR)/release/commons" --lab --json-out hub-bench.json
 
 ## check-layering: protocol/ must stay sans-IO (no tokio, libp2p, quinn or rocksdb)
 check-layering:

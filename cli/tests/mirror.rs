@@ -536,13 +536,20 @@ fn a_gateway_with_fetch_missing_fetches_from_the_network_what_it_lacks() {
     // A HEAD is answered from the manifest, without fetching the file.
     let head = http(&gw, "HEAD", &format!("/dataset/{root}/{path}"), &[]);
     assert_eq!(head.status, 200, "{}", head.text());
-    assert_eq!(head.header("content-length"), Some(size.to_string().as_str()));
+    assert_eq!(
+        head.header("content-length"),
+        Some(size.to_string().as_str())
+    );
     let files = json_ok(&gw_dir, &["ls", &root]);
     let held = files["files"]
         .as_array()
         .and_then(|f| f.iter().find(|f| f["path"] == path))
         .map(|f| f["held"].clone());
-    assert_eq!(held, Some(serde_json::json!(0)), "not fetched by a HEAD: {files}");
+    assert_eq!(
+        held,
+        Some(serde_json::json!(0)),
+        "not fetched by a HEAD: {files}"
+    );
     let r = http(&gw, "GET", &format!("/dataset/{root}/{path}"), &[]);
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(

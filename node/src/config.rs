@@ -596,8 +596,12 @@ max_providers_per_key = 5
             DiscoveryConfig::default().record_ttl
         );
         assert_eq!(config.bootstrap.len(), 1);
-        assert_eq!(config.mirror.datasets.len(), 2);
+        assert_eq!(config.mirror.datasets.len(), 3);
         assert!(config.mirror.datasets[1].name().is_some());
+        assert!(matches!(
+            &config.mirror.datasets[2],
+            MirrorEntry::Hub(s) if s.hf == "bigscience/bloom-560m" && s.interval == Some(3600)
+        ));
         assert_eq!(config.storage.quota_bytes(), Some(500 << 30));
         assert_eq!(config.limits.upload_per_peer_mib_per_sec, Some(20.0));
         assert!(config.gateway.is_some() && config.metrics.is_some());

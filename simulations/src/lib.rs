@@ -2,6 +2,7 @@
 
 pub mod bittorrent;
 pub mod hub_origin;
+pub mod netns;
 pub mod plot;
 
 use std::{

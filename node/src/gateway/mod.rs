@@ -7,10 +7,11 @@
 //!   can point at a mirror.
 //!
 //! Every file answer supports `HEAD`, single `Range` requests (206, or 416 when the range
-//! lies outside the file), `ETag` (the BLAKE3 hash) and `If-None-Match`. Bytes are read
-//! through the hash tree as they are sent (constant memory); a chunk group that fails
-//! verification ends the response early instead of sending bad bytes. With
-//! `fetch_missing`, data the node does not hold is fetched from the network first.
+//! lies outside the file), `ETag` (the BLAKE3 hash; the Hub's id on the Hub endpoints) and
+//! `If-None-Match`. Bytes are read through the hash tree as they are sent (constant
+//! memory); a chunk group that fails verification ends the response early instead of
+//! sending bad bytes. With `fetch_missing`, data the node does not hold is fetched from the
+//! network first (a `HEAD` of a dataset's file is answered from its manifest at once).
 
 mod hf;
 mod range;
@@ -218,20 +219,28 @@ impl Gateway {
         }
     }
 
-    /// Makes sure `wanted` is complete here (fetching it when allowed), or says why not.
-    async fn ensure(&self, wanted: Wanted<'_>) -> Result<(), Refusal> {
+    /// Whether `wanted` is complete here.
+    async fn is_complete(&self, wanted: Wanted<'_>) -> Result<bool, Refusal> {
         let hash = wanted.hash();
         let manifest = matches!(wanted, Wanted::Manifest(_));
-        let complete = || {
-            self.store.run(move |store: &Store| {
+        self.store
+            .run(move |store: &Store| {
                 let blob = store.blob(&hash)?;
                 let blob_done = blob.is_some_and(|m| m.state == BlobState::Complete);
                 Ok::<_, StoreError>(blob_done && (!manifest || store.dataset(&hash)?.is_some()))
             })
-        };
-        if complete().await.map_err(internal)? {
-            return Ok(());
+            .await
+            .map_err(internal)
+    }
+
+    /// What serving `wanted` takes: nothing (`None`, it is complete here) or a fetch with
+    /// the returned node; refused when it is neither held nor fetched by this gateway. Asks
+    /// nothing of the network, so a `HEAD` can be answered from a manifest at once.
+    async fn missing(&self, wanted: Wanted<'_>) -> Result<Option<&Node>, Refusal> {
+        if self.is_complete(wanted).await? {
+            return Ok(None);
         }
+        let hash = wanted.hash();
         let Some(node) = &self.fetcher else {
             let held = self
                 .store
@@ -256,8 +265,17 @@ impl Gateway {
                 ));
             }
         }
+        Ok(Some(node))
+    }
+
+    /// Makes sure `wanted` is complete here (fetching it when allowed), or says why not.
+    async fn ensure(&self, wanted: Wanted<'_>) -> Result<(), Refusal> {
+        let Some(node) = self.missing(wanted).await? else {
+            return Ok(());
+        };
+        let hash = wanted.hash();
         let _one = self.fetching.lock().await;
-        if complete().await.map_err(internal)? {
+        if self.is_complete(wanted).await? {
             return Ok(());
         }
         // Only roots are announced in the DHT: a dataset's file is fetched as part of its
@@ -338,7 +356,8 @@ impl Gateway {
         Ok(self.manifests.insert(root, manifest))
     }
 
-    /// Answers with one file of a dataset, by its path in the manifest.
+    /// Answers with one file of a dataset, by its path in the manifest (`extra` headers
+    /// added; an `ETag` there replaces the BLAKE3 one).
     async fn file(
         &self,
         root: Hash,
@@ -359,13 +378,20 @@ impl Gateway {
                 &format!("no file {path:?} in this dataset"),
             )
         })?;
-        self.ensure(Wanted::File {
+        let wanted = Wanted::File {
             root,
             path,
             hash: entry.hash,
             size: entry.size,
-        })
-        .await?;
+        };
+        if request.method == Method::HEAD {
+            // The manifest says all a HEAD answers (size, ids): a client asking for a file's
+            // metadata does not wait for the whole file to be fetched, only learns whether
+            // a GET would be refused.
+            self.missing(wanted).await?;
+        } else {
+            self.ensure(wanted).await?;
+        }
         Ok(range::respond(self, entry.hash, entry.size, request, extra))
     }
 }
@@ -482,12 +508,16 @@ async fn dataset(
 }
 
 /// Why a request is refused: a status, a message for the user and, for the Hugging Face
-/// endpoints, the Hub's error code. Sent as a plain-text body.
+/// endpoints, the Hub's error code. Sent as a plain-text body, or with a Hub error code as
+/// the Hub sends it: `{"error": message}`.
 #[derive(Debug)]
 pub(crate) struct Refusal {
     status: StatusCode,
     hub_code: Option<&'static str>,
     message: String,
+    /// More headers to send (the Hub's `X-Repo-Commit` with a missing file): a list, not a
+    /// `HeaderMap`, so a refusal stays small enough to return by value.
+    headers: Vec<(&'static str, HeaderValue)>,
 }
 
 impl Refusal {
@@ -497,21 +527,41 @@ impl Refusal {
         self.hub_code = Some(code);
         self
     }
+
+    /// Adds header `name` (a value that is not a valid header value is left out).
+    pub(crate) fn with_header(mut self, name: &'static str, value: &str) -> Self {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            self.headers.push((name, v));
+        }
+        self
+    }
 }
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        let mut response = (self.status, format!("{}\n", self.message)).into_response();
+        let mut response = match self.hub_code {
+            // The Hub's own form, which its clients read the message from.
+            Some(_) => (
+                self.status,
+                Json(serde_json::json!({ "error": self.message })),
+            )
+                .into_response(),
+            None => (self.status, format!("{}\n", self.message)).into_response(),
+        };
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
+        for (name, value) in self.headers {
+            headers.insert(name, value);
+        }
         if let Some(code) = self.hub_code {
             headers.insert("X-Error-Code", HeaderValue::from_static(code));
             if let Ok(v) = HeaderValue::from_str(&self.message) {
                 headers.insert("X-Error-Message", v);
             }
+        } else {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
         }
         response
     }
@@ -523,6 +573,7 @@ pub(crate) fn error(status: StatusCode, message: &str) -> Refusal {
         status,
         hub_code: None,
         message: message.to_string(),
+        headers: Vec::new(),
     }
 }
 

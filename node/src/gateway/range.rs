@@ -78,7 +78,9 @@ pub(crate) fn etag(hash: &Hash) -> String {
     format!("\"{hash}\"")
 }
 
-/// Answers `request` with blob `hash` of `size` bytes, plus `extra` headers.
+/// Answers `request` with blob `hash` of `size` bytes, plus `extra` headers. An `ETag` in
+/// `extra` (the Hub's id of the file) is sent instead of the BLAKE3 one, and it is the tag
+/// `If-None-Match` is compared with: a client revalidates with the tag it was given.
 pub(crate) fn respond(
     gw: &Gateway,
     hash: Hash,
@@ -86,8 +88,11 @@ pub(crate) fn respond(
     request: &Request,
     extra: HeaderMap,
 ) -> Response {
-    let tag = etag(&hash);
     let mut headers = extra;
+    let tag = match headers.get(header::ETAG).and_then(|v| v.to_str().ok()) {
+        Some(given) => given.to_string(),
+        None => etag(&hash),
+    };
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     headers.insert(
         header::CONTENT_TYPE,

@@ -38,6 +38,8 @@ pub use source::{HubSource, ImportOutcome};
 
 /// Peers asked for their root of a commit, at most.
 pub const MAX_COMMIT_PEERS: usize = 8;
+/// Roots (peers' manifests) tried for one commit, at most: each costs a manifest fetch.
+pub const MAX_CANDIDATE_ROOTS: usize = 8;
 
 impl From<OriginError> for ApiError {
     fn from(e: OriginError) -> Self {
@@ -74,7 +76,7 @@ pub async fn import(
     let mut refused_peers = Vec::new();
     let mut peer_bytes = 0;
     if use_peers && !all_held(node, &commit.files).await? {
-        match from_peers(node, &commit, &mut refused_peers).await {
+        match from_peers(node, &commit, &mut refused_peers, progress).await {
             Ok(bytes) => peer_bytes = bytes,
             Err(e) => {
                 tracing::info!(source = %source.label(), error = %e, "no copy from peers; the origin gives the rest")
@@ -194,6 +196,7 @@ async fn from_peers(
     node: &Node,
     commit: &Commit,
     refused: &mut Vec<String>,
+    progress: &Progress,
 ) -> Result<u64, ApiError> {
     let network = node.joined_network().await?;
     let key = commit.upstream.dht_key();
@@ -211,7 +214,9 @@ async fn from_peers(
         match crate::transfer::ask_upstream(&network.host, peer.peer, key).await {
             Ok(roots) => {
                 for root in roots {
-                    if !candidates.iter().any(|(r, _)| *r == root) {
+                    if candidates.len() < MAX_CANDIDATE_ROOTS
+                        && !candidates.iter().any(|(r, _)| *r == root)
+                    {
                         candidates.push((root, peer.clone()));
                     }
                 }
@@ -230,7 +235,7 @@ async fn from_peers(
     }
     for (root, peer) in candidates {
         let before = node.stats().total().bytes_received;
-        match from_peer_root(node, network, commit, root, &peer).await {
+        match from_peer_root(node, network, commit, root, &peer, progress).await {
             Ok(()) => return Ok(node.stats().total().bytes_received - before),
             Err(why) => {
                 tracing::warn!(peer = %peer.peer, %root, reason = %why, "refused a peer's copy of a Hub commit");
@@ -252,6 +257,7 @@ async fn from_peer_root(
     commit: &Commit,
     root: Hash,
     peer: &PeerAddrs,
+    progress: &Progress,
 ) -> Result<(), String> {
     // The manifest alone first, unpinned, at most the largest manifest's size.
     let manifest_only = GetTarget {
@@ -290,7 +296,7 @@ async fn from_peer_root(
         &dataset,
         &Include::default(),
         FetchOptions::unpinned(),
-        &Progress::none(),
+        progress,
     )
     .await;
     // Whatever arrived is checked against the origin's ids, file by file; what is
@@ -394,6 +400,13 @@ async fn from_origin(
         .await;
     match imported {
         Ok((blob, ids)) => Ok((blob.hash, ids)),
+        Err(StoreError::FileChanged { .. }) => Err(ApiError::new(
+            ErrorKind::Peer,
+            format!(
+                "{origin} sent a different number of bytes for {} than the {} its listing says; nothing of it was kept",
+                file.path, file.size
+            ),
+        )),
         Err(e @ StoreError::HubIdMismatch { .. }) => Err(ApiError::new(
             ErrorKind::Corrupt,
             format!(

@@ -25,7 +25,7 @@ use std::{
 use anyhow::{bail, ensure, Context, Result};
 use clap::Parser;
 use commons_simulations::{
-    bittorrent, plot, start_and_read, start_nginx, write_random_file, CommonArgs, Guard,
+    bittorrent, netns::Lab, plot, start_and_read, start_nginx, write_random_file, CommonArgs, Guard,
 };
 
 /// Swarm experiments in network namespaces with shaped links (needs root).
@@ -74,96 +74,8 @@ fn write_plot(args: &Args, name: &str, svg: &str) -> Result<()> {
 
 /// Prefix of every namespace and interface this lab creates.
 const PREFIX: &str = "cmlab";
-const SWITCH: &str = "cmlab-sw";
-
-fn run(cmd: &mut Command) -> Result<()> {
-    let out = cmd.output().with_context(|| format!("{cmd:?}"))?;
-    ensure!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(())
-}
-
-fn ip(args: &[&str]) -> Result<()> {
-    run(Command::new("ip").args(args))
-}
-
-fn in_ns(ns: &str, args: &[&str]) -> Result<()> {
-    run(Command::new("ip").args(["netns", "exec", ns]).args(args))
-}
-
-/// The namespaces: created on `new`, deleted (with their links) on drop.
-struct Lab {
-    nodes: Vec<String>,
-}
-
-impl Lab {
-    fn cleanup_stale() {
-        let out = Command::new("ip").args(["netns", "list"]).output();
-        if let Ok(out) = out {
-            for line in String::from_utf8_lossy(&out.stdout).lines() {
-                if let Some(name) = line.split_whitespace().next() {
-                    if name.starts_with(PREFIX) {
-                        let _ = ip(&["netns", "del", name]);
-                    }
-                }
-            }
-        }
-    }
-
-    fn new() -> Result<Self> {
-        Self::cleanup_stale();
-        ip(&["netns", "add", SWITCH])?;
-        in_ns(SWITCH, &["ip", "link", "add", "br0", "type", "bridge"])?;
-        in_ns(SWITCH, &["ip", "link", "set", "br0", "up"])?;
-        Ok(Self { nodes: Vec::new() })
-    }
-
-    /// Adds node `i` (address 10.77.0.i) to the bridge, its uplink capped if `rate_mbit`.
-    fn add_node(&mut self, i: usize, rate_mbit: Option<u64>) -> Result<String> {
-        let ns = format!("{PREFIX}-{i}");
-        let (outside, inside) = (format!("{PREFIX}{i}o"), format!("{PREFIX}{i}i"));
-        ip(&["netns", "add", &ns])?;
-        self.nodes.push(ns.clone());
-        ip(&[
-            "link", "add", &outside, "netns", SWITCH, "type", "veth", "peer", "name", &inside,
-            "netns", &ns,
-        ])?;
-        in_ns(
-            SWITCH,
-            &["ip", "link", "set", &outside, "master", "br0", "up"],
-        )?;
-        let addr = format!("10.77.0.{i}/24");
-        in_ns(&ns, &["ip", "addr", "add", &addr, "dev", &inside])?;
-        in_ns(&ns, &["ip", "link", "set", &inside, "up"])?;
-        in_ns(&ns, &["ip", "link", "set", "lo", "up"])?;
-        if let Some(rate) = rate_mbit {
-            let rate = format!("{rate}mbit");
-            in_ns(
-                &ns,
-                &[
-                    "tc", "qdisc", "add", "dev", &inside, "root", "tbf", "rate", &rate, "burst",
-                    "256kb", "latency", "100ms",
-                ],
-            )?;
-        }
-        Ok(ns)
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for ns in self
-            .nodes
-            .iter()
-            .chain(std::iter::once(&SWITCH.to_string()))
-        {
-            let _ = ip(&["netns", "del", ns]);
-        }
-    }
-}
+/// The first three bytes of every node's address.
+const SUBNET: &str = "10.77.0";
 
 /// A `commons` command run inside namespace `ns` on data dir `dir`.
 fn commons(args: &Args, ns: &str, dir: &Path) -> Command {
@@ -272,7 +184,7 @@ fn main() -> Result<()> {
         hash = v["hash"].as_str().context("hash")?.to_string();
     }
 
-    let mut lab = Lab::new()?;
+    let mut lab = Lab::new(PREFIX, SUBNET)?;
     let mut seeders = Vec::new();
     let mut first_addr = String::new();
     for i in 1..=args.seeders {
@@ -547,7 +459,7 @@ fn flash_crowd(args: &Args) -> Result<()> {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let hash = v["hash"].as_str().context("hash")?.to_string();
 
-    let mut lab = Lab::new()?;
+    let mut lab = Lab::new(PREFIX, SUBNET)?;
     let seeder_ns = lab.add_node(1, Some(args.rate_mbit))?;
     let (seeder, seeder_addr) = start_seeder(args, &seeder_ns, &seed_dir, "10.77.0.1", None)?;
     let mut leechers = Vec::new();
