@@ -430,3 +430,49 @@ fn an_import_killed_half_way_resumes_without_fetching_verified_files_again() {
         "{verified}"
     );
 }
+
+#[test]
+fn two_mirrors_starting_at_once_share_files_instead_of_each_taking_all_from_the_origin() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("model");
+    fs::create_dir_all(&src).expect("mkdir");
+    for i in 0..8u8 {
+        fs::write(
+            src.join(format!("model-{i:05}-of-00008.safetensors")),
+            pattern(256 * 1024, i),
+        )
+        .expect("write");
+    }
+    let total = 8 * 256 * 1024u64;
+    let origin = Origin::start();
+    origin.publish("model", "acme/model", &src);
+    // The origin's uplink is the bottleneck (shared by both mirrors): 1 MiB/s.
+    origin.hub.set_rate(1 << 20);
+    let a_dir = tmp.path().join("a");
+    let a_cfg = mirror_config(&a_dir.join("cfg"), &origin);
+    let a = Node::start_with(&a_dir, &["--dht-mode", "server", "--config", &a_cfg]);
+    let b_dir = tmp.path().join("b");
+    let b_cfg = mirror_config(&b_dir.join("cfg"), &origin);
+    let _b = Node::start_with(
+        &b_dir,
+        &[
+            "--dht-mode",
+            "server",
+            "--config",
+            &b_cfg,
+            "--bootstrap",
+            &a.addr(),
+        ],
+    );
+    mirror_complete(&a_dir, 60);
+    mirror_complete(&b_dir, 60);
+    let served = origin.hub.bytes_served();
+    eprintln!("the origin sent {served} bytes for two mirrors of {total}");
+    assert!(
+        served < 2 * total,
+        "the origin sent {served} bytes for two mirrors of {total}: they took no file from each other"
+    );
+    let a_files = json_ok(&a_dir, &["ls", "acme/model"]);
+    let b_files = json_ok(&b_dir, &["ls", "acme/model"]);
+    assert_eq!(a_files["hash"], b_files["hash"]);
+}

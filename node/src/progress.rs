@@ -103,3 +103,18 @@ impl ExportProgress for CancelOnly {
         self.0 .0.cancelled()
     }
 }
+
+/// Passes on only bytes done (and cancellation): for a step inside larger work whose own
+/// totals would reset its caller's (one file of an import fetched from a peer).
+pub struct AdvanceOnly(pub Progress);
+
+impl ProgressSink for AdvanceOnly {
+    fn event(&self, event: ProgressEvent) {
+        if let ProgressEvent::Advance { .. } = event {
+            self.0.event(event);
+        }
+    }
+    fn cancelled(&self) -> bool {
+        self.0 .0.cancelled()
+    }
+}

@@ -219,6 +219,14 @@ impl ListedIds {
             && self.lfs_sha256.is_none_or(|s| s == recorded.sha256)
     }
 
+    /// The id the listing names the file by, as a peer is asked for it.
+    pub fn file_id(&self) -> crate::wire::HubFileId {
+        match self.lfs_sha256 {
+            Some(s) => crate::wire::HubFileId::Sha256(s),
+            None => crate::wire::HubFileId::GitOid(self.git_oid),
+        }
+    }
+
     /// The id the listing names the file by (SHA-256 for LFS, git blob id otherwise), as
     /// the Hub's ETag.
     pub fn etag(&self) -> String {

@@ -81,6 +81,56 @@ pub enum Request {
         /// The commit's key.
         key: Hash,
     },
+    /// Which blob the server holds, checked, for a file with this Hub id (the SHA-256 of an
+    /// LFS file, the git blob id of another): how mirrors importing the same commit at the
+    /// same time share files before either has the whole commit. Answered with one
+    /// [`HubFileResponse`] frame.
+    HubFile {
+        /// The file's Hub id.
+        id: HubFileId,
+    },
+}
+
+/// A file's id on the Hub, as its ETag names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HubFileId {
+    /// A git blob id (non-LFS files).
+    GitOid(crate::GitOid),
+    /// A SHA-256 (LFS files).
+    Sha256(crate::Sha256),
+}
+
+impl std::fmt::Display for HubFileId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::GitOid(o) => o.fmt(f),
+            Self::Sha256(s) => s.fmt(f),
+        }
+    }
+}
+
+/// Longest [`HubFileResponse`] frame.
+pub const MAX_HUB_FILE_BYTES: u32 = 64;
+
+/// The answer to [`Request::HubFile`]: the blob and its size, if the server holds it (a
+/// claim: the asker fetches the blob by its hash and hashes it again for the Hub id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HubFileResponse {
+    /// The blob and its size in bytes.
+    pub blob: Option<(Hash, u64)>,
+}
+
+impl HubFileResponse {
+    /// Decodes a response body, refusing sizes above [`MAX_BLOB_SIZE`].
+    pub fn decode(body: &[u8]) -> Result<Self, WireError> {
+        let response: HubFileResponse = decode_exact(body)?;
+        if let Some((_, size)) = response.blob {
+            if size > MAX_BLOB_SIZE {
+                return Err(WireError::SizeTooLarge(size));
+            }
+        }
+        Ok(response)
+    }
 }
 
 /// Roots one [`UpstreamResponse`] names, at most.
@@ -690,6 +740,27 @@ mod tests {
     }
 
     #[test]
+    fn hub_file_round_trips_and_limits_hold() {
+        for id in [
+            HubFileId::GitOid(crate::GitOid([1; 20])),
+            HubFileId::Sha256(crate::Sha256([2; 32])),
+        ] {
+            let req = Request::HubFile { id };
+            assert_eq!(Request::decode(&encode_frame(&req)[4..]), Ok(req));
+        }
+        let held = HubFileResponse {
+            blob: Some((Hash::of(b"b"), MAX_BLOB_SIZE)),
+        };
+        let frame = encode_frame(&held);
+        assert!(frame.len() - 4 <= MAX_HUB_FILE_BYTES as usize);
+        assert_eq!(HubFileResponse::decode(&frame[4..]), Ok(held));
+        let lie = HubFileResponse {
+            blob: Some((Hash::of(b"b"), MAX_BLOB_SIZE + 1)),
+        };
+        assert!(HubFileResponse::decode(&encode_frame(&lie)[4..]).is_err());
+    }
+
+    #[test]
     fn bulk_round_trips_and_refuses_port_zero() {
         assert_eq!(
             Request::decode(&encode_frame(&Request::Bulk)[4..]),
@@ -753,6 +824,7 @@ mod tests {
             let _ = HoldersResponse::decode(&bytes);
             let _ = HaveResponse::decode(&bytes);
             let _ = UpstreamResponse::decode(&bytes);
+            let _ = HubFileResponse::decode(&bytes);
             let ranges = ChunkRanges::all();
             let _ = verify_response(Hash::of(b"r"), bytes.len() as u64 * 3, &ranges, &bytes[..]).count();
         }

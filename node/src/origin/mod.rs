@@ -63,8 +63,8 @@ struct Commit {
     files: Vec<ListedFile>,
 }
 
-/// Imports `source` into the store (see the module doc). `use_peers`: look for other
-/// holders of the commit first (a node with a network).
+/// Imports `source` into the store (see the module doc). `use_peers`: take what peers hold
+/// of the commit (a running node).
 pub async fn import(
     node: &Node,
     source: &HubSource,
@@ -73,23 +73,28 @@ pub async fn import(
 ) -> Result<ImportOutcome, ApiError> {
     let commit = resolve(source).await?;
     let total: u64 = commit.files.iter().map(|f| f.size).sum();
+    let received_before = node.stats().total().bytes_received;
     let mut refused_peers = Vec::new();
-    let mut peer_bytes = 0;
-    if use_peers && !all_held(node, &commit.files).await? {
-        match from_peers(node, &commit, &mut refused_peers, progress).await {
-            Ok(bytes) => peer_bytes = bytes,
-            Err(e) => {
-                tracing::info!(source = %source.label(), error = %e, "no copy from peers; the origin gives the rest")
-            }
+    let mut seeds = if use_peers && !all_held(node, &commit.files).await? {
+        Seeds::find(node, &commit).await
+    } else {
+        None
+    };
+    if let Some(seeds) = &mut seeds {
+        if let Err(e) = from_peers(node, &commit, seeds, &mut refused_peers, progress).await {
+            tracing::info!(source = %source.label(), error = %e, "no whole copy from peers; files come from peers that have them and from the origin");
         }
     }
     progress.event(ProgressEvent::Start {
         files: commit.files.len() as u64,
         bytes: total,
     });
-    let mut entries = Vec::with_capacity(commit.files.len());
+    let mut found: Vec<Option<(Hash, HubIds)>> = vec![None; commit.files.len()];
+    // Kept from garbage collection until the dataset is recorded (and pinned).
+    let mut holds = Vec::with_capacity(commit.files.len());
     let (mut origin_bytes, mut held_files) = (0, 0);
-    for file in &commit.files {
+    for i in file_order(seeds.as_ref(), commit.files.len()) {
+        let file = &commit.files[i];
         let (etag, size) = (file.ids.etag(), file.size);
         let held = node.store().run(move |s| s.hub_file(&etag, size)).await?;
         let (hash, ids) = match held {
@@ -99,23 +104,50 @@ pub async fn import(
                 held
             }
             None => {
-                let fetched = from_origin(node, &commit, file, progress).await?;
-                origin_bytes += file.size;
-                fetched
+                let from_peer = match &mut seeds {
+                    Some(seeds) => {
+                        seeds.refresh(node, &commit).await;
+                        seeds.file(node, file, &mut refused_peers, progress).await
+                    }
+                    None => None,
+                };
+                match from_peer {
+                    Some(fetched) => fetched,
+                    None => {
+                        let fetched = from_origin(node, &commit, file, progress).await?;
+                        origin_bytes += file.size;
+                        fetched
+                    }
+                }
             }
         };
+        holds.push(
+            node.store()
+                .run(move |s| Ok::<_, StoreError>(s.hold([hash])))
+                .await?,
+        );
         progress.event(ProgressEvent::FileDone);
-        entries.push(ManifestEntry {
-            path: file.path.clone(),
-            size: file.size,
-            hash,
-            executable: false,
-            hub: Some(ids),
-        });
+        found[i] = Some((hash, ids));
     }
+    let entries = commit
+        .files
+        .iter()
+        .zip(found)
+        .filter_map(|(file, found)| {
+            let (hash, ids) = found?;
+            Some(ManifestEntry {
+                path: file.path.clone(),
+                size: file.size,
+                hash,
+                executable: false,
+                hub: Some(ids),
+            })
+        })
+        .collect();
     let manifest = Manifest::with_upstream(entries, Some(commit.upstream.clone()))
         .map_err(|e| ApiError::new(ErrorKind::Peer, format!("{}: {e}", source.label())))?;
     let root = record(node, &manifest).await?;
+    drop(holds);
     let names = bind_names(node, source, &commit.upstream, root).await;
     node.announce(root);
     node.announce(commit.upstream.dht_key());
@@ -126,11 +158,164 @@ pub async fn import(
         files: manifest.entries().len() as u64,
         size: total,
         origin_bytes,
-        peer_bytes,
+        peer_bytes: node.stats().total().bytes_received - received_before,
         held_files,
         refused_peers,
         names,
     })
+}
+
+/// The order files are taken in: with peers, an order of this node's own (sorted by a hash
+/// of its id and the file's index), so mirrors importing the same commit at once work on
+/// different files and take the others from each other as they finish them.
+fn file_order(seeds: Option<&Seeds>, count: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..count).collect();
+    if let Some(seeds) = seeds {
+        let me = seeds.me.to_bytes();
+        order.sort_by_cached_key(|i| {
+            let mut h = blake3::Hasher::new();
+            h.update(&me);
+            h.update(&(*i as u64).to_le_bytes());
+            *h.finalize().as_bytes()
+        });
+    }
+    order
+}
+
+/// How often the peers holding (or importing) a commit are looked up again during an
+/// import: mirrors that start later are found too.
+pub const SEEDS_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
+/// Peers asked for one file, at most.
+pub const MAX_PEERS_PER_FILE: usize = 4;
+
+/// The peers that announced a commit (they hold it, or are importing it): asked for each
+/// file before the origin.
+struct Seeds {
+    me: libp2p::PeerId,
+    peers: Vec<PeerAddrs>,
+    looked_up: std::time::Instant,
+}
+
+impl Seeds {
+    /// Announces that this node imports the commit (so others find it while it does) and
+    /// looks up who else does. `None` without a network.
+    async fn find(node: &Node, commit: &Commit) -> Option<Self> {
+        let network = node.joined_network().await.ok()?;
+        let key = commit.upstream.dht_key();
+        node.announce(key);
+        let mut seeds = Self {
+            me: network.host.peer_id(),
+            peers: Vec::new(),
+            looked_up: std::time::Instant::now(),
+        };
+        seeds.look_up(node, key).await;
+        Some(seeds)
+    }
+
+    async fn look_up(&mut self, node: &Node, key: Hash) {
+        let Ok(network) = node.joined_network().await else {
+            return;
+        };
+        self.looked_up = std::time::Instant::now();
+        let Ok(lookup) = network
+            .host
+            .find_providers(key, MAX_COMMIT_PEERS, true)
+            .await
+        else {
+            return;
+        };
+        for peer in lookup.providers.into_iter().take(MAX_COMMIT_PEERS) {
+            if peer.peer == self.me || self.peers.iter().any(|p| p.peer == peer.peer) {
+                continue;
+            }
+            if network
+                .host
+                .connect(peer.peer, peer.addrs.clone())
+                .await
+                .is_ok()
+            {
+                self.peers.push(peer);
+            }
+        }
+        self.peers.truncate(MAX_COMMIT_PEERS);
+    }
+
+    /// Looks the commit up again if the last lookup is older than [`SEEDS_REFRESH`].
+    async fn refresh(&mut self, node: &Node, commit: &Commit) {
+        if self.looked_up.elapsed() >= SEEDS_REFRESH {
+            self.look_up(node, commit.upstream.dht_key()).await;
+        }
+    }
+
+    /// `file` from a peer that holds it, checked against its Hub id; `None` when no peer
+    /// gives it (the origin then does).
+    async fn file(
+        &self,
+        node: &Node,
+        file: &ListedFile,
+        refused: &mut Vec<String>,
+        progress: &Progress,
+    ) -> Option<(Hash, HubIds)> {
+        let network = node.joined_network().await.ok()?;
+        for peer in self.peers.iter().take(MAX_PEERS_PER_FILE) {
+            let id = file.ids.file_id();
+            let Ok(Some((hash, size))) =
+                crate::transfer::ask_hub_file(&network.host, peer.peer, id).await
+            else {
+                continue;
+            };
+            if size != file.size {
+                refused.push(format!(
+                    "{}: claims {} has {size} bytes",
+                    peer.peer, file.path
+                ));
+                continue;
+            }
+            let target = GetTarget {
+                hash,
+                kind: Some(TicketKind::Blob),
+                providers: vec![peer.clone()],
+            };
+            // The blob's size is proven only as it arrives: bounded by the listed size
+            // (plus the tree's hash pairs and framing).
+            let options = FetchOptions {
+                max_bytes: Some(file.size + file.size / 32 + (64 << 10)),
+                ..FetchOptions::unpinned()
+            };
+            let advance = Progress::new(Arc::new(crate::progress::AdvanceOnly(progress.clone())));
+            if let Err(e) = fetch::get(
+                node,
+                network,
+                &target,
+                &Include::default(),
+                options,
+                &advance,
+            )
+            .await
+            {
+                tracing::debug!(peer = %peer.peer, file = %file.path, error = %e, "a peer's file did not arrive");
+                continue;
+            }
+            let listed = file.ids;
+            match node
+                .store()
+                .run(move |s| s.check_hub_file(&hash, &listed))
+                .await
+            {
+                Ok(Some(ids)) => return Some((hash, ids)),
+                _ => {
+                    tracing::warn!(peer = %peer.peer, file = %file.path, "refused a peer's file: it does not match the origin's id");
+                    refused.push(format!(
+                        "{}: its {} does not match the origin's id {}",
+                        peer.peer,
+                        file.path,
+                        file.ids.etag()
+                    ));
+                }
+            }
+        }
+        None
+    }
 }
 
 /// The commit `source`'s revision points to now, and its files.
@@ -191,26 +376,18 @@ async fn all_held(node: &Node, files: &[ListedFile]) -> Result<bool, ApiError> {
 }
 
 /// Fetches the commit from peers that announced it, using the first root whose manifest
-/// says what the origin says; checks each file's Hub ids. Returns the bytes received.
+/// says what the origin says; checks each file's Hub ids. What it brings is then held.
 async fn from_peers(
     node: &Node,
     commit: &Commit,
+    seeds: &Seeds,
     refused: &mut Vec<String>,
     progress: &Progress,
-) -> Result<u64, ApiError> {
+) -> Result<(), ApiError> {
     let network = node.joined_network().await?;
     let key = commit.upstream.dht_key();
-    let lookup = network
-        .host
-        .find_providers(key, MAX_COMMIT_PEERS, true)
-        .await
-        .map_err(ApiError::from)?;
     let mut candidates: Vec<(Hash, PeerAddrs)> = Vec::new();
-    for peer in lookup.providers.into_iter().take(MAX_COMMIT_PEERS) {
-        if peer.peer == network.host.peer_id() {
-            continue;
-        }
-        let _ = network.host.connect(peer.peer, peer.addrs.clone()).await;
+    for peer in &seeds.peers {
         match crate::transfer::ask_upstream(&network.host, peer.peer, key).await {
             Ok(roots) => {
                 for root in roots {
@@ -228,15 +405,14 @@ async fn from_peers(
         return Err(ApiError::new(
             ErrorKind::NotFound,
             format!(
-                "no peer announced {} at {}",
+                "no peer holds all of {} at {}",
                 commit.upstream.repo, commit.upstream.commit
             ),
         ));
     }
     for (root, peer) in candidates {
-        let before = node.stats().total().bytes_received;
         match from_peer_root(node, network, commit, root, &peer, progress).await {
-            Ok(()) => return Ok(node.stats().total().bytes_received - before),
+            Ok(()) => return Ok(()),
             Err(why) => {
                 tracing::warn!(peer = %peer.peer, %root, reason = %why, "refused a peer's copy of a Hub commit");
                 refused.push(format!("{} (root {root}): {why}", peer.peer));

@@ -48,6 +48,21 @@ impl Store {
         })
     }
 
+    /// The complete blob checked to have the Hub id `etag`, and its size, if still held:
+    /// what this node answers a peer asking for that file.
+    pub fn hub_file_held(&self, etag: &str) -> Result<Option<(Hash, u64)>> {
+        let Some(value) = self.db.get_cf(self.cf(CF_META), file_key(etag))? else {
+            return Ok(None);
+        };
+        let Ok((hash, _)) = postcard::from_bytes::<(Hash, HubIds)>(&value) else {
+            return Ok(None);
+        };
+        Ok(match self.blob(&hash)? {
+            Some(m) if m.state == BlobState::Complete => Some((hash, m.size)),
+            _ => None,
+        })
+    }
+
     /// Reads complete blob `hash` (verified against its BLAKE3 tree as it is read) and
     /// checks it has the Hub ids `listed` gives: how data fetched from peers on the
     /// strength of another node's manifest is held to the origin's ids. Remembers and

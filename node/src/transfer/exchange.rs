@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use commons_protocol::{
     wire::{
-        encode_frame, HaveResponse, HoldersResponse, Request, ResponseHeader, UpstreamResponse,
-        MAX_HAVE_BYTES, MAX_HOLDERS_BYTES, MAX_UPSTREAM_BYTES,
+        encode_frame, HaveResponse, HoldersResponse, HubFileId, HubFileResponse, Request,
+        ResponseHeader, UpstreamResponse, MAX_HAVE_BYTES, MAX_HOLDERS_BYTES, MAX_HUB_FILE_BYTES,
+        MAX_UPSTREAM_BYTES,
     },
     Hash,
 };
@@ -63,6 +64,18 @@ pub async fn ask_upstream(host: &Host, peer: PeerId, key: Hash) -> Result<Vec<Ha
     let response =
         UpstreamResponse::decode(&body).map_err(|source| FetchError::Protocol { peer, source })?;
     Ok(response.roots)
+}
+
+/// Asks `peer` which blob (and size) it holds for the file with Hub id `id`.
+pub async fn ask_hub_file(
+    host: &Host,
+    peer: PeerId,
+    id: HubFileId,
+) -> Result<Option<(Hash, u64)>, FetchError> {
+    let body = ask(host, peer, &Request::HubFile { id }, MAX_HUB_FILE_BYTES).await?;
+    let response =
+        HubFileResponse::decode(&body).map_err(|source| FetchError::Protocol { peer, source })?;
+    Ok(response.blob)
 }
 
 /// One request answered by one frame of at most `limit` bytes, within [`HOLDERS_TIMEOUT`].

@@ -14,8 +14,8 @@ use std::{
 
 use bytes::Bytes;
 use commons_protocol::wire::{
-    chunk_ranges, encode_frame, BulkResponse, HaveResponse, Request, ResponseHeader,
-    UpstreamResponse, MAX_REQUEST_BYTES,
+    chunk_ranges, encode_frame, BulkResponse, HaveResponse, HubFileResponse, Request,
+    ResponseHeader, UpstreamResponse, MAX_REQUEST_BYTES,
 };
 use libp2p::{
     futures::{stream, AsyncWriteExt, StreamExt},
@@ -169,6 +169,20 @@ async fn handle(
                     Vec::new()
                 });
             if let Ok(n) = reply(&mut stream, &UpstreamResponse { roots }).await {
+                stats.update(peer, |s| s.bytes_sent += n);
+            }
+            let _ = stream.close().await;
+            return;
+        }
+        Ok(Request::HubFile { id }) => {
+            let blob = store
+                .run(move |s| s.hub_file_held(&id.to_string()))
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "store error while looking up a Hub file");
+                    None
+                });
+            if let Ok(n) = reply(&mut stream, &HubFileResponse { blob }).await {
                 stats.update(peer, |s| s.bytes_sent += n);
             }
             let _ = stream.close().await;

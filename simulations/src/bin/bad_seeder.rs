@@ -13,8 +13,8 @@ use commons_node::{
     store::{Store, StoreOptions},
 };
 use commons_protocol::wire::{
-    chunk_ranges, encode_frame, BulkResponse, HaveResponse, HoldersResponse, Request,
-    ResponseHeader, UpstreamResponse, MAX_REQUEST_BYTES,
+    chunk_ranges, encode_frame, BulkResponse, HaveResponse, HoldersResponse, HubFileResponse,
+    Request, ResponseHeader, UpstreamResponse, MAX_REQUEST_BYTES,
 };
 use libp2p::futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 
@@ -106,6 +106,10 @@ fn main() -> Result<()> {
                     Ok(Request::Holders { .. }) => {
                         let empty = HoldersResponse { holders: vec![] };
                         let _ = stream.write_all(&encode_frame(&empty)).await;
+                    }
+                    Ok(Request::HubFile { .. }) => {
+                        let none = HubFileResponse { blob: None };
+                        let _ = stream.write_all(&encode_frame(&none)).await;
                     }
                     Ok(Request::Upstream { .. }) => {
                         let none = UpstreamResponse { roots: vec![] };
