@@ -400,6 +400,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     source.origin = origin;
                     source.token_file = token_file.map(|f| absolute(&f)).transpose()?;
                     source.interval = interval;
+                    source.name = name.clone();
                     Some(source)
                 }
                 None => None,

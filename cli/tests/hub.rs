@@ -386,7 +386,12 @@ fn an_import_killed_half_way_resumes_without_fetching_verified_files_again() {
     let src = tmp.path().join("data");
     fs::create_dir_all(&src).expect("mkdir");
     for i in 0..6u8 {
-        fs::write(src.join(format!("part-{i}.bin")), pattern(256 * 1024, i)).expect("write");
+        // Odd seeds: `pattern` makes seeds 2k and 2k+1 the same bytes.
+        fs::write(
+            src.join(format!("part-{i}.bin")),
+            pattern(256 * 1024, 2 * i + 1),
+        )
+        .expect("write");
     }
     let total = 6 * 256 * 1024u64;
     let origin = Origin::start();
@@ -439,7 +444,8 @@ fn two_mirrors_starting_at_once_share_files_instead_of_each_taking_all_from_the_
     for i in 0..8u8 {
         fs::write(
             src.join(format!("model-{i:05}-of-00008.safetensors")),
-            pattern(256 * 1024, i),
+            // Odd seeds: `pattern` makes seeds 2k and 2k+1 the same bytes.
+            pattern(256 * 1024, 2 * i + 1),
         )
         .expect("write");
     }

@@ -205,6 +205,12 @@ async fn keep_hub(node: Node, source: crate::origin::HubSource) {
                 Ok(now) => {
                     tracing::info!(source = %key, commit = %now, "mirror: the revision moved")
                 }
+                // The origin is away: what is held stays served; asked again next interval.
+                Err(e) if complete => {
+                    tracing::warn!(source = %key, error = %e, "mirror: cannot check the revision");
+                    tokio::time::sleep(interval).await;
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!(source = %key, error = %e, "mirror: cannot check the revision")
                 }

@@ -11,8 +11,9 @@
 use std::time::Duration;
 
 use commons_protocol::{
-    hub::{validate_repo_id, ListedIds},
-    manifest::{validate_path, MAX_ENTRIES},
+    hub::{git_blob_oid, lfs_pointer, validate_repo_id, ListedIds},
+    manifest::{validate_path, MAX_ENTRIES, MAX_MANIFEST_BYTES},
+    wire::MAX_BLOB_SIZE,
     GitOid, RepoKind, Sha256,
 };
 use reqwest::{header, StatusCode, Url};
@@ -26,6 +27,11 @@ pub const MAX_LISTING_PAGES: usize = 10_000;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Time an origin may stay silent in the middle of an answer.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time one metadata answer (a revision, one page of a listing) may take in all: an origin
+/// trickling bytes cannot hold an import forever.
+pub const METADATA_TIMEOUT: Duration = Duration::from_secs(300);
+/// Bytes of file paths one listing may hold in all: what a manifest of them can encode.
+pub const MAX_LISTING_PATH_BYTES: u64 = MAX_MANIFEST_BYTES / 2;
 
 /// Why talking to an origin failed. Messages name the origin's URL (never the token).
 #[derive(Debug, thiserror::Error)]
@@ -158,18 +164,11 @@ impl HubClient {
             .map_err(|e| OriginError::Invalid(format!("bad URL for {path:?}: {e}")))
     }
 
-    async fn send(
-        &self,
-        url: Url,
-        range_from: Option<u64>,
-    ) -> Result<reqwest::Response, OriginError> {
+    async fn send(&self, url: Url) -> Result<reqwest::Response, OriginError> {
         let shown = shown(&url);
         let mut request = self.http.get(url);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
-        }
-        if let Some(from) = range_from.filter(|&f| f > 0) {
-            request = request.header(header::RANGE, format!("bytes={from}-"));
         }
         let response = request.send().await.map_err(|e| OriginError::Transport {
             url: shown.clone(),
@@ -218,12 +217,13 @@ impl HubClient {
             encode_segment(revision)
         ))?;
         let shown = shown(&url);
-        let body = read_limited(self.send(url, None).await?, &shown).await?;
+        let body = read_limited(self.send(url).await?, &shown).await?;
         let json: RevisionJson = serde_json::from_slice(&body).map_err(|e| answer(&shown, e))?;
         let commit = GitOid::parse(&json.sha).map_err(|e| answer(&shown, e))?;
-        let last_modified = json
-            .last_modified
-            .filter(|t| t.len() <= 64 && t.bytes().all(|b| b.is_ascii_graphic()));
+        let last_modified = json.last_modified.filter(|t| {
+            t.len() <= commons_protocol::hub::MAX_LAST_MODIFIED_BYTES
+                && t.bytes().all(|b| b.is_ascii_graphic())
+        });
         Ok(Revision {
             commit,
             last_modified,
@@ -243,14 +243,17 @@ impl HubClient {
             kind.plural()
         ))?);
         let mut files = Vec::new();
-        let mut pages = 0;
+        let mut visited = std::collections::HashSet::new();
+        let mut path_bytes = 0u64;
         while let Some(url) = next.take() {
-            pages += 1;
             let shown = shown(&url);
-            if pages > MAX_LISTING_PAGES {
+            if !visited.insert(url.to_string()) {
+                return Err(answer(&shown, "its pages link back to a page already read"));
+            }
+            if visited.len() > MAX_LISTING_PAGES {
                 return Err(answer(&shown, "more pages than the limit"));
             }
-            let response = self.send(url.clone(), None).await?;
+            let response = self.send(url.clone()).await?;
             next = next_link(&url, response.headers())
                 .map(|link| self.same_origin(link, &shown))
                 .transpose()?;
@@ -266,6 +269,16 @@ impl HubClient {
                 }
                 validate_path(&e.path)
                     .map_err(|p| answer(&shown, format!("path {:?} {p}", e.path)))?;
+                path_bytes += e.path.len() as u64;
+                if path_bytes > MAX_LISTING_PATH_BYTES {
+                    return Err(answer(&shown, "more path bytes than a manifest may hold"));
+                }
+                if e.size > MAX_BLOB_SIZE {
+                    return Err(answer(
+                        &shown,
+                        format!("{:?} claims {} bytes", e.path, e.size),
+                    ));
+                }
                 let git_oid = e
                     .oid
                     .as_deref()
@@ -275,6 +288,16 @@ impl HubClient {
                     .lfs
                     .map(|l| Sha256::parse(&l.oid).map_err(|err| answer(&shown, err)))
                     .transpose()?;
+                // An LFS file's tree id is its pointer's git id: both follow from the
+                // SHA-256 and the size, so a listing cannot pair them otherwise.
+                if let Some(sha256) = &lfs_sha256 {
+                    if git_blob_oid(lfs_pointer(sha256, e.size).as_bytes()) != git_oid {
+                        return Err(answer(
+                            &shown,
+                            format!("{:?}: its oid is not the id of its LFS pointer", e.path),
+                        ));
+                    }
+                }
                 files.push(ListedFile {
                     path: e.path,
                     size: e.size,
@@ -310,24 +333,17 @@ impl HubClient {
         }
     }
 
-    /// Starts the download of `path` of `repo` at `commit`, from byte `from`. Returns the
-    /// response and the offset its body starts at (an origin may ignore the range).
+    /// Starts the download of `path` of `repo` at `commit` (following the redirect of an
+    /// LFS file to where its bytes are).
     pub async fn file(
         &self,
         kind: RepoKind,
         repo: &str,
         commit: &GitOid,
         path: &str,
-        from: u64,
-    ) -> Result<(reqwest::Response, u64), OriginError> {
+    ) -> Result<reqwest::Response, OriginError> {
         let url = self.file_url(kind, repo, commit, path)?;
-        let response = self.send(url, Some(from)).await?;
-        let start = if response.status() == StatusCode::PARTIAL_CONTENT {
-            from
-        } else {
-            0
-        };
-        Ok((response, start))
+        self.send(url).await
     }
 
     /// Where `path` of `repo` at `commit` is downloaded from.

@@ -72,10 +72,22 @@ pub async fn import(
     progress: &Progress,
 ) -> Result<ImportOutcome, ApiError> {
     let commit = resolve(source).await?;
-    let total: u64 = commit.files.iter().map(|f| f.size).sum();
+    let total = commit
+        .files
+        .iter()
+        .try_fold(0u64, |sum, f| sum.checked_add(f.size))
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::Peer,
+                format!("{}: the listed sizes overflow", source.label()),
+            )
+        })?;
+    // A repository read with a token is gated or private: it is neither taken from nor
+    // announced to peers, and its files are never named to them.
+    let private = source.token_file.is_some();
     let received_before = node.stats().total().bytes_received;
     let mut refused_peers = Vec::new();
-    let mut seeds = if use_peers && !all_held(node, &commit.files).await? {
+    let mut seeds = if use_peers && !private && !all_held(node, &commit.files).await? {
         Seeds::find(node, &commit).await
     } else {
         None
@@ -96,12 +108,25 @@ pub async fn import(
     for i in file_order(seeds.as_ref(), commit.files.len()) {
         let file = &commit.files[i];
         let (etag, size) = (file.ids.etag(), file.size);
-        let held = node.store().run(move |s| s.hub_file(&etag, size)).await?;
-        let (hash, ids) = match held {
-            Some(held) => {
+        let held = node
+            .store()
+            .run(move |s| {
+                // Looked up and held in one step: no collection can come between.
+                let held = s.hub_file(&etag, size)?;
+                Ok::<_, StoreError>(held.map(|(hash, ids)| (hash, ids, s.hold([hash]))))
+            })
+            .await?;
+        let (hash, ids, hold) = match held {
+            Some((hash, held_ids, hold)) => {
                 held_files += 1;
                 progress.event(ProgressEvent::Advance { bytes: file.size });
-                held
+                // The ids as this listing gives them (the same content: the same etag).
+                let ids = HubIds {
+                    git_oid: file.ids.git_oid,
+                    sha256: held_ids.sha256,
+                    lfs: file.ids.lfs_sha256.is_some(),
+                };
+                (hash, ids, hold)
             }
             None => {
                 let from_peer = match &mut seeds {
@@ -114,18 +139,14 @@ pub async fn import(
                 match from_peer {
                     Some(fetched) => fetched,
                     None => {
-                        let fetched = from_origin(node, &commit, file, progress).await?;
+                        let fetched = from_origin(node, &commit, file, private, progress).await?;
                         origin_bytes += file.size;
                         fetched
                     }
                 }
             }
         };
-        holds.push(
-            node.store()
-                .run(move |s| Ok::<_, StoreError>(s.hold([hash])))
-                .await?,
-        );
+        holds.push(hold);
         progress.event(ProgressEvent::FileDone);
         found[i] = Some((hash, ids));
     }
@@ -146,11 +167,13 @@ pub async fn import(
         .collect();
     let manifest = Manifest::with_upstream(entries, Some(commit.upstream.clone()))
         .map_err(|e| ApiError::new(ErrorKind::Peer, format!("{}: {e}", source.label())))?;
-    let root = record(node, &manifest).await?;
+    let root = record(node, &manifest, private).await?;
     drop(holds);
-    let names = bind_names(node, source, &commit.upstream, root).await;
-    node.announce(root);
-    node.announce(commit.upstream.dht_key());
+    let names = bind_names(node, source, &commit.upstream, root).await?;
+    if !private {
+        node.announce(root);
+        node.announce(commit.upstream.dht_key());
+    }
     Ok(ImportOutcome {
         hash: root,
         source: source.label(),
@@ -193,8 +216,14 @@ pub const MAX_PEERS_PER_FILE: usize = 4;
 struct Seeds {
     me: libp2p::PeerId,
     peers: Vec<PeerAddrs>,
+    /// Peers not asked again in this import: their data failed a check, or they could not
+    /// be reached.
+    dropped: std::collections::HashSet<libp2p::PeerId>,
     looked_up: std::time::Instant,
 }
+
+/// Time a commit's peer has to be reached before it is left out of this import.
+pub const SEED_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Seeds {
     /// Announces that this node imports the commit (so others find it while it does) and
@@ -206,6 +235,7 @@ impl Seeds {
         let mut seeds = Self {
             me: network.host.peer_id(),
             peers: Vec::new(),
+            dropped: std::collections::HashSet::new(),
             looked_up: std::time::Instant::now(),
         };
         seeds.look_up(node, key).await;
@@ -216,28 +246,29 @@ impl Seeds {
         let Ok(network) = node.joined_network().await else {
             return;
         };
-        self.looked_up = std::time::Instant::now();
-        let Ok(lookup) = network
+        let lookup = network
             .host
             .find_providers(key, MAX_COMMIT_PEERS, true)
-            .await
-        else {
-            return;
-        };
-        for peer in lookup.providers.into_iter().take(MAX_COMMIT_PEERS) {
-            if peer.peer == self.me || self.peers.iter().any(|p| p.peer == peer.peer) {
+            .await;
+        for peer in lookup.map(|l| l.providers).unwrap_or_default() {
+            if self.peers.len() >= MAX_COMMIT_PEERS {
+                break;
+            }
+            let known = peer.peer == self.me
+                || self.dropped.contains(&peer.peer)
+                || self.peers.iter().any(|p| p.peer == peer.peer);
+            if known {
                 continue;
             }
-            if network
-                .host
-                .connect(peer.peer, peer.addrs.clone())
-                .await
-                .is_ok()
-            {
-                self.peers.push(peer);
+            let connect = network.host.connect(peer.peer, peer.addrs.clone());
+            match tokio::time::timeout(SEED_CONNECT_TIMEOUT, connect).await {
+                Ok(Ok(())) => self.peers.push(peer),
+                _ => {
+                    self.dropped.insert(peer.peer);
+                }
             }
         }
-        self.peers.truncate(MAX_COMMIT_PEERS);
+        self.looked_up = std::time::Instant::now();
     }
 
     /// Looks the commit up again if the last lookup is older than [`SEEDS_REFRESH`].
@@ -247,17 +278,33 @@ impl Seeds {
         }
     }
 
-    /// `file` from a peer that holds it, checked against its Hub id; `None` when no peer
-    /// gives it (the origin then does).
+    /// Leaves `peer` out of the rest of this import.
+    fn drop_peer(&mut self, peer: libp2p::PeerId) {
+        self.peers.retain(|p| p.peer != peer);
+        self.dropped.insert(peer);
+    }
+
+    /// `file` from a peer that holds it, checked against its Hub id and held from garbage
+    /// collection; `None` when no peer gives it (the origin then does). A peer whose claim
+    /// or data fails a check is not asked again in this import.
     async fn file(
-        &self,
+        &mut self,
         node: &Node,
         file: &ListedFile,
         refused: &mut Vec<String>,
         progress: &Progress,
-    ) -> Option<(Hash, HubIds)> {
+    ) -> Option<(Hash, HubIds, crate::store::Hold)> {
         let network = node.joined_network().await.ok()?;
-        for peer in self.peers.iter().take(MAX_PEERS_PER_FILE) {
+        let asked: Vec<PeerAddrs> = self
+            .peers
+            .iter()
+            .take(MAX_PEERS_PER_FILE)
+            .cloned()
+            .collect();
+        // Next time, others first: every peer of the commit gets asked in turn.
+        let turn = asked.len().min(self.peers.len());
+        self.peers.rotate_left(turn);
+        for peer in &asked {
             let id = file.ids.file_id();
             let Ok(Some((hash, size))) =
                 crate::transfer::ask_hub_file(&network.host, peer.peer, id).await
@@ -269,6 +316,7 @@ impl Seeds {
                     "{}: claims {} has {size} bytes",
                     peer.peer, file.path
                 ));
+                self.drop_peer(peer.peer);
                 continue;
             }
             let target = GetTarget {
@@ -279,7 +327,7 @@ impl Seeds {
             // The blob's size is proven only as it arrives: bounded by the listed size
             // (plus the tree's hash pairs and framing).
             let options = FetchOptions {
-                max_bytes: Some(file.size + file.size / 32 + (64 << 10)),
+                max_bytes: Some(file.size.saturating_add(file.size / 32 + (64 << 10))),
                 ..FetchOptions::unpinned()
             };
             let advance = Progress::new(Arc::new(crate::progress::AdvanceOnly(progress.clone())));
@@ -297,12 +345,15 @@ impl Seeds {
                 continue;
             }
             let listed = file.ids;
-            match node
+            let checked = node
                 .store()
-                .run(move |s| s.check_hub_file(&hash, &listed))
-                .await
-            {
-                Ok(Some(ids)) => return Some((hash, ids)),
+                .run(move |s| {
+                    let ids = s.check_hub_file(&hash, &listed)?;
+                    Ok::<_, StoreError>(ids.map(|ids| (hash, ids, s.hold([hash]))))
+                })
+                .await;
+            match checked {
+                Ok(Some(found)) => return Some(found),
                 _ => {
                     tracing::warn!(peer = %peer.peer, file = %file.path, "refused a peer's file: it does not match the origin's id");
                     refused.push(format!(
@@ -311,6 +362,7 @@ impl Seeds {
                         file.path,
                         file.ids.etag()
                     ));
+                    self.drop_peer(peer.peer);
                 }
             }
         }
@@ -380,14 +432,14 @@ async fn all_held(node: &Node, files: &[ListedFile]) -> Result<bool, ApiError> {
 async fn from_peers(
     node: &Node,
     commit: &Commit,
-    seeds: &Seeds,
+    seeds: &mut Seeds,
     refused: &mut Vec<String>,
     progress: &Progress,
 ) -> Result<(), ApiError> {
     let network = node.joined_network().await?;
     let key = commit.upstream.dht_key();
     let mut candidates: Vec<(Hash, PeerAddrs)> = Vec::new();
-    for peer in &seeds.peers {
+    for peer in seeds.peers.clone() {
         match crate::transfer::ask_upstream(&network.host, peer.peer, key).await {
             Ok(roots) => {
                 for root in roots {
@@ -416,6 +468,7 @@ async fn from_peers(
             Err(why) => {
                 tracing::warn!(peer = %peer.peer, %root, reason = %why, "refused a peer's copy of a Hub commit");
                 refused.push(format!("{} (root {root}): {why}", peer.peer));
+                seeds.drop_peer(peer.peer);
             }
         }
     }
@@ -479,14 +532,22 @@ async fn from_peer_root(
     // missing or wrong comes from the origin.
     let mut wrong = Vec::new();
     for (entry, file) in manifest.entries().iter().zip(&commit.files) {
-        let (hash, listed) = (entry.hash, file.ids);
+        let (hash, listed, size) = (entry.hash, file.ids, file.size);
         let checked = node
             .store()
-            .run(move |s| match s.blob(&hash)? {
-                Some(m) if m.state == crate::store::BlobState::Complete => {
-                    s.check_hub_file(&hash, &listed)
+            .run(move |s| {
+                // Checked before (an earlier commit or import): not read again.
+                if let Some((known, ids)) = s.hub_file(&listed.etag(), size)? {
+                    if known == hash {
+                        return Ok(Some(ids));
+                    }
                 }
-                _ => Ok(None),
+                match s.blob(&hash)? {
+                    Some(m) if m.state == crate::store::BlobState::Complete => {
+                        s.check_hub_file(&hash, &listed)
+                    }
+                    _ => Ok(None),
+                }
             })
             .await;
         if let Ok(None) = checked {
@@ -545,12 +606,13 @@ async fn from_origin(
     node: &Node,
     commit: &Commit,
     file: &ListedFile,
+    private: bool,
     progress: &Progress,
-) -> Result<(Hash, HubIds), ApiError> {
+) -> Result<(Hash, HubIds, crate::store::Hold), ApiError> {
     let up = &commit.upstream;
-    let (response, _) = commit
+    let response = commit
         .client
-        .file(up.kind, &up.repo, &up.commit, &file.path, 0)
+        .file(up.kind, &up.repo, &up.commit, &file.path)
         .await?;
     let origin = commit.client.base().to_string();
     if let Some(len) = response.content_length() {
@@ -572,10 +634,10 @@ async fn from_origin(
     let sink: Arc<Progress> = Arc::new(progress.clone());
     let imported = node
         .store()
-        .run(move |s| s.add_hub_file(reader, size, &path, &listed, sink.as_ref()))
+        .run(move |s| s.add_hub_file(reader, size, &path, &listed, private, sink.as_ref()))
         .await;
     match imported {
-        Ok((blob, ids)) => Ok((blob.hash, ids)),
+        Ok((blob, ids, hold)) => Ok((blob.hash, ids, hold)),
         Err(StoreError::FileChanged { .. }) => Err(ApiError::new(
             ErrorKind::Peer,
             format!(
@@ -597,16 +659,18 @@ async fn from_origin(
     }
 }
 
-/// Stores the manifest as a blob, records the dataset and pins it; returns its root.
-async fn record(node: &Node, manifest: &Manifest) -> Result<Hash, ApiError> {
+/// Stores the manifest as a blob, records the dataset and pins it; returns its root. A
+/// public one is remembered for its commit (peers asking for the commit are told of it).
+async fn record(node: &Node, manifest: &Manifest, private: bool) -> Result<Hash, ApiError> {
     let manifest = manifest.clone();
     Ok(node
         .store()
         .run(move |s| {
             let root = s.add_manifest(&manifest)?;
             s.record_dataset(&root, &manifest, true)?;
-            if let Some(up) = manifest.upstream() {
-                s.remember_upstream(&up.dht_key(), &root)?;
+            match manifest.upstream() {
+                Some(up) if !private => s.remember_upstream(&up.dht_key(), &root)?,
+                _ => {}
             }
             Ok::<_, StoreError>(root)
         })
@@ -614,25 +678,40 @@ async fn record(node: &Node, manifest: &Manifest) -> Result<Hash, ApiError> {
 }
 
 /// Binds `org/name@revision` and `org/name@commit` to `root` (the gateway then serves both
-/// revisions, and older commits stay reachable by their id). A repository id that is not a
-/// valid local name is not bound.
-async fn bind_names(node: &Node, source: &HubSource, up: &Upstream, root: Hash) -> Vec<String> {
-    let name = source.name.clone().unwrap_or_else(|| up.repo.clone());
-    let Ok(name) = commons_protocol::DatasetName::parse(&name) else {
-        return Vec::new();
+/// revisions, and older commits stay reachable by their id). The name is the source's
+/// `name` (`org/name`, or `org/name@revision` to bind that revision instead of the source's)
+/// or else the repository id; a repository id that is not a valid local name is not bound.
+async fn bind_names(
+    node: &Node,
+    source: &HubSource,
+    up: &Upstream,
+    root: Hash,
+) -> Result<Vec<String>, ApiError> {
+    let (name, revision) = match &source.name {
+        Some(given) => {
+            let parsed = commons_protocol::NameRef::parse(given)?;
+            let revision = if given.contains('@') {
+                parsed.revision
+            } else {
+                source.revision.clone()
+            };
+            (parsed.name, revision)
+        }
+        None => match commons_protocol::DatasetName::parse(&up.repo) {
+            Ok(name) => (name, source.revision.clone()),
+            Err(_) => return Ok(Vec::new()),
+        },
     };
-    let revisions = if source.revision == up.commit.to_string() {
-        vec![source.revision.clone()]
-    } else {
-        vec![source.revision.clone(), up.commit.to_string()]
-    };
+    let commit = up.commit.to_string();
+    let mut revisions = vec![revision];
+    if revisions[0] != commit {
+        revisions.push(commit);
+    }
     let mut bound = Vec::new();
     for revision in revisions {
         let (n, r) = (name.clone(), revision.clone());
-        match node.store().run(move |s| s.set_name(&n, &r, &root)).await {
-            Ok(_) => bound.push(format!("{name}@{revision}")),
-            Err(e) => tracing::warn!(%name, revision, error = %e, "cannot bind the name"),
-        }
+        node.store().run(move |s| s.set_name(&n, &r, &root)).await?;
+        bound.push(format!("{name}@{revision}"));
     }
-    bound
+    Ok(bound)
 }

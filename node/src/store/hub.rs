@@ -2,7 +2,8 @@
 //! what is already held and peers can ask which root holds a Hub commit:
 //!
 //! - `hub-file/{etag}` → the blob whose content was checked to have that Hub id (the
-//!   SHA-256 of an LFS file, the git blob id of another);
+//!   SHA-256 of an LFS file, the git blob id of another), its ids, and whether it came from
+//!   a gated or private repository (then never named to peers);
 //! - `hub-commit/{commit key}{root}` → a dataset root imported (and checked) for that
 //!   commit (`commons_protocol::hub::hub_commit_key`).
 //!
@@ -26,41 +27,71 @@ fn file_key(etag: &str) -> Vec<u8> {
     [HUB_FILE_PREFIX, etag.as_bytes()].concat()
 }
 
+/// The value under `hub-file/{etag}`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct HubFileRecord {
+    hash: Hash,
+    ids: HubIds,
+    /// From a repository read with a token: not named to peers.
+    private: bool,
+}
+
 impl Store {
-    /// Adds "blob `hash` was checked to have Hub ids `ids`" to `batch`.
-    pub(super) fn put_hub_file(&self, batch: &mut WriteBatch, ids: &HubIds, hash: &Hash) {
-        let value = postcard::to_stdvec(&(hash, ids)).unwrap_or_default();
+    /// Adds "blob `hash` was checked to have Hub ids `ids`" to `batch`; `private`: it came
+    /// from a gated or private repository. A file once recorded as public stays public.
+    pub(super) fn put_hub_file(
+        &self,
+        batch: &mut WriteBatch,
+        ids: &HubIds,
+        hash: &Hash,
+        private: bool,
+    ) -> Result<()> {
+        let private = private && self.hub_record(&ids.etag())?.is_none_or(|r| r.private);
+        let record = HubFileRecord {
+            hash: *hash,
+            ids: *ids,
+            private,
+        };
+        let value = postcard::to_stdvec(&record).unwrap_or_default();
         batch.put_cf(self.cf(CF_META), file_key(&ids.etag()), value);
+        Ok(())
+    }
+
+    /// The record under `etag`, if any (one that does not decode counts as none).
+    fn hub_record(&self, etag: &str) -> Result<Option<HubFileRecord>> {
+        Ok(self
+            .db
+            .get_cf(self.cf(CF_META), file_key(etag))?
+            .and_then(|v| postcard::from_bytes(&v).ok()))
+    }
+
+    /// The record under `etag` if its blob is still held complete, with the blob's size.
+    fn held_hub_record(&self, etag: &str) -> Result<Option<(HubFileRecord, u64)>> {
+        let Some(record) = self.hub_record(etag)? else {
+            return Ok(None);
+        };
+        Ok(match self.blob(&record.hash)? {
+            Some(m) if m.state == BlobState::Complete => Some((record, m.size)),
+            _ => None,
+        })
     }
 
     /// The complete blob of `size` bytes checked to have the Hub id `etag`, and its ids, if
     /// still held.
     pub fn hub_file(&self, etag: &str, size: u64) -> Result<Option<(Hash, HubIds)>> {
-        let Some(value) = self.db.get_cf(self.cf(CF_META), file_key(etag))? else {
-            return Ok(None);
-        };
-        let Ok((hash, ids)) = postcard::from_bytes::<(Hash, HubIds)>(&value) else {
-            return Ok(None);
-        };
-        Ok(match self.blob(&hash)? {
-            Some(m) if m.state == BlobState::Complete && m.size == size => Some((hash, ids)),
-            _ => None,
-        })
+        Ok(self
+            .held_hub_record(etag)?
+            .filter(|(_, held)| *held == size)
+            .map(|(r, _)| (r.hash, r.ids)))
     }
 
-    /// The complete blob checked to have the Hub id `etag`, and its size, if still held:
-    /// what this node answers a peer asking for that file.
+    /// The complete blob checked to have the Hub id `etag`, and its size, if still held and
+    /// not from a gated or private repository: what this node answers a peer asking.
     pub fn hub_file_held(&self, etag: &str) -> Result<Option<(Hash, u64)>> {
-        let Some(value) = self.db.get_cf(self.cf(CF_META), file_key(etag))? else {
-            return Ok(None);
-        };
-        let Ok((hash, _)) = postcard::from_bytes::<(Hash, HubIds)>(&value) else {
-            return Ok(None);
-        };
-        Ok(match self.blob(&hash)? {
-            Some(m) if m.state == BlobState::Complete => Some((hash, m.size)),
-            _ => None,
-        })
+        Ok(self
+            .held_hub_record(etag)?
+            .filter(|(r, _)| !r.private)
+            .map(|(r, size)| (r.hash, size)))
     }
 
     /// Reads complete blob `hash` (verified against its BLAKE3 tree as it is read) and
@@ -78,7 +109,7 @@ impl Store {
             return Ok(None);
         };
         let mut batch = WriteBatch::default();
-        self.put_hub_file(&mut batch, &ids, hash);
+        self.put_hub_file(&mut batch, &ids, hash, false)?;
         self.db.write(batch)?;
         Ok(Some(ids))
     }

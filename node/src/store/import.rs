@@ -234,15 +234,18 @@ impl Store {
     /// Adds `size` bytes read from `reader` (a file of an origin, named `path` there) as one
     /// complete, unpinned blob, if its content has the Hub id `listed` gives: SHA-256 and
     /// git blob id are computed in the same pass as BLAKE3. When it does not, nothing of it
-    /// is kept ([`StoreError::HubIdMismatch`]). The blob is remembered under its Hub id.
+    /// is kept ([`StoreError::HubIdMismatch`]). The blob is remembered under its Hub id
+    /// (`private`: from a gated or private repository, never named to peers) and held from
+    /// garbage collection until the returned guard is dropped.
     pub fn add_hub_file(
         &self,
         reader: impl Read,
         size: u64,
         path: &str,
         listed: &hub::ListedIds,
+        private: bool,
         progress: &dyn ImportProgress,
-    ) -> Result<(ImportedBlob, HubIds)> {
+    ) -> Result<(ImportedBlob, HubIds, super::Hold)> {
         let mut hasher = HubHasher::new(size);
         let tee = HubTee {
             inner: reader,
@@ -266,10 +269,14 @@ impl Store {
             });
         };
         let hash = pending.hash;
+        // Held before it is bound: no collection can come between.
+        let hold = self.hold([hash]);
+        let mut recorded = Ok(());
         let bound = self.commit(vec![pending], |store, batch| {
-            store.put_hub_file(batch, &ids, &hash)
+            recorded = store.put_hub_file(batch, &ids, &hash, private);
         })?;
-        Ok((bound[0], ids))
+        recorded?;
+        Ok((bound[0], ids, hold))
     }
 
     /// Stores `manifest`'s encoding as a complete (unpinned) blob; returns the root.
