@@ -482,3 +482,40 @@ fn two_mirrors_starting_at_once_share_files_instead_of_each_taking_all_from_the_
     let b_files = json_ok(&b_dir, &["ls", "acme/model"]);
     assert_eq!(a_files["hash"], b_files["hash"]);
 }
+
+#[test]
+fn the_gateway_answers_for_an_imported_repository_only_as_its_type() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("data");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("train.csv"), b"a,b\n1,2\n").expect("write");
+    let origin = Origin::start();
+    let commit = origin.publish("dataset", "acme/data", &src);
+    let dir = tmp.path().join("node");
+    ok_json(&add_hf(&dir, &origin, "hf://datasets/acme/data", &[]));
+    let cfg = tmp.path().join("commons.toml");
+    fs::write(&cfg, "[gateway]\nlisten = \"127.0.0.1:0\"\n").expect("write config");
+    let node = Node::start_with(&dir, &["--config", cfg.to_str().expect("utf-8")]);
+    let gw = common::gateway_addr(&node);
+    let as_dataset = http(&gw, "GET", "/api/datasets/acme/data", &[]);
+    assert_eq!(as_dataset.status, 200, "{}", as_dataset.text());
+    let info: serde_json::Value = serde_json::from_slice(&as_dataset.body).expect("json");
+    assert_eq!(info["sha"], commit.as_str(), "the upstream commit");
+    let file = http(
+        &gw,
+        "GET",
+        "/datasets/acme/data/resolve/main/train.csv",
+        &[],
+    );
+    assert_eq!(file.status, 200);
+    assert_eq!(file.header("x-repo-commit"), Some(commit.as_str()));
+    for wrong in ["/api/models/acme/data", "/acme/data/resolve/main/train.csv"] {
+        let reply = http(&gw, "GET", wrong, &[]);
+        assert_eq!(reply.status, 404, "{wrong}");
+        assert_eq!(
+            reply.header("x-error-code"),
+            Some("RepoNotFound"),
+            "{wrong}"
+        );
+    }
+}

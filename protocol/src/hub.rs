@@ -21,8 +21,8 @@ use crate::Hash;
 pub const MAX_REPO_ID_BYTES: usize = 96 * 2 + 1;
 /// Longest `last_modified` text accepted.
 pub const MAX_LAST_MODIFIED_BYTES: usize = 64;
-/// Files this large or larger are LFS files on the Hub whatever their name (its limit for
-/// plain git files is 10 MB).
+/// Files this large or larger are LFS files on the Hub whatever their name (the Hub refuses
+/// plain git files of 10 MB and more; 10 MiB here).
 pub const LFS_MIN_SIZE: u64 = 10 << 20;
 /// Extensions the Hub's default `.gitattributes` stores in LFS.
 const LFS_EXTENSIONS: &[&str] = &[
@@ -67,8 +67,9 @@ pub fn is_lfs_by_default(path: &str, size: u64) -> bool {
         return true;
     }
     let name = path.rsplit('/').next().unwrap_or(path);
+    // Case-sensitive, as git attributes patterns (`*.safetensors`) are.
     name.rsplit_once('.')
-        .is_some_and(|(_, ext)| LFS_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()))
+        .is_some_and(|(_, ext)| LFS_EXTENSIONS.contains(&ext))
 }
 
 macro_rules! hex_id {
@@ -278,11 +279,6 @@ impl HubHasher {
         self.seen += bytes.len() as u64;
         self.sha256.update(bytes);
         self.sha1.update(bytes);
-    }
-
-    /// Bytes fed so far.
-    pub fn seen(&self) -> u64 {
-        self.seen
     }
 
     /// The ids, `lfs` saying whether the file is an LFS file. `None` when the bytes fed do not
@@ -525,7 +521,8 @@ mod tests {
     #[test]
     fn default_lfs_rule() {
         assert!(is_lfs_by_default("w/model.safetensors", 10));
-        assert!(is_lfs_by_default("data/train.PARQUET", 10));
+        assert!(is_lfs_by_default("data/train.parquet", 10));
+        assert!(!is_lfs_by_default("data/train.PARQUET", 10));
         assert!(!is_lfs_by_default("config.json", 10));
         assert!(is_lfs_by_default("big.txt", LFS_MIN_SIZE));
     }

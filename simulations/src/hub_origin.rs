@@ -87,6 +87,10 @@ const FIRST_COMMIT_TIME: u64 = 1_767_323_045;
 /// Request kinds counted by [`HubOrigin::requests`].
 const REQUEST_KINDS: [&str; 6] = ["info", "tree", "paths_info", "resolve", "lfs", "refs"];
 
+// The ids below are computed here independently of `commons_protocol::hub` on purpose: the
+// test origin is the tests' model of the Hub, so a mistake in the node's id computation
+// shows as a mismatch instead of agreeing with itself.
+
 /// Whether the Hub's default `.gitattributes` stores `path` (of `size` bytes) with LFS: files
 /// of 10 MiB or more, and files whose extension is one of `safetensors`, `bin`, `parquet`,
 /// `onnx`, `pt`, `pth`, `h5`, `msgpack`, `gguf`, `arrow`, `ckpt`, `zip`, `gz`, `tar`

@@ -65,8 +65,11 @@ pub(super) fn routes() -> Router<Gateway> {
             post(paths_info).layer(DefaultBodyLimit::max(MAX_PATHS_INFO_BODY)),
         )
         .route("/api/{kind}/{org}/{name}/refs", get(refs))
-        .route("/{org}/{name}/resolve/{rev}/{*path}", get(resolve))
-        .route("/datasets/{org}/{name}/resolve/{rev}/{*path}", get(resolve))
+        .route("/{org}/{name}/resolve/{rev}/{*path}", get(resolve_model))
+        .route(
+            "/datasets/{org}/{name}/resolve/{rev}/{*path}",
+            get(resolve_dataset),
+        )
 }
 
 /// The commit id of a dataset root that records no upstream commit.
@@ -141,9 +144,16 @@ impl Gateway {
         Ok((repo, bindings))
     }
 
-    /// Repository `org/name` at `rev`: a revision bound here (`refs/heads/` allowed before
-    /// it), or a commit id (the root's, or an upstream commit a bound dataset records).
-    async fn repo_at(&self, org: &str, name: &str, rev: &str) -> Result<RepoAt, Refusal> {
+    /// Repository `org/name` of type `kind` at `rev`: a revision bound here (`refs/heads/`
+    /// allowed before it), or a commit id (the root's, or an upstream commit a bound dataset
+    /// records). A dataset imported from the Hub answers only as the type it has there.
+    async fn repo_at(
+        &self,
+        kind: RepoKind,
+        org: &str,
+        name: &str,
+        rev: &str,
+    ) -> Result<RepoAt, Refusal> {
         let (id, bindings) = self.bindings(org, name).await?;
         let branch = rev.strip_prefix("refs/heads/").unwrap_or(rev);
         let found = match bindings.iter().find(|b| b.revision == branch) {
@@ -158,6 +168,16 @@ impl Gateway {
                 &format!("{id} has no revision {rev:?} on this mirror"),
             )
         })?;
+        if let Some(up) = manifest.upstream().filter(|up| up.kind != kind) {
+            return Err(hub_error(
+                StatusCode::NOT_FOUND,
+                "RepoNotFound",
+                &format!(
+                    "{id} is a {} repository on this mirror, not a {kind}",
+                    up.kind
+                ),
+            ));
+        }
         Ok(RepoAt {
             id,
             root: binding.root,
@@ -230,7 +250,7 @@ async fn info_at(
     rev: &str,
 ) -> Result<Response, Refusal> {
     let kind = repo_kind(kind)?;
-    let repo = gw.repo_at(org, name, rev).await?;
+    let repo = gw.repo_at(kind, org, name, rev).await?;
     Ok(Json(info_json(kind, &repo)).into_response())
 }
 
@@ -575,9 +595,9 @@ async fn tree_at(
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<Response, Refusal> {
-    repo_kind(kind)?;
+    let kind = repo_kind(kind)?;
     let (cursor, limit) = q.window()?;
-    let repo = gw.repo_at(&at.org, &at.name, &at.rev).await?;
+    let repo = gw.repo_at(kind, &at.org, &at.name, &at.rev).await?;
     let dir = at.path.trim_matches('/');
     let entries = listing(&repo.manifest, &repo.root, dir, q.recursive())
         .ok_or_else(|| entry_not_found(&repo, dir))?;
@@ -718,13 +738,13 @@ async fn paths_info(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Refusal> {
-    repo_kind(&kind)?;
+    let kind = repo_kind(&kind)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     let paths = parse_paths(content_type, &body)
         .map_err(|e| error(StatusCode::BAD_REQUEST, &e.to_string()))?;
-    let repo = gw.repo_at(&org, &name, &rev).await?;
+    let repo = gw.repo_at(kind, &org, &name, &rev).await?;
     let entries = paths_info_entries(&repo.manifest, &repo.root, &paths);
     Ok(Json(entries).into_response())
 }
@@ -783,17 +803,36 @@ fn file_headers(entry: &ManifestEntry, commit: &str) -> HeaderMap {
     headers
 }
 
-/// One file, as `hf_hub_download` fetches it: `HEAD` for its metadata, then `GET`. The
-/// same for models and datasets. An LFS file is served here too (no redirect): the client
-/// takes a `2xx` with `X-Linked-Etag` as the LFS file itself.
-async fn resolve(
+/// A model's file (`/{org}/{name}/resolve/…`).
+async fn resolve_model(
     State(gw): State<Gateway>,
-    Path((org, name, rev, path)): Path<(String, String, String, String)>,
+    Path(at): Path<(String, String, String, String)>,
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
-    let request = Request { method, headers };
-    let repo = gw.repo_at(&org, &name, &rev).await?;
+    resolve(gw, RepoKind::Model, at, Request { method, headers }).await
+}
+
+/// A dataset's file (`/datasets/{org}/{name}/resolve/…`).
+async fn resolve_dataset(
+    State(gw): State<Gateway>,
+    Path(at): Path<(String, String, String, String)>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    resolve(gw, RepoKind::Dataset, at, Request { method, headers }).await
+}
+
+/// One file, as `hf_hub_download` fetches it: `HEAD` for its metadata, then `GET`. An LFS
+/// file is served here too (no redirect): the client takes a `2xx` with `X-Linked-Etag` as
+/// the LFS file itself.
+async fn resolve(
+    gw: Gateway,
+    kind: RepoKind,
+    (org, name, rev, path): (String, String, String, String),
+    request: Request,
+) -> Result<Response, Refusal> {
+    let repo = gw.repo_at(kind, &org, &name, &rev).await?;
     let entry = repo
         .manifest
         .entry(&path)

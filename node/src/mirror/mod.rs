@@ -175,6 +175,26 @@ async fn target_of(node: &Node, entry: &MirrorEntry) -> Result<GetTarget, String
     }
 }
 
+/// Shows entry `key` as failing with `error`, tried again after `wait`.
+fn mark_failing(node: &Node, key: &str, error: &str, wait: Duration) {
+    node.mirror().update(key, |s| {
+        s.state = MirrorState::Failing;
+        s.last_error = Some(error.to_string());
+        s.retry_at = Some(unix_now() + wait.as_secs());
+    });
+}
+
+/// Shows entry `key` as complete, `size` bytes held.
+fn mark_complete(node: &Node, key: &str, size: u64) {
+    node.mirror().update(key, |s| {
+        s.state = MirrorState::Complete;
+        s.size = size;
+        s.held = size;
+        s.last_error = None;
+        s.retry_at = None;
+    });
+}
+
 /// Keeps a Hub repository: imports its revision, then checks every interval whether the
 /// revision moved and imports the new commit (older ones stay, pinned and named by their
 /// commit id).
@@ -226,25 +246,16 @@ async fn keep_hub(node: Node, source: crate::origin::HubSource) {
             Ok(outcome) => {
                 tracing::info!(source = %key, commit = %outcome.commit, hash = %outcome.hash,
                     origin_bytes = outcome.origin_bytes, peer_bytes = outcome.peer_bytes, "mirror: imported");
-                node.mirror().update(&key, |s| {
-                    s.state = MirrorState::Complete;
-                    s.size = outcome.size;
-                    s.held = outcome.size;
-                    s.last_error = None;
-                    s.retry_at = None;
-                    s.name = outcome.names.first().cloned();
-                });
+                mark_complete(&node, &key, outcome.size);
+                node.mirror()
+                    .update(&key, |s| s.name = outcome.names.first().cloned());
                 imported = Some((outcome.commit, outcome.hash));
                 wait = FIRST_RETRY;
                 tokio::time::sleep(interval).await;
             }
             Err(e) => {
                 tracing::warn!(source = %key, error = %e, retry_in = ?wait, "mirror: import failed");
-                node.mirror().update(&key, |s| {
-                    s.state = MirrorState::Failing;
-                    s.last_error = Some(e.to_string());
-                    s.retry_at = Some(unix_now() + wait.as_secs());
-                });
+                mark_failing(&node, &key, &e.to_string(), wait);
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(MAX_RETRY);
             }
@@ -258,13 +269,7 @@ async fn keep(node: Node, entry: MirrorEntry) {
     }
     let mut wait = FIRST_RETRY;
     let key = entry.target().to_string();
-    let failed = |error: &str, wait: Duration| {
-        node.mirror().update(&key, |s| {
-            s.state = MirrorState::Failing;
-            s.last_error = Some(error.to_string());
-            s.retry_at = Some(unix_now() + wait.as_secs());
-        });
-    };
+    let failed = |error: &str, wait: Duration| mark_failing(&node, &key, error, wait);
     // A fetch started before the node joined the network finds nobody: wait for the join.
     let _ = tokio::time::timeout(JOIN_WAIT, node.joined()).await;
     loop {
@@ -349,13 +354,7 @@ async fn keep(node: Node, entry: MirrorEntry) {
             .run(move |store| total_size(store, &hash))
             .await
             .unwrap_or(0);
-        node.mirror().update(&key, |s| {
-            s.state = MirrorState::Complete;
-            s.size = size;
-            s.held = size;
-            s.last_error = None;
-            s.retry_at = None;
-        });
+        mark_complete(&node, &key, size);
         tokio::time::sleep(RECHECK).await;
     }
 }

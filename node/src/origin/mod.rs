@@ -370,15 +370,20 @@ impl Seeds {
     }
 }
 
-/// The commit `source`'s revision points to now, and its files.
-async fn resolve(source: &HubSource) -> Result<Commit, ApiError> {
+/// A client for `source`'s origin, with its token.
+fn client_for(source: &HubSource) -> Result<HubClient, ApiError> {
     source
         .check()
         .map_err(|e| ApiError::new(ErrorKind::InvalidInput, e))?;
     let token = source
         .token()
         .map_err(|e| ApiError::new(ErrorKind::InvalidInput, e))?;
-    let client = HubClient::new(source.origin(), token)?;
+    Ok(HubClient::new(source.origin(), token)?)
+}
+
+/// The commit `source`'s revision points to now, and its files.
+async fn resolve(source: &HubSource) -> Result<Commit, ApiError> {
+    let client = client_for(source)?;
     let revision = client
         .revision(source.kind, &source.hf, &source.revision)
         .await?;
@@ -400,10 +405,7 @@ async fn resolve(source: &HubSource) -> Result<Commit, ApiError> {
 /// The commit a source's revision points to now (a mirror following a branch asks this
 /// every interval: small metadata only).
 pub async fn current_commit(source: &HubSource) -> Result<String, ApiError> {
-    let token = source
-        .token()
-        .map_err(|e| ApiError::new(ErrorKind::InvalidInput, e))?;
-    let client = HubClient::new(source.origin(), token)?;
+    let client = client_for(source)?;
     Ok(client
         .revision(source.kind, &source.hf, &source.revision)
         .await?

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_ORIGIN: &str = "https://huggingface.co";
 /// How often a mirror checks whether a followed revision moved (1 hour).
 pub const DEFAULT_FOLLOW_INTERVAL_SECS: u64 = 3600;
-/// Shortest follow interval accepted (a mirror must not hammer the origin).
+/// Shortest follow interval accepted. One check costs the origin one small API call; tests
+/// use 1 s, a mirror of the public Hub should keep the default.
 pub const MIN_FOLLOW_INTERVAL_SECS: u64 = 1;
 /// Largest token file read.
 pub const MAX_TOKEN_BYTES: u64 = 4096;

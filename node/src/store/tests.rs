@@ -931,3 +931,142 @@ fn a_partial_blob_says_which_groups_it_holds_and_its_above_pairs_go_with_it() {
     store.gc(false).expect("gc");
     assert_eq!(above_rows(&store, partial.id), 0);
 }
+
+/// The Hub ids content must have, as an origin's listing would give them.
+fn listed_for(data: &[u8], lfs: bool) -> commons_protocol::hub::ListedIds {
+    let mut hasher = commons_protocol::hub::HubHasher::new(data.len() as u64);
+    hasher.update(data);
+    let ids = hasher.finish(lfs).expect("sizes add up");
+    commons_protocol::hub::ListedIds {
+        git_oid: ids.git_oid,
+        lfs_sha256: lfs.then_some(ids.sha256),
+    }
+}
+
+#[test]
+fn a_file_from_an_origin_is_kept_only_if_its_hub_id_matches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let good = pattern(100_000, 1);
+    for lfs in [false, true] {
+        let listed = listed_for(&good, lfs);
+        let mut bad = good.clone();
+        bad[50_000] ^= 1;
+        let err = store
+            .add_hub_file(
+                &bad[..],
+                bad.len() as u64,
+                "w.bin",
+                &listed,
+                false,
+                &NoProgress,
+            )
+            .expect_err("a flipped byte is refused");
+        assert!(matches!(err, StoreError::HubIdMismatch { .. }), "{err}");
+        assert!(err.to_string().contains("w.bin"));
+        assert!(
+            store.blob(&Hash::of(&bad)).expect("read").is_none(),
+            "nothing kept"
+        );
+        assert!(store
+            .hub_file(&listed.etag(), 100_000)
+            .expect("read")
+            .is_none());
+
+        let (blob, ids, _hold) = store
+            .add_hub_file(
+                &good[..],
+                good.len() as u64,
+                "w.bin",
+                &listed,
+                false,
+                &NoProgress,
+            )
+            .expect("the right bytes are kept");
+        assert_eq!(blob.hash, Hash::of(&good));
+        assert_eq!((ids.lfs, ids.git_oid), (lfs, listed.git_oid));
+        assert_eq!(
+            store.hub_file(&listed.etag(), 100_000).expect("read"),
+            Some((blob.hash, ids))
+        );
+        assert_eq!(
+            store.hub_file_held(&listed.etag()).expect("read"),
+            Some((blob.hash, 100_000))
+        );
+        // Another size under the same id is not this file.
+        assert!(store
+            .hub_file(&listed.etag(), 99_999)
+            .expect("read")
+            .is_none());
+    }
+}
+
+#[test]
+fn a_stored_blob_is_checked_against_hub_ids_before_it_is_named_by_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let data = pattern(70_000, 3);
+    let path = dir.path().join("f");
+    fs::write(&path, &data).expect("write");
+    let hash = store.add_file(&path, &NoProgress).expect("add").hash;
+    // A peer said this blob is another file: it is not, and nothing names it so.
+    let other = listed_for(&pattern(70_000, 4), true);
+    assert_eq!(store.check_hub_file(&hash, &other).expect("check"), None);
+    assert!(store.hub_file_held(&other.etag()).expect("read").is_none());
+    // What it is, it is.
+    let own = listed_for(&data, true);
+    let ids = store
+        .check_hub_file(&hash, &own)
+        .expect("check")
+        .expect("matches");
+    assert_eq!(ids.etag(), own.etag());
+    assert_eq!(
+        store.hub_file_held(&own.etag()).expect("read"),
+        Some((hash, 70_000))
+    );
+}
+
+#[test]
+fn files_of_a_private_repository_are_never_named_to_peers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let data = pattern(30_000, 5);
+    let listed = listed_for(&data, false);
+    let (blob, _, _hold) = store
+        .add_hub_file(
+            &data[..],
+            data.len() as u64,
+            "secret.txt",
+            &listed,
+            true,
+            &NoProgress,
+        )
+        .expect("kept");
+    assert!(
+        store
+            .hub_file(&listed.etag(), 30_000)
+            .expect("read")
+            .is_some(),
+        "usable here"
+    );
+    assert_eq!(
+        store.hub_file_held(&listed.etag()).expect("read"),
+        None,
+        "not named to peers"
+    );
+    // The same content from a public repository makes it public.
+    store
+        .add_hub_file(
+            &data[..],
+            data.len() as u64,
+            "public.txt",
+            &listed,
+            false,
+            &NoProgress,
+        )
+        .expect("kept");
+    assert_eq!(
+        store.hub_file_held(&listed.etag()).expect("read"),
+        Some((blob.hash, 30_000))
+    );
+}
