@@ -172,16 +172,13 @@ impl Store {
                     return Err(StoreError::FileChanged { path: f.abs });
                 }
                 let (p, hub) = if with_ids {
-                    let mut hasher = HubHasher::new(f.size);
-                    let tee = HubTee {
-                        inner: file,
-                        hasher: &mut hasher,
-                    };
-                    let p = self.write_rows(tee, f.size, &f.abs, progress)?;
+                    let (p, hasher) = with_hub_hasher(file, f.size, |tee| {
+                        self.write_rows(tee, f.size, &f.abs, progress)
+                    });
                     let lfs = f
                         .lfs
                         .unwrap_or_else(|| hub::is_lfs_by_default(&f.rel, f.size));
-                    (p, hasher.finish(lfs))
+                    (p?, hasher.finish(lfs))
                 } else {
                     (self.write_rows(file, f.size, &f.abs, progress)?, None)
                 };
@@ -246,12 +243,10 @@ impl Store {
         private: bool,
         progress: &dyn ImportProgress,
     ) -> Result<(ImportedBlob, HubIds, super::Hold)> {
-        let mut hasher = HubHasher::new(size);
-        let tee = HubTee {
-            inner: reader,
-            hasher: &mut hasher,
-        };
-        let pending = self.write_rows(tee, size, Path::new(path), progress)?;
+        let (pending, hasher) = with_hub_hasher(reader, size, |tee| {
+            self.write_rows(tee, size, Path::new(path), progress)
+        });
+        let pending = pending?;
         let computed = hasher.finish(false);
         let Some(ids) = computed.and_then(|c| listed.confirm(&c)) else {
             self.discard_imports_or_log(vec![pending.id]);
@@ -492,17 +487,71 @@ impl Store {
     }
 }
 
-/// A `Read` that feeds every byte it passes on to a [`HubHasher`] too.
-pub(super) struct HubTee<'a, R> {
-    pub(super) inner: R,
-    pub(super) hasher: &'a mut HubHasher,
+/// Bytes handed to the Hub-id hashing thread at once.
+const HUB_HASH_CHUNK: usize = 1 << 20;
+
+/// Runs `f` with a reader over `reader` whose bytes are also hashed for Hub ids
+/// (SHA-256, git SHA-1) on a thread of their own, beside the BLAKE3 hashing `f` does (the
+/// two would otherwise take turns on one core). Returns `f`'s result and the hasher.
+fn with_hub_hasher<R: Read, T>(
+    reader: R,
+    size: u64,
+    f: impl FnOnce(HubTee<R>) -> T,
+) -> (T, HubHasher) {
+    std::thread::scope(|s| {
+        let (tx, rx) = sync_channel::<Vec<u8>>(4);
+        let worker = s.spawn(move || {
+            let mut hasher = HubHasher::new(size);
+            for chunk in rx {
+                hasher.update(&chunk);
+            }
+            hasher
+        });
+        let out = f(HubTee {
+            inner: reader,
+            pending: Vec::with_capacity(HUB_HASH_CHUNK),
+            tx: Some(tx),
+        });
+        // A hashing thread that died gives a hasher that saw nothing: its ids never match.
+        let hasher = worker.join().unwrap_or_else(|_| HubHasher::new(size));
+        (out, hasher)
+    })
 }
 
-impl<R: Read> Read for HubTee<'_, R> {
+/// A `Read` that passes every byte on to the Hub-id hashing thread too, in
+/// [`HUB_HASH_CHUNK`] pieces (the rest when dropped).
+pub(super) struct HubTee<R> {
+    inner: R,
+    pending: Vec<u8>,
+    tx: Option<SyncSender<Vec<u8>>>,
+}
+
+impl<R> HubTee<R> {
+    fn send_pending(&mut self) {
+        let chunk = std::mem::replace(&mut self.pending, Vec::with_capacity(HUB_HASH_CHUNK));
+        let gone = self.tx.as_ref().is_some_and(|tx| tx.send(chunk).is_err());
+        if gone {
+            self.tx = None;
+        }
+    }
+}
+
+impl<R: Read> Read for HubTee<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        self.pending.extend_from_slice(&buf[..n]);
+        if self.pending.len() >= HUB_HASH_CHUNK {
+            self.send_pending();
+        }
         Ok(n)
+    }
+}
+
+impl<R> Drop for HubTee<R> {
+    fn drop(&mut self) {
+        if !self.pending.is_empty() {
+            self.send_pending();
+        }
     }
 }
 
