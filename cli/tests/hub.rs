@@ -194,9 +194,16 @@ fn a_gated_repository_needs_its_token_which_goes_only_to_the_origin() {
 
 #[test]
 fn a_corrupted_byte_from_the_origin_is_refused_naming_the_file_and_nothing_of_it_is_kept() {
+    // Streamed straight into the store, and staged in incoming/ first (8 MiB and more).
+    for weights in [200_000, 9 << 20] {
+        corrupted_byte_refused(weights);
+    }
+}
+
+fn corrupted_byte_refused(weights: usize) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let src = tmp.path().join("model");
-    make_model(&src, 200_000, 3);
+    make_model(&src, weights, 3);
     let origin = Origin::start();
     origin.publish("model", "acme/model", &src);
     origin
@@ -234,6 +241,10 @@ fn a_corrupted_byte_from_the_origin_is_refused_naming_the_file_and_nothing_of_it
             .to_hex()
             .to_string()
     ));
+    assert!(
+        fs::read_dir(dir.join("incoming")).map_or(true, |mut d| d.next().is_none()),
+        "no staged copy of the refused file is kept"
+    );
 }
 
 /// A node config: a gateway-less mirror of `acme/model` on `origin`, checked every second.
@@ -518,4 +529,48 @@ fn the_gateway_answers_for_an_imported_repository_only_as_its_type() {
             "{wrong}"
         );
     }
+}
+
+#[test]
+fn a_large_file_cut_off_half_way_resumes_from_where_it_stopped() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("model");
+    fs::create_dir_all(&src).expect("mkdir");
+    let size = 12u64 << 20; // above the staging threshold (8 MiB)
+    fs::write(src.join("model.safetensors"), pattern(size as usize, 9)).expect("write");
+    let origin = Origin::start();
+    origin.publish("model", "acme/big", &src);
+    origin.hub.set_rate(8 << 20);
+    let dir = tmp.path().join("node");
+    let url = origin.url();
+    let mut child = commons(&dir)
+        .args(["--json", "add", "hf://acme/big", "--origin", &url])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while origin.hub.bytes_served() < size / 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let first = origin.hub.bytes_served();
+    assert!(first < size, "killed before the end ({first} of {size})");
+
+    origin.hub.set_rate(0);
+    origin.hub.reset_counters();
+    ok_json(&add_hf(&dir, &origin, "hf://acme/big", &[]));
+    let again = origin.hub.bytes_served();
+    assert!(
+        again <= size - first + (1 << 20),
+        "the second attempt fetched {again} bytes after {first} of {size}"
+    );
+    let out = tmp.path().join("out");
+    json_ok(&dir, &["export", "acme/big", out.to_str().expect("utf-8")]);
+    assert_eq!(common::files(&out), common::files(&src));
+    assert!(
+        fs::read_dir(dir.join("incoming")).map_or(true, |mut d| d.next().is_none()),
+        "the staged download is gone once imported"
+    );
 }

@@ -118,3 +118,14 @@ impl ProgressSink for AdvanceOnly {
         self.0 .0.cancelled()
     }
 }
+
+/// Passes on nothing but cancellation: for work whose bytes were already counted (a staged
+/// download imported into the store).
+pub struct Quiet(pub Progress);
+
+impl ProgressSink for Quiet {
+    fn event(&self, _event: ProgressEvent) {}
+    fn cancelled(&self) -> bool {
+        self.0 .0.cancelled()
+    }
+}

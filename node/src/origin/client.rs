@@ -165,10 +165,21 @@ impl HubClient {
     }
 
     async fn send(&self, url: Url) -> Result<reqwest::Response, OriginError> {
+        self.send_with(url, None).await
+    }
+
+    async fn send_with(
+        &self,
+        url: Url,
+        range: Option<String>,
+    ) -> Result<reqwest::Response, OriginError> {
         let shown = shown(&url);
         let mut request = self.http.get(url);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
+        }
+        if let Some(range) = range {
+            request = request.header(header::RANGE, range);
         }
         let response = request.send().await.map_err(|e| OriginError::Transport {
             url: shown.clone(),
@@ -333,17 +344,27 @@ impl HubClient {
         }
     }
 
-    /// Starts the download of `path` of `repo` at `commit` (following the redirect of an
-    /// LFS file to where its bytes are).
+    /// Starts the download of `path` of `repo` at `commit` from byte `from` (following the
+    /// redirect of an LFS file to where its bytes are). Returns the answer and the offset
+    /// its body starts at: `from`, or 0 when the origin sends the whole file instead.
     pub async fn file(
         &self,
         kind: RepoKind,
         repo: &str,
         commit: &GitOid,
         path: &str,
-    ) -> Result<reqwest::Response, OriginError> {
+        from: u64,
+    ) -> Result<(reqwest::Response, u64), OriginError> {
         let url = self.file_url(kind, repo, commit, path)?;
-        self.send(url).await
+        let range = (from > 0).then(|| format!("bytes={from}-"));
+        let response = self.send_with(url, range).await?;
+        let starts_at_from = response.status() == StatusCode::PARTIAL_CONTENT
+            && response
+                .headers()
+                .get(header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with(&format!("bytes {from}-")));
+        Ok((response, if starts_at_from { from } else { 0 }))
     }
 
     /// Where `path` of `repo` at `commit` is downloaded from.

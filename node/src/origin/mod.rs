@@ -31,7 +31,7 @@ use crate::{
     include::Include,
     net::PeerAddrs,
     node::Node,
-    store::StoreError,
+    store::{ImportProgress, StoreError},
 };
 use client::{HubClient, ListedFile, OriginError};
 pub use source::{HubSource, ImportOutcome};
@@ -603,7 +603,14 @@ fn check_manifest(manifest: &Manifest, commit: &Commit) -> Result<(), String> {
     Ok(())
 }
 
-/// Streams one file from the origin into the store, checked against its Hub id.
+/// Files this large are downloaded into `<data dir>/incoming/` before they are imported,
+/// so a download cut off half-way (Ctrl-C, kill -9, a dropped connection) resumes from
+/// where it stopped with an HTTP range; smaller ones stream straight into the store.
+pub const STAGE_MIN_BYTES: u64 = 8 << 20;
+/// Where staged downloads live, in the data dir.
+pub const INCOMING_DIR: &str = "incoming";
+
+/// One file from the origin into the store, checked against its Hub id.
 async fn from_origin(
     node: &Node,
     commit: &Commit,
@@ -611,10 +618,13 @@ async fn from_origin(
     private: bool,
     progress: &Progress,
 ) -> Result<(Hash, HubIds, crate::store::Hold), ApiError> {
+    if file.size >= STAGE_MIN_BYTES {
+        return from_origin_staged(node, commit, file, private, progress).await;
+    }
     let up = &commit.upstream;
-    let response = commit
+    let (response, _) = commit
         .client
-        .file(up.kind, &up.repo, &up.commit, &file.path)
+        .file(up.kind, &up.repo, &up.commit, &file.path, 0)
         .await?;
     let origin = commit.client.base().to_string();
     if let Some(len) = response.content_length() {
@@ -634,31 +644,134 @@ async fn from_origin(
     let reader = SyncIoBridge::new(StreamReader::new(stream));
     let (path, size, listed) = (file.path.clone(), file.size, file.ids);
     let sink: Arc<Progress> = Arc::new(progress.clone());
-    let imported = node
-        .store()
+    node.store()
         .run(move |s| s.add_hub_file(reader, size, &path, &listed, private, sink.as_ref()))
-        .await;
-    match imported {
-        Ok((blob, ids, hold)) => Ok((blob.hash, ids, hold)),
-        Err(StoreError::FileChanged { .. }) => Err(ApiError::new(
+        .await
+        .map(|(blob, ids, hold)| (blob.hash, ids, hold))
+        .map_err(|e| import_error(&origin, file, e))
+}
+
+/// What a failed import of `file` from `origin` tells the user.
+fn import_error(origin: &str, file: &ListedFile, e: StoreError) -> ApiError {
+    match e {
+        StoreError::FileChanged { .. } => ApiError::new(
             ErrorKind::Peer,
             format!(
                 "{origin} sent a different number of bytes for {} than the {} its listing says; nothing of it was kept",
                 file.path, file.size
             ),
-        )),
-        Err(e @ StoreError::HubIdMismatch { .. }) => Err(ApiError::new(
+        ),
+        e @ StoreError::HubIdMismatch { .. } => ApiError::new(
             ErrorKind::Corrupt,
-            format!(
-                "refused {} from {origin}: {e}; nothing of it was kept",
-                file.path
-            ),
-        )),
-        Err(e) => {
-            Err(ApiError::from(e)
-                .context(format_args!("cannot import {} from {origin}", file.path)))
+            format!("refused {} from {origin}: {e}; nothing of it was kept", file.path),
+        ),
+        e => ApiError::from(e).context(format_args!("cannot import {} from {origin}", file.path)),
+    }
+}
+
+/// A large file from the origin: downloaded into `incoming/{etag}.part` (resuming what an
+/// earlier attempt left there), then imported from it, checked against its Hub id. The
+/// staged copy goes once imported, or refused.
+async fn from_origin_staged(
+    node: &Node,
+    commit: &Commit,
+    file: &ListedFile,
+    private: bool,
+    progress: &Progress,
+) -> Result<(Hash, HubIds, crate::store::Hold), ApiError> {
+    use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+    let origin = commit.client.base().to_string();
+    let dir = node.data_dir().join(INCOMING_DIR);
+    // The etag is hex: a safe file name.
+    let staged = dir.join(format!("{}.part", file.ids.etag()));
+    let io = |e: std::io::Error| ApiError::new(ErrorKind::Io, format!("{}: {e}", staged.display()));
+    tokio::fs::create_dir_all(&dir).await.map_err(io)?;
+    let had = tokio::fs::metadata(&staged)
+        .await
+        .map_or(0, |m| m.len())
+        .min(file.size);
+    if had < file.size {
+        let up = &commit.upstream;
+        let (mut response, start) = commit
+            .client
+            .file(up.kind, &up.repo, &up.commit, &file.path, had)
+            .await?;
+        let mut out = tokio::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&staged)
+            .await
+            .map_err(io)?;
+        out.set_len(start).await.map_err(io)?;
+        out.seek(std::io::SeekFrom::Start(start))
+            .await
+            .map_err(io)?;
+        progress.event(ProgressEvent::Advance { bytes: start });
+        let mut written = start;
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            ApiError::new(
+                ErrorKind::Io,
+                format!(
+                    "{origin}: {} broke off: {}",
+                    file.path,
+                    client::describe(&e)
+                ),
+            )
+        })? {
+            if written + chunk.len() as u64 > file.size {
+                let _ = tokio::fs::remove_file(&staged).await;
+                return Err(import_error(
+                    &origin,
+                    file,
+                    StoreError::FileChanged {
+                        path: staged.clone(),
+                    },
+                ));
+            }
+            out.write_all(&chunk).await.map_err(io)?;
+            written += chunk.len() as u64;
+            progress.event(ProgressEvent::Advance {
+                bytes: chunk.len() as u64,
+            });
+            if ImportProgress::cancelled(progress) {
+                out.flush().await.map_err(io)?;
+                return Err(ApiError::new(
+                    ErrorKind::Cancelled,
+                    "import cancelled".to_string(),
+                ));
+            }
+        }
+        out.flush().await.map_err(io)?;
+        if written != file.size {
+            return Err(ApiError::new(
+                ErrorKind::Io,
+                format!(
+                    "{origin} ended {} after {written} of {} bytes (kept; the next attempt resumes)",
+                    file.path, file.size
+                ),
+            ));
         }
     }
+    let reader = std::fs::File::open(&staged).map_err(io)?;
+    let (path, size, listed) = (file.path.clone(), file.size, file.ids);
+    // Its bytes were counted as they arrived: the import reports only cancellation.
+    let quiet: Arc<Progress> = Arc::new(Progress::new(Arc::new(crate::progress::Quiet(
+        progress.clone(),
+    ))));
+    let imported = node
+        .store()
+        .run(move |s| s.add_hub_file(reader, size, &path, &listed, private, quiet.as_ref()))
+        .await;
+    if !matches!(
+        imported,
+        Err(StoreError::Cancelled) | Err(StoreError::Io { .. })
+    ) {
+        let _ = tokio::fs::remove_file(&staged).await;
+    }
+    imported
+        .map(|(blob, ids, hold)| (blob.hash, ids, hold))
+        .map_err(|e| import_error(&origin, file, e))
 }
 
 /// Stores the manifest as a blob, records the dataset and pins it; returns its root. A
