@@ -113,11 +113,15 @@ impl std::fmt::Display for HubFileId {
 pub const MAX_HUB_FILE_BYTES: u32 = 64;
 
 /// The answer to [`Request::HubFile`]: the blob and its size, if the server holds it (a
-/// claim: the asker fetches the blob by its hash and hashes it again for the Hub id).
+/// claim: the asker fetches the blob by its hash and hashes it again for the Hub id), or
+/// whether it is downloading that file from its origin now (the asker may take another
+/// file first and ask again, instead of downloading the same bytes at the same time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HubFileResponse {
     /// The blob and its size in bytes.
     pub blob: Option<(Hash, u64)>,
+    /// Whether the server is downloading the file now (when it does not hold it).
+    pub fetching: bool,
 }
 
 impl HubFileResponse {
@@ -750,12 +754,14 @@ mod tests {
         }
         let held = HubFileResponse {
             blob: Some((Hash::of(b"b"), MAX_BLOB_SIZE)),
+            fetching: false,
         };
         let frame = encode_frame(&held);
         assert!(frame.len() - 4 <= MAX_HUB_FILE_BYTES as usize);
         assert_eq!(HubFileResponse::decode(&frame[4..]), Ok(held));
         let lie = HubFileResponse {
             blob: Some((Hash::of(b"b"), MAX_BLOB_SIZE + 1)),
+            fetching: false,
         };
         assert!(HubFileResponse::decode(&encode_frame(&lie)[4..]).is_err());
     }

@@ -105,7 +105,14 @@ pub async fn import(
     // Kept from garbage collection until the dataset is recorded (and pinned).
     let mut holds = Vec::with_capacity(commit.files.len());
     let (mut origin_bytes, mut held_files) = (0, 0);
-    for i in file_order(seeds.as_ref(), commit.files.len()) {
+    // A file a peer is downloading goes to the back of the queue once (others first); when
+    // it comes round again the peer may hold it.
+    let mut queue: std::collections::VecDeque<(usize, Option<std::time::Instant>)> =
+        file_order(seeds.as_ref(), commit.files.len())
+            .into_iter()
+            .map(|i| (i, None))
+            .collect();
+    while let Some((i, deferred)) = queue.pop_front() {
         let file = &commit.files[i];
         let (etag, size) = (file.ids.etag(), file.size);
         let held = node
@@ -134,11 +141,24 @@ pub async fn import(
                         seeds.refresh(node, &commit).await;
                         seeds.file(node, file, &mut refused_peers, progress).await
                     }
-                    None => None,
+                    None => PeerFile::None,
                 };
                 match from_peer {
-                    Some(fetched) => fetched,
-                    None => {
+                    PeerFile::Found(fetched) => fetched,
+                    PeerFile::Fetching if deferred.is_none() => {
+                        queue.push_back((i, Some(std::time::Instant::now())));
+                        continue;
+                    }
+                    PeerFile::Fetching
+                        if deferred.is_some_and(|at| at.elapsed() < PEER_DOWNLOAD_WAIT) =>
+                    {
+                        if queue.is_empty() {
+                            tokio::time::sleep(PEER_DOWNLOAD_POLL).await;
+                        }
+                        queue.push_back((i, deferred));
+                        continue;
+                    }
+                    PeerFile::Fetching | PeerFile::None => {
                         let fetched = from_origin(node, &commit, file, private, progress).await?;
                         origin_bytes += file.size;
                         fetched
@@ -293,8 +313,11 @@ impl Seeds {
         file: &ListedFile,
         refused: &mut Vec<String>,
         progress: &Progress,
-    ) -> Option<(Hash, HubIds, crate::store::Hold)> {
-        let network = node.joined_network().await.ok()?;
+    ) -> PeerFile {
+        let Ok(network) = node.joined_network().await else {
+            return PeerFile::None;
+        };
+        let mut fetching = false;
         let asked: Vec<PeerAddrs> = self
             .peers
             .iter()
@@ -306,9 +329,12 @@ impl Seeds {
         self.peers.rotate_left(turn);
         for peer in &asked {
             let id = file.ids.file_id();
-            let Ok(Some((hash, size))) =
-                crate::transfer::ask_hub_file(&network.host, peer.peer, id).await
+            let Ok(answer) = crate::transfer::ask_hub_file(&network.host, peer.peer, id).await
             else {
+                continue;
+            };
+            let Some((hash, size)) = answer.blob else {
+                fetching |= answer.fetching;
                 continue;
             };
             if size != file.size {
@@ -353,7 +379,7 @@ impl Seeds {
                 })
                 .await;
             match checked {
-                Ok(Some(found)) => return Some(found),
+                Ok(Some(found)) => return PeerFile::Found(found),
                 _ => {
                     tracing::warn!(peer = %peer.peer, file = %file.path, "refused a peer's file: it does not match the origin's id");
                     refused.push(format!(
@@ -366,9 +392,29 @@ impl Seeds {
                 }
             }
         }
-        None
+        if fetching {
+            PeerFile::Fetching
+        } else {
+            PeerFile::None
+        }
     }
 }
+
+/// What the peers of a commit said of one file.
+enum PeerFile {
+    /// One gave it, checked and held.
+    Found((Hash, HubIds, crate::store::Hold)),
+    /// None holds it, but one is downloading it from the origin now.
+    Fetching,
+    /// None holds it.
+    None,
+}
+
+/// How long an import waits, in all per file, for a peer downloading a file it needs
+/// (when it has nothing else left to do), before downloading that file itself.
+pub const PEER_DOWNLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+/// How often a peer downloading a needed file is asked again meanwhile.
+pub const PEER_DOWNLOAD_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A client for `source`'s origin, with its token.
 fn client_for(source: &HubSource) -> Result<HubClient, ApiError> {
@@ -603,6 +649,41 @@ fn check_manifest(manifest: &Manifest, commit: &Commit) -> Result<(), String> {
     Ok(())
 }
 
+/// Files being downloaded from an origin by this process, by Hub id: what a peer asking
+/// for one of them is told (`HubFileResponse::fetching`). Per process: a node is one.
+static DOWNLOADING: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Whether this process is downloading the file with Hub id `etag` from an origin now.
+pub fn downloading(etag: &str) -> bool {
+    DOWNLOADING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .any(|e| e == etag)
+}
+
+/// One file in [`DOWNLOADING`] while it lives.
+struct Downloading(String);
+
+impl Downloading {
+    fn start(etag: String) -> Self {
+        DOWNLOADING
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(etag.clone());
+        Self(etag)
+    }
+}
+
+impl Drop for Downloading {
+    fn drop(&mut self) {
+        let mut list = DOWNLOADING.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(at) = list.iter().position(|e| *e == self.0) {
+            list.swap_remove(at);
+        }
+    }
+}
+
 /// Files this large are downloaded into `<data dir>/incoming/` before they are imported,
 /// so a download cut off half-way (Ctrl-C, kill -9, a dropped connection) resumes from
 /// where it stopped with an HTTP range; smaller ones stream straight into the store.
@@ -618,6 +699,7 @@ async fn from_origin(
     private: bool,
     progress: &Progress,
 ) -> Result<(Hash, HubIds, crate::store::Hold), ApiError> {
+    let _downloading = Downloading::start(file.ids.etag());
     if file.size >= STAGE_MIN_BYTES {
         return from_origin_staged(node, commit, file, private, progress).await;
     }

@@ -66,16 +66,15 @@ pub async fn ask_upstream(host: &Host, peer: PeerId, key: Hash) -> Result<Vec<Ha
     Ok(response.roots)
 }
 
-/// Asks `peer` which blob (and size) it holds for the file with Hub id `id`.
+/// Asks `peer` which blob (and size) it holds for the file with Hub id `id`, or whether it
+/// is downloading it now.
 pub async fn ask_hub_file(
     host: &Host,
     peer: PeerId,
     id: HubFileId,
-) -> Result<Option<(Hash, u64)>, FetchError> {
+) -> Result<HubFileResponse, FetchError> {
     let body = ask(host, peer, &Request::HubFile { id }, MAX_HUB_FILE_BYTES).await?;
-    let response =
-        HubFileResponse::decode(&body).map_err(|source| FetchError::Protocol { peer, source })?;
-    Ok(response.blob)
+    HubFileResponse::decode(&body).map_err(|source| FetchError::Protocol { peer, source })
 }
 
 /// One request answered by one frame of at most `limit` bytes, within [`HOLDERS_TIMEOUT`].

@@ -182,7 +182,8 @@ async fn handle(
                     tracing::warn!(error = %e, "store error while looking up a Hub file");
                     None
                 });
-            if let Ok(n) = reply(&mut stream, &HubFileResponse { blob }).await {
+            let fetching = blob.is_none() && crate::origin::downloading(&id.to_string());
+            if let Ok(n) = reply(&mut stream, &HubFileResponse { blob, fetching }).await {
                 stats.update(peer, |s| s.bytes_sent += n);
             }
             let _ = stream.close().await;

@@ -108,7 +108,10 @@ fn main() -> Result<()> {
                         let _ = stream.write_all(&encode_frame(&empty)).await;
                     }
                     Ok(Request::HubFile { .. }) => {
-                        let none = HubFileResponse { blob: None };
+                        let none = HubFileResponse {
+                            blob: None,
+                            fetching: false,
+                        };
                         let _ = stream.write_all(&encode_frame(&none)).await;
                     }
                     Ok(Request::Upstream { .. }) => {
