@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/commons/target
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint fmt deps python-deps build bench fetch-bench transport-bench dht-bench swarm-lab swarm-lab-flash gateway-bench hub-bench check-layering check-cycles
+.PHONY: demo test lint fmt deps python-deps build bench fetch-bench transport-bench dht-bench swarm-lab swarm-lab-flash gateway-bench hub-bench fuzz check-layering check-cycles
 
 ## demo: build `commons`, then add a sample dataset, list, export and verify it, fetch it
 ## over QUIC by ticket and by hash, and read it through the HTTP gateway (installs curl)
@@ -82,6 +82,18 @@ gateway-bench: deps build
 hub-bench: deps build
 	command -v curl >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq curl; }
 	$(SUDO) "$(CARGO_TARGET_DIR)/release/hub-bench" --commons "$(CARGO_TARGET_DIR)/release/commons" --lab --json-out hub-bench.json
+
+## fuzz: every fuzz target (fuzz/fuzz_targets, libFuzzer on the stable toolchain, installs
+## cargo-fuzz) for FUZZ_SECONDS each with the value profile; new inputs are added to
+## fuzz/corpus (which `make test` replays), crashes land in fuzz/artifacts
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
+	cd fuzz && for t in $$($(CARGO) fuzz list); do \
+	  echo "== $$t"; \
+	  CARGO_TARGET_DIR="$(HOME)/.cache/commons/fuzz-target" $(CARGO) fuzz run --sanitizer none -O $$t corpus/$$t -- \
+	    -use_value_profile=1 -max_total_time=$(FUZZ_SECONDS) -max_len=8192 || exit 1; \
+	done
 
 ## check-layering: protocol/ must stay sans-IO (no tokio, libp2p, quinn or rocksdb)
 check-layering:

@@ -6,6 +6,7 @@
 //! parts of a blob held in part ([`partial`]), and local dataset [`name`]s. Nothing in this crate opens a
 //! socket, a database or a file: callers hand it readers and writers.
 
+pub mod fuzzing;
 pub mod hash;
 pub mod hub;
 pub mod manifest;
