@@ -21,9 +21,12 @@ use crate::{
     GitOid, Hash, Sha256, Upstream,
 };
 
+/// The check one fuzz target runs on an input.
+pub type Check = fn(&[u8]);
+
 /// Every fuzz target, by name: the names of `fuzz/fuzz_targets/*.rs` and of the corpus
 /// folders.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("wire_request", wire_request),
     ("wire_responses", wire_responses),
     ("verified_range", verified_range),
