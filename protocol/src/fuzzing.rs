@@ -180,14 +180,24 @@ pub fn hub_ids(data: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
 
     use super::*;
+
+    /// The repository's `fuzz/` folder. `cargo test` sets `CARGO_MANIFEST_DIR` when it runs
+    /// the test too: read at run time, it names this checkout even when the test binary was
+    /// built from another one sharing the target dir.
+    fn fuzz_dir() -> std::path::PathBuf {
+        let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+            || env!("CARGO_MANIFEST_DIR").into(),
+            std::path::PathBuf::from,
+        );
+        crate_dir.join("../fuzz")
+    }
 
     /// Replays every committed corpus input through its target.
     #[test]
     fn the_fuzz_corpus_replays_clean() {
-        let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+        let corpus = fuzz_dir().join("corpus");
         let mut replayed = 0;
         for (name, check) in TARGETS {
             let dir = corpus.join(name);
@@ -209,7 +219,7 @@ mod tests {
     /// The fuzz crate has one target per entry of [`TARGETS`], and no other.
     #[test]
     fn every_check_has_a_fuzz_target() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/fuzz_targets");
+        let dir = fuzz_dir().join("fuzz_targets");
         let mut files: Vec<String> = std::fs::read_dir(&dir)
             .expect("fuzz targets")
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
@@ -359,7 +369,7 @@ mod tests {
             b"ce013625030ba8dba906f756967f9e9ca394464a".to_vec(),
         ));
         seeds.push(("hub_ids", postcard::to_stdvec(&up).expect("encodes")));
-        let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+        let corpus = fuzz_dir().join("corpus");
         for (i, (target, bytes)) in seeds.into_iter().enumerate() {
             let dir = corpus.join(target);
             std::fs::create_dir_all(&dir).expect("mkdir");

@@ -107,21 +107,10 @@ pub fn is_lfs(path: &str, size: u64) -> bool {
 /// The git blob id (40 lowercase hex digits) of the `size` bytes `reader` yields:
 /// SHA-1 of `blob {size}\0` followed by the content. Fails when the reader yields a
 /// different number of bytes.
-pub fn git_blob_sha1(size: u64, mut reader: impl Read) -> io::Result<String> {
+pub fn git_blob_sha1(size: u64, reader: impl Read) -> io::Result<String> {
     let mut hasher = sha1::Sha1::new();
     hasher.update(format!("blob {size}\0").as_bytes());
-    let mut buf = vec![0u8; 1 << 20];
-    let mut seen = 0u64;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        seen += n as u64;
-        hasher.update(&buf[..n]);
-    }
+    let seen = feed(reader, |bytes| hasher.update(bytes))?;
     if seen != size {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -132,21 +121,26 @@ pub fn git_blob_sha1(size: u64, mut reader: impl Read) -> io::Result<String> {
 }
 
 /// The SHA-256 (64 lowercase hex digits) of everything `reader` yields, and its length.
-pub fn sha256_hex(mut reader: impl Read) -> io::Result<(String, u64)> {
+pub fn sha256_hex(reader: impl Read) -> io::Result<(String, u64)> {
     let mut hasher = sha2::Sha256::new();
+    let seen = feed(reader, |bytes| hasher.update(bytes))?;
+    Ok((hex(&hasher.finalize()), seen))
+}
+
+/// Hands everything `reader` yields to `eat`, 1 MiB at a time; returns how many bytes.
+fn feed(mut reader: impl Read, mut eat: impl FnMut(&[u8])) -> io::Result<u64> {
     let mut buf = vec![0u8; 1 << 20];
     let mut seen = 0u64;
     loop {
         let n = match reader.read(&mut buf) {
-            Ok(0) => break,
+            Ok(0) => return Ok(seen),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
         seen += n as u64;
-        hasher.update(&buf[..n]);
+        eat(&buf[..n]);
     }
-    Ok((hex(&hasher.finalize()), seen))
 }
 
 /// The text of the git LFS pointer of a file with this SHA-256 (hex) and size.

@@ -238,9 +238,13 @@ struct Seeds {
     peers: Vec<PeerAddrs>,
     /// Peers not asked again in this import: their data failed a check, or they could not
     /// be reached.
-    dropped: std::collections::HashSet<libp2p::PeerId>,
+    dropped: std::collections::VecDeque<libp2p::PeerId>,
     looked_up: std::time::Instant,
 }
+
+/// Peers remembered as left out of one import, at most: peer ids cost nothing to mint, so
+/// past this the oldest are forgotten (and may be asked again).
+pub const MAX_DROPPED_SEEDS: usize = 1024;
 
 /// Time a commit's peer has to be reached before it is left out of this import.
 pub const SEED_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -255,7 +259,7 @@ impl Seeds {
         let mut seeds = Self {
             me: network.host.peer_id(),
             peers: Vec::new(),
-            dropped: std::collections::HashSet::new(),
+            dropped: std::collections::VecDeque::new(),
             looked_up: std::time::Instant::now(),
         };
         seeds.look_up(node, key).await;
@@ -283,9 +287,7 @@ impl Seeds {
             let connect = network.host.connect(peer.peer, peer.addrs.clone());
             match tokio::time::timeout(SEED_CONNECT_TIMEOUT, connect).await {
                 Ok(Ok(())) => self.peers.push(peer),
-                _ => {
-                    self.dropped.insert(peer.peer);
-                }
+                _ => self.leave_out(peer.peer),
             }
         }
         self.looked_up = std::time::Instant::now();
@@ -301,7 +303,15 @@ impl Seeds {
     /// Leaves `peer` out of the rest of this import.
     fn drop_peer(&mut self, peer: libp2p::PeerId) {
         self.peers.retain(|p| p.peer != peer);
-        self.dropped.insert(peer);
+        self.leave_out(peer);
+    }
+
+    /// Remembers `peer` as not to be asked again, within [`MAX_DROPPED_SEEDS`].
+    fn leave_out(&mut self, peer: libp2p::PeerId) {
+        if self.dropped.len() == MAX_DROPPED_SEEDS {
+            self.dropped.pop_front();
+        }
+        self.dropped.push_back(peer);
     }
 
     /// `file` from a peer that holds it, checked against its Hub id and held from garbage
@@ -835,15 +845,22 @@ async fn from_origin_staged(
             ));
         }
     }
-    let reader = std::fs::File::open(&staged).map_err(io)?;
     let (path, size, listed) = (file.path.clone(), file.size, file.ids);
+    let staged_path = staged.clone();
     // Its bytes were counted as they arrived: the import reports only cancellation.
     let quiet: Arc<Progress> = Arc::new(Progress::new(Arc::new(crate::progress::Quiet(
         progress.clone(),
     ))));
     let imported = node
         .store()
-        .run(move |s| s.add_hub_file(reader, size, &path, &listed, private, quiet.as_ref()))
+        .run(move |s| {
+            // Opened off the async workers, like every other file the store reads.
+            let reader = std::fs::File::open(&staged_path).map_err(|source| StoreError::Io {
+                path: staged_path.clone(),
+                source,
+            })?;
+            s.add_hub_file(reader, size, &path, &listed, private, quiet.as_ref())
+        })
         .await;
     if !matches!(
         imported,
