@@ -16,7 +16,9 @@ use commons_node::{
 };
 use serde::Serialize;
 
-use crate::{progress::Bar, render, serve, Cli, Command, MirrorCommand, NameCommand, NodeCommand};
+use crate::{
+    progress::Bar, render, serve, Cli, Command, KeyCommand, MirrorCommand, NameCommand, NodeCommand,
+};
 
 /// The error a command returns when Ctrl-C or SIGTERM stopped it; `main` exits with 130
 /// for it, as shells expect of an interrupted command.
@@ -203,6 +205,29 @@ fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).with_context(|| format!("invalid path {}", path.display()))
 }
 
+/// Longest key or PEM file read for a command.
+const MAX_SMALL_FILE: u64 = 64 * 1024;
+
+/// A small text file (a PEM key), within [`MAX_SMALL_FILE`].
+fn read_small(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_SMALL_FILE).read_to_string(&mut text))
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(text)
+}
+
+/// A `--publisher` argument as the node takes it: a PEM file is read here (a running
+/// node may not see this process's files); key texts and key names pass as given.
+fn publisher_arg(text: &str) -> Result<String> {
+    let path = Path::new(text);
+    if !text.contains(':') && path.is_file() {
+        return read_small(path);
+    }
+    Ok(text.to_string())
+}
+
 /// Runs the parsed command; `Ok` carries the exit code (verify fails with 1 on corruption).
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let data_dir = data_dir(&cli)?;
@@ -233,7 +258,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             return serve::node_run(&data_dir, config, &flags, json);
         }
         Command::Node(NodeCommand::Id) => return serve::node_id(&data_dir, json),
-        Command::Get { ref bootstrap, .. } | Command::Providers { ref bootstrap, .. } => {
+        Command::Get { ref bootstrap, .. }
+        | Command::Providers { ref bootstrap, .. }
+        | Command::Publish { ref bootstrap, .. }
+        | Command::Resolve { ref bootstrap, .. } => {
             flags.bootstrap = bootstrap.clone();
         }
         _ => {}
@@ -308,18 +336,27 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let reply = node.call(api::NameRm { name }, "")?;
             node.show(&reply, render::unnamed)
         }
-        Command::Export { target, dir, force } => {
+        Command::Export {
+            target,
+            dir,
+            force,
+            publisher,
+            no_signature,
+        } => {
             let request = api::Export {
                 target,
                 dest: absolute(&dir)?,
                 force,
                 include: Vec::new(),
+                publisher: publisher.map(|p| publisher_arg(&p)).transpose()?,
+                no_signature,
             };
             let reply = node.call(request, "exporting")?;
             node.show(&reply, |r| render::exported(r, &dir))
         }
-        Command::Verify { target } => {
-            let reply = node.call(api::Verify { target }, "verifying")?;
+        Command::Verify { target, publisher } => {
+            let publisher = publisher.map(|p| publisher_arg(&p)).transpose()?;
+            let reply = node.call(api::Verify { target, publisher }, "verifying")?;
             let clean = reply.corrupt.is_empty();
             node.show(&reply, render::verified)?;
             Ok(if clean {
@@ -345,6 +382,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             no_keep,
             limit_rate,
             bootstrap: _,
+            publisher,
+            allow_older,
         } => {
             let request = api::Get {
                 target: target.trim().to_string(),
@@ -353,6 +392,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 force,
                 keep: !no_keep,
                 limit_rate,
+                publisher: publisher.map(|p| publisher_arg(&p)).transpose()?,
+                allow_older,
             };
             // The node stops either way: what it received is put on disk first.
             let reply = node.call_interruptible(request, "fetching");
@@ -393,6 +434,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             origin,
             token_file,
             interval,
+            follow,
         }) => {
             let hub = match target.strip_prefix("hf://") {
                 Some(_) => {
@@ -405,7 +447,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 None => None,
             };
-            let reply = node.call(api::MirrorAdd { target, name, hub }, "")?;
+            let interval = if follow { interval } else { None };
+            let request = api::MirrorAdd {
+                target,
+                name,
+                hub,
+                follow,
+                interval,
+            };
+            let reply = node.call(request, "")?;
             node.show(&reply, render::mirror_changed)
         }
         Command::Mirror(MirrorCommand::Rm { target }) => {
@@ -415,6 +465,59 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Mirror(MirrorCommand::Ls) => {
             let reply = node.call(api::MirrorList {}, "")?;
             node.show(&reply, |r| render::mirror_entries(&r.entries))
+        }
+        Command::Key(KeyCommand::Generate { name, algorithm }) => {
+            let request = api::KeyGenerate {
+                name,
+                algorithm: Some(algorithm),
+            };
+            let reply = node.call(request, "")?;
+            node.show(&reply, render::key_made)
+        }
+        Command::Key(KeyCommand::Import { name, file }) => {
+            let pem = read_small(&file)?;
+            let reply = node.call(api::KeyImport { name, pem }, "")?;
+            node.show(&reply, render::key_made)
+        }
+        Command::Key(KeyCommand::Ls) => {
+            let reply = node.call(api::KeyList {}, "")?;
+            node.show(&reply, render::keys)
+        }
+        Command::Key(KeyCommand::ExportPublic { name, output }) => {
+            let reply = node.call(api::KeyExport { name }, "")?;
+            if let Some(file) = &output {
+                std::fs::write(file, &reply.pem)
+                    .with_context(|| format!("cannot write {}", file.display()))?;
+            }
+            node.show(&reply, |r| render::public_key(r, output.as_deref()))
+        }
+        Command::Sign { target, key } => {
+            let reply = node.call(api::Sign { target, key }, "signing")?;
+            node.show(&reply, render::signed)
+        }
+        Command::Publish {
+            name,
+            target,
+            key,
+            valid_days,
+            bootstrap: _,
+        } => {
+            let request = api::Publish {
+                name,
+                target,
+                key,
+                valid_days,
+            };
+            let reply = node.call(request, "publishing")?;
+            node.show(&reply, render::published)
+        }
+        Command::Resolve {
+            name,
+            allow_older,
+            bootstrap: _,
+        } => {
+            let reply = node.call(api::Resolve { name, allow_older }, "resolving")?;
+            node.show(&reply, render::resolved)
         }
         // Answered above, without a session.
         Command::Node(NodeCommand::Run { .. } | NodeCommand::Id) => Ok(ExitCode::SUCCESS),

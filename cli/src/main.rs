@@ -28,7 +28,12 @@ use clap::{Parser, Subcommand};
   commons node run --bootstrap <addr>   serve and announce, joining a network
   commons get <hash> -o ./out       find holders in the DHT, fetch, verify, write out
   commons providers <hash>          list who holds a dataset
-  commons mirror add <hash> --name lab/corpus   keep a dataset on this mirror")]
+  commons mirror add <hash> --name lab/corpus   keep a dataset on this mirror
+  commons key generate lab-x        create a publisher key (ECDSA P-256)
+  commons sign lab-x/corpus --key lab-x      sign a dataset (OpenSSF Model Signing)
+  commons publish lab-x/corpus@v3 <hash> --key lab-x   publish a signed name in the DHT
+  commons get <publisher>/lab-x/corpus@v3 -o ./out     fetch it by name, signature checked
+  commons verify lab-x/corpus --publisher pub.pem      check data and signature")]
 pub struct Cli {
     /// Where the store lives [default: $XDG_DATA_HOME/commons, i.e. ~/.local/share/commons]
     #[arg(long, global = true, env = "COMMONS_DATA_DIR", value_name = "DIR")]
@@ -133,6 +138,13 @@ enum Command {
         /// Replace files that already exist
         #[arg(long, short)]
         force: bool,
+        /// Write this publisher's signature as DIR/model.sig (a key p256:…/ed25519:…, a PEM
+        /// public key file, or a key held here) [default: the first signature held]
+        #[arg(long, value_name = "KEY")]
+        publisher: Option<String>,
+        /// Write no model.sig, even when the dataset is signed
+        #[arg(long, conflicts_with = "publisher")]
+        no_signature: bool,
     },
     /// Re-check stored data against its hash trees and report any corruption
     ///
@@ -142,6 +154,10 @@ enum Command {
     Verify {
         /// Only this dataset or blob (hash, prefix or ticket)
         target: Option<String>,
+        /// Also require the dataset's signature by this publisher (a key p256:…/ed25519:…,
+        /// a PEM public key file, or a key held here); exits with status 1 without it
+        #[arg(long, value_name = "KEY", requires = "target")]
+        publisher: Option<String>,
     },
     /// Fetch a dataset or blob by ticket or by hash, verifying every chunk
     ///
@@ -153,7 +169,11 @@ enum Command {
     /// connection) resumes where it stopped: run the same command again. A provider that
     /// sends bad data is dropped at the first bad chunk; nothing of it is stored.
     Get {
-        /// Ticket printed by `commons add` or `commons node run` (commons1…), or a full hash
+        /// Ticket printed by `commons add` or `commons node run` (commons1…), a full hash,
+        /// or a signed name: org/name[@revision] when the config's [trust] names its
+        /// publisher, or <publisher>/org/name[@revision]. A name resolves through the DHT to
+        /// its publisher's newest record, and the dataset must carry that publisher's
+        /// signature; it is then bound locally under the name
         target: String,
         /// Peer to join the network through (a multiaddr ending in /p2p/<peer id>);
         /// repeatable. Not needed when a node runs on this data dir
@@ -180,6 +200,15 @@ enum Command {
         /// With --output: replace files that already exist
         #[arg(long, short)]
         force: bool,
+        /// Require the dataset's signature by this publisher (a key p256:…/ed25519:…, a PEM
+        /// public key file, or a key held here): refused before its files are fetched
+        /// otherwise
+        #[arg(long, value_name = "KEY")]
+        publisher: Option<String>,
+        /// For a name: accept a record older than one this node saw before (rollback
+        /// protection refuses it otherwise)
+        #[arg(long)]
+        allow_older: bool,
     },
     /// Forget a dataset or blob and reclaim its space (blobs still used elsewhere are kept)
     Rm {
@@ -203,6 +232,56 @@ enum Command {
     Providers {
         /// The full hash (64 hex characters)
         hash: String,
+        /// Peer to join the network through; repeatable (see `get`)
+        #[arg(long, value_name = "MULTIADDR")]
+        bootstrap: Vec<String>,
+    },
+    /// Publisher keys: create, list, import, share (kept in <data dir>/keys, mode 0600)
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Sign a dataset with a publisher key (an OpenSSF Model Signing signature listing
+    /// every file's BLAKE3 digest, taken from the manifest: nothing is re-hashed)
+    ///
+    /// The signature is kept beside the manifest, fetched with the dataset by every node
+    /// that fetches it, and written as model.sig by `export` (verifiable with the
+    /// `model_signing` tools and the public key from `commons key export-public`).
+    Sign {
+        /// The dataset: hash (or unique prefix), ticket or name
+        target: String,
+        /// The key's name (see `commons key ls`)
+        #[arg(long, value_name = "NAME")]
+        key: String,
+    },
+    /// Publish a signed name record in the DHT: NAME points at the dataset, signed by KEY
+    ///
+    /// Each publish gets a sequence number one above the newest record of the name found,
+    /// and names the record it replaces. Nodes store it only if it verifies and is newer
+    /// than what they hold; anyone can then `commons get <publisher>/NAME` (or NAME, with a
+    /// [trust] rule) and `commons resolve` it. A running node keeps it alive in the DHT.
+    Publish {
+        /// org/name[@revision]
+        name: String,
+        /// The dataset: hash (or unique prefix), ticket or local name
+        target: String,
+        /// The publisher key's name (see `commons key ls`)
+        #[arg(long, value_name = "NAME")]
+        key: String,
+        /// Days the record stays valid [default: 30; at most 366]
+        #[arg(long, value_name = "DAYS")]
+        valid_days: Option<u64>,
+        /// Peer to join the network through; repeatable (see `get`)
+        #[arg(long, value_name = "MULTIADDR")]
+        bootstrap: Vec<String>,
+    },
+    /// Resolve a signed name through the DHT: its newest record, and the history seen here
+    Resolve {
+        /// <publisher>/org/name[@revision] (publisher: a key p256:…, or a key held here), or
+        /// org/name[@revision] when the config's [trust] names its publisher
+        name: String,
+        /// Accept a record older than one this node saw before (overrides rollback
+        /// protection)
+        #[arg(long)]
+        allow_older: bool,
         /// Peer to join the network through; repeatable (see `get`)
         #[arg(long, value_name = "MULTIADDR")]
         bootstrap: Vec<String>,
@@ -235,9 +314,14 @@ enum MirrorCommand {
         /// For hf://: a file holding the token of a gated or private repository
         #[arg(long, value_name = "FILE")]
         token_file: Option<PathBuf>,
-        /// For hf://: seconds between checks of whether the revision moved
+        /// For hf:// and --follow: seconds between checks for a new version
         #[arg(long, value_name = "SECONDS")]
         interval: Option<u64>,
+        /// TARGET is a signed name to follow (org/name[@revision] with a [trust] rule, or
+        /// <publisher>/org/name): each new version its publisher publishes is fetched
+        /// (signature required), bound locally, and its record kept alive in the DHT
+        #[arg(long, conflicts_with_all = ["name", "origin", "token_file"])]
+        follow: bool,
     },
     /// Stop mirroring a dataset added with `mirror add` (its data stays, pinned: `unpin`
     /// lets garbage collection take it). Entries of the config file are removed there
@@ -248,6 +332,38 @@ enum MirrorCommand {
     /// List what this node mirrors and where each dataset is (fetching n %, complete,
     /// failing with the last error and the next retry)
     Ls,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Create a publisher key NAME: ECDSA P-256 by default (what OpenSSF Model Signing
+    /// verifies), or Ed25519. Prints its public key
+    Generate {
+        /// A local name for the key (letters, digits, '.', '_', '-')
+        name: String,
+        /// p256 or ed25519
+        #[arg(long, value_name = "ALGORITHM", default_value = "p256", value_parser = ["p256", "ed25519"])]
+        algorithm: String,
+    },
+    /// List the publisher keys held, with their public keys
+    Ls,
+    /// Print a key's public half as PEM (for `model_signing verify key --public_key`, and
+    /// for others' --publisher); its one-line form goes to stderr
+    ExportPublic {
+        /// The key's name
+        name: String,
+        /// Write the PEM to this file instead of stdout
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Keep an existing PEM private key (PKCS#8, or the SEC1 form `openssl ecparam
+    /// -genkey` writes) as publisher key NAME
+    Import {
+        /// A local name for the key
+        name: String,
+        /// The PEM file
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

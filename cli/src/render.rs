@@ -3,12 +3,14 @@
 
 use commons_node::{
     api::{
-        AddOutcome, ExportOutcome, FileListing, GcOutcome, GetOutcome, Listing, MirrorChanged,
-        NameList, NameRemoved, PeerStatsList, PinOutcome, ProvidersReport, RemoveOutcome,
+        AddOutcome, ExportOutcome, FileListing, GcOutcome, GetOutcome, KeyListing, Listing,
+        MirrorChanged, NameList, NameRecordOut, NameRemoved, PeerStatsList, PinOutcome,
+        ProvidersReport, PublicKeyOut, PublishOutcome, RemoveOutcome, ResolveOutcome, SignOutcome,
         VerifyReport,
     },
     mirror::{MirrorEntryStatus, MirrorState},
     net::NetworkStatus,
+    provenance::keys::KeyInfo,
     status::NodeStatus,
     store::NameEntry,
 };
@@ -200,6 +202,9 @@ pub fn exported(r: &ExportOutcome, dir: &std::path::Path) {
         HumanBytes(r.bytes),
         dir.display()
     );
+    if let Some(sig) = &r.signature {
+        println!("signature: {sig}");
+    }
 }
 
 pub fn fetched(r: &GetOutcome, output: Option<&std::path::Path>, no_keep: bool) {
@@ -277,6 +282,115 @@ pub fn verified(r: &VerifyReport) {
             r.partial_blobs,
             plural(r.partial_blobs)
         );
+    }
+    for sig in &r.signatures {
+        let state = match (sig.verified, &sig.problem) {
+            (Some(true), _) => "verified with the publisher's key".to_string(),
+            (_, Some(problem)) => problem.clone(),
+            (None, None) => "matches the files (no --publisher given to check the key)".into(),
+            (Some(false), None) => "does not verify".into(),
+        };
+        println!(
+            "signature {} ({} digests, key hint {}): {state}",
+            sig.id.short(),
+            sig.file_digest,
+            if sig.key_hint.is_empty() {
+                "none"
+            } else {
+                &sig.key_hint[..16.min(sig.key_hint.len())]
+            }
+        );
+    }
+    if let Some(publisher) = &r.signed_by {
+        println!("signed by {publisher}");
+    }
+}
+
+pub fn key_made(k: &KeyInfo) {
+    println!("key {} ({:?}): {}", k.name, k.algorithm, k.public_key);
+    println!(
+        "secret key: {} (keep it private; back it up)",
+        k.path.display()
+    );
+}
+
+pub fn keys(l: &KeyListing) {
+    if l.keys.is_empty() {
+        println!("no keys (create one with `commons key generate <name>`)");
+    }
+    for k in &l.keys {
+        println!("{}\t{}", k.name, k.public_key);
+    }
+}
+
+pub fn public_key(k: &PublicKeyOut, written: Option<&std::path::Path>) {
+    match written {
+        Some(file) => println!("wrote the public key of {} to {}", k.name, file.display()),
+        None => print!("{}", k.pem),
+    }
+    eprintln!("{}", k.public_key);
+}
+
+pub fn signed(r: &SignOutcome) {
+    println!(
+        "signed {} ({} file{}) as {}; signature {}",
+        r.hash,
+        r.files,
+        plural(r.files),
+        r.publisher,
+        r.signature.short()
+    );
+}
+
+fn record_line(r: &NameRecordOut) -> String {
+    let expires = r.expires_unix.saturating_sub(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs(),
+    );
+    format!(
+        "{} -> {} (sequence {}, valid {} more day{})",
+        r.name,
+        r.root,
+        r.seq,
+        expires / 86_400,
+        plural(expires / 86_400)
+    )
+}
+
+pub fn published(r: &PublishOutcome) {
+    println!("published {}", record_line(&r.record));
+    println!("publisher {}", r.record.publisher);
+    match &r.error {
+        None => println!("stored at {} peer{}", r.peers, plural(r.peers)),
+        Some(e) => println!(
+            "not stored in the DHT yet ({e}); kept here, and a running node publishes it again"
+        ),
+    }
+}
+
+pub fn resolved(r: &ResolveOutcome) {
+    println!("{}", record_line(&r.record));
+    println!("publisher {}", r.record.publisher);
+    let source = if r.from_network {
+        format!("{} answer{} from the network", r.answers, plural(r.answers))
+    } else {
+        "this node's copy (the network had nothing newer)".to_string()
+    };
+    println!("from {source} in {} ms", r.millis);
+    if r.stale_peers > 0 {
+        println!(
+            "{} peer{} held an older record and were sent this one",
+            r.stale_peers,
+            plural(r.stale_peers)
+        );
+    }
+    if r.history.len() > 1 {
+        println!("history seen here:");
+        for h in &r.history {
+            println!("  {}", record_line(h));
+        }
     }
 }
 

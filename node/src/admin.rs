@@ -237,6 +237,7 @@ mod tests {
             &remote,
             Verify {
                 target: Some("abcdef12".into()),
+                publisher: None,
             },
             ErrorKind::NotFound,
         )
@@ -246,6 +247,7 @@ mod tests {
             &remote,
             Verify {
                 target: Some("not a hash!".into()),
+                publisher: None,
             },
             ErrorKind::InvalidInput,
         )
@@ -295,6 +297,8 @@ mod tests {
                 dest: other,
                 force: false,
                 include: Vec::new(),
+                publisher: None,
+                no_signature: false,
             },
             ErrorKind::AlreadyExists,
         )

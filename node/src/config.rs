@@ -103,6 +103,22 @@ pub struct ConfigFile {
     pub storage: StorageSection,
     /// The Prometheus metrics endpoint (off unless this table is present).
     pub metrics: Option<MetricsSection>,
+    /// The trust policy: name pattern (`org/name`, `org/*`, `*`) → publisher key
+    /// (`p256:<hex>` or `ed25519:<hex>`).
+    #[serde(default)]
+    pub trust: std::collections::BTreeMap<String, String>,
+}
+
+impl ConfigFile {
+    /// The `[trust]` table as a policy.
+    pub fn trust_policy(
+        &self,
+    ) -> Result<commons_protocol::provenance::TrustPolicy, commons_protocol::provenance::TrustError>
+    {
+        commons_protocol::provenance::TrustPolicy::from_rules(
+            self.trust.iter().map(|(p, k)| (p.as_str(), k.as_str())),
+        )
+    }
 }
 
 /// The `[metrics]` table.
@@ -173,6 +189,15 @@ pub enum MirrorEntry {
     /// `{ hf = "org/name", type = "model|dataset", revision = "main", origin = "https://…",
     /// token_file = "…", interval = 3600 }`: a Hub repository, imported and followed.
     Hub(crate::origin::source::HubSource),
+    /// `{ follow = "org/name[@revision]", interval = 300 }`: a name signed by the publisher
+    /// the trust policy names for it, resolved through the DHT; each new version is fetched
+    /// as it is published, bound locally, and its record kept alive in the DHT.
+    Follow {
+        /// The name.
+        follow: String,
+        /// Seconds between checks for a new version (default 300).
+        interval: Option<u64>,
+    },
     /// `{ target = "<hash or ticket>", name = "org/name", revision = "main" }`.
     Named {
         /// Hash or ticket.
@@ -191,6 +216,7 @@ impl MirrorEntry {
         match self {
             Self::Target(t) | Self::Named { target: t, .. } => std::borrow::Cow::Borrowed(t),
             Self::Hub(source) => std::borrow::Cow::Owned(source.label()),
+            Self::Follow { follow, .. } => std::borrow::Cow::Borrowed(follow),
         }
     }
 
@@ -316,6 +342,11 @@ impl ConfigFile {
     }
 
     fn check(&self) -> Result<(), BadValue> {
+        self.trust_policy().map_err(|e| BadValue {
+            key: "trust".into(),
+            near: None,
+            message: e.to_string(),
+        })?;
         let d = &self.dht;
         let positive = [
             ("dht.record_ttl_secs", d.record_ttl_secs),
@@ -432,6 +463,32 @@ impl ConfigFile {
                 source
                     .check()
                     .map_err(|e| bad(format!("mirror.datasets[{i}]: {e}")))?;
+                continue;
+            }
+            if let MirrorEntry::Follow { follow, interval } = entry {
+                // `<publisher>/org/name` names its publisher itself.
+                let (publisher, name) = match follow.split_once('/') {
+                    Some((first, rest)) if rest.contains('/') => (Some(first), rest),
+                    _ => (None, follow.as_str()),
+                };
+                let name = commons_protocol::NameRef::parse(name)
+                    .map_err(|e| bad(format!("mirror.datasets[{i}]: {e}")))?;
+                if interval == &Some(0) {
+                    return Err(bad(format!(
+                        "mirror.datasets[{i}]: interval must be above 0"
+                    )));
+                }
+                if publisher.is_some() {
+                    continue;
+                }
+                let policy = self.trust_policy().map_err(|e| bad(e.to_string()))?;
+                if policy.publisher_of(&name.name).is_none() {
+                    return Err(bad(format!(
+                        "mirror.datasets[{i}]: following {follow} needs a [trust] rule naming \
+                         its publisher (e.g. \"{}/*\" = \"p256:…\")",
+                        name.name.as_str().split('/').next().unwrap_or_default()
+                    )));
+                }
                 continue;
             }
             if target.trim().parse::<commons_protocol::Hash>().is_err()

@@ -140,6 +140,7 @@ pub async fn run(settings: NodeSettings, ready: impl FnOnce(Ready)) -> Result<()
     if let (Some(listener), Some(gw)) = (gateway_listener, gateway_config) {
         let fetcher = gw.fetch_missing.then(|| node.clone());
         let gateway = Gateway::new(node.store().clone(), fetcher)
+            .with_trust(node.trust().clone())
             .with_stats(node.gateway_stats().clone())
             .with_fetch_limit(gw.fetch_missing_max_bytes);
         tasks.spawn("HTTP gateway", async move {
@@ -157,6 +158,10 @@ pub async fn run(settings: NodeSettings, ready: impl FnOnce(Ready)) -> Result<()
         });
     }
     crate::mirror::start(&node);
+    crate::provenance::names::spawn_republisher(
+        &node,
+        crate::provenance::names::REPUBLISH_INTERVAL,
+    );
     if let Some(quota) = quota {
         tasks.spawn("quota", keep_quota(node.store().clone(), quota));
     }

@@ -66,9 +66,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let kind = match &e {
             StoreError::NotFound { .. } | StoreError::NotComplete { .. } => ErrorKind::NotFound,
-            StoreError::AmbiguousPrefix { .. } | StoreError::UnsupportedEntry { .. } => {
-                ErrorKind::InvalidInput
-            }
+            StoreError::AmbiguousPrefix { .. }
+            | StoreError::UnsupportedEntry { .. }
+            | StoreError::Limit(_) => ErrorKind::InvalidInput,
             StoreError::Corrupt { .. }
             | StoreError::Damaged(_)
             | StoreError::Manifest(_)

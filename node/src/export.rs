@@ -106,6 +106,9 @@ pub struct ExportOutcome {
     /// Files already there with the same content: checked (BLAKE3), not rewritten, so
     /// re-running a finished `get -o DIR` or `export` succeeds.
     pub unchanged: u64,
+    /// The signature written beside the files (`model.sig`), if the dataset carries one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 /// Exports a dataset (only the files `include` accepts) or a blob to `dest`.
@@ -132,6 +135,7 @@ pub fn export(
             .collect(),
         bytes: report.bytes,
         unchanged: report.unchanged,
+        signature: None,
     })
 }
 

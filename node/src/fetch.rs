@@ -65,6 +65,12 @@ pub enum GetError {
         /// The limit.
         max: u64,
     },
+    /// A publisher's signature was required of a blob: only datasets are signed.
+    #[error("{hash} is a blob: only datasets carry signatures, so a publisher cannot be required")]
+    SignedBlob {
+        /// The blob.
+        hash: Hash,
+    },
     /// What to get is neither a ticket nor a full hash.
     #[error("{0:?} is neither a ticket (commons1…) nor a full hash (64 hex characters)")]
     BadTarget(String),
@@ -81,6 +87,18 @@ pub enum GetError {
         hash: Hash,
         /// What each provider did.
         errors: Vec<FetchError>,
+    },
+    /// The dataset carries no valid signature of the publisher required (by `--publisher`
+    /// or the trust policy): nothing of its files was fetched.
+    #[error(
+        "dataset {root} carries no valid signature by publisher {publisher} (the providers \
+         asked served it unsigned or signed by others); refused, none of its files was fetched"
+    )]
+    Unsigned {
+        /// The dataset.
+        root: Hash,
+        /// The publisher expected (text form).
+        publisher: String,
     },
     /// The manifest fetched does not parse.
     #[error("dataset {root}: {source}")]
@@ -105,9 +123,11 @@ impl From<GetError> for ApiError {
             GetError::Store(e) => e.into(),
             GetError::Net(e) => e.into(),
             GetError::NoProviders { .. } => Self::new(ErrorKind::NotFound, e.to_string()),
+            GetError::Unsigned { .. } => Self::new(ErrorKind::Corrupt, e.to_string()),
             GetError::BadTarget(_)
             | GetError::BadTicket(_)
             | GetError::BadProvider(_)
+            | GetError::SignedBlob { .. }
             | GetError::NothingIncluded(_) => Self::new(ErrorKind::InvalidInput, e.to_string()),
             _ => Self::new(ErrorKind::Peer, e.to_string()),
         }
@@ -149,6 +169,8 @@ pub struct GetTarget {
     pub kind: Option<TicketKind>,
     /// Providers the ticket names.
     pub providers: Vec<PeerAddrs>,
+    /// The publisher whose signature the dataset must carry, if any.
+    pub publisher: Option<commons_protocol::provenance::PublicKey>,
 }
 
 impl GetTarget {
@@ -160,6 +182,7 @@ impl GetTarget {
                 hash,
                 kind: None,
                 providers: Vec::new(),
+                publisher: None,
             });
         }
         if !Ticket::looks_like(target) {
@@ -170,6 +193,7 @@ impl GetTarget {
             hash: ticket.hash,
             kind: Some(ticket.kind),
             providers: ticket_providers(&ticket)?,
+            publisher: None,
         })
     }
 }
@@ -263,6 +287,7 @@ pub async fn get(
     if let Some(peer) = served_root {
         pool.exchange_holders(peer).await;
     }
+
     let kind = match target.kind {
         Some(kind) => kind,
         None => {
@@ -276,6 +301,9 @@ pub async fn get(
             }
         }
     };
+    if target.publisher.is_some() && kind == TicketKind::Blob {
+        return Err(GetError::SignedBlob { hash: root });
+    }
     let (files, size) = match kind {
         TicketKind::Blob => {
             let size = store
@@ -289,7 +317,18 @@ pub async fn get(
             progress.event(ProgressEvent::FileDone);
             (1, size)
         }
-        TicketKind::Dataset => fetch_files(&mut pool, root, include, keep, progress).await?,
+        TicketKind::Dataset => {
+            fetch_files(
+                &mut pool,
+                root,
+                include,
+                keep,
+                target.publisher.as_ref(),
+                served_root,
+                progress,
+            )
+            .await?
+        }
     };
     if keep == Keep::Pinned {
         node.announce(root);
@@ -309,12 +348,16 @@ pub async fn get(
     })
 }
 
-/// Fetches a dataset's wanted files; returns their number and total size.
+/// Fetches a dataset's signatures, then its wanted files; returns their number and total
+/// size. With a `publisher` required, a dataset without its signature is refused before any
+/// file is fetched.
 async fn fetch_files(
     pool: &mut Pool<'_>,
     root: Hash,
     include: &Include,
     keep: Keep,
+    publisher: Option<&commons_protocol::provenance::PublicKey>,
+    served_root: Option<PeerId>,
     progress: &Progress,
 ) -> Result<(u64, u64), GetError> {
     let store = pool.node.store().clone();
@@ -331,9 +374,14 @@ async fn fetch_files(
             include_checked
                 .check_matches(manifest.entries().iter().map(|e| e.path.as_str()))
                 .map_err(GetError::NothingIncluded)?;
-            s.record_dataset(&root, &manifest, keep == Keep::Pinned)?;
             Ok::<_, GetError>(manifest)
         })
+        .await?;
+    // Before anything is recorded: a dataset the publisher did not sign leaves no trace.
+    fetch_signatures(pool, root, &manifest, publisher, served_root).await?;
+    let recorded = manifest.clone();
+    store
+        .run(move |s| s.record_dataset(&root, &recorded, keep == Keep::Pinned))
         .await?;
     // Holding the manifest makes this node a (partial) holder others can find; what a
     // gateway client made it fetch is not announced (nothing keeps it: it may be gone).
@@ -366,6 +414,48 @@ async fn fetch_files(
         progress.event(ProgressEvent::FileDone);
     }
     Ok((wanted.len() as u64, bytes))
+}
+
+/// Brings the dataset's signatures from its providers (the one that served the manifest
+/// first), so they travel with the data; with `publisher` required, fails unless one by it
+/// is held afterwards.
+async fn fetch_signatures(
+    pool: &Pool<'_>,
+    root: Hash,
+    manifest: &commons_protocol::Manifest,
+    publisher: Option<&commons_protocol::provenance::PublicKey>,
+    served_root: Option<PeerId>,
+) -> Result<(), GetError> {
+    use crate::provenance::signatures;
+    let store = pool.node.store();
+    let signed = || {
+        let publisher = publisher.cloned();
+        store.run(move |s| match &publisher {
+            Some(p) => signatures::is_signed_by(s, &root, p),
+            None => Ok(false),
+        })
+    };
+    if publisher.is_some() && signed().await? {
+        return Ok(());
+    }
+    let mut peers: Vec<PeerId> = served_root.into_iter().collect();
+    peers.extend(
+        pool.peers
+            .iter()
+            .map(|p| p.peer)
+            .filter(|p| Some(*p) != served_root),
+    );
+    let kept =
+        signatures::fetch_from_peers(&pool.network.host, store, &peers, root, manifest, publisher)
+            .await;
+    tracing::debug!(%root, kept, "signatures from peers");
+    match publisher {
+        Some(p) if !signed().await? => Err(GetError::Unsigned {
+            root,
+            publisher: p.to_string(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The providers of one fetch: from the ticket, the DHT and the holder exchange, minus

@@ -37,6 +37,7 @@ pub mod node;
 pub mod ops;
 pub mod origin;
 pub mod progress;
+pub mod provenance;
 pub mod resolve;
 pub mod status;
 pub mod store;

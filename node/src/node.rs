@@ -78,6 +78,8 @@ pub struct NodeSettings {
     pub quota: Option<u64>,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// Which publisher speaks for which names (`[trust]`).
+    pub trust: commons_protocol::provenance::TrustPolicy,
 }
 
 fn parse_addrs(list: &[String], what: &str) -> Result<Vec<Multiaddr>, ApiError> {
@@ -105,6 +107,9 @@ impl NodeSettings {
         flags: &NodeFlags,
     ) -> Result<Self, ApiError> {
         let file = ConfigFile::load(config, data_dir)
+            .map_err(|e| ApiError::new(ErrorKind::InvalidInput, e.to_string()))?;
+        let trust = file
+            .trust_policy()
             .map_err(|e| ApiError::new(ErrorKind::InvalidInput, e.to_string()))?;
         let mut discovery = file.discovery();
         discovery
@@ -144,6 +149,7 @@ impl NodeSettings {
             limits: file.transfer_limits(),
             quota: file.storage.quota_bytes(),
             metrics: file.metrics.as_ref().map(|m| m.listen),
+            trust,
         })
     }
 }
@@ -185,6 +191,8 @@ struct Inner {
     join_tried: tokio::sync::watch::Sender<bool>,
     /// What its HTTP gateway served.
     gateway_stats: Arc<crate::gateway::stats::GatewayStats>,
+    /// Which publisher speaks for which names.
+    trust: commons_protocol::provenance::TrustPolicy,
 }
 
 /// The node: what every operation works with. Cheap to clone (one shared state).
@@ -299,6 +307,7 @@ impl Node {
             mirror,
             join_tried: tokio::sync::watch::Sender::new(false),
             gateway_stats: Arc::default(),
+            trust: settings.trust,
         })))
     }
 
@@ -368,6 +377,11 @@ impl Node {
     /// The data dir.
     pub fn data_dir(&self) -> &Path {
         &self.0.data_dir
+    }
+
+    /// Which publisher speaks for which names (the config's `[trust]`).
+    pub fn trust(&self) -> &commons_protocol::provenance::TrustPolicy {
+        &self.0.trust
     }
 
     /// The storage quota in bytes, if any.

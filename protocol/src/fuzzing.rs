@@ -12,11 +12,13 @@ use crate::{
     manifest::Manifest,
     name::{DatasetName, NameRef},
     partial::group_count,
+    provenance::{PublicKey, SecretKey, SignatureBundle, SignedNameRecord, TrustPolicy},
     ticket::Ticket,
     tree::{compute_outboard, encode_verified},
     wire::{
         chunk_ranges, encode_frame, verify_response, BulkResponse, GroupRange, HaveResponse,
-        HoldersResponse, HubFileResponse, Request, ResponseHeader, UpstreamResponse,
+        HoldersResponse, HubFileResponse, Request, ResponseHeader, SignaturesResponse,
+        UpstreamResponse,
     },
     GitOid, Hash, Sha256, Upstream,
 };
@@ -34,6 +36,9 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("ticket", ticket),
     ("names", names),
     ("hub_ids", hub_ids),
+    ("name_record", name_record),
+    ("signature_bundle", signature_bundle),
+    ("publisher_key", publisher_key),
 ];
 
 /// Decodes `frame_body` with `decode`; what decodes must re-encode to something that decodes
@@ -65,6 +70,7 @@ pub fn wire_responses(data: &[u8]) {
     round_trip(data, UpstreamResponse::decode);
     round_trip(data, HubFileResponse::decode);
     round_trip(data, BulkResponse::decode);
+    round_trip(data, SignaturesResponse::decode);
 }
 
 /// A response stream: the honest encoding of part of a blob (the input's tail) verifies and
@@ -176,6 +182,72 @@ pub fn hub_ids(data: &[u8]) {
         }
     }
     let _ = Hash::from_slice(data);
+}
+
+/// A signed name record as a peer PUTs it: what decodes (signature checked) is canonical,
+/// and its own DHT key accepts it at a time inside its validity.
+pub fn name_record(data: &[u8]) {
+    if let Ok(r) = SignedNameRecord::decode_signed(data) {
+        assert_eq!(
+            r.encode(),
+            data,
+            "a record decodes only from its canonical form"
+        );
+        let key = crate::provenance::name_key(
+            &r.record
+                .publisher_key()
+                .expect("a checked record has a key"),
+            &r.record.name_ref(),
+        );
+        let at = r.record.issued_unix;
+        if at < r.record.expires_unix {
+            assert_eq!(
+                SignedNameRecord::decode_verified(data, key.as_bytes(), at),
+                Ok(r)
+            );
+        }
+    }
+}
+
+/// A signature bundle (`model.sig`) from a peer or a folder: parsing and checking against a
+/// small manifest refuse bad input without panicking; the check is repeatable.
+pub fn signature_bundle(data: &[u8]) {
+    if let Ok(bundle) = SignatureBundle::parse(data) {
+        let manifest = Manifest::new(vec![crate::ManifestEntry {
+            path: "config.json".into(),
+            size: 12,
+            hash: Hash::of(b"hello world\n"),
+            executable: false,
+            hub: None,
+        }])
+        .expect("manifest");
+        let first = bundle.check_manifest(&manifest);
+        assert_eq!(bundle.check_manifest(&manifest), first);
+        let _ = bundle.file_digest();
+        let key = SecretKey::from_seed(crate::provenance::KeyAlgorithm::P256, &[1; 32])
+            .expect("key")
+            .public();
+        let _ = bundle.verify_signature(&key);
+    }
+}
+
+/// Publisher keys (text or PEM), private keys (PEM) and trust rules, as users and config
+/// files give them: what parses prints back to the same key.
+pub fn publisher_key(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(key) = PublicKey::parse(text) {
+        assert_eq!(PublicKey::parse(&key.to_string()).as_ref(), Ok(&key));
+        assert_eq!(PublicKey::parse(&key.to_pem()).as_ref(), Ok(&key));
+    }
+    if let Ok(secret) = SecretKey::from_pem(text) {
+        let again = SecretKey::from_pem(&secret.to_pem()).expect("re-reads");
+        assert_eq!(again.public(), secret.public());
+    }
+    if let Some((pattern, key)) = text.split_once('=') {
+        let _ = TrustPolicy::from_rules([(pattern, key)]);
+    }
 }
 
 #[cfg(test)]
@@ -369,6 +441,43 @@ mod tests {
             b"ce013625030ba8dba906f756967f9e9ca394464a".to_vec(),
         ));
         seeds.push(("hub_ids", postcard::to_stdvec(&up).expect("encodes")));
+        for algorithm in [
+            crate::provenance::KeyAlgorithm::P256,
+            crate::provenance::KeyAlgorithm::Ed25519,
+        ] {
+            let key = SecretKey::from_seed(algorithm, &[7; 32]).expect("key");
+            let public = key.public();
+            let record = crate::provenance::NameRecord {
+                version: crate::provenance::record::RECORD_VERSION,
+                algorithm,
+                publisher: public.to_bytes(),
+                name: DatasetName::parse("lab-x/corpus").expect("name"),
+                revision: "v3".into(),
+                root: Hash::of(b"root"),
+                seq: 3,
+                prev: Some(Hash::of(b"prev")),
+                issued_unix: 1_800_000_000,
+                expires_unix: 1_800_086_400,
+            }
+            .sign(&key);
+            seeds.push(("name_record", record.encode()));
+            seeds.push(("publisher_key", public.to_string().into_bytes()));
+            seeds.push(("publisher_key", public.to_pem().into_bytes()));
+            seeds.push(("publisher_key", key.to_pem().as_bytes().to_vec()));
+            seeds.push(("publisher_key", format!("lab-x/*={public}").into_bytes()));
+            let manifest = Manifest::new(vec![entry("config.json", false)]).expect("valid");
+            seeds.push((
+                "signature_bundle",
+                crate::provenance::bundle::sign_manifest(&manifest, &key, "model"),
+            ));
+        }
+        let vectors = fuzz_dir().join("../protocol/tests/vectors/openssf");
+        for name in ["sha256.model.sig", "blake3.model.sig"] {
+            seeds.push((
+                "signature_bundle",
+                std::fs::read(vectors.join(name)).expect("vector"),
+            ));
+        }
         let corpus = fuzz_dir().join("corpus");
         for (i, (target, bytes)) in seeds.into_iter().enumerate() {
             let dir = corpus.join(target);

@@ -3,7 +3,8 @@
 //! Everything a node *decides* lives here and is tested with plain byte slices: BLAKE3
 //! content addresses ([`Hash`]), verified chunk trees over 16 KiB chunk groups ([`tree`]),
 //! the dataset [`manifest`], copy-pasteable [`ticket`]s, the [`wire`] messages, serving
-//! parts of a blob held in part ([`partial`]), and local dataset [`name`]s. Nothing in this crate opens a
+//! parts of a blob held in part ([`partial`]), dataset [`name`]s, and [`provenance`]:
+//! publisher keys, signatures and signed name records. Nothing in this crate opens a
 //! socket, a database or a file: callers hand it readers and writers.
 
 pub mod fuzzing;
@@ -12,6 +13,7 @@ pub mod hub;
 pub mod manifest;
 pub mod name;
 pub mod partial;
+pub mod provenance;
 pub mod subtree;
 pub mod ticket;
 pub mod tree;

@@ -112,6 +112,12 @@ impl NameRef {
     }
 }
 
+impl std::fmt::Display for NameRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.name, self.revision)
+    }
+}
+
 fn check_part(part: &str, max: usize) -> Result<(), String> {
     if part.is_empty() {
         return Err("empty part".into());

@@ -89,6 +89,13 @@ pub enum Request {
         /// The file's Hub id.
         id: HubFileId,
     },
+    /// The signatures the server holds for a dataset (OpenSSF Model Signing bundles,
+    /// `provenance::bundle`): how a signature travels with the data it signs. Answered with
+    /// one [`SignaturesResponse`] frame.
+    Signatures {
+        /// The dataset root.
+        root: Hash,
+    },
 }
 
 /// A file's id on the Hub, as its ETag names it.
@@ -161,6 +168,51 @@ impl UpstreamResponse {
             )));
         }
         Ok(response)
+    }
+}
+
+/// Signatures one [`SignaturesResponse`] carries, and a node keeps per dataset, at most.
+pub const MAX_SIGNATURES_PER_ROOT: usize = 8;
+/// Longest [`SignaturesResponse`] frame: one bundle of the largest size, and some.
+pub const MAX_SIGNATURES_BYTES: u32 = crate::provenance::bundle::MAX_SIGNATURE_BYTES as u32 + 1024;
+
+/// The answer to [`Request::Signatures`]: signature bundles the server holds for the root
+/// (claims: the asker checks each against the manifest, and against the publisher's key
+/// when it knows which publisher to expect, before keeping it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignaturesResponse {
+    /// Up to [`MAX_SIGNATURES_PER_ROOT`] bundles (JSON bytes), within
+    /// [`MAX_SIGNATURES_BYTES`] together.
+    pub bundles: Vec<Vec<u8>>,
+}
+
+impl SignaturesResponse {
+    /// Decodes a response body, refusing more than [`MAX_SIGNATURES_PER_ROOT`] bundles.
+    pub fn decode(body: &[u8]) -> Result<Self, WireError> {
+        let response: SignaturesResponse = decode_exact(body)?;
+        if response.bundles.len() > MAX_SIGNATURES_PER_ROOT {
+            return Err(WireError::Malformed(format!(
+                "{} signatures, more than {MAX_SIGNATURES_PER_ROOT}",
+                response.bundles.len()
+            )));
+        }
+        Ok(response)
+    }
+
+    /// The bundles that fit in one frame, in order (a node never holds more than
+    /// [`MAX_SIGNATURES_PER_ROOT`]; this keeps a reply within the frame limit regardless).
+    pub fn within_limits(bundles: Vec<Vec<u8>>) -> Self {
+        let mut total = 16;
+        let bundles = bundles
+            .into_iter()
+            .take(MAX_SIGNATURES_PER_ROOT)
+            .filter(|b| {
+                let fits = total + b.len() + 8 <= MAX_SIGNATURES_BYTES as usize;
+                total += if fits { b.len() + 8 } else { 0 };
+                fits
+            })
+            .collect();
+        Self { bundles }
     }
 }
 

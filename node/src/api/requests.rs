@@ -42,8 +42,33 @@ impl Request {
 }
 
 requests!(
-    Add, Import, List, Files, SetPin, NameSet, NameRm, Names, Get, Export, Verify, Remove, Gc,
-    Providers, Peers, Stats, Status, MirrorAdd, MirrorRm, MirrorList,
+    Add,
+    Import,
+    List,
+    Files,
+    SetPin,
+    NameSet,
+    NameRm,
+    Names,
+    Get,
+    Export,
+    Verify,
+    Remove,
+    Gc,
+    Providers,
+    Peers,
+    Stats,
+    Status,
+    MirrorAdd,
+    MirrorRm,
+    MirrorList,
+    KeyGenerate,
+    KeyImport,
+    KeyList,
+    KeyExport,
+    Sign,
+    Publish,
+    Resolve,
 );
 
 /// Paths cross the socket to a node running elsewhere in the file system's view of the
@@ -98,6 +123,9 @@ pub struct AddOutcome {
     pub ticket: String,
     /// The name bound to it, if one was asked for.
     pub name: Option<String>,
+    /// The id of the signature kept from the folder's `model.sig`, if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Hash>,
 }
 
 /// List what the store holds.
@@ -267,6 +295,14 @@ pub struct Get {
     /// This fetch's download limit in MiB/s, on top of the node's (`--limit-rate`).
     #[serde(default)]
     pub limit_rate: Option<f64>,
+    /// Require a signature of the dataset by this publisher (a key text, a PEM file's
+    /// contents, or a key held here); a name the trust policy covers requires its
+    /// publisher's anyway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher: Option<String>,
+    /// Accept an older name record than one seen before (overrides rollback protection).
+    #[serde(default)]
+    pub allow_older: bool,
 }
 
 fn keep_by_default() -> bool {
@@ -286,6 +322,12 @@ pub struct Export {
     /// Glob patterns of files to write (all when empty).
     #[serde(default)]
     pub include: Vec<String>,
+    /// Which signature to write as `model.sig` when several are held: this publisher's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher: Option<String>,
+    /// Write no `model.sig` even when a signature is held.
+    #[serde(default)]
+    pub no_signature: bool,
 }
 
 /// Re-check stored data.
@@ -294,6 +336,10 @@ pub struct Verify {
     /// One dataset or blob (hash, prefix, ticket or name), or everything.
     #[serde(default)]
     pub target: Option<String>,
+    /// Also require a signature of the dataset by this publisher (a key text, a PEM file's
+    /// contents, or the name of a key held here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher: Option<String>,
 }
 
 /// One problem `verify` found.
@@ -319,6 +365,12 @@ pub struct VerifyReport {
     /// Blobs not checked because a fetch has not finished them (their spans were verified
     /// as they arrived; a blob is re-checked whole once complete).
     pub partial_blobs: u64,
+    /// The signatures held for the dataset checked (none for a blob or everything).
+    #[serde(default)]
+    pub signatures: Vec<crate::provenance::signatures::SignatureStatus>,
+    /// The publisher asked about, whose signature verified (text form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
 }
 
 /// Forget a dataset or blob and reclaim its space.
@@ -455,6 +507,13 @@ pub struct MirrorAdd {
     /// The Hub repository, when `target` is `hf://…` (with its origin and token file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hub: Option<HubSource>,
+    /// `target` is a signed name to follow: each version its publisher publishes is
+    /// fetched (signature required) and bound.
+    #[serde(default)]
+    pub follow: bool,
+    /// With `follow`: seconds between checks for a new version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<u64>,
 }
 
 /// Stop mirroring a dataset added with `mirror add` (the data stays, pinned).
@@ -482,4 +541,153 @@ pub struct MirrorList {}
 pub struct MirrorEntries {
     /// One per entry.
     pub entries: Vec<crate::mirror::MirrorEntryStatus>,
+}
+
+/// Create a publisher key in the data dir.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyGenerate {
+    /// Its local name.
+    pub name: String,
+    /// `p256` (the default: OpenSSF Model Signing verifies it) or `ed25519`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<String>,
+}
+
+/// Keep an existing PEM private key as a publisher key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyImport {
+    /// Its local name.
+    pub name: String,
+    /// The PEM text (PKCS#8, or SEC1 as `openssl ecparam -genkey` writes).
+    pub pem: String,
+}
+
+/// List the publisher keys held.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct KeyList {}
+
+/// The publisher keys held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyListing {
+    /// By name.
+    pub keys: Vec<crate::provenance::keys::KeyInfo>,
+}
+
+/// A publisher key's public half, to hand to others.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyExport {
+    /// The key's local name.
+    pub name: String,
+}
+
+/// A public key in both forms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicKeyOut {
+    /// The key's local name.
+    pub name: String,
+    /// Text form (`p256:<hex>`): for trust policies and `--publisher`.
+    pub public_key: String,
+    /// SubjectPublicKeyInfo PEM: for `openssl` and `model_signing --public_key`.
+    pub pem: String,
+}
+
+/// Sign a dataset with a publisher key; the signature is kept beside its manifest and
+/// travels with it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sign {
+    /// The dataset (hash, prefix, ticket or name).
+    pub target: String,
+    /// The key's local name.
+    pub key: String,
+}
+
+/// What `sign` made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignOutcome {
+    /// The dataset.
+    pub hash: Hash,
+    /// The signature bundle's id.
+    pub signature: Hash,
+    /// Who signed (text form).
+    pub publisher: String,
+    /// Files the signature lists.
+    pub files: u64,
+}
+
+/// Publish a signed name record into the DHT.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Publish {
+    /// `org/name[@revision]`.
+    pub name: String,
+    /// The dataset it points at (hash, prefix, ticket or local name).
+    pub target: String,
+    /// The publisher key's local name.
+    pub key: String,
+    /// Days the record stays valid (default 30, at most 366).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_days: Option<u64>,
+}
+
+/// One name record, as `publish` and `resolve` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameRecordOut {
+    /// `org/name@revision`.
+    pub name: String,
+    /// Publisher key (text form).
+    pub publisher: String,
+    /// The dataset root.
+    pub root: Hash,
+    /// Sequence number.
+    pub seq: u64,
+    /// Id of the record it replaced.
+    pub prev: Option<Hash>,
+    /// Unix seconds when signed.
+    pub issued_unix: u64,
+    /// Unix seconds when it lapses.
+    pub expires_unix: u64,
+    /// The signed record itself, hex: checkable anywhere, offline (`docs/formats.md`).
+    pub encoded: String,
+}
+
+/// What `publish` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishOutcome {
+    /// The record.
+    pub record: NameRecordOut,
+    /// Whether the DHT took it (otherwise it is kept here and published again later).
+    pub stored: bool,
+    /// Peers that were sent it.
+    pub peers: u32,
+    /// Why the DHT did not take it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Resolve a signed name through the DHT.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Resolve {
+    /// `<publisher>/<org>/<name>[@revision]` (publisher: a key text, or a key held here), or
+    /// `org/name[@revision]` when the trust policy names its publisher.
+    pub name: String,
+    /// Accept an older record than one this node saw before (overrides the rollback
+    /// protection).
+    #[serde(default)]
+    pub allow_older: bool,
+}
+
+/// What `resolve` found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolveOutcome {
+    /// The newest valid record.
+    pub record: NameRecordOut,
+    /// Valid answers from the network.
+    pub answers: u64,
+    /// Peers that had an older or invalid record and were sent the newest.
+    pub stale_peers: u64,
+    /// Whether the network gave it (false: this node's own copy was newer than any answer).
+    pub from_network: bool,
+    /// The records of this name this node accepted, oldest first.
+    pub history: Vec<NameRecordOut>,
+    /// Lookup time in milliseconds.
+    pub millis: u64,
 }

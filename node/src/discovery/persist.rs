@@ -52,21 +52,34 @@ pub struct NetState {
     pub peers: Vec<SavedPeer>,
     /// Provider records held for others.
     pub providers: Vec<SavedProvider>,
+    /// Name records held (key, record bytes), saved under [`META_NET_NAMES`] so a state
+    /// saved before names existed still reads.
+    #[serde(skip)]
+    pub names: Vec<(Vec<u8>, Vec<u8>)>,
 }
+
+/// Key of the saved name records in the store's `meta` column family.
+pub const META_NET_NAMES: &[u8] = b"net_names";
 
 impl Store {
     /// Saves the network state, replacing the previous one.
     pub fn save_net_state(&self, state: &NetState) -> Result<(), StoreError> {
-        self.put_meta(META_NET_STATE, &crate::store::layout::encode(state))
+        self.put_meta(META_NET_STATE, &crate::store::layout::encode(state))?;
+        self.put_meta(META_NET_NAMES, &crate::store::layout::encode(&state.names))
     }
 
     /// The saved network state; empty if none was saved or it does not parse (it is only
     /// a cache: losing it costs a bootstrap, never data).
     pub fn load_net_state(&self) -> Result<NetState, StoreError> {
-        Ok(self
+        let mut state: NetState = self
             .get_meta(META_NET_STATE)?
             .and_then(|bytes| crate::store::layout::decode(&bytes))
-            .unwrap_or_default())
+            .unwrap_or_default();
+        state.names = self
+            .get_meta(META_NET_NAMES)?
+            .and_then(|bytes| crate::store::layout::decode(&bytes))
+            .unwrap_or_default();
+        Ok(state)
     }
 }
 
@@ -84,6 +97,7 @@ mod tests {
         let state = NetState {
             peers: vec![SavedPeer::new(&peer, std::slice::from_ref(&addr))],
             providers: vec![],
+            names: vec![(vec![1; 32], vec![2; 40])],
         };
         store.save_net_state(&state).expect("save");
         drop(store);

@@ -1,9 +1,13 @@
-//! The Kademlia record store: provider records only, bounded, sweepable and saveable.
+//! The Kademlia record store: provider records and signed name records, bounded,
+//! sweepable and saveable.
 //!
 //! rust-libp2p's `MemoryStore` caps provided keys at 1,024 and never drops expired records
 //! of keys nobody asks for, and it cannot list the records it holds for others, so they
-//! could not survive a restart. Commons announces provider records only (never value
-//! records), so this store keeps exactly those, within [`ProviderLimits`].
+//! could not survive a restart. It also stores any value record a peer PUTs, unchecked.
+//! This store keeps provider records within [`ProviderLimits`], and as value records only
+//! signed name records (`commons_protocol::provenance::record`) that verify under their
+//! key, are unexpired, and are newer than the one held: an old or forged record a peer
+//! replays is refused (the put fails), so it cannot roll a name back here.
 
 use std::{
     borrow::Cow,
@@ -43,6 +47,10 @@ impl Default for ProviderLimits {
     }
 }
 
+/// Name records held at most (each at most
+/// `commons_protocol::provenance::record::MAX_NAME_RECORD_BYTES`, so about 50 MB).
+pub const MAX_NAME_RECORDS: usize = 50_000;
+
 /// A provider record held for another peer, in a form that survives a restart: the expiry
 /// is wall-clock time, since `Instant`s mean nothing to the next process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +73,15 @@ pub struct ProviderStore {
     limits: ProviderLimits,
     providers: HashMap<RecordKey, Vec<ProviderRecord>>,
     provided: HashSet<ProviderRecord>,
+    /// Name records by key, with their expiry (unix seconds).
+    names: HashMap<RecordKey, (Record, u64)>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }
 
 impl ProviderStore {
@@ -75,7 +92,76 @@ impl ProviderStore {
             limits,
             providers: HashMap::new(),
             provided: HashSet::new(),
+            names: HashMap::new(),
         }
+    }
+
+    /// Name records held.
+    pub fn name_count(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Checks a name record and stores it if it is newer than the one held (the same
+    /// record again is accepted and changes nothing). Why a record was refused is logged.
+    pub fn put_name(&mut self, record: Record, now_unix: u64) -> Result<()> {
+        use commons_protocol::provenance::SignedNameRecord;
+        let new = SignedNameRecord::decode_verified(&record.value, record.key.as_ref(), now_unix)
+            .map_err(|e| {
+            tracing::debug!(error = %e, "refused a name record");
+            Error::ValueTooLarge
+        })?;
+        if let Some((held, _)) = self.names.get(&record.key) {
+            if let Ok(old) = SignedNameRecord::decode_signed(&held.value) {
+                if old == new {
+                    return Ok(());
+                }
+                if !new.supersedes(&old) {
+                    tracing::debug!(
+                        name = %new.record.name_ref(),
+                        offered = new.record.seq,
+                        held = old.record.seq,
+                        "refused an older name record"
+                    );
+                    return Err(Error::ValueTooLarge);
+                }
+            }
+        } else if self.names.len() >= MAX_NAME_RECORDS {
+            self.names.retain(|_, (_, expires)| *expires > now_unix);
+            if self.names.len() >= MAX_NAME_RECORDS {
+                return Err(Error::MaxRecords);
+            }
+        }
+        let expires = new.record.expires_unix;
+        let stored = Record {
+            key: record.key.clone(),
+            value: record.value,
+            publisher: None,
+            expires: None,
+        };
+        self.names.insert(record.key, (stored, expires));
+        Ok(())
+    }
+
+    /// The name records held, to be saved.
+    pub fn name_snapshot(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let now = unix_now();
+        self.names
+            .iter()
+            .filter(|(_, (_, expires))| *expires > now)
+            .map(|(k, (r, _))| (k.to_vec(), r.value.clone()))
+            .collect()
+    }
+
+    /// Loads saved name records (each checked again); returns how many loaded.
+    pub fn restore_names(&mut self, saved: Vec<(Vec<u8>, Vec<u8>)>) -> usize {
+        let now = unix_now();
+        saved
+            .into_iter()
+            .filter(|(key, value)| {
+                self.put_name(Record::new(RecordKey::new(key), value.clone()), now)
+                    .is_ok()
+            })
+            .count()
     }
 
     /// Keys with at least one provider record.
@@ -95,6 +181,12 @@ impl ProviderStore {
             !records.is_empty()
         });
         self.provided.retain(|r| !r.is_expired(now));
+        let wall = unix_now();
+        self.names.retain(|_, (_, expires)| {
+            let keep = *expires > wall;
+            removed += usize::from(!keep);
+            keep
+        });
         removed
     }
 
@@ -159,26 +251,39 @@ fn borrow_record(record: &ProviderRecord) -> Cow<'_, ProviderRecord> {
     Cow::Borrowed(record)
 }
 
+fn borrow_name(entry: &(Record, u64)) -> Cow<'_, Record> {
+    Cow::Borrowed(&entry.0)
+}
+
 impl RecordStore for ProviderStore {
-    type RecordsIter<'a> = std::iter::Empty<Cow<'a, Record>>;
+    type RecordsIter<'a> = std::iter::Map<
+        hash_map::Values<'a, RecordKey, (Record, u64)>,
+        fn(&'a (Record, u64)) -> Cow<'a, Record>,
+    >;
     type ProvidedIter<'a> = std::iter::Map<
         hash_set::Iter<'a, ProviderRecord>,
         fn(&'a ProviderRecord) -> Cow<'a, ProviderRecord>,
     >;
 
-    fn get(&self, _key: &RecordKey) -> Option<Cow<'_, Record>> {
-        None
+    fn get(&self, key: &RecordKey) -> Option<Cow<'_, Record>> {
+        let now = unix_now();
+        self.names
+            .get(key)
+            .filter(|(_, expires)| *expires > now)
+            .map(borrow_name)
     }
 
-    /// Value records are not part of Commons; storing one is refused.
-    fn put(&mut self, _record: Record) -> Result<()> {
-        Err(Error::MaxRecords)
+    /// Only checked, newer name records are stored ([`ProviderStore::put_name`]).
+    fn put(&mut self, record: Record) -> Result<()> {
+        self.put_name(record, unix_now())
     }
 
-    fn remove(&mut self, _key: &RecordKey) {}
+    fn remove(&mut self, key: &RecordKey) {
+        self.names.remove(key);
+    }
 
     fn records(&self) -> Self::RecordsIter<'_> {
-        std::iter::empty()
+        self.names.values().map(borrow_name)
     }
 
     fn add_provider(&mut self, mut record: ProviderRecord) -> Result<()> {
@@ -315,5 +420,74 @@ mod tests {
         assert_eq!(got[0].addresses.len(), 1);
         let left = got[0].expires.expect("expiry") - Instant::now();
         assert!(left > Duration::from_secs(590) && left <= Duration::from_secs(601));
+    }
+
+    fn name_record(
+        key: &commons_protocol::provenance::SecretKey,
+        seq: u64,
+        issued_unix: u64,
+        expires_unix: u64,
+    ) -> Record {
+        use commons_protocol::{
+            provenance::{name_key, NameRecord},
+            DatasetName, Hash,
+        };
+        let public = key.public();
+        let signed = NameRecord {
+            version: 1,
+            algorithm: public.algorithm(),
+            publisher: public.to_bytes(),
+            name: DatasetName::parse("lab-x/corpus").expect("name"),
+            revision: "main".into(),
+            root: Hash::of(&seq.to_be_bytes()),
+            seq,
+            prev: None,
+            issued_unix,
+            expires_unix,
+        }
+        .sign(key);
+        let k = name_key(&public, &signed.record.name_ref());
+        Record::new(RecordKey::new(&k.as_bytes()), signed.encode())
+    }
+
+    #[test]
+    fn only_checked_newer_name_records_are_stored() {
+        use commons_protocol::provenance::{KeyAlgorithm, SecretKey};
+        let key = SecretKey::from_seed(KeyAlgorithm::P256, &[1; 32]).expect("key");
+        let mut store = ProviderStore::new(PeerId::random(), ProviderLimits::default());
+        let now = unix_now();
+        let (from, to) = (now - 60, now + 3600);
+        let v1 = name_record(&key, 1, from, to);
+        let v2 = name_record(&key, 2, from, to);
+        store.put_name(v1.clone(), now).expect("v1");
+        store.put_name(v2.clone(), now).expect("v2");
+        store.put_name(v2.clone(), now).expect("the same again");
+        assert!(store.put_name(v1.clone(), now).is_err(), "a replayed v1");
+        assert_eq!(store.get(&v1.key).expect("held").value, v2.value);
+        let mut forged = v2.clone();
+        let last = forged.value.len() - 1;
+        forged.value[last] ^= 1;
+        assert!(store.put_name(forged, now).is_err(), "a bad signature");
+        let mut moved = name_record(&key, 3, from, to);
+        moved.key = RecordKey::new(&b"another key");
+        assert!(store.put_name(moved, now).is_err(), "under the wrong key");
+        let mut huge = name_record(&key, 4, from, to);
+        huge.value.resize(64 * 1024, 0);
+        assert!(store.put_name(huge, now).is_err(), "over the size limit");
+        assert!(
+            store
+                .put_name(name_record(&key, 5, now - 7200, now - 3600), now)
+                .is_err(),
+            "expired"
+        );
+        assert_eq!(store.get(&v1.key).expect("held").value, v2.value);
+        let mut live = ProviderStore::new(PeerId::random(), ProviderLimits::default());
+        let wall = unix_now();
+        live.put(name_record(&key, 1, wall, wall + 3600))
+            .expect("live");
+        let saved = live.name_snapshot();
+        let mut restored = ProviderStore::new(PeerId::random(), ProviderLimits::default());
+        assert_eq!(restored.restore_names(saved), 1);
+        assert_eq!(restored.records().count(), 1);
     }
 }

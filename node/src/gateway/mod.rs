@@ -55,6 +55,8 @@ pub struct Gateway {
     manifests: Arc<ManifestCache>,
     /// What it served, for `node status` and metrics.
     stats: Arc<GatewayStats>,
+    /// Names it covers are served only with their publisher's signature.
+    trust: Arc<commons_protocol::provenance::TrustPolicy>,
     /// Largest file a request may make it fetch.
     fetch_max: u64,
     /// Time a connection has to send its request head.
@@ -150,6 +152,7 @@ impl Gateway {
             responses: Arc::new(tokio::sync::Semaphore::new(MAX_RESPONSES)),
             manifests: Arc::default(),
             stats: Arc::default(),
+            trust: Arc::default(),
             fetch_max: crate::config::DEFAULT_FETCH_MISSING_MAX_BYTES,
             header_timeout: HEADER_READ_TIMEOUT,
         }
@@ -158,6 +161,13 @@ impl Gateway {
     /// The same gateway fetching files of at most `bytes` for its clients.
     pub fn with_fetch_limit(mut self, bytes: u64) -> Self {
         self.fetch_max = bytes;
+        self
+    }
+
+    /// The same gateway serving names `trust` covers only when their dataset carries the
+    /// signature of the publisher it names (a name bound by hand cannot pass for theirs).
+    pub fn with_trust(mut self, trust: commons_protocol::provenance::TrustPolicy) -> Self {
+        self.trust = Arc::new(trust);
         self
     }
 
@@ -290,6 +300,7 @@ impl Gateway {
             hash: target,
             kind: Some(kind),
             providers: Vec::new(),
+            publisher: None,
         };
         let network = node.network().await.map_err(|e| {
             error(
@@ -325,7 +336,8 @@ impl Gateway {
         let name =
             NameRef::parse(name).map_err(|e| error(StatusCode::BAD_REQUEST, &e.to_string()))?;
         let (n, revision) = (name.name.clone(), name.revision.clone());
-        self.store
+        let root = self
+            .store
             .run(move |s| s.resolve_name(&n, &revision))
             .await
             .map_err(internal)?
@@ -337,7 +349,25 @@ impl Gateway {
                         name.name, name.revision
                     ),
                 )
-            })
+            })?;
+        if let Some(publisher) = self.trust.publisher_of(&name.name).cloned() {
+            let key = publisher.clone();
+            let signed = self
+                .store
+                .run(move |s| crate::provenance::signatures::is_signed_by(s, &root, &key))
+                .await
+                .unwrap_or(false);
+            if !signed {
+                return Err(error(
+                    StatusCode::FORBIDDEN,
+                    &format!(
+                        "{name} is bound to {root}, which carries no signature by {publisher}, \
+                         the publisher this node's trust policy names for it"
+                    ),
+                ));
+            }
+        }
+        Ok(root)
     }
 
     /// The manifest of `root`, complete and verified (fetched first when allowed). Kept

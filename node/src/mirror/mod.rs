@@ -166,6 +166,7 @@ async fn target_of(node: &Node, entry: &MirrorEntry) -> Result<GetTarget, String
             hash,
             kind: Some(commons_protocol::TicketKind::Dataset),
             providers: Vec::new(),
+            publisher: None,
         }),
         Ok(None) => Err(format!(
             "no dataset is named {}@{} on this node (names are local: bind it with `commons name set`, or give a hash or ticket)",
@@ -263,9 +264,99 @@ async fn keep_hub(node: Node, source: crate::origin::HubSource) {
     }
 }
 
+/// Follows a signed name: resolves it every interval, fetches each new version (which must
+/// carry its publisher's signature), binds it locally, and keeps its record alive in the
+/// DHT. Versions fetched before stay pinned.
+async fn keep_followed(node: Node, follow: String, interval: Option<u64>) {
+    use crate::provenance::names;
+    let interval = Duration::from_secs(interval.unwrap_or(names::DEFAULT_FOLLOW_INTERVAL_SECS));
+    let mut wait = FIRST_RETRY;
+    let _ = tokio::time::timeout(JOIN_WAIT, node.joined()).await;
+    loop {
+        match follow_once(&node, &follow).await {
+            Ok((size, name)) => {
+                mark_complete(&node, &follow, size);
+                node.mirror().update(&follow, |s| s.name = Some(name));
+                wait = FIRST_RETRY;
+                tokio::time::sleep(interval).await;
+            }
+            Err(e) => {
+                tracing::warn!(name = %follow, error = %e, retry_in = ?wait, "mirror: cannot follow");
+                mark_failing(&node, &follow, &e.to_string(), wait);
+                tokio::time::sleep(wait.min(interval)).await;
+                wait = (wait * 2).min(MAX_RETRY);
+            }
+        }
+    }
+}
+
+/// One round of following `follow`: the newest version, fetched and bound; returns its
+/// size and local name.
+async fn follow_once(node: &Node, follow: &str) -> Result<(u64, String), ApiError> {
+    let (target, name, record) = crate::provenance::names::name_target(node, follow, false).await?;
+    let root = target.hash;
+    let publisher = target.publisher.clone();
+    let held = node
+        .store()
+        .run(move |s| {
+            Ok::<_, StoreError>(
+                s.dataset_complete(&root)?
+                    && publisher.as_ref().map_or(Ok(true), |p| {
+                        crate::provenance::signatures::is_signed_by(s, &root, p)
+                    })?,
+            )
+        })
+        .await?;
+    if !held {
+        tracing::info!(name = %name, %root, seq = record.record.seq, "mirror: fetching a new version");
+        node.mirror()
+            .update(follow, |s| s.state = MirrorState::Fetching);
+        let board = Progress::new(Arc::new(Board {
+            node: node.clone(),
+            target: follow.to_string(),
+        }));
+        let network = node.network().await?;
+        fetch::get(
+            node,
+            network,
+            &target,
+            &Include::default(),
+            fetch::FetchOptions::pinned(),
+            &board,
+        )
+        .await?;
+    }
+    let (local, key) = (
+        name.clone(),
+        commons_protocol::provenance::name_key(
+            &record
+                .record
+                .publisher_key()
+                .map_err(|e| ApiError::new(crate::api::ErrorKind::Corrupt, e.to_string()))?,
+            &name,
+        ),
+    );
+    let kept = record.clone();
+    let size = node
+        .store()
+        .run(move |s| {
+            if s.resolve_name(&local.name, &local.revision)? != Some(root) {
+                s.set_name(&local.name, &local.revision, &root)?;
+            }
+            // Kept alive by this node from now on, even when its publisher is away.
+            s.remember_name(&key, &kept, true, false)?;
+            total_size(s, &root)
+        })
+        .await?;
+    Ok((size, name.to_string()))
+}
+
 async fn keep(node: Node, entry: MirrorEntry) {
     if let MirrorEntry::Hub(source) = entry {
         return keep_hub(node, source).await;
+    }
+    if let MirrorEntry::Follow { follow, interval } = entry {
+        return keep_followed(node, follow, interval).await;
     }
     let mut wait = FIRST_RETRY;
     let key = entry.target().to_string();

@@ -192,6 +192,35 @@ enum Command {
     RestoreState {
         state: NetState,
     },
+    /// Stores a name record here and at the peers closest to its key.
+    PutName {
+        key: Hash,
+        value: Vec<u8>,
+        reply: oneshot::Sender<Result<QueryCost, String>>,
+    },
+    /// Stores a name record at the given peers only (writing a newer record back to peers
+    /// that answered with an older one), without waiting.
+    PutNameTo {
+        key: Hash,
+        value: Vec<u8>,
+        peers: Vec<PeerId>,
+    },
+    /// Collects up to `want` name records for `key` (this node's own first, if it holds
+    /// one), unchecked: the caller checks each.
+    GetNames {
+        key: Hash,
+        want: usize,
+        reply: oneshot::Sender<FoundNames>,
+    },
+}
+
+/// The name records a DHT lookup found, as peers sent them (unchecked), and its cost.
+#[derive(Debug, Default)]
+pub struct FoundNames {
+    /// Each answer: the peer (`None`: this node's own record store) and the record bytes.
+    pub records: Vec<(Option<PeerId>, Vec<u8>)>,
+    /// What the lookup cost.
+    pub cost: QueryCost,
 }
 
 /// A handle on the running host. Cheap to clone.
@@ -429,6 +458,38 @@ impl Host {
         self.ask(|reply| Command::Announce { hash, reply })
             .await?
             .map_err(NetError::Dht)
+    }
+
+    /// Stores a name record (checked by this node's record store first) here and at the
+    /// peers closest to `key`.
+    pub async fn put_name(&self, key: Hash, value: Vec<u8>) -> Result<QueryCost, NetError> {
+        self.ask(|reply| Command::PutName { key, value, reply })
+            .await?
+            .map_err(NetError::Dht)
+    }
+
+    /// Sends a name record to `peers` (a write-back), without waiting for them.
+    pub async fn put_name_to(
+        &self,
+        key: Hash,
+        value: Vec<u8>,
+        peers: Vec<PeerId>,
+    ) -> Result<(), NetError> {
+        if peers.is_empty() {
+            return Ok(());
+        }
+        self.commands
+            .send(Command::PutNameTo { key, value, peers })
+            .await
+            .map_err(|_| NetError::Stopped)
+    }
+
+    /// Asks the DHT for up to `want` answers for name key `key`, within the query timeout.
+    pub async fn get_names(&self, key: Hash, want: usize) -> Result<FoundNames, NetError> {
+        let asked = self.ask(|reply| Command::GetNames { key, want, reply });
+        tokio::time::timeout(self.query_timeout + Duration::from_secs(5), asked)
+            .await
+            .map_err(|_| NetError::Dht("the name lookup did not end in time".into()))?
     }
 
     /// Stops announcing `hash`. Records already held by others lapse at their TTL:

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
     behaviour::{kad_protocol, Behaviour, BehaviourEvent},
-    ip_of, strip_peer, Command, FoundProviders, NetworkStatus, PeerAddrs, QueryCost,
+    ip_of, strip_peer, Command, FoundNames, FoundProviders, NetworkStatus, PeerAddrs, QueryCost,
 };
 use crate::discovery::{
     persist::{NetState, SavedPeer, MAX_SAVED_PEERS},
@@ -62,6 +62,13 @@ enum PendingQuery {
         found: mpsc::Sender<FoundProviders>,
     },
     Announce(oneshot::Sender<Result<QueryCost, String>>),
+    Names {
+        want: usize,
+        found: Vec<(Option<PeerId>, Vec<u8>)>,
+        reply: Option<oneshot::Sender<FoundNames>>,
+    },
+    /// A write-back nobody waits for.
+    Quiet,
 }
 
 struct Task {
@@ -295,6 +302,28 @@ impl Task {
                 }
             }
         }
+        if let (
+            Some(PendingQuery::Names { want, found, reply }),
+            kad::QueryResult::GetRecord(Ok(kad::GetRecordOk::FoundRecord(peer_record))),
+        ) = (self.queries.get_mut(&id), &result)
+        {
+            found.push((peer_record.peer, peer_record.record.value.clone()));
+            if found.len() >= *want && !last {
+                if let Some(reply) = reply.take() {
+                    let _ = reply.send(FoundNames {
+                        records: std::mem::take(found),
+                        cost: QueryCost {
+                            requests: stats.num_requests(),
+                            successes: stats.num_successes(),
+                            millis: stats.duration().unwrap_or_default().as_millis() as u64,
+                        },
+                    });
+                }
+                if let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                    query.finish();
+                }
+            }
+        }
         if !last {
             return;
         }
@@ -310,10 +339,19 @@ impl Task {
             Some(PendingQuery::Announce(reply)) => {
                 let _ = reply.send(match result {
                     kad::QueryResult::StartProviding(Err(e)) => Err(e.to_string()),
+                    kad::QueryResult::PutRecord(Err(e)) => Err(e.to_string()),
                     _ => Ok(cost),
                 });
             }
-            None => {}
+            Some(PendingQuery::Names { found, reply, .. }) => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(FoundNames {
+                        records: found,
+                        cost,
+                    });
+                }
+            }
+            Some(PendingQuery::Quiet) | None => {}
         }
     }
 
@@ -375,6 +413,46 @@ impl Task {
                     }
                 }
             }
+            Command::PutName { key, value, reply } => {
+                let record = kad::Record::new(kad::RecordKey::new(key.as_bytes()), value);
+                match self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .put_record(record, kad::Quorum::One)
+                {
+                    Ok(id) => {
+                        self.queries.insert(id, PendingQuery::Announce(reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(format!("this node refused the record: {e:?}")));
+                    }
+                }
+            }
+            Command::PutNameTo { key, value, peers } => {
+                let record = kad::Record::new(kad::RecordKey::new(key.as_bytes()), value);
+                let id = self.swarm.behaviour_mut().kad.put_record_to(
+                    record,
+                    peers.into_iter(),
+                    kad::Quorum::One,
+                );
+                self.queries.insert(id, PendingQuery::Quiet);
+            }
+            Command::GetNames { key, want, reply } => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_record(kad::RecordKey::new(key.as_bytes()));
+                self.queries.insert(
+                    id,
+                    PendingQuery::Names {
+                        want: want.max(1),
+                        found: Vec::new(),
+                        reply: Some(reply),
+                    },
+                );
+            }
             Command::Withdraw { hash } => {
                 let key = kad::RecordKey::new(hash.as_bytes());
                 self.swarm.behaviour_mut().kad.stop_providing(&key);
@@ -419,7 +497,12 @@ impl Task {
                 }
                 peers.truncate(MAX_SAVED_PEERS);
                 let providers = kad.store_mut().snapshot();
-                let _ = reply.send(NetState { peers, providers });
+                let names = kad.store_mut().name_snapshot();
+                let _ = reply.send(NetState {
+                    peers,
+                    providers,
+                    names,
+                });
             }
             Command::RestoreState { state } => {
                 let kad = &mut self.swarm.behaviour_mut().kad;
@@ -429,9 +512,11 @@ impl Task {
                     }
                 }
                 let loaded = kad.store_mut().restore(state.providers);
+                let names = kad.store_mut().restore_names(state.names);
                 tracing::info!(
                     peers = state.peers.len(),
                     records = loaded,
+                    names,
                     "restored the saved network state"
                 );
             }

@@ -359,6 +359,7 @@ impl Seeds {
                 hash,
                 kind: Some(TicketKind::Blob),
                 providers: vec![peer.clone()],
+                publisher: None,
             };
             // The blob's size is proven only as it arrives: bounded by the listed size
             // (plus the tree's hash pairs and framing).
@@ -551,6 +552,7 @@ async fn from_peer_root(
         hash: root,
         kind: Some(TicketKind::Blob),
         providers: vec![peer.clone()],
+        publisher: None,
     };
     let options = FetchOptions {
         max_bytes: Some(commons_protocol::manifest::MAX_MANIFEST_BYTES * 2),
@@ -576,6 +578,7 @@ async fn from_peer_root(
         hash: root,
         kind: Some(TicketKind::Dataset),
         providers: vec![peer.clone()],
+        publisher: None,
     };
     let fetched = fetch::get(
         node,

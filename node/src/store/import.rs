@@ -153,7 +153,20 @@ impl Store {
         hub_ids: HubIdChoice,
         progress: &dyn ImportProgress,
     ) -> Result<ImportedDataset> {
-        let files = collect_files(root)?;
+        self.add_folder_skipping(root, hub_ids, &[], progress)
+    }
+
+    /// [`Store::add_folder_with`], leaving out the files at the top of `root` named in
+    /// `skip` (a `model.sig` beside the files it signs is the signature, not data).
+    pub fn add_folder_skipping(
+        &self,
+        root: &Path,
+        hub_ids: HubIdChoice,
+        skip: &[&str],
+        progress: &dyn ImportProgress,
+    ) -> Result<ImportedDataset> {
+        let mut files = collect_files(root)?;
+        files.retain(|f| !skip.contains(&f.rel.as_str()));
         let snapshot = root.canonicalize().ok().and_then(|r| snapshot_upstream(&r));
         let (with_ids, upstream) = match hub_ids {
             HubIdChoice::No => (false, None),

@@ -16,6 +16,7 @@ pub mod layout;
 mod names;
 mod partial;
 mod pieces;
+mod provenance;
 mod read;
 
 use std::{
@@ -35,6 +36,7 @@ pub use import::{HubIdChoice, ImportProgress, ImportedBlob, ImportedDataset, NoP
 pub use layout::{BlobId, BlobMeta, BlobState, DatasetMeta, PinKind, PinMeta};
 pub use names::NameEntry;
 pub use partial::{PartialBlob, UNLOGGED_SPANS_FROM};
+pub use provenance::{NameUpdate, SeenName, MAX_KEPT_NAMES};
 pub use read::{BlobCorruption, BlobReader};
 
 use layout::*;
@@ -168,6 +170,9 @@ pub enum StoreError {
     /// A name or revision cannot be bound.
     #[error("{0}")]
     BadName(String),
+    /// A named limit of the store would be passed.
+    #[error("{0}")]
+    Limit(String),
 }
 
 /// Shorthand for results in this module.

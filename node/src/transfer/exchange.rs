@@ -9,8 +9,8 @@ use std::time::Duration;
 use commons_protocol::{
     wire::{
         encode_frame, HaveResponse, HoldersResponse, HubFileId, HubFileResponse, Request,
-        ResponseHeader, UpstreamResponse, MAX_HAVE_BYTES, MAX_HOLDERS_BYTES, MAX_HUB_FILE_BYTES,
-        MAX_UPSTREAM_BYTES,
+        ResponseHeader, SignaturesResponse, UpstreamResponse, MAX_HAVE_BYTES, MAX_HOLDERS_BYTES,
+        MAX_HUB_FILE_BYTES, MAX_SIGNATURES_BYTES, MAX_UPSTREAM_BYTES,
     },
     Hash,
 };
@@ -75,6 +75,30 @@ pub async fn ask_hub_file(
 ) -> Result<HubFileResponse, FetchError> {
     let body = ask(host, peer, &Request::HubFile { id }, MAX_HUB_FILE_BYTES).await?;
     HubFileResponse::decode(&body).map_err(|source| FetchError::Protocol { peer, source })
+}
+
+/// Asks `peer` for the signature bundles it holds for dataset `root` (unchecked: the
+/// caller checks each against the manifest). A peer that predates the request answers
+/// with a `BadRequest` header: no signatures.
+pub async fn ask_signatures(
+    host: &Host,
+    peer: PeerId,
+    root: Hash,
+) -> Result<Vec<Vec<u8>>, FetchError> {
+    let body = ask(
+        host,
+        peer,
+        &Request::Signatures { root },
+        MAX_SIGNATURES_BYTES,
+    )
+    .await?;
+    match SignaturesResponse::decode(&body) {
+        Ok(response) => Ok(response.bundles),
+        Err(source) => match ResponseHeader::decode(&body) {
+            Ok(ResponseHeader::BadRequest(_)) => Ok(Vec::new()),
+            _ => Err(FetchError::Protocol { peer, source }),
+        },
+    }
 }
 
 /// One request answered by one frame of at most `limit` bytes, within [`HOLDERS_TIMEOUT`].

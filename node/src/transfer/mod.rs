@@ -15,7 +15,9 @@ mod stats;
 mod swarm;
 
 pub use client::{fetch_blob, FetchError};
-pub use exchange::{ask_have, ask_holders, ask_hub_file, ask_upstream, HOLDERS_TIMEOUT};
+pub use exchange::{
+    ask_have, ask_holders, ask_hub_file, ask_signatures, ask_upstream, HOLDERS_TIMEOUT,
+};
 pub use limit::{mib_per_sec, RateLimit, TransferLimits, BURST_BYTES};
 pub use route::{open_data_stream, TransferStream};
 pub use server::{serve, ServeLimits};

@@ -15,7 +15,7 @@ use std::{
 use bytes::Bytes;
 use commons_protocol::wire::{
     chunk_ranges, encode_frame, BulkResponse, HaveResponse, HubFileResponse, Request,
-    ResponseHeader, UpstreamResponse, MAX_REQUEST_BYTES,
+    ResponseHeader, SignaturesResponse, UpstreamResponse, MAX_REQUEST_BYTES,
 };
 use libp2p::{
     futures::{stream, AsyncWriteExt, StreamExt},
@@ -184,6 +184,21 @@ async fn handle(
                 });
             let fetching = blob.is_none() && crate::origin::downloading(&id.to_string());
             if let Ok(n) = reply(&mut stream, &HubFileResponse { blob, fetching }).await {
+                stats.update(peer, |s| s.bytes_sent += n);
+            }
+            let _ = stream.close().await;
+            return;
+        }
+        Ok(Request::Signatures { root }) => {
+            let bundles = store
+                .run(move |s| s.signatures(&root))
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "store error while listing signatures");
+                    Vec::new()
+                });
+            let answer = SignaturesResponse::within_limits(bundles);
+            if let Ok(n) = reply(&mut stream, &answer).await {
                 stats.update(peer, |s| s.bytes_sent += n);
             }
             let _ = stream.close().await;

@@ -118,6 +118,11 @@ fn main() -> Result<()> {
                         let none = UpstreamResponse { roots: vec![] };
                         let _ = stream.write_all(&encode_frame(&none)).await;
                     }
+                    Ok(Request::Signatures { .. }) => {
+                        // Serves the data unsigned: the fetched copy shows as unsigned.
+                        let none = commons_protocol::wire::SignaturesResponse { bundles: vec![] };
+                        let _ = stream.write_all(&encode_frame(&none)).await;
+                    }
                     Err(_) => {}
                 }
                 let _ = stream.close().await;

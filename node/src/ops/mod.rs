@@ -66,6 +66,8 @@ call!(MirrorAdd => MirrorChanged, mirror_add);
 call!(MirrorRm => MirrorChanged, mirror_rm);
 call!(MirrorList => MirrorEntries, mirror_list);
 
+mod provenance;
+
 fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorKind::InvalidInput, message)
 }
@@ -102,15 +104,41 @@ async fn add(node: &Node, req: Add, progress: Progress) -> Result<AddOutcome, Ap
                 })
             })?;
             let mut upstream_key = None;
+            let mut signature = None;
             let (kind, hash, files, size, new_blobs) = if meta.is_dir() {
+                let folder_signature = provenance::folder_signature(&path)?;
+                // A signature listing SHA-256 digests is checked against Hub ids.
+                let needs_sha256 = folder_signature
+                    .as_ref()
+                    .is_some_and(|(_, b)| b.needs_sha256());
                 let hub_ids = match req.hub_ids {
+                    Some(false) if needs_sha256 => {
+                        return Err(invalid(format!(
+                            "{}/model.sig lists SHA-256 digests, which need --hub-ids",
+                            path.display()
+                        )))
+                    }
+                    _ if needs_sha256 => HubIdChoice::Yes,
                     None => HubIdChoice::Auto,
                     Some(true) => HubIdChoice::Yes,
                     Some(false) => HubIdChoice::No,
                 };
+                let skip: &[&str] = match folder_signature {
+                    Some(_) => &[commons_protocol::provenance::bundle::SIGNATURE_FILE],
+                    None => &[],
+                };
                 let ds = store
-                    .add_folder_with(&path, hub_ids, &progress)
+                    .add_folder_skipping(&path, hub_ids, skip, &progress)
                     .map_err(cannot)?;
+                if let Some((bytes, bundle)) = &folder_signature {
+                    signature = Some(provenance::keep_folder_signature(
+                        store,
+                        &ds.root,
+                        &ds.manifest,
+                        bytes,
+                        bundle,
+                    )?);
+                }
                 upstream_key = ds.manifest.upstream().map(|u| u.dht_key());
                 let files = ds.manifest.entries().len() as u64;
                 (
@@ -143,6 +171,7 @@ async fn add(node: &Node, req: Add, progress: Progress) -> Result<AddOutcome, Ap
                     new_blobs,
                     ticket,
                     name,
+                    signature,
                 },
                 upstream_key,
             ))
@@ -372,7 +401,23 @@ async fn names(node: &Node, _req: Names, _progress: Progress) -> Result<NameList
 
 /// Fetches what a ticket or hash names, then writes it to `output` if given.
 async fn get(node: &Node, req: Get, progress: Progress) -> Result<GetOutcome, ApiError> {
-    let target = GetTarget::parse(&req.target)?;
+    // A signed name resolves through the DHT; its publisher's signature is then required.
+    let (mut target, bind) = if crate::provenance::names::is_published_name(node, &req.target) {
+        let (target, name, _) =
+            crate::provenance::names::name_target(node, &req.target, req.allow_older).await?;
+        (target, Some(name))
+    } else {
+        (GetTarget::parse(&req.target)?, None)
+    };
+    if let Some(p) = &req.publisher {
+        let key = crate::provenance::names::publisher(node, p).await?;
+        if target.publisher.as_ref().is_some_and(|k| k != &key) {
+            return Err(invalid(format!(
+                "--publisher {key} is not the publisher the name's record is signed by"
+            )));
+        }
+        target.publisher = Some(key);
+    }
     let include = Include::parse(&req.include).map_err(invalid)?;
     match &req.output {
         Some(dir) => require_absolute(dir)?,
@@ -406,18 +451,31 @@ async fn get(node: &Node, req: Get, progress: Progress) -> Result<GetOutcome, Ap
     let mut outcome = fetch::get(node, network, &target, &include, fetch_options, &progress)
         .await
         .map_err(|e| ApiError::from(e).context(format_args!("cannot get {hash}")))?;
+    if let Some(name) = bind {
+        // Bound locally (the gateway serves it by name), checked by its publisher's record.
+        let local = name.to_string();
+        node.store()
+            .run(move |store| bind_name(store, &local, &hash.to_string()))
+            .await
+            .map_err(|e| e.context(format_args!("fetched {hash}, but cannot name it {name}")))?;
+    }
     if let Some(dir) = req.output {
         let force = req.force;
+        let publisher = target.publisher.clone();
         let exported = node
             .store()
             .run(move |store| {
                 let cancel = crate::progress::CancelOnly(progress);
-                export::export(store, &hash, &dir, force, &include, &cancel)
+                let mut exported = export::export(store, &hash, &dir, force, &include, &cancel)
+                    .map_err(ApiError::from)?;
+                if include.is_empty() {
+                    exported.signature =
+                        provenance::write_signature(store, &hash, &dir, publisher.as_ref(), force)?;
+                }
+                Ok::<_, ApiError>(exported)
             })
             .await
-            .map_err(|e| {
-                ApiError::from(e).context(format_args!("fetched {hash}, but cannot export it"))
-            })?;
+            .map_err(|e| e.context(format_args!("fetched {hash}, but cannot export it")))?;
         outcome.exported = Some(exported);
         if !req.keep && !kept_before {
             // Written and verified: the folder's copy is the one kept.
@@ -440,11 +498,27 @@ async fn get(node: &Node, req: Get, progress: Progress) -> Result<GetOutcome, Ap
 async fn export(node: &Node, req: Export, progress: Progress) -> Result<ExportOutcome, ApiError> {
     require_absolute(&req.dest)?;
     let include = Include::parse(&req.include).map_err(invalid)?;
+    let publisher = match &req.publisher {
+        Some(p) => Some(crate::provenance::names::publisher(node, p).await?),
+        None => None,
+    };
     node.store()
         .run(move |store| {
             let hash = resolve(store, &req.target)?;
-            export::export(store, &hash, &req.dest, req.force, &include, &progress)
-                .map_err(|e| ApiError::from(e).context(format_args!("cannot export {hash}")))
+            let mut outcome =
+                export::export(store, &hash, &req.dest, req.force, &include, &progress)
+                    .map_err(|e| ApiError::from(e).context(format_args!("cannot export {hash}")))?;
+            // A partial export (--include) is not what the signature lists.
+            if !req.no_signature && include.is_empty() {
+                outcome.signature = provenance::write_signature(
+                    store,
+                    &hash,
+                    &req.dest,
+                    publisher.as_ref(),
+                    req.force,
+                )?;
+            }
+            Ok(outcome)
         })
         .await
 }
@@ -452,10 +526,47 @@ async fn export(node: &Node, req: Export, progress: Progress) -> Result<ExportOu
 /// Re-checks every complete blob, or one blob, or one dataset (its manifest and files),
 /// against the hash trees.
 async fn verify(node: &Node, req: Verify, progress: Progress) -> Result<VerifyReport, ApiError> {
+    let publisher = match &req.publisher {
+        Some(p) => Some(crate::provenance::names::publisher(node, p).await?),
+        None => None,
+    };
     node.store()
         .run(move |store| {
             let hash = req.target.map(|t| resolve(store, &t)).transpose()?;
-            Ok::<_, ApiError>(verify_store(store, hash.as_ref(), &progress)?)
+            let mut report = verify_store(store, hash.as_ref(), &progress)?;
+            let dataset = match hash {
+                Some(h) if store.dataset(&h)?.is_some() => Some(h),
+                _ => None,
+            };
+            if let Some(root) = dataset {
+                report.signatures =
+                    crate::provenance::signatures::statuses(store, &root, publisher.as_ref())?;
+            }
+            if let Some(key) = publisher {
+                let Some(root) = dataset else {
+                    return Err(invalid(
+                        "--publisher checks the signature of one dataset: name it",
+                    ));
+                };
+                if !report.signatures.iter().any(|s| s.verified == Some(true)) {
+                    let why = if report.signatures.is_empty() {
+                        "it is unsigned (no signature is held for it)".to_string()
+                    } else {
+                        report
+                            .signatures
+                            .iter()
+                            .map(|s| s.problem.clone().unwrap_or_default())
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    };
+                    return Err(ApiError::new(
+                        ErrorKind::Corrupt,
+                        format!("{root} carries no valid signature by publisher {key}: {why}"),
+                    ));
+                }
+                report.signed_by = Some(key.to_string());
+            }
+            Ok::<_, ApiError>(report)
         })
         .await
 }
@@ -640,6 +751,30 @@ async fn mirror_add(
         });
     }
     let target = req.target.trim().to_string();
+    if req.follow {
+        if !crate::provenance::names::is_published_name(node, &target) {
+            return Err(invalid(format!(
+                "following {target} needs a publisher: a [trust] rule for it in the config, or \
+                 the form <publisher>/org/name"
+            )));
+        }
+        if req.interval == Some(0) {
+            return Err(invalid("--interval must be above 0"));
+        }
+        crate::provenance::names::published_name(node, &target).await?;
+        let added = crate::mirror::add(
+            node,
+            MirrorEntry::Follow {
+                follow: target.clone(),
+                interval: req.interval,
+            },
+        )
+        .await?;
+        return Ok(MirrorChanged {
+            target,
+            changed: added,
+        });
+    }
     let is_target = target.parse::<Hash>().is_ok()
         || target.parse::<Ticket>().is_ok()
         || NameRef::parse(&target).is_ok();
