@@ -21,14 +21,16 @@ COMMONS=${1:?usage: provenance_test.sh <commons binary>}
 HERE=$(cd "$(dirname "$0")" && pwd)
 VENV=${HF_VENV:-$HOME/.cache/commons/hf-venv}
 MODEL_SIGNING_VERSION=1.1.1
+# model_signing imports OpenSSL (pyOpenSSL) but does not declare it.
+PYOPENSSL_VERSION=26.4.0
 
 [ -x "$COMMONS" ] || { echo "no $COMMONS: build the workspace (make build)"; exit 1; }
 command -v openssl > /dev/null || { echo "openssl is needed (to make keys as users do)"; exit 1; }
-if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys
+if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys, OpenSSL
 sys.exit(m.version('model-signing') != '$MODEL_SIGNING_VERSION')" 2>/dev/null; then
   echo "installing model-signing $MODEL_SIGNING_VERSION into $VENV"
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q "model-signing==$MODEL_SIGNING_VERSION"
+  "$VENV/bin/pip" install -q "model-signing==$MODEL_SIGNING_VERSION" "pyopenssl==$PYOPENSSL_VERSION"
 fi
 PY="$VENV/bin/python"
 MS="$VENV/bin/model_signing"

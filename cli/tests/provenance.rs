@@ -111,6 +111,33 @@ fn keys_are_made_listed_exported_and_bad_ones_refused() {
     .expect("write");
     assert!(fails(&dir, &["key", "import", "junk", s(&junk)]).contains("not a PEM private key"));
     assert!(fails(&dir, &["sign", "0000", "--key", "nope"]).contains("no key named"));
+
+    // Names outside the trust policy, or under another publisher's rule: refused before
+    // any network is asked.
+    let other = key(&tmp.path().join("o"), "other");
+    fs::write(
+        dir.join("config.toml"),
+        format!("[trust]\n\"lab-x/*\" = \"{other}\"\n"),
+    )
+    .expect("config");
+    let err = fails(&dir, &["resolve", "lab-y/corpus"]);
+    assert!(
+        err.contains("no [trust] rule names the publisher of lab-y/corpus"),
+        "{err}"
+    );
+    let err = fails(&dir, &["resolve", &format!("{p256}/lab-x/corpus")]);
+    assert!(err.contains("the trust policy names publisher"), "{err}");
+    let err = fails(&dir, &["publish", "lab-x/corpus", "0000", "--key", "lab-x"]);
+    assert!(err.contains("trust policy names publisher"), "{err}");
+    let err = fails(&dir, &["resolve", "p256:zz/lab-x/corpus"]);
+    assert!(err.contains("publisher"), "{err}");
+    fs::write(
+        dir.join("config.toml"),
+        "[trust]\n\"lab-x\" = \"p256:00\"\n",
+    )
+    .expect("config");
+    let err = fails(&dir, &["key", "ls"]);
+    assert!(err.contains("trust"), "a bad policy is named: {err}");
 }
 
 #[test]
@@ -176,9 +203,32 @@ fn a_signature_travels_with_the_dataset_and_a_stripped_one_is_refused_by_policy(
     json_ok(&strict, &["get", &bare.ticket()]);
     let err = fails(&strict, &["verify", &root, "--publisher", &public]);
     assert!(err.contains("unsigned"), "{err}");
-    // Bound by hand under a trusted name, the unsigned copy is not served as the
-    // publisher's by the gateway either (checked in the gateway's own tests); `get` of the
-    // name goes through the DHT record and the signature.
+    // Bound by hand under a name the policy covers, the unsigned copy is not served as the
+    // publisher's by the gateway (its own path, nor the Hugging Face API); the signed copy is.
+    json_ok(&strict, &["name", "set", "lab-x/corpus", &root]);
+    json_ok(&fetcher, &["name", "set", "lab-x/corpus", &root]);
+    let gateway = "[gateway]\nlisten = \"127.0.0.1:0\"\n";
+    let policy = format!("{SERVER}[trust]\n\"lab-x/*\" = \"{public}\"\n{gateway}");
+    fs::write(strict.join("config.toml"), &policy).expect("config");
+    fs::write(fetcher.join("config.toml"), &policy).expect("config");
+    let strict_node = Node::start(&strict);
+    let gw = common::gateway_addr(&strict_node);
+    for path in [
+        "/dataset/lab-x/corpus",
+        "/api/models/lab-x/corpus/tree/main",
+    ] {
+        let reply = common::http(&gw, "GET", path, &[]);
+        assert_eq!(reply.status, 403, "{path}: {}", reply.text());
+        assert!(
+            reply.text().contains("carries no signature"),
+            "{}",
+            reply.text()
+        );
+    }
+    let fetcher_node = Node::start(&fetcher);
+    let gw = common::gateway_addr(&fetcher_node);
+    let reply = common::http(&gw, "GET", "/dataset/lab-x/corpus", &[]);
+    assert_eq!(reply.status, 200, "{}", reply.text());
     drop(bare);
     drop(seeder);
 }

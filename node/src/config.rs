@@ -192,12 +192,7 @@ pub enum MirrorEntry {
     /// `{ follow = "org/name[@revision]", interval = 300 }`: a name signed by the publisher
     /// the trust policy names for it, resolved through the DHT; each new version is fetched
     /// as it is published, bound locally, and its record kept alive in the DHT.
-    Follow {
-        /// The name.
-        follow: String,
-        /// Seconds between checks for a new version (default 300).
-        interval: Option<u64>,
-    },
+    Follow(FollowEntry),
     /// `{ target = "<hash or ticket>", name = "org/name", revision = "main" }`.
     Named {
         /// Hash or ticket.
@@ -209,6 +204,17 @@ pub enum MirrorEntry {
     },
 }
 
+/// A followed name (see [`MirrorEntry::Follow`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FollowEntry {
+    /// The name: `org/name[@revision]`, or `<publisher>/org/name[@revision]`.
+    pub follow: String,
+    /// Seconds between checks for a new version (default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<u64>,
+}
+
 impl MirrorEntry {
     /// The hash or ticket to fetch, or the Hub source's label (`hf://…@revision`): what
     /// names the entry in listings and `mirror rm`.
@@ -216,7 +222,7 @@ impl MirrorEntry {
         match self {
             Self::Target(t) | Self::Named { target: t, .. } => std::borrow::Cow::Borrowed(t),
             Self::Hub(source) => std::borrow::Cow::Owned(source.label()),
-            Self::Follow { follow, .. } => std::borrow::Cow::Borrowed(follow),
+            Self::Follow(f) => std::borrow::Cow::Borrowed(&f.follow),
         }
     }
 
@@ -465,7 +471,7 @@ impl ConfigFile {
                     .map_err(|e| bad(format!("mirror.datasets[{i}]: {e}")))?;
                 continue;
             }
-            if let MirrorEntry::Follow { follow, interval } = entry {
+            if let MirrorEntry::Follow(FollowEntry { follow, interval }) = entry {
                 // `<publisher>/org/name` names its publisher itself.
                 let (publisher, name) = match follow.split_once('/') {
                     Some((first, rest)) if rest.contains('/') => (Some(first), rest),

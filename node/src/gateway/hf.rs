@@ -168,6 +168,12 @@ impl Gateway {
                 &format!("{id} has no revision {rev:?} on this mirror"),
             )
         })?;
+        let trusted_name = DatasetName::parse(&id).ok();
+        if let Some(name) = trusted_name {
+            if let Some(why) = self.untrusted(&name, binding.root).await {
+                return Err(hub_error(StatusCode::FORBIDDEN, "UnsignedRepo", &why));
+            }
+        }
         if let Some(up) = manifest.upstream().filter(|up| up.kind != kind) {
             return Err(hub_error(
                 StatusCode::NOT_FOUND,

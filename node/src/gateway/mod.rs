@@ -350,24 +350,33 @@ impl Gateway {
                     ),
                 )
             })?;
-        if let Some(publisher) = self.trust.publisher_of(&name.name).cloned() {
-            let key = publisher.clone();
-            let signed = self
-                .store
-                .run(move |s| crate::provenance::signatures::is_signed_by(s, &root, &key))
-                .await
-                .unwrap_or(false);
-            if !signed {
-                return Err(error(
-                    StatusCode::FORBIDDEN,
-                    &format!(
-                        "{name} is bound to {root}, which carries no signature by {publisher}, \
-                         the publisher this node's trust policy names for it"
-                    ),
-                ));
-            }
+        if let Some(why) = self.untrusted(&name.name, root).await {
+            return Err(error(StatusCode::FORBIDDEN, &why));
         }
         Ok(root)
+    }
+
+    /// Why `root`, bound to `name`, may not be served as `name`: the trust policy names a
+    /// publisher for it, and the dataset carries no signature of theirs (a name bound by
+    /// hand cannot pass for theirs). `None` when it may.
+    pub(crate) async fn untrusted(
+        &self,
+        name: &commons_protocol::DatasetName,
+        root: Hash,
+    ) -> Option<String> {
+        let publisher = self.trust.publisher_of(name)?.clone();
+        let key = publisher.clone();
+        let signed = self
+            .store
+            .run(move |s| crate::provenance::signatures::is_signed_by(s, &root, &key))
+            .await
+            .unwrap_or(false);
+        (!signed).then(|| {
+            format!(
+                "{name} is bound to {root}, which carries no signature by {publisher}, the \
+                 publisher this node's trust policy names for it"
+            )
+        })
     }
 
     /// The manifest of `root`, complete and verified (fetched first when allowed). Kept

@@ -355,8 +355,8 @@ async fn keep(node: Node, entry: MirrorEntry) {
     if let MirrorEntry::Hub(source) = entry {
         return keep_hub(node, source).await;
     }
-    if let MirrorEntry::Follow { follow, interval } = entry {
-        return keep_followed(node, follow, interval).await;
+    if let MirrorEntry::Follow(f) = entry {
+        return keep_followed(node, f.follow, f.interval).await;
     }
     let mut wait = FIRST_RETRY;
     let key = entry.target().to_string();

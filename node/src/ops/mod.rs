@@ -505,6 +505,15 @@ async fn export(node: &Node, req: Export, progress: Progress) -> Result<ExportOu
     node.store()
         .run(move |store| {
             let hash = resolve(store, &req.target)?;
+            if let Some(p) = &publisher {
+                // Refused before any file is written.
+                if !crate::provenance::signatures::is_signed_by(store, &hash, p)? {
+                    return Err(ApiError::new(
+                        ErrorKind::NotFound,
+                        format!("{hash} holds no signature by publisher {p}"),
+                    ));
+                }
+            }
             let mut outcome =
                 export::export(store, &hash, &req.dest, req.force, &include, &progress)
                     .map_err(|e| ApiError::from(e).context(format_args!("cannot export {hash}")))?;
@@ -764,10 +773,10 @@ async fn mirror_add(
         crate::provenance::names::published_name(node, &target).await?;
         let added = crate::mirror::add(
             node,
-            MirrorEntry::Follow {
+            MirrorEntry::Follow(crate::config::FollowEntry {
                 follow: target.clone(),
                 interval: req.interval,
-            },
+            }),
         )
         .await?;
         return Ok(MirrorChanged {

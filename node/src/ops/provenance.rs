@@ -199,7 +199,8 @@ pub(super) fn folder_signature(
 ) -> Result<Option<(Vec<u8>, commons_protocol::provenance::SignatureBundle)>, ApiError> {
     use std::io::Read;
     let path = folder.join(commons_protocol::provenance::bundle::SIGNATURE_FILE);
-    let meta = match std::fs::symlink_metadata(&path) {
+    // Followed if a link: a model.sig is read as the signature, never added as data.
+    let meta = match std::fs::metadata(&path) {
         Ok(meta) if meta.is_file() => meta,
         Ok(_) => return Ok(None),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

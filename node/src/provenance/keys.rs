@@ -165,6 +165,9 @@ pub fn parse_publisher(data_dir: &Path, text: &str) -> Result<PublicKey, ApiErro
     if let Ok(key) = PublicKey::parse(text) {
         return Ok(key);
     }
+    if check_name(text).is_ok() && key_path(data_dir, text).is_file() {
+        return load(data_dir, text).map(|k| k.public());
+    }
     let path = Path::new(text);
     if path.is_file() {
         let pem = fs::read_to_string(path).map_err(|e| io_error(path, e))?;
@@ -173,9 +176,6 @@ pub fn parse_publisher(data_dir: &Path, text: &str) -> Result<PublicKey, ApiErro
             .map_err(|e| {
                 ApiError::new(ErrorKind::InvalidInput, format!("{}: {e}", path.display()))
             });
-    }
-    if check_name(text).is_ok() && key_path(data_dir, text).is_file() {
-        return load(data_dir, text).map(|k| k.public());
     }
     Err(ApiError::new(
         ErrorKind::InvalidInput,

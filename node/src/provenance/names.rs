@@ -103,6 +103,9 @@ pub async fn lookup(
     };
     // Peers that answered with anything but the newest get it (only what verified: a
     // peer's own store refuses anything older than it holds).
+    let own_stale = valid
+        .iter()
+        .any(|(p, r)| p.is_none() && r.rank() < record.rank());
     let mut stale: Vec<PeerId> = valid
         .iter()
         .filter(|(_, r)| r.rank() < record.rank())
@@ -114,6 +117,16 @@ pub async fn lookup(
     let stale_peers = stale.len();
     if let Err(e) = host.put_name_to(key, record.encode(), stale).await {
         tracing::debug!(error = %e, "cannot write a name record back");
+    }
+    if own_stale {
+        // This node's own DHT store served an older record: it takes the newest too (and
+        // the peers closest to the key with it).
+        let (host, bytes) = (host.clone(), record.encode());
+        tokio::spawn(async move {
+            if let Err(e) = host.put_name(key, bytes).await {
+                tracing::debug!(error = %e, "cannot store the newest name record here");
+            }
+        });
     }
     Ok(Some(Resolution {
         record,
@@ -154,7 +167,18 @@ pub async fn resolve(
             .run(move |s| s.remember_name(&key, &remembered, false, allow_older))
             .await?;
         if let NameUpdate::Older(held) = update {
-            // Raced with a newer record accepted meanwhile: that one stands.
+            // A newer record was accepted here before (maybe since expired): it stands,
+            // and an expired one names nothing.
+            if let Err(e) = held.check_time(unix_now()) {
+                return Err(ApiError::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "{e}; the network offers only older records of {name} (sequence {}), \
+                         which this node refuses (--allow-older accepts them)",
+                        found.record.record.seq
+                    ),
+                ));
+            }
             return Ok(Resolution {
                 record: *held,
                 from_network: false,
@@ -188,11 +212,22 @@ pub async fn publish(
     lifetime_secs: u64,
 ) -> Result<Published, ApiError> {
     let public = key.public();
-    let previous = match resolve(node, network, &public, name, false).await {
+    let dht_key = name_key(&public, name);
+    let current = match resolve(node, network, &public, name, false).await {
         Ok(found) => Some(found.record),
         Err(e) if e.kind == ErrorKind::NotFound => None,
         Err(e) => return Err(e.context("cannot look up the name's current record")),
     };
+    // Expired records count too: nodes that hold one refuse any lower sequence for good.
+    let seen = node
+        .store()
+        .run(move |s| s.seen_name(&dht_key))
+        .await?
+        .map(|(r, _)| r);
+    let previous = [current, seen]
+        .into_iter()
+        .flatten()
+        .max_by_key(SignedNameRecord::rank);
     let now = unix_now();
     let record = NameRecord {
         version: RECORD_VERSION,
@@ -208,13 +243,22 @@ pub async fn publish(
     }
     .sign(key);
     // Checked as any peer will check it, before it leaves.
-    let dht_key = name_key(&public, name);
     SignedNameRecord::decode_verified(&record.encode(), dht_key.as_bytes(), now)
         .map_err(|e| ApiError::new(ErrorKind::InvalidInput, e.to_string()))?;
     let kept = record.clone();
-    node.store()
+    let update = node
+        .store()
         .run(move |s| s.remember_name(&dht_key, &kept, true, false))
         .await?;
+    if let NameUpdate::Older(newer) = update {
+        return Err(ApiError::new(
+            ErrorKind::Busy,
+            format!(
+                "a newer record of {name} (sequence {}) arrived while publishing; publish again",
+                newer.record.seq
+            ),
+        ));
+    }
     let cost = network
         .host
         .put_name(dht_key, record.encode())

@@ -132,6 +132,10 @@ impl Store {
         self.delete_names_of(&mut batch, hash)?;
         self.db.write(batch)?;
         let gc = self.gc(false)?;
+        if was_dataset && self.dataset(hash)?.is_none() {
+            // Signed data gone: its signatures are not served for it any more.
+            self.remove_signatures(hash)?;
+        }
         let removed: HashSet<Hash> = gc.removed.iter().map(|(h, _)| *h).collect();
         let kept_shared = members
             .iter()
