@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/commons/target
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint fmt deps python-deps build bench fetch-bench transport-bench dht-bench swarm-lab swarm-lab-flash gateway-bench hub-bench fuzz check-layering check-cycles
+.PHONY: demo test lint fmt deps python-deps build bench fetch-bench transport-bench dht-bench name-bench swarm-lab swarm-lab-flash gateway-bench hub-bench fuzz check-layering check-cycles
 
 ## demo: build `commons`, then add a sample dataset, list, export and verify it, fetch it
 ## over QUIC by ticket and by hash, and read it through the HTTP gateway (installs curl)
@@ -50,6 +50,11 @@ bench: deps build
 ## dht-bench: 20 and 50 DHT nodes on loopback: provider lookups, announcing 10,000 roots
 dht-bench: deps build
 	"$(CARGO_TARGET_DIR)/release/dht-bench"
+
+## name-bench: 50 DHT nodes on loopback: signed-name resolution (cold, warm, a new version)
+## against provider lookups; signing and verifying a 10,000-file dataset against parsing its manifest
+name-bench: deps build
+	"$(CARGO_TARGET_DIR)/release/name-bench"
 
 ## swarm-lab: network namespaces (root): 4 seeders at 100 Mbit/s each, 1 leecher, 1 GiB; also
 ## aria2c (BitTorrent) on the same links; writes swarm-lab.svg

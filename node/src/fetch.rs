@@ -420,14 +420,15 @@ async fn fetch_files(
 /// first), so they travel with the data; with `publisher` required, fails unless one by it
 /// is held afterwards.
 async fn fetch_signatures(
-    pool: &Pool<'_>,
+    pool: &mut Pool<'_>,
     root: Hash,
     manifest: &commons_protocol::Manifest,
     publisher: Option<&commons_protocol::provenance::PublicKey>,
     served_root: Option<PeerId>,
 ) -> Result<(), GetError> {
     use crate::provenance::signatures;
-    let store = pool.node.store();
+    let node = pool.node;
+    let store = node.store();
     let signed = || {
         let publisher = publisher.cloned();
         store.run(move |s| match &publisher {
@@ -437,6 +438,10 @@ async fn fetch_signatures(
     };
     if publisher.is_some() && signed().await? {
         return Ok(());
+    }
+    if publisher.is_some() && pool.peers.is_empty() && !pool.looked_up {
+        // The data was held already (no provider was needed): the signature is not.
+        pool.lookup().await?;
     }
     let mut peers: Vec<PeerId> = served_root.into_iter().collect();
     peers.extend(

@@ -174,7 +174,7 @@ impl UpstreamResponse {
 /// Signatures one [`SignaturesResponse`] carries, and a node keeps per dataset, at most.
 pub const MAX_SIGNATURES_PER_ROOT: usize = 8;
 /// Longest [`SignaturesResponse`] frame: one bundle of the largest size, and some.
-pub const MAX_SIGNATURES_BYTES: u32 = crate::provenance::bundle::MAX_SIGNATURE_BYTES as u32 + 1024;
+pub const MAX_SIGNATURES_BYTES: u32 = crate::provenance::MAX_SIGNATURE_BYTES as u32 + 1024;
 
 /// The answer to [`Request::Signatures`]: signature bundles the server holds for the root
 /// (claims: the asker checks each against the manifest, and against the publisher's key

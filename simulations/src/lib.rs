@@ -1,6 +1,7 @@
 //! Shared helpers for Commons benchmarks and experiments: test data, timing, peak memory.
 
 pub mod bittorrent;
+pub mod dht;
 pub mod hub_origin;
 pub mod netns;
 pub mod plot;
@@ -80,6 +81,22 @@ fn unsafe_zeroed_rusage() -> libc::rusage {
 fn wait4(pid: libc::pid_t, status: &mut i32, usage: &mut libc::rusage) -> libc::pid_t {
     // SAFETY: pointers are to live, exclusively borrowed locals.
     unsafe { libc::wait4(pid, status, 0, usage) }
+}
+
+/// The value at fraction `p` (0.5: median, 0.99: p99) of `sorted`, nearest rank; 0 when
+/// empty.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+/// `v` sorted ascending, for [`percentile`].
+pub fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(f64::total_cmp);
+    v
 }
 
 /// Times a closure.

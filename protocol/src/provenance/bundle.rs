@@ -17,8 +17,7 @@ use sha2::{Digest as _, Sha256};
 use super::key::{KeyError, PublicKey, SecretKey};
 use crate::{manifest::ManifestEntry, Manifest};
 
-/// Largest signature bundle read, in bytes: room for ~100,000 files.
-pub const MAX_SIGNATURE_BYTES: usize = 16 * 1024 * 1024;
+pub use super::MAX_SIGNATURE_BYTES;
 /// The bundle media type written (Sigstore bundle v0.3).
 pub const BUNDLE_MEDIA_TYPE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
 /// DSSE payload type of an in-toto statement.

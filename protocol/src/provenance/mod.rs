@@ -6,6 +6,10 @@
 //!   `org/name@rev` to a root;
 //! - [`trust`]: which publisher may sign for which names.
 
+/// Largest signature bundle read, in bytes: room for ~100,000 files (a 10,000-file bundle
+/// is 1.9 MB). Here rather than in [`bundle`] because the wire format bounds by it too.
+pub const MAX_SIGNATURE_BYTES: usize = 16 * 1024 * 1024;
+
 pub mod bundle;
 pub mod key;
 pub mod record;

@@ -17,7 +17,7 @@ use commons_node::{
     transfer::{ask_holders, serve, ServeLimits, TransferStats},
 };
 use commons_protocol::Hash;
-use libp2p::identity::Keypair;
+use commons_simulations::{dht::start_network, percentile, sorted};
 use tokio::time::Instant;
 
 #[derive(Debug, Parser)]
@@ -34,51 +34,6 @@ struct Args {
     /// Announcements in flight (the publisher's concurrency)
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i]
-}
-
-fn sorted(mut v: Vec<f64>) -> Vec<f64> {
-    v.sort_by(f64::total_cmp);
-    v
-}
-
-/// Starts `n` DHT servers; node i bootstraps from one random earlier node.
-async fn start_network(n: usize, config: &DiscoveryConfig) -> Result<Vec<Host>> {
-    let loopback = vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse()?];
-    let mut hosts: Vec<Host> = Vec::with_capacity(n);
-    for i in 0..n {
-        let host = Host::start(Keypair::generate_ed25519(), &loopback, config).await?;
-        if i > 0 {
-            let via = &hosts[rand::random_range(0..i)];
-            let addr = via.listen_addrs().await[0].clone();
-            host.bootstrap(&[addr]).await?;
-        }
-        hosts.push(host);
-    }
-    // Let bootstrap walks fill the routing tables.
-    let want = (n - 1).min(20);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut full = 0;
-        for h in &hosts {
-            if h.status().await?.routing_table >= want {
-                full += 1;
-            }
-        }
-        if full == n || Instant::now() > deadline {
-            println!("  routing tables with >= {want} peers: {full} of {n}");
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    Ok(hosts)
 }
 
 /// Median time of one holders request on an open connection: one round trip.
