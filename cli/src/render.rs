@@ -290,15 +290,18 @@ pub fn verified(r: &VerifyReport) {
             (None, None) => "matches the files (no --publisher given to check the key)".into(),
             (Some(false), None) => "does not verify".into(),
         };
+        // The hint is checked to be hex when a bundle is read; shown printable all the same.
+        let hint: String = sig
+            .key_hint
+            .chars()
+            .filter(char::is_ascii_hexdigit)
+            .take(16)
+            .collect();
         println!(
             "signature {} ({} digests, key hint {}): {state}",
             sig.id.short(),
             sig.file_digest,
-            if sig.key_hint.is_empty() {
-                "none"
-            } else {
-                &sig.key_hint[..16.min(sig.key_hint.len())]
-            }
+            if hint.is_empty() { "none" } else { &hint }
         );
     }
     if let Some(publisher) = &r.signed_by {

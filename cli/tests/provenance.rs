@@ -260,11 +260,15 @@ fn a_model_sig_in_a_folder_is_kept_checked_and_exported_byte_identical() {
     json_ok(&b, &["export", &root, s(&again)]);
     assert_eq!(fs::read(again.join("model.sig")).expect("model.sig"), sig);
 
-    // A model.sig that does not list the folder's files is refused, naming the file.
+    // A model.sig that does not sign the folder's files is refused (here: another dataset,
+    // named by its root).
     fs::write(signed_folder.join("extra.txt"), b"not signed").expect("write");
     let c = tmp.path().join("c");
     let err = fails(&c, &["add", s(&signed_folder)]);
-    assert!(err.contains("extra.txt is not signed"), "{err}");
+    assert!(
+        err.contains("the signature does not match the dataset: it signs dataset"),
+        "{err}"
+    );
     fs::write(signed_folder.join("model.sig"), b"{not json").expect("write");
     let err = fails(&c, &["add", s(&signed_folder)]);
     assert!(err.contains("model.sig"), "{err}");
@@ -363,34 +367,56 @@ fn signed_names_resolve_across_five_nodes_and_cannot_be_rolled_back() {
         .map(Vec::len);
     assert_eq!(history, Some(2), "the follower saw both versions");
 
-    // A test peer replays v1 (validly signed, older) and forges records: nothing changes.
+    // A test peer replays v1 (validly signed, older) and forges records: no node stores
+    // them (asked directly for what each holds, not through a node's own floor).
     let v1_record = record_bytes(&dirs[1], "lab-x/corpus", 1);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let bootstrap: libp2p::Multiaddr = nodes[2].addr().parse().expect("multiaddr");
-    let replayed = rt.block_on(replay(bootstrap, &public, v1_record));
+    let held = rt.block_on(replay(bootstrap.clone(), &public, v1_record));
     assert!(
-        replayed.0.is_err(),
+        held.replayed.is_err(),
         "every node refused the replayed v1: {:?}",
-        replayed.0
+        held.replayed
+    );
+    assert!(
+        held.corpus_answers >= 3,
+        "nodes answered: {}",
+        held.corpus_answers
+    );
+    assert_eq!(
+        held.corpus_seqs,
+        vec![2; held.corpus_seqs.len()],
+        "every node still holds v2"
+    );
+    assert_eq!(
+        held.forged_answers, 0,
+        "no node stored the record with a bad signature"
+    );
+    assert_eq!(
+        held.huge_answers, 0,
+        "no node stored the record over the size limit"
     );
     for dir in &dirs[1..] {
         assert_eq!(resolved(dir), Some((v2.clone(), 2)), "{}", dir.display());
     }
-    for (what, fresh) in [("forged", replayed.1), ("oversized", replayed.2)] {
-        let err = fails(&dirs[3], &["resolve", &format!("{public}/{fresh}")]);
-        assert!(
-            err.contains("no record"),
-            "{what} record was not stored: {err}"
-        );
-    }
 
-    // The publisher goes away: the name still resolves, through the nodes that hold it.
+    // The publisher goes away: a node that never saw the name resolves it, through the
+    // nodes that hold it (the follower among them), and fetches it by name.
     let publisher_node = nodes.remove(0);
     publisher_node.stop();
-    assert_eq!(resolved(&dirs[3]), Some((v2.clone(), 2)));
+    let fresh = node_dir(tmp.path(), "fresh", &trust);
+    let _fresh_node = Node::start_with(&fresh, &["--bootstrap", &nodes[1].addr()]);
+    assert!(
+        eventually(Duration::from_secs(20), || resolved(&fresh)
+            == Some((v2.clone(), 2))),
+        "a fresh node resolves v2 with the publisher gone"
+    );
     let out = tmp.path().join("by-name");
-    json_ok(&dirs[4], &["get", "lab-x/corpus", "-o", s(&out)]);
+    json_ok(&fresh, &["get", "lab-x/corpus", "-o", s(&out)]);
     assert!(out.join("model.sig").is_file());
+    let mut got = files(&out);
+    got.retain(|(p, _)| p != Path::new("model.sig"));
+    assert!(got == files(&v2_src), "the files are v2's");
 }
 
 /// The encoded record of `name`'s version `seq` from `dir`'s history (as the network
@@ -410,20 +436,29 @@ fn record_bytes(dir: &Path, name: &str, seq: u64) -> Vec<u8> {
         .collect()
 }
 
+/// What the replaying test peer saw.
+struct Replay {
+    /// The result of its PUT of v1.
+    replayed: Result<(), String>,
+    /// Answers from nodes for the name afterwards, and their sequence numbers.
+    corpus_answers: usize,
+    corpus_seqs: Vec<u64>,
+    /// Answers from nodes for the forged and the oversized record's keys.
+    forged_answers: usize,
+    huge_answers: usize,
+}
+
 /// A peer that is not a Commons node joins through `bootstrap` and PUTs records directly:
 /// the validly signed but older `v1`, then a record with a forged name (its signature no
-/// longer matches) and one padded over the size limit, each under a fresh name. Returns
-/// the replay's result and the two fresh names.
-async fn replay(
-    bootstrap: libp2p::Multiaddr,
-    publisher: &str,
-    v1: Vec<u8>,
-) -> (Result<(), String>, String, String) {
+/// longer matches) and one padded over the size limit, each under a fresh key; then asks
+/// the nodes what they hold under each key.
+async fn replay(bootstrap: libp2p::Multiaddr, publisher: &str, v1: Vec<u8>) -> Replay {
     use commons_node::{discovery::DiscoveryConfig, net::Host};
     use commons_protocol::{
         provenance::{name_key, PublicKey, SignedNameRecord},
         DatasetName, NameRef,
     };
+    let any: fn(&[u8], &[u8]) -> bool = |_, _| true;
     let public = PublicKey::parse(publisher).expect("key");
     let host = Host::start(
         libp2p::identity::Keypair::generate_ed25519(),
@@ -443,9 +478,18 @@ async fn replay(
         .await
         .map(|_| ())
         .map_err(|e| e.to_string());
-    let found = host.get_names(key, 8).await.expect("lookup");
-    let peers: Vec<libp2p::PeerId> = found.records.iter().filter_map(|(p, _)| *p).collect();
-    assert!(peers.len() >= 3, "nodes answered: {}", peers.len());
+    let found = host.get_names(key, 16, any).await.expect("lookup");
+    let from_nodes: Vec<_> = found.records.iter().filter(|(p, _)| p.is_some()).collect();
+    let peers: Vec<libp2p::PeerId> = from_nodes.iter().filter_map(|(p, _)| *p).collect();
+    let corpus_seqs = from_nodes
+        .iter()
+        .map(|(_, bytes)| {
+            SignedNameRecord::decode_signed(bytes)
+                .expect("nodes hold valid records")
+                .record
+                .seq
+        })
+        .collect();
     let mut forged = old.clone();
     forged.record.name = DatasetName::parse("lab-x/forged").expect("name");
     let forged_key = name_key(&public, &forged.record.name_ref());
@@ -461,5 +505,14 @@ async fn replay(
         .await
         .expect("sent");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    (replayed, "lab-x/forged".into(), "lab-x/huge".into())
+    let answers = |found: commons_node::net::FoundNames| {
+        found.records.iter().filter(|(p, _)| p.is_some()).count()
+    };
+    Replay {
+        replayed,
+        corpus_answers: from_nodes.len(),
+        corpus_seqs,
+        forged_answers: answers(host.get_names(forged_key, 16, any).await.expect("lookup")),
+        huge_answers: answers(host.get_names(huge_key, 16, any).await.expect("lookup")),
+    }
 }

@@ -221,8 +221,8 @@ pub fn signature_bundle(data: &[u8]) {
             hub: None,
         }])
         .expect("manifest");
-        let first = bundle.check_manifest(&manifest);
-        assert_eq!(bundle.check_manifest(&manifest), first);
+        let first = bundle.check_manifest(&manifest.hash(), &manifest);
+        assert_eq!(bundle.check_manifest(&manifest.hash(), &manifest), first);
         let _ = bundle.file_digest();
         let key = SecretKey::from_seed(crate::provenance::KeyAlgorithm::P256, &[1; 32])
             .expect("key")
@@ -468,7 +468,8 @@ mod tests {
             let manifest = Manifest::new(vec![entry("config.json", false)]).expect("valid");
             seeds.push((
                 "signature_bundle",
-                crate::provenance::bundle::sign_manifest(&manifest, &key, "model"),
+                crate::provenance::bundle::sign_manifest(&manifest.hash(), &manifest, &key)
+                    .expect("signs"),
             ));
         }
         let vectors = fuzz_dir().join("../protocol/tests/vectors/openssf");

@@ -18,7 +18,7 @@ use std::{
 use libp2p::{
     kad::{
         store::{Error, RecordStore, Result},
-        ProviderRecord, Record, RecordKey,
+        KBucketKey, ProviderRecord, Record, RecordKey,
     },
     Multiaddr, PeerId,
 };
@@ -35,6 +35,13 @@ pub struct ProviderLimits {
     pub max_providers_per_key: usize,
     /// Addresses kept per provider record.
     pub max_addrs_per_record: usize,
+    /// Signed name records held, at most ([`MAX_NAME_RECORDS`]).
+    #[serde(default = "default_max_names")]
+    pub max_names: usize,
+}
+
+fn default_max_names() -> usize {
+    MAX_NAME_RECORDS
 }
 
 impl Default for ProviderLimits {
@@ -43,6 +50,7 @@ impl Default for ProviderLimits {
             max_keys: 250_000,
             max_providers_per_key: 64,
             max_addrs_per_record: 8,
+            max_names: MAX_NAME_RECORDS,
         }
     }
 }
@@ -103,18 +111,27 @@ impl ProviderStore {
 
     /// Checks a name record and stores it if it is newer than the one held (the same
     /// record again is accepted and changes nothing). Why a record was refused is logged.
+    /// The cheap checks (shape, key, time, newer than held) run before the signature's.
+    /// When [`MAX_NAME_RECORDS`] are held, a record for a new key takes the place of the
+    /// held record whose key is farthest from this node if its own is nearer (a node keeps
+    /// the records it is among the closest to), else it is refused.
     pub fn put_name(&mut self, record: Record, now_unix: u64) -> Result<()> {
+        self.insert_name(record, now_unix, true)
+    }
+
+    fn insert_name(&mut self, record: Record, now_unix: u64, check_signature: bool) -> Result<()> {
         use commons_protocol::provenance::SignedNameRecord;
-        let new = SignedNameRecord::decode_verified(&record.value, record.key.as_ref(), now_unix)
-            .map_err(|e| {
+        let refused = |e: &dyn std::fmt::Display| {
             tracing::debug!(error = %e, "refused a name record");
             Error::ValueTooLarge
-        })?;
+        };
+        let new = SignedNameRecord::decode_unverified(&record.value, record.key.as_ref(), now_unix)
+            .map_err(|e| refused(&e))?;
         if let Some((held, _)) = self.names.get(&record.key) {
+            if held.value == record.value {
+                return Ok(());
+            }
             if let Ok(old) = SignedNameRecord::decode_signed(&held.value) {
-                if old == new {
-                    return Ok(());
-                }
                 if !new.supersedes(&old) {
                     tracing::debug!(
                         name = %new.record.name_ref(),
@@ -125,10 +142,28 @@ impl ProviderStore {
                     return Err(Error::ValueTooLarge);
                 }
             }
-        } else if self.names.len() >= MAX_NAME_RECORDS {
+        }
+        if check_signature {
+            new.verify_signature().map_err(|e| refused(&e))?;
+        }
+        let max = self.limits.max_names;
+        if !self.names.contains_key(&record.key) && self.names.len() >= max {
             self.names.retain(|_, (_, expires)| *expires > now_unix);
-            if self.names.len() >= MAX_NAME_RECORDS {
-                return Err(Error::MaxRecords);
+            if self.names.len() >= max {
+                let me = KBucketKey::from(self.local);
+                let distance = |k: &RecordKey| me.distance(&KBucketKey::new(k.clone()));
+                let farthest = self
+                    .names
+                    .keys()
+                    .max_by_key(|k| distance(k))
+                    .filter(|far| distance(far) > distance(&record.key))
+                    .cloned();
+                match farthest {
+                    Some(far) => {
+                        self.names.remove(&far);
+                    }
+                    None => return Err(Error::MaxRecords),
+                }
             }
         }
         let expires = new.record.expires_unix;
@@ -152,13 +187,15 @@ impl ProviderStore {
             .collect()
     }
 
-    /// Loads saved name records (each checked again); returns how many loaded.
+    /// Loads saved name records; returns how many loaded. Each is checked again but for its
+    /// signature, checked before it was saved in this node's own private store: 50,000
+    /// P-256 checks would hold the swarm task for 20 s at start.
     pub fn restore_names(&mut self, saved: Vec<(Vec<u8>, Vec<u8>)>) -> usize {
         let now = unix_now();
         saved
             .into_iter()
             .filter(|(key, value)| {
-                self.put_name(Record::new(RecordKey::new(key), value.clone()), now)
+                self.insert_name(Record::new(RecordKey::new(key), value.clone()), now, false)
                     .is_ok()
             })
             .count()
@@ -354,7 +391,7 @@ mod tests {
         let limits = ProviderLimits {
             max_keys: 2,
             max_providers_per_key: 2,
-            max_addrs_per_record: 8,
+            ..ProviderLimits::default()
         };
         let mut store = ProviderStore::new(local, limits);
         let hour = Duration::from_secs(3600);
@@ -489,5 +526,31 @@ mod tests {
         let mut restored = ProviderStore::new(PeerId::random(), ProviderLimits::default());
         assert_eq!(restored.restore_names(saved), 1);
         assert_eq!(restored.records().count(), 1);
+    }
+
+    #[test]
+    fn a_full_name_store_keeps_the_records_nearest_to_this_node() {
+        use commons_protocol::provenance::{KeyAlgorithm, SecretKey};
+        let local = PeerId::random();
+        let limits = ProviderLimits {
+            max_names: 8,
+            ..ProviderLimits::default()
+        };
+        let mut store = ProviderStore::new(local, limits);
+        let now = unix_now();
+        let me = KBucketKey::from(local);
+        let mut offered = Vec::new();
+        for i in 0..40u8 {
+            let key = SecretKey::from_seed(KeyAlgorithm::Ed25519, &[i; 32]).expect("key");
+            let record = name_record(&key, 1, now, now + 3600);
+            let _ = store.put_name(record.clone(), now);
+            offered.push(record.key);
+            assert!(store.name_count() <= 8, "bounded");
+        }
+        // Whatever the order they came in, the 8 nearest keys are the ones kept.
+        offered.sort_by_key(|k| me.distance(&KBucketKey::new(k.clone())));
+        let mut kept: Vec<RecordKey> = store.names.keys().cloned().collect();
+        kept.sort_by_key(|k| me.distance(&KBucketKey::new(k.clone())));
+        assert_eq!(kept, offered[..8].to_vec());
     }
 }

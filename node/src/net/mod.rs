@@ -205,11 +205,13 @@ enum Command {
         value: Vec<u8>,
         peers: Vec<PeerId>,
     },
-    /// Collects up to `want` name records for `key` (this node's own first, if it holds
-    /// one), unchecked: the caller checks each.
+    /// Collects name records for `key` (this node's own first, if it holds one) until
+    /// `want` of them pass `valid` (value, key) or the walk ends; all answers are returned,
+    /// so the caller can write the newest back to peers that sent anything else.
     GetNames {
         key: Hash,
         want: usize,
+        valid: fn(&[u8], &[u8]) -> bool,
         reply: oneshot::Sender<FoundNames>,
     },
 }
@@ -484,9 +486,20 @@ impl Host {
             .map_err(|_| NetError::Stopped)
     }
 
-    /// Asks the DHT for up to `want` answers for name key `key`, within the query timeout.
-    pub async fn get_names(&self, key: Hash, want: usize) -> Result<FoundNames, NetError> {
-        let asked = self.ask(|reply| Command::GetNames { key, want, reply });
+    /// Asks the DHT for the name records under `key` until `want` answers pass `valid`
+    /// (peers that answer junk do not end the walk early), within the query timeout.
+    pub async fn get_names(
+        &self,
+        key: Hash,
+        want: usize,
+        valid: fn(&[u8], &[u8]) -> bool,
+    ) -> Result<FoundNames, NetError> {
+        let asked = self.ask(|reply| Command::GetNames {
+            key,
+            want,
+            valid,
+            reply,
+        });
         tokio::time::timeout(self.query_timeout + Duration::from_secs(5), asked)
             .await
             .map_err(|_| NetError::Dht("the name lookup did not end in time".into()))?

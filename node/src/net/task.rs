@@ -64,6 +64,8 @@ enum PendingQuery {
     Announce(oneshot::Sender<Result<QueryCost, String>>),
     Names {
         want: usize,
+        valid: fn(&[u8], &[u8]) -> bool,
+        counted: usize,
         found: Vec<(Option<PeerId>, Vec<u8>)>,
         reply: Option<oneshot::Sender<FoundNames>>,
     },
@@ -303,12 +305,20 @@ impl Task {
             }
         }
         if let (
-            Some(PendingQuery::Names { want, found, reply }),
+            Some(PendingQuery::Names {
+                want,
+                valid,
+                counted,
+                found,
+                reply,
+            }),
             kad::QueryResult::GetRecord(Ok(kad::GetRecordOk::FoundRecord(peer_record))),
         ) = (self.queries.get_mut(&id), &result)
         {
-            found.push((peer_record.peer, peer_record.record.value.clone()));
-            if found.len() >= *want && !last {
+            let record = &peer_record.record;
+            *counted += usize::from(valid(&record.value, record.key.as_ref()));
+            found.push((peer_record.peer, record.value.clone()));
+            if *counted >= *want && !last {
                 if let Some(reply) = reply.take() {
                     let _ = reply.send(FoundNames {
                         records: std::mem::take(found),
@@ -438,7 +448,12 @@ impl Task {
                 );
                 self.queries.insert(id, PendingQuery::Quiet);
             }
-            Command::GetNames { key, want, reply } => {
+            Command::GetNames {
+                key,
+                want,
+                valid,
+                reply,
+            } => {
                 let id = self
                     .swarm
                     .behaviour_mut()
@@ -448,6 +463,8 @@ impl Task {
                     id,
                     PendingQuery::Names {
                         want: want.max(1),
+                        valid,
+                        counted: 0,
                         found: Vec::new(),
                         reply: Some(reply),
                     },

@@ -123,12 +123,14 @@ async fn add(node: &Node, req: Add, progress: Progress) -> Result<AddOutcome, Ap
                     Some(true) => HubIdChoice::Yes,
                     Some(false) => HubIdChoice::No,
                 };
-                let skip: &[&str] = match folder_signature {
-                    Some(_) => &[commons_protocol::provenance::bundle::SIGNATURE_FILE],
-                    None => &[],
-                };
+                // The signature, and what it leaves out, are not the signed dataset's files.
+                let mut skip: Vec<&str> = Vec::new();
+                if let Some((_, bundle)) = &folder_signature {
+                    skip.push(commons_protocol::provenance::bundle::SIGNATURE_FILE);
+                    skip.extend(bundle.ignore_paths().iter().map(String::as_str));
+                }
                 let ds = store
-                    .add_folder_skipping(&path, hub_ids, skip, &progress)
+                    .add_folder_skipping(&path, hub_ids, &skip, &progress)
                     .map_err(cannot)?;
                 if let Some((bytes, bundle)) = &folder_signature {
                     signature = Some(provenance::keep_folder_signature(

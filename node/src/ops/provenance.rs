@@ -85,7 +85,7 @@ async fn sign(node: &Node, req: Sign, _: Progress) -> Result<SignOutcome, ApiErr
                 )));
             }
             let files = store.read_manifest(&root)?.entries().len() as u64;
-            let signature = signatures::sign(store, &root, &key, &root.to_string())?;
+            let signature = signatures::sign(store, &root, &key)?;
             Ok(SignOutcome {
                 hash: root,
                 signature,
@@ -114,7 +114,14 @@ async fn publish(node: &Node, req: Publish, _: Progress) -> Result<PublishOutcom
     let name = NameRef::parse(&req.name)?;
     let lifetime = match req.valid_days {
         None => names::DEFAULT_LIFETIME_SECS,
-        Some(days) if days > 0 && days * 86_400 <= MAX_RECORD_LIFETIME_SECS => days * 86_400,
+        Some(days)
+            if days > 0
+                && days
+                    .checked_mul(86_400)
+                    .is_some_and(|s| s <= MAX_RECORD_LIFETIME_SECS) =>
+        {
+            days * 86_400
+        }
         Some(days) => {
             return Err(invalid(format!(
                 "--valid-days {days}: give 1 to {}",
@@ -211,7 +218,7 @@ pub(super) fn folder_signature(
             ))
         }
     };
-    let limit = commons_protocol::provenance::bundle::MAX_SIGNATURE_BYTES;
+    let limit = commons_protocol::provenance::MAX_SIGNATURE_BYTES;
     let mut bytes = Vec::with_capacity(meta.len().min(limit as u64) as usize);
     std::fs::File::open(&path)
         .and_then(|f| f.take(limit as u64 + 1).read_to_end(&mut bytes))
@@ -238,7 +245,7 @@ pub(super) fn keep_folder_signature(
     bytes: &[u8],
     bundle: &commons_protocol::provenance::SignatureBundle,
 ) -> Result<Hash, ApiError> {
-    bundle.check_manifest(manifest).map_err(|e| {
+    bundle.check_manifest(root, manifest).map_err(|e| {
         ApiError::new(
             ErrorKind::Corrupt,
             format!(

@@ -165,6 +165,15 @@ pub fn parse_publisher(data_dir: &Path, text: &str) -> Result<PublicKey, ApiErro
     if let Ok(key) = PublicKey::parse(text) {
         return Ok(key);
     }
+    if text.contains("PRIVATE KEY") {
+        // A secret key given where a public one belongs: its public half, never echoed.
+        return SecretKey::from_pem(text).map(|k| k.public()).map_err(|_| {
+            ApiError::new(
+                ErrorKind::InvalidInput,
+                "the publisher given is a private key that does not parse (give a public key)",
+            )
+        });
+    }
     if check_name(text).is_ok() && key_path(data_dir, text).is_file() {
         return load(data_dir, text).map(|k| k.public());
     }
@@ -177,11 +186,17 @@ pub fn parse_publisher(data_dir: &Path, text: &str) -> Result<PublicKey, ApiErro
                 ApiError::new(ErrorKind::InvalidInput, format!("{}: {e}", path.display()))
             });
     }
+    // Echoed only when short: a long text may be a key file's contents.
+    let shown = if text.len() <= 128 && !text.contains('\n') {
+        format!("{text:?}")
+    } else {
+        format!("of {} bytes", text.len())
+    };
     Err(ApiError::new(
         ErrorKind::InvalidInput,
         format!(
-            "publisher {text:?} is neither a key (p256:<hex>, ed25519:<hex>), a PEM file, nor \
-             a key held here"
+            "publisher {shown} is neither a key (p256:<hex>, ed25519:<hex>, or a PEM public \
+             key), a PEM file, nor a key held here"
         ),
     ))
 }

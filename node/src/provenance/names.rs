@@ -59,6 +59,12 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
+/// Whether a DHT answer is a valid record for its key now: only those count towards
+/// [`NAME_ANSWERS`] (junk from peers near the key cannot end a lookup early).
+fn is_valid_answer(value: &[u8], key: &[u8]) -> bool {
+    SignedNameRecord::decode_verified(value, key, unix_now()).is_ok()
+}
+
 /// Looks `key` up in the DHT and decides: the newest valid answer, unless `seen` (the
 /// newest record this node accepted before) is newer and `allow_older` is not set. Peers
 /// that answered anything older or invalid are sent the winner. No store: the benchmark
@@ -69,7 +75,7 @@ pub async fn lookup(
     seen: Option<SignedNameRecord>,
     allow_older: bool,
 ) -> Result<Option<Resolution>, ApiError> {
-    let found = host.get_names(key, NAME_ANSWERS).await?;
+    let found = host.get_names(key, NAME_ANSWERS, is_valid_answer).await?;
     let now = unix_now();
     let mut valid: Vec<(Option<PeerId>, SignedNameRecord)> = Vec::new();
     let mut bad_peers = Vec::new();

@@ -2,13 +2,14 @@
 //! fetched with the dataset from peers, checked against a publisher (`commons verify
 //! --publisher`), and written out as `model.sig` by `export`.
 //!
-//! A bundle is kept only if its statement lists exactly the manifest's files with their
+//! A bundle is kept only if its statement lists exactly the dataset's files with their
 //! digests ([`SignatureBundle::check_manifest`]): a bundle for other data is refused at the
 //! door. Whether it was signed by a given publisher is checked when someone asks (`verify`,
 //! a trust policy), since the key is not part of the bundle (its hint only names it).
+//! Parsing and checking a bundle is CPU work on up to 16 MiB: it runs on the blocking pool.
 
 use commons_protocol::{
-    provenance::{bundle, PublicKey, SecretKey, SignatureBundle},
+    provenance::{bundle, PublicKey, SecretKey, SignatureBundle, MAX_SIGNATURE_BYTES},
     wire::MAX_SIGNATURES_PER_ROOT,
     Hash, Manifest,
 };
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     error::{ApiError, ErrorKind},
     net::Host,
-    store::{Store, StoreError},
+    store::{AsyncStore, Store, StoreError},
     transfer::ask_signatures,
 };
 
@@ -30,7 +31,7 @@ pub const MAX_SIGNATURE_PEERS: usize = 4;
 pub struct SignatureStatus {
     /// The bundle's id (BLAKE3 of its bytes).
     pub id: Hash,
-    /// The key hint the signer wrote (SHA-256 of its public key PEM), possibly empty.
+    /// The key hint the signer wrote (SHA-256 of its public key PEM, hex), possibly empty.
     pub key_hint: String,
     /// `blake3` or `sha256`: how the statement lists the files.
     pub file_digest: String,
@@ -41,23 +42,38 @@ pub struct SignatureStatus {
     pub problem: Option<String>,
 }
 
-/// Parses `bytes` and checks it lists exactly `manifest`'s files.
-pub fn check_bundle(manifest: &Manifest, bytes: &[u8]) -> Result<SignatureBundle, ApiError> {
+/// Parses `bytes` and checks it lists exactly the files of dataset `root` (`manifest`).
+pub fn check_bundle(
+    root: &Hash,
+    manifest: &Manifest,
+    bytes: &[u8],
+) -> Result<SignatureBundle, ApiError> {
     let bundle = SignatureBundle::parse(bytes)
         .map_err(|e| ApiError::new(ErrorKind::Corrupt, e.to_string()))?;
     bundle
-        .check_manifest(manifest)
+        .check_manifest(root, manifest)
         .map_err(|e| ApiError::new(ErrorKind::Corrupt, e.to_string()))?;
     Ok(bundle)
 }
 
-/// Signs dataset `root` with `key` and keeps the signature; returns its id. `subject` names
-/// the dataset in the statement (the reference tool uses the folder's name).
-pub fn sign(store: &Store, root: &Hash, key: &SecretKey, subject: &str) -> Result<Hash, ApiError> {
+/// Signs dataset `root` with `key` and keeps the signature; returns its id.
+pub fn sign(store: &Store, root: &Hash, key: &SecretKey) -> Result<Hash, ApiError> {
     let manifest = store.read_manifest(root)?;
-    let bytes = bundle::sign_manifest(&manifest, key, subject);
+    let bytes = bundle::sign_manifest(root, &manifest, key)
+        .map_err(|e| ApiError::new(ErrorKind::InvalidInput, e.to_string()))?;
+    if bytes.len() > MAX_SIGNATURE_BYTES {
+        return Err(ApiError::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{root} has {} files: its signature would take {} bytes, over the limit of \
+                 {MAX_SIGNATURE_BYTES} (about 80,000 files)",
+                manifest.entries().len(),
+                bytes.len()
+            ),
+        ));
+    }
     // Never keep what would not verify (a defect here must not become a bad signature).
-    check_bundle(&manifest, &bytes)?
+    check_bundle(root, &manifest, &bytes)?
         .verify_signature(&key.public())
         .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
     keep(store, root, &bytes, true)?;
@@ -96,11 +112,16 @@ pub fn statuses(
     Ok(store
         .signatures(root)?
         .iter()
-        .map(|bytes| status(&manifest, bytes, publisher))
+        .map(|bytes| status(root, &manifest, bytes, publisher))
         .collect())
 }
 
-fn status(manifest: &Manifest, bytes: &[u8], publisher: Option<&PublicKey>) -> SignatureStatus {
+fn status(
+    root: &Hash,
+    manifest: &Manifest,
+    bytes: &[u8],
+    publisher: Option<&PublicKey>,
+) -> SignatureStatus {
     let id = Hash::of(bytes);
     let bundle = match SignatureBundle::parse(bytes) {
         Ok(b) => b,
@@ -115,13 +136,13 @@ fn status(manifest: &Manifest, bytes: &[u8], publisher: Option<&PublicKey>) -> S
         }
     };
     let file_digest = match bundle.file_digest() {
-        Ok(commons_protocol::provenance::bundle::FileDigest::Sha256) => "sha256",
+        Ok(bundle::FileDigest::Sha256) => "sha256",
         Ok(_) => "blake3",
         Err(_) => "unknown",
     };
     let checked = match publisher {
-        Some(key) => bundle.verify(key, manifest),
-        None => bundle.check_manifest(manifest),
+        Some(key) => bundle.verify(key, root, manifest),
+        None => bundle.check_manifest(root, manifest),
     };
     SignatureStatus {
         id,
@@ -133,7 +154,7 @@ fn status(manifest: &Manifest, bytes: &[u8], publisher: Option<&PublicKey>) -> S
 }
 
 /// The signature of `root` by `publisher`, if one is held: what `export` writes as
-/// `model.sig` (or, with no publisher, the first held).
+/// `model.sig` (or, with no publisher, the first held that matches: verified ones first).
 pub fn chosen(
     store: &Store,
     root: &Hash,
@@ -143,10 +164,10 @@ pub fn chosen(
     Ok(store
         .signatures(root)?
         .into_iter()
-        .find(|bytes| status(&manifest, bytes, publisher).problem.is_none()))
+        .find(|bytes| status(root, &manifest, bytes, publisher).problem.is_none()))
 }
 
-/// Whether `root` holds a signature by `publisher` that matches its manifest.
+/// Whether `root` holds a signature by `publisher` that matches its files and root.
 pub fn is_signed_by(store: &Store, root: &Hash, publisher: &PublicKey) -> Result<bool, StoreError> {
     Ok(chosen(store, root, Some(publisher))?.is_some())
 }
@@ -154,12 +175,12 @@ pub fn is_signed_by(store: &Store, root: &Hash, publisher: &PublicKey) -> Result
 /// Asks providers for the signatures of `root` and keeps each that matches `manifest`.
 /// With a `required` publisher: up to [`MAX_SIGNATURE_PEERS`] providers at once, and only
 /// bundles its key verifies are kept (marked verified: they take the place of strangers'
-/// if all places are taken). Without: the first provider only, and only when nothing is
-/// held yet (signatures travel with the data without slowing every fetch). Returns how
-/// many were kept; what a peer sends that does not check is logged, never kept.
+/// if all places are taken). Without: the first provider only, and only while no verified
+/// signature is held (signatures travel with the data without slowing every fetch).
+/// Returns how many were kept; what a peer sends that does not check is logged, never kept.
 pub async fn fetch_from_peers(
     host: &Host,
-    store: &crate::store::AsyncStore,
+    store: &AsyncStore,
     peers: &[PeerId],
     root: Hash,
     manifest: &Manifest,
@@ -169,7 +190,7 @@ pub async fn fetch_from_peers(
         Some(_) => MAX_SIGNATURE_PEERS,
         None => {
             let held = store.run(move |s| s.stored_signatures(&root)).await;
-            if held.is_ok_and(|h| !h.is_empty()) {
+            if held.is_ok_and(|h| h.iter().any(|(_, s)| s.verified)) {
                 return 0;
             }
             1
@@ -191,26 +212,33 @@ pub async fn fetch_from_peers(
                 continue;
             }
         };
-        for bytes in bundles {
-            let checked = check_bundle(manifest, &bytes).and_then(|b| match required {
-                Some(key) => b
-                    .verify_signature(key)
-                    .map_err(|e| ApiError::new(ErrorKind::Corrupt, e.to_string())),
-                None => Ok(()),
-            });
-            if let Err(e) = checked {
-                tracing::info!(%peer, %root, error = %e.message, "ignored a signature from a peer");
-                continue;
-            }
-            let verified = required.is_some();
-            let stored = store
-                .run(move |s| s.put_signature(&root, &bytes, verified))
-                .await;
-            match stored {
-                Ok(true) => kept += 1,
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot keep a signature"),
-            }
+        let (manifest, required) = (manifest.clone(), required.cloned());
+        let stored = store
+            .run(move |s| {
+                let mut kept = 0;
+                for bytes in bundles {
+                    let checked =
+                        check_bundle(&root, &manifest, &bytes).and_then(|b| match &required {
+                            Some(key) => b
+                                .verify_signature(key)
+                                .map_err(|e| ApiError::new(ErrorKind::Corrupt, e.to_string())),
+                            None => Ok(()),
+                        });
+                    match checked {
+                        Ok(()) => {
+                            kept +=
+                                usize::from(s.put_signature(&root, &bytes, required.is_some())?)
+                        }
+                        Err(e) => tracing::info!(%peer, %root, error = %e.message,
+                            "ignored a signature from a peer"),
+                    }
+                }
+                Ok::<_, StoreError>(kept)
+            })
+            .await;
+        match stored {
+            Ok(n) => kept += n,
+            Err(e) => tracing::warn!(error = %e, "cannot keep a signature"),
         }
     }
     kept

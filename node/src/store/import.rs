@@ -156,8 +156,9 @@ impl Store {
         self.add_folder_skipping(root, hub_ids, &[], progress)
     }
 
-    /// [`Store::add_folder_with`], leaving out the files at the top of `root` named in
-    /// `skip` (a `model.sig` beside the files it signs is the signature, not data).
+    /// [`Store::add_folder_with`], leaving out the files (or folders: everything under
+    /// them) at the top of `root` named in `skip` (a `model.sig` beside the files it signs
+    /// is the signature, not data, and what it ignores is not part of what it signs).
     pub fn add_folder_skipping(
         &self,
         root: &Path,
@@ -166,7 +167,11 @@ impl Store {
         progress: &dyn ImportProgress,
     ) -> Result<ImportedDataset> {
         let mut files = collect_files(root)?;
-        files.retain(|f| !skip.contains(&f.rel.as_str()));
+        files.retain(|f| {
+            !skip
+                .iter()
+                .any(|s| f.rel == *s || f.rel.strip_prefix(s).is_some_and(|r| r.starts_with('/')))
+        });
         let snapshot = root.canonicalize().ok().and_then(|r| snapshot_upstream(&r));
         let (with_ids, upstream) = match hub_ids {
             HubIdChoice::No => (false, None),

@@ -28,8 +28,12 @@ pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
 pub const PREDICATE_TYPE: &str = "https://model_signing/signature/v1.0";
 /// The file name a bundle has beside the files it signs.
 pub const SIGNATURE_FILE: &str = "model.sig";
-/// Paths the reference tool leaves out of what it signs (and we too, on export).
+/// Paths the reference tool leaves out of what it signs by default. `add` leaves the ones a
+/// folder's `model.sig` ignores out of the dataset, so a signed dataset is exactly what its
+/// signature covers.
 pub const DEFAULT_IGNORE_PATHS: &[&str] = &[".git", ".gitattributes", ".github", ".gitignore"];
+/// Ignore paths a bundle may list, at most (the reference writes five).
+pub const MAX_IGNORE_PATHS: usize = 64;
 
 /// Why a bundle was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -98,8 +102,22 @@ struct BundleJson {
 struct VerificationMaterial {
     #[serde(default)]
     public_key: Option<KeyHint>,
-    #[serde(default)]
-    tlog_entries: Vec<serde_json::Value>,
+    /// Never read: written empty, skipped unparsed when read (a list of values in JSON
+    /// costs many times its size in memory).
+    #[serde(
+        default,
+        deserialize_with = "skip_value",
+        serialize_with = "empty_list"
+    )]
+    tlog_entries: (),
+}
+
+fn skip_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(|_| ())
+}
+
+fn empty_list<S: serde::Serializer>(_: &(), s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(std::iter::empty::<()>())
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -197,18 +215,25 @@ fn component_order(a: &str, b: &str) -> std::cmp::Ordering {
     a.split('/').cmp(b.split('/'))
 }
 
-/// Writes a signature bundle for `manifest`, signed by `key`, listing BLAKE3 digests.
-/// `subject` names the dataset (the reference tool uses the folder's name).
-pub fn sign_manifest(manifest: &Manifest, key: &SecretKey, subject: &str) -> Vec<u8> {
-    let mut ignore_paths: Vec<String> =
-        DEFAULT_IGNORE_PATHS.iter().map(|p| p.to_string()).collect();
-    ignore_paths.push(SIGNATURE_FILE.into());
-    // What the reference verifier skips is not listed, or it would miss it.
-    let mut entries: Vec<&ManifestEntry> = manifest
-        .entries()
-        .iter()
-        .filter(|e| !is_ignored(&ignore_paths, &e.path))
-        .collect();
+/// Writes a signature bundle for dataset `root` (its `manifest`), signed by `key`, listing
+/// every file's BLAKE3 digest; the subject is named by the root, which binds the signature
+/// to this dataset (its executable bits and Hub ids too). A dataset with a file named
+/// `model.sig` at its top cannot be signed this way (the signature would take its place).
+pub fn sign_manifest(
+    root: &crate::Hash,
+    manifest: &Manifest,
+    key: &SecretKey,
+) -> Result<Vec<u8>, BundleError> {
+    if manifest.entry(SIGNATURE_FILE).is_some() {
+        return Err(BundleError::Mismatch(format!(
+            "the dataset has a file named {SIGNATURE_FILE}, where its signature would go"
+        )));
+    }
+    // Every file is listed, and only the signature itself ignored: the reference verifier
+    // (given no hashing config) takes its ignore list from here, so it checks every file
+    // too, and the signature covers the whole dataset.
+    let ignore_paths = vec![SIGNATURE_FILE.to_string()];
+    let mut entries: Vec<&ManifestEntry> = manifest.entries().iter().collect();
     entries.sort_by(|a, b| component_order(&a.path, &b.path));
     let algorithm = FileDigest::Blake3;
     let mut subject_digest = Sha256::new();
@@ -227,7 +252,7 @@ pub fn sign_manifest(manifest: &Manifest, key: &SecretKey, subject: &str) -> Vec
     let statement = Statement {
         kind: STATEMENT_TYPE.into(),
         subject: vec![Subject {
-            name: subject.into(),
+            name: root.to_string(),
             digest: [(
                 "sha256".to_string(),
                 data_encoding::HEXLOWER.encode(&subject_digest.finalize()),
@@ -253,7 +278,7 @@ pub fn sign_manifest(manifest: &Manifest, key: &SecretKey, subject: &str) -> Vec
             public_key: Some(KeyHint {
                 hint: key_hint(&key.public()),
             }),
-            tlog_entries: Vec::new(),
+            tlog_entries: (),
         },
         dsse_envelope: Envelope {
             payload: data_encoding::BASE64.encode(&payload),
@@ -265,7 +290,7 @@ pub fn sign_manifest(manifest: &Manifest, key: &SecretKey, subject: &str) -> Vec
         },
     };
     // Compact, and no field the reference verifier does not know: it refuses unknown ones.
-    serde_json::to_vec(&bundle).unwrap_or_default()
+    Ok(serde_json::to_vec(&bundle).unwrap_or_default())
 }
 
 /// A parsed bundle whose signature is not yet checked.
@@ -279,6 +304,9 @@ pub struct SignatureBundle {
 
 impl SignatureBundle {
     /// Parses a bundle, within [`MAX_SIGNATURE_BYTES`]; checks its shape, not its signature.
+    /// Every list a signer controls is bounded before it is used: one subject with one
+    /// digest, at most [`MAX_IGNORE_PATHS`] ignore paths, at most `MAX_ENTRIES` files; the
+    /// key hint is empty or 64 hex digits.
     pub fn parse(bytes: &[u8]) -> Result<Self, BundleError> {
         if bytes.len() > MAX_SIGNATURE_BYTES {
             return Err(BundleError::TooLarge(bytes.len()));
@@ -327,12 +355,40 @@ impl SignatureBundle {
                 statement.predicate.serialization.method
             )));
         }
+        let serialization = &statement.predicate.serialization;
+        if serialization.ignore_paths.len() > MAX_IGNORE_PATHS {
+            return Err(BundleError::Malformed(format!(
+                "{} ignore paths, more than {MAX_IGNORE_PATHS}",
+                serialization.ignore_paths.len()
+            )));
+        }
+        if statement.predicate.resources.len() > crate::manifest::MAX_ENTRIES {
+            return Err(BundleError::Malformed(format!(
+                "{} files, more than a dataset holds ({})",
+                statement.predicate.resources.len(),
+                crate::manifest::MAX_ENTRIES
+            )));
+        }
+        match statement.subject.as_slice() {
+            [one] if one.digest.len() == 1 => {}
+            _ => {
+                return Err(BundleError::Malformed(
+                    "a statement of OpenSSF Model Signing has one subject with one digest".into(),
+                ))
+            }
+        }
+        let hint = bundle
+            .verification_material
+            .public_key
+            .map(|k| k.hint)
+            .unwrap_or_default();
+        if !(hint.is_empty() || (hint.len() == 64 && hint.bytes().all(|b| b.is_ascii_hexdigit()))) {
+            return Err(BundleError::Malformed(
+                "the key hint is not a SHA-256 in hex".into(),
+            ));
+        }
         Ok(Self {
-            hint: bundle
-                .verification_material
-                .public_key
-                .map(|k| k.hint)
-                .unwrap_or_default(),
+            hint: hint.to_ascii_lowercase(),
             payload,
             signature,
             statement,
@@ -360,73 +416,44 @@ impl SignatureBundle {
         Ok(())
     }
 
-    /// Checks the statement lists exactly the manifest's files, with their digests, and
-    /// that the subject digest is the one those digests give. A manifest without SHA-256
-    /// ids cannot be checked against a SHA-256 statement (a clear error says so).
-    pub fn check_manifest(&self, manifest: &Manifest) -> Result<(), BundleError> {
-        let ignored = &self.statement.predicate.serialization.ignore_paths;
-        let mut entries: Vec<&ManifestEntry> = manifest
-            .entries()
-            .iter()
-            .filter(|e| !is_ignored(ignored, &e.path))
-            .collect();
+    /// Checks the statement lists exactly the files of dataset `root` (its `manifest`),
+    /// with their digests, and that the subject digest is the one those digests give. Every
+    /// file counts, ignored paths too: a file the signature does not cover is "not
+    /// signed" (`add` leaves a signed folder's ignored files out of the dataset). A subject
+    /// named by a dataset root (what Commons writes) must name `root`. A manifest without
+    /// SHA-256 ids cannot be checked against a SHA-256 statement (a clear error says so).
+    pub fn check_manifest(
+        &self,
+        root: &crate::Hash,
+        manifest: &Manifest,
+    ) -> Result<(), BundleError> {
+        let subject = &self.statement.subject[0];
+        if let Ok(named) = subject.name.parse::<crate::Hash>() {
+            if named != *root {
+                return Err(BundleError::Mismatch(format!(
+                    "it signs dataset {named}, not {root}"
+                )));
+            }
+        }
+        let mut entries: Vec<&ManifestEntry> = manifest.entries().iter().collect();
         entries.sort_by(|a, b| component_order(&a.path, &b.path));
         let listed = &self.statement.predicate.resources;
         let mut resources: Vec<&Resource> = listed.iter().collect();
         resources.sort_by(|a, b| component_order(&a.name, &b.name));
+        let not_signed = |path: &str| BundleError::Mismatch(format!("{path} is not signed"));
+        let not_held =
+            |path: &str| BundleError::Mismatch(format!("{path} is signed but not in the dataset"));
         let (mut e, mut r) = (entries.iter().peekable(), resources.iter().peekable());
         loop {
             match (e.peek(), r.peek()) {
                 (None, None) => break,
-                (Some(entry), None) => {
-                    return Err(BundleError::Mismatch(format!(
-                        "{} is not signed",
-                        entry.path
-                    )))
-                }
-                (None, Some(res)) => {
-                    return Err(BundleError::Mismatch(format!(
-                        "{} is signed but not in the dataset",
-                        res.name
-                    )))
-                }
+                (Some(entry), None) => return Err(not_signed(&entry.path)),
+                (None, Some(res)) => return Err(not_held(&res.name)),
                 (Some(entry), Some(res)) => match component_order(&entry.path, &res.name) {
-                    std::cmp::Ordering::Less => {
-                        return Err(BundleError::Mismatch(format!(
-                            "{} is not signed",
-                            entry.path
-                        )))
-                    }
-                    std::cmp::Ordering::Greater => {
-                        return Err(BundleError::Mismatch(format!(
-                            "{} is signed but not in the dataset",
-                            res.name
-                        )))
-                    }
+                    std::cmp::Ordering::Less => return Err(not_signed(&entry.path)),
+                    std::cmp::Ordering::Greater => return Err(not_held(&res.name)),
                     std::cmp::Ordering::Equal => {
-                        let algorithm = FileDigest::parse(&res.algorithm)?;
-                        let held = algorithm.of(entry).ok_or_else(|| {
-                            BundleError::Mismatch(format!(
-                                "{} is signed by its {} digest, which this manifest does not \
-                                 record (add the folder with --hub-ids)",
-                                entry.path,
-                                algorithm.name()
-                            ))
-                        })?;
-                        let signed = data_encoding::HEXLOWER_PERMISSIVE
-                            .decode(res.digest.as_bytes())
-                            .map_err(|_| {
-                                BundleError::Malformed(format!("digest of {} is not hex", res.name))
-                            })?;
-                        if signed != held {
-                            return Err(BundleError::Mismatch(format!(
-                                "{}: signed {} {} but the dataset holds {}",
-                                entry.path,
-                                algorithm.name(),
-                                res.digest,
-                                data_encoding::HEXLOWER.encode(&held)
-                            )));
-                        }
+                        check_digest(entry, res)?;
                         e.next();
                         r.next();
                     }
@@ -436,19 +463,15 @@ impl SignatureBundle {
         // The subject digest covers the raw digests in the order they are listed.
         let mut subject_digest = Sha256::new();
         for res in listed {
-            let digest = data_encoding::HEXLOWER_PERMISSIVE
-                .decode(res.digest.as_bytes())
-                .map_err(|_| {
-                    BundleError::Malformed(format!("digest of {} is not hex", res.name))
-                })?;
-            subject_digest.update(&digest);
+            subject_digest.update(decode_digest(res)?);
         }
-        let subject = data_encoding::HEXLOWER.encode(&subject_digest.finalize());
-        match self.statement.subject.as_slice() {
-            [one] if one.digest.get("sha256") == Some(&subject) => Ok(()),
-            _ => Err(BundleError::Mismatch(
+        let computed = data_encoding::HEXLOWER.encode(&subject_digest.finalize());
+        if subject.digest.get("sha256") == Some(&computed) {
+            Ok(())
+        } else {
+            Err(BundleError::Mismatch(
                 "the statement's subject digest is not the digest of its files".into(),
-            )),
+            ))
         }
     }
 
@@ -462,10 +485,57 @@ impl SignatureBundle {
     }
 
     /// Checks signature and content together.
-    pub fn verify(&self, key: &PublicKey, manifest: &Manifest) -> Result<(), BundleError> {
+    pub fn verify(
+        &self,
+        key: &PublicKey,
+        root: &crate::Hash,
+        manifest: &Manifest,
+    ) -> Result<(), BundleError> {
         self.verify_signature(key)?;
-        self.check_manifest(manifest)
+        self.check_manifest(root, manifest)
     }
+
+    /// The paths the signer left out of what it signed (the folder's top is where they
+    /// count from): what `add` leaves out of a signed folder's dataset.
+    pub fn ignore_paths(&self) -> &[String] {
+        &self.statement.predicate.serialization.ignore_paths
+    }
+
+    /// Whether `path` (from the folder's top) is one the signer left out.
+    pub fn ignores(&self, path: &str) -> bool {
+        is_ignored(self.ignore_paths(), path)
+    }
+}
+
+/// A listed file's digest, as bytes.
+fn decode_digest(res: &Resource) -> Result<Vec<u8>, BundleError> {
+    data_encoding::HEXLOWER_PERMISSIVE
+        .decode(res.digest.as_bytes())
+        .map_err(|_| BundleError::Malformed(format!("digest of {} is not hex", res.name)))
+}
+
+/// Checks one listed file against the manifest's entry for the same path.
+fn check_digest(entry: &ManifestEntry, res: &Resource) -> Result<(), BundleError> {
+    let algorithm = FileDigest::parse(&res.algorithm)?;
+    let held = algorithm.of(entry).ok_or_else(|| {
+        BundleError::Mismatch(format!(
+            "{} is signed by its {} digest, which this manifest does not record (add the \
+             folder with --hub-ids)",
+            entry.path,
+            algorithm.name()
+        ))
+    })?;
+    let signed = decode_digest(res)?;
+    if signed != held {
+        return Err(BundleError::Mismatch(format!(
+            "{}: signed {} {} but the dataset holds {}",
+            entry.path,
+            algorithm.name(),
+            res.digest,
+            data_encoding::HEXLOWER.encode(&held)
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -478,9 +548,9 @@ mod tests {
     };
 
     /// The folder the reference tool signed for the vectors in `tests/vectors/openssf/`
-    /// (model_signing 1.1.1; `.gitignore` is ignored by default).
+    /// (model_signing 1.1.1), less its `.gitignore`, which the bundles ignore (as `add`
+    /// leaves it out of the dataset).
     const FILES: &[(&str, &[u8])] = &[
-        (".gitignore", b"*.tmp\n"),
         ("config.json", b"hello world\n"),
         ("empty.txt", b""),
         ("sub/weights.bin", b"\x00\x01\x02weights"),
@@ -516,6 +586,15 @@ mod tests {
         PublicKey::parse(&String::from_utf8(vector("pub.pem")).expect("utf-8")).expect("key")
     }
 
+    fn check(
+        bundle: &SignatureBundle,
+        key: &PublicKey,
+        files: &[(&str, &[u8])],
+    ) -> Result<(), BundleError> {
+        let m = manifest(files, false);
+        bundle.verify(key, &m.hash(), &m)
+    }
+
     #[test]
     fn bundles_signed_by_the_reference_tool_verify() {
         let key = reference_key();
@@ -524,18 +603,31 @@ mod tests {
             blake3.hints_at(&key),
             "the hint is the SHA-256 of the key's PEM"
         );
-        blake3
-            .verify(&key, &manifest(FILES, false))
-            .expect("BLAKE3 bundle");
+        check(&blake3, &key, FILES).expect("BLAKE3 bundle");
+        assert!(blake3.ignores(".gitignore") && !blake3.ignores("sub/.gitignore"));
         let sha256 = SignatureBundle::parse(&vector("sha256.model.sig")).expect("parses");
         assert!(sha256.needs_sha256());
+        let with_ids = manifest(FILES, true);
         sha256
-            .verify(&key, &manifest(FILES, true))
+            .verify(&key, &with_ids.hash(), &with_ids)
             .expect("SHA-256 bundle");
-        let err = sha256
-            .verify(&key, &manifest(FILES, false))
-            .expect_err("no ids");
+        let err = check(&sha256, &key, FILES).expect_err("no ids");
         assert!(err.to_string().contains("--hub-ids"), "{err}");
+    }
+
+    #[test]
+    fn a_file_under_an_ignored_path_is_not_covered_so_not_signed() {
+        let key = reference_key();
+        let bundle = SignatureBundle::parse(&vector("blake3.model.sig")).expect("parses");
+        for extra in [".gitignore", ".git/config", ".github/workflows/x.yml"] {
+            let mut files = FILES.to_vec();
+            files.push((extra, b"[core]\nfsmonitor = evil\n"));
+            let err = check(&bundle, &key, &files).expect_err("uncovered");
+            assert!(
+                err.to_string().contains(&format!("{extra} is not signed")),
+                "{err}"
+            );
+        }
     }
 
     #[test]
@@ -543,20 +635,14 @@ mod tests {
         let key = reference_key();
         let bundle = SignatureBundle::parse(&vector("blake3.model.sig")).expect("parses");
         let mut changed = FILES.to_vec();
-        changed[1].1 = b"hello world?";
-        let err = bundle
-            .verify(&key, &manifest(&changed, false))
-            .expect_err("changed");
+        changed[0].1 = b"hello world?";
+        let err = check(&bundle, &key, &changed).expect_err("changed");
         assert!(err.to_string().contains("config.json"), "{err}");
-        let err = bundle
-            .verify(&key, &manifest(&FILES[..3], false))
-            .expect_err("missing");
+        let err = check(&bundle, &key, &FILES[..2]).expect_err("missing");
         assert!(err.to_string().contains("sub/weights.bin"), "{err}");
         let mut extra = FILES.to_vec();
         extra.push(("sub/new.bin", b"x"));
-        let err = bundle
-            .verify(&key, &manifest(&extra, false))
-            .expect_err("extra");
+        let err = check(&bundle, &key, &extra).expect_err("extra");
         assert!(
             err.to_string().contains("sub/new.bin is not signed"),
             "{err}"
@@ -564,28 +650,38 @@ mod tests {
         let other = SecretKey::from_seed(KeyAlgorithm::P256, &[5; 32]).expect("key");
         assert!(!bundle.hints_at(&other.public()));
         assert!(matches!(
-            bundle.verify(&other.public(), &manifest(FILES, false)),
+            check(&bundle, &other.public(), FILES),
             Err(BundleError::Key(_))
         ));
     }
 
     #[test]
-    fn a_bundle_written_here_verifies_and_any_flipped_signature_byte_fails() {
+    fn a_bundle_written_here_covers_every_file_binds_its_root_and_no_byte_of_it_can_change() {
         let key = SecretKey::from_seed(KeyAlgorithm::P256, &[8; 32]).expect("key");
-        let m = manifest(FILES, false);
-        let bytes = sign_manifest(&m, &key, "model");
+        let mut files = FILES.to_vec();
+        files.push((".gitattributes", b"* text=auto\n"));
+        let m = manifest(&files, false);
+        let bytes = sign_manifest(&m.hash(), &m, &key).expect("signs");
         let bundle = SignatureBundle::parse(&bytes).expect("parses");
         assert!(bundle.hints_at(&key.public()));
-        bundle.verify(&key.public(), &m).expect("verifies");
-        assert!(
-            bundle
-                .statement
-                .predicate
-                .resources
-                .iter()
-                .all(|r| r.name != ".gitignore"),
-            "what the reference verifier skips is not listed"
+        bundle
+            .verify(&key.public(), &m.hash(), &m)
+            .expect("verifies");
+        assert_eq!(
+            bundle.statement.predicate.resources.len(),
+            files.len(),
+            "every file is listed, .gitattributes too"
         );
+        // Bound to its root: the same files in another dataset (other executable bits,
+        // other Hub ids) do not pass.
+        let err = bundle
+            .verify(&key.public(), &Hash::of(b"another root"), &m)
+            .expect_err("another root");
+        assert!(err.to_string().contains("it signs dataset"), "{err}");
+        let mut with_sig = files.clone();
+        with_sig.push((SIGNATURE_FILE, b"{}"));
+        let m2 = manifest(&with_sig, false);
+        assert!(sign_manifest(&m2.hash(), &m2, &key).is_err());
         let json: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
         let sig = json["dsseEnvelope"]["signatures"][0]["sig"]
             .as_str()
@@ -597,13 +693,16 @@ mod tests {
             bad["dsseEnvelope"]["signatures"][0]["sig"] = data_encoding::BASE64.encode(&raw).into();
             let bad = serde_json::to_vec(&bad).expect("json");
             let parsed = SignatureBundle::parse(&bad).expect("still parses");
-            assert!(parsed.verify(&key.public(), &m).is_err(), "byte {i}");
+            assert!(
+                parsed.verify(&key.public(), &m.hash(), &m).is_err(),
+                "byte {i}"
+            );
             raw[i] ^= 0x40;
         }
     }
 
     #[test]
-    fn malformed_bundles_are_clear_errors() {
+    fn malformed_or_oversized_bundles_are_clear_errors() {
         let good = vector("blake3.model.sig");
         let json: serde_json::Value = serde_json::from_slice(&good).expect("json");
         let mut cases: Vec<Vec<u8>> = vec![
@@ -613,6 +712,17 @@ mod tests {
             good[..good.len() / 2].to_vec(),
             vec![b' '; MAX_SIGNATURE_BYTES + 1],
         ];
+        let many_paths: Vec<String> = (0..=MAX_IGNORE_PATHS).map(|i| format!("p{i}")).collect();
+        let payload = |f: &dyn Fn(&mut serde_json::Value)| {
+            let b64 = json["dsseEnvelope"]["payload"].as_str().expect("payload");
+            let mut statement: serde_json::Value =
+                serde_json::from_slice(&data_encoding::BASE64.decode(b64.as_bytes()).expect("b64"))
+                    .expect("statement");
+            f(&mut statement);
+            serde_json::json!(
+                data_encoding::BASE64.encode(&serde_json::to_vec(&statement).expect("json"))
+            )
+        };
         for (pointer, value) in [
             ("/mediaType", serde_json::json!("text/plain")),
             ("/dsseEnvelope/payloadType", serde_json::json!("x")),
@@ -620,6 +730,30 @@ mod tests {
             ("/dsseEnvelope/payload", serde_json::json!("e30=")),
             ("/dsseEnvelope/signatures", serde_json::json!([])),
             ("/dsseEnvelope/signatures/0/sig", serde_json::json!("%%")),
+            (
+                "/verificationMaterial/publicKey/hint",
+                serde_json::json!("aaaaaaaaaaaaaaa€"),
+            ),
+            (
+                "/verificationMaterial/publicKey/hint",
+                serde_json::json!("\u{1b}[31m"),
+            ),
+            (
+                "/dsseEnvelope/payload",
+                payload(&|s| {
+                    s["predicate"]["serialization"]["ignore_paths"] = serde_json::json!(many_paths)
+                }),
+            ),
+            (
+                "/dsseEnvelope/payload",
+                payload(&|s| s["subject"] = serde_json::json!([])),
+            ),
+            (
+                "/dsseEnvelope/payload",
+                payload(&|s| {
+                    s["predicate"]["serialization"]["method"] = serde_json::json!("shards")
+                }),
+            ),
         ] {
             let mut bad = json.clone();
             *bad.pointer_mut(pointer).expect(pointer) = value;
@@ -629,5 +763,10 @@ mod tests {
             let err = SignatureBundle::parse(&case).expect_err("refused");
             assert!(!err.to_string().is_empty());
         }
+        // Transparency-log entries are skipped unread, whatever they hold.
+        let mut long_log = json.clone();
+        long_log["verificationMaterial"]["tlogEntries"] = serde_json::json!(vec![0; 100_000]);
+        let bytes = serde_json::to_vec(&long_log).expect("json");
+        SignatureBundle::parse(&bytes).expect("tlog entries are not read");
     }
 }
