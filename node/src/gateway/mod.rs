@@ -57,6 +57,10 @@ pub struct Gateway {
     stats: Arc<GatewayStats>,
     /// Names it covers are served only with their publisher's signature.
     trust: Arc<commons_protocol::provenance::TrustPolicy>,
+    /// (root, publisher) pairs whose signature verified: a signature checks ~2 MB of JSON
+    /// for 10,000 files, and a Hub client asks twice per file. At most
+    /// [`MAX_SIGNED_CACHE`]; emptied when full (datasets are immutable, so never stale).
+    signed: Arc<std::sync::Mutex<std::collections::HashSet<(Hash, String)>>>,
     /// Largest file a request may make it fetch.
     fetch_max: u64,
     /// Time a connection has to send its request head.
@@ -141,6 +145,8 @@ impl Drop for ConnectionSlot {
 /// holds a thread from tokio's blocking pool (512 threads) while its client reads, so this
 /// leaves room for the node's other store work.
 pub const MAX_RESPONSES: usize = 256;
+/// Verified (dataset, publisher) pairs the gateway remembers, at most.
+pub const MAX_SIGNED_CACHE: usize = 1024;
 
 impl Gateway {
     /// A gateway over `store`; `fetcher` enables fetching missing data.
@@ -153,6 +159,7 @@ impl Gateway {
             manifests: Arc::default(),
             stats: Arc::default(),
             trust: Arc::default(),
+            signed: Arc::default(),
             fetch_max: crate::config::DEFAULT_FETCH_MISSING_MAX_BYTES,
             header_timeout: HEADER_READ_TIMEOUT,
         }
@@ -165,7 +172,7 @@ impl Gateway {
     }
 
     /// The same gateway serving names `trust` covers only when their dataset carries the
-    /// signature of the publisher it names (a name bound by hand cannot pass for theirs).
+    /// signature of the publisher it names (data the publisher did not sign cannot pass for theirs).
     pub fn with_trust(mut self, trust: commons_protocol::provenance::TrustPolicy) -> Self {
         self.trust = Arc::new(trust);
         self
@@ -365,12 +372,30 @@ impl Gateway {
         root: Hash,
     ) -> Option<String> {
         let publisher = self.trust.publisher_of(name)?.clone();
+        let pair = (root, publisher.to_string());
+        let cached = |signed: &Self| {
+            signed
+                .signed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&pair)
+        };
+        if cached(self) {
+            return None;
+        }
         let key = publisher.clone();
         let signed = self
             .store
             .run(move |s| crate::provenance::signatures::is_signed_by(s, &root, &key))
             .await
             .unwrap_or(false);
+        if signed {
+            let mut cache = self.signed.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.len() >= MAX_SIGNED_CACHE {
+                cache.clear();
+            }
+            cache.insert(pair);
+        }
         (!signed).then(|| {
             format!(
                 "{name} is bound to {root}, which carries no signature by {publisher}, the \

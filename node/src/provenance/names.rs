@@ -11,7 +11,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use commons_protocol::{
     provenance::{
-        name_key, record::RECORD_VERSION, NameRecord, PublicKey, SecretKey, SignedNameRecord,
+        name_key,
+        record::{MAX_RECORD_LIFETIME_SECS, RECORD_VERSION},
+        NameRecord, PublicKey, SecretKey, SignedNameRecord,
     },
     Hash, NameRef,
 };
@@ -245,7 +247,14 @@ pub async fn publish(
         seq: previous.as_ref().map_or(1, |p| p.record.seq + 1),
         prev: previous.as_ref().map(SignedNameRecord::id),
         issued_unix: now,
-        expires_unix: now + lifetime_secs,
+        // Never sooner than the record it replaces: once a newer record lapsed, the older
+        // one (still valid) would be believed again.
+        expires_unix: (now + lifetime_secs).max(
+            previous
+                .as_ref()
+                .map_or(0, |p| p.record.expires_unix)
+                .min(now + MAX_RECORD_LIFETIME_SECS),
+        ),
     }
     .sign(key);
     // Checked as any peer will check it, before it leaves.

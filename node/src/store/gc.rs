@@ -132,10 +132,6 @@ impl Store {
         self.delete_names_of(&mut batch, hash)?;
         self.db.write(batch)?;
         let gc = self.gc(false)?;
-        if was_dataset && self.dataset(hash)?.is_none() {
-            // Signed data gone: its signatures are not served for it any more.
-            self.remove_signatures(hash)?;
-        }
         let removed: HashSet<Hash> = gc.removed.iter().map(|(h, _)| *h).collect();
         let kept_shared = members
             .iter()
@@ -276,6 +272,8 @@ impl Store {
                 if !live.contains(&hash) && (quota.is_none() || gone.contains(&hash)) {
                     report.removed_datasets.push(hash);
                     batch.delete_cf(self.cf(CF_DATASETS), key);
+                    // Its signatures go with it, in the same write.
+                    self.delete_signatures(&mut batch, &hash)?;
                 }
             }
         }

@@ -12,7 +12,7 @@
 //!   or follows is re-published by it.
 
 use commons_protocol::{provenance::SignedNameRecord, wire::MAX_SIGNATURES_PER_ROOT, Hash};
-use rocksdb::{Direction, IteratorMode};
+use rocksdb::{Direction, IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 
 use super::{layout::CF_META, Result, Store};
@@ -72,6 +72,8 @@ impl Store {
     /// false when it was held already (a verified copy then marks it verified), or `root`
     /// has [`MAX_SIGNATURES_PER_ROOT`] and no unverified one a verified one may replace.
     pub fn put_signature(&self, root: &Hash, bundle: &[u8], verified: bool) -> Result<bool> {
+        // Read, decide, write: one at a time, or two could pass the cap together.
+        let _one = self.bind_lock.lock().unwrap_or_else(|e| e.into_inner());
         let id = Hash::of(bundle);
         let held = self.stored_signatures(root)?;
         let value = |verified| {
@@ -136,11 +138,12 @@ impl Store {
             .collect())
     }
 
-    /// Forgets every signature of `root` (with the dataset); returns how many went.
-    pub fn remove_signatures(&self, root: &Hash) -> Result<usize> {
+    /// Adds the deletion of every signature of `root` to `batch` (when its dataset record
+    /// goes: garbage collection, `rm`); returns how many.
+    pub(super) fn delete_signatures(&self, batch: &mut WriteBatch, root: &Hash) -> Result<usize> {
         let held = self.stored_signatures(root)?;
         for (id, _) in &held {
-            self.db.delete_cf(self.cf(CF_META), sig_key(root, id))?;
+            batch.delete_cf(self.cf(CF_META), sig_key(root, id));
         }
         Ok(held.len())
     }
@@ -168,6 +171,8 @@ impl Store {
         keep: bool,
         allow_older: bool,
     ) -> Result<NameUpdate> {
+        // Read, compare, write: one at a time, or a lower record could land last.
+        let _one = self.bind_lock.lock().unwrap_or_else(|e| e.into_inner());
         let held = self.seen_name(key)?;
         let (update, kept) = match &held {
             None => (NameUpdate::Newer, false),
@@ -386,10 +391,10 @@ mod tests {
             .signatures(&Hash::of(b"other"))
             .expect("none")
             .is_empty());
-        assert_eq!(
-            store.remove_signatures(&root).expect("rm"),
-            MAX_SIGNATURES_PER_ROOT
-        );
+        let mut batch = WriteBatch::default();
+        let n = store.delete_signatures(&mut batch, &root).expect("rm");
+        assert_eq!(n, MAX_SIGNATURES_PER_ROOT);
+        store.db.write(batch).expect("write");
         assert!(store.signatures(&root).expect("gone").is_empty());
     }
 }
