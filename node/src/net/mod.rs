@@ -221,6 +221,9 @@ enum Command {
 pub struct FoundNames {
     /// Each answer: the peer (`None`: this node's own record store) and the record bytes.
     pub records: Vec<(Option<PeerId>, Vec<u8>)>,
+    /// Whether each answer passed the lookup's `valid` check (same order as `records`), so
+    /// the caller need not check a signature twice.
+    pub valid: Vec<bool>,
     /// What the lookup cost.
     pub cost: QueryCost,
 }

@@ -67,6 +67,7 @@ enum PendingQuery {
         valid: fn(&[u8], &[u8]) -> bool,
         counted: usize,
         found: Vec<(Option<PeerId>, Vec<u8>)>,
+        checked: Vec<bool>,
         reply: Option<oneshot::Sender<FoundNames>>,
     },
     /// A write-back nobody waits for.
@@ -310,18 +311,22 @@ impl Task {
                 valid,
                 counted,
                 found,
+                checked,
                 reply,
             }),
             kad::QueryResult::GetRecord(Ok(kad::GetRecordOk::FoundRecord(peer_record))),
         ) = (self.queries.get_mut(&id), &result)
         {
             let record = &peer_record.record;
-            *counted += usize::from(valid(&record.value, record.key.as_ref()));
+            let ok = valid(&record.value, record.key.as_ref());
+            *counted += usize::from(ok);
+            checked.push(ok);
             found.push((peer_record.peer, record.value.clone()));
             if *counted >= *want && !last {
                 if let Some(reply) = reply.take() {
                     let _ = reply.send(FoundNames {
                         records: std::mem::take(found),
+                        valid: std::mem::take(checked),
                         cost: QueryCost {
                             requests: stats.num_requests(),
                             successes: stats.num_successes(),
@@ -353,10 +358,16 @@ impl Task {
                     _ => Ok(cost),
                 });
             }
-            Some(PendingQuery::Names { found, reply, .. }) => {
+            Some(PendingQuery::Names {
+                found,
+                checked,
+                reply,
+                ..
+            }) => {
                 if let Some(reply) = reply {
                     let _ = reply.send(FoundNames {
                         records: found,
+                        valid: checked,
                         cost,
                     });
                 }
@@ -466,6 +477,7 @@ impl Task {
                         valid,
                         counted: 0,
                         found: Vec::new(),
+                        checked: Vec::new(),
                         reply: Some(reply),
                     },
                 );
