@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{add, commons, files, json_ok, make_dataset, Node};
+use common::{add, commons, eventually, files, json_ok, make_dataset, Node};
 
 /// Every node is a DHT server (loopback is not a public address, so `auto` would make
 /// clients), records lapse 4 s after their last announcement, announcements every second.
@@ -65,20 +65,6 @@ fn providers(dir: &Path, hash: &str) -> Vec<String> {
         .iter()
         .map(|p| p["peer_id"].as_str().expect("peer id").to_string())
         .collect()
-}
-
-/// Polls `check` until it holds or `timeout` passes; returns whether it held.
-fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 #[test]

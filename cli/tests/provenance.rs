@@ -9,10 +9,10 @@ use std::{
     fs,
     path::{Path, PathBuf},
     process::Output,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use common::{commons, files, json_ok, make_dataset, Node};
+use common::{commons, eventually, files, json_ok, make_dataset, Node};
 
 /// Every node a DHT server (loopback addresses are not public), saved state every second.
 const SERVER: &str = "[dht]\nmode = \"server\"\nsave_interval_secs = 1\n";
@@ -46,19 +46,6 @@ fn node_dir(root: &Path, name: &str, extra_config: &str) -> PathBuf {
 
 fn s(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
-}
-
-fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// Generates key `name` on `dir`; returns its public key text.

@@ -447,18 +447,15 @@ mod tests {
         ] {
             let key = SecretKey::from_seed(algorithm, &[7; 32]).expect("key");
             let public = key.public();
-            let record = crate::provenance::NameRecord {
-                version: crate::provenance::record::RECORD_VERSION,
-                algorithm,
-                publisher: public.to_bytes(),
-                name: DatasetName::parse("lab-x/corpus").expect("name"),
-                revision: "v3".into(),
-                root: Hash::of(b"root"),
-                seq: 3,
-                prev: Some(Hash::of(b"prev")),
-                issued_unix: 1_800_000_000,
-                expires_unix: 1_800_086_400,
-            }
+            let name = NameRef::parse("lab-x/corpus@v3").expect("name");
+            let record = crate::provenance::NameRecord::new(
+                &public,
+                &name,
+                Hash::of(b"root"),
+                3,
+                Some(Hash::of(b"prev")),
+                1_800_000_000..1_800_086_400,
+            )
             .sign(&key);
             seeds.push(("name_record", record.encode()));
             seeds.push(("publisher_key", public.to_string().into_bytes()));

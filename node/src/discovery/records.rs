@@ -467,22 +467,13 @@ mod tests {
     ) -> Record {
         use commons_protocol::{
             provenance::{name_key, NameRecord},
-            DatasetName, Hash,
+            Hash, NameRef,
         };
         let public = key.public();
-        let signed = NameRecord {
-            version: 1,
-            algorithm: public.algorithm(),
-            publisher: public.to_bytes(),
-            name: DatasetName::parse("lab-x/corpus").expect("name"),
-            revision: "main".into(),
-            root: Hash::of(&seq.to_be_bytes()),
-            seq,
-            prev: None,
-            issued_unix,
-            expires_unix,
-        }
-        .sign(key);
+        let name = NameRef::parse("lab-x/corpus").expect("name");
+        let root = Hash::of(&seq.to_be_bytes());
+        let signed =
+            NameRecord::new(&public, &name, root, seq, None, issued_unix..expires_unix).sign(key);
         let k = name_key(&public, &signed.record.name_ref());
         Record::new(RecordKey::new(&k.as_bytes()), signed.encode())
     }

@@ -11,9 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use commons_protocol::{
     provenance::{
-        name_key,
-        record::{MAX_RECORD_LIFETIME_SECS, RECORD_VERSION},
-        NameRecord, PublicKey, SecretKey, SignedNameRecord,
+        name_key, record::MAX_RECORD_LIFETIME_SECS, NameRecord, PublicKey, SecretKey,
+        SignedNameRecord,
     },
     Hash, NameRef,
 };
@@ -243,25 +242,22 @@ pub async fn publish(
         .flatten()
         .max_by_key(SignedNameRecord::rank);
     let now = unix_now();
-    let record = NameRecord {
-        version: RECORD_VERSION,
-        algorithm: public.algorithm(),
-        publisher: public.to_bytes(),
-        name: name.name.clone(),
-        revision: name.revision.clone(),
+    // Never lapsing sooner than the record it replaces: once a newer record lapsed, the
+    // older one (still valid) would be believed again.
+    let expires = (now + lifetime_secs).max(
+        previous
+            .as_ref()
+            .map_or(0, |p| p.record.expires_unix)
+            .min(now + MAX_RECORD_LIFETIME_SECS),
+    );
+    let record = NameRecord::new(
+        &public,
+        name,
         root,
-        seq: previous.as_ref().map_or(1, |p| p.record.seq + 1),
-        prev: previous.as_ref().map(SignedNameRecord::id),
-        issued_unix: now,
-        // Never sooner than the record it replaces: once a newer record lapsed, the older
-        // one (still valid) would be believed again.
-        expires_unix: (now + lifetime_secs).max(
-            previous
-                .as_ref()
-                .map_or(0, |p| p.record.expires_unix)
-                .min(now + MAX_RECORD_LIFETIME_SECS),
-        ),
-    }
+        previous.as_ref().map_or(1, |p| p.record.seq + 1),
+        previous.as_ref().map(SignedNameRecord::id),
+        now..expires,
+    )
     .sign(key);
     // Checked as any peer will check it, before it leaves.
     SignedNameRecord::decode_verified(&record.encode(), dht_key.as_bytes(), now)

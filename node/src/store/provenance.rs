@@ -279,27 +279,16 @@ impl Store {
 mod tests {
     use commons_protocol::{
         provenance::{name_key, KeyAlgorithm, NameRecord, SecretKey},
-        DatasetName,
+        NameRef,
     };
 
     use super::*;
     use crate::store::StoreOptions;
 
     fn record(key: &SecretKey, seq: u64) -> SignedNameRecord {
-        let public = key.public();
-        NameRecord {
-            version: 1,
-            algorithm: public.algorithm(),
-            publisher: public.to_bytes(),
-            name: DatasetName::parse("lab-x/corpus").expect("name"),
-            revision: "main".into(),
-            root: Hash::of(&seq.to_be_bytes()),
-            seq,
-            prev: None,
-            issued_unix: 1,
-            expires_unix: 2,
-        }
-        .sign(key)
+        let name = NameRef::parse("lab-x/corpus").expect("name");
+        let root = Hash::of(&seq.to_be_bytes());
+        NameRecord::new(&key.public(), &name, root, seq, None, 1..2).sign(key)
     }
 
     #[test]

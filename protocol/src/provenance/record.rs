@@ -104,6 +104,31 @@ pub fn name_key(publisher: &PublicKey, name: &NameRef) -> Hash {
 }
 
 impl NameRecord {
+    /// A record of `publisher` pointing `name` at `root`, valid from `valid.start` to
+    /// `valid.end` (unix seconds): version, algorithm and key bytes come from the key, so
+    /// they cannot disagree with it.
+    pub fn new(
+        publisher: &PublicKey,
+        name: &NameRef,
+        root: Hash,
+        seq: u64,
+        prev: Option<Hash>,
+        valid: std::ops::Range<u64>,
+    ) -> Self {
+        Self {
+            version: RECORD_VERSION,
+            algorithm: publisher.algorithm(),
+            publisher: publisher.to_bytes(),
+            name: name.name.clone(),
+            revision: name.revision.clone(),
+            root,
+            seq,
+            prev,
+            issued_unix: valid.start,
+            expires_unix: valid.end,
+        }
+    }
+
     /// The message the publisher signs.
     pub fn signed_message(&self) -> Vec<u8> {
         let body = postcard::to_stdvec(self).unwrap_or_default();
@@ -252,20 +277,8 @@ mod tests {
     }
 
     pub(crate) fn record(key: &SecretKey, seq: u64, root: Hash) -> SignedNameRecord {
-        let public = key.public();
-        NameRecord {
-            version: RECORD_VERSION,
-            algorithm: public.algorithm(),
-            publisher: public.to_bytes(),
-            name: DatasetName::parse("lab-x/corpus").expect("name"),
-            revision: "main".into(),
-            root,
-            seq,
-            prev: None,
-            issued_unix: NOW,
-            expires_unix: NOW + 3600,
-        }
-        .sign(key)
+        let name = NameRef::parse("lab-x/corpus").expect("name");
+        NameRecord::new(&key.public(), &name, root, seq, None, NOW..NOW + 3600).sign(key)
     }
 
     fn key_of(r: &SignedNameRecord) -> Hash {
@@ -371,19 +384,16 @@ mod vector {
     /// `[7; 32]` (RFC 6979 makes the signature deterministic).
     pub(crate) fn record() -> SignedNameRecord {
         let key = SecretKey::from_seed(KeyAlgorithm::P256, &[7; 32]).expect("key");
-        let public = key.public();
-        NameRecord {
-            version: RECORD_VERSION,
-            algorithm: KeyAlgorithm::P256,
-            publisher: public.to_bytes(),
-            name: DatasetName::parse("lab-x/corpus").expect("name"),
-            revision: "v3".into(),
-            root: Hash::of(b"root"),
-            seq: 3,
-            prev: Some(Hash::of(b"prev")),
-            issued_unix: 1_800_000_000,
-            expires_unix: 1_802_592_000,
-        }
+        let name = NameRef::parse("lab-x/corpus@v3").expect("name");
+        let (root, prev) = (Hash::of(b"root"), Some(Hash::of(b"prev")));
+        NameRecord::new(
+            &key.public(),
+            &name,
+            root,
+            3,
+            prev,
+            1_800_000_000..1_802_592_000,
+        )
         .sign(&key)
     }
 

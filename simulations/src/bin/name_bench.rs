@@ -27,8 +27,8 @@ use commons_node::{
 };
 use commons_protocol::{
     provenance::{
-        bundle::sign_manifest, name_key, record::RECORD_VERSION, KeyAlgorithm, NameRecord,
-        SecretKey, SignatureBundle, SignedNameRecord,
+        bundle::sign_manifest, name_key, KeyAlgorithm, NameRecord, SecretKey, SignatureBundle,
+        SignedNameRecord,
     },
     Hash, Manifest, ManifestEntry, NameRef,
 };
@@ -95,20 +95,16 @@ fn new_key() -> SecretKey {
 
 /// `key`'s record of `name` at `seq`, naming a random root, valid for the default lifetime.
 fn name_record(key: &SecretKey, name: &NameRef, seq: u64, prev: Option<Hash>) -> SignedNameRecord {
-    let public = key.public();
     let now = unix_now();
-    NameRecord {
-        version: RECORD_VERSION,
-        algorithm: public.algorithm(),
-        publisher: public.to_bytes(),
-        name: name.name.clone(),
-        revision: name.revision.clone(),
-        root: Hash::from_bytes(rand::random()),
+    let root = Hash::from_bytes(rand::random());
+    NameRecord::new(
+        &key.public(),
+        name,
+        root,
         seq,
         prev,
-        issued_unix: now,
-        expires_unix: now + DEFAULT_LIFETIME_SECS,
-    }
+        now..now + DEFAULT_LIFETIME_SECS,
+    )
     .sign(key)
 }
 
