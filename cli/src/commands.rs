@@ -357,7 +357,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Verify { target, publisher } => {
             let publisher = publisher.map(|p| publisher_arg(&p)).transpose()?;
             let reply = node.call(api::Verify { target, publisher }, "verifying")?;
-            let clean = reply.corrupt.is_empty();
+            let clean = reply.corrupt.is_empty() && reply.store_problems.is_empty();
             node.show(&reply, render::verified)?;
             Ok(if clean {
                 ExitCode::SUCCESS

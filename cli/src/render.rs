@@ -261,13 +261,22 @@ pub fn verified(r: &VerifyReport) {
             None => println!("MISSING blob {}{files}: not in the store", p.blob),
         }
     }
-    let summary = if r.corrupt.is_empty() {
+    for p in &r.store_problems {
+        println!("INCONSISTENT store: {p}");
+    }
+    if r.store_problem_count > r.store_problems.len() as u64 {
+        println!(
+            "INCONSISTENT store: {} more problems",
+            r.store_problem_count - r.store_problems.len() as u64
+        );
+    }
+    let summary = if r.corrupt.is_empty() && r.store_problems.is_empty() {
         "all intact".to_string()
     } else {
         format!(
             "{} problem{} found",
-            r.corrupt.len(),
-            plural(r.corrupt.len() as u64)
+            r.corrupt.len() as u64 + r.store_problem_count,
+            plural(r.corrupt.len() as u64 + r.store_problem_count)
         )
     };
     println!(
@@ -277,10 +286,11 @@ pub fn verified(r: &VerifyReport) {
     );
     if r.partial_blobs > 0 {
         println!(
-            "not checked: {} partly fetched blob{} (each 16 KiB was verified on arrival; run \
-             `commons get` again to finish)",
+            "also checked: what {} partly fetched blob{} hold ({}; run `commons get` again to \
+             finish them)",
             r.partial_blobs,
-            plural(r.partial_blobs)
+            plural(r.partial_blobs),
+            HumanBytes(r.partial_bytes)
         );
     }
     for sig in &r.signatures {

@@ -227,7 +227,11 @@ fn a_mirror_fetches_what_its_config_names_pins_it_and_serves_it_after_a_restart(
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.body == big);
     let verify = commons(&mirror_dir).arg("verify").output().expect("verify");
-    assert!(verify.status.success());
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
 }
 
 #[test]

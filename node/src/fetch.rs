@@ -5,7 +5,8 @@
 //! with every path rule); then the provider that served it is asked which other holders it
 //! knows; then each wanted file's blob is fetched from up to [`MAX_SWARM_PEERS`] providers
 //! at once ([`crate::transfer::swarm_blob`]); one that sends bad data is dropped for the
-//! rest of the fetch and shunned for a while ([`crate::bans`]). When every known provider
+//! rest of the fetch and shunned for a while, and providers are asked best first
+//! ([`crate::scores`]). When every known provider
 //! has failed, the DHT is asked (once) for more. Everything is resumable: what the store
 //! already holds is never asked for again.
 
@@ -509,7 +510,7 @@ impl<'a> Pool<'a> {
     /// it was new.
     fn add(&mut self, p: PeerAddrs) -> bool {
         if p.peer == self.network.host.peer_id()
-            || self.node.bans().is_banned(&p.peer)
+            || self.node.scores().is_banned(&p.peer)
             || self.peers.iter().any(|q| q.peer == p.peer)
         {
             return false;
@@ -618,13 +619,15 @@ impl<'a> Pool<'a> {
         let mut errors = Vec::new();
         let mut tried = HashSet::new();
         loop {
-            let batch: Vec<PeerAddrs> = self
+            let mut batch: Vec<PeerAddrs> = self
                 .peers
                 .iter()
                 .filter(|p| !tried.contains(&p.peer))
-                .take(MAX_SWARM_PEERS)
                 .cloned()
                 .collect();
+            // Those that served well before first, those that failed last.
+            node.scores().rank(&mut batch, |p| p.peer);
+            batch.truncate(MAX_SWARM_PEERS);
             if batch.is_empty() {
                 if !self.looked_up && self.lookup().await? > 0 {
                     continue;
@@ -664,6 +667,7 @@ impl<'a> Pool<'a> {
                     }
                     Err(e) => {
                         tracing::info!(%peer, error = %e, "provider unreachable");
+                        node.scores().failed(peer);
                         failed.push(peer);
                         errors.push(e.into());
                     }
@@ -724,6 +728,9 @@ impl<'a> Pool<'a> {
                 Err(e) => (e.report, false),
             };
             let served = report.contributed.first().copied();
+            for peer in &report.contributed {
+                node.scores().served(*peer);
+            }
             for (peer, error) in report.dropped {
                 match error {
                     FetchError::Store(e) if !matches!(e, StoreError::SizeConflict { .. }) => {
@@ -733,8 +740,12 @@ impl<'a> Pool<'a> {
                         if error.peer_misbehaved() {
                             self.peers.retain(|p| p.peer != peer);
                             node.holders().remove(&self.root, &peer);
-                            node.bans().ban(peer);
+                            node.scores().bad_data(peer);
                             self.misbehaved.push(peer);
+                        } else if !matches!(error, FetchError::Refused { .. }) {
+                            // Gone, reset, stalled or cut short: a refusal (busy, not held)
+                            // is an honest answer and costs nothing.
+                            node.scores().failed(peer);
                         }
                         errors.push(error);
                     }
@@ -775,7 +786,7 @@ async fn refresh_holders(
             continue;
         };
         for holder in holders {
-            if node.bans().is_banned(&holder.peer) || !known.insert(holder.peer) {
+            if node.scores().is_banned(&holder.peer) || !known.insert(holder.peer) {
                 continue;
             }
             if host

@@ -2,7 +2,7 @@
 //!
 //! - [`api`]: the typed requests, replies and errors every caller uses, and the [`Client`]
 //!   that runs them in-process or on the running node; [`ops`]: how a node runs each one;
-//! - [`node`]: the node assembled once (store, host, publisher, counters, bans) for the
+//! - [`node`]: the node assembled once (store, host, publisher, counters, peer scores) for the
 //!   daemon and for one-shot commands;
 //! - [`store`]: the RocksDB store of blobs, outboards, datasets and pins;
 //! - [`export`]: writing blobs and datasets back to the file system, verified;
@@ -20,7 +20,6 @@
 #[cfg(unix)]
 pub mod admin;
 pub mod api;
-pub mod bans;
 pub mod config;
 pub mod daemon;
 pub mod discovery;
@@ -39,6 +38,7 @@ pub mod origin;
 pub mod progress;
 pub mod provenance;
 pub mod resolve;
+pub mod scores;
 pub mod status;
 pub mod store;
 pub mod transfer;

@@ -1,6 +1,6 @@
 //! [`Node`]: the node assembled once, the same way for the daemon (`commons node run`) and
 //! for a one-shot command run in-process (`commons get` with no node running): the store,
-//! the transfer counters and limits, the holders and bans, and — started when first needed
+//! the transfer counters and limits, the holders and peer scores, and — started when first needed
 //! by a one-shot command, at start by the daemon — the libp2p host and the publisher.
 //!
 //! Every operation of [`crate::api`] runs on a `Node`. Its store is an [`AsyncStore`], so
@@ -17,13 +17,13 @@ use libp2p::Multiaddr;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    bans::Bans,
     config::{ConfigFile, GatewayConfig, MirrorEntry},
     discovery::{DhtMode, DiscoveryConfig, Holders, Publisher},
     error::{ApiError, ErrorKind},
     identity,
     mirror::board::Mirror,
     net::Host,
+    scores::PeerScores,
     store::{AsyncStore, Store, StoreError, StoreOptions},
     transfer::{TransferLimits, TransferStats},
 };
@@ -180,7 +180,7 @@ struct Inner {
     store: AsyncStore,
     stats: Arc<TransferStats>,
     holders: Arc<Holders>,
-    bans: Arc<Bans>,
+    scores: Arc<PeerScores>,
     network: tokio::sync::OnceCell<Network>,
     joined: tokio::sync::OnceCell<()>,
     daemon: std::sync::OnceLock<DaemonInfo>,
@@ -299,7 +299,7 @@ impl Node {
             store: AsyncStore::new(Arc::new(store)),
             stats: Arc::new(TransferStats::limited(settings.limits)),
             holders: Arc::default(),
-            bans: Arc::default(),
+            scores: Arc::default(),
             network: tokio::sync::OnceCell::new(),
             joined: tokio::sync::OnceCell::new(),
             daemon: std::sync::OnceLock::new(),
@@ -404,9 +404,9 @@ impl Node {
         &self.0.holders
     }
 
-    /// Providers that sent bad data lately.
-    pub fn bans(&self) -> &Arc<Bans> {
-        &self.0.bans
+    /// What fetches learnt of providers: who sent bad data or failed, who served well.
+    pub fn scores(&self) -> &Arc<PeerScores> {
+        &self.0.scores
     }
 
     /// What the HTTP gateway served.

@@ -362,9 +362,19 @@ pub struct VerifyReport {
     pub checked_bytes: u64,
     /// Everything that failed.
     pub corrupt: Vec<VerifyProblem>,
-    /// Blobs not checked because a fetch has not finished them (their spans were verified
-    /// as they arrived; a blob is re-checked whole once complete).
+    /// Blobs a fetch has not finished: the spans they hold were checked (not counted in
+    /// `checked_blobs`).
     pub partial_blobs: u64,
+    /// Bytes those partial blobs hold.
+    #[serde(default)]
+    pub partial_bytes: u64,
+    /// Where the store's rows disagree with each other (checked when verifying
+    /// everything; `commons_node::store::MAX_ROW_PROBLEMS` at most).
+    #[serde(default)]
+    pub store_problems: Vec<String>,
+    /// How many such problems there were in all.
+    #[serde(default)]
+    pub store_problem_count: u64,
     /// The signatures held for the dataset checked (none for a blob or everything).
     #[serde(default)]
     pub signatures: Vec<crate::provenance::signatures::SignatureStatus>,

@@ -602,6 +602,11 @@ fn verify_store(
         None => store.blobs()?.into_iter().map(|(h, _)| h).collect(),
     };
     let mut report = VerifyReport::default();
+    if target.is_none() {
+        let rows = store.check_rows()?;
+        report.store_problems = rows.problems;
+        report.store_problem_count = rows.problem_count;
+    }
     let mut sizes = Vec::with_capacity(hashes.len());
     for hash in &hashes {
         let meta = store.blob(hash)?;
@@ -609,7 +614,16 @@ fn verify_store(
             .as_ref()
             .is_some_and(|m| m.state != BlobState::Complete)
         {
+            // What a fetch has not finished: the spans it holds are checked.
             report.partial_blobs += 1;
+            report.partial_bytes += store.held_bytes(hash)?;
+            for c in store.verify_blob(hash)? {
+                report.corrupt.push(VerifyProblem {
+                    blob: *hash,
+                    range: Some(c.range),
+                    files: names.get(hash).cloned().unwrap_or_default(),
+                });
+            }
             continue;
         }
         sizes.push((hash, meta.map(|m| m.size)));

@@ -110,14 +110,14 @@ impl Store {
         };
         let mut batch = WriteBatch::default();
         self.put_hub_file(&mut batch, &ids, hash, false)?;
-        self.db.write(batch)?;
+        self.write(batch)?;
         Ok(Some(ids))
     }
 
     /// Records that dataset `root` holds the Hub commit whose key is `key`.
     pub fn remember_upstream(&self, key: &Hash, root: &Hash) -> Result<()> {
         let k = [HUB_COMMIT_PREFIX, key.as_bytes(), root.as_bytes()].concat();
-        Ok(self.db.put_cf(self.cf(CF_META), k, [])?)
+        self.put(CF_META, k, [])
     }
 
     /// The keys of every Hub commit held (announced by a running node beside its roots).

@@ -319,7 +319,7 @@ impl Store {
             id.0.to_be_bytes(),
             unix_now().to_be_bytes(),
         );
-        self.db.write(batch)?;
+        self.write(batch)?;
 
         let io_err = |source| StoreError::Io {
             path: path.to_path_buf(),
@@ -331,23 +331,20 @@ impl Store {
             // page faults) per 256 KiB.
             let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(WRITE_QUEUE_ROWS + 2);
             let writer = s.spawn(move || -> Result<()> {
-                let mut opts = WriteOptions::default();
-                opts.disable_wal(true);
+                let unlogged = || {
+                    let mut opts = WriteOptions::default();
+                    opts.disable_wal(true);
+                    opts
+                };
                 for row in rx {
-                    match row {
-                        Row::Data(i, bytes) => {
-                            self.db
-                                .put_cf_opt(self.cf(CF_DATA), span_key(id, i), &bytes, &opts)?;
-                            let _ = spare_tx.try_send(bytes);
-                        }
-                        Row::Outboard(i, bytes) => {
-                            self.db.put_cf_opt(
-                                self.cf(CF_OUTBOARDS),
-                                span_key(id, i),
-                                bytes,
-                                &opts,
-                            )?;
-                        }
+                    let (cf, i, bytes) = match row {
+                        Row::Data(i, bytes) => (CF_DATA, i, bytes),
+                        Row::Outboard(i, bytes) => (CF_OUTBOARDS, i, bytes),
+                    };
+                    let cf_handle = self.cf(cf);
+                    self.write_with(unlogged(), |b| b.put_cf(cf_handle, span_key(id, i), &bytes))?;
+                    if cf == CF_DATA {
+                        let _ = spare_tx.try_send(bytes);
                     }
                 }
                 Ok(())
@@ -414,8 +411,11 @@ impl Store {
         extra: impl FnOnce(&Store, &mut WriteBatch),
     ) -> Result<Vec<ImportedBlob>> {
         // Rows were written without the WAL: put them on disk before anything refers to them.
-        self.db.flush_cf(self.cf(CF_DATA))?;
-        self.db.flush_cf(self.cf(CF_OUTBOARDS))?;
+        for cf in [CF_DATA, CF_OUTBOARDS] {
+            self.db
+                .flush_cf(self.cf(cf))
+                .map_err(|e| self.db_error(e))?;
+        }
 
         let guard = self.bind_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut batch = WriteBatch::default();
@@ -453,7 +453,7 @@ impl Store {
             });
         }
         extra(self, &mut batch);
-        self.db.write(batch)?;
+        self.write(batch)?;
         drop(guard);
         if !dropped.is_empty() {
             self.reclaim(&dropped)?;
@@ -471,7 +471,7 @@ impl Store {
         } else {
             self.put_dataset_record(&mut batch, root, manifest);
         }
-        self.db.write(batch)?;
+        self.write(batch)?;
         Ok(())
     }
 

@@ -8,6 +8,7 @@
 //! - data received in pieces (partial blobs) is written together with its `verified` mark
 //!   in one `WriteBatch`, so a mark never exists without its data.
 
+mod check;
 mod gc;
 mod handle;
 mod hub;
@@ -18,6 +19,7 @@ mod partial;
 mod pieces;
 mod provenance;
 mod read;
+mod write;
 
 use std::{
     path::{Path, PathBuf},
@@ -30,14 +32,16 @@ use std::{
 use commons_protocol::{Hash, ManifestError};
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, DB};
 
+pub use check::{RowCheck, MAX_ROW_PROBLEMS};
 pub use gc::{GcReport, Hold, RemoveReport};
 pub use handle::AsyncStore;
 pub use import::{HubIdChoice, ImportProgress, ImportedBlob, ImportedDataset, NoProgress};
 pub use layout::{BlobId, BlobMeta, BlobState, DatasetMeta, PinKind, PinMeta};
 pub use names::NameEntry;
-pub use partial::{PartialBlob, UNLOGGED_SPANS_FROM};
+pub use partial::{PartialBlob, UNLOGGED_RATE, UNLOGGED_SPANS_FROM};
 pub use provenance::{NameUpdate, SeenName, MAX_KEPT_NAMES};
 pub use read::{BlobCorruption, BlobReader};
+pub use write::{free_bytes, DISK_FULL_GRACE, LOW_FREE_BYTES, STALL_LIMIT};
 
 use layout::*;
 
@@ -173,6 +177,28 @@ pub enum StoreError {
     /// A named limit of the store would be passed.
     #[error("{0}")]
     Limit(String),
+    /// The disk holding the store is full: the write was refused, nothing stored was lost.
+    #[error(
+        "the disk holding {path} is full ({} MiB left): free some space (`commons gc` \
+         removes unpinned data) and run again; what was stored is kept",
+        free >> 20
+    )]
+    DiskFull {
+        /// The store folder.
+        path: PathBuf,
+        /// Bytes left for the store's user.
+        free: u64,
+    },
+    /// RocksDB refused writes for [`STALL_LIMIT`] on a disk with free space.
+    #[error(
+        "the store at {path} accepted no write for {secs} s: is its disk failing or overloaded?"
+    )]
+    Stalled {
+        /// The store folder.
+        path: PathBuf,
+        /// How long the write waited.
+        secs: u64,
+    },
 }
 
 /// Shorthand for results in this module.
@@ -191,6 +217,8 @@ pub struct Store {
     held: gc::HeldHashes,
     /// Held while blob files are rewritten after removals (one rewrite at a time).
     blob_rewrite: Mutex<()>,
+    /// How fast fetched spans arrive: fast ones skip the WAL (see [`UNLOGGED_RATE`]).
+    span_rate: Mutex<partial::SpanRate>,
 }
 
 impl std::fmt::Debug for Store {
@@ -218,6 +246,10 @@ fn db_options() -> Options {
     // every column family together is what keeps such a span and its mark (in another
     // family) on disk together, or neither.
     opts.set_atomic_flush(true);
+    // RocksDB's own log: one file per open (every CLI command opens the store), 1,000 kept
+    // by default: ~200 MB after a thousand commands. Four old ones are plenty to debug.
+    opts.set_keep_log_file_num(4);
+    opts.set_max_log_file_size(4 << 20);
     opts
 }
 
@@ -282,8 +314,10 @@ impl Store {
             next_id: AtomicU64::new(0),
             bind_lock: Mutex::new(()),
             blob_rewrite: Mutex::new(()),
+            span_rate: Mutex::default(),
             held: gc::HeldHashes::default(),
         };
+        store.remove_unfinished_blob_files()?;
         store.init_meta(options)?;
         store.discard_unfinished_imports()?;
         Ok(store)
@@ -325,7 +359,7 @@ impl Store {
                     batch.put_cf(meta, META_LAYOUT_VERSION, LAYOUT_VERSION.to_be_bytes());
                     batch.put_cf(meta, META_SPAN_BYTES, options.span_bytes.to_be_bytes());
                     batch.put_cf(meta, META_NEXT_ID, 0u64.to_be_bytes());
-                    self.db.write(batch)?;
+                    self.write(batch)?;
                     (options.span_bytes, 0)
                 }
             }
@@ -362,7 +396,7 @@ impl Store {
             self.delete_rows(&mut batch, id);
             batch.delete_cf(self.cf(CF_IMPORTS), id.0.to_be_bytes());
         }
-        self.db.write(batch)?;
+        self.write(batch)?;
         self.reclaim(ids)
     }
 
@@ -392,7 +426,7 @@ impl Store {
 
     /// Sets a `meta` value (written through the WAL, like every metadata write).
     pub fn put_meta(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        Ok(self.db.put_cf(self.cf(CF_META), key, value)?)
+        self.put(CF_META, key, value)
     }
 
     fn cf(&self, name: &str) -> &ColumnFamily {

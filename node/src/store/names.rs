@@ -48,7 +48,7 @@ impl Store {
             encode(&value),
         );
         self.put_pin(&mut batch, root, PinKind::Dataset);
-        self.db.write(batch)?;
+        self.write(batch)?;
         Ok(NameEntry {
             name: name.clone(),
             revision: revision.to_string(),
@@ -107,7 +107,7 @@ impl Store {
     pub fn unset_name(&self, name: &DatasetName, revision: &str) -> Result<bool> {
         let key = name_key(name.as_str(), revision);
         let existed = self.db.get_pinned_cf(self.cf(CF_NAMES), &key)?.is_some();
-        self.db.delete_cf(self.cf(CF_NAMES), key)?;
+        self.delete(CF_NAMES, key)?;
         Ok(existed)
     }
 

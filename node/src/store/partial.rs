@@ -29,13 +29,57 @@ pub struct PartialBlob {
 /// Outboard bytes written per batch while completing a blob.
 const OUTBOARD_BATCH_PIECES: u64 = 64;
 
-/// Blobs at least this large have their fetched spans written without RocksDB's WAL:
-/// each byte is then written once (to a blob file, when the memtable is flushed) instead
-/// of twice, which made a 1 GiB fetch 1.17× as fast (docs/benchmarks.md). Atomic flush
-/// (see `db_options`) keeps a span and its mark together: a crash loses both or neither,
-/// and what it loses (at most the memtables, ~48 MiB) is fetched again. Smaller blobs
-/// keep the WAL, so a dataset of many small files needs no flush per file.
+/// Blobs at least this large may have their fetched spans written without RocksDB's WAL
+/// (while the store receives them at [`UNLOGGED_RATE`] or more): each byte is then written
+/// once (to a blob file, when the memtable is flushed) instead of twice, which made a 1 GiB
+/// fetch 1.17× as fast (docs/benchmarks.md). Atomic flush (see `db_options`) keeps a span
+/// and its mark together: a crash loses both or neither. Smaller blobs keep the WAL, so a
+/// dataset of many small files needs no flush per file.
 pub const UNLOGGED_SPANS_FROM: u64 = 16 << 20;
+
+/// Rate of fetched span bytes at or above which they skip the WAL. What a crash loses of
+/// unlogged spans is what the memtables hold (at most ~48 MiB), which at this rate arrived
+/// in under a second; below it spans are logged, so a kill loses only what was in flight
+/// (20 kills of a rate-limited 256 MiB fetch re-fetched 0.99× the file when every span of
+/// a large blob skipped the WAL).
+pub const UNLOGGED_RATE: u64 = 64 << 20;
+/// How often the span rate is measured.
+const RATE_WINDOW: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The rate at which the store receives spans of large blobs, over the last window.
+#[derive(Debug)]
+pub(super) struct SpanRate {
+    window_start: std::time::Instant,
+    window_bytes: u64,
+    fast: bool,
+}
+
+impl Default for SpanRate {
+    fn default() -> Self {
+        Self {
+            window_start: std::time::Instant::now(),
+            window_bytes: 0,
+            fast: false,
+        }
+    }
+}
+
+impl SpanRate {
+    /// Counts `len` more bytes; returns whether spans now skip the WAL, and whether they
+    /// just stopped doing so (the unlogged ones must then reach the disk: a slow fetch
+    /// could leave them in the memtables for minutes).
+    fn add(&mut self, len: u64) -> (bool, bool) {
+        self.window_bytes += len;
+        let elapsed = self.window_start.elapsed();
+        let was_fast = self.fast;
+        if elapsed >= RATE_WINDOW {
+            self.fast = self.window_bytes as f64 >= UNLOGGED_RATE as f64 * elapsed.as_secs_f64();
+            self.window_start = std::time::Instant::now();
+            self.window_bytes = 0;
+        }
+        (self.fast, was_fast && !self.fast)
+    }
+}
 
 impl Store {
     /// Number of spans in a blob of `size` bytes.
@@ -83,7 +127,7 @@ impl Store {
             // Our size was never proven: start over with the new claim.
             let mut batch = WriteBatch::default();
             self.delete_rows(&mut batch, meta.id);
-            self.db.write(batch)?;
+            self.write(batch)?;
             self.reclaim(&[meta.id])?;
         }
         let mut batch = WriteBatch::default();
@@ -94,7 +138,7 @@ impl Store {
             state: BlobState::Partial,
         };
         batch.put_cf(self.cf(CF_BLOBS), hash.as_bytes(), encode(&meta));
-        self.db.write(batch)?;
+        self.write(batch)?;
         Ok(PartialBlob {
             id,
             size: claimed_size,
@@ -165,16 +209,25 @@ impl Store {
             None if whole => subtree::subtree_outboard(index * self.span_bytes, data),
             _ => Vec::new(),
         };
-        let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(CF_DATA), span_key(id, index), data);
-        batch.put_cf(self.cf(CF_VERIFIED), span_key(id, index), pairs);
-        for (node, pair) in above {
-            batch.put_cf(self.cf(CF_ABOVE), above_key(id, node), pair);
-        }
         let mut options = WriteOptions::default();
-        options.disable_wal(blob_size >= UNLOGGED_SPANS_FROM);
-        self.db.write_opt(batch, &options)?;
-        Ok(())
+        if blob_size >= UNLOGGED_SPANS_FROM {
+            let (fast, slowed) = self
+                .span_rate
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .add(data.len() as u64);
+            if slowed {
+                self.persist_spans()?;
+            }
+            options.disable_wal(fast);
+        }
+        self.write_with(options, |batch| {
+            batch.put_cf(self.cf(CF_DATA), span_key(id, index), data);
+            batch.put_cf(self.cf(CF_VERIFIED), span_key(id, index), &pairs);
+            for (node, pair) in above {
+                batch.put_cf(self.cf(CF_ABOVE), above_key(id, node), pair);
+            }
+        })
     }
 
     /// Puts spans written without the WAL (with their marks and pairs) on disk. Needed
@@ -183,8 +236,8 @@ impl Store {
     pub fn persist_spans(&self) -> Result<()> {
         let cfs = [self.cf(CF_DATA), self.cf(CF_VERIFIED), self.cf(CF_ABOVE)];
         self.db
-            .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())?;
-        Ok(())
+            .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())
+            .map_err(|e| self.db_error(e))
     }
 
     /// Turns a partial blob whose spans are all stored into a complete one: assembles its
@@ -245,7 +298,7 @@ impl Store {
         let (start, end) = blob_key_range(meta.id);
         batch.delete_range_cf(self.cf(CF_VERIFIED), start, end);
         batch.delete_range_cf(self.cf(CF_ABOVE), start, end);
-        self.db.write(batch)?;
+        self.write(batch)?;
         Ok(())
     }
 }
@@ -276,7 +329,7 @@ impl Store {
         let root = produce(&mut sink).map_err(io_err)?;
         sink.finish().map_err(io_err)?;
         drop(sink);
-        self.db.write(batch)?;
+        self.write(batch)?;
         Ok(root)
     }
 }

@@ -85,8 +85,7 @@ impl Store {
         };
         if let Some((_, old)) = held.iter().find(|(i, _)| *i == id) {
             if verified && !old.verified {
-                self.db
-                    .put_cf(self.cf(CF_META), sig_key(root, &id), value(true))?;
+                self.put(CF_META, sig_key(root, &id), value(true))?;
             }
             return Ok(false);
         }
@@ -94,13 +93,12 @@ impl Store {
             let evictable = held.iter().find(|(_, s)| !s.verified).map(|(i, _)| *i);
             match evictable {
                 Some(old) if verified => {
-                    self.db.delete_cf(self.cf(CF_META), sig_key(root, &old))?;
+                    self.delete(CF_META, sig_key(root, &old))?;
                 }
                 _ => return Ok(false),
             }
         }
-        self.db
-            .put_cf(self.cf(CF_META), sig_key(root, &id), value(verified))?;
+        self.put(CF_META, sig_key(root, &id), value(verified))?;
         Ok(true)
     }
 
@@ -195,8 +193,8 @@ impl Store {
             record: record.encode(),
             keep,
         };
-        self.db.put_cf(
-            self.cf(CF_META),
+        self.put(
+            CF_META,
             seen_key(key),
             postcard::to_stdvec(&value).unwrap_or_default(),
         )?;
@@ -209,18 +207,13 @@ impl Store {
     /// Adds `record` to the history of `key`, dropping the oldest past
     /// [`MAX_NAME_HISTORY`].
     fn log_name(&self, key: &Hash, record: &SignedNameRecord) -> Result<()> {
-        self.db.put_cf(
-            self.cf(CF_META),
-            log_key(key, record.record.seq),
-            record.encode(),
-        )?;
+        self.put(CF_META, log_key(key, record.record.seq), record.encode())?;
         let history = self.name_history(key)?;
         for old in history
             .iter()
             .take(history.len().saturating_sub(MAX_NAME_HISTORY))
         {
-            self.db
-                .delete_cf(self.cf(CF_META), log_key(key, old.record.seq))?;
+            self.delete(CF_META, log_key(key, old.record.seq))?;
         }
         Ok(())
     }

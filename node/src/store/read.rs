@@ -279,14 +279,15 @@ impl Store {
         Ok(Manifest::from_bytes(&bytes)?)
     }
 
-    /// Re-checks a complete blob against its tree and returns every damaged byte range
-    /// (empty when healthy). Partial blobs are not checked and return nothing.
+    /// Re-checks a blob against its tree and returns every damaged byte range (empty when
+    /// healthy). Of a partial blob, the spans it holds are checked, each through the pairs
+    /// kept with it up to the root, as a peer asking for it would check it.
     pub fn verify_blob(&self, hash: &Hash) -> Result<Vec<BlobCorruption>> {
         let meta = self
             .blob(hash)?
             .ok_or(StoreError::NotFound { hash: *hash })?;
         if meta.state != BlobState::Complete {
-            return Ok(Vec::new());
+            return self.verify_partial(hash, &meta);
         }
         let mut reader = self.blob_reader(hash)?;
         reader.data.missing_as_zeros = true;
@@ -304,6 +305,43 @@ impl Store {
 }
 
 impl Store {
+    /// [`Store::verify_blob`] of a partial blob: every held span is encoded as for a peer,
+    /// which checks each group against the kept pairs and those against the root.
+    fn verify_partial(&self, hash: &Hash, meta: &BlobMeta) -> Result<Vec<BlobCorruption>> {
+        let per_span = self.span_bytes / tree::CHUNK_GROUP_BYTES;
+        let spans = self.span_count(meta.size);
+        let mut held = Vec::new();
+        let mut next = 0;
+        for gap in self
+            .missing_spans(meta.id, meta.size)?
+            .into_iter()
+            .chain(std::iter::once(spans..spans))
+        {
+            held.extend(next..gap.start);
+            next = gap.end;
+        }
+        let mut corrupt = Vec::new();
+        for span in held {
+            let groups = commons_protocol::wire::GroupRange {
+                start: span * per_span,
+                end: Some((span + 1) * per_span),
+            };
+            let ranges = commons_protocol::wire::chunk_ranges(&[groups]);
+            match self.encode_ranges(hash, &ranges, io::sink()) {
+                Ok(()) => {}
+                Err(StoreError::Corrupt { .. }) => {
+                    let start = span * self.span_bytes;
+                    corrupt.push(BlobCorruption {
+                        hash: *hash,
+                        range: start..(start + self.span_bytes).min(meta.size),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(corrupt)
+    }
+
     /// Whether `root` is a dataset held whole here: its record, its manifest and every
     /// file complete. A mirror fetches until this holds.
     pub fn dataset_complete(&self, root: &Hash) -> Result<bool> {

@@ -198,6 +198,45 @@ fn an_interrupted_import_is_cleaned_up_at_the_next_open() {
     assert_eq!(store.next_id.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
+fn blob_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = fs::read_dir(dir)
+        .expect("store dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "blob"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn blob_files_a_crash_left_half_written_are_removed_at_the_next_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store_dir = dir.path().join("store");
+    let data = pattern(300_000, 9);
+    let hash = {
+        let store = open(dir.path());
+        let path = dir.path().join("kept");
+        fs::write(&path, &data).expect("write");
+        store.add_file(&path, &NoProgress).expect("add").hash
+    };
+    let kept = blob_files(&store_dir);
+    assert!(!kept.is_empty(), "the added file lives in a blob file");
+    // What a flush killed mid-way leaves: the start of a blob file, no footer. One is a
+    // truncated copy of a real file (a valid header), one has no room for a footer.
+    let real = fs::read(&kept[0]).expect("read blob file");
+    let torn = store_dir.join("999990.blob");
+    fs::write(&torn, &real[..real.len() - 100]).expect("write");
+    let tiny = store_dir.join("999991.blob");
+    fs::write(&tiny, &real[..20]).expect("write");
+    let store = open(dir.path());
+    assert!(
+        !torn.exists() && !tiny.exists(),
+        "unfinished blob files removed"
+    );
+    assert_eq!(blob_files(&store_dir), kept, "closed blob files kept");
+    assert_eq!(read_back(&store, &hash), data);
+}
+
 /// Fails if any import left rows behind (data, outboard or an import record).
 fn assert_no_import_rows(store: &Store) {
     for cf in [CF_DATA, CF_OUTBOARDS, CF_IMPORTS] {
@@ -1069,4 +1108,112 @@ fn files_of_a_private_repository_are_never_named_to_peers() {
         store.hub_file_held(&listed.etag()).expect("read"),
         Some((blob.hash, 30_000))
     );
+}
+
+/// Stores spans `indices` of `data` (blob `hash`) as a fetch does, each with the pairs
+/// above it that a peer's response proved.
+fn receive_spans_with_proofs(store: &Store, hash: &Hash, data: &[u8], indices: &[u64]) -> BlobId {
+    use commons_protocol::{partial as tree_partial, subtree};
+    let group = CHUNK_GROUP_BYTES;
+    let per_span = TEST_SPAN / group;
+    let groups = tree_partial::group_count(data.len() as u64);
+    let partial = store.begin_partial(hash, data.len() as u64).expect("begin");
+    let span = TEST_SPAN as usize;
+    for &index in indices {
+        let start = index as usize * span;
+        let end = (start + span).min(data.len());
+        let above: Vec<_> =
+            tree_partial::nodes_above(index * per_span..(index + 1) * per_span, groups, per_span)
+                .into_iter()
+                .map(|node| {
+                    let from = (node.start * group) as usize;
+                    let to = ((node.end * group) as usize).min(data.len());
+                    let half = (node.end - node.start) / 2 * group;
+                    let pair = subtree::node_pair(from as u64, &data[from..to], half);
+                    (node, pair)
+                })
+                .collect();
+        store
+            .put_verified_span(
+                partial.id,
+                partial.size,
+                index,
+                &data[start..end],
+                None,
+                &above,
+            )
+            .expect("span");
+    }
+    partial.id
+}
+
+#[test]
+fn verify_checks_what_a_partial_blob_holds_and_names_the_bad_span() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = open(&dir.path().join("a"));
+    let store = open(&dir.path().join("b"));
+    let data = pattern(TEST_SPAN as usize * 6 + 100, 12);
+    fs::write(dir.path().join("f"), &data).expect("write");
+    let hash = source
+        .add_file(&dir.path().join("f"), &NoProgress)
+        .expect("add")
+        .hash;
+    receive_spans_with_proofs(&store, &hash, &data, &[1, 2, 6]);
+    assert_eq!(store.verify_blob(&hash).expect("verify"), Vec::new());
+    assert_eq!(
+        store.check_rows().expect("check").problems,
+        Vec::<String>::new()
+    );
+
+    corrupt_row(&store, &hash, 2, 7);
+    assert_eq!(
+        store.verify_blob(&hash).expect("verify"),
+        vec![BlobCorruption {
+            hash,
+            range: 2 * TEST_SPAN..3 * TEST_SPAN
+        }]
+    );
+}
+
+#[test]
+fn the_row_check_finds_rows_that_disagree() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let data = pattern(TEST_SPAN as usize * 3 + 10, 4);
+    let path = dir.path().join("f");
+    fs::write(&path, &data).expect("write");
+    let complete = store.add_file(&path, &NoProgress).expect("add").hash;
+    let partial_data = pattern(TEST_SPAN as usize * 4, 5);
+    let partial = Hash::of(&partial_data);
+    let id = receive_spans_with_proofs(&store, &partial, &partial_data, &[0, 3]);
+    let clean = store.check_rows().expect("check");
+    assert_eq!(clean.problems, Vec::<String>::new());
+    assert_eq!(clean.blobs, 2);
+
+    // A complete blob missing a data row, a mark without its data, rows of no blob.
+    let meta = store.blob(&complete).expect("db").expect("blob");
+    store
+        .db
+        .delete_cf(store.cf(CF_DATA), span_key(meta.id, 1))
+        .expect("delete");
+    store
+        .db
+        .delete_cf(store.cf(CF_DATA), span_key(id, 3))
+        .expect("delete");
+    store
+        .db
+        .put_cf(store.cf(CF_DATA), span_key(BlobId(999), 0), b"stray")
+        .expect("put");
+    let found = store.check_rows().expect("check");
+    assert_eq!(found.problem_count, 3, "{:?}", found.problems);
+    let text = found.problems.join("\n");
+    assert!(
+        text.contains(&format!("complete blob {complete}: 3 of its 4 data rows")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("partial blob {partial}: 1 verified marks")),
+        "{text}"
+    );
+    assert!(text.contains("row id 999 belong to no blob"), "{text}");
 }
