@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/commons/target
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint fmt deps python-deps build bench fetch-bench transport-bench dht-bench name-bench swarm-lab swarm-lab-flash gateway-bench hub-bench fuzz check-layering check-cycles
+.PHONY: demo test lint fmt deps python-deps build bench fetch-bench transport-bench dht-bench name-bench swarm-lab swarm-lab-flash gateway-bench load-lab hub-bench crash-soak fuzz check-layering check-cycles
 
 ## demo: build `commons`, then add a sample dataset, list, export and verify it, fetch it
 ## over QUIC by ticket and by hash, and read it through the HTTP gateway (installs curl)
@@ -84,12 +84,29 @@ gateway-bench: deps build
 	command -v nginx >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx curl; }
 	"$(CARGO_TARGET_DIR)/release/gateway-bench" --commons "$(CARGO_TARGET_DIR)/release/commons"
 
+## load-lab: one seeder (64 MiB) under 200 fetchers, 1,000 idle streams and 300 slow gateway
+## clients at once: its peak RSS, honest fetchers, and two `get`s and a `curl` with and without
+## the load; then the same probes under 200 DHT lookers. Prints the tables; exits non-zero when
+## the RSS passes the lab's cap, a fetcher never completes or a probe fails (installs curl)
+load-lab: deps build
+	command -v curl >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq curl; }
+	"$(CARGO_TARGET_DIR)/release/load-lab" --commons "$(CARGO_TARGET_DIR)/release/commons"
+
 ## hub-bench: a 1 GiB Hub repository on a loopback test origin: `commons add hf://` vs curl of
 ## the same files, a second mirror's bytes from the origin; then network namespaces (root):
 ## 10 clients through 2 mirrors vs one pull-through cache, origin uplink at 100 Mbit/s
 hub-bench: deps build
 	command -v curl >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq curl; }
 	$(SUDO) "$(CARGO_TARGET_DIR)/release/hub-bench" --commons "$(CARGO_TARGET_DIR)/release/commons" --lab --json-out hub-bench.json
+
+## crash-soak: SIGKILLs at random moments of add, get (3 seeders), rm/gc and a mirror following
+## a signed name, each followed by verify, then the operation completes; the re-sent bytes of 20
+## kills of a 256 MiB get (packets the seeder sent, counted by nftables); ENOSPC (a tmpfs) and
+## EIO (ext4 shut down) during add and get (root).
+## Writes crash-soak.md; CRASH_SOAK_ARGS=--quick for a smoke run (~1 min)
+crash-soak: deps build
+	command -v mkfs.ext4 >/dev/null && command -v nft >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq e2fsprogs nftables; }
+	$(SUDO) "$(CARGO_TARGET_DIR)/release/crash-soak" --commons "$(CARGO_TARGET_DIR)/release/commons" $(CRASH_SOAK_ARGS)
 
 ## fuzz: every fuzz target (fuzz/fuzz_targets, libFuzzer on the stable toolchain, installs
 ## cargo-fuzz) for FUZZ_SECONDS each with the value profile; new inputs are added to

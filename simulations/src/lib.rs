@@ -1,8 +1,10 @@
 //! Shared helpers for Commons benchmarks and experiments: test data, timing, peak memory.
 
 pub mod bittorrent;
+pub mod crash;
 pub mod dht;
 pub mod hub_origin;
+pub mod load;
 pub mod netns;
 pub mod plot;
 
@@ -97,6 +99,21 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 pub fn sorted(mut v: Vec<f64>) -> Vec<f64> {
     v.sort_by(f64::total_cmp);
     v
+}
+
+/// Resident memory of process `pid` now and at its peak (`VmRSS`, `VmHWM` of
+/// `/proc/<pid>/status`), in bytes; `None` once it has exited.
+pub fn memory_of(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 /// Times a closure.

@@ -8,9 +8,11 @@
 //! - [`publisher`]: announces what the node holds, paced, before records lapse;
 //! - [`holders`]: who else is known to hold a root, shared with peers fetching the same data
 //!   through the transfer protocol's holder exchange;
+//! - [`diversity`]: the routing table's address-diversity rule (few peers per /24 or /48);
 //! - [`persist`]: saving known peers and records in the store, so a restart needs no
 //!   bootstrap list.
 
+pub mod diversity;
 pub mod holders;
 pub mod persist;
 pub mod publisher;
@@ -20,6 +22,8 @@ use std::time::Duration;
 
 use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
+
+use crate::net::limits::ConnectionLimits;
 
 pub use holders::Holders;
 pub use publisher::Publisher;
@@ -85,6 +89,16 @@ pub struct DiscoveryConfig {
     /// Carry data requests on a bulk-data endpoint beside libp2p (`net::bulk`) when the
     /// peer has one too. On by default; off, every transfer uses libp2p streams.
     pub bulk: bool,
+    /// Bounds on the host's connections ([`crate::net::limits`]); the defaults are its
+    /// named constants.
+    pub connection_limits: ConnectionLimits,
+    /// Whether local addresses (loopback, private, link-local, shared: see
+    /// [`crate::net::is_local_ip`]) are exempt from the per-IP connection limit and from the
+    /// routing table's address-diversity rule ([`diversity`]). On by default: the nodes of a
+    /// LAN, a lab or a test share one range by nature, and a DHT on a LAN must work without
+    /// settings. Off, they are held to both rules like public addresses (tests of the rules
+    /// turn it off on 127.0.0.0/8).
+    pub exempt_local_addresses: bool,
 }
 
 impl Default for DiscoveryConfig {
@@ -101,6 +115,8 @@ impl Default for DiscoveryConfig {
             save_interval: Duration::from_secs(300),
             mdns: false,
             bulk: true,
+            connection_limits: ConnectionLimits::default(),
+            exempt_local_addresses: true,
         }
     }
 }

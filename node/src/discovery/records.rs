@@ -8,10 +8,16 @@
 //! signed name records (`commons_protocol::provenance::record`) that verify under their
 //! key, are unexpired, and are newer than the one held: an old or forged record a peer
 //! replays is refused (the put fails), so it cannot roll a name back here.
+//!
+//! One peer may make this node store at most [`MAX_NEW_RECORDS_PER_PEER`] new provider
+//! records per [`NEW_RECORD_WINDOW`] (Kademlia accepts an `ADD_PROVIDER` only from the
+//! provider itself, so the sender is the provider): one identity cannot fill
+//! [`ProviderLimits::max_keys`] in a burst and lock honest publishers out until records
+//! lapse.
 
 use std::{
     borrow::Cow,
-    collections::{hash_map, hash_set, HashMap, HashSet},
+    collections::{hash_map, hash_set, HashMap, HashSet, VecDeque},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -59,6 +65,67 @@ impl Default for ProviderLimits {
 /// `commons_protocol::provenance::record::MAX_NAME_RECORD_BYTES`, so about 50 MB).
 pub const MAX_NAME_RECORDS: usize = 50_000;
 
+/// New provider records (a key this peer had no record for here) one peer may have this node
+/// store per [`NEW_RECORD_WINDOW`]: 20,000. Re-announcements of records held do not count,
+/// nor this node's own records, nor records loaded at start. Sized for one burst of a large
+/// mirror: a node announcing 10,000 roots at once (the discovery benchmark's figure) and, for
+/// Hub imports, as many commit keys, to a network of 20 servers or fewer sends every one of
+/// them to each server. At this rate one identity needs 12.5 h to fill the default
+/// `max_keys` (250,000) alone. Beyond it, records are refused (the sender is not told:
+/// Kademlia's `ADD_PROVIDER` has no answer) until the window ends; the publisher
+/// re-announces each record within 12 h.
+pub const MAX_NEW_RECORDS_PER_PEER: usize = 20_000;
+/// The window [`MAX_NEW_RECORDS_PER_PEER`] counts in: 1 hour, from a peer's first new record.
+pub const NEW_RECORD_WINDOW: Duration = Duration::from_secs(3600);
+/// Peers whose new records are being counted, at most: 10,000. PeerIds cost nothing, so the
+/// counters are bounded: past it, the peer whose window began first is forgotten (its count
+/// starts again; an attacker who can cycle 10,000 identities has their allowance anyway).
+pub const MAX_COUNTED_PROVIDERS: usize = 10_000;
+
+/// How many new provider records each peer has had stored in its current window.
+#[derive(Debug, Default)]
+struct NewRecordCounts {
+    /// Per peer: when its window began and how many new records since.
+    windows: HashMap<PeerId, (Instant, usize)>,
+    /// The same peers, oldest window first.
+    order: VecDeque<(Instant, PeerId)>,
+}
+
+impl NewRecordCounts {
+    /// Counts one new record of `peer` at `now` (never earlier than a previous call's);
+    /// `false` when the peer's allowance for its window is spent.
+    fn allow(&mut self, peer: PeerId, now: Instant) -> bool {
+        while let Some(&(start, _)) = self.order.front() {
+            if now.saturating_duration_since(start) < NEW_RECORD_WINDOW {
+                break;
+            }
+            self.forget_oldest();
+        }
+        if !self.windows.contains_key(&peer) {
+            while self.windows.len() >= MAX_COUNTED_PROVIDERS {
+                self.forget_oldest();
+            }
+            self.windows.insert(peer, (now, 0));
+            self.order.push_back((now, peer));
+        }
+        match self.windows.get_mut(&peer) {
+            Some((_, count)) if *count < MAX_NEW_RECORDS_PER_PEER => {
+                *count += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn forget_oldest(&mut self) {
+        if let Some((start, peer)) = self.order.pop_front() {
+            if self.windows.get(&peer).is_some_and(|(s, _)| *s == start) {
+                self.windows.remove(&peer);
+            }
+        }
+    }
+}
+
 /// A provider record held for another peer, in a form that survives a restart: the expiry
 /// is wall-clock time, since `Instant`s mean nothing to the next process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +150,8 @@ pub struct ProviderStore {
     provided: HashSet<ProviderRecord>,
     /// Name records by key, with their expiry (unix seconds).
     names: HashMap<RecordKey, (Record, u64)>,
+    /// New provider records per peer in its current window.
+    new_records: NewRecordCounts,
 }
 
 fn unix_now() -> u64 {
@@ -101,6 +170,7 @@ impl ProviderStore {
             providers: HashMap::new(),
             provided: HashSet::new(),
             names: HashMap::new(),
+            new_records: NewRecordCounts::default(),
         }
     }
 
@@ -276,7 +346,9 @@ impl ProviderStore {
                     .filter_map(|a| Multiaddr::try_from(a).ok())
                     .collect(),
             };
-            if self.add_provider(record).is_ok() {
+            // Records this node held before its restart are not new: they do not count
+            // against their providers' allowance.
+            if self.insert_provider(record, now, false).is_ok() {
                 loaded += 1;
             }
         }
@@ -323,32 +395,8 @@ impl RecordStore for ProviderStore {
         self.names.values().map(borrow_name)
     }
 
-    fn add_provider(&mut self, mut record: ProviderRecord) -> Result<()> {
-        record.addresses.truncate(self.limits.max_addrs_per_record);
-        let own = record.provider == self.local;
-        if !own && !self.providers.contains_key(&record.key) {
-            if self.providers.len() >= self.limits.max_keys {
-                self.sweep_expired(Instant::now());
-            }
-            if self.providers.len() >= self.limits.max_keys {
-                return Err(Error::MaxProvidedKeys);
-            }
-        }
-        let records = match self.providers.entry(record.key.clone()) {
-            hash_map::Entry::Occupied(e) => e.into_mut(),
-            hash_map::Entry::Vacant(e) => e.insert(Vec::new()),
-        };
-        if let Some(existing) = records.iter_mut().find(|r| r.provider == record.provider) {
-            *existing = record.clone();
-        } else if own || records.len() < self.limits.max_providers_per_key {
-            records.push(record.clone());
-        } else {
-            return Ok(()); // full: first come, first kept (resists record flooding)
-        }
-        if own {
-            self.provided.replace(record);
-        }
-        Ok(())
+    fn add_provider(&mut self, record: ProviderRecord) -> Result<()> {
+        self.insert_provider(record, Instant::now(), true)
     }
 
     fn providers(&self, key: &RecordKey) -> Vec<ProviderRecord> {
@@ -369,6 +417,59 @@ impl RecordStore for ProviderStore {
         if provider == &self.local {
             self.provided.retain(|r| &r.key != key);
         }
+    }
+}
+
+impl ProviderStore {
+    /// Stores a provider record within [`ProviderLimits`] and, when `counted`, within its
+    /// provider's allowance of new records ([`MAX_NEW_RECORDS_PER_PEER`]).
+    fn insert_provider(
+        &mut self,
+        mut record: ProviderRecord,
+        now: Instant,
+        counted: bool,
+    ) -> Result<()> {
+        record.addresses.truncate(self.limits.max_addrs_per_record);
+        let own = record.provider == self.local;
+        let held = self
+            .providers
+            .get(&record.key)
+            .is_some_and(|rs| rs.iter().any(|r| r.provider == record.provider));
+        if !own && !held {
+            match self.providers.get(&record.key) {
+                // Full: first come, first kept (resists record flooding).
+                Some(rs) if rs.len() >= self.limits.max_providers_per_key => return Ok(()),
+                Some(_) => {}
+                None => {
+                    if self.providers.len() >= self.limits.max_keys {
+                        self.sweep_expired(now);
+                    }
+                    if self.providers.len() >= self.limits.max_keys {
+                        return Err(Error::MaxProvidedKeys);
+                    }
+                }
+            }
+            if counted && !self.new_records.allow(record.provider, now) {
+                tracing::debug!(
+                    provider = %record.provider,
+                    "refused a provider record: the peer's allowance of new records is spent"
+                );
+                return Err(Error::MaxRecords);
+            }
+        }
+        let records = match self.providers.entry(record.key.clone()) {
+            hash_map::Entry::Occupied(e) => e.into_mut(),
+            hash_map::Entry::Vacant(e) => e.insert(Vec::new()),
+        };
+        if let Some(existing) = records.iter_mut().find(|r| r.provider == record.provider) {
+            *existing = record.clone();
+        } else {
+            records.push(record.clone());
+        }
+        if own {
+            self.provided.replace(record);
+        }
+        Ok(())
     }
 }
 
@@ -457,6 +558,125 @@ mod tests {
         assert_eq!(got[0].addresses.len(), 1);
         let left = got[0].expires.expect("expiry") - Instant::now();
         assert!(left > Duration::from_secs(590) && left <= Duration::from_secs(601));
+    }
+
+    /// `n` new records of `provider` at `now`; how many were stored.
+    fn offer(
+        store: &mut ProviderStore,
+        provider: PeerId,
+        n: usize,
+        tag: &str,
+        now: Instant,
+    ) -> usize {
+        (0..n)
+            .filter(|i| {
+                let key = format!("{tag} {i}");
+                store
+                    .insert_provider(
+                        record(key.as_bytes(), provider, Duration::from_secs(3600)),
+                        now,
+                        true,
+                    )
+                    .is_ok()
+            })
+            .count()
+    }
+
+    #[test]
+    fn one_peer_gets_at_most_max_new_records_per_window() {
+        let local = PeerId::random();
+        let mut store = ProviderStore::new(local, ProviderLimits::default());
+        let (flooder, other) = (PeerId::random(), PeerId::random());
+        let start = Instant::now();
+        assert_eq!(
+            offer(
+                &mut store,
+                flooder,
+                MAX_NEW_RECORDS_PER_PEER + 1,
+                "a",
+                start
+            ),
+            MAX_NEW_RECORDS_PER_PEER,
+            "one over the allowance is refused"
+        );
+        assert!(matches!(
+            store.insert_provider(record(b"b", flooder, Duration::from_secs(60)), start, true),
+            Err(Error::MaxRecords)
+        ));
+        // Re-announcing a record held is not new; other peers and this node are not held
+        // to the flooder's allowance.
+        assert_eq!(offer(&mut store, flooder, 10, "a", start), 10);
+        assert_eq!(offer(&mut store, other, 10, "a", start), 10);
+        assert_eq!(offer(&mut store, local, 10, "mine", start), 10);
+        let late = start + NEW_RECORD_WINDOW - Duration::from_secs(1);
+        assert_eq!(
+            offer(&mut store, flooder, 1, "c", late),
+            0,
+            "still the same window"
+        );
+        let next = start + NEW_RECORD_WINDOW;
+        assert_eq!(offer(&mut store, flooder, 5, "c", next), 5, "a new window");
+    }
+
+    #[test]
+    fn a_full_key_ignores_a_new_provider_without_spending_its_allowance() {
+        let limits = ProviderLimits {
+            max_providers_per_key: 1,
+            ..ProviderLimits::default()
+        };
+        let mut store = ProviderStore::new(PeerId::random(), limits);
+        let (first, late) = (PeerId::random(), PeerId::random());
+        let now = Instant::now();
+        assert_eq!(offer(&mut store, first, 1, "k", now), 1);
+        assert_eq!(
+            offer(&mut store, late, 1, "k", now),
+            1,
+            "ignored, not refused"
+        );
+        assert_eq!(store.providers(&RecordKey::new(&b"k 0")).len(), 1);
+        assert!(!store.new_records.windows.contains_key(&late));
+    }
+
+    #[test]
+    fn records_loaded_at_start_do_not_spend_an_allowance() {
+        let local = PeerId::random();
+        let mut store = ProviderStore::new(local, ProviderLimits::default());
+        let heavy = PeerId::random();
+        let saved: Vec<SavedProvider> = (0..MAX_NEW_RECORDS_PER_PEER + 5)
+            .map(|i| SavedProvider {
+                key: format!("k{i}").into_bytes(),
+                provider: heavy.to_bytes(),
+                addrs: Vec::new(),
+                expires_unix: unix_now() + 3600,
+            })
+            .collect();
+        assert_eq!(store.restore(saved), MAX_NEW_RECORDS_PER_PEER + 5);
+        assert_eq!(offer(&mut store, heavy, 3, "fresh", Instant::now()), 3);
+    }
+
+    #[test]
+    fn the_new_record_counters_are_bounded() {
+        let mut counts = NewRecordCounts::default();
+        let start = Instant::now();
+        let first = PeerId::random();
+        for _ in 0..MAX_NEW_RECORDS_PER_PEER {
+            assert!(counts.allow(first, start));
+        }
+        assert!(!counts.allow(first, start));
+        for i in 0..MAX_COUNTED_PROVIDERS {
+            let now = start + Duration::from_millis(i as u64);
+            assert!(counts.allow(PeerId::random(), now));
+            assert!(counts.windows.len() <= MAX_COUNTED_PROVIDERS);
+            assert_eq!(counts.order.len(), counts.windows.len());
+        }
+        // The oldest window went to make room: its peer starts again.
+        assert!(!counts.windows.contains_key(&first));
+        assert!(counts.allow(first, start + Duration::from_secs(20)));
+        // Once every window has ended, the counters are empty again but for the newest.
+        let later = start + Duration::from_secs(20) + NEW_RECORD_WINDOW;
+        assert!(counts.allow(PeerId::random(), later));
+        assert_eq!(counts.windows.len(), 1);
+        assert_eq!(counts.order.len(), 1);
     }
 
     fn name_record(

@@ -16,6 +16,10 @@ use tokio::sync::{
 use super::{error, Gateway, Request, MAX_RESPONSES};
 use crate::store::AsyncStore;
 
+mod range_header;
+
+pub(crate) use range_header::Wanted;
+
 /// Bytes per body chunk handed to the HTTP connection.
 const BODY_CHUNK: usize = 256 * 1024;
 /// Body chunks queued per response: with the one being filled, at most 768 KiB per client.
@@ -23,53 +27,12 @@ const BODY_QUEUE: usize = 2;
 /// A client that takes nothing for this long loses its response (and its slot).
 pub const CLIENT_STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// What a `Range` header asks of a file of `size` bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Wanted {
-    /// No (usable) range: the whole file, 200.
-    All,
-    /// One satisfiable range, 206.
-    Part(Range<u64>),
-    /// Outside the file, 416.
-    Unsatisfiable,
-}
-
-/// Reads the `Range` header as RFC 9110 §14 says. Several ranges at once (multipart
-/// answers) are not supported: such a request gets the whole file if any of its ranges is
-/// satisfiable, which the RFC allows. An invalid header (bad syntax, a range whose end is
-/// before its start) is ignored: the whole file. A header whose every range lies past the
-/// end, or a suffix of zero bytes, is unsatisfiable: 416.
+/// What the request's `Range` header asks of a file of `size` bytes (the whole file when it
+/// has none, or one that is not text): see [`range_header::wanted`].
 pub(crate) fn wanted(headers: &HeaderMap, size: u64) -> Wanted {
-    use http_range_header::{EndPosition, RangeUnsatisfiableError, StartPosition};
-    let Some(value) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
-        return Wanted::All;
-    };
-    let parsed = match http_range_header::parse_range_header(value) {
-        Ok(parsed) => parsed,
-        // `bytes=-0`: the last zero bytes, which no file has.
-        Err(RangeUnsatisfiableError::ZeroSuffix) => return Wanted::Unsatisfiable,
-        Err(_) => return Wanted::All,
-    };
-    let mut satisfiable = Vec::new();
-    for r in &parsed.ranges {
-        let range = match (r.start, r.end) {
-            (StartPosition::Index(start), EndPosition::Index(end)) if end < start => {
-                return Wanted::All;
-            }
-            (StartPosition::Index(start), EndPosition::Index(end)) => {
-                start..end.saturating_add(1).min(size)
-            }
-            (StartPosition::Index(start), EndPosition::LastByte) => start..size,
-            (StartPosition::FromLast(n), _) => size.saturating_sub(n)..size,
-        };
-        if range.start < range.end {
-            satisfiable.push(range);
-        }
-    }
-    match (parsed.ranges.len(), satisfiable.pop()) {
-        (_, None) => Wanted::Unsatisfiable,
-        (1, Some(range)) => Wanted::Part(range),
-        _ => Wanted::All,
+    match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(value) => range_header::wanted(value, size),
+        None => Wanted::All,
     }
 }
 
@@ -262,71 +225,16 @@ impl io::Write for ChannelWriter {
 mod tests {
     use super::*;
 
-    fn range(value: &str, size: u64) -> Wanted {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::RANGE, HeaderValue::from_str(value).expect("ascii"));
-        wanted(&headers, size)
-    }
-
     #[test]
-    fn ranges_are_read_as_rfc_9110_says() {
+    fn the_range_header_is_read_when_it_is_text() {
         assert_eq!(wanted(&HeaderMap::new(), 10), Wanted::All);
-        assert_eq!(range("bytes=0-0", 10), Wanted::Part(0..1));
-        assert_eq!(range("bytes=2-", 10), Wanted::Part(2..10));
-        assert_eq!(range("bytes=-3", 10), Wanted::Part(7..10));
-        assert_eq!(range("bytes=5-100", 10), Wanted::Part(5..10), "clipped");
-        assert_eq!(range("bytes=10-", 10), Wanted::Unsatisfiable);
-        assert_eq!(range("bytes=20-30", 10), Wanted::Unsatisfiable);
-        assert_eq!(
-            range("bytes=100-200", 10),
-            Wanted::Unsatisfiable,
-            "past the end"
+        let mut headers = HeaderMap::new();
+        headers.insert(header::RANGE, HeaderValue::from_static("bytes=-3"));
+        assert_eq!(wanted(&headers, 10), Wanted::Part(7..10));
+        headers.insert(
+            header::RANGE,
+            HeaderValue::from_bytes(b"bytes=\xff-").expect("opaque bytes"),
         );
-        assert_eq!(
-            range("bytes=-0", 10),
-            Wanted::Unsatisfiable,
-            "zero-length suffix"
-        );
-        assert_eq!(
-            range("bytes=-20", 10),
-            Wanted::Part(0..10),
-            "suffix longer than the file"
-        );
-        assert_eq!(range("bytes=9-9", 10), Wanted::Part(9..10));
-        assert_eq!(
-            range("bytes=15-12", 10),
-            Wanted::All,
-            "reversed: invalid, ignored"
-        );
-        assert_eq!(
-            range("bytes=0-5,3-8", 10),
-            Wanted::All,
-            "overlapping: whole file"
-        );
-        assert_eq!(
-            range("bytes=0-5,20-30", 10),
-            Wanted::All,
-            "one satisfiable of two"
-        );
-        assert_eq!(
-            range("bytes=20-30,40-", 10),
-            Wanted::Unsatisfiable,
-            "none satisfiable"
-        );
-        assert_eq!(
-            range("bytes=0-", 0),
-            Wanted::Unsatisfiable,
-            "an empty file has no byte 0"
-        );
-        assert_eq!(
-            range("bytes=0-1,4-5", 10),
-            Wanted::All,
-            "multipart not supported"
-        );
-        assert_eq!(
-            range("pages=1-2", 10),
-            Wanted::All,
-            "other units are ignored"
-        );
+        assert_eq!(wanted(&headers, 10), Wanted::All);
     }
 }

@@ -1,4 +1,5 @@
-//! What the host speaks: the transfer streams, Kademlia and identify, on one QUIC swarm.
+//! What the host speaks: the transfer streams, Kademlia and identify, on one QUIC swarm,
+//! within the connection bounds of [`super::limits`].
 
 use std::num::NonZeroUsize;
 
@@ -11,7 +12,8 @@ use libp2p::{
 };
 
 use super::{
-    NetError, IDLE_CONNECTION_TIMEOUT, QUIC_CONNECTION_WINDOW, QUIC_MAX_STREAMS, QUIC_STREAM_WINDOW,
+    limits::ConnectionBounds, NetError, IDLE_CONNECTION_TIMEOUT, QUIC_CONNECTION_WINDOW,
+    QUIC_MAX_STREAMS, QUIC_STREAM_WINDOW,
 };
 use crate::discovery::{DhtMode, DiscoveryConfig, ProviderStore, IDENTIFY_PROTOCOL, KAD_PROTOCOL};
 
@@ -22,6 +24,8 @@ const KAD_MAX_PACKET: usize = 256 * 1024;
 /// The protocols of the host, combined.
 #[derive(NetworkBehaviour)]
 pub(super) struct Behaviour {
+    /// First, so a connection over a limit is refused before any protocol sees it.
+    pub(super) bounds: ConnectionBounds,
     pub(super) stream: libp2p_stream::Behaviour,
     pub(super) kad: kad::Behaviour<ProviderStore>,
     pub(super) identify: identify::Behaviour,
@@ -60,6 +64,9 @@ pub(super) fn build_swarm(
                 .set_publication_interval(None)
                 .set_replication_interval(None)
                 .set_max_packet_size(KAD_MAX_PACKET)
+                // Peers enter the routing table only through the task's address-diversity
+                // rule (`discovery::diversity`): Kademlia reports them as routable instead.
+                .set_kbucket_inserts(kad::BucketInserts::Manual)
                 .set_replication_factor(NonZeroUsize::new(20).unwrap_or(NonZeroUsize::MIN));
             let store = ProviderStore::new(local, config.limits);
             let mut kad = kad::Behaviour::with_config(local, store, kad_config);
@@ -79,6 +86,10 @@ pub(super) fn build_swarm(
                 None
             };
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Behaviour {
+                bounds: ConnectionBounds::new(
+                    config.connection_limits,
+                    config.exempt_local_addresses,
+                ),
                 stream: libp2p_stream::Behaviour::new(),
                 kad,
                 identify,

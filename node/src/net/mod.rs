@@ -8,6 +8,7 @@
 
 mod behaviour;
 pub mod bulk;
+pub mod limits;
 mod task;
 
 use std::{sync::Arc, time::Duration};
@@ -600,6 +601,32 @@ fn listen_failure(e: &(dyn std::error::Error + 'static)) -> String {
             .into()
     } else {
         causes.join(": ")
+    }
+}
+
+/// Whether `ip` is an address that many peers share by nature, never a public one: loopback,
+/// unspecified, private (RFC 1918, IPv6 unique local `fc00::/7`), link-local, or shared
+/// (carrier-grade NAT, `100.64.0.0/10`). Such addresses are exempt by default from the
+/// per-IP connection limit ([`limits::MAX_CONNECTIONS_PER_IP`]) and the routing table's
+/// address-diversity rule ([`crate::discovery::diversity`]). IPv4-mapped IPv6 addresses are
+/// judged as their IPv4 address.
+pub fn is_local_ip(ip: std::net::IpAddr) -> bool {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(ip) => {
+            let [a, b, ..] = ip.octets();
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || ip.is_private()
+                || ip.is_link_local()
+                || (a == 100 && (b & 0xc0) == 64)
+        }
+        std::net::IpAddr::V6(ip) => {
+            let first = ip.segments()[0];
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+        }
     }
 }
 

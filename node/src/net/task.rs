@@ -1,14 +1,16 @@
 //! The swarm task: owns the libp2p swarm, turns its events into answers to [`Command`]s.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     net::IpAddr,
     time::{Duration, Instant},
 };
 
 use libp2p::{
     futures::StreamExt,
-    identify, kad, mdns,
+    identify,
+    kad::{self, KBucketKey},
+    mdns,
     multiaddr::Protocol,
     swarm::{dial_opts::DialOpts, ConnectionId, DialError, SwarmEvent},
     Multiaddr, PeerId, Swarm,
@@ -20,6 +22,7 @@ use super::{
     ip_of, strip_peer, Command, FoundNames, FoundProviders, NetworkStatus, PeerAddrs, QueryCost,
 };
 use crate::discovery::{
+    diversity::{AddressRange, RangeCounts},
     persist::{NetState, SavedPeer, MAX_SAVED_PEERS},
     DhtMode, DiscoveryConfig,
 };
@@ -89,6 +92,8 @@ struct Task {
     /// peers from earlier runs do not pile up.
     session_peers: HashSet<PeerId>,
     listen_addrs: watch::Sender<Vec<Multiaddr>>,
+    /// Local addresses count in no range of the routing table's diversity rule.
+    exempt_local: bool,
 }
 
 /// Runs the swarm until every [`super::Host`] handle is dropped.
@@ -112,6 +117,7 @@ pub(super) async fn run(
         connected: HashMap::new(),
         session_peers: HashSet::new(),
         listen_addrs,
+        exempt_local: config.exempt_local_addresses,
     };
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
     loop {
@@ -222,6 +228,12 @@ impl Task {
                 info,
                 ..
             })) => self.on_identified(peer_id, info),
+            // A peer this node dialled confirmed it speaks the DHT (Kademlia inserts none
+            // itself: `BucketInserts::Manual`).
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(
+                kad::Event::RoutablePeer { peer, address }
+                | kad::Event::PendingRoutablePeer { peer, address },
+            )) => self.add_dht_peer(peer, vec![address]),
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
                 id,
                 result,
@@ -245,12 +257,7 @@ impl Task {
             return;
         }
         if info.protocols.contains(&kad_protocol()) {
-            for addr in &addrs {
-                self.swarm
-                    .behaviour_mut()
-                    .kad
-                    .add_address(&peer, addr.clone());
-            }
+            self.add_dht_peer(peer, addrs.clone());
         }
         if self.address_book.len() >= MAX_ADDRESS_BOOK && !self.address_book.contains_key(&peer) {
             if let Some(evict) = self.address_book.keys().next().copied() {
@@ -486,9 +493,7 @@ impl Task {
                 let key = kad::RecordKey::new(hash.as_bytes());
                 self.swarm.behaviour_mut().kad.stop_providing(&key);
             }
-            Command::AddDhtPeer { peer, addr } => {
-                self.swarm.behaviour_mut().kad.add_address(&peer, addr);
-            }
+            Command::AddDhtPeer { peer, addr } => self.add_dht_peer(peer, vec![addr]),
             Command::RemoteAddr { peer, reply } => {
                 let _ = reply.send(self.connected.get(&peer).cloned());
             }
@@ -534,12 +539,10 @@ impl Task {
                 });
             }
             Command::RestoreState { state } => {
-                let kad = &mut self.swarm.behaviour_mut().kad;
                 for (peer, addrs) in state.peers.iter().filter_map(SavedPeer::parse) {
-                    for addr in addrs {
-                        kad.add_address(&peer, addr);
-                    }
+                    self.add_dht_peer(peer, addrs);
                 }
+                let kad = &mut self.swarm.behaviour_mut().kad;
                 let loaded = kad.store_mut().restore(state.providers);
                 let names = kad.store_mut().restore_names(state.names);
                 tracing::info!(
@@ -549,6 +552,58 @@ impl Task {
                     "restored the saved network state"
                 );
             }
+        }
+    }
+
+    /// Puts `peer` at `addrs` into the routing table within the address-diversity rule
+    /// (`discovery::diversity`): the one way peers enter it. A new peer goes in only if
+    /// every range its addresses lie in has room; a peer already in keeps its place, and
+    /// only its new addresses in ranges with room (or ranges it is counted in) are added.
+    fn add_dht_peer(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        let local = KBucketKey::from(*self.swarm.local_peer_id());
+        let Some(bucket) = local.distance(&KBucketKey::from(peer)).ilog2() else {
+            return; // this node itself
+        };
+        let exempt = self.exempt_local;
+        let range_of = |a: &Multiaddr| ip_of(a).and_then(|ip| AddressRange::counted(ip, exempt));
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        let mut counts = RangeCounts::default();
+        let mut held: Option<BTreeSet<AddressRange>> = None;
+        for b in kad.kbuckets() {
+            for entry in b.iter() {
+                let ranges: BTreeSet<AddressRange> =
+                    entry.node.value.iter().filter_map(range_of).collect();
+                if entry.node.key.preimage() == &peer {
+                    held = Some(ranges);
+                } else if let Some(i) = local.distance(entry.node.key).ilog2() {
+                    counts.add_peer(i, &ranges);
+                }
+            }
+        }
+        let admitted: Vec<Multiaddr> = match held {
+            Some(mut held) => addrs
+                .into_iter()
+                .filter(|a| match range_of(a) {
+                    None => true,
+                    Some(r) if held.contains(&r) => true,
+                    Some(r) if counts.has_room(bucket, r) => held.insert(r),
+                    Some(r) => {
+                        tracing::debug!(%peer, range = %r, "address left out: range full");
+                        false
+                    }
+                })
+                .collect(),
+            None => {
+                let ranges: BTreeSet<AddressRange> = addrs.iter().filter_map(range_of).collect();
+                if let Err(full) = counts.admits(bucket, &ranges) {
+                    tracing::debug!(%peer, range = %full, "not added to the table: range full");
+                    return;
+                }
+                addrs
+            }
+        };
+        for addr in admitted {
+            kad.add_address(&peer, addr);
         }
     }
 

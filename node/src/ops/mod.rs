@@ -186,8 +186,8 @@ async fn add(node: &Node, req: Add, progress: Progress) -> Result<AddOutcome, Ap
     Ok(outcome)
 }
 
-/// Lists datasets, and blobs added on their own (every blob with `all`; only pinned ones
-/// with `pinned`).
+/// Lists datasets, blobs added on their own, and blobs being fetched on their own (every
+/// blob with `all`; only pinned ones with `pinned`).
 async fn list(node: &Node, req: List, _progress: Progress) -> Result<Listing, ApiError> {
     let mut listing = node.store().run(move |s| listing(s, req.all)).await?;
     if req.pinned {
@@ -209,6 +209,8 @@ fn listing(store: &Store, all: bool) -> Result<Listing, StoreError> {
     let mut listing = Listing::default();
     let mut held_of_partial: BTreeMap<Hash, u64> = BTreeMap::new();
     let mut names: BTreeMap<Hash, Vec<String>> = BTreeMap::new();
+    // Files of the datasets listed: shown with their dataset, not again on their own.
+    let mut dataset_files: BTreeSet<Hash> = BTreeSet::new();
     for e in store.names()? {
         names
             .entry(e.root)
@@ -223,6 +225,7 @@ fn listing(store: &Store, all: bool) -> Result<Listing, StoreError> {
                 .is_some_and(|m| m.entries().iter().all(|e| complete(&e.hash)));
         let mut held = 0;
         for entry in manifest.iter().flat_map(|m| m.entries()) {
+            dataset_files.insert(entry.hash);
             held += if complete(&entry.hash) {
                 entry.size
             } else if let Some(bytes) = held_of_partial.get(&entry.hash) {
@@ -247,7 +250,12 @@ fn listing(store: &Store, all: bool) -> Result<Listing, StoreError> {
     for (h, m) in blobs
         .iter()
         .filter(|(h, _)| !roots.contains(h))
-        .filter(|(h, _)| all || pins.get(h) == Some(&PinKind::Blob))
+        .filter(|(h, m)| {
+            // A blob fetched by itself (`get <hash>`) is pinned once complete; until then
+            // it shows as partial, or a stopped fetch would look like an empty store.
+            let fetching_alone = m.state != BlobState::Complete && !dataset_files.contains(h);
+            all || fetching_alone || pins.get(h) == Some(&PinKind::Blob)
+        })
     {
         let complete = m.state == BlobState::Complete;
         listing.blobs.push(BlobEntry {
@@ -845,4 +853,30 @@ async fn mirror_list(
     Ok(MirrorEntries {
         entries: node.mirror().statuses(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreOptions;
+
+    #[test]
+    fn a_blob_being_fetched_on_its_own_is_listed_as_partial() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), StoreOptions::default()).expect("store");
+        let data: Vec<u8> = (0..3 * store.span_bytes()).map(|i| i as u8).collect();
+        let hash = Hash::from(blake3::hash(&data));
+        let partial = store
+            .begin_partial(&hash, data.len() as u64)
+            .expect("begin");
+        let span = store.span_bytes() as usize;
+        store
+            .put_verified_span(partial.id, data.len() as u64, 0, &data[..span], None, &[])
+            .expect("span");
+        let listing = listing(&store, false).expect("listing");
+        assert_eq!(listing.blobs.len(), 1, "{listing:?}");
+        let blob = &listing.blobs[0];
+        assert_eq!((blob.hash, blob.complete), (hash, false));
+        assert_eq!((blob.held, blob.size), (span as u64, data.len() as u64));
+    }
 }

@@ -10,14 +10,13 @@
 
 use std::time::Duration;
 
-use commons_protocol::{
-    hub::{git_blob_oid, lfs_pointer, validate_repo_id, ListedIds},
-    manifest::{validate_path, MAX_ENTRIES, MAX_MANIFEST_BYTES},
-    wire::MAX_BLOB_SIZE,
-    GitOid, RepoKind, Sha256,
-};
+use commons_protocol::{hub::validate_repo_id, GitOid, RepoKind};
 use reqwest::{header, StatusCode, Url};
-use serde::Deserialize;
+
+mod listing;
+
+use listing::Listing;
+pub use listing::{ListedFile, Revision, MAX_LISTING_PATH_BYTES};
 
 /// Largest JSON answer read from an origin (one revision or one page of a listing).
 pub const MAX_API_RESPONSE_BYTES: usize = 64 << 20;
@@ -30,8 +29,6 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time one metadata answer (a revision, one page of a listing) may take in all: an origin
 /// trickling bytes cannot hold an import forever.
 pub const METADATA_TIMEOUT: Duration = Duration::from_secs(300);
-/// Bytes of file paths one listing may hold in all: what a manifest of them can encode.
-pub const MAX_LISTING_PATH_BYTES: u64 = MAX_MANIFEST_BYTES / 2;
 
 /// Why talking to an origin failed. Messages name the origin's URL (never the token).
 #[derive(Debug, thiserror::Error)]
@@ -70,26 +67,6 @@ pub enum OriginError {
     Invalid(String),
 }
 
-/// A commit a revision resolved to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Revision {
-    /// The commit.
-    pub commit: GitOid,
-    /// When it was made, as the origin says (`lastModified`).
-    pub last_modified: Option<String>,
-}
-
-/// One file of a commit, as the origin lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListedFile {
-    /// Path in the repository (checked against the manifest's path rules).
-    pub path: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// The ids its content must have.
-    pub ids: ListedIds,
-}
-
 /// A Hub-compatible server, with the token for it (if any).
 #[derive(Clone)]
 pub struct HubClient {
@@ -106,31 +83,6 @@ impl std::fmt::Debug for HubClient {
             .field("token", &self.token.as_ref().map(|_| "…"))
             .finish()
     }
-}
-
-#[derive(Deserialize)]
-struct RevisionJson {
-    sha: String,
-    #[serde(rename = "lastModified", default)]
-    last_modified: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct TreeEntryJson {
-    #[serde(rename = "type")]
-    kind: String,
-    path: String,
-    #[serde(default)]
-    size: u64,
-    #[serde(default)]
-    oid: Option<String>,
-    #[serde(default)]
-    lfs: Option<LfsJson>,
-}
-
-#[derive(Deserialize)]
-struct LfsJson {
-    oid: String,
 }
 
 impl HubClient {
@@ -229,16 +181,7 @@ impl HubClient {
         ))?;
         let shown = shown(&url);
         let body = read_limited(self.send(url).await?, &shown).await?;
-        let json: RevisionJson = serde_json::from_slice(&body).map_err(|e| answer(&shown, e))?;
-        let commit = GitOid::parse(&json.sha).map_err(|e| answer(&shown, e))?;
-        let last_modified = json.last_modified.filter(|t| {
-            t.len() <= commons_protocol::hub::MAX_LAST_MODIFIED_BYTES
-                && t.bytes().all(|b| b.is_ascii_graphic())
-        });
-        Ok(Revision {
-            commit,
-            last_modified,
-        })
+        listing::parse_revision(&body).map_err(|e| answer(&shown, e))
     }
 
     /// Every file of `repo` at `commit`, sorted by path, following `Link` pagination.
@@ -253,9 +196,8 @@ impl HubClient {
             "/api/{}/{repo}/tree/{commit}?recursive=true&expand=false",
             kind.plural()
         ))?);
-        let mut files = Vec::new();
+        let mut listing = Listing::default();
         let mut visited = std::collections::HashSet::new();
-        let mut path_bytes = 0u64;
         while let Some(url) = next.take() {
             let shown = shown(&url);
             if !visited.insert(url.to_string()) {
@@ -269,64 +211,14 @@ impl HubClient {
                 .map(|link| self.same_origin(link, &shown))
                 .transpose()?;
             let body = read_limited(response, &shown).await?;
-            let entries: Vec<TreeEntryJson> =
-                serde_json::from_slice(&body).map_err(|e| answer(&shown, e))?;
-            for e in entries {
-                if e.kind != "file" {
-                    continue;
-                }
-                if files.len() == MAX_ENTRIES {
-                    return Err(answer(&shown, "more files than a manifest may list"));
-                }
-                validate_path(&e.path)
-                    .map_err(|p| answer(&shown, format!("path {:?} {p}", e.path)))?;
-                path_bytes += e.path.len() as u64;
-                if path_bytes > MAX_LISTING_PATH_BYTES {
-                    return Err(answer(&shown, "more path bytes than a manifest may hold"));
-                }
-                if e.size > MAX_BLOB_SIZE {
-                    return Err(answer(
-                        &shown,
-                        format!("{:?} claims {} bytes", e.path, e.size),
-                    ));
-                }
-                let git_oid = e
-                    .oid
-                    .as_deref()
-                    .ok_or_else(|| answer(&shown, format!("{:?} has no oid", e.path)))
-                    .and_then(|o| GitOid::parse(o).map_err(|err| answer(&shown, err)))?;
-                let lfs_sha256 = e
-                    .lfs
-                    .map(|l| Sha256::parse(&l.oid).map_err(|err| answer(&shown, err)))
-                    .transpose()?;
-                // An LFS file's tree id is its pointer's git id: both follow from the
-                // SHA-256 and the size, so a listing cannot pair them otherwise.
-                if let Some(sha256) = &lfs_sha256 {
-                    if git_blob_oid(lfs_pointer(sha256, e.size).as_bytes()) != git_oid {
-                        return Err(answer(
-                            &shown,
-                            format!("{:?}: its oid is not the id of its LFS pointer", e.path),
-                        ));
-                    }
-                }
-                files.push(ListedFile {
-                    path: e.path,
-                    size: e.size,
-                    ids: ListedIds {
-                        git_oid,
-                        lfs_sha256,
-                    },
-                });
-            }
+            listing
+                .add_page(&body)
+                .map_err(|reason| answer(&shown, reason))?;
         }
-        files.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
-        if let Some(pair) = files.windows(2).find(|w| w[0].path == w[1].path) {
-            return Err(OriginError::Answer {
-                url: self.base().to_string(),
-                reason: format!("the listing names {:?} twice", pair[0].path),
-            });
-        }
-        Ok(files)
+        listing.finish().map_err(|reason| OriginError::Answer {
+            url: self.base().to_string(),
+            reason,
+        })
     }
 
     /// A `Link` target, if it stays on this origin.

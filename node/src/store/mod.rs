@@ -303,6 +303,12 @@ impl Store {
         let db = DB::open_cf_descriptors(&db_options(), &path, cfs).map_err(|e| {
             if e.to_string().contains("LOCK") {
                 StoreError::InUse { path: path.clone() }
+            } else if write::is_no_space(&e) {
+                // Opening replays the log into a table file: it needs some space too.
+                StoreError::DiskFull {
+                    path: path.clone(),
+                    free: free_bytes(&path).unwrap_or(0),
+                }
             } else {
                 StoreError::Db(e)
             }

@@ -49,7 +49,7 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
 }
 
 /// Whether a RocksDB error says the disk is full.
-fn is_no_space(e: &rocksdb::Error) -> bool {
+pub(super) fn is_no_space(e: &rocksdb::Error) -> bool {
     e.to_string().contains("No space left on device")
 }
 

@@ -31,6 +31,15 @@ use crate::{
 
 /// How long a peer may stay silent mid-response.
 pub const RESPONSE_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a request answered `Busy` is asked again (first after [`BUSY_FIRST_WAIT`], then
+/// doubling) before the answer counts as a refusal: 40 s. `Busy` is a provider's way of
+/// saying "later": its send buffer is taken (`ServeLimits::send_wait`, 10 s), or it still
+/// counts the requests of a client that crashed and came back, until their connection's
+/// idle timeout (10 s) and write timeout end them. A restarted `get` must not give up on
+/// every provider for that.
+pub const BUSY_PATIENCE: Duration = Duration::from_secs(40);
+/// The first wait before a request answered `Busy` is asked again.
+pub const BUSY_FIRST_WAIT: Duration = Duration::from_millis(500);
 /// Why fetching from a peer failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -164,28 +173,41 @@ pub(super) async fn fetch_round(
     limit: Option<&super::limit::RateLimit>,
 ) -> Result<bool, FetchError> {
     let stream_err = |reason: String| FetchError::Stream { peer, reason };
-    let mut stream = super::open_data_stream(host, peer)
-        .await
-        .map_err(stream_err)?;
-    let bulk = stream.is_bulk();
-    stats.update(peer, |s| {
-        s.requests_made += 1;
-        s.bulk_requests += u64::from(bulk);
-    });
-    let request = Request::Get {
+    let request = encode_frame(&Request::Get {
         hash,
         ranges: ranges.clone(),
-    };
-    write_frame(&mut stream, &encode_frame(&request))
+    });
+    let asked = std::time::Instant::now();
+    let mut wait = BUSY_FIRST_WAIT;
+    let (mut stream, header) = loop {
+        let mut stream = super::open_data_stream(host, peer)
+            .await
+            .map_err(stream_err)?;
+        let bulk = stream.is_bulk();
+        stats.update(peer, |s| {
+            s.requests_made += 1;
+            s.bulk_requests += u64::from(bulk);
+        });
+        write_frame(&mut stream, &request)
+            .await
+            .map_err(|e| stream_err(e.to_string()))?;
+        let header = tokio::time::timeout(
+            RESPONSE_IDLE_TIMEOUT,
+            read_frame(&mut stream, MAX_HEADER_BYTES),
+        )
         .await
+        .map_err(|_| stream_err("no answer in time".into()))?
         .map_err(|e| stream_err(e.to_string()))?;
-    let header = tokio::time::timeout(
-        RESPONSE_IDLE_TIMEOUT,
-        read_frame(&mut stream, MAX_HEADER_BYTES),
-    )
-    .await
-    .map_err(|_| stream_err("no answer in time".into()))?
-    .map_err(|e| stream_err(e.to_string()))?;
+        let busy = matches!(ResponseHeader::decode(&header), Ok(ResponseHeader::Busy));
+        if busy && asked.elapsed() + wait <= BUSY_PATIENCE {
+            tracing::debug!(%peer, ?wait, "busy: asking again later");
+            drop(stream);
+            tokio::time::sleep(wait).await;
+            wait *= 2;
+            continue;
+        }
+        break (stream, header);
+    };
     let size = match ResponseHeader::decode(&header) {
         Ok(ResponseHeader::Ok { size }) => size,
         Ok(other) => {

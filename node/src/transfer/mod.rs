@@ -7,6 +7,7 @@
 
 mod client;
 mod exchange;
+mod gate;
 mod io;
 mod limit;
 mod route;
@@ -18,9 +19,10 @@ pub use client::{fetch_blob, FetchError};
 pub use exchange::{
     ask_have, ask_holders, ask_hub_file, ask_signatures, ask_upstream, HOLDERS_TIMEOUT,
 };
+pub use gate::{ServeLimits, MAX_GATED_PEERS, MAX_PACING, SEND_WAIT};
 pub use limit::{mib_per_sec, RateLimit, TransferLimits, BURST_BYTES};
 pub use route::{open_data_stream, TransferStream};
-pub use server::{serve, ServeLimits};
+pub use server::serve;
 pub use stats::{PeerStats, TransferStats, MAX_STATS_PEERS};
 pub use swarm::{
     swarm_blob, PeerFeed, SwarmError, SwarmReport, BATCH_SPANS, MAX_SWARM_PEERS, REQUESTS_PER_PEER,
