@@ -8,27 +8,15 @@
 #[path = "../../node/src/config/file.rs"]
 mod file;
 #[allow(dead_code)]
+#[path = "../../node/src/discovery/mode.rs"]
+mod mode;
+#[allow(dead_code)]
 #[path = "../../node/src/origin/source.rs"]
 mod source;
 
 // What `file` takes from its parent module in the node (`node/src/config.rs`).
+use mode::{default_ttl_and_interval_secs, DhtMode};
 use multiaddr::Multiaddr;
 use source::HubSource;
-
-/// The node's `discovery::DhtMode` (the discovery module needs libp2p's host): the same
-/// three lowercase names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DhtMode {
-    #[default]
-    Auto,
-    Server,
-    Client,
-}
-
-/// The node's discovery defaults: a 48 h record TTL, announced every 12 h.
-fn default_ttl_and_interval_secs() -> (u64, u64) {
-    (48 * 3600, 12 * 3600)
-}
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| file::fuzz_property(data));

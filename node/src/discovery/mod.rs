@@ -14,6 +14,7 @@
 
 pub mod diversity;
 pub mod holders;
+mod mode;
 pub mod persist;
 pub mod publisher;
 pub mod records;
@@ -21,11 +22,13 @@ pub mod records;
 use std::time::Duration;
 
 use libp2p::Multiaddr;
-use serde::{Deserialize, Serialize};
 
 use crate::net::limits::ConnectionLimits;
 
 pub use holders::Holders;
+pub use mode::{
+    default_ttl_and_interval_secs, DhtMode, DEFAULT_ANNOUNCE_INTERVAL, DEFAULT_RECORD_TTL,
+};
 pub use publisher::Publisher;
 pub use records::{ProviderLimits, ProviderStore};
 
@@ -33,34 +36,6 @@ pub use records::{ProviderLimits, ProviderStore};
 pub const KAD_PROTOCOL: &str = "/commons/kad/1";
 /// The identify protocol version string peers exchange.
 pub const IDENTIFY_PROTOCOL: &str = "/commons/id/1";
-
-/// Whether this node answers DHT queries and stores records for others.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DhtMode {
-    /// Server when reachable: when an external address is configured or a listen address
-    /// is a public IP; client otherwise.
-    #[default]
-    Auto,
-    /// Always a server: its listen addresses are taken as reachable (LANs, labs, tests).
-    Server,
-    /// Only asks, never answers: for nodes behind NAT and one-shot `commons get`.
-    Client,
-}
-
-impl std::str::FromStr for DhtMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "server" => Ok(Self::Server),
-            "client" => Ok(Self::Client),
-            _ => Err(format!(
-                "unknown DHT mode {s:?}: use auto, server or client"
-            )),
-        }
-    }
-}
 
 /// Settings of discovery; the defaults suit a public node.
 #[derive(Debug, Clone)]
@@ -107,8 +82,8 @@ impl Default for DiscoveryConfig {
             mode: DhtMode::Auto,
             bootstrap: Vec::new(),
             external_addrs: Vec::new(),
-            record_ttl: Duration::from_secs(48 * 3600),
-            announce_interval: Duration::from_secs(12 * 3600),
+            record_ttl: DEFAULT_RECORD_TTL,
+            announce_interval: DEFAULT_ANNOUNCE_INTERVAL,
             announce_concurrency: 16,
             query_timeout: Duration::from_secs(30),
             limits: ProviderLimits::default(),

@@ -42,7 +42,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{error, Gateway, Refusal, Request};
+
+mod paths_body;
+
 use crate::store::NameEntry;
+use paths_body::parse_paths;
 
 /// Hex digits of a root hash used as the repository's commit id.
 const COMMIT_ID_HEX: usize = 40;
@@ -50,8 +54,6 @@ const COMMIT_ID_HEX: usize = 40;
 pub const TREE_PAGE_SIZE: usize = 1000;
 /// Largest `paths-info` request body: a client asks for a few paths at a time.
 pub const MAX_PATHS_INFO_BODY: usize = 1 << 20;
-/// Paths one `paths-info` request may ask for.
-pub const MAX_PATHS_INFO_PATHS: usize = 10_000;
 
 /// The routes, to be merged into the gateway's router.
 pub(super) fn routes() -> Router<Gateway> {
@@ -667,57 +669,6 @@ fn base_url(headers: &HeaderMap) -> String {
 }
 
 /// Why a `paths-info` body was refused.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-enum PathsInfoError {
-    /// A JSON body that is not `{"paths": [...]}`.
-    #[error("the body must be a form (paths=a&paths=b) or JSON {{\"paths\": [...]}}: {0}")]
-    BadJson(String),
-    /// More paths than [`MAX_PATHS_INFO_PATHS`].
-    #[error("{0} paths asked for; at most {MAX_PATHS_INFO_PATHS} at a time")]
-    TooMany(usize),
-}
-
-/// A JSON `paths-info` body.
-#[derive(Debug, Deserialize)]
-struct PathsBody {
-    paths: OneOrMany,
-}
-
-/// `"paths"`: a list, or one path.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    Many(Vec<String>),
-    One(String),
-}
-
-/// The paths a `paths-info` body asks for: a form (`paths=a&paths=b&expand=False`, what
-/// `huggingface_hub` sends) or JSON (`{"paths": [...]}`).
-fn parse_paths(content_type: Option<&str>, body: &[u8]) -> Result<Vec<String>, PathsInfoError> {
-    let json = content_type.is_some_and(|t| t.contains("json"))
-        || body.trim_ascii_start().starts_with(b"{");
-    let paths = if json {
-        match serde_json::from_slice::<PathsBody>(body) {
-            Ok(PathsBody {
-                paths: OneOrMany::Many(paths),
-            }) => paths,
-            Ok(PathsBody {
-                paths: OneOrMany::One(path),
-            }) => vec![path],
-            Err(e) => return Err(PathsInfoError::BadJson(e.to_string())),
-        }
-    } else {
-        form_urlencoded::parse(body)
-            .filter(|(k, _)| k == "paths" || k == "paths[]")
-            .map(|(_, v)| v.into_owned())
-            .collect()
-    };
-    if paths.len() > MAX_PATHS_INFO_PATHS {
-        return Err(PathsInfoError::TooMany(paths.len()));
-    }
-    Ok(paths)
-}
-
 /// The entries (files and folders) of the `paths` that exist, in the order asked, each once.
 fn paths_info_entries<'a>(
     manifest: &'a Manifest,
@@ -990,36 +941,6 @@ mod tests {
         proxied.insert(header::HOST, HeaderValue::from_static("mirror.example"));
         proxied.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         assert_eq!(base_url(&proxied), "https://mirror.example");
-    }
-
-    #[test]
-    fn paths_info_reads_forms_and_json() {
-        let form = b"paths=model.safetensors&paths=a%2Fb&paths=nope&expand=False";
-        assert_eq!(
-            parse_paths(Some("application/x-www-form-urlencoded"), form),
-            Ok(vec![
-                "model.safetensors".into(),
-                "a/b".into(),
-                "nope".into()
-            ])
-        );
-        assert_eq!(
-            parse_paths(Some("application/json"), br#"{"paths": ["x", "y/z"]}"#),
-            Ok(vec!["x".into(), "y/z".into()])
-        );
-        assert_eq!(
-            parse_paths(None, br#"{"paths": "x"}"#),
-            Ok(vec!["x".into()])
-        );
-        assert!(matches!(
-            parse_paths(Some("application/json"), br#"{"path": 1}"#),
-            Err(PathsInfoError::BadJson(_))
-        ));
-        let many = "paths=a&".repeat(MAX_PATHS_INFO_PATHS + 1);
-        assert_eq!(
-            parse_paths(None, many.as_bytes()),
-            Err(PathsInfoError::TooMany(MAX_PATHS_INFO_PATHS + 1))
-        );
     }
 
     #[test]

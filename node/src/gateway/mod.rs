@@ -51,6 +51,8 @@ pub struct Gateway {
     fetching: Arc<tokio::sync::Mutex<()>>,
     /// Bodies being sent: each holds a blocking thread, so at most [`MAX_RESPONSES`].
     responses: Arc<tokio::sync::Semaphore>,
+    /// Bytes of body chunks in memory, all responses together: [`MAX_BODY_BUFFER`].
+    body_buffer: Arc<tokio::sync::Semaphore>,
     /// Manifests read lately (verified when read; content-addressed, so never stale).
     manifests: Arc<ManifestCache>,
     /// What it served, for `node status` and metrics.
@@ -145,6 +147,13 @@ impl Drop for ConnectionSlot {
 /// holds a thread from tokio's blocking pool (512 threads) while its client reads, so this
 /// leaves room for the node's other store work.
 pub const MAX_RESPONSES: usize = 256;
+/// Bytes of large body chunks all responses may hold at once (filled, queued, or being
+/// written by the connection). A response that finds none left sends small chunks outside
+/// it, so slow clients cost little and never starve a fast one: see `range::ChannelWriter`.
+pub const MAX_BODY_BUFFER: usize = 32 << 20;
+/// Hyper's buffers per connection: a request head may be this large, and the connection
+/// takes the next body chunk once what it has queued is below this.
+pub const HTTP_BUFFER: usize = 64 << 10;
 /// Verified (dataset, publisher) pairs the gateway remembers, at most.
 pub const MAX_SIGNED_CACHE: usize = 1024;
 
@@ -156,6 +165,7 @@ impl Gateway {
             fetcher,
             fetching: Arc::default(),
             responses: Arc::new(tokio::sync::Semaphore::new(MAX_RESPONSES)),
+            body_buffer: Arc::new(tokio::sync::Semaphore::new(MAX_BODY_BUFFER)),
             manifests: Arc::default(),
             stats: Arc::default(),
             trust: Arc::default(),
@@ -227,6 +237,9 @@ impl Gateway {
                 let served = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
                     .header_read_timeout(header_timeout)
+                    // Queue body chunks as they are (no copy into a buffer of its own), one at a time.
+                    .writev(true)
+                    .max_buf_size(HTTP_BUFFER)
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                     .await;
                 if let Err(e) = served {

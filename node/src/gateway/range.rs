@@ -10,7 +10,7 @@ use axum::{
 use commons_protocol::Hash;
 use tokio::sync::{
     mpsc::{self, error::SendTimeoutError},
-    OwnedSemaphorePermit,
+    OwnedSemaphorePermit, Semaphore,
 };
 
 use super::{error, Gateway, Request, MAX_RESPONSES};
@@ -20,9 +20,13 @@ mod range_header;
 
 pub(crate) use range_header::Wanted;
 
-/// Bytes per body chunk handed to the HTTP connection.
+/// Bytes per body chunk handed to the HTTP connection, while [`super::MAX_BODY_BUFFER`] has room
+/// (large chunks keep a fast client's wake-ups few: see the gateway benchmark).
 const BODY_CHUNK: usize = 256 * 1024;
-/// Body chunks queued per response: with the one being filled, at most 768 KiB per client.
+/// Bytes per body chunk when [`super::MAX_BODY_BUFFER`] is spent: with [`BODY_QUEUE`], the one
+/// being filled and the one the connection writes, at most 64 KiB per response outside it.
+const SMALL_BODY_CHUNK: usize = 16 * 1024;
+/// Body chunks queued per response, besides the one being filled and the one being written.
 const BODY_QUEUE: usize = 2;
 /// A client that takes nothing for this long loses its response (and its slot).
 pub const CLIENT_STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -113,7 +117,14 @@ pub(crate) fn respond(
         gw.stats
             .responses
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        verified_body(gw.store.clone(), hash, range, permit, gw.stats.clone())
+        verified_body(
+            gw.store.clone(),
+            hash,
+            range,
+            permit,
+            gw.body_buffer.clone(),
+            gw.stats.clone(),
+        )
     };
     with_headers(status, headers, body)
 }
@@ -133,6 +144,7 @@ fn verified_body(
     hash: Hash,
     range: Range<u64>,
     permit: OwnedSemaphorePermit,
+    body_buffer: Arc<Semaphore>,
     stats: Arc<super::GatewayStats>,
 ) -> Body {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(BODY_QUEUE);
@@ -141,12 +153,7 @@ fn verified_body(
         // On the blocking pool: this thread may use the store directly.
         let store = store.blocking();
         let _permit = permit;
-        let mut out = ChannelWriter {
-            tx: tx.clone(),
-            buf: Vec::with_capacity(BODY_CHUNK),
-            runtime,
-            stats,
-        };
+        let mut out = ChannelWriter::new(tx.clone(), runtime, body_buffer, stats);
         let result = store
             .read_range_verified(&hash, range, &mut out)
             .and_then(|_| store.touch(&hash))
@@ -166,26 +173,77 @@ fn verified_body(
 }
 
 /// Collects verified bytes into body chunks; fails once the client is gone, which stops the
-/// read.
+/// read. A chunk is [`BODY_CHUNK`] bytes when the gateway's body buffer can hold it (the
+/// bytes go back when the connection has written the chunk), else [`SMALL_BODY_CHUNK`].
 struct ChannelWriter {
     tx: mpsc::Sender<io::Result<Bytes>>,
-    buf: Vec<u8>,
+    /// The chunk being filled.
+    chunk: Option<BufferedChunk>,
+    body_buffer: Arc<Semaphore>,
     /// To wait for the client with a time limit from the blocking thread.
     runtime: tokio::runtime::Handle,
     /// Counts the bytes handed to the client.
     stats: Arc<super::GatewayStats>,
 }
 
+/// A body chunk holding its share of the body buffer (none for a small chunk) until the
+/// connection drops it.
+struct BufferedChunk {
+    bytes: Vec<u8>,
+    /// Its size when full.
+    limit: usize,
+    _share: Option<OwnedSemaphorePermit>,
+}
+
+impl AsRef<[u8]> for BufferedChunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
 impl ChannelWriter {
-    fn send(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
+    fn new(
+        tx: mpsc::Sender<io::Result<Bytes>>,
+        runtime: tokio::runtime::Handle,
+        body_buffer: Arc<Semaphore>,
+        stats: Arc<super::GatewayStats>,
+    ) -> Self {
+        Self {
+            tx,
+            chunk: None,
+            body_buffer,
+            runtime,
+            stats,
         }
-        let chunk = Bytes::from(std::mem::replace(
-            &mut self.buf,
-            Vec::with_capacity(BODY_CHUNK),
-        ));
-        let len = chunk.len() as u64;
+    }
+
+    /// The chunk being filled, started with the largest size the body buffer allows.
+    fn chunk(&mut self) -> &mut BufferedChunk {
+        let body_buffer = &self.body_buffer;
+        self.chunk.get_or_insert_with(|| {
+            let share = body_buffer
+                .clone()
+                .try_acquire_many_owned(BODY_CHUNK as u32)
+                .ok();
+            let limit = if share.is_some() {
+                BODY_CHUNK
+            } else {
+                SMALL_BODY_CHUNK
+            };
+            BufferedChunk {
+                bytes: Vec::with_capacity(limit),
+                limit,
+                _share: share,
+            }
+        })
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        let Some(chunk) = self.chunk.take().filter(|c| !c.bytes.is_empty()) else {
+            return Ok(());
+        };
+        let len = chunk.bytes.len() as u64;
+        let chunk = Bytes::from_owner(chunk);
         let sent = self
             .runtime
             .block_on(self.tx.send_timeout(Ok(chunk), CLIENT_STALL_LIMIT));
@@ -208,9 +266,10 @@ impl ChannelWriter {
 
 impl io::Write for ChannelWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(BODY_CHUNK - self.buf.len());
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == BODY_CHUNK {
+        let chunk = self.chunk();
+        let n = data.len().min(chunk.limit - chunk.bytes.len());
+        chunk.bytes.extend_from_slice(&data[..n]);
+        if chunk.bytes.len() == chunk.limit {
             self.send()?;
         }
         Ok(n)
@@ -236,5 +295,38 @@ mod tests {
             HeaderValue::from_bytes(b"bytes=\xff-").expect("opaque bytes"),
         );
         assert_eq!(wanted(&headers, 10), Wanted::All);
+    }
+
+    #[test]
+    fn large_chunks_take_the_body_buffer_until_written_and_small_ones_need_none() {
+        use std::io::Write;
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let (tx, mut rx) = mpsc::channel(8);
+        let buffer = Arc::new(Semaphore::new(BODY_CHUNK));
+        let mut out =
+            ChannelWriter::new(tx, runtime.handle().clone(), buffer.clone(), Arc::default());
+        let data = vec![7u8; BODY_CHUNK + 2 * SMALL_BODY_CHUNK];
+        out.write_all(&data).expect("queued");
+        let mut received = || {
+            runtime
+                .block_on(rx.recv())
+                .expect("a chunk")
+                .expect("bytes")
+        };
+        let large = received();
+        assert_eq!(large.len(), BODY_CHUNK);
+        assert_eq!(received().len(), SMALL_BODY_CHUNK, "the buffer is spent");
+        assert_eq!(buffer.available_permits(), 0);
+        drop(large);
+        assert_eq!(
+            buffer.available_permits(),
+            BODY_CHUNK,
+            "written: given back"
+        );
+        assert_eq!(received().len(), SMALL_BODY_CHUNK);
+        // With the buffer free again, the next chunk is large.
+        out.write_all(&data[..BODY_CHUNK]).expect("queued");
+        out.send().expect("nothing left to send");
+        assert_eq!(received().len(), BODY_CHUNK);
     }
 }

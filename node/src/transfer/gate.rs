@@ -16,7 +16,10 @@
 //!   with the number of fetchers (40 fetchers: 384 MB RSS). A data request reserves its
 //!   response's size (at most a stream window) before its header is sent, waits in line
 //!   for it at most [`ServeLimits::send_wait`], and gives it back once the client has let
-//!   the stream go. The wait is shorter than the bulk endpoint's idle timeout: a request
+//!   the stream go. A peer with no response in the buffer goes ahead of the others' further
+//!   ones ([`ServeLimits::send_buffer_first`]): under 200 fetchers hammering the seeder, a
+//!   new peer's `get` waited in line behind all their second requests until it gave up
+//!   (load lab). The wait is shorter than the bulk endpoint's idle timeout: a request
 //!   waiting in line is silent, and a bulk connection (no keep-alive) whose only requests
 //!   are waiting would be closed under them (the load lab's first run, with a 10 s wait:
 //!   217 requests of 200 fetchers lost their connection instead of getting `Busy`).
@@ -48,6 +51,10 @@ pub struct ServeLimits {
     pub send_buffer: u64,
     /// The part of the send buffer one peer may hold.
     pub send_buffer_per_peer: u64,
+    /// The part of the send buffer kept for peers with no response in it: peers already
+    /// holding some may together hold the rest, so each peer's first response is never in
+    /// line behind other peers' second ones.
+    pub send_buffer_first: u64,
     /// How long a data request may wait for its part of the send buffer; then `Busy`.
     /// Kept under [`crate::net::bulk::BULK_IDLE_TIMEOUT`] (see the module doc).
     pub send_wait: Duration,
@@ -66,6 +73,7 @@ impl Default for ServeLimits {
             request_burst: 100,
             send_buffer: 64 << 20,
             send_buffer_per_peer: 16 << 20,
+            send_buffer_first: 16 << 20,
             send_wait: SEND_WAIT,
             request_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
@@ -113,6 +121,8 @@ pub struct Gate {
     peers: Mutex<HashMap<PeerId, PeerGate>>,
     /// The send buffer, in KiB.
     buffer: Arc<Semaphore>,
+    /// The part of it peers with a response in it may hold, in KiB.
+    shared: Arc<Semaphore>,
 }
 
 /// A request admitted: counts as in progress for its peer until dropped.
@@ -129,6 +139,8 @@ pub struct Admitted {
 #[derive(Debug)]
 pub struct Reserved {
     _peer: OwnedSemaphorePermit,
+    /// None for a peer's first response (see [`ServeLimits::send_buffer_first`]).
+    _shared: Option<OwnedSemaphorePermit>,
     _all: OwnedSemaphorePermit,
 }
 
@@ -143,6 +155,7 @@ impl Gate {
             limits,
             peers: Mutex::default(),
             buffer: Arc::new(Semaphore::new(kib(limits.send_buffer) as usize)),
+            shared: Arc::new(Semaphore::new(kib(limits.shared_send_buffer()) as usize)),
         })
     }
 
@@ -190,21 +203,31 @@ impl Gate {
     }
 
     /// Waits (at most [`ServeLimits::send_wait`]) for `bytes` of the send buffer for a
-    /// response to `peer`; `None` when it did not come in time.
+    /// response to `peer`; `None` when it did not come in time. A peer holding none of it
+    /// takes it from the whole buffer, one holding some from the shared part first.
     pub async fn reserve(&self, peer: PeerId, bytes: u64) -> Option<Reserved> {
         let mine = {
             let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
             peers.get(&peer)?.buffer.clone()
         };
+        let per_peer = kib(self.limits.send_buffer_per_peer);
         let wanted = kib(bytes);
-        let from_mine = wanted.min(kib(self.limits.send_buffer_per_peer));
+        let from_mine = wanted.min(per_peer);
+        let from_shared = wanted.min(kib(self.limits.shared_send_buffer()));
         let from_all = wanted.min(kib(self.limits.send_buffer));
+        let first = mine.available_permits() >= per_peer as usize;
+        let shared = (!first).then(|| self.shared.clone());
         let all = self.buffer.clone();
         tokio::time::timeout(self.limits.send_wait, async move {
             let peer = mine.acquire_many_owned(from_mine).await.ok()?;
+            let shared = match shared {
+                Some(shared) => Some(shared.acquire_many_owned(from_shared).await.ok()?),
+                None => None,
+            };
             let all = all.acquire_many_owned(from_all).await.ok()?;
             Some(Reserved {
                 _peer: peer,
+                _shared: shared,
                 _all: all,
             })
         })
@@ -217,6 +240,15 @@ impl Gate {
     #[cfg(test)]
     pub fn buffer_free_kib(&self) -> usize {
         self.buffer.available_permits()
+    }
+}
+
+impl ServeLimits {
+    /// The part of the send buffer peers with a response in it may hold together.
+    fn shared_send_buffer(&self) -> u64 {
+        self.send_buffer
+            .saturating_sub(self.send_buffer_first)
+            .max(1)
     }
 }
 
@@ -260,9 +292,39 @@ mod tests {
             request_burst: 2,
             send_buffer: 3 << 20,
             send_buffer_per_peer: 2 << 20,
+            send_buffer_first: 1 << 20,
             send_wait: Duration::from_millis(100),
             ..ServeLimits::default()
         }
+    }
+
+    #[tokio::test]
+    async fn a_peers_first_response_goes_ahead_of_other_peers_further_ones() {
+        // 3 MiB in all, of which 1 MiB for first responses: 2 MiB shared.
+        let gate = Gate::new(ServeLimits {
+            send_buffer_per_peer: 16 << 20,
+            ..limits()
+        });
+        let t0 = Instant::now();
+        let (busy, new) = (PeerId::random(), PeerId::random());
+        let _admitted = (gate.admit(busy, t0), gate.admit(new, t0));
+        // The busy peer's first response, then a second taking the whole shared part...
+        let _first = gate.reserve(busy, 256 << 10).await.expect("room");
+        let _second = gate.reserve(busy, 2 << 20).await.expect("room");
+        assert_eq!(gate.buffer_free_kib(), 768);
+        // ... so its third waits, though the buffer has room for it,
+        let waiting = {
+            let gate = gate.clone();
+            tokio::spawn(async move { gate.reserve(busy, 512 << 10).await })
+        };
+        tokio::task::yield_now().await;
+        // and that room is left to a peer with no response yet.
+        let new_first = gate.reserve(new, 512 << 10).await;
+        assert!(new_first.is_some(), "a new peer's first response waited");
+        assert!(
+            waiting.await.expect("task").is_none(),
+            "the shared part is full"
+        );
     }
 
     #[test]

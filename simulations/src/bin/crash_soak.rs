@@ -256,6 +256,9 @@ struct ResumeStats {
     sent: u64,
     /// The same two on the wire (UDP bytes the seeder sent, nftables), when root.
     wire: Option<(u64, u64)>,
+    /// Where the killed runs' lost bytes went, on the wire (when root), summed over kills:
+    /// sent before the kill but not held after it, and sent after the kill.
+    lost: Option<(u64, u64)>,
     completed: bool,
 }
 
@@ -885,9 +888,12 @@ fn phase_resume(
     let before = soak.bytes_served(&sdir)?;
     let wire_before = wire_bytes(&wire)?;
     let share = seeder.size as f64 / (args.resume_kills + 1) as f64;
+    let mut lost = wire.as_ref().map(|_| (0u64, 0u64));
     for i in 0..args.resume_kills {
         let target = (share * soak.rng.random_range(0.5..1.5)) as u64;
         let run_start = soak.bytes_served(&sdir)?;
+        let held_start = if i == 0 { 0 } else { held(soak, &store)? };
+        let wire_start = wire_bytes(&wire)?;
         let mut p = soak.spawn(&store, &get_args)?;
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut ended = None;
@@ -905,6 +911,16 @@ fn phase_resume(
             Some(f) => f,
             None => p.kill()?,
         };
+        if let (Some(lost), Some(start), Some(at_kill)) =
+            (lost.as_mut(), wire_start, wire_bytes(&wire)?)
+        {
+            // What the seeder sends before it notices, and what the store kept of the rest.
+            std::thread::sleep(Duration::from_secs(2));
+            let after = wire_bytes(&wire)?.unwrap_or(at_kill);
+            let kept = held(soak, &store)?.saturating_sub(held_start);
+            lost.0 += (at_kill - start).saturating_sub(kept);
+            lost.1 += after - at_kill;
+        }
         soak.check_panic(&f, "killed get (resume)");
         st.note_kill(&f);
         let progressed = soak.bytes_served(&sdir)? > run_start;
@@ -914,6 +930,7 @@ fn phase_resume(
         soak.check_store(&store, &mut st, false, &format!("resume kill {i}"))?;
     }
     rs.kills = st.kills;
+    rs.lost = lost;
     st.completions += 1;
     let f = soak.run(&store, &get_args, OP_TIMEOUT)?;
     rs.completed = f.success();
@@ -935,6 +952,17 @@ fn phase_resume(
     std::fs::remove_dir_all(&store)?;
     st.wall_secs = started.elapsed().as_secs_f64();
     Ok((st, rs))
+}
+
+/// Bytes of its datasets the store at `dir` holds (`ls`).
+fn held(soak: &mut Soak, dir: &Path) -> Result<u64> {
+    let listing = soak.run_ok(dir, &["ls"])?;
+    Ok(listing["datasets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["held"].as_u64())
+        .sum())
 }
 
 /// Phase 3: `rm` and `unpin` + `gc` killed; a dataset sharing a file must survive whole.
@@ -1709,6 +1737,15 @@ fn report(
                 md,
                 "| **on the wire, re-sent ÷ one clean fetch** (target ≤ 2 %) | **{:.2} %** |",
                 (sent as f64 / clean as f64 - 1.0) * 100.0
+            )?;
+        }
+        if let Some((before, after)) = r.lost {
+            let per_kill = |b: u64| b as f64 / r.kills.max(1) as f64 / 1024.0;
+            writeln!(
+                md,
+                "| per kill: sent before it and not held after / sent after it | {:.0} KiB / {:.0} KiB |",
+                per_kill(before),
+                per_kill(after)
             )?;
         }
         writeln!(
