@@ -206,20 +206,28 @@ impl Gate {
     /// response to `peer`; `None` when it did not come in time. A peer holding none of it
     /// takes it from the whole buffer, one holding some from the shared part first.
     pub async fn reserve(&self, peer: PeerId, bytes: u64) -> Option<Reserved> {
-        let mine = {
-            let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-            peers.get(&peer)?.buffer.clone()
-        };
         let per_peer = kib(self.limits.send_buffer_per_peer);
         let wanted = kib(bytes);
         let from_mine = wanted.min(per_peer);
         let from_shared = wanted.min(kib(self.limits.shared_send_buffer()));
         let from_all = wanted.min(kib(self.limits.send_buffer));
-        let first = mine.available_permits() >= per_peer as usize;
-        let shared = (!first).then(|| self.shared.clone());
+        // Whether this is the peer's first response, decided and taken under the lock: of
+        // many requests a peer sends at once, only one goes in the first-response lane.
+        let (mine, first) = {
+            let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+            let mine = peers.get(&peer)?.buffer.clone();
+            let first = (mine.available_permits() >= per_peer as usize)
+                .then(|| mine.clone().try_acquire_many_owned(from_mine).ok())
+                .flatten();
+            (mine, first)
+        };
+        let shared = first.is_none().then(|| self.shared.clone());
         let all = self.buffer.clone();
         tokio::time::timeout(self.limits.send_wait, async move {
-            let peer = mine.acquire_many_owned(from_mine).await.ok()?;
+            let peer = match first {
+                Some(taken) => taken,
+                None => mine.acquire_many_owned(from_mine).await.ok()?,
+            };
             let shared = match shared {
                 Some(shared) => Some(shared.acquire_many_owned(from_shared).await.ok()?),
                 None => None,
@@ -324,6 +332,27 @@ mod tests {
         assert!(
             waiting.await.expect("task").is_none(),
             "the shared part is full"
+        );
+    }
+
+    #[tokio::test]
+    async fn of_requests_sent_at_once_only_one_is_a_first_response() {
+        // 3 MiB in all, 1 MiB for first responses, 2 MiB shared.
+        let gate = Gate::new(ServeLimits {
+            send_buffer_per_peer: 16 << 20,
+            ..limits()
+        });
+        let t0 = Instant::now();
+        let (greedy, new) = (PeerId::random(), PeerId::random());
+        let _admitted = (gate.admit(greedy, t0), gate.admit(new, t0));
+        // Four reservations of 768 KiB at once: one first, two from the shared part, and
+        // the fourth waits in vain for the shared part, not taking the first-response lane.
+        let reserved =
+            futures_util::future::join_all((0..4).map(|_| gate.reserve(greedy, 768 << 10))).await;
+        assert_eq!(reserved.iter().filter(|r| r.is_some()).count(), 3);
+        assert!(
+            gate.reserve(new, 256 << 10).await.is_some(),
+            "room is left for another peer's first response"
         );
     }
 
