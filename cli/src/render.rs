@@ -9,7 +9,7 @@ use commons_node::{
         VerifyReport,
     },
     mirror::{MirrorEntryStatus, MirrorState},
-    net::NetworkStatus,
+    net::{NatStatus, NetworkStatus},
     provenance::keys::KeyInfo,
     status::NodeStatus,
     store::NameEntry,
@@ -469,6 +469,7 @@ pub fn providers(r: &ProvidersReport) {
 pub fn peers(s: &NetworkStatus) {
     println!("peer id: {}", s.peer_id);
     println!("dht mode: {}", s.dht_mode);
+    println!("reachability: {}", reachability_line(&s.nat));
     println!("routing table: {} peers", s.routing_table);
     println!("provider records held: {} keys", s.provider_keys);
     println!("connected: {} peers", s.connected.len());
@@ -509,6 +510,21 @@ pub fn status(s: &NodeStatus) {
         "peers:     {} connected, {} in the routing table",
         s.connected_peers, s.routing_table
     );
+    println!("reach:     {}", reachability_line(&s.nat));
+    for a in &s.nat.relayed_addrs {
+        println!("           reachable through a relay at {a}");
+    }
+    let c = &s.nat.counters;
+    println!(
+        "paths:     {} direct, {} relayed connections; hole punches {} succeeded, {} failed",
+        c.direct_connections, c.relayed_connections, c.punches_succeeded, c.punches_failed
+    );
+    if s.nat.relay_serving {
+        println!(
+            "relay:     serving {} reservations, {} circuits",
+            s.nat.relay_reservations, s.nat.relay_circuits
+        );
+    }
     println!(
         "data:      {} datasets, {} blobs ({} complete), {} pinned",
         s.datasets, s.blobs, s.complete_blobs, s.pinned
@@ -543,6 +559,30 @@ pub fn status(s: &NodeStatus) {
     if !s.mirror.is_empty() {
         println!("mirror:");
         mirror_entries(&s.mirror);
+    }
+}
+
+/// One line on reachability: what AutoNAT found, and at which addresses.
+fn reachability_line(n: &NatStatus) -> String {
+    use commons_node::net::reachability::Reachability;
+    match n.reachability {
+        Reachability::Public => format!("public, at {}", n.public_addrs.join(", ")),
+        Reachability::Private if !n.local_addrs.is_empty() => format!(
+            "private: reachable on the local network only (at {}){}",
+            n.local_addrs.join(", "),
+            if n.relayed_addrs.is_empty() {
+                ""
+            } else {
+                "; through relays from elsewhere"
+            }
+        ),
+        Reachability::Private if !n.relayed_addrs.is_empty() => {
+            "private (behind NAT or a firewall): reachable through relays".into()
+        }
+        Reachability::Private => {
+            "private (behind NAT or a firewall): no relay reservation yet".into()
+        }
+        Reachability::Unknown => "unknown (no AutoNAT probe has answered yet)".into(),
     }
 }
 

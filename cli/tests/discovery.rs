@@ -11,10 +11,10 @@ use std::{
 
 use common::{add, commons, eventually, files, json_ok, make_dataset, Node};
 
-/// Every node is a DHT server (loopback is not a public address, so `auto` would make
-/// clients), records lapse 4 s after their last announcement, announcements every second.
+/// The DHT mode is the default (`auto`: nodes on loopback form a DHT among themselves with
+/// no `mode = "server"`); records lapse 4 s after their last announcement, announcements
+/// every second.
 const FAST_DHT: &str = "[dht]
-mode = \"server\"
 record_ttl_secs = 4
 announce_interval_secs = 1
 save_interval_secs = 1
@@ -93,6 +93,39 @@ fn five_nodes_each_given_one_bootstrap_address_fetch_by_hash_alone() {
         .find(|p| p["peer_id"] == nodes[0].peer_id().as_str())
         .expect("node 1 in the per-peer counters");
     assert!(from_node1["bytes_received"].as_u64() > Some(0), "{stats}");
+
+    // AutoNAT: another node on this machine dialled node 5 back at its loopback address,
+    // so it is reachable here but not from the internet, and says so.
+    assert!(
+        eventually(Duration::from_secs(30), || json_ok(
+            &n5,
+            &["node", "status"]
+        )["nat"]["reachability"]
+            == "private"),
+        "{}",
+        json_ok(&n5, &["node", "status"])
+    );
+    let status = json_ok(&n5, &["node", "status"]);
+    assert!(
+        status["nat"]["local_addrs"][0]
+            .as_str()
+            .is_some_and(|a| a.starts_with("/ip4/127.0.0.1/")),
+        "{status}"
+    );
+    assert_eq!(
+        status["nat"]["public_addrs"],
+        serde_json::json!([]),
+        "{status}"
+    );
+    let text = commons(&n5)
+        .args(["node", "status"])
+        .output()
+        .expect("status");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("reach:     private: reachable on the local network only"),
+        "{text}"
+    );
 }
 
 #[test]

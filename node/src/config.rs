@@ -15,7 +15,10 @@ use crate::{
 };
 use libp2p::Multiaddr;
 
-use crate::discovery::{DiscoveryConfig, ProviderLimits};
+use crate::{
+    discovery::{DiscoveryConfig, ProviderLimits},
+    net::relay::{NatConfig, RelayConfig},
+};
 
 mod file;
 
@@ -74,7 +77,45 @@ impl ConfigFile {
             save_interval: secs(d.save_interval_secs, defaults.save_interval),
             mdns: self.mdns,
             bulk: self.bulk.unwrap_or(defaults.bulk),
+            relay: self.relay_config(),
+            nat: self.nat_config(),
             ..defaults
+        }
+    }
+
+    /// The `[relay]` settings: defaults, overridden by the file.
+    pub fn relay_config(&self) -> RelayConfig {
+        let r = &self.relay;
+        let d = RelayConfig::default();
+        let bytes = |v: Option<f64>, unit: f64, default: u64| {
+            v.map_or(default, |v| (v * unit).round().max(1.0) as u64)
+        };
+        RelayConfig {
+            enabled: r.enabled,
+            max_circuit_bytes: bytes(r.max_circuit_mib, 1048576.0, d.max_circuit_bytes),
+            max_circuit_duration: r
+                .max_circuit_secs
+                .map_or(d.max_circuit_duration, Duration::from_secs),
+            max_circuits: r.max_circuits.unwrap_or(d.max_circuits),
+            max_circuits_per_peer: r.max_circuits_per_peer.unwrap_or(d.max_circuits_per_peer),
+            max_reservations: r.max_reservations.unwrap_or(d.max_reservations),
+            budget_bytes_per_hour: bytes(
+                r.budget_gib_per_hour,
+                1073741824.0,
+                d.budget_bytes_per_hour,
+            ),
+        }
+    }
+
+    /// The `[nat]` settings: defaults, overridden by the file.
+    pub fn nat_config(&self) -> NatConfig {
+        let n = &self.nat;
+        let d = NatConfig::default();
+        NatConfig {
+            relays: n.relays.clone(),
+            relay_slots: n.relay_slots.unwrap_or(d.relay_slots),
+            autonat: n.autonat.unwrap_or(d.autonat),
+            hole_punching: n.hole_punching.unwrap_or(d.hole_punching),
         }
     }
 }
@@ -135,6 +176,48 @@ max_providers_per_key = 5
         assert_eq!(d.limits.max_providers_per_key, 5);
         assert_eq!(d.bootstrap.len(), 1);
         assert_eq!(config.listen.len(), 1);
+    }
+
+    #[test]
+    fn relay_and_nat_tables_parse_into_settings_and_bad_values_are_named() {
+        let relay = "/ip4/192.0.2.1/udp/4433/quic-v1/p2p/12D3KooWLRPJAA5o6ADKfzEXu2Mxv1qsPAnvTCtkJGEJ6S8CuXAH";
+        let text = format!(
+            "[relay]\nenabled = true\nmax_circuit_mib = 64\nmax_circuit_secs = 600\nmax_circuits = 8\nbudget_gib_per_hour = 2\n[nat]\nrelays = [\"{relay}\"]\nrelay_slots = 1\nhole_punching = false\n"
+        );
+        let d = ConfigFile::parse(&text, "r.toml")
+            .expect("parses")
+            .discovery();
+        assert_eq!(d.relay.enabled, Some(true));
+        assert_eq!(d.relay.max_circuit_bytes, 64 << 20);
+        assert_eq!(d.relay.max_circuit_duration, Duration::from_secs(600));
+        assert_eq!(d.relay.max_circuits, 8);
+        assert_eq!(d.relay.budget_bytes_per_hour, 2 << 30);
+        assert_eq!(d.nat.relays.len(), 1);
+        assert_eq!(d.nat.relay_slots, 1);
+        assert!(d.nat.autonat && !d.nat.hole_punching);
+        let defaults = ConfigFile::default().discovery();
+        assert_eq!(defaults.relay, RelayConfig::default());
+        assert_eq!(defaults.nat, NatConfig::default());
+
+        for (text, key) in [
+            ("[relay]\nmax_circuits = 0\n", "relay.max_circuits"),
+            ("[relay]\nmax_circuit_mib = -1\n", "relay.max_circuit_mib"),
+            (
+                "[relay]\nbudget_gib_per_hour = inf\n",
+                "relay.budget_gib_per_hour",
+            ),
+            ("[relay]\nmax_circuit_secs = 0\n", "relay.max_circuit_secs"),
+            ("[nat]\nrelay_slots = 99\n", "nat.relay_slots"),
+            (
+                "[nat]\nrelays = [\"/ip4/192.0.2.1/udp/1/quic-v1\"]\n",
+                "nat.relays",
+            ),
+        ] {
+            let err = ConfigFile::parse(text, "r.toml")
+                .expect_err(key)
+                .to_string();
+            assert!(err.contains(key) && err.contains("line"), "{key}: {err}");
+        }
     }
 
     #[test]

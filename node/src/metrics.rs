@@ -73,6 +73,26 @@ pub fn render(s: &NodeStatus) -> String {
             "Body bytes the HTTP gateway sent",
             s.gateway_bytes,
         ),
+        (
+            "direct_connections",
+            "Direct connections established",
+            s.nat.counters.direct_connections,
+        ),
+        (
+            "relayed_connections",
+            "Connections established through a relay",
+            s.nat.counters.relayed_connections,
+        ),
+        (
+            "hole_punches_succeeded",
+            "Hole punches that made a direct connection",
+            s.nat.counters.punches_succeeded,
+        ),
+        (
+            "hole_punches_failed",
+            "Hole punches that failed",
+            s.nat.counters.punches_failed,
+        ),
     ];
     for (name, help, value) in counters {
         let counter: Counter<u64> = Counter::default();
@@ -114,6 +134,21 @@ pub fn render(s: &NodeStatus) -> String {
             "Seconds since the node started",
             s.uptime_secs,
         ),
+        (
+            "publicly_reachable",
+            "1 if AutoNAT confirmed a public address, else 0",
+            u64::from(s.nat.reachability == crate::net::reachability::Reachability::Public),
+        ),
+        (
+            "relay_reservations",
+            "Reservations other nodes hold on this relay",
+            s.nat.relay_reservations,
+        ),
+        (
+            "relay_circuits",
+            "Circuits this relay carries",
+            s.nat.relay_circuits,
+        ),
     ];
     for (name, help, value) in gauges {
         let gauge: Gauge<i64> = Gauge::default();
@@ -154,6 +189,13 @@ mod tests {
             gateway_responses: 4,
             gateway_bytes: 777,
             mirror: Vec::new(),
+            nat: crate::net::NatStatus {
+                counters: crate::net::NatCounters {
+                    relayed_connections: 2,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
         };
         let text = render(&status);
         for line in [
@@ -162,6 +204,8 @@ mod tests {
             "commons_gateway_bytes_total 777",
             "commons_connected_peers 3",
             "commons_quota_bytes 1073741824",
+            "commons_relayed_connections_total 2",
+            "commons_publicly_reachable 0",
             "# EOF",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");

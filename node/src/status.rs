@@ -51,6 +51,8 @@ pub struct NodeStatus {
     /// Each mirrored dataset: fetching (how far), complete, or failing (why, and when it
     /// is tried again).
     pub mirror: Vec<crate::mirror::board::MirrorEntryStatus>,
+    /// Reachability (public, private, unknown), relays, and connections by path.
+    pub nat: crate::net::NatStatus,
 }
 
 /// Takes a snapshot of the running node (a `not_running` error for an in-process one).
@@ -97,5 +99,6 @@ pub async fn snapshot(node: &Node) -> Result<NodeStatus, ApiError> {
         gateway_responses: node.gateway_stats().responses.load(Ordering::Relaxed),
         gateway_bytes: node.gateway_stats().bytes.load(Ordering::Relaxed),
         mirror: node.mirror().statuses(),
+        nat: network.nat,
     })
 }

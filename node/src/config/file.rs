@@ -25,6 +25,13 @@ pub const MIN_AMOUNT: f64 = 0.000_001;
 /// Largest rate (MiB/s) or size (GiB) a setting may name.
 pub const MAX_AMOUNT: f64 = 1_000_000.0;
 
+/// Largest `relay.max_circuits`, `relay.max_circuits_per_peer` and `relay.max_reservations`.
+pub const MAX_RELAY_COUNT_SETTING: usize = 100_000;
+/// Largest `nat.relay_slots`.
+pub const MAX_RELAY_SLOTS_SETTING: usize = 8;
+/// Largest `nat.relays` list.
+pub const MAX_RELAYS_SETTING: usize = 32;
+
 /// File name looked for in the data dir when no `--config` is given.
 pub const CONFIG_FILE: &str = "config.toml";
 
@@ -106,6 +113,48 @@ pub struct ConfigFile {
     /// (`p256:<hex>` or `ed25519:<hex>`).
     #[serde(default)]
     pub trust: std::collections::BTreeMap<String, String>,
+    /// Relaying for nodes behind NAT.
+    #[serde(default)]
+    pub relay: RelaySection,
+    /// Reachability: AutoNAT, relay reservations, hole punching.
+    #[serde(default)]
+    pub nat: NatSection,
+}
+
+/// The `[relay]` table: whether this node relays for private nodes, and within what.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelaySection {
+    /// `true`: always; `false`: never; unset: once the node is reachable at a public
+    /// address.
+    pub enabled: Option<bool>,
+    /// Bytes one circuit may carry, in MiB.
+    pub max_circuit_mib: Option<f64>,
+    /// Longest circuit, in seconds.
+    pub max_circuit_secs: Option<u64>,
+    /// Circuits at once.
+    pub max_circuits: Option<usize>,
+    /// Circuits at once per peer.
+    pub max_circuits_per_peer: Option<usize>,
+    /// Reservations at once.
+    pub max_reservations: Option<usize>,
+    /// Bytes all circuits may carry per hour, in GiB.
+    pub budget_gib_per_hour: Option<f64>,
+}
+
+/// The `[nat]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatSection {
+    /// Relays to reserve slots on (each ending in `/p2p/<peer id>`).
+    #[serde(default)]
+    pub relays: Vec<Multiaddr>,
+    /// Relays found through the DHT to hold slots on when private (default 2; 0: none).
+    pub relay_slots: Option<usize>,
+    /// Probe reachability with AutoNAT (default: yes).
+    pub autonat: Option<bool>,
+    /// Hole punching over relayed connections (default: yes).
+    pub hole_punching: Option<bool>,
 }
 
 impl ConfigFile {
@@ -291,6 +340,69 @@ fn line_of(text: &str, bad: &BadValue) -> Option<usize> {
     key_line
 }
 
+impl ConfigFile {
+    /// The `[relay]` and `[nat]` tables' rules.
+    fn check_reachability(&self) -> Result<(), BadValue> {
+        let r = &self.relay;
+        for (key, value) in [
+            ("relay.max_circuits", r.max_circuits),
+            ("relay.max_circuits_per_peer", r.max_circuits_per_peer),
+            ("relay.max_reservations", r.max_reservations),
+        ] {
+            if value.is_some_and(|v| v == 0 || v > MAX_RELAY_COUNT_SETTING) {
+                return Err(BadValue::new(
+                    key,
+                    format!("{key} must be between 1 and {MAX_RELAY_COUNT_SETTING}"),
+                ));
+            }
+        }
+        if r.max_circuit_secs
+            .is_some_and(|v| v == 0 || v > MAX_DURATION_SECS)
+        {
+            return Err(BadValue::new(
+                "relay.max_circuit_secs",
+                format!("relay.max_circuit_secs must be between 1 and {MAX_DURATION_SECS}"),
+            ));
+        }
+        for (key, value) in [
+            ("relay.max_circuit_mib", r.max_circuit_mib),
+            ("relay.budget_gib_per_hour", r.budget_gib_per_hour),
+        ] {
+            if value.is_some_and(|v| !(v.is_finite() && (MIN_AMOUNT..=MAX_AMOUNT).contains(&v))) {
+                return Err(BadValue::new(
+                    key,
+                    format!("{key} must be a number between {MIN_AMOUNT} and {MAX_AMOUNT}"),
+                ));
+            }
+        }
+        let n = &self.nat;
+        if n.relay_slots.is_some_and(|v| v > MAX_RELAY_SLOTS_SETTING) {
+            return Err(BadValue::new(
+                "nat.relay_slots",
+                format!("nat.relay_slots must be at most {MAX_RELAY_SLOTS_SETTING}"),
+            ));
+        }
+        if n.relays.len() > MAX_RELAYS_SETTING {
+            return Err(BadValue::new(
+                "nat.relays",
+                format!("nat.relays may list at most {MAX_RELAYS_SETTING} relays"),
+            ));
+        }
+        for relay in &n.relays {
+            if !relay.to_string().contains("/p2p/") || relay.to_string().contains("/p2p-circuit") {
+                return Err(BadValue {
+                    key: "nat.relays".into(),
+                    near: Some(relay.to_string()),
+                    message: format!(
+                        "nat.relays: {relay} must be a relay's address ending in /p2p/<peer id>"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The `[dht]` table.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -407,6 +519,7 @@ impl ConfigFile {
                 format!("dht.announce_interval_secs ({every}) must be shorter than dht.record_ttl_secs ({ttl}), or records lapse between announcements"),
             ));
         }
+        self.check_reachability()?;
         let l = &self.limits;
         for (key, value) in [
             ("limits.upload_mib_per_sec", l.upload_mib_per_sec),

@@ -23,7 +23,10 @@ use std::time::Duration;
 
 use libp2p::Multiaddr;
 
-use crate::net::limits::ConnectionLimits;
+use crate::net::{
+    limits::ConnectionLimits,
+    relay::{NatConfig, RelayConfig},
+};
 
 pub use holders::Holders;
 pub use mode::{
@@ -74,6 +77,10 @@ pub struct DiscoveryConfig {
     /// settings. Off, they are held to both rules like public addresses (tests of the rules
     /// turn it off on 127.0.0.0/8).
     pub exempt_local_addresses: bool,
+    /// Relaying for others (`[relay]`).
+    pub relay: RelayConfig,
+    /// Reachability probes, relay reservations and hole punching (`[nat]`).
+    pub nat: NatConfig,
 }
 
 impl Default for DiscoveryConfig {
@@ -92,6 +99,8 @@ impl Default for DiscoveryConfig {
             bulk: true,
             connection_limits: ConnectionLimits::default(),
             exempt_local_addresses: true,
+            relay: RelayConfig::default(),
+            nat: NatConfig::default(),
         }
     }
 }

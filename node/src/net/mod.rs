@@ -9,6 +9,8 @@
 mod behaviour;
 pub mod bulk;
 pub mod limits;
+pub mod reachability;
+pub mod relay;
 mod task;
 
 use std::{sync::Arc, time::Duration};
@@ -134,6 +136,60 @@ pub struct NetworkStatus {
     pub connected: Vec<String>,
     /// Keys with provider records held (own and for others).
     pub provider_keys: usize,
+    /// Reachability, relays and hole punching.
+    #[serde(default)]
+    pub nat: NatStatus,
+}
+
+/// What the node knows of its reachability, and how it reaches and is reached by peers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatStatus {
+    /// `public`, `private` or `unknown` (see [`reachability::Reachability`]).
+    pub reachability: reachability::Reachability,
+    /// Public addresses confirmed by AutoNAT dial-backs (or configured as external).
+    pub public_addrs: Vec<String>,
+    /// Addresses confirmed only on a LAN (never told to public peers).
+    pub local_addrs: Vec<String>,
+    /// Addresses through relays this node holds a reservation on.
+    pub relayed_addrs: Vec<String>,
+    /// Whether this node relays for others now.
+    pub relay_serving: bool,
+    /// Reservations other nodes hold on this relay.
+    pub relay_reservations: u64,
+    /// Circuits this relay carries now.
+    pub relay_circuits: u64,
+    /// Counters since start.
+    pub counters: NatCounters,
+}
+
+impl Default for NatStatus {
+    fn default() -> Self {
+        Self {
+            reachability: reachability::Reachability::Unknown,
+            public_addrs: Vec::new(),
+            local_addrs: Vec::new(),
+            relayed_addrs: Vec::new(),
+            relay_serving: false,
+            relay_reservations: 0,
+            relay_circuits: 0,
+            counters: NatCounters::default(),
+        }
+    }
+}
+
+/// Connections by path, and hole punches, since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatCounters {
+    /// Direct connections established.
+    pub direct_connections: u64,
+    /// Connections established through a relay.
+    pub relayed_connections: u64,
+    /// Hole punches that made a direct connection.
+    pub punches_succeeded: u64,
+    /// Hole punches that failed (the relayed connection stays).
+    pub punches_failed: u64,
+    /// Relayed connections closed because a punch replaced them.
+    pub relayed_closed_after_punch: u64,
 }
 
 /// Which peers of a bootstrap list answered.
@@ -266,7 +322,7 @@ impl Host {
         } else {
             (None, None)
         };
-        let mut swarm = behaviour::build_swarm(key, discovery)?;
+        let (mut swarm, relay_gate) = behaviour::build_swarm(key, discovery)?;
         for addr in listen {
             swarm
                 .listen_on(addr.clone())
@@ -278,7 +334,13 @@ impl Host {
         let control = swarm.behaviour().stream.new_control();
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
         let (addrs_tx, listen_addrs) = watch::channel(Vec::new());
-        tokio::spawn(task::run(swarm, discovery.clone(), rx, addrs_tx));
+        tokio::spawn(task::run(
+            swarm,
+            discovery.clone(),
+            relay_gate,
+            rx,
+            addrs_tx,
+        ));
         Ok(Self {
             peer_id,
             control,
@@ -312,11 +374,15 @@ impl Host {
     }
 
     /// The IP address of `peer` on our open connection to it, if connected.
+    /// `None` when the connection is relayed: the IP would be the relay's.
     pub async fn remote_ip(&self, peer: PeerId) -> Option<std::net::IpAddr> {
         let addr = self
             .ask(|reply| Command::RemoteAddr { peer, reply })
             .await
             .ok()??;
+        if reachability::is_relayed(&addr) {
+            return None;
+        }
         ip_of(&addr)
     }
 

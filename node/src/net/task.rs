@@ -2,24 +2,34 @@
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
-    net::IpAddr,
     time::{Duration, Instant},
 };
 
 use libp2p::{
+    autonat,
+    core::{transport::ListenerId, Endpoint},
+    dcutr,
     futures::StreamExt,
     identify,
     kad::{self, KBucketKey},
     mdns,
     multiaddr::Protocol,
-    swarm::{dial_opts::DialOpts, ConnectionId, DialError, SwarmEvent},
+    relay,
+    swarm::{
+        dial_opts::{DialOpts, PeerCondition},
+        ConnectionId, DialError, NetworkBehaviour, SwarmEvent,
+    },
     Multiaddr, PeerId, Swarm,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
     behaviour::{kad_protocol, Behaviour, BehaviourEvent},
-    ip_of, strip_peer, Command, FoundNames, FoundProviders, NetworkStatus, PeerAddrs, QueryCost,
+    ip_of,
+    reachability::{is_relayed, AddrScope, Reachability, ReachabilityState},
+    relay::{circuit_listen_addr, NatConfig, ReservationGate},
+    strip_peer, Command, FoundNames, FoundProviders, NatCounters, NatStatus, NetworkStatus,
+    PeerAddrs, QueryCost,
 };
 use crate::discovery::{
     diversity::{AddressRange, RangeCounts},
@@ -29,6 +39,13 @@ use crate::discovery::{
 
 /// How often expired provider records are dropped from memory.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// How often relay reservations are checked (lost ones replaced, a private node's slots
+/// filled).
+const RELAY_CHECK_INTERVAL: Duration = Duration::from_secs(15);
+/// Relays remembered as candidates for a reservation, at most.
+pub const MAX_RELAY_CANDIDATES: usize = 32;
+/// How long a relay that refused or lost a reservation is not asked again.
+const RELAY_RETRY_AFTER: Duration = Duration::from_secs(5 * 60);
 /// Peers whose addresses are remembered outside the routing table, at most.
 const MAX_ADDRESS_BOOK: usize = 10_000;
 /// Addresses remembered per peer.
@@ -77,15 +94,42 @@ enum PendingQuery {
     Quiet,
 }
 
+/// A relay reservation this node holds or is asking for.
+struct Reservation {
+    relay: PeerId,
+    /// The relayed addresses it gave this node.
+    addrs: Vec<Multiaddr>,
+}
+
 struct Task {
     swarm: Swarm<Behaviour>,
     mode: DhtMode,
+    nat: NatConfig,
+    /// Whether the relay service may open (`[relay] enabled`: `None` is auto).
+    relay_enabled: Option<bool>,
+    /// Opens the relay service to reservations.
+    relay_gate: ReservationGate,
+    /// Relays this node holds (or asks for) a slot on, by listener.
+    reservations: HashMap<ListenerId, Reservation>,
+    /// Public peers that offer to relay, with an address to reach them at.
+    relay_candidates: HashMap<PeerId, Multiaddr>,
+    /// Relays that refused or dropped us, and when: not asked again for a while.
+    relay_failures: HashMap<PeerId, Instant>,
+    reach: ReachabilityState,
+    counters: NatCounters,
+    /// Relayed connections to each peer, to close once a punch made a direct one.
+    relayed_connections: HashMap<PeerId, Vec<ConnectionId>>,
+    /// Reservations held on this relay, and circuits through it.
+    relay_served: (u64, u64),
+    /// QUIC listen addresses a TCP listener was opened beside (relays only).
+    tcp_for: HashSet<Multiaddr>,
     dials_by_connection: HashMap<ConnectionId, Vec<DialReply>>,
     dials_by_peer: HashMap<PeerId, Vec<DialReply>>,
     queries: HashMap<kad::QueryId, PendingQuery>,
     address_book: HashMap<PeerId, Vec<Multiaddr>>,
-    /// Peers reached over loopback: only their loopback addresses are usable.
-    loopback_peers: HashSet<PeerId>,
+    /// The scope of the (direct) connection each peer was met over: which of its
+    /// addresses are taken ([`AddrScope::admits_for_routing`]).
+    met_over: HashMap<PeerId, AddrScope>,
     /// The remote address of a connection to each connected peer (the latest).
     connected: HashMap<PeerId, Multiaddr>,
     /// Peers connected to since start: only these are saved for the next start, so dead
@@ -100,29 +144,47 @@ struct Task {
 pub(super) async fn run(
     mut swarm: Swarm<Behaviour>,
     config: DiscoveryConfig,
+    relay_gate: ReservationGate,
     mut commands: mpsc::Receiver<Command>,
     listen_addrs: watch::Sender<Vec<Multiaddr>>,
 ) {
+    let mut reach = ReachabilityState::default();
     for addr in &config.external_addrs {
         swarm.add_external_address(addr.clone());
+        reach.confirmed(addr.clone());
     }
     let mut task = Task {
         swarm,
         mode: config.mode,
+        nat: config.nat.clone(),
+        relay_enabled: config.relay.enabled,
+        relay_gate,
+        reservations: HashMap::new(),
+        relay_candidates: HashMap::new(),
+        relay_failures: HashMap::new(),
+        reach,
+        counters: NatCounters::default(),
+        relayed_connections: HashMap::new(),
+        relay_served: (0, 0),
+        tcp_for: HashSet::new(),
         dials_by_connection: HashMap::new(),
         dials_by_peer: HashMap::new(),
         queries: HashMap::new(),
         address_book: HashMap::new(),
-        loopback_peers: HashSet::new(),
+        met_over: HashMap::new(),
         connected: HashMap::new(),
         session_peers: HashSet::new(),
         listen_addrs,
         exempt_local: config.exempt_local_addresses,
     };
+    task.update_relay_service();
+    task.check_relays();
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+    let mut relay_check = tokio::time::interval(RELAY_CHECK_INTERVAL);
     loop {
         tokio::select! {
             event = task.swarm.select_next_some() => task.on_event(event),
+            _ = relay_check.tick() => task.check_relays(),
             command = commands.recv() => match command {
                 Some(command) => task.on_command(command),
                 None => break,
@@ -140,17 +202,54 @@ pub(super) async fn run(
 impl Task {
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::NewListenAddr { address, .. } => {
+            SwarmEvent::NewListenAddr {
+                address,
+                listener_id,
+            } => {
                 tracing::info!(%address, "listening");
+                let scope = AddrScope::of(&address);
                 let reachable = match self.mode {
+                    // Through a relay this node holds a slot on: reachable by anyone.
+                    _ if scope == Some(AddrScope::Relayed) => true,
                     DhtMode::Server => true,
-                    DhtMode::Auto => is_public(&address),
+                    DhtMode::Auto => scope == Some(AddrScope::Public),
                     DhtMode::Client => false,
                 };
                 if reachable {
                     self.swarm.add_external_address(address.clone());
                 }
+                if let Some(r) = self.reservations.get_mut(&listener_id) {
+                    r.addrs.push(address.clone());
+                }
                 self.listen_addrs.send_modify(|a| a.push(address));
+                if self.relay_gate.is_open() {
+                    self.listen_tcp();
+                }
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.swarm.remove_external_address(&address);
+                self.listen_addrs
+                    .send_modify(|a| a.retain(|x| x != &address));
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                addresses,
+                reason,
+            } => {
+                for address in &addresses {
+                    self.swarm.remove_external_address(address);
+                }
+                self.listen_addrs
+                    .send_modify(|a| a.retain(|x| !addresses.contains(x)));
+                if let Some(r) = self.reservations.remove(&listener_id) {
+                    tracing::info!(relay = %r.relay, ?reason, "relay reservation ended");
+                    self.relay_failures.insert(r.relay, Instant::now());
+                }
+            }
+            SwarmEvent::ExternalAddrConfirmed { address } => self.on_confirmed(address),
+            SwarmEvent::ExternalAddrExpired { address } => {
+                self.reach.expired(&address);
+                self.update_relay_service();
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
@@ -158,13 +257,27 @@ impl Task {
                 endpoint,
                 ..
             } => {
-                if is_loopback(endpoint.get_remote_address())
-                    && self.loopback_peers.len() < MAX_SESSION_PEERS
-                {
-                    self.loopback_peers.insert(peer_id);
+                let remote = endpoint.get_remote_address();
+                if endpoint.is_relayed() {
+                    self.counters.relayed_connections += 1;
+                    let ids = self.relayed_connections.entry(peer_id).or_default();
+                    if ids.len() < super::limits::MAX_CONNECTIONS_PER_PEER {
+                        ids.push(connection_id);
+                    }
+                    self.connected
+                        .entry(peer_id)
+                        .or_insert_with(|| remote.clone());
+                } else {
+                    self.counters.direct_connections += 1;
+                    if let Some(scope) = AddrScope::of(remote) {
+                        if self.met_over.len() < MAX_SESSION_PEERS
+                            || self.met_over.contains_key(&peer_id)
+                        {
+                            self.met_over.insert(peer_id, scope);
+                        }
+                    }
+                    self.connected.insert(peer_id, remote.clone());
                 }
-                self.connected
-                    .insert(peer_id, endpoint.get_remote_address().clone());
                 if self.session_peers.len() < MAX_SESSION_PEERS {
                     self.session_peers.insert(peer_id);
                 }
@@ -180,10 +293,20 @@ impl Task {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                num_established,
                 ..
             } => {
-                self.connected.remove(&peer_id);
+                if let Some(ids) = self.relayed_connections.get_mut(&peer_id) {
+                    ids.retain(|id| *id != connection_id);
+                    if ids.is_empty() {
+                        self.relayed_connections.remove(&peer_id);
+                    }
+                }
+                if num_established == 0 {
+                    self.connected.remove(&peer_id);
+                    self.relayed_connections.remove(&peer_id);
+                }
             }
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
@@ -240,24 +363,222 @@ impl Task {
                 stats,
                 step,
             })) => self.on_query_progress(id, result, stats, step.last),
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(autonat::v2::client::Event {
+                tested_addr,
+                server,
+                result,
+                ..
+            })) => match result {
+                // Confirmed addresses arrive as `ExternalAddrConfirmed`.
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::info!(%tested_addr, %server, "AutoNAT: not reachable: {e}");
+                    self.reach.unreachable(tested_addr);
+                    self.check_relays();
+                }
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            })) => self.on_punch(remote_peer_id, result),
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => self.on_relay_served(event),
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(
+                relay::client::Event::ReservationReqAccepted { relay_peer_id, .. },
+            )) => {
+                tracing::info!(relay = %relay_peer_id, "relay reservation accepted");
+            }
             _ => {}
         }
     }
 
-    /// Remembers a peer's listen addresses; adds DHT servers to the routing table.
+    /// AutoNAT (or another behaviour) confirmed `address` reachable. A LAN address stays
+    /// out of the external addresses (which go into provider records), unless the node is
+    /// a configured server.
+    fn on_confirmed(&mut self, address: Multiaddr) {
+        tracing::info!(%address, "reachable at");
+        self.reach.confirmed(address.clone());
+        if self.mode == DhtMode::Auto
+            && matches!(
+                AddrScope::of(&address),
+                Some(AddrScope::Loopback | AddrScope::Local)
+            )
+        {
+            self.swarm.remove_external_address(&address);
+        }
+        self.update_relay_service();
+        self.check_relays();
+    }
+
+    /// Opens the relay service once the node is public (with `[relay] enabled` unset).
+    fn update_relay_service(&mut self) {
+        let open = match self.relay_enabled {
+            Some(enabled) => enabled,
+            None => {
+                self.reach.reachability() == Reachability::Public
+                    || (self.mode == DhtMode::Server && !self.listen_only_relayed())
+            }
+        };
+        if open != self.relay_gate.is_open() {
+            tracing::info!(open, "relay service");
+            self.relay_gate.set_open(open);
+            if open {
+                self.listen_tcp();
+            }
+        }
+    }
+
+    /// A relay also listens on TCP, at the port of each QUIC listen address, so nodes at
+    /// sites that block UDP can reach it (once; a port taken is only logged).
+    fn listen_tcp(&mut self) {
+        let listening: Vec<Multiaddr> = self.listen_addrs.borrow().clone();
+        for addr in listening.iter().filter(|a| is_quic(a) && !is_relayed(a)) {
+            if self.tcp_for.len() >= MAX_ADDRS_PER_PEER || !self.tcp_for.insert(addr.clone()) {
+                continue;
+            }
+            let (Some(ip), Some(Protocol::Udp(port))) = (
+                addr.iter().next(),
+                addr.iter().find(|p| matches!(p, Protocol::Udp(_))),
+            ) else {
+                continue;
+            };
+            let tcp = Multiaddr::empty().with(ip).with(Protocol::Tcp(port));
+            if let Err(e) = self.swarm.listen_on(tcp.clone()) {
+                tracing::info!(%tcp, "no TCP listener for the relay: {e}");
+            }
+        }
+    }
+
+    fn listen_only_relayed(&self) -> bool {
+        self.swarm
+            .listeners()
+            .count()
+            .saturating_sub(self.reservations.len())
+            == 0
+    }
+
+    /// A hole punch ended: on success the relayed connections to the peer are closed, so
+    /// every stream goes over the direct one.
+    fn on_punch(&mut self, peer: PeerId, result: Result<ConnectionId, dcutr::Error>) {
+        match result {
+            Ok(direct) => {
+                self.counters.punches_succeeded += 1;
+                tracing::info!(%peer, "hole punch made a direct connection");
+                for id in self.relayed_connections.remove(&peer).unwrap_or_default() {
+                    if id != direct && self.swarm.close_connection(id) {
+                        self.counters.relayed_closed_after_punch += 1;
+                    }
+                }
+            }
+            Err(e) => {
+                self.counters.punches_failed += 1;
+                tracing::info!(%peer, "hole punch failed, staying relayed: {e}");
+            }
+        }
+    }
+
+    fn on_relay_served(&mut self, event: relay::Event) {
+        let (reservations, circuits) = &mut self.relay_served;
+        match event {
+            relay::Event::ReservationReqAccepted { renewed: false, .. } => *reservations += 1,
+            relay::Event::ReservationTimedOut { .. } => {
+                *reservations = reservations.saturating_sub(1)
+            }
+            relay::Event::CircuitReqAccepted { .. } => *circuits += 1,
+            relay::Event::CircuitClosed { .. } => *circuits = circuits.saturating_sub(1),
+            _ => {}
+        }
+    }
+
+    /// Keeps the relay reservations wanted: every configured relay, and, while the node is
+    /// private, up to `[nat] relay_slots` found among its peers.
+    fn check_relays(&mut self) {
+        if self.mode == DhtMode::Client {
+            return;
+        }
+        let now = Instant::now();
+        self.relay_failures
+            .retain(|_, at| now.saturating_duration_since(*at) < RELAY_RETRY_AFTER);
+        let held: HashSet<PeerId> = self.reservations.values().map(|r| r.relay).collect();
+        let mut wanted: Vec<Multiaddr> = Vec::new();
+        for addr in &self.nat.relays {
+            if let Some(Protocol::P2p(relay)) = addr.iter().last() {
+                if !held.contains(&relay) && !self.relay_failures.contains_key(&relay) {
+                    wanted.push(addr.clone());
+                }
+            }
+        }
+        let private = self.reach.reachability() == Reachability::Private;
+        let mut free = self.nat.relay_slots.saturating_sub(held.len());
+        if private {
+            for (relay, addr) in &self.relay_candidates {
+                if free == 0 {
+                    break;
+                }
+                if held.contains(relay) || self.relay_failures.contains_key(relay) {
+                    continue;
+                }
+                wanted.push(addr.clone().with(Protocol::P2p(*relay)));
+                free -= 1;
+            }
+        }
+        for addr in wanted {
+            let Some(Protocol::P2p(relay)) = addr.iter().last() else {
+                continue;
+            };
+            match self.swarm.listen_on(circuit_listen_addr(&addr)) {
+                Ok(id) => {
+                    tracing::info!(%addr, "asking for a relay reservation");
+                    self.reservations.insert(
+                        id,
+                        Reservation {
+                            relay,
+                            addrs: Vec::new(),
+                        },
+                    );
+                }
+                Err(e) => {
+                    tracing::info!(%addr, "cannot reserve on the relay: {e}");
+                    self.relay_failures.insert(relay, now);
+                }
+            }
+        }
+    }
+
+    /// Remembers a peer's listen addresses (those usable from where it was met, see
+    /// [`AddrScope`]); adds DHT servers to the routing table, and public relays to the
+    /// relay candidates.
     fn on_identified(&mut self, peer: PeerId, info: identify::Info) {
-        let via_loopback = self.loopback_peers.contains(&peer);
-        let addrs: Vec<Multiaddr> = info
+        // Met only through a relay: only its public and relayed addresses are of use.
+        let met = self
+            .met_over
+            .get(&peer)
+            .copied()
+            .unwrap_or(AddrScope::Relayed);
+        let mut addrs: Vec<Multiaddr> = info
             .listen_addrs
             .into_iter()
-            .filter(|a| is_loopback(a) == via_loopback && !is_unspecified(a))
-            .take(MAX_ADDRS_PER_PEER)
+            .filter(|a| {
+                !is_unspecified(a) && AddrScope::of(a).is_some_and(|s| met.admits_for_dialing(s))
+            })
             .collect();
+        // QUIC where the peer has it: TCP (with noise and yamux) is for UDP-blocked sites.
+        if addrs.iter().any(is_quic) {
+            addrs.retain(|a| is_quic(a) || AddrScope::of(a) == Some(AddrScope::Relayed));
+        }
+        addrs.truncate(MAX_ADDRS_PER_PEER);
         if addrs.is_empty() {
             return;
         }
-        if info.protocols.contains(&kad_protocol()) {
-            self.add_dht_peer(peer, addrs.clone());
+        let routable: Vec<Multiaddr> = addrs
+            .iter()
+            .filter(|a| AddrScope::of(a).is_some_and(|s| met.admits_for_routing(s)))
+            .cloned()
+            .collect();
+        if info.protocols.contains(&kad_protocol()) && !routable.is_empty() {
+            self.add_dht_peer(peer, routable);
+        }
+        if info.protocols.contains(&relay::HOP_PROTOCOL_NAME) {
+            self.note_relay_candidate(peer, &addrs);
         }
         if self.address_book.len() >= MAX_ADDRESS_BOOK && !self.address_book.contains_key(&peer) {
             if let Some(evict) = self.address_book.keys().next().copied() {
@@ -265,6 +586,26 @@ impl Task {
             }
         }
         self.address_book.insert(peer, addrs);
+    }
+
+    /// Remembers `peer` as a relay to reserve on, at its first public address.
+    fn note_relay_candidate(&mut self, peer: PeerId, addrs: &[Multiaddr]) {
+        let Some(public) = addrs
+            .iter()
+            .find(|a| AddrScope::of(a) == Some(AddrScope::Public))
+        else {
+            return;
+        };
+        if self.relay_candidates.len() < MAX_RELAY_CANDIDATES
+            || self.relay_candidates.contains_key(&peer)
+        {
+            self.relay_candidates.insert(peer, public.clone());
+            if self.reach.reachability() == Reachability::Private
+                && self.reservations.len() < self.nat.relay_slots
+            {
+                self.check_relays();
+            }
+        }
     }
 
     fn on_query_progress(
@@ -505,6 +846,7 @@ impl Task {
                 let routing_table = kad.kbuckets().map(|b| b.num_entries()).sum();
                 let dht_mode = kad.mode().to_string();
                 let provider_keys = kad.store_mut().key_count();
+                let nat = self.nat_status();
                 let _ = reply.send(NetworkStatus {
                     peer_id: self.swarm.local_peer_id().to_string(),
                     dht_mode,
@@ -515,6 +857,7 @@ impl Task {
                         .map(|p| p.to_string())
                         .collect(),
                     provider_keys,
+                    nat,
                 });
             }
             Command::SaveState { reply } => {
@@ -607,12 +950,39 @@ impl Task {
         }
     }
 
+    fn nat_status(&self) -> NatStatus {
+        let text = |a: &Multiaddr| a.to_string();
+        NatStatus {
+            reachability: self.reach.reachability(),
+            public_addrs: self.reach.public_addrs().map(text).collect(),
+            local_addrs: self.reach.local_addrs().map(text).collect(),
+            relayed_addrs: self
+                .reservations
+                .values()
+                .flat_map(|r| r.addrs.iter().map(text))
+                .collect(),
+            relay_serving: self.relay_gate.is_open(),
+            relay_reservations: self.relay_served.0,
+            relay_circuits: self.relay_served.1,
+            counters: self.counters,
+        }
+    }
+
     fn dial(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, reply: DialReply) {
         if self.swarm.is_connected(&peer) {
             reply.send(Ok(peer));
             return;
         }
+        // Given addresses are dialled even while another dial to the peer runs (a hole
+        // punch's, or Kademlia's at an older address): waiting for that one would report
+        // its failure, not ours.
+        let condition = if addrs.is_empty() {
+            PeerCondition::DisconnectedAndNotDialing
+        } else {
+            PeerCondition::Disconnected
+        };
         let opts = DialOpts::peer_id(peer)
+            .condition(condition)
             .addresses(addrs)
             .extend_addresses_through_behaviour()
             .build();
@@ -627,16 +997,24 @@ impl Task {
         }
     }
 
-    /// Addresses known for `peer` (without `/p2p/` suffixes): the address book, then the
-    /// routing table.
+    /// Addresses known for `peer` (without `/p2p/` suffixes): the address book, then
+    /// the routing table and the addresses running lookups were given (a provider
+    /// record's, such as a private node's relayed addresses: Kademlia reports providers by
+    /// id alone, and forgets their addresses when the lookup ends).
     fn addresses_of(&mut self, peer: &PeerId) -> Vec<Multiaddr> {
         let mut known = self.address_book.get(peer).cloned().unwrap_or_default();
-        if let Some(bucket) = self.swarm.behaviour_mut().kad.kbucket(*peer) {
-            for entry in bucket.iter() {
-                if entry.node.key.preimage() == peer {
-                    known.extend(entry.node.value.iter().cloned());
-                }
-            }
+        if let Ok(addrs) = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .handle_pending_outbound_connection(
+                ConnectionId::new_unchecked(0),
+                Some(*peer),
+                &[],
+                Endpoint::Dialer,
+            )
+        {
+            known.extend(addrs);
         }
         let mut addrs: Vec<Multiaddr> = Vec::new();
         for a in known.iter().map(strip_peer) {
@@ -653,6 +1031,12 @@ impl Task {
 /// its transport errors keep the reason in their source chain).
 fn dial_error_text(error: &DialError) -> String {
     match error {
+        // With several addresses tried, each error says which one it was.
+        DialError::Transport(attempts) if attempts.len() > 1 => attempts
+            .iter()
+            .map(|(addr, e)| format!("{}: {}", strip_peer(addr), error_chain(e)))
+            .collect::<Vec<_>>()
+            .join("; "),
         DialError::Transport(attempts) => attempts
             .iter()
             .map(|(_, e)| error_chain(e))
@@ -674,52 +1058,11 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
-fn is_loopback(addr: &Multiaddr) -> bool {
-    ip_of(addr).is_some_and(|ip| ip.is_loopback())
-}
-
 fn is_unspecified(addr: &Multiaddr) -> bool {
     ip_of(addr).is_some_and(|ip| ip.is_unspecified())
 }
 
-/// Whether an address is a public IP others can reach directly: not loopback, private,
-/// link-local, shared (CGNAT) or unspecified.
-fn is_public(addr: &Multiaddr) -> bool {
-    match ip_of(addr) {
-        Some(IpAddr::V4(ip)) => {
-            let shared = ip.octets()[0] == 100 && (ip.octets()[1] & 0xc0) == 64;
-            !(ip.is_private()
-                || ip.is_loopback()
-                || ip.is_link_local()
-                || ip.is_unspecified()
-                || ip.is_documentation()
-                || shared)
-        }
-        // Global unicast is 2000::/3.
-        Some(IpAddr::V6(ip)) => (ip.segments()[0] & 0xe000) == 0x2000,
-        None => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_public_addresses_count_as_reachable() {
-        let public = |s: &str| is_public(&s.parse().expect("addr"));
-        assert!(public("/ip4/8.8.8.8/udp/4433/quic-v1"));
-        assert!(public("/ip6/2001:4860::1/udp/4433/quic-v1"));
-        for private in [
-            "/ip4/127.0.0.1/udp/1/quic-v1",
-            "/ip4/10.1.2.3/udp/1/quic-v1",
-            "/ip4/192.168.0.2/udp/1/quic-v1",
-            "/ip4/100.64.0.1/udp/1/quic-v1",
-            "/ip4/0.0.0.0/udp/1/quic-v1",
-            "/ip6/::1/udp/1/quic-v1",
-            "/ip6/fe80::1/udp/1/quic-v1",
-        ] {
-            assert!(!public(private), "{private}");
-        }
-    }
+/// Whether `addr` is a QUIC address.
+fn is_quic(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::QuicV1))
 }

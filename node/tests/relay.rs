@@ -1,0 +1,306 @@
+//! Relays that carry data, in one process on loopback: a node that listens only through a
+//! relay is found through the DHT by its relayed address and serves a blob through the
+//! relay; the relay's limits (bytes per circuit, the total budget) are enforced: a fetch
+//! cut by them goes on over a new circuit with what it already verified, until the budget
+//! is spent and the relay refuses, saying so.
+
+mod common;
+
+use std::{sync::Arc, time::Duration};
+
+use commons_node::{
+    discovery::{DhtMode, DiscoveryConfig},
+    net::{
+        reachability::is_relayed,
+        relay::{NatConfig, RelayConfig},
+        Host,
+    },
+    store::{AsyncStore, Store, StoreOptions},
+    transfer::{fetch_blob, TransferStats},
+};
+use commons_protocol::Hash;
+use libp2p::{identity::Keypair, Multiaddr, PeerId};
+
+/// A public relay (a DHT server relaying with `relay`'s limits) listening on loopback.
+async fn relay_node(relay: RelayConfig) -> (Host, Vec<Multiaddr>) {
+    let host = common::listening_node_with(&DiscoveryConfig {
+        mode: DhtMode::Server,
+        relay: RelayConfig {
+            enabled: Some(true),
+            ..relay
+        },
+        ..DiscoveryConfig::default()
+    })
+    .await;
+    let addrs = host.listen_addrs().await;
+    (host, addrs)
+}
+
+/// A node with no listen address of its own, reachable only through a slot on `relay`,
+/// serving `store`, joined to the DHT through the relay and announcing `hash`.
+async fn relayed_seeder(
+    relay: &[Multiaddr],
+    store: Arc<Store>,
+    hash: Hash,
+    hole_punching: bool,
+) -> Host {
+    let config = DiscoveryConfig {
+        nat: NatConfig {
+            relays: relay.to_vec(),
+            hole_punching,
+            ..NatConfig::default()
+        },
+        ..DiscoveryConfig::default()
+    };
+    let host = Host::start(Keypair::generate_ed25519(), &[], &config)
+        .await
+        .expect("seeder");
+    common::spawn_server(store, &host);
+    let addrs = tokio::time::timeout(Duration::from_secs(10), host.listen_addrs())
+        .await
+        .expect("a relay reservation within 10 s");
+    assert!(
+        !addrs.is_empty() && addrs.iter().all(is_relayed),
+        "listens only through the relay: {addrs:?}"
+    );
+    host.bootstrap(relay)
+        .await
+        .expect("joins through the relay");
+    host.announce(hash).await.expect("announce");
+    host
+}
+
+/// Finds `hash`'s provider through the DHT (bootstrapped from `relay`); returns it and
+/// the addresses found for it.
+async fn find(client: &Host, relay: &[Multiaddr], hash: Hash) -> (PeerId, Vec<Multiaddr>) {
+    client.bootstrap(relay).await.expect("join");
+    let found = client.find_providers(hash, 1, true).await.expect("lookup");
+    let provider = found.providers.first().expect("a provider").clone();
+    (provider.peer, provider.addrs)
+}
+
+/// Fetches blob `hash` from `peer` (connected) into a new store in `dir`; returns its bytes.
+async fn fetch_whole(client: &Host, peer: PeerId, hash: Hash, dir: &std::path::Path) -> Vec<u8> {
+    let fetched = Arc::new(Store::open(dir, StoreOptions::default()).expect("store"));
+    fetch_blob(
+        client,
+        &AsyncStore::new(fetched.clone()),
+        peer,
+        hash,
+        &Arc::new(TransferStats::default()),
+        Arc::new(|_| {}),
+    )
+    .await
+    .expect("fetch");
+    let mut out = Vec::new();
+    fetched
+        .read_blob_verified(&hash, &mut out)
+        .expect("complete");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_listening_only_through_a_relay_is_found_and_serves_through_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = common::pattern(1 << 20, 7);
+    let (store, hash) = common::store_with_blob(tmp.path(), "seeder", &data);
+    let (relay, relay_addrs) = relay_node(RelayConfig::default()).await;
+    let seeder = relayed_seeder(&relay_addrs, store, hash, true).await;
+
+    let client = common::client_node_with(&DiscoveryConfig::client(relay_addrs.clone())).await;
+    let (peer, addrs) = find(&client, &relay_addrs, hash).await;
+    assert_eq!(peer, seeder.peer_id());
+    assert!(
+        addrs.iter().any(is_relayed),
+        "the provider record carries the relayed address: {addrs:?}"
+    );
+    assert!(
+        addrs.iter().all(is_relayed),
+        "and no other (it has none): {addrs:?}"
+    );
+    client
+        .connect(peer, addrs)
+        .await
+        .expect("connect through the relay");
+    let out = fetch_whole(&client, peer, hash, &tmp.path().join("client")).await;
+    assert!(out == data, "identical");
+
+    let status = client.status().await.expect("status");
+    assert!(status.nat.counters.relayed_connections >= 1, "{status:?}");
+    assert_eq!(
+        client.remote_ip(peer).await,
+        None,
+        "no bulk endpoint through a relay"
+    );
+    let relay_status = relay.status().await.expect("status");
+    assert!(relay_status.nat.relay_serving, "{relay_status:?}");
+    assert!(relay_status.nat.relay_reservations >= 1, "{relay_status:?}");
+    let seeder_status = seeder.status().await.expect("status");
+    let relayed = &seeder_status.nat.relayed_addrs;
+    assert!(
+        !relayed.is_empty() && relayed.iter().all(|a| a.contains("/p2p-circuit/")),
+        "{seeder_status:?}"
+    );
+
+    // The relay listens on TCP too, at its QUIC port: reachable where UDP is blocked.
+    let tcp = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let found = relay.listen_addrs().await.into_iter().find(|a| {
+                a.iter()
+                    .any(|p| matches!(p, libp2p::multiaddr::Protocol::Tcp(_)))
+            });
+            match found {
+                Some(a) => break a,
+                None => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await
+    .expect("a TCP listener");
+    let over_tcp = common::client_node().await;
+    assert_eq!(
+        over_tcp.connect_addr(tcp).await.expect("connect over TCP"),
+        relay.peer_id()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_cuts_circuits_at_their_byte_limit_and_refuses_past_its_budget() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    const CIRCUIT: u64 = 1 << 20;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = common::pattern(8 << 20, 9);
+    let (store, hash) = common::store_with_blob(tmp.path(), "seeder", &data);
+    // Room for 4 circuits an hour (each circuit a relay opens counts, AutoNAT's dial-backs
+    // through it too): at most 4 MiB of the 8 MiB blob.
+    let (_relay, relay_addrs) = relay_node(RelayConfig {
+        max_circuit_bytes: CIRCUIT,
+        budget_bytes_per_hour: 4 * CIRCUIT,
+        ..RelayConfig::default()
+    })
+    .await;
+    // No hole punching: on loopback a punch dials the other side's dial-only socket and
+    // times out, which would muddle the circuits counted here.
+    let _seeder = relayed_seeder(&relay_addrs, store, hash, false).await;
+    let client = common::client_node_with(&DiscoveryConfig {
+        nat: NatConfig {
+            hole_punching: false,
+            ..NatConfig::default()
+        },
+        ..DiscoveryConfig::client(relay_addrs.clone())
+    })
+    .await;
+    let (peer, addrs) = find(&client, &relay_addrs, hash).await;
+    let fetched =
+        Arc::new(Store::open(tmp.path().join("client"), StoreOptions::default()).expect("store"));
+    let async_store = AsyncStore::new(fetched.clone());
+    let stats = Arc::new(TransferStats::default());
+    let mut last_error = String::new();
+    let mut progress = Vec::new();
+    // Each round dials the seeder through the relay again (a new circuit; libp2p may open
+    // more within one fetch) until the relay refuses.
+    for _ in 0..8 {
+        if let Err(e) = client.connect(peer, addrs.clone()).await {
+            last_error = e.to_string();
+            break;
+        }
+        match fetch_blob(&client, &async_store, peer, hash, &stats, Arc::new(|_| {})).await {
+            Ok(()) => panic!("8 MiB went through a relay that allows 4 MiB"),
+            Err(e) => last_error = e.to_string(),
+        }
+        progress.push(fetched.held_bytes(&hash).expect("db"));
+        // Wait for the cut circuit's connection to be gone before dialling a new one.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while client.remote_ip(peer).await.is_some()
+                || client
+                    .status()
+                    .await
+                    .expect("status")
+                    .connected
+                    .contains(&peer.to_string())
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the cut connection closes");
+    }
+    assert!(
+        progress[0] > 0 && progress.windows(2).all(|w| w[1] >= w[0]),
+        "the fetch moved on over the first circuits and kept what it verified: {progress:?}"
+    );
+    let total = *progress.last().expect("progress");
+    assert!(
+        total < data.len() as u64,
+        "the relay's limits stopped the fetch short of 8 MiB: {total} bytes"
+    );
+    assert!(
+        last_error.contains("resource limit exceeded"),
+        "past its budget the relay refuses new circuits, and says so: {last_error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hole_punch_moves_a_relayed_connection_to_a_direct_one() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = common::pattern(1 << 20, 11);
+    let (store, hash) = common::store_with_blob(tmp.path(), "seeder", &data);
+    let (_relay, relay_addrs) = relay_node(RelayConfig::default()).await;
+    // Both sides listen (on loopback, so a "punch" always gets through), but the fetcher
+    // knows the seeder only by its relayed address.
+    let with_relay = DiscoveryConfig {
+        nat: NatConfig {
+            relays: relay_addrs.clone(),
+            ..NatConfig::default()
+        },
+        ..DiscoveryConfig::default()
+    };
+    let seeder = common::serving_node_with(store, &with_relay).await;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while seeder
+            .status()
+            .await
+            .expect("status")
+            .nat
+            .relayed_addrs
+            .is_empty()
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a relay reservation");
+    seeder.bootstrap(&relay_addrs).await.expect("join");
+    seeder.announce(hash).await.expect("announce");
+    let client = common::listening_node().await;
+    let (peer, addrs) = find(&client, &relay_addrs, hash).await;
+    assert!(addrs.iter().all(is_relayed), "{addrs:?}");
+    client
+        .connect(peer, addrs)
+        .await
+        .expect("connect through the relay");
+
+    let direct = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let status = client.status().await.expect("status");
+            let seeder_side = seeder.status().await.expect("status");
+            let punched =
+                status.nat.counters.punches_succeeded + seeder_side.nat.counters.punches_succeeded;
+            if punched > 0 && client.remote_ip(peer).await.is_some() {
+                break (status, seeder_side);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a punch within 10 s");
+    let closed = direct.0.nat.counters.relayed_closed_after_punch
+        + direct.1.nat.counters.relayed_closed_after_punch;
+    assert!(closed >= 1, "the relayed connection was closed: {direct:?}");
+
+    let out = fetch_whole(&client, peer, hash, &tmp.path().join("client")).await;
+    assert!(out == data, "identical");
+}
