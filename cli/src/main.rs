@@ -404,9 +404,10 @@ enum NodeCommand {
         /// repeatable, added to the config file's
         #[arg(long, value_name = "MULTIADDR")]
         bootstrap: Vec<String>,
-        /// DHT role: server (answers lookups, stores records; for reachable nodes), client
-        /// (only asks; behind NAT), or auto (server when an external address is set or a
-        /// listen address is a public IP)
+        /// DHT role: auto (the default: answers lookups and stores records; peers take its
+        /// addresses only where they can reach them, and only AutoNAT-confirmed or
+        /// external addresses go into its records), server (every listen address counts as
+        /// reachable: labs, LANs), or client (only asks)
         #[arg(long, value_name = "MODE", value_parser = ["auto", "server", "client"])]
         dht_mode: Option<String>,
         /// An address others reach this node at (a public IP or port forward); repeatable

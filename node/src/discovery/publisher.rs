@@ -2,7 +2,8 @@
 //! one `interval` after its last announcement, with at most `concurrency` announcements in
 //! flight. rust-libp2p's built-in republishing snapshots every key at once; a mirror with
 //! thousands of datasets would flood its peers every 12 hours. Failed announcements (no
-//! peers yet, say) are retried with a backoff from 5 s up to the interval.
+//! peers yet, say) are retried with a backoff from 5 s up to the interval. When the node's
+//! advertised addresses change, every root is announced again 2 s later.
 
 use std::{
     cmp::Reverse,
@@ -25,6 +26,9 @@ use crate::net::Host;
 
 /// First retry delay after a failed announcement; doubles per failure, up to the interval.
 const FIRST_RETRY: Duration = Duration::from_secs(5);
+/// How long after the node's advertised addresses change every root is announced again
+/// (changes come in bursts: a relay slot gives an address per relay transport).
+const READVERTISE_AFTER: Duration = Duration::from_secs(2);
 
 /// Counters of the publisher, for status and benchmarks.
 #[derive(Debug, Default)]
@@ -132,6 +136,10 @@ async fn run(
     // Entries whose time no longer matches `due` are stale and skipped.
     let mut queue: BinaryHeap<Reverse<(Instant, Hash)>> = BinaryHeap::new();
     let mut in_flight: JoinSet<(Hash, bool)> = JoinSet::new();
+    // Records carry the addresses the node had when it announced: when they change (a
+    // private node won a relay slot), every root is announced again.
+    let mut advertised = host.advertised_addrs_changed();
+    advertised.mark_unchanged();
     loop {
         let now = Instant::now();
         while in_flight.len() < concurrency {
@@ -185,6 +193,15 @@ async fn run(
                     };
                     d.at = Instant::now() + wait;
                     queue.push(Reverse((d.at, hash)));
+                }
+            }
+            Ok(()) = advertised.changed() => {
+                let at = Instant::now() + READVERTISE_AFTER;
+                for (hash, d) in &mut due {
+                    if d.at > at {
+                        d.at = at;
+                        queue.push(Reverse((at, *hash)));
+                    }
                 }
             }
             _ = sleep_until(next.unwrap_or_else(Instant::now)), if can_launch => {}

@@ -292,6 +292,9 @@ pub struct Host {
     control: libp2p_stream::Control,
     commands: mpsc::Sender<Command>,
     listen_addrs: watch::Receiver<Vec<Multiaddr>>,
+    /// Bumped when the addresses this node advertises change (a relay slot won or lost, a
+    /// public address confirmed or expired): its provider records must be announced again.
+    advertised: watch::Receiver<u64>,
     query_timeout: Duration,
     /// The bulk-data endpoint (see [`bulk`]); `None` only if it could not be set up.
     bulk: Option<Arc<BulkEndpoint>>,
@@ -334,22 +337,30 @@ impl Host {
         let control = swarm.behaviour().stream.new_control();
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
         let (addrs_tx, listen_addrs) = watch::channel(Vec::new());
+        let (advertised_tx, advertised) = watch::channel(0);
         tokio::spawn(task::run(
             swarm,
             discovery.clone(),
             relay_gate,
             rx,
-            addrs_tx,
+            (addrs_tx, advertised_tx),
         ));
         Ok(Self {
             peer_id,
             control,
             commands,
             listen_addrs,
+            advertised,
             query_timeout: discovery.query_timeout,
             bulk,
             bulk_incoming: Arc::new(std::sync::Mutex::new(bulk_incoming)),
         })
+    }
+
+    /// Changes each time the addresses this node advertises change (see
+    /// [`crate::discovery::Publisher`], which announces every root again then).
+    pub fn advertised_addrs_changed(&self) -> watch::Receiver<u64> {
+        self.advertised.clone()
     }
 
     /// The bulk-data endpoint, if there is one.

@@ -44,8 +44,9 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 const RELAY_CHECK_INTERVAL: Duration = Duration::from_secs(15);
 /// Relays remembered as candidates for a reservation, at most.
 pub const MAX_RELAY_CANDIDATES: usize = 32;
-/// How long a relay that refused or lost a reservation is not asked again.
-const RELAY_RETRY_AFTER: Duration = Duration::from_secs(5 * 60);
+/// How long a relay that refused or lost a reservation is not asked again (a relay refuses
+/// until AutoNAT has confirmed it public, which takes seconds after it starts).
+const RELAY_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// Peers whose addresses are remembered outside the routing table, at most.
 const MAX_ADDRESS_BOOK: usize = 10_000;
 /// Addresses remembered per peer.
@@ -136,6 +137,8 @@ struct Task {
     /// peers from earlier runs do not pile up.
     session_peers: HashSet<PeerId>,
     listen_addrs: watch::Sender<Vec<Multiaddr>>,
+    /// Bumped when the advertised (external) addresses change.
+    advertised: watch::Sender<u64>,
     /// Local addresses count in no range of the routing table's diversity rule.
     exempt_local: bool,
 }
@@ -146,7 +149,7 @@ pub(super) async fn run(
     config: DiscoveryConfig,
     relay_gate: ReservationGate,
     mut commands: mpsc::Receiver<Command>,
-    listen_addrs: watch::Sender<Vec<Multiaddr>>,
+    (listen_addrs, advertised): (watch::Sender<Vec<Multiaddr>>, watch::Sender<u64>),
 ) {
     let mut reach = ReachabilityState::default();
     for addr in &config.external_addrs {
@@ -175,6 +178,7 @@ pub(super) async fn run(
         connected: HashMap::new(),
         session_peers: HashSet::new(),
         listen_addrs,
+        advertised,
         exempt_local: config.exempt_local_addresses,
     };
     task.update_relay_service();
@@ -212,7 +216,9 @@ impl Task {
                     // Through a relay this node holds a slot on: reachable by anyone.
                     _ if scope == Some(AddrScope::Relayed) => true,
                     DhtMode::Server => true,
-                    DhtMode::Auto => scope == Some(AddrScope::Public),
+                    // A public IP may still sit behind a firewall: AutoNAT confirms it (a
+                    // peer observes it, then dials it back), unless AutoNAT is off.
+                    DhtMode::Auto => scope == Some(AddrScope::Public) && !self.nat.autonat,
                     DhtMode::Client => false,
                 };
                 if reachable {
@@ -239,6 +245,9 @@ impl Task {
                 for address in &addresses {
                     self.swarm.remove_external_address(address);
                 }
+                if !addresses.is_empty() {
+                    self.advertised.send_modify(|n| *n += 1);
+                }
                 self.listen_addrs
                     .send_modify(|a| a.retain(|x| !addresses.contains(x)));
                 if let Some(r) = self.reservations.remove(&listener_id) {
@@ -249,6 +258,7 @@ impl Task {
             SwarmEvent::ExternalAddrConfirmed { address } => self.on_confirmed(address),
             SwarmEvent::ExternalAddrExpired { address } => {
                 self.reach.expired(&address);
+                self.advertised.send_modify(|n| *n += 1);
                 self.update_relay_service();
             }
             SwarmEvent::ConnectionEstablished {
@@ -404,6 +414,8 @@ impl Task {
             )
         {
             self.swarm.remove_external_address(&address);
+        } else {
+            self.advertised.send_modify(|n| *n += 1);
         }
         self.update_relay_service();
         self.check_relays();
