@@ -214,13 +214,12 @@ async fn the_relay_cuts_circuits_at_their_byte_limit_and_refuses_past_its_budget
         progress.push(fetched.held_bytes(&hash).expect("db"));
         // Wait for the cut circuit's connection to be gone before dialling a new one.
         tokio::time::timeout(Duration::from_secs(5), async {
-            while client.remote_ip(peer).await.is_some()
-                || client
-                    .status()
-                    .await
-                    .expect("status")
-                    .connected
-                    .contains(&peer.to_string())
+            while client
+                .status()
+                .await
+                .expect("status")
+                .connected
+                .contains(&peer.to_string())
             {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -292,7 +291,7 @@ async fn a_hole_punch_moves_a_relayed_connection_to_a_direct_one() {
         .await
         .expect("connect through the relay");
 
-    let direct = tokio::time::timeout(Duration::from_secs(10), async {
+    let direct = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             let status = client.status().await.expect("status");
             let seeder_side = seeder.status().await.expect("status");
@@ -307,7 +306,7 @@ async fn a_hole_punch_moves_a_relayed_connection_to_a_direct_one() {
     .await;
     let Ok(direct) = direct else {
         panic!(
-            "no punch within 10 s: fetcher {:?}; seeder {:?}",
+            "no punch within 20 s: fetcher {:?}; seeder {:?}",
             client.status().await.expect("status"),
             seeder.status().await.expect("status")
         );

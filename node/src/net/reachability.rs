@@ -37,13 +37,16 @@ impl AddrScope {
         if is_relayed(addr) {
             return Some(Self::Relayed);
         }
-        let ip = ip_of(addr)?;
-        Some(if ip.to_canonical().is_loopback() {
+        let ip = ip_of(addr)?.to_canonical();
+        Some(if ip.is_loopback() {
             Self::Loopback
         } else if is_local_ip(ip) {
             Self::Local
-        } else {
+        } else if is_global(ip) {
             Self::Public
+        } else {
+            // Multicast, broadcast, documentation, non-unicast IPv6: nobody's address.
+            return None;
         })
     }
 
@@ -65,6 +68,17 @@ impl AddrScope {
     /// (the routing table's rule, plus relayed addresses, which reach it from anywhere).
     pub fn admits_for_dialing(self, addr: AddrScope) -> bool {
         addr == AddrScope::Relayed || self.admits_for_routing(addr)
+    }
+}
+
+/// Whether a non-local `ip` can be a host's address on the internet: IPv4 other than
+/// multicast, broadcast and documentation ranges; IPv6 global unicast (2000::/3).
+fn is_global(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(ip) => {
+            !(ip.is_multicast() || ip.is_broadcast() || ip.is_documentation())
+        }
+        std::net::IpAddr::V6(ip) => (ip.segments()[0] & 0xe000) == 0x2000,
     }
 }
 
@@ -189,6 +203,18 @@ mod tests {
         let relay = "/ip4/8.8.8.8/udp/1/quic-v1/p2p/12D3KooWLRPJAA5o6ADKfzEXu2Mxv1qsPAnvTCtkJGEJ6S8CuXAH/p2p-circuit";
         assert_eq!(scope(relay), Some(AddrScope::Relayed));
         assert_eq!(scope("/dns4/example.org/udp/1/quic-v1"), None);
+        for nobody in [
+            "/ip4/224.0.0.1/udp/1/quic-v1",
+            "/ip4/255.255.255.255/udp/1/quic-v1",
+            "/ip4/192.0.2.1/udp/1/quic-v1",
+            "/ip6/ff02::1/udp/1/quic-v1",
+        ] {
+            assert_eq!(scope(nobody), None, "{nobody}");
+        }
+        assert_eq!(
+            scope("/ip6/2001:4860::1/udp/1/quic-v1"),
+            Some(AddrScope::Public)
+        );
     }
 
     #[test]

@@ -492,7 +492,7 @@ impl Task {
         let (reservations, circuits) = &mut self.relay_served;
         match event {
             relay::Event::ReservationReqAccepted { renewed: false, .. } => *reservations += 1,
-            relay::Event::ReservationTimedOut { .. } => {
+            relay::Event::ReservationTimedOut { .. } | relay::Event::ReservationClosed { .. } => {
                 *reservations = reservations.saturating_sub(1)
             }
             relay::Event::CircuitReqAccepted { .. } => *circuits += 1,
@@ -608,15 +608,26 @@ impl Task {
         else {
             return;
         };
-        if self.relay_candidates.len() < MAX_RELAY_CANDIDATES
-            || self.relay_candidates.contains_key(&peer)
+        // Full: a newcomer replaces one (one that failed first), so relays met early and
+        // gone since cannot keep new ones out for good.
+        if self.relay_candidates.len() >= MAX_RELAY_CANDIDATES
+            && !self.relay_candidates.contains_key(&peer)
         {
-            self.relay_candidates.insert(peer, public.clone());
-            if self.reach.reachability() == Reachability::Private
-                && self.reservations.len() < self.nat.relay_slots
-            {
-                self.check_relays();
+            let evict = self
+                .relay_candidates
+                .keys()
+                .find(|p| self.relay_failures.contains_key(p))
+                .or_else(|| self.relay_candidates.keys().next())
+                .copied();
+            if let Some(evict) = evict {
+                self.relay_candidates.remove(&evict);
             }
+        }
+        self.relay_candidates.insert(peer, public.clone());
+        if self.reach.reachability() == Reachability::Private
+            && self.reservations.len() < self.nat.relay_slots
+        {
+            self.check_relays();
         }
     }
 
