@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/commons/target
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint fmt deps python-deps build bench fetch-bench transport-bench dht-bench name-bench swarm-lab swarm-lab-flash gateway-bench load-lab hub-bench crash-soak fuzz check-layering check-cycles
+.PHONY: demo test lint fmt deps python-deps build bench fetch-bench transport-bench dht-bench name-bench swarm-lab swarm-lab-flash nat-lab gateway-bench load-lab hub-bench crash-soak fuzz check-layering check-cycles
 
 ## demo: build `commons`, then add a sample dataset, list, export and verify it, fetch it
 ## over QUIC by ticket and by hash, and read it through the HTTP gateway (installs curl)
@@ -66,6 +66,12 @@ swarm-lab: deps build
 ## writes swarm-lab-flash.svg
 swarm-lab-flash: deps build
 	$(SUDO) "$(CARGO_TARGET_DIR)/release/swarm-lab" --commons "$(CARGO_TARGET_DIR)/release/commons" --flash --size-mib 256
+
+## nat-lab: network namespaces (root): relays, cone and symmetric NATs, a site without UDP;
+## fetches through relays, hole punches (20 trials per pair of NAT kinds) (installs nftables)
+nat-lab: deps build
+	command -v nft >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nftables; }
+	$(SUDO) "$(CARGO_TARGET_DIR)/release/nat-lab" --commons "$(CARGO_TARGET_DIR)/release/commons"
 
 ## fetch-bench: 1 GiB over loopback: commons get vs sendme and nginx → curl
 fetch-bench: deps build

@@ -10,14 +10,15 @@ use std::{
 
 use anyhow::{Context, Result};
 use commons_node::{
-    api::{self, ApiError, Call, Client, ErrorKind, ProgressSink, RemoteNode},
+    api::{self, ApiError, Call, Client, ErrorKind, ProgressEvent, ProgressSink, RemoteNode},
     config::ConfigFile,
     node::{Node, NodeFlags, NodeSettings},
 };
 use serde::Serialize;
 
 use crate::{
-    progress::Bar, render, serve, Cli, Command, KeyCommand, MirrorCommand, NameCommand, NodeCommand,
+    progress::Bar, render, serve, BundleCommand, Cli, Command, KeyCommand, MirrorCommand,
+    NameCommand, NodeCommand,
 };
 
 /// The error a command returns when Ctrl-C or SIGTERM stopped it; `main` exits with 130
@@ -228,6 +229,79 @@ fn publisher_arg(text: &str) -> Result<String> {
     Ok(text.to_string())
 }
 
+/// What `bundle verify` found (its `--json` reply).
+#[derive(Debug, serde::Serialize)]
+struct BundleVerified {
+    bundle: PathBuf,
+    quick: bool,
+    #[serde(flatten)]
+    verified: commons_protocol::archive::Verified,
+}
+
+/// `bundle verify`: checks a bundle file here, with no store and no node.
+fn bundle_verify(path: &Path, quick: bool, json: bool) -> Result<ExitCode> {
+    use commons_protocol::archive::{Archive, Depth};
+    let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+    let len = file.metadata()?.len();
+    let archive = Archive::open(file, len)
+        .with_context(|| format!("{} is not a good bundle", path.display()))?;
+    let bar = Bar::new(json, "verifying");
+    bar.event(ProgressEvent::Start {
+        files: archive.index.blobs.len() as u64,
+        bytes: archive.index.data_bytes(),
+    });
+    let depth = if quick {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Depth::Quick { seed }
+    } else {
+        Depth::Full
+    };
+    let verified = archive
+        .verify(depth, &mut |bytes| {
+            bar.event(ProgressEvent::Advance { bytes })
+        })
+        .with_context(|| format!("{} failed verification", path.display()));
+    bar.finish();
+    let reply = BundleVerified {
+        bundle: path.to_path_buf(),
+        quick,
+        verified: verified?,
+    };
+    if json {
+        println!("{}", serde_json::to_string(&reply)?);
+    } else {
+        render::bundle_verified(&reply.verified, path, quick);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Opens a bundle file for reading.
+fn open_bundle(path: &Path) -> Result<commons_protocol::archive::Archive<std::fs::File>> {
+    let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+    let len = file.metadata()?.len();
+    commons_protocol::archive::Archive::open(file, len)
+        .with_context(|| format!("{} is not a good bundle", path.display()))
+}
+
+/// `unpack --to`: writes a bundle's datasets as plain files, with no store and no node.
+fn bundle_extract(path: &Path, dir: &Path, force: bool, json: bool) -> Result<ExitCode> {
+    let archive = open_bundle(path)?;
+    let bar = Arc::new(Bar::new(json, "writing"));
+    let progress = commons_node::progress::Progress::new(bar.clone());
+    let outcome = commons_node::bundle::extract(&archive, dir, force, &progress)
+        .with_context(|| format!("cannot unpack {}", path.display()));
+    bar.finish();
+    let outcome = outcome?;
+    if json {
+        println!("{}", serde_json::to_string(&outcome)?);
+    } else {
+        render::extracted(&outcome);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Runs the parsed command; `Ok` carries the exit code (verify fails with 1 on corruption).
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let data_dir = data_dir(&cli)?;
@@ -258,6 +332,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             return serve::node_run(&data_dir, config, &flags, json);
         }
         Command::Node(NodeCommand::Id) => return serve::node_id(&data_dir, json),
+        Command::Bundle(BundleCommand::Verify { bundle, quick }) => {
+            return bundle_verify(&bundle, quick, json)
+        }
+        Command::Unpack {
+            ref bundle,
+            to: Some(ref dir),
+            force,
+            ..
+        } => return bundle_extract(bundle, dir, force, json),
         Command::Get { ref bootstrap, .. }
         | Command::Providers { ref bootstrap, .. }
         | Command::Publish { ref bootstrap, .. }
@@ -335,6 +418,33 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Name(NameCommand::Rm { name }) => {
             let reply = node.call(api::NameRm { name }, "")?;
             node.show(&reply, render::unnamed)
+        }
+        Command::Pack {
+            targets,
+            output,
+            force,
+        } => {
+            let request = api::Pack {
+                targets,
+                output: absolute(&output)?,
+                force,
+            };
+            let reply = node.call_interruptible(request, "packing")?;
+            node.show(&reply, |r| render::packed(r, &output))
+        }
+        Command::Unpack { bundle, resume, .. } => {
+            let request = api::Unpack {
+                bundle: absolute(&bundle)?,
+                resume,
+            };
+            let reply = node.call_interruptible(request, "unpacking")?;
+            node.show(&reply, render::unpacked)?;
+            // A bundle cut short leaves work for the next run: not a success yet.
+            if reply.incomplete.is_empty() {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Ok(ExitCode::from(3))
+            }
         }
         Command::Export {
             target,
@@ -520,7 +630,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             node.show(&reply, render::resolved)
         }
         // Answered above, without a session.
-        Command::Node(NodeCommand::Run { .. } | NodeCommand::Id) => Ok(ExitCode::SUCCESS),
+        Command::Node(NodeCommand::Run { .. } | NodeCommand::Id) | Command::Bundle(_) => {
+            Ok(ExitCode::SUCCESS)
+        }
     };
     node.close();
     code

@@ -146,6 +146,46 @@ enum Command {
         #[arg(long, conflicts_with = "publisher")]
         no_signature: bool,
     },
+    /// Write datasets into one bundle file, to carry where no network reaches
+    ///
+    /// The bundle is a tar: an index, every blob's hash tree before its data, the
+    /// datasets' signatures and a B3SUMS file (`b3sum -c B3SUMS` checks an extracted
+    /// copy). The same datasets always give the same bytes. `commons bundle verify` checks
+    /// it anywhere, with no store; `commons unpack` imports it, verified.
+    Pack {
+        /// Datasets: hashes, unique prefixes, tickets or names (complete ones)
+        #[arg(required = true)]
+        targets: Vec<String>,
+        /// The bundle to write (written beside as FILE.partial, renamed once whole)
+        #[arg(long, short, value_name = "FILE")]
+        output: PathBuf,
+        /// Replace FILE if it exists
+        #[arg(long, short)]
+        force: bool,
+    },
+    /// Import a bundle into the store, verifying every 16 KiB as it is stored
+    ///
+    /// Blobs already held are skipped. A dataset is listed only once all of it is in.
+    /// Interrupted (or given a bundle cut short, with --resume), it continues where it
+    /// stopped when run again: only what is missing is read.
+    Unpack {
+        /// The bundle file
+        bundle: PathBuf,
+        /// Accept a bundle cut short: import what it holds, the rest when run again with
+        /// the whole file
+        #[arg(long, conflicts_with = "to")]
+        resume: bool,
+        /// Write the files (and model.sig) into DIR instead, with no store: one dataset
+        /// into DIR, several into DIR/<hash>
+        #[arg(long, value_name = "DIR")]
+        to: Option<PathBuf>,
+        /// With --to: replace files that already exist
+        #[arg(long, short, requires = "to")]
+        force: bool,
+    },
+    /// Check bundles, with no store and no node
+    #[command(subcommand)]
+    Bundle(BundleCommand),
     /// Re-check stored data against its hash trees and report any corruption
     ///
     /// Without an argument, checks every complete blob. Exits with status 1 if anything is
@@ -382,6 +422,21 @@ enum NameCommand {
     Rm {
         /// org/name or org/name@revision
         name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BundleCommand {
+    /// Check a bundle: its structure, sizes, every 16 KiB group of every file through
+    /// its hash tree, that each dataset is complete, its signatures and B3SUMS
+    ///
+    /// Needs no store and no node. Exits 1 naming the first bad file and byte range.
+    Verify {
+        /// The bundle file
+        bundle: PathBuf,
+        /// Check structure, manifests, signatures and 16 random groups per file only
+        #[arg(long)]
+        quick: bool,
     },
 }
 

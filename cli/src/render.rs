@@ -4,12 +4,12 @@
 use commons_node::{
     api::{
         AddOutcome, ExportOutcome, FileListing, GcOutcome, GetOutcome, KeyListing, Listing,
-        MirrorChanged, NameList, NameRecordOut, NameRemoved, PeerStatsList, PinOutcome,
-        ProvidersReport, PublicKeyOut, PublishOutcome, RemoveOutcome, ResolveOutcome, SignOutcome,
-        VerifyReport,
+        MirrorChanged, NameList, NameRecordOut, NameRemoved, PackOutcome, PeerStatsList,
+        PinOutcome, ProvidersReport, PublicKeyOut, PublishOutcome, RemoveOutcome, ResolveOutcome,
+        SignOutcome, UnpackOutcome, VerifyReport,
     },
     mirror::{MirrorEntryStatus, MirrorState},
-    net::{NatStatus, NetworkStatus},
+    net::{NatCounters, NatStatus, NetworkStatus},
     provenance::keys::KeyInfo,
     status::NodeStatus,
     store::NameEntry,
@@ -182,6 +182,82 @@ pub fn names(l: &NameList) {
 
 pub fn unnamed(r: &NameRemoved) {
     println!("removed the name {}", r.name);
+}
+
+pub fn packed(r: &PackOutcome, file: &std::path::Path) {
+    println!(
+        "packed {} dataset{} into {}: {} blob{}, {} of data, {} signature{}; {} in all",
+        r.roots.len(),
+        plural(r.roots.len() as u64),
+        file.display(),
+        r.blobs,
+        plural(r.blobs as u64),
+        HumanBytes(r.data_bytes),
+        r.signatures,
+        plural(r.signatures as u64),
+        HumanBytes(r.bundle_bytes)
+    );
+    for root in &r.roots {
+        println!("  {root}");
+    }
+}
+
+pub fn unpacked(r: &UnpackOutcome) {
+    println!(
+        "unpacked: {} blob{} imported ({} verified), {} already held ({}); {} signature{} kept",
+        r.blobs_imported,
+        plural(r.blobs_imported as u64),
+        HumanBytes(r.bytes_imported),
+        r.blobs_held,
+        HumanBytes(r.bytes_held),
+        r.signatures,
+        plural(r.signatures as u64)
+    );
+    for root in &r.complete {
+        println!("complete:   {root}");
+    }
+    for root in &r.incomplete {
+        println!("incomplete: {root} (unpack again with the rest of the bundle)");
+    }
+    if let Some(cut) = &r.truncated {
+        println!("{cut}");
+    }
+}
+
+pub fn extracted(r: &commons_node::bundle::ExtractOutcome) {
+    for d in &r.datasets {
+        println!(
+            "wrote {} into {}: {} file{}, {} (verified)",
+            d.root,
+            d.dir.display(),
+            d.files,
+            plural(d.files as u64),
+            HumanBytes(d.bytes)
+        );
+        if let Some(sig) = &d.signature {
+            println!("signature: {}", sig.display());
+        }
+    }
+}
+
+pub fn bundle_verified(
+    v: &commons_protocol::archive::Verified,
+    file: &std::path::Path,
+    quick: bool,
+) {
+    println!(
+        "{} is good{}: {} dataset{}, complete; {} blob{}, {} {}; {} signature{} naming their datasets",
+        file.display(),
+        if quick { " (quick check: structure, signatures, 16 groups per file)" } else { "" },
+        v.roots,
+        plural(v.roots as u64),
+        v.blobs,
+        plural(v.blobs as u64),
+        HumanBytes(v.bytes),
+        if quick { "listed" } else { "verified" },
+        v.signatures,
+        plural(v.signatures as u64)
+    );
 }
 
 pub fn exported(r: &ExportOutcome, dir: &std::path::Path) {
@@ -478,7 +554,25 @@ pub fn peers(s: &NetworkStatus) {
     }
 }
 
+/// Connections and bytes by path (direct or through a relay), and hole punches.
+fn paths_line(c: &NatCounters) -> String {
+    let b = &c.bytes;
+    format!(
+        "{} direct ({} sent, {} received), {} relayed ({} sent, {} received) connections; \
+         hole punches {} succeeded, {} failed",
+        c.direct_connections,
+        HumanBytes(b.direct_sent),
+        HumanBytes(b.direct_received),
+        c.relayed_connections,
+        HumanBytes(b.relayed_sent),
+        HumanBytes(b.relayed_received),
+        c.punches_succeeded,
+        c.punches_failed
+    )
+}
+
 pub fn stats(s: &PeerStatsList) {
+    println!("paths: {}", paths_line(&s.paths));
     if s.peers.is_empty() {
         println!("no data exchanged with any peer since the node started");
         return;
@@ -514,11 +608,7 @@ pub fn status(s: &NodeStatus) {
     for a in &s.nat.relayed_addrs {
         println!("           reachable through a relay at {a}");
     }
-    let c = &s.nat.counters;
-    println!(
-        "paths:     {} direct, {} relayed connections; hole punches {} succeeded, {} failed",
-        c.direct_connections, c.relayed_connections, c.punches_succeeded, c.punches_failed
-    );
+    println!("paths:     {}", paths_line(&s.nat.counters));
     if s.nat.relay_serving {
         println!(
             "relay:     serving {} reservations, {} circuits",

@@ -109,6 +109,18 @@ impl From<ExportError> for ApiError {
     }
 }
 
+impl From<commons_protocol::archive::ArchiveError> for ApiError {
+    fn from(e: commons_protocol::archive::ArchiveError) -> Self {
+        use commons_protocol::archive::ArchiveError as A;
+        let kind = match &e {
+            A::Io(_) => ErrorKind::Io,
+            A::NotABundle(_) | A::Version(_) | A::Limit { .. } => ErrorKind::InvalidInput,
+            _ => ErrorKind::Corrupt,
+        };
+        Self::new(kind, e.to_string())
+    }
+}
+
 impl From<NetError> for ApiError {
     fn from(e: NetError) -> Self {
         let kind = match &e {

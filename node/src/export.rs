@@ -13,7 +13,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use commons_protocol::Hash;
+use commons_protocol::{Hash, Manifest};
 
 use crate::{
     include::Include,
@@ -58,6 +58,9 @@ pub enum ExportError {
         /// Path of the first of them.
         first: String,
     },
+    /// A bundle's data failed its checks.
+    #[error(transparent)]
+    Bundle(#[from] commons_protocol::archive::ArchiveError),
     /// Creating or writing a file failed.
     #[error("{path}: {source}")]
     Io {
@@ -66,6 +69,28 @@ pub enum ExportError {
         /// What the OS said.
         source: io::Error,
     },
+}
+
+/// Where an export reads blobs from, each verified as it is written: the store, or a
+/// bundle (`unpack --to`). One export path serves both.
+pub trait BlobSource {
+    /// Whether blob `hash` is here whole.
+    fn has_complete(&self, hash: &Hash) -> Result<bool, ExportError>;
+    /// Writes blob `hash` to `out`, each chunk group verified before it is written;
+    /// returns the bytes written.
+    fn write_verified(&self, hash: &Hash, out: &mut dyn io::Write) -> Result<u64, ExportError>;
+}
+
+impl BlobSource for Store {
+    fn has_complete(&self, hash: &Hash) -> Result<bool, ExportError> {
+        Ok(self
+            .blob(hash)?
+            .is_some_and(|m| m.state == BlobState::Complete))
+    }
+
+    fn write_verified(&self, hash: &Hash, out: &mut dyn io::Write) -> Result<u64, ExportError> {
+        Ok(self.read_blob_verified(hash, out)?)
+    }
 }
 
 /// Receives progress of a long export.
@@ -177,6 +202,21 @@ fn export_dataset(
     progress: &dyn ExportProgress,
 ) -> Result<ExportReport, ExportError> {
     let manifest = store.read_manifest(root)?;
+    export_files(store, root, &manifest, dir, overwrite, include, progress)
+}
+
+/// Writes the files of dataset `root` (its `manifest`, the files `include` accepts) from
+/// `source` under `dir`, verified; refuses before writing anything if one is missing or
+/// a different file is in the way (unless `overwrite`).
+pub fn export_files(
+    source: &dyn BlobSource,
+    root: &Hash,
+    manifest: &Manifest,
+    dir: &Path,
+    overwrite: bool,
+    include: &Include,
+    progress: &dyn ExportProgress,
+) -> Result<ExportReport, ExportError> {
     include
         .check_matches(manifest.entries().iter().map(|e| e.path.as_str()))
         .map_err(ExportError::NothingIncluded)?;
@@ -189,10 +229,7 @@ fn export_dataset(
     // fetch leaves no half-exported folder behind.
     let mut incomplete = Vec::new();
     for entry in &entries {
-        if !store
-            .blob(&entry.hash)?
-            .is_some_and(|m| m.state == BlobState::Complete)
-        {
+        if !source.has_complete(&entry.hash)? {
             incomplete.push(entry.path.as_str());
         }
     }
@@ -251,7 +288,7 @@ fn export_dataset(
             report.unchanged += 1;
             continue;
         }
-        let bytes = write_blob_file(store, &entry.hash, &target, entry.executable)?;
+        let bytes = write_blob_file(source, &entry.hash, &target, entry.executable)?;
         progress.file_done(bytes);
         report.bytes += bytes;
         report.files.push(target);
@@ -299,7 +336,7 @@ fn export_blob(
 /// Writes one verified blob to a temporary file beside `target`, then renames it into
 /// place. The rename replaces a symbolic link at `target` rather than following it.
 fn write_blob_file(
-    store: &Store,
+    source: &dyn BlobSource,
     hash: &Hash,
     target: &Path,
     executable: bool,
@@ -318,7 +355,7 @@ fn write_blob_file(
         .map_err(io_err(&temp))?;
     let result = (|| {
         let mut out = BufWriter::with_capacity(1 << 20, file);
-        let bytes = store.read_blob_verified(hash, &mut out)?;
+        let bytes = source.write_verified(hash, &mut out)?;
         let file = out
             .into_inner()
             .map_err(|e| io_err(&temp)(e.into_error()))?;

@@ -20,6 +20,7 @@
 #[cfg(unix)]
 pub mod admin;
 pub mod api;
+pub mod bundle;
 pub mod config;
 pub mod daemon;
 pub mod discovery;

@@ -93,6 +93,26 @@ pub fn render(s: &NodeStatus) -> String {
             "Hole punches that failed",
             s.nat.counters.punches_failed,
         ),
+        (
+            "direct_sent_bytes",
+            "Bytes sent over direct libp2p connections",
+            s.nat.counters.bytes.direct_sent,
+        ),
+        (
+            "direct_received_bytes",
+            "Bytes received over direct libp2p connections",
+            s.nat.counters.bytes.direct_received,
+        ),
+        (
+            "relayed_sent_bytes",
+            "Bytes sent over connections through a relay",
+            s.nat.counters.bytes.relayed_sent,
+        ),
+        (
+            "relayed_received_bytes",
+            "Bytes received over connections through a relay",
+            s.nat.counters.bytes.relayed_received,
+        ),
     ];
     for (name, help, value) in counters {
         let counter: Counter<u64> = Counter::default();
@@ -192,6 +212,10 @@ mod tests {
             nat: crate::net::NatStatus {
                 counters: crate::net::NatCounters {
                     relayed_connections: 2,
+                    bytes: crate::net::path_bytes::PathBytes {
+                        relayed_received: 4242,
+                        ..Default::default()
+                    },
                     ..Default::default()
                 },
                 ..Default::default()
@@ -205,6 +229,7 @@ mod tests {
             "commons_connected_peers 3",
             "commons_quota_bytes 1073741824",
             "commons_relayed_connections_total 2",
+            "commons_relayed_received_bytes_total 4242",
             "commons_publicly_reachable 0",
             "# EOF",
         ] {

@@ -127,6 +127,16 @@ async fn a_node_listening_only_through_a_relay_is_found_and_serves_through_it() 
 
     let status = client.status().await.expect("status");
     assert!(status.nat.counters.relayed_connections >= 1, "{status:?}");
+    // Bytes by path: the 1 MiB came through the relay, and is counted there, not also
+    // as direct (it crossed the direct connection to the relay inside the circuit).
+    let bytes = status.nat.counters.bytes;
+    assert!(bytes.relayed_received >= data.len() as u64, "{bytes:?}");
+    assert!(bytes.direct_received < data.len() as u64 / 2, "{bytes:?}");
+    let seeder_bytes = seeder.status().await.expect("status").nat.counters.bytes;
+    assert!(
+        seeder_bytes.relayed_sent >= data.len() as u64,
+        "{seeder_bytes:?}"
+    );
     assert_eq!(
         client.remote_ip(peer).await,
         None,

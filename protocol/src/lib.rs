@@ -4,9 +4,11 @@
 //! content addresses ([`Hash`]), verified chunk trees over 16 KiB chunk groups ([`tree`]),
 //! the dataset [`manifest`], copy-pasteable [`ticket`]s, the [`wire`] messages, serving
 //! parts of a blob held in part ([`partial`]), dataset [`name`]s, and [`provenance`]:
-//! publisher keys, signatures and signed name records. Nothing in this crate opens a
+//! publisher keys, signatures and signed name records; and the [`archive`] format of
+//! bundles that carry datasets into air-gapped sites. Nothing in this crate opens a
 //! socket, a database or a file: callers hand it readers and writers.
 
+pub mod archive;
 pub mod fuzzing;
 pub mod hash;
 pub mod hub;

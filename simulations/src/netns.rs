@@ -1,4 +1,5 @@
 //! Network namespaces joined by one bridge, for experiments on shaped links (needs root).
+//! Nodes may sit behind NAT routers ([`Lab::add_nat_site`]).
 //!
 //! The bridge lives in a namespace of its own, so the host's firewall never sees the traffic.
 //! Each node gets a namespace `{prefix}-{i}`, a veth to the bridge and the address
@@ -150,6 +151,152 @@ impl Lab {
             .trim()
             .parse()
             .with_context(|| format!("{path} in {}", self.ns(i)))
+    }
+}
+
+/// How a NAT router maps its LAN's flows to its public address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nat {
+    /// One public port per inside socket, whoever it talks to (endpoint-independent
+    /// mapping, as most home routers): hole punching can work.
+    Cone,
+    /// A fresh random port for each destination (`masquerade random,fully-random`): the port
+    /// a peer saw is not the one it must send to, so punches fail.
+    Symmetric,
+}
+
+/// A host behind a NAT router: the router is node `i` on the bridge, the host sits on the
+/// LAN `192.168.{i}.0/24` behind it.
+#[derive(Debug, Clone)]
+pub struct NatSite {
+    /// The router's namespace (public address [`Lab::addr`]`(i)`).
+    pub router: String,
+    /// The host's namespace.
+    pub host: String,
+    /// The host's (private) address.
+    pub host_addr: String,
+}
+
+impl Lab {
+    /// Adds node `i` as a NAT router of kind `nat` (its uplink capped at `rate_mbit`) and
+    /// a host behind it. The router drops every unsolicited inbound packet, to itself too,
+    /// as home routers do (without that its own conntrack entries make the far NAT remap
+    /// ports and punches fail); with `block_udp` it also drops the LAN's outbound UDP, as
+    /// sites that allow only TCP out. Needs `nft` (apt-get install nftables).
+    pub fn add_nat_site(
+        &mut self,
+        i: usize,
+        nat: Nat,
+        block_udp: bool,
+        rate_mbit: Option<u64>,
+    ) -> Result<NatSite> {
+        let router = self.add_node(i, rate_mbit)?;
+        let host = format!("{}-h{i}", self.prefix);
+        let (lan_router, lan_host) = (
+            format!("{}{i}l", self.prefix),
+            format!("{}{i}h", self.prefix),
+        );
+        ip(&["netns", "add", &host])?;
+        self.nodes.push(host.clone());
+        ip(&[
+            "link",
+            "add",
+            &lan_router,
+            "netns",
+            &router,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &lan_host,
+            "netns",
+            &host,
+        ])?;
+        let (router_addr, host_addr) = (format!("192.168.{i}.1"), format!("192.168.{i}.2"));
+        in_ns(
+            &router,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{router_addr}/24"),
+                "dev",
+                &lan_router,
+            ],
+        )?;
+        in_ns(&router, &["ip", "link", "set", &lan_router, "up"])?;
+        in_ns(
+            &host,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{host_addr}/24"),
+                "dev",
+                &lan_host,
+            ],
+        )?;
+        in_ns(&host, &["ip", "link", "set", &lan_host, "up"])?;
+        in_ns(&host, &["ip", "link", "set", "lo", "up"])?;
+        in_ns(
+            &host,
+            &["ip", "route", "add", "default", "via", &router_addr],
+        )?;
+        in_ns(&router, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        let wan = self.inside(i);
+        let masquerade = match nat {
+            Nat::Cone => "masquerade",
+            Nat::Symmetric => "masquerade random,fully-random",
+        };
+        let udp_out = if block_udp {
+            format!("iifname \"{lan_router}\" meta l4proto udp drop")
+        } else {
+            String::new()
+        };
+        let rules = format!(
+            "table ip nat {{
+               chain postrouting {{
+                 type nat hook postrouting priority 100;
+                 oifname \"{wan}\" {masquerade}
+               }}
+             }}
+             table ip filter {{
+               chain input {{
+                 type filter hook input priority 0; policy drop;
+                 iifname \"lo\" accept
+                 iifname \"{lan_router}\" accept
+                 ct state established,related accept
+               }}
+               chain forward {{
+                 type filter hook forward priority 0; policy drop;
+                 {udp_out}
+                 iifname \"{lan_router}\" accept
+                 ct state established,related accept
+               }}
+             }}"
+        );
+        let mut nft = Command::new("ip");
+        nft.args(["netns", "exec", &router, "nft", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let mut child = nft.spawn().context("nft (apt-get install nftables)")?;
+        {
+            use std::io::Write as _;
+            let mut stdin = child.stdin.take().context("nft's stdin")?;
+            stdin.write_all(rules.as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        ensure!(
+            out.status.success(),
+            "nft in {router}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(NatSite {
+            router,
+            host,
+            host_addr,
+        })
     }
 }
 

@@ -14,7 +14,11 @@ mod requests;
 
 pub use crate::error::{ApiError, ErrorKind};
 pub use crate::progress::{Progress, ProgressEvent, ProgressSink};
-pub use crate::{export::ExportOutcome, fetch::GetOutcome};
+pub use crate::{
+    bundle::{PackOutcome, UnpackOutcome},
+    export::ExportOutcome,
+    fetch::GetOutcome,
+};
 pub(crate) use client::read_line;
 pub use client::{Client, Frame, RemoteNode, ADMIN_SOCKET, MAX_FRAME_LINE};
 pub(crate) use requests::require_absolute;
@@ -91,5 +95,7 @@ pub async fn dispatch(
         Sign,
         Publish,
         Resolve,
+        Pack,
+        Unpack,
     )
 }

@@ -69,6 +69,8 @@ requests!(
     Sign,
     Publish,
     Resolve,
+    Pack,
+    Unpack,
 );
 
 /// Paths cross the socket to a node running elsewhere in the file system's view of the
@@ -309,6 +311,28 @@ fn keep_by_default() -> bool {
     true
 }
 
+/// Write datasets to a bundle file (see [`crate::bundle`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pack {
+    /// Hashes, prefixes, tickets or names of complete datasets.
+    pub targets: Vec<String>,
+    /// The bundle to write (absolute).
+    pub output: PathBuf,
+    /// Replace an existing file.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Import a bundle into the store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Unpack {
+    /// The bundle (absolute).
+    pub bundle: PathBuf,
+    /// Import what a bundle cut short holds (the rest on a later unpack).
+    #[serde(default)]
+    pub resume: bool,
+}
+
 /// Write a dataset or blob to a folder.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Export {
@@ -481,6 +505,9 @@ pub struct Stats {}
 pub struct PeerStatsList {
     /// One entry per peer.
     pub peers: Vec<PeerStatsEntry>,
+    /// Connections and bytes by path (direct or relayed), and hole punches.
+    #[serde(default)]
+    pub paths: crate::net::NatCounters,
 }
 
 /// One peer's transfer counters.

@@ -15,6 +15,7 @@ use libp2p::{
 
 use super::{
     limits::ConnectionBounds,
+    path_bytes::PathMeter,
     relay::{behaviour_config, ReservationGate},
     NetError, IDLE_CONNECTION_TIMEOUT, QUIC_CONNECTION_WINDOW, QUIC_MAX_STREAMS,
     QUIC_STREAM_WINDOW,
@@ -54,11 +55,12 @@ pub(super) fn kad_protocol() -> StreamProtocol {
 }
 
 /// Builds the swarm: QUIC with Commons' windows, TCP, relayed connections, and the
-/// behaviours set up by `config`; returns it with the gate that opens its relay service.
+/// behaviours set up by `config`; returns it with the gate that opens its relay service
+/// and the meter of its connections' bytes by path.
 pub(super) fn build_swarm(
     key: Keypair,
     config: &DiscoveryConfig,
-) -> Result<(Swarm<Behaviour>, ReservationGate), NetError> {
+) -> Result<(Swarm<Behaviour>, ReservationGate, PathMeter), NetError> {
     let failed = |e: &dyn std::fmt::Display| NetError::Listen {
         addr: libp2p::Multiaddr::empty(),
         reason: e.to_string(),
@@ -66,6 +68,7 @@ pub(super) fn build_swarm(
     let gate = ReservationGate::default();
     gate.set_open(config.relay.enabled == Some(true));
     let relay_gate = gate.clone();
+    let mut meter = PathMeter::default();
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_tcp(
@@ -82,6 +85,7 @@ pub(super) fn build_swarm(
         })
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(|e| failed(&e))?
+        .with_bandwidth_metrics(&mut meter.registry)
         .with_behaviour(|key, relay_client| {
             let local = key.public().to_peer_id();
             let mut kad_config = kad::Config::new(kad_protocol());
@@ -160,5 +164,5 @@ pub(super) fn build_swarm(
         .map_err(|e| failed(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
         .build();
-    Ok((swarm, gate))
+    Ok((swarm, gate, meter))
 }

@@ -9,11 +9,12 @@
 mod behaviour;
 pub mod bulk;
 pub mod limits;
+pub mod path_bytes;
 pub mod reachability;
 pub mod relay;
 mod task;
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use bulk::{BulkEndpoint, BulkIncoming, BulkTuning};
 
@@ -190,6 +191,10 @@ pub struct NatCounters {
     pub punches_failed: u64,
     /// Relayed connections closed because a punch replaced them.
     pub relayed_closed_after_punch: u64,
+    /// Bytes over libp2p connections by path (the bulk endpoint's, always direct, are
+    /// not in these: see the transfer counters).
+    #[serde(default)]
+    pub bytes: path_bytes::PathBytes,
 }
 
 /// Which peers of a bootstrap list answered.
@@ -300,6 +305,31 @@ pub struct Host {
     bulk: Option<Arc<BulkEndpoint>>,
     /// Request streams accepted on the bulk endpoint, until the server takes them.
     bulk_incoming: Arc<std::sync::Mutex<Option<BulkIncoming>>>,
+    /// When punches moved peers to direct connections.
+    punches: PunchTimes,
+}
+
+/// When a hole punch last moved each peer to a direct connection. The relayed connection
+/// is then closed, cutting the streams on it: a request cut that way is not the peer's
+/// failure (see [`Host::punched_since`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PunchTimes(Arc<std::sync::Mutex<HashMap<PeerId, std::time::Instant>>>);
+
+impl PunchTimes {
+    /// How long a punch is remembered (entries older are dropped at each new one, so the
+    /// map holds at most the punches of that long).
+    const KEEP: Duration = Duration::from_secs(120);
+
+    fn record(&self, peer: PeerId, now: std::time::Instant) {
+        let mut times = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        times.retain(|_, at| now.saturating_duration_since(*at) < Self::KEEP);
+        times.insert(peer, now);
+    }
+
+    fn since(&self, peer: &PeerId, since: std::time::Instant) -> bool {
+        let times = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        times.get(peer).is_some_and(|at| *at >= since)
+    }
 }
 
 impl std::fmt::Debug for Host {
@@ -325,7 +355,7 @@ impl Host {
         } else {
             (None, None)
         };
-        let (mut swarm, relay_gate) = behaviour::build_swarm(key, discovery)?;
+        let (mut swarm, relay_gate, path_meter) = behaviour::build_swarm(key, discovery)?;
         for addr in listen {
             swarm
                 .listen_on(addr.clone())
@@ -338,10 +368,11 @@ impl Host {
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
         let (addrs_tx, listen_addrs) = watch::channel(Vec::new());
         let (advertised_tx, advertised) = watch::channel(0);
+        let punches = PunchTimes::default();
         tokio::spawn(task::run(
             swarm,
             discovery.clone(),
-            relay_gate,
+            (relay_gate, path_meter, punches.clone()),
             rx,
             (addrs_tx, advertised_tx),
         ));
@@ -354,6 +385,7 @@ impl Host {
             query_timeout: discovery.query_timeout,
             bulk,
             bulk_incoming: Arc::new(std::sync::Mutex::new(bulk_incoming)),
+            punches,
         })
     }
 
@@ -361,6 +393,12 @@ impl Host {
     /// [`crate::discovery::Publisher`], which announces every root again then).
     pub fn advertised_addrs_changed(&self) -> watch::Receiver<u64> {
         self.advertised.clone()
+    }
+
+    /// Whether a hole punch moved `peer` to a direct connection at or after `since`
+    /// (closing the relayed one, and the streams on it).
+    pub fn punched_since(&self, peer: &PeerId, since: std::time::Instant) -> bool {
+        self.punches.since(peer, since)
     }
 
     /// The bulk-data endpoint, if there is one.

@@ -26,10 +26,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::{
     behaviour::{kad_protocol, Behaviour, BehaviourEvent},
     ip_of,
+    path_bytes::PathMeter,
     reachability::{is_relayed, AddrScope, Reachability, ReachabilityState},
     relay::{circuit_listen_addr, NatConfig, ReservationGate},
     strip_peer, Command, FoundNames, FoundProviders, NatCounters, NatStatus, NetworkStatus,
-    PeerAddrs, QueryCost,
+    PeerAddrs, PunchTimes, QueryCost,
 };
 use crate::discovery::{
     diversity::{AddressRange, RangeCounts},
@@ -110,6 +111,10 @@ struct Task {
     relay_enabled: Option<bool>,
     /// Opens the relay service to reservations.
     relay_gate: ReservationGate,
+    /// Bytes over direct and relayed connections.
+    path_meter: PathMeter,
+    /// When punches moved peers to direct connections (shared with the [`super::Host`]).
+    punches: PunchTimes,
     /// Relays this node holds (or asks for) a slot on, by listener.
     reservations: HashMap<ListenerId, Reservation>,
     /// Public peers that offer to relay, with an address to reach them at.
@@ -147,7 +152,7 @@ struct Task {
 pub(super) async fn run(
     mut swarm: Swarm<Behaviour>,
     config: DiscoveryConfig,
-    relay_gate: ReservationGate,
+    (relay_gate, path_meter, punches): (ReservationGate, PathMeter, PunchTimes),
     mut commands: mpsc::Receiver<Command>,
     (listen_addrs, advertised): (watch::Sender<Vec<Multiaddr>>, watch::Sender<u64>),
 ) {
@@ -162,6 +167,8 @@ pub(super) async fn run(
         nat: config.nat.clone(),
         relay_enabled: config.relay.enabled,
         relay_gate,
+        path_meter,
+        punches,
         reservations: HashMap::new(),
         relay_candidates: HashMap::new(),
         relay_failures: HashMap::new(),
@@ -474,6 +481,7 @@ impl Task {
         match result {
             Ok(direct) => {
                 self.counters.punches_succeeded += 1;
+                self.punches.record(peer, Instant::now());
                 tracing::info!(%peer, "hole punch made a direct connection");
                 for id in self.relayed_connections.remove(&peer).unwrap_or_default() {
                     if id != direct && self.swarm.close_connection(id) {
@@ -987,7 +995,10 @@ impl Task {
             relay_serving: self.relay_gate.is_open(),
             relay_reservations: self.relay_served.0,
             relay_circuits: self.relay_served.1,
-            counters: self.counters,
+            counters: NatCounters {
+                bytes: self.path_meter.read(),
+                ..self.counters
+            },
         }
     }
 

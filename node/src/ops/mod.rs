@@ -14,10 +14,12 @@ use crate::{
         require_absolute, Add, AddOutcome, ApiError, BlobEntry, Call, CollectedBlob, DatasetEntry,
         ErrorKind, Export, ExportOutcome, FileEntry, FileListing, Files, Gc, GcOutcome, Get,
         GetOutcome, Import, ImportOutcome, List, Listing, MirrorAdd, MirrorChanged, MirrorEntries,
-        MirrorList, MirrorRm, NameList, NameRemoved, NameRm, NameSet, Names, PeerStatsEntry,
-        PeerStatsList, Peers, PinOutcome, Progress, ProviderEntry, Providers, ProvidersReport,
-        Remove, RemoveOutcome, SetPin, Stats, Status, Verify, VerifyProblem, VerifyReport,
+        MirrorList, MirrorRm, NameList, NameRemoved, NameRm, NameSet, Names, Pack, PackOutcome,
+        PeerStatsEntry, PeerStatsList, Peers, PinOutcome, Progress, ProviderEntry, Providers,
+        ProvidersReport, Remove, RemoveOutcome, SetPin, Stats, Status, Unpack, UnpackOutcome,
+        Verify, VerifyProblem, VerifyReport,
     },
+    bundle,
     config::MirrorEntry,
     export,
     fetch::{self, FetchOptions, GetTarget},
@@ -65,6 +67,8 @@ call!(Status => NodeStatus, node_status);
 call!(MirrorAdd => MirrorChanged, mirror_add);
 call!(MirrorRm => MirrorChanged, mirror_rm);
 call!(MirrorList => MirrorEntries, mirror_list);
+call!(Pack => PackOutcome, pack);
+call!(Unpack => UnpackOutcome, unpack);
 
 mod provenance;
 
@@ -504,6 +508,63 @@ async fn get(node: &Node, req: Get, progress: Progress) -> Result<GetOutcome, Ap
     Ok(outcome)
 }
 
+/// Writes a bundle of the datasets `targets` to `output`: to a temporary file beside it,
+/// renamed once whole, so a bundle at that name is never half written.
+async fn pack(node: &Node, req: Pack, progress: Progress) -> Result<PackOutcome, ApiError> {
+    require_absolute(&req.output)?;
+    if req.targets.is_empty() {
+        return Err(invalid("name at least one dataset to pack"));
+    }
+    if req.output.exists() && !req.force {
+        return Err(ApiError::new(
+            ErrorKind::AlreadyExists,
+            format!("{} exists (--force replaces it)", req.output.display()),
+        ));
+    }
+    node.store()
+        .run(move |store| {
+            let roots = req
+                .targets
+                .iter()
+                .map(|t| resolve(store, t))
+                .collect::<Result<Vec<_>, _>>()?;
+            let file_error = |e: std::io::Error| {
+                ApiError::new(ErrorKind::Io, format!("{}: {e}", req.output.display()))
+            };
+            let tmp = req.output.with_extension("partial");
+            let file = std::fs::File::create(&tmp).map_err(file_error)?;
+            let written = bundle::pack(store, &roots, std::io::BufWriter::new(&file), &progress)
+                .and_then(|outcome| {
+                    file.sync_all().map_err(file_error)?;
+                    std::fs::rename(&tmp, &req.output).map_err(file_error)?;
+                    Ok(outcome)
+                });
+            if written.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            written
+        })
+        .await
+}
+
+/// Imports the bundle at `bundle`, verified, into the store.
+async fn unpack(node: &Node, req: Unpack, progress: Progress) -> Result<UnpackOutcome, ApiError> {
+    require_absolute(&req.bundle)?;
+    node.store()
+        .run(move |store| {
+            let file_error = |e: std::io::Error| {
+                ApiError::new(ErrorKind::Io, format!("{}: {e}", req.bundle.display()))
+            };
+            let file = std::fs::File::open(&req.bundle).map_err(file_error)?;
+            let len = file.metadata().map_err(file_error)?.len();
+            let archive = commons_protocol::archive::Archive::open(file, len)
+                .map_err(|e| ApiError::from(e).context(req.bundle.display()))?;
+            bundle::unpack(store, &archive, req.resume, &progress)
+                .map_err(|e| e.context(req.bundle.display()))
+        })
+        .await
+}
+
 /// Writes a dataset (the files `include` accepts) or a blob to `dest`, verified.
 async fn export(node: &Node, req: Export, progress: Progress) -> Result<ExportOutcome, ApiError> {
     require_absolute(&req.dest)?;
@@ -744,7 +805,9 @@ async fn peers(node: &Node, _req: Peers, _progress: Progress) -> Result<NetworkS
 
 async fn stats(node: &Node, _req: Stats, _progress: Progress) -> Result<PeerStatsList, ApiError> {
     node.daemon()?;
+    let paths = node.network().await?.host.status().await?.nat.counters;
     Ok(PeerStatsList {
+        paths,
         peers: node
             .stats()
             .snapshot()

@@ -146,6 +146,23 @@ impl Store {
         })
     }
 
+    /// Forgets partial blob `hash` and every span stored of it (a copy that failed
+    /// verification part-way, begun by the caller); a complete or unknown blob is left.
+    pub fn discard_partial(&self, hash: &Hash) -> Result<()> {
+        let _guard = self.bind_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(meta) = self.blob(hash)? else {
+            return Ok(());
+        };
+        if meta.state != BlobState::Partial {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        self.delete_rows(&mut batch, meta.id);
+        batch.delete_cf(self.cf(CF_BLOBS), hash.as_bytes());
+        self.write(batch)?;
+        self.reclaim(&[meta.id])
+    }
+
     /// Span index ranges of partial blob `id` that have no verified mark.
     pub fn missing_spans(&self, id: BlobId, size: u64) -> Result<Vec<Range<u64>>> {
         self.missing_spans_in(id, 0..self.span_count(size))

@@ -194,6 +194,23 @@ impl Store {
         })
     }
 
+    /// Writes a complete blob's outboard (post-order hash tree) to `out`; returns its size.
+    /// Not checked here: it is checked with the data ([`Store::read_blob_verified`]).
+    pub fn read_outboard(&self, hash: &Hash, mut out: impl io::Write) -> Result<u64> {
+        let reader = self.blob_reader(hash)?;
+        let size = tree::outboard_size(reader.size);
+        let mut buf = vec![0u8; OUTBOARD_PIECE_BYTES as usize];
+        let mut pos = 0;
+        while pos < size {
+            let n = (size - pos).min(buf.len() as u64) as usize;
+            tree::read_exact_at(&reader.outboard, pos, &mut buf[..n])
+                .map_err(StoreError::Output)?;
+            out.write_all(&buf[..n]).map_err(StoreError::Output)?;
+            pos += n as u64;
+        }
+        Ok(size)
+    }
+
     /// Writes a complete blob to `out`, verifying every chunk group before it is written.
     /// A corrupt group stops the copy with [`StoreError::Corrupt`]; none of its bytes are
     /// written. Returns the number of bytes written.

@@ -83,17 +83,31 @@ impl AsyncWrite for TransferStream {
     }
 }
 
+/// Times a libp2p stream open is tried again after an I/O failure: libp2p-stream fails
+/// every open waiting on a peer when any dial to it fails, a hole punch's too, while the
+/// relayed connection still works (seen in the NAT lab: fetches failed mid-punch).
+const OPEN_RETRIES: u32 = 2;
+/// The pause before each retry.
+const OPEN_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Opens a stream for a data request to `peer`: on its bulk endpoint if it has one we can
 /// reach, else on libp2p.
 pub async fn open_data_stream(host: &Host, peer: PeerId) -> Result<TransferStream, String> {
     if let Some(stream) = open_bulk(host, peer).await {
         return Ok(TransferStream::Bulk(stream));
     }
-    host.control()
-        .open_stream(peer, transfer_protocol())
-        .await
-        .map(TransferStream::Libp2p)
-        .map_err(|e| e.to_string())
+    let mut retries = 0;
+    loop {
+        match host.control().open_stream(peer, transfer_protocol()).await {
+            Ok(stream) => return Ok(TransferStream::Libp2p(stream)),
+            Err(libp2p_stream::OpenStreamError::Io(e)) if retries < OPEN_RETRIES => {
+                retries += 1;
+                tracing::debug!(%peer, error = %e, "stream open failed; trying again");
+                tokio::time::sleep(OPEN_RETRY_PAUSE).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
 }
 
 /// A stream on `peer`'s bulk endpoint, or `None` (then libp2p is used). The endpoint's

@@ -62,7 +62,8 @@ pub const REQUESTS_PER_PEER: usize = 2;
 const ENDGAME_FIRST_WAIT: Duration = Duration::from_secs(5);
 /// How often an idle request slot looks for stalled batches to duplicate.
 const ENDGAME_POLL: Duration = Duration::from_millis(50);
-/// Consecutive failures (other than bad data) after which a provider is dropped.
+/// Consecutive failures (other than bad data) after which a provider is dropped; requests
+/// that were in flight together and fail together count once.
 const MAX_PEER_FAILURES: u32 = 2;
 /// Scheduling rounds per blob: a round ends when no slot can take more work.
 const MAX_ROUNDS: usize = 16;
@@ -382,6 +383,10 @@ fn intersect(a: &[Range<u64>], b: &[Range<u64>]) -> Vec<Range<u64>> {
 #[derive(Default)]
 struct PeerState {
     failures: u32,
+    /// When the last counted failure happened: requests already in flight then that fail
+    /// too are not counted again (one cause, e.g. a connection closing under several
+    /// requests, such as a relayed one after a hole punch, is one failure).
+    last_failure: Option<Instant>,
     contributed: bool,
     dropped_for: Option<FetchError>,
     /// The spans a partial provider holds (`None`: a complete provider), and when it said.
@@ -578,6 +583,7 @@ impl Round<'_> {
                 continue;
             }
             let ranges = span_ranges_to_groups(self.store.span_bytes(), &missing, self.size);
+            let asked_at = Instant::now();
             let request = fetch_round(
                 self.host,
                 self.store,
@@ -629,8 +635,14 @@ impl Round<'_> {
                         .finish(batch, peer, false, Instant::now());
                     tracing::info!(%peer, error = %e, "provider failed");
                     let mut peers = self.lock_peers();
+                    // A request cut because a punch closed its relayed connection is not
+                    // the peer's failure: it goes on over the direct one.
+                    let cut_by_punch = self.host.punched_since(&peer, asked_at);
                     if let Some(s) = peers.get_mut(&peer) {
-                        s.failures += 1;
+                        if !cut_by_punch && s.last_failure.is_none_or(|at| asked_at > at) {
+                            s.failures += 1;
+                            s.last_failure = Some(Instant::now());
+                        }
                         if e.peer_misbehaved() || s.failures >= MAX_PEER_FAILURES {
                             s.dropped_for = Some(e);
                         }

@@ -1,0 +1,254 @@
+//! Bundles end to end, the way a user runs them: `pack` on one store, `bundle verify` with
+//! no store, `unpack` on another; bad, cut and hostile bundles.
+
+mod common;
+
+use std::{fs, path::Path, process::Output};
+
+use common::{commons, files, json_ok, make_dataset};
+
+/// Adds a dataset to `store` and packs it into `bundle`; returns the root.
+fn packed_dataset(tmp: &Path, store: &Path, bundle: &Path, big: usize) -> String {
+    let data = tmp.join("data");
+    make_dataset(&data, big);
+    let added = json_ok(store, &["add", data.to_str().expect("test step")]);
+    let root = added["hash"].as_str().expect("test step").to_string();
+    json_ok(
+        store,
+        &["pack", &root, "-o", bundle.to_str().expect("test step")],
+    );
+    root
+}
+
+fn run(store: &Path, args: &[&str]) -> Output {
+    commons(store).args(args).output().expect("run commons")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_bundle_round_trips_byte_identical_and_is_deterministic() {
+    let tmp = tempfile::tempdir().expect("test step");
+    let (seeder, site) = (tmp.path().join("seeder"), tmp.path().join("site"));
+    let bundle = tmp.path().join("set.tar");
+    let root = packed_dataset(tmp.path(), &seeder, &bundle, 700_000);
+
+    // The same roots give the same bytes.
+    let again = tmp.path().join("again.tar");
+    json_ok(
+        &seeder,
+        &["pack", &root, "-o", again.to_str().expect("test step")],
+    );
+    assert!(fs::read(&bundle).expect("test step") == fs::read(&again).expect("test step"));
+
+    // Checked with no store at all.
+    let nowhere = tmp.path().join("no-store");
+    let verified = json_ok(
+        &nowhere,
+        &["bundle", "verify", bundle.to_str().expect("test step")],
+    );
+    assert_eq!(verified["roots"], 1);
+    assert_eq!(verified["blobs"], 5, "4 files (one empty) and the manifest");
+    assert!(!nowhere.exists(), "bundle verify opened no store");
+    json_ok(
+        &nowhere,
+        &[
+            "bundle",
+            "verify",
+            "--quick",
+            bundle.to_str().expect("test step"),
+        ],
+    );
+
+    // B3SUMS inside the extracted tar: what `b3sum -c B3SUMS` checks, line by line.
+    let extracted = tmp.path().join("extracted");
+    fs::create_dir_all(&extracted).expect("test step");
+    let tar = std::process::Command::new("tar")
+        .arg("xf")
+        .arg(&bundle)
+        .arg("-C")
+        .arg(&extracted)
+        .status()
+        .expect("test step");
+    assert!(tar.success());
+    let sums = fs::read_to_string(extracted.join("B3SUMS")).expect("test step");
+    assert_eq!(sums.lines().count(), 2 * 5 + 1, "{sums}");
+    for line in sums.lines() {
+        let (hash, name) = line.split_once("  ").expect("test step");
+        let bytes = fs::read(extracted.join(name)).expect("test step");
+        assert_eq!(blake3::hash(&bytes).to_hex().as_str(), hash, "{name}");
+    }
+    if let Ok(out) = std::process::Command::new("b3sum")
+        .args(["-c", "B3SUMS"])
+        .current_dir(&extracted)
+        .output()
+    {
+        assert!(out.status.success(), "b3sum -c: {}", stderr(&out));
+    }
+
+    // Unpacked on a fresh store: the dataset, complete and pinned, exports identical.
+    let out = json_ok(&site, &["unpack", bundle.to_str().expect("test step")]);
+    assert_eq!(out["complete"][0], root.as_str());
+    assert_eq!(out["blobs_imported"], 5);
+    let export = tmp.path().join("export");
+    json_ok(
+        &site,
+        &["export", &root, export.to_str().expect("test step")],
+    );
+    assert!(files(&export) == files(&tmp.path().join("data")));
+    let listed = json_ok(&site, &["ls"]);
+    assert!(listed.to_string().contains(&root), "{listed}");
+
+    // Again: nothing is read twice.
+    let out = json_ok(&site, &["unpack", bundle.to_str().expect("test step")]);
+    assert_eq!(
+        (out["blobs_imported"].as_u64(), out["blobs_held"].as_u64()),
+        (Some(0), Some(5))
+    );
+}
+
+#[test]
+fn a_flipped_byte_is_named_and_nothing_of_that_blob_is_kept() {
+    let tmp = tempfile::tempdir().expect("test step");
+    let (seeder, site) = (tmp.path().join("seeder"), tmp.path().join("site"));
+    let bundle = tmp.path().join("set.tar");
+    let root = packed_dataset(tmp.path(), &seeder, &bundle, 700_000);
+    let big = blake3::hash(
+        &fs::read(tmp.path().join("data/shards/model-00001.safetensors")).expect("test step"),
+    )
+    .to_hex()
+    .to_string();
+    let mut bytes = fs::read(&bundle).expect("test step");
+    // The big shard's data starts after its header; 600,000 bytes in is group 36.
+    let name = format!("blobs/{big}");
+    let header = bytes
+        .windows(name.len() + 1)
+        .position(|w| w[..name.len()] == *name.as_bytes() && w[name.len()] == 0)
+        .expect("the shard's header");
+    let at = header + 512 + 600_000;
+    bytes[at] ^= 0x40;
+    let bad = tmp.path().join("bad.tar");
+    fs::write(&bad, &bytes).expect("test step");
+
+    let out = run(
+        &seeder,
+        &["bundle", "verify", bad.to_str().expect("test step")],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&name) && err.contains("bytes 589824..606208"),
+        "names the file and the 16 KiB range: {err}"
+    );
+
+    let out = run(&site, &["unpack", bad.to_str().expect("test step")]);
+    assert!(!out.status.success(), "unpack refuses it");
+    assert!(stderr(&out).contains(&name), "{}", stderr(&out));
+    // Nothing of that blob was kept: the good bundle then imports all of it anew.
+    let out = json_ok(&site, &["unpack", bundle.to_str().expect("test step")]);
+    assert_eq!(out["complete"][0], root.as_str());
+    assert!(
+        out["bytes_imported"].as_u64().expect("test step") >= 700_000,
+        "the shard came from the good bundle: {out}"
+    );
+}
+
+#[test]
+fn a_cut_bundle_resumes_where_it_stopped_and_shows_only_when_complete() {
+    let tmp = tempfile::tempdir().expect("test step");
+    let (seeder, site) = (tmp.path().join("seeder"), tmp.path().join("site"));
+    let bundle = tmp.path().join("set.tar");
+    let root = packed_dataset(tmp.path(), &seeder, &bundle, 3_000_000);
+    let whole = fs::read(&bundle).expect("test step");
+    let cut = tmp.path().join("cut.tar");
+    fs::write(&cut, &whole[..whole.len() * 6 / 10]).expect("test step");
+
+    let out = run(&site, &["unpack", cut.to_str().expect("test step")]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("truncated"), "{}", stderr(&out));
+
+    let out = run(
+        &site,
+        &[
+            "--json",
+            "unpack",
+            "--resume",
+            cut.to_str().expect("test step"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "work left: {}", stderr(&out));
+    let first: serde_json::Value = serde_json::from_slice(&out.stdout).expect("test step");
+    assert_eq!(first["incomplete"][0], root.as_str());
+    let imported_first = first["bytes_imported"].as_u64().expect("test step");
+    assert!(imported_first > 1_000_000, "{first}");
+    let listed = json_ok(&site, &["ls"]);
+    assert!(
+        !listed.to_string().contains(&root),
+        "not listed while incomplete: {listed}"
+    );
+
+    // The rest arrives: only what is missing is read, at most one span again.
+    let out = json_ok(&site, &["unpack", bundle.to_str().expect("test step")]);
+    assert_eq!(out["complete"][0], root.as_str());
+    let total = 13 + 3_000_000 + 1_000_007;
+    let imported = out["bytes_imported"].as_u64().expect("test step");
+    assert!(
+        imported + imported_first <= total + 256 * 1024 + 200,
+        "re-read at most one 256 KiB span: {imported} + {imported_first} of {total}"
+    );
+    let export = tmp.path().join("export");
+    json_ok(
+        &site,
+        &["export", &root, export.to_str().expect("test step")],
+    );
+    assert!(files(&export) == files(&tmp.path().join("data")));
+}
+
+#[test]
+fn hostile_bundles_get_clear_errors() {
+    let tmp = tempfile::tempdir().expect("test step");
+    let store = tmp.path().join("store");
+    // A tar whose first file climbs out of the folder.
+    let evil = tmp.path().join("evil.tar");
+    let victim = tmp.path().join("victim");
+    fs::create_dir_all(tmp.path().join("src")).expect("test step");
+    fs::write(tmp.path().join("victim"), b"keep").expect("test step");
+    let status = std::process::Command::new("tar")
+        .arg("cf")
+        .arg(&evil)
+        .arg("-P")
+        .arg("-C")
+        .arg(tmp.path().join("src"))
+        .arg("../victim")
+        .status()
+        .expect("test step");
+    assert!(status.success());
+    for args in [
+        vec!["bundle", "verify", evil.to_str().expect("test step")],
+        vec!["unpack", evil.to_str().expect("test step")],
+    ] {
+        let out = run(&store, &args);
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains("unexpected file") && stderr(&out).contains("../victim"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(fs::read(&victim).expect("test step"), b"keep");
+    // Not a tar at all.
+    let junk = tmp.path().join("junk.tar");
+    fs::write(&junk, vec![7u8; 4096]).expect("test step");
+    let out = run(
+        &store,
+        &["bundle", "verify", junk.to_str().expect("test step")],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not a Commons bundle"),
+        "{}",
+        stderr(&out)
+    );
+}
