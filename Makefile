@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/commons/target
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint fmt deps python-deps build bench fetch-bench transport-bench dht-bench name-bench swarm-lab swarm-lab-flash nat-lab gateway-bench load-lab hub-bench crash-soak fuzz check-layering check-cycles
+.PHONY: demo test lint fmt deps python-deps build bench fetch-bench transport-bench dht-bench name-bench swarm-lab swarm-lab-flash nat-lab bundle-bench gateway-bench load-lab hub-bench crash-soak fuzz check-layering check-cycles
 
 ## demo: build `commons`, then add a sample dataset, list, export and verify it, fetch it
 ## over QUIC by ticket and by hash, and read it through the HTTP gateway (installs curl)
@@ -46,6 +46,12 @@ build: deps
 bench: deps build
 	command -v b3sum >/dev/null || $(CARGO) install --locked b3sum
 	"$(CARGO_TARGET_DIR)/release/import-bench" --commons "$(CARGO_TARGET_DIR)/release/commons"
+
+## bundle-bench: pack / unpack of a 1 GiB dataset against tar cf / tar xf + b3sum -c,
+## peak RSS, and the cost of resuming after a cut at 50 %
+bundle-bench: deps build
+	command -v b3sum >/dev/null || $(CARGO) install --locked b3sum
+	"$(CARGO_TARGET_DIR)/release/bundle-bench" --commons "$(CARGO_TARGET_DIR)/release/commons"
 
 ## dht-bench: 20 and 50 DHT nodes on loopback: provider lookups, announcing 10,000 roots
 dht-bench: deps build

@@ -6,7 +6,9 @@
 # - a model and a dataset imported from a test Hub origin (`hub-origin`, built beside
 #   `commons`) with `commons add hf://…`, served with the Hub's ids and commits after the
 #   origin is stopped: downloads byte-identical, `hf cache verify` clean, `load_dataset`,
-#   `HfFileSystem`, a missing file cached as missing, a download by upstream commit.
+#   `HfFileSystem`, a missing file cached as missing, a download by upstream commit;
+# - the same two packed into a bundle and written into a fresh Hugging Face cache with no
+#   store (`unpack --hf-cache`): loaded from it with HF_HUB_OFFLINE=1 and no server.
 # Usage: scripts/hf_test.sh <path to the commons binary>. Run by `make test`.
 set -euo pipefail
 
@@ -97,8 +99,8 @@ echo "test Hub origin: $ORIGIN"
 DATA="$WORK/node"
 ROOT=$("$COMMONS" --data-dir "$DATA" --json add "$MODEL" --name lab/tiny-model | hash_of)
 "$COMMONS" --data-dir "$DATA" --json add "$MODEL" --name lab/tiny-ids --hub-ids > /dev/null
-"$COMMONS" --data-dir "$DATA" --json add hf://acme/tiny --origin "$ORIGIN" > /dev/null
-"$COMMONS" --data-dir "$DATA" --json add hf://datasets/acme/data --origin "$ORIGIN" > /dev/null
+HUB_MODEL_ROOT=$("$COMMONS" --data-dir "$DATA" --json add hf://acme/tiny --origin "$ORIGIN" | hash_of)
+HUB_DATA_ROOT=$("$COMMONS" --data-dir "$DATA" --json add hf://datasets/acme/data --origin "$ORIGIN" | hash_of)
 # Everything below is served by the node alone.
 stop "$ORIGIN_PID"
 ORIGIN_PID=
@@ -141,3 +143,36 @@ if [ "$AGAIN" != "$ROOT" ]; then
   echo "adding the downloaded snapshot gave $AGAIN, not $ROOT"; exit 1
 fi
 echo "commons add --no-hub-ids of the Hugging Face snapshot folder: same dataset $ROOT"
+
+# Carried where no network reaches: the model and the dataset from the Hub packed into one
+# bundle, written with no store into a fresh Hugging Face cache, then loaded from it by the
+# Hub's clients offline (no origin, no node in the way: the endpoint is a closed port).
+"$COMMONS" --data-dir "$DATA" --json pack "$HUB_MODEL_ROOT" "$HUB_DATA_ROOT" -o "$WORK/hub.tar" > /dev/null
+"$COMMONS" --data-dir "$WORK/no-store" --json unpack "$WORK/hub.tar" --hf-cache "$WORK/offline-cache" > /dev/null
+[ ! -e "$WORK/no-store" ] || { echo "unpack --hf-cache opened a store"; exit 1; }
+HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_ENDPOINT=http://127.0.0.1:9 HF_HOME="$WORK/offline-home" \
+  HF_HUB_DISABLE_PROGRESS_BARS=1 HF_HUB_DISABLE_TELEMETRY=1 \
+  "$VENV/bin/python" - "$WORK/offline-cache" model acme/tiny "$HUB_MODEL" "$MODEL_COMMIT" \
+  dataset acme/data "$HUB_DATA" "$DATA_COMMIT" <<'PY'
+import os, sys
+from huggingface_hub import hf_hub_download, snapshot_download
+import datasets
+cache, args = sys.argv[1], sys.argv[2:]
+for kind, repo, source, commit in zip(*[iter(args)] * 4):
+    count = 0
+    for folder, _, names in os.walk(source):
+        for name in names:
+            path = os.path.join(folder, name)
+            rel = os.path.relpath(path, source)
+            got = hf_hub_download(repo, rel, repo_type=kind, cache_dir=cache)
+            assert f"/snapshots/{commit}/" in got, got
+            assert open(got, "rb").read() == open(path, "rb").read(), rel
+            count += 1
+    print(f"offline hf_hub_download {repo}: {count} files identical, commit {commit[:12]}")
+snapshot = snapshot_download("acme/data", repo_type="dataset", cache_dir=cache)
+datasets.disable_progress_bars()
+splits = datasets.load_dataset(snapshot, cache_dir=os.path.join(os.environ["HF_HOME"], "ds"))
+assert {k: v.num_rows for k, v in splits.items()} == {"train": 5, "test": 1}, splits
+print("offline load_dataset acme/data from the unpacked cache: train 5 / test 1")
+PY
+echo "a bundle unpacked into a Hugging Face cache loads offline: ok"

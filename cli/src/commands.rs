@@ -239,12 +239,21 @@ struct BundleVerified {
 }
 
 /// `bundle verify`: checks a bundle file here, with no store and no node.
-fn bundle_verify(path: &Path, quick: bool, json: bool) -> Result<ExitCode> {
-    use commons_protocol::archive::{Archive, Depth};
-    let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
-    let len = file.metadata()?.len();
-    let archive = Archive::open(file, len)
-        .with_context(|| format!("{} is not a good bundle", path.display()))?;
+fn bundle_verify(
+    path: &Path,
+    quick: bool,
+    publisher: Option<&str>,
+    json: bool,
+) -> Result<ExitCode> {
+    use commons_protocol::archive::Depth;
+    let publisher = publisher
+        .map(|text| {
+            let text = publisher_arg(text)?;
+            commons_protocol::provenance::PublicKey::parse(text.trim())
+                .with_context(|| format!("--publisher {text}: not a public key"))
+        })
+        .transpose()?;
+    let archive = open_bundle(path)?;
     let bar = Bar::new(json, "verifying");
     bar.event(ProgressEvent::Start {
         files: archive.index.blobs.len() as u64,
@@ -259,7 +268,7 @@ fn bundle_verify(path: &Path, quick: bool, json: bool) -> Result<ExitCode> {
         Depth::Full
     };
     let verified = archive
-        .verify(depth, &mut |bytes| {
+        .verify(depth, publisher.as_ref(), &mut |bytes| {
             bar.event(ProgressEvent::Advance { bytes })
         })
         .with_context(|| format!("{} failed verification", path.display()));
@@ -277,20 +286,23 @@ fn bundle_verify(path: &Path, quick: bool, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Opens a bundle file for reading.
-fn open_bundle(path: &Path) -> Result<commons_protocol::archive::Archive<std::fs::File>> {
-    let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
-    let len = file.metadata()?.len();
-    commons_protocol::archive::Archive::open(file, len)
+/// Opens a bundle file (or its volumes) for reading.
+fn open_bundle(path: &Path) -> Result<commons_node::bundle::BundleFile> {
+    commons_node::bundle::open(path)
         .with_context(|| format!("{} is not a good bundle", path.display()))
 }
 
-/// `unpack --to`: writes a bundle's datasets as plain files, with no store and no node.
-fn bundle_extract(path: &Path, dir: &Path, force: bool, json: bool) -> Result<ExitCode> {
+/// `unpack --to` / `--hf-cache`: writes a bundle's datasets as files, with no store and
+/// no node.
+fn bundle_extract(
+    path: &Path,
+    target: &commons_node::bundle::ExtractTarget,
+    json: bool,
+) -> Result<ExitCode> {
     let archive = open_bundle(path)?;
     let bar = Arc::new(Bar::new(json, "writing"));
     let progress = commons_node::progress::Progress::new(bar.clone());
-    let outcome = commons_node::bundle::extract(&archive, dir, force, &progress)
+    let outcome = commons_node::bundle::extract(&archive, target, &progress)
         .with_context(|| format!("cannot unpack {}", path.display()));
     bar.finish();
     let outcome = outcome?;
@@ -300,6 +312,65 @@ fn bundle_extract(path: &Path, dir: &Path, force: bool, json: bool) -> Result<Ex
         render::extracted(&outcome);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `pack -o -`: the node writes the bundle into a named pipe this process copies to
+/// stdout (the node may be a daemon that cannot write to this process's stdout).
+fn pack_to_stdout(node: &Session, request: api::Pack, json: bool) -> Result<ExitCode> {
+    let dir = tempfile::tempdir().context("cannot make a folder for the pipe")?;
+    let pipe = dir.path().join("bundle");
+    make_fifo(&pipe)?;
+    let mut request = request;
+    request.output = pipe.clone();
+    let reader = std::thread::spawn(move || -> std::io::Result<u64> {
+        let mut from = std::fs::File::open(&pipe)?;
+        let mut out = std::io::stdout().lock();
+        let n = std::io::copy(&mut from, &mut out)?;
+        std::io::Write::flush(&mut out)?;
+        Ok(n)
+    });
+    // If the node fails before opening the pipe, the reader waits on it forever: the
+    // process ends with the error instead, leaving the reader behind.
+    let reply = node.call_interruptible(request, "packing")?;
+    let copied = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("the copy to stdout failed"))?
+        .context("writing the bundle to stdout")?;
+    if copied != reply.bundle_bytes {
+        anyhow::bail!(
+            "{copied} bytes reached stdout, {} expected",
+            reply.bundle_bytes
+        );
+    }
+    let mut err = std::io::stderr().lock();
+    if json {
+        use std::io::Write;
+        writeln!(err, "{}", serde_json::to_string(&reply)?)?;
+    } else {
+        render::packed(&reply, &mut err)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Makes a named pipe at `path`.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn make_fifo(path: &Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .context("a pipe path with a NUL byte")?;
+    // SAFETY: `c_path` is a valid NUL-terminated string that outlives the call.
+    let rc = unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("cannot make the pipe {}", path.display()));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn make_fifo(_path: &Path) -> Result<()> {
+    anyhow::bail!("-o - needs named pipes (Unix)")
 }
 
 /// Runs the parsed command; `Ok` carries the exit code (verify fails with 1 on corruption).
@@ -332,15 +403,44 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             return serve::node_run(&data_dir, config, &flags, json);
         }
         Command::Node(NodeCommand::Id) => return serve::node_id(&data_dir, json),
-        Command::Bundle(BundleCommand::Verify { bundle, quick }) => {
-            return bundle_verify(&bundle, quick, json)
-        }
+        Command::Bundle(BundleCommand::Verify {
+            bundle,
+            quick,
+            publisher,
+        }) => return bundle_verify(&bundle, quick, publisher.as_deref(), json),
         Command::Unpack {
             ref bundle,
             to: Some(ref dir),
             force,
             ..
-        } => return bundle_extract(bundle, dir, force, json),
+        } => {
+            let target = commons_node::bundle::ExtractTarget::Files {
+                dir: dir.clone(),
+                force,
+            };
+            return bundle_extract(bundle, &target, json);
+        }
+        Command::Unpack {
+            ref bundle,
+            hf_cache: Some(ref cache),
+            ref repo,
+            ref repo_type,
+            ref revision,
+            ..
+        } => {
+            let kind = repo_type
+                .as_deref()
+                .map(commons_protocol::RepoKind::parse)
+                .transpose()?;
+            let target =
+                commons_node::bundle::ExtractTarget::HfCache(commons_node::hf_cache::CacheTarget {
+                    cache: cache.clone(),
+                    repo: repo.clone(),
+                    kind,
+                    revision: revision.clone(),
+                });
+            return bundle_extract(bundle, &target, json);
+        }
         Command::Get { ref bootstrap, .. }
         | Command::Providers { ref bootstrap, .. }
         | Command::Publish { ref bootstrap, .. }
@@ -423,14 +523,28 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             targets,
             output,
             force,
+            since,
+            split,
         } => {
+            let to_stdout = output.as_os_str() == "-";
+            if to_stdout && split.is_some() {
+                anyhow::bail!("--split writes files: it cannot go with -o - (stdout)");
+            }
             let request = api::Pack {
                 targets,
                 output: absolute(&output)?,
                 force,
+                since,
+                split,
             };
+            if to_stdout {
+                return pack_to_stdout(&node, request, json);
+            }
             let reply = node.call_interruptible(request, "packing")?;
-            node.show(&reply, |r| render::packed(r, &output))
+            node.show(&reply, |r| {
+                // stdout gone (`| head`) is not a failure of the pack.
+                let _ = render::packed(r, &mut std::io::stdout().lock());
+            })
         }
         Command::Unpack { bundle, resume, .. } => {
             let request = api::Unpack {

@@ -156,12 +156,22 @@ enum Command {
         /// Datasets: hashes, unique prefixes, tickets or names (complete ones)
         #[arg(required = true)]
         targets: Vec<String>,
-        /// The bundle to write (written beside as FILE.partial, renamed once whole)
+        /// The bundle to write (written beside as FILE.partial, renamed once whole); `-`
+        /// streams it to stdout (for a data diode), the summary going to stderr
         #[arg(long, short, value_name = "FILE")]
         output: PathBuf,
         /// Replace FILE if it exists
         #[arg(long, short)]
         force: bool,
+        /// A delta bundle: leave out every file the older dataset OLD holds (repeatable);
+        /// the receiving store must hold OLD, and the bundle names it
+        #[arg(long, value_name = "OLD")]
+        since: Vec<String>,
+        /// Write volumes of at most SIZE bytes for media of that size: FILE.000,
+        /// FILE.001, … (SIZE like 4G, 700M, 25GB); `cat FILE.* > FILE` joins them, and
+        /// `unpack --resume` takes them in as they arrive
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        split: Option<u64>,
     },
     /// Import a bundle into the store, verifying every 16 KiB as it is stored
     ///
@@ -169,19 +179,40 @@ enum Command {
     /// Interrupted (or given a bundle cut short, with --resume), it continues where it
     /// stopped when run again: only what is missing is read.
     Unpack {
-        /// The bundle file
+        /// The bundle file, or its volumes (FILE for FILE.000, FILE.001, …, or any one of
+        /// them)
         bundle: PathBuf,
-        /// Accept a bundle cut short: import what it holds, the rest when run again with
-        /// the whole file
-        #[arg(long, conflicts_with = "to")]
+        /// Accept a bundle cut short (or volumes still missing): import what it holds,
+        /// the rest when run again with the whole
+        #[arg(long, conflicts_with_all = ["to", "hf_cache"])]
         resume: bool,
         /// Write the files (and model.sig) into DIR instead, with no store: one dataset
         /// into DIR, several into DIR/<hash>
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", conflicts_with = "hf_cache")]
         to: Option<PathBuf>,
         /// With --to: replace files that already exist
         #[arg(long, short, requires = "to")]
         force: bool,
+        /// Write into a Hugging Face cache folder instead (HF_HUB_CACHE, by default
+        /// ~/.cache/huggingface/hub), with no store: the Hub's clients then load it with
+        /// HF_HUB_OFFLINE=1
+        #[arg(long, value_name = "DIR")]
+        hf_cache: Option<PathBuf>,
+        /// With --hf-cache: the repository, org/name [default: where the dataset came
+        /// from on the Hub]
+        #[arg(long, value_name = "ORG/NAME", requires = "hf_cache")]
+        repo: Option<String>,
+        /// With --hf-cache: model or dataset [default: the upstream's, else model]
+        #[arg(long, value_name = "TYPE", requires = "hf_cache", value_parser = ["model", "dataset"])]
+        repo_type: Option<String>,
+        /// With --hf-cache: the ref pointed at the snapshot
+        #[arg(
+            long,
+            value_name = "REF",
+            requires = "hf_cache",
+            default_value = "main"
+        )]
+        revision: String,
     },
     /// Check bundles, with no store and no node
     #[command(subcommand)]
@@ -432,11 +463,15 @@ enum BundleCommand {
     ///
     /// Needs no store and no node. Exits 1 naming the first bad file and byte range.
     Verify {
-        /// The bundle file
+        /// The bundle file, or its volumes
         bundle: PathBuf,
         /// Check structure, manifests, signatures and 16 random groups per file only
         #[arg(long)]
         quick: bool,
+        /// Also require every dataset to carry a signature by this publisher (a key
+        /// p256:…/ed25519:… or a PEM public key file)
+        #[arg(long, value_name = "KEY")]
+        publisher: Option<String>,
     },
 }
 
@@ -484,6 +519,40 @@ enum NodeCommand {
     /// Show the running node's status: peers, datasets, bytes served and fetched, disk
     /// use against its quota
     Status,
+}
+
+/// A size: bytes, or a number with K, M, G, T (powers of 1024; KB, MB, GB, TB are powers
+/// of 1000, as media are sold; KiB, MiB, GiB, TiB as K, M, G, T).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (like 4G, 700M, 25GB)"))?;
+    let scale: f64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1.0,
+        "K" | "KIB" => 1024.0,
+        "M" | "MIB" => 1024f64.powi(2),
+        "G" | "GIB" => 1024f64.powi(3),
+        "T" | "TIB" => 1024f64.powi(4),
+        "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "TB" => 1e12,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (K, M, G, T, KB, MB, GB, TB)"
+            ))
+        }
+    };
+    let bytes = number * scale;
+    if !(1.0..=u64::MAX as f64).contains(&bytes) {
+        return Err(format!("{text:?} is out of range"));
+    }
+    Ok(bytes as u64)
 }
 
 /// Lets `commons ls | head` end quietly, as Unix tools do, instead of panicking when the
@@ -574,5 +643,17 @@ mod tests {
         assert_eq!(describe(&e), "invalid ticket: ticket is damaged");
         let e = anyhow::Error::from(std::io::Error::other("no such file")).context("cannot add /x");
         assert_eq!(describe(&e), "cannot add /x: no such file");
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_and_decimal_units() {
+        assert_eq!(parse_size("4G"), Ok(4 << 30));
+        assert_eq!(parse_size("700M"), Ok(700 << 20));
+        assert_eq!(parse_size("25GB"), Ok(25_000_000_000));
+        assert_eq!(parse_size("1.5KiB"), Ok(1536));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        for bad in ["", "G", "4X", "-1", "0"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -184,34 +184,52 @@ pub fn unnamed(r: &NameRemoved) {
     println!("removed the name {}", r.name);
 }
 
-pub fn packed(r: &PackOutcome, file: &std::path::Path) {
-    println!(
-        "packed {} dataset{} into {}: {} blob{}, {} of data, {} signature{}; {} in all",
+/// `pack`'s summary, on `out` (stderr when the bundle itself goes to stdout).
+pub fn packed(r: &PackOutcome, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let names = if r.names > 0 {
+        format!(", {} name record{}", r.names, plural(r.names as u64))
+    } else {
+        String::new()
+    };
+    writeln!(
+        out,
+        "packed {} dataset{}: {} blob{}, {} of data, {} signature{}{names}; {} in all",
         r.roots.len(),
         plural(r.roots.len() as u64),
-        file.display(),
         r.blobs,
         plural(r.blobs as u64),
         HumanBytes(r.data_bytes),
         r.signatures,
         plural(r.signatures as u64),
         HumanBytes(r.bundle_bytes)
-    );
+    )?;
     for root in &r.roots {
-        println!("  {root}");
+        writeln!(out, "  {root}")?;
     }
+    for root in &r.requires {
+        writeln!(
+            out,
+            "delta: leaves out what {root} holds; the receiver needs it"
+        )?;
+    }
+    for file in &r.files {
+        writeln!(out, "wrote {}", file.display())?;
+    }
+    Ok(())
 }
 
 pub fn unpacked(r: &UnpackOutcome) {
     println!(
-        "unpacked: {} blob{} imported ({} verified), {} already held ({}); {} signature{} kept",
+        "unpacked: {} blob{} imported ({} verified), {} already held ({}); {} signature{}, {} name record{} kept",
         r.blobs_imported,
         plural(r.blobs_imported as u64),
         HumanBytes(r.bytes_imported),
         r.blobs_held,
         HumanBytes(r.bytes_held),
         r.signatures,
-        plural(r.signatures as u64)
+        plural(r.signatures as u64),
+        r.names,
+        plural(r.names as u64)
     );
     for root in &r.complete {
         println!("complete:   {root}");
@@ -238,6 +256,18 @@ pub fn extracted(r: &commons_node::bundle::ExtractOutcome) {
             println!("signature: {}", sig.display());
         }
     }
+    for c in &r.hf_caches {
+        println!(
+            "wrote {} into the Hugging Face cache {}: {} file{}, {} (verified), revision {} = commit {}",
+            c.root,
+            c.repo_dir.display(),
+            c.files,
+            plural(c.files as u64),
+            HumanBytes(c.bytes),
+            c.revision,
+            c.commit
+        );
+    }
 }
 
 pub fn bundle_verified(
@@ -246,7 +276,7 @@ pub fn bundle_verified(
     quick: bool,
 ) {
     println!(
-        "{} is good{}: {} dataset{}, complete; {} blob{}, {} {}; {} signature{} naming their datasets",
+        "{} is good{}: {} dataset{}, complete; {} blob{}, {} {}; {} signature{} naming their datasets; {} name record{} signed by their publishers",
         file.display(),
         if quick { " (quick check: structure, signatures, 16 groups per file)" } else { "" },
         v.roots,
@@ -256,8 +286,19 @@ pub fn bundle_verified(
         HumanBytes(v.bytes),
         if quick { "listed" } else { "verified" },
         v.signatures,
-        plural(v.signatures as u64)
+        plural(v.signatures as u64),
+        v.names,
+        plural(v.names as u64)
     );
+    if v.signed_by_publisher > 0 {
+        println!(
+            "every dataset is signed by the publisher given ({} of {})",
+            v.signed_by_publisher, v.roots
+        );
+    }
+    for root in &v.requires {
+        println!("a delta bundle: it needs {root} in the store it is unpacked into");
+    }
 }
 
 pub fn exported(r: &ExportOutcome, dir: &std::path::Path) {

@@ -252,3 +252,124 @@ fn hostile_bundles_get_clear_errors() {
         stderr(&out)
     );
 }
+
+#[test]
+fn volumes_stdout_plain_files_and_a_required_publisher() {
+    let tmp = tempfile::tempdir().expect("test step");
+    let (seeder, site) = (tmp.path().join("seeder"), tmp.path().join("site"));
+    let bundle = tmp.path().join("set.tar");
+    let root = packed_dataset(tmp.path(), &seeder, &bundle, 3_000_000);
+    let s = |p: &Path| p.to_str().expect("test step").to_string();
+
+    // Signed by a publisher: `bundle verify --publisher` requires that signature.
+    let public = json_ok(&seeder, &["key", "generate", "lab-x"])["public_key"]
+        .as_str()
+        .expect("test step")
+        .to_string();
+    json_ok(&seeder, &["sign", &root, "--key", "lab-x"]);
+    json_ok(&seeder, &["pack", &root, "-o", &s(&bundle), "--force"]);
+    let verified = json_ok(
+        &site,
+        &["bundle", "verify", &s(&bundle), "--publisher", &public],
+    );
+    assert_eq!(verified["signed_by_publisher"], 1, "{verified}");
+    let other = json_ok(&seeder, &["key", "generate", "lab-y"])["public_key"]
+        .as_str()
+        .expect("test step")
+        .to_string();
+    let out = run(
+        &site,
+        &["bundle", "verify", &s(&bundle), "--publisher", &other],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no signature by"), "{}", stderr(&out));
+
+    // To stdout: the same bytes as the file.
+    let out = run(&seeder, &["pack", &root, "-o", "-"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stdout == fs::read(&bundle).expect("test step"));
+    assert!(
+        stderr(&out).contains("packed 1 dataset"),
+        "{}",
+        stderr(&out)
+    );
+
+    // In volumes of 1 MiB, arriving one at a time at the site.
+    let vols = tmp.path().join("vols");
+    fs::create_dir_all(&vols).expect("test step");
+    let packed = json_ok(
+        &seeder,
+        &[
+            "pack",
+            &root,
+            "-o",
+            &s(&vols.join("set.tar")),
+            "--split",
+            "1M",
+        ],
+    );
+    let volumes: Vec<String> = packed["files"]
+        .as_array()
+        .expect("test step")
+        .iter()
+        .map(|f| f.as_str().expect("test step").to_string())
+        .collect();
+    assert!(volumes.len() >= 3, "{packed}");
+    assert!(volumes[0].ends_with("set.tar.000"), "{volumes:?}");
+    let joined: Vec<u8> = volumes
+        .iter()
+        .flat_map(|v| fs::read(v).expect("test step"))
+        .collect();
+    assert!(
+        joined == fs::read(&bundle).expect("test step"),
+        "cat FILE.* is the bundle"
+    );
+    json_ok(&site, &["bundle", "verify", &s(&vols.join("set.tar"))]);
+    let arrived = tmp.path().join("arrived");
+    fs::create_dir_all(&arrived).expect("test step");
+    for (i, v) in volumes.iter().enumerate() {
+        let name = Path::new(v).file_name().expect("test step");
+        fs::copy(v, arrived.join(name)).expect("test step");
+        let out = run(
+            &site,
+            &[
+                "--json",
+                "unpack",
+                "--resume",
+                &s(&arrived.join("set.tar.000")),
+            ],
+        );
+        let last = i + 1 == volumes.len();
+        assert_eq!(
+            out.status.code(),
+            Some(if last { 0 } else { 3 }),
+            "volume {i}: {}",
+            stderr(&out)
+        );
+    }
+    let listed = json_ok(&site, &["ls"]);
+    assert!(listed.to_string().contains(&root), "{listed}");
+
+    // Plain files with no store, and the signature beside them.
+    let out_dir = tmp.path().join("plain");
+    let nowhere = tmp.path().join("no-store");
+    let written = json_ok(&nowhere, &["unpack", &s(&bundle), "--to", &s(&out_dir)]);
+    assert_eq!(written["datasets"][0]["root"], root.as_str());
+    assert!(!nowhere.exists(), "no store was opened");
+    let mut got = files(&out_dir);
+    let sig = got
+        .iter()
+        .position(|(p, _)| p == Path::new("model.sig"))
+        .expect("model.sig written");
+    assert!(!got.remove(sig).1.is_empty());
+    assert!(
+        got == files(&tmp.path().join("data")),
+        "the files, identical"
+    );
+    let again = run(&nowhere, &["unpack", &s(&bundle), "--to", &s(&out_dir)]);
+    assert!(
+        again.status.success(),
+        "identical files are kept: {}",
+        stderr(&again)
+    );
+}

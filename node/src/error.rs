@@ -99,6 +99,7 @@ impl From<ExportError> for ApiError {
     fn from(e: ExportError) -> Self {
         match e {
             ExportError::Store(e) => e.into(),
+            ExportError::Bundle(e) => e.into(),
             ExportError::Exists { .. } => Self::new(ErrorKind::AlreadyExists, e.to_string()),
             ExportError::Incomplete { .. } => Self::new(ErrorKind::NotFound, e.to_string()),
             ExportError::Escapes { .. } | ExportError::NothingIncluded(_) => {
@@ -115,6 +116,7 @@ impl From<commons_protocol::archive::ArchiveError> for ApiError {
         let kind = match &e {
             A::Io(_) => ErrorKind::Io,
             A::NotABundle(_) | A::Version(_) | A::Limit { .. } => ErrorKind::InvalidInput,
+            A::Requires { .. } => ErrorKind::NotFound,
             _ => ErrorKind::Corrupt,
         };
         Self::new(kind, e.to_string())

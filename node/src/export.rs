@@ -183,7 +183,7 @@ fn holds_blob(path: &Path, hash: &Hash, size: u64) -> bool {
     Hash::from(hasher.finalize()) == *hash
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ExportError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ExportError + '_ {
     move |source| ExportError::Io {
         path: path.to_path_buf(),
         source,

@@ -28,6 +28,7 @@ pub mod error;
 pub mod export;
 pub mod fetch;
 pub mod gateway;
+pub mod hf_cache;
 pub mod identity;
 pub mod include;
 pub mod metrics;

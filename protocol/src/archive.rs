@@ -7,8 +7,14 @@
 //! blobs/<hash>.obao                   each blob's outboard (post-order, 16 KiB groups) …
 //! blobs/<hash>                        … before its data, so one forward pass verifies
 //! signatures/<root>/<b3 of file>.sig  signature bundles (model.sig) of the roots
+//! names/<b3 of record>.rec            signed name records pointing at the roots
 //! B3SUMS                              `b3sum -c` lines for every file above
 //! ```
+//!
+//! A delta bundle (`pack --since`) leaves out the blobs of the datasets it `requires`
+//! (their manifests travel, so it can still be checked alone). A bundle written in
+//! volumes (`pack --split`) is the same tar cut into `FILE.000`, `FILE.001`, …
+//! ([`Volumes`] reads them as one; `cat FILE.* > FILE` joins them).
 //!
 //! Blobs are sorted by hash, signatures by name; every header is ustar with mtime, uid and
 //! gid 0 and mode 0644: the same roots always give the same bytes, so a bundle itself can
@@ -26,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     manifest::{Manifest, MAX_MANIFEST_BYTES},
-    provenance::SignatureBundle,
+    provenance::{record::MAX_NAME_RECORD_BYTES, PublicKey, SignatureBundle, SignedNameRecord},
     tree::{self, ReadAt, VerifyError, CHUNK_GROUP_BYTES},
     Hash,
 };
@@ -45,6 +51,10 @@ pub const MAX_BLOBS: usize = 1_000_000;
 pub const MAX_ROOTS: usize = 10_000;
 /// Most signatures a bundle may carry.
 pub const MAX_SIGNATURES: usize = 10_000;
+/// Most name records a bundle may carry.
+pub const MAX_NAMES: usize = 10_000;
+/// Most datasets a delta bundle may require.
+pub const MAX_REQUIRES: usize = 16;
 /// Largest index accepted (a full one is ~110 bytes per blob).
 pub const MAX_INDEX_BYTES: u64 = 160 << 20;
 /// Largest `B3SUMS` accepted (~85 bytes per file, two files per blob).
@@ -67,6 +77,13 @@ pub struct Index {
     pub blobs: Vec<BlobEntry>,
     /// Signature bundles, sorted by file name.
     pub signatures: Vec<SignatureEntry>,
+    /// Signed name records pointing at the roots, by the BLAKE3 of their bytes, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<Hash>,
+    /// For a delta bundle, the datasets whose blobs it leaves out: whoever unpacks it
+    /// must hold them. Their manifests are blobs of the bundle.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requires: Vec<Hash>,
 }
 
 /// One blob of the bundle.
@@ -104,7 +121,27 @@ impl Index {
             roots,
             blobs,
             signatures,
+            names: Vec::new(),
+            requires: Vec::new(),
         }
+    }
+
+    /// Adds signed name records (by the hash of their bytes) and, for a delta bundle, the
+    /// datasets it requires.
+    pub fn with(mut self, mut names: Vec<Hash>, requires: Vec<Hash>) -> Self {
+        names.sort();
+        names.dedup();
+        self.names = names;
+        self.requires = requires;
+        self
+    }
+
+    /// Blob `hash`'s entry, if the bundle lists it.
+    pub fn blob(&self, hash: &Hash) -> Option<BlobEntry> {
+        self.blobs
+            .binary_search_by_key(hash, |b| b.hash)
+            .ok()
+            .map(|i| self.blobs[i])
     }
 
     /// Total bytes of blob data.
@@ -128,6 +165,11 @@ pub fn signature_name(s: &SignatureEntry) -> String {
     format!("signatures/{}/{}.sig", s.root, s.hash)
 }
 
+/// The name of a signed name record in a bundle.
+pub fn name_record_name(hash: &Hash) -> String {
+    format!("names/{hash}.rec")
+}
+
 /// Why a bundle was refused. Each names the file inside the bundle it is about.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -139,7 +181,7 @@ pub enum ArchiveError {
     #[error("not a Commons bundle: {0}")]
     NotABundle(String),
     /// A name outside the format's grammar (`../x`, an absolute path, an unknown file).
-    #[error("unexpected file {name:?} in the bundle (a bundle holds only {INDEX_FILE}, blobs/, signatures/ and {SUMS_FILE})")]
+    #[error("unexpected file {name:?} in the bundle (a bundle holds only {INDEX_FILE}, blobs/, signatures/, names/ and {SUMS_FILE})")]
     UnexpectedEntry {
         /// The name, lossily decoded.
         name: String,
@@ -199,13 +241,19 @@ pub enum ArchiveError {
         /// What is wrong.
         reason: String,
     },
-    /// A signature file is bad.
+    /// A signature file or a signed name record is bad.
     #[error("{name}: {reason}")]
     BadSignature {
         /// The file.
         name: String,
         /// What is wrong.
         reason: String,
+    },
+    /// A delta bundle used where the datasets it requires are not.
+    #[error("this is a delta bundle: it holds only what dataset {root} lacks, so it unpacks only into a store holding {root} complete (unpack the bundle of {root} first)")]
+    Requires {
+        /// The dataset required.
+        root: Hash,
     },
     /// `B3SUMS` disagrees with the files.
     #[error("{SUMS_FILE}: {0}")]
@@ -238,6 +286,59 @@ impl<R: ReadAt> ReadAt for Slice<'_, R> {
         }
         let n = (buf.len() as u64).min(self.len - pos) as usize;
         self.src.read_at(self.base + pos, &mut buf[..n])
+    }
+}
+
+/// Consecutive parts read as one: a bundle written in volumes (`pack --split`).
+#[derive(Debug)]
+pub struct Volumes<R> {
+    /// Each part with the offset of its first byte in the whole.
+    parts: Vec<(u64, R)>,
+    len: u64,
+}
+
+impl<R: ReadAt> Volumes<R> {
+    /// The parts, in order, each with its length.
+    pub fn new(parts: impl IntoIterator<Item = (R, u64)>) -> Self {
+        let mut len = 0;
+        let parts = parts
+            .into_iter()
+            .map(|(part, part_len)| {
+                let start = len;
+                len += part_len;
+                (start, part)
+            })
+            .collect();
+        Self { parts, len }
+    }
+
+    /// The length of the whole.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether there are no bytes at all.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// How many parts.
+    pub fn count(&self) -> usize {
+        self.parts.len()
+    }
+}
+
+impl<R: ReadAt> ReadAt for Volumes<R> {
+    fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
+        if pos >= self.len || buf.is_empty() {
+            return Ok(0);
+        }
+        // The last part starting at or before `pos`; a read stops at the part's end.
+        let i = self.parts.partition_point(|(start, _)| *start <= pos) - 1;
+        let (start, part) = &self.parts[i];
+        let end = self.parts.get(i + 1).map_or(self.len, |(next, _)| *next);
+        let n = (buf.len() as u64).min(end - pos) as usize;
+        part.read_at(pos - start, &mut buf[..n])
     }
 }
 
@@ -277,6 +378,15 @@ pub struct Verified {
     pub bytes: u64,
     /// Signature bundles that parse and name their root's manifest.
     pub signatures: usize,
+    /// Name records whose publisher's signature verifies.
+    #[serde(default)]
+    pub names: usize,
+    /// Datasets signed by the publisher asked for (each root must be, when one is).
+    #[serde(default)]
+    pub signed_by_publisher: usize,
+    /// The datasets a delta bundle requires.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requires: Vec<Hash>,
 }
 
 impl<R: ReadAt> Archive<R> {
@@ -287,7 +397,10 @@ impl<R: ReadAt> Archive<R> {
         let mut truncated = None;
         let mut pos = 0u64;
         let mut header = [0u8; BLOCK as usize];
-        let most = 2 * MAX_BLOBS as u64 + MAX_SIGNATURES as u64 + 2;
+        // Files the index allows (set once it is read): a tar of more is refused before
+        // its table outgrows what the index declared.
+        let mut index: Option<Index> = None;
+        let mut most = 1u64;
         loop {
             if pos + BLOCK > len {
                 // Past the last whole file: the end blocks, or the next header, are missing.
@@ -307,7 +420,7 @@ impl<R: ReadAt> Archive<R> {
             let (name, size) = parse_header(&header)?;
             if entries.len() as u64 >= most {
                 return Err(ArchiveError::Limit {
-                    what: "files",
+                    what: "files (more than its index lists)",
                     count: entries.len() as u64 + 1,
                     limit: most,
                 });
@@ -319,18 +432,21 @@ impl<R: ReadAt> Archive<R> {
             }
             let offset = pos + BLOCK;
             let present = size.min(len.saturating_sub(offset));
-            if entries
-                .insert(
-                    name.clone(),
-                    EntrySpan {
-                        offset,
-                        size,
-                        present,
-                    },
-                )
-                .is_some()
-            {
+            let span = EntrySpan {
+                offset,
+                size,
+                present,
+            };
+            if entries.insert(name.clone(), span).is_some() {
                 return Err(ArchiveError::NotABundle(format!("{name} appears twice")));
+            }
+            if index.is_none() {
+                let read = read_index(&src, span)?;
+                most = 2 * read.blobs.len() as u64
+                    + read.signatures.len() as u64
+                    + read.names.len() as u64
+                    + 2;
+                index = Some(read);
             }
             if present < size {
                 truncated = Some(ArchiveError::Truncated {
@@ -342,26 +458,8 @@ impl<R: ReadAt> Archive<R> {
             }
             pos = offset + size.div_ceil(BLOCK) * BLOCK;
         }
-        let index_span = *entries
-            .get(INDEX_FILE)
-            .ok_or_else(|| ArchiveError::NotABundle("it holds no file at all".into()))?;
-        if index_span.size > MAX_INDEX_BYTES {
-            return Err(ArchiveError::Limit {
-                what: "index bytes",
-                count: index_span.size,
-                limit: MAX_INDEX_BYTES,
-            });
-        }
-        if index_span.present < index_span.size {
-            return Err(ArchiveError::Truncated {
-                name: INDEX_FILE.into(),
-                present: index_span.present,
-                size: index_span.size,
-            });
-        }
-        let mut bytes = vec![0; index_span.size as usize];
-        read_exact_at(&src, index_span.offset, &mut bytes)?;
-        let index = parse_index(&bytes)?;
+        let index =
+            index.ok_or_else(|| ArchiveError::NotABundle("it holds no file at all".into()))?;
         Ok(Self {
             src,
             index,
@@ -451,10 +549,8 @@ impl<R: ReadAt> Archive<R> {
     pub fn manifest(&self, root: &Hash) -> Result<Manifest, ArchiveError> {
         let entry = self
             .index
-            .blobs
-            .binary_search_by_key(root, |b| b.hash)
-            .map(|i| self.index.blobs[i])
-            .map_err(|_| ArchiveError::BadManifest {
+            .blob(root)
+            .ok_or_else(|| ArchiveError::BadManifest {
                 root: *root,
                 reason: "its manifest is not in the bundle".into(),
             })?;
@@ -490,32 +586,51 @@ impl<R: ReadAt> Archive<R> {
         Ok(bytes)
     }
 
+    /// The signed name record `hash` carries, with its publisher's signature checked
+    /// (its time is not: a bundle may travel for longer than a record is announced).
+    pub fn name_record(&self, hash: &Hash) -> Result<SignedNameRecord, ArchiveError> {
+        let name = name_record_name(hash);
+        let bytes = self.read_small(&name, MAX_NAME_RECORD_BYTES as u64)?;
+        let bad = |reason: String| ArchiveError::BadSignature {
+            name: name.clone(),
+            reason,
+        };
+        if Hash::of(&bytes) != *hash {
+            return Err(bad("its bytes do not match its name".into()));
+        }
+        let record = SignedNameRecord::decode_signed(&bytes).map_err(|e| bad(e.to_string()))?;
+        if !self.index.roots.contains(&record.record.root) {
+            return Err(bad(format!(
+                "it points {} at {}, which is not a dataset of the bundle",
+                record.record.name_ref(),
+                record.record.root
+            )));
+        }
+        Ok(record)
+    }
+
     /// Checks the whole bundle: every file is listed and has the size its index and tree
     /// give; every blob's chunk groups (all of them, or a sample); each root's manifest,
-    /// and that every file it lists is in the bundle; each signature names its root's
-    /// manifest; `B3SUMS` matches. The first problem found is returned, naming its file.
-    /// `progress` is told the blob bytes checked as they are.
+    /// and that every file it lists is in the bundle (or, for a delta bundle, in a
+    /// dataset it requires); each signature names its root's manifest, and with
+    /// `publisher` every root carries a signature verified with that key; each name
+    /// record's signature; `B3SUMS` matches. The first problem found is returned, naming
+    /// its file. `progress` is told the blob bytes checked as they are.
     pub fn verify(
         &self,
         depth: Depth,
+        publisher: Option<&PublicKey>,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Verified, ArchiveError> {
         self.check_whole()?;
         self.check_listing()?;
-        let mut verified = Verified::default();
+        let mut verified = Verified {
+            requires: self.index.requires.clone(),
+            ..Verified::default()
+        };
         for b in &self.index.blobs {
             let (outboard, data) = self.blob(b)?;
-            let fail = |e: VerifyError| match e {
-                VerifyError::DataMismatch { offset } => ArchiveError::BadData {
-                    name: data_name(&b.hash),
-                    range: group_range(offset, b.size),
-                },
-                VerifyError::OutboardMismatch { offset } => ArchiveError::BadData {
-                    name: outboard_name(&b.hash),
-                    range: group_range(offset, b.size),
-                },
-                VerifyError::Io(e) => ArchiveError::Io(e),
-            };
+            let fail = |e: VerifyError| bad_data(b, e);
             match depth {
                 Depth::Full => {
                     let mut counted = ProgressSink {
@@ -543,11 +658,19 @@ impl<R: ReadAt> Archive<R> {
             verified.blobs += 1;
             verified.bytes += b.size;
         }
-        let blobs: std::collections::HashSet<Hash> =
+        let mut available: std::collections::HashSet<Hash> =
             self.index.blobs.iter().map(|b| b.hash).collect();
+        for required in &self.index.requires {
+            let manifest = self.manifest(required)?;
+            available.extend(manifest.entries().iter().map(|e| e.hash));
+        }
         for root in &self.index.roots {
             let manifest = self.manifest(root)?;
-            if let Some(e) = manifest.entries().iter().find(|e| !blobs.contains(&e.hash)) {
+            if let Some(e) = manifest
+                .entries()
+                .iter()
+                .find(|e| !available.contains(&e.hash))
+            {
                 return Err(ArchiveError::BadManifest {
                     root: *root,
                     reason: format!("{} ({}) is not in the bundle", e.path, e.hash),
@@ -555,6 +678,7 @@ impl<R: ReadAt> Archive<R> {
             }
             verified.roots += 1;
         }
+        let mut signed_by_publisher = std::collections::HashSet::new();
         for s in &self.index.signatures {
             let bytes = self.signature(s)?;
             let bad = |reason: String| ArchiveError::BadSignature {
@@ -566,7 +690,28 @@ impl<R: ReadAt> Archive<R> {
             bundle
                 .check_manifest(&s.root, &manifest)
                 .map_err(|e| bad(e.to_string()))?;
+            if publisher.is_some_and(|key| bundle.verify_signature(key).is_ok()) {
+                signed_by_publisher.insert(s.root);
+            }
             verified.signatures += 1;
+        }
+        if let Some(key) = publisher {
+            if let Some(root) = self
+                .index
+                .roots
+                .iter()
+                .find(|r| !signed_by_publisher.contains(*r))
+            {
+                return Err(ArchiveError::BadSignature {
+                    name: format!("signatures/{root}/"),
+                    reason: format!("dataset {root} carries no signature by {key}"),
+                });
+            }
+            verified.signed_by_publisher = signed_by_publisher.len();
+        }
+        for hash in &self.index.names {
+            self.name_record(hash)?;
+            verified.names += 1;
         }
         self.check_sums()?;
         Ok(verified)
@@ -591,6 +736,15 @@ impl<R: ReadAt> Archive<R> {
                 });
             }
             expected.insert(signature_name(s));
+        }
+        expected.extend(self.index.names.iter().map(name_record_name));
+        for required in &self.index.requires {
+            if self.index.blob(required).is_none() {
+                return Err(ArchiveError::BadManifest {
+                    root: *required,
+                    reason: "the bundle requires this dataset but carries no manifest of it".into(),
+                });
+            }
         }
         if let Some(name) = self.entries.keys().find(|n| !expected.contains(*n)) {
             return Err(ArchiveError::UnexpectedEntry { name: name.clone() });
@@ -668,8 +822,23 @@ impl Write for ProgressSink<'_> {
     }
 }
 
+/// A verification failure of blob `b` as the file and 16 KiB group it is about.
+pub fn bad_data(b: &BlobEntry, e: VerifyError) -> ArchiveError {
+    match e {
+        VerifyError::DataMismatch { offset } => ArchiveError::BadData {
+            name: data_name(&b.hash),
+            range: group_range(offset, b.size),
+        },
+        VerifyError::OutboardMismatch { offset } => ArchiveError::BadData {
+            name: outboard_name(&b.hash),
+            range: group_range(offset, b.size),
+        },
+        VerifyError::Io(e) => ArchiveError::Io(e),
+    }
+}
+
 /// The 16 KiB group holding `offset`, clipped to the blob.
-fn group_range(offset: u64, size: u64) -> Range<u64> {
+pub fn group_range(offset: u64, size: u64) -> Range<u64> {
     let start = offset / CHUNK_GROUP_BYTES * CHUNK_GROUP_BYTES;
     start..(start + CHUNK_GROUP_BYTES).min(size.max(start))
 }
@@ -750,6 +919,9 @@ fn is_bundle_name(name: &str) -> bool {
     if let Some(blob) = name.strip_prefix("blobs/") {
         return hash(blob.strip_suffix(".obao").unwrap_or(blob));
     }
+    if let Some(record) = name.strip_prefix("names/") {
+        return record.strip_suffix(".rec").is_some_and(hash);
+    }
     if let Some(sig) = name.strip_prefix("signatures/") {
         return sig
             .strip_suffix(".sig")
@@ -757,6 +929,27 @@ fn is_bundle_name(name: &str) -> bool {
             .is_some_and(|(root, file)| hash(root) && hash(file));
     }
     false
+}
+
+/// Reads and parses the index, the file at `span`.
+fn read_index(src: &impl ReadAt, span: EntrySpan) -> Result<Index, ArchiveError> {
+    if span.size > MAX_INDEX_BYTES {
+        return Err(ArchiveError::Limit {
+            what: "index bytes",
+            count: span.size,
+            limit: MAX_INDEX_BYTES,
+        });
+    }
+    if span.present < span.size {
+        return Err(ArchiveError::Truncated {
+            name: INDEX_FILE.into(),
+            present: span.present,
+            size: span.size,
+        });
+    }
+    let mut bytes = vec![0; span.size as usize];
+    read_exact_at(src, span.offset, &mut bytes)?;
+    parse_index(&bytes)
 }
 
 /// Parses and checks an index: format, version, limits, blobs sorted and unique.
@@ -776,6 +969,8 @@ fn parse_index(bytes: &[u8]) -> Result<Index, ArchiveError> {
         ("blobs", index.blobs.len(), MAX_BLOBS),
         ("roots", index.roots.len(), MAX_ROOTS),
         ("signatures", index.signatures.len(), MAX_SIGNATURES),
+        ("name records", index.names.len(), MAX_NAMES),
+        ("required datasets", index.requires.len(), MAX_REQUIRES),
     ] {
         if count > limit {
             return Err(ArchiveError::Limit {
@@ -795,8 +990,9 @@ fn parse_index(bytes: &[u8]) -> Result<Index, ArchiveError> {
 
 /// Writes a bundle, file by file, in the order the format fixes: [`Writer::new`] writes
 /// the index, then for each blob of the index (in its order) [`Writer::outboard`] and
-/// [`Writer::data`], then [`Writer::signature`] for each signature, then
-/// [`Writer::finish`] the sums and the end of the tar.
+/// [`Writer::data`], then [`Writer::signature`] for each signature,
+/// [`Writer::name_record`] for each name record, then [`Writer::finish`] the sums and the
+/// end of the tar.
 pub struct Writer<W: Write> {
     out: W,
     /// `B3SUMS` lines, in the order the files were written.
@@ -883,6 +1079,11 @@ impl<W: Write> Writer<W> {
         self.file(&signature_name(s), bytes, Some(s.hash))
     }
 
+    /// Writes a signed name record (after the signatures).
+    pub fn name_record(&mut self, hash: &Hash, bytes: &[u8]) -> io::Result<()> {
+        self.file(&name_record_name(hash), bytes, Some(*hash))
+    }
+
     /// Writes `B3SUMS` and the end of the tar; returns the output and the bundle's size.
     pub fn finish(mut self) -> io::Result<(W, u64)> {
         let sums = std::mem::take(&mut self.sums);
@@ -956,8 +1157,8 @@ impl<W: Write> Write for CountingWriter<'_, W> {
 mod tests {
     use super::*;
 
-    /// A bundle of one dataset of `files` (built by hand: what a store would give).
-    fn bundle_of(files: &[(&str, Vec<u8>)]) -> (Vec<u8>, Hash) {
+    /// A dataset of `files`: its manifest bytes, root and blobs (data by hash).
+    fn dataset(files: &[(&str, Vec<u8>)]) -> (Manifest, Hash, Vec<(BlobEntry, Vec<u8>)>) {
         let entries = files
             .iter()
             .map(|(path, data)| crate::ManifestEntry {
@@ -971,7 +1172,7 @@ mod tests {
         let manifest = Manifest::new(entries).expect("test step");
         let manifest_bytes = manifest.to_bytes();
         let root = Hash::of(&manifest_bytes);
-        let mut blobs: Vec<(BlobEntry, Vec<u8>)> = files
+        let blobs = files
             .iter()
             .map(|(_, d)| d.clone())
             .chain([manifest_bytes])
@@ -985,10 +1186,23 @@ mod tests {
                 )
             })
             .collect();
-        blobs.sort_by_key(|(b, _)| b.hash);
-        let index = Index::new(vec![root], blobs.iter().map(|(b, _)| *b).collect(), vec![]);
-        let mut w = Writer::new(Vec::new(), &index).expect("test step");
-        for (b, data) in &blobs {
+        (manifest, root, blobs)
+    }
+
+    /// Writes a bundle of `index` from `blobs` (by hash), with signature and name files.
+    fn write(
+        index: &Index,
+        blobs: &[(BlobEntry, Vec<u8>)],
+        signatures: &[(SignatureEntry, Vec<u8>)],
+        names: &[Vec<u8>],
+    ) -> Vec<u8> {
+        let mut w = Writer::new(Vec::new(), index).expect("test step");
+        for b in &index.blobs {
+            let data = &blobs
+                .iter()
+                .find(|(e, _)| e.hash == b.hash)
+                .expect("test step")
+                .1;
             let mut ob = Vec::new();
             tree::compute_outboard(&data[..], b.size, &mut ob).expect("test step");
             w.outboard(b, |out| out.write_all(&ob).map(|()| ob.len() as u64))
@@ -996,7 +1210,20 @@ mod tests {
             w.data(b, |out| out.write_all(data).map(|()| b.size))
                 .expect("test step");
         }
-        (w.finish().expect("test step").0, root)
+        for (s, bytes) in signatures {
+            w.signature(s, bytes).expect("test step");
+        }
+        for bytes in names {
+            w.name_record(&Hash::of(bytes), bytes).expect("test step");
+        }
+        w.finish().expect("test step").0
+    }
+
+    /// A bundle of one dataset of `files` (built by hand: what a store would give).
+    fn bundle_of(files: &[(&str, Vec<u8>)]) -> (Vec<u8>, Hash) {
+        let (_, root, blobs) = dataset(files);
+        let index = Index::new(vec![root], blobs.iter().map(|(b, _)| *b).collect(), vec![]);
+        (write(&index, &blobs, &[], &[]), root)
     }
 
     fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -1019,12 +1246,12 @@ mod tests {
         assert_eq!(archive.index.roots, vec![root]);
         let mut seen = 0;
         let v = archive
-            .verify(Depth::Full, &mut |n| seen += n)
+            .verify(Depth::Full, None, &mut |n| seen += n)
             .expect("test step");
         assert_eq!((v.roots, v.blobs), (1, 3));
         assert_eq!(seen, v.bytes);
         archive
-            .verify(Depth::Quick { seed: 7 }, &mut |_| {})
+            .verify(Depth::Quick { seed: 7 }, None, &mut |_| {})
             .expect("test step");
     }
 
@@ -1041,7 +1268,7 @@ mod tests {
         bytes[at as usize] ^= 1;
         let err = open(&bytes)
             .expect("test step")
-            .verify(Depth::Full, &mut |_| {})
+            .verify(Depth::Full, None, &mut |_| {})
             .expect_err("must fail");
         match err {
             ArchiveError::BadData { name, range } => {
@@ -1062,7 +1289,7 @@ mod tests {
             "{:?}",
             archive.truncated
         );
-        assert!(archive.verify(Depth::Full, &mut |_| {}).is_err());
+        assert!(archive.verify(Depth::Full, None, &mut |_| {}).is_err());
         assert!(matches!(
             open(&bytes[..700]),
             Err(ArchiveError::Truncated { .. })
@@ -1115,12 +1342,12 @@ mod tests {
             .expect("test step");
         archive.index.blobs[i].size += 1;
         assert!(matches!(
-            archive.verify(Depth::Full, &mut |_| {}),
+            archive.verify(Depth::Full, None, &mut |_| {}),
             Err(ArchiveError::SizeMismatch { .. })
         ));
         archive.index.blobs.remove(i);
         assert!(matches!(
-            archive.verify(Depth::Full, &mut |_| {}),
+            archive.verify(Depth::Full, None, &mut |_| {}),
             Err(ArchiveError::UnexpectedEntry { .. })
         ));
     }
@@ -1138,5 +1365,146 @@ mod tests {
             parse_index(b"{\"format\":\"commons-bundle\",\"version\":2,\"roots\":[],\"blobs\":[],\"signatures\":[]}"),
             Err(ArchiveError::Version(2))
         ));
+    }
+
+    #[test]
+    fn volumes_read_as_one_across_their_boundaries() {
+        let (bytes, root) = bundle_of(&[("x.bin", pattern(70_000, 5))]);
+        let cuts = [0, 1000, 1000, 40_000, bytes.len()];
+        let parts: Vec<(&[u8], u64)> = cuts
+            .windows(2)
+            .map(|w| (&bytes[w[0]..w[1]], (w[1] - w[0]) as u64))
+            .collect();
+        let volumes = Volumes::new(parts.clone());
+        assert_eq!((volumes.len(), volumes.count()), (bytes.len() as u64, 4));
+        let mut whole = vec![0; bytes.len()];
+        read_exact_at(&volumes, 0, &mut whole).expect("test step");
+        assert_eq!(whole, bytes);
+        let archive = Archive::open(Volumes::new(parts), bytes.len() as u64).expect("test step");
+        assert_eq!(archive.index.roots, vec![root]);
+        archive
+            .verify(Depth::Full, None, &mut |_| {})
+            .expect("test step");
+        // Without the last volume: a bundle cut short.
+        let first_three: Vec<(&[u8], u64)> = cuts[..4]
+            .windows(2)
+            .map(|w| (&bytes[w[0]..w[1]], (w[1] - w[0]) as u64))
+            .collect();
+        let short = Volumes::new(first_three);
+        let len = short.len();
+        assert!(Archive::open(short, len)
+            .expect("test step")
+            .truncated
+            .is_some());
+    }
+
+    #[test]
+    fn a_delta_bundle_checks_against_the_manifest_it_requires() {
+        let shared = pattern(60_000, 6);
+        let (_, old_root, old_blobs) = dataset(&[("a.bin", shared.clone())]);
+        let (_, new_root, new_blobs) =
+            dataset(&[("a.bin", shared.clone()), ("b.bin", pattern(30_000, 7))]);
+        let old_manifest = old_blobs
+            .iter()
+            .find(|(b, _)| b.hash == old_root)
+            .expect("test step")
+            .clone();
+        let mut blobs: Vec<(BlobEntry, Vec<u8>)> = new_blobs
+            .into_iter()
+            .filter(|(b, _)| b.hash != Hash::of(&shared))
+            .collect();
+        blobs.push(old_manifest);
+        let delta = |requires: Vec<Hash>| {
+            Index::new(
+                vec![new_root],
+                blobs.iter().map(|(b, _)| *b).collect(),
+                vec![],
+            )
+            .with(vec![], requires)
+        };
+        let bytes = write(&delta(vec![old_root]), &blobs, &[], &[]);
+        let v = open(&bytes)
+            .expect("test step")
+            .verify(Depth::Full, None, &mut |_| {})
+            .expect("test step");
+        assert_eq!(v.requires, vec![old_root]);
+        // The same blobs without naming what they need: a.bin is missing.
+        let bytes = write(&delta(vec![]), &blobs, &[], &[]);
+        let err = open(&bytes)
+            .expect("test step")
+            .verify(Depth::Full, None, &mut |_| {})
+            .expect_err("must fail");
+        assert!(err.to_string().contains("a.bin"), "{err}");
+    }
+
+    #[test]
+    fn signatures_and_name_records_are_checked_and_a_publisher_can_be_required() {
+        use crate::provenance::{bundle::sign_manifest, KeyAlgorithm, NameRecord, SecretKey};
+        let key = SecretKey::from_seed(KeyAlgorithm::P256, &[3; 32]).expect("test step");
+        let other = SecretKey::from_seed(KeyAlgorithm::Ed25519, &[4; 32]).expect("test step");
+        let (manifest, root, blobs) = dataset(&[("w.safetensors", pattern(20_000, 8))]);
+        let sig = sign_manifest(&root, &manifest, &key).expect("test step");
+        let sig_entry = SignatureEntry {
+            root,
+            hash: Hash::of(&sig),
+        };
+        let name = crate::NameRef::parse("lab/w").expect("test step");
+        let record = NameRecord::new(&key.public(), &name, root, 4, None, 1..2)
+            .sign(&key)
+            .encode();
+        let index = Index::new(
+            vec![root],
+            blobs.iter().map(|(b, _)| *b).collect(),
+            vec![sig_entry],
+        )
+        .with(vec![Hash::of(&record)], vec![]);
+        let bytes = write(
+            &index,
+            &blobs,
+            &[(sig_entry, sig)],
+            std::slice::from_ref(&record),
+        );
+        let archive = open(&bytes).expect("test step");
+        let v = archive
+            .verify(Depth::Full, Some(&key.public()), &mut |_| {})
+            .expect("test step");
+        assert_eq!((v.signatures, v.names, v.signed_by_publisher), (1, 1, 1));
+        let err = archive
+            .verify(Depth::Full, Some(&other.public()), &mut |_| {})
+            .expect_err("another publisher's signature is required");
+        assert!(err.to_string().contains("no signature by"), "{err}");
+        // A record whose signature fails is named.
+        let mut forged = record.clone();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        let index = Index::new(vec![root], blobs.iter().map(|(b, _)| *b).collect(), vec![])
+            .with(vec![Hash::of(&forged)], vec![]);
+        let bytes = write(&index, &blobs, &[], &[forged.clone()]);
+        let err = open(&bytes)
+            .expect("test step")
+            .verify(Depth::Full, None, &mut |_| {})
+            .expect_err("a forged record");
+        assert!(err.to_string().starts_with("names/"), "{err}");
+    }
+
+    #[test]
+    fn a_tar_with_more_files_than_its_index_lists_stops_at_the_index() {
+        // An empty index and then file after file: refused at the first extra one, so the
+        // table never grows past what the index declared.
+        let index = Index::new(vec![], vec![], vec![]);
+        let mut w = Writer::new(Vec::new(), &index).expect("test step");
+        for i in 0..5u8 {
+            let b = BlobEntry {
+                hash: Hash::of(&[i]),
+                size: 1,
+            };
+            w.data(&b, |out| out.write_all(&[i]).map(|()| 1))
+                .expect("test step");
+        }
+        let bytes = w.finish().expect("test step").0;
+        match open(&bytes) {
+            Err(ArchiveError::Limit { limit, .. }) => assert_eq!(limit, 2),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -60,6 +60,17 @@ pub fn pair_index(start: u64, len: u64) -> u64 {
     start - u64::from(start.count_ones()) + len - 2
 }
 
+/// Where the pairs of the complete subtree at bytes `offset..offset + len` of a blob lie
+/// in the blob's whole post-order outboard: one run of `len / 16 KiB - 1` pairs after the
+/// internal nodes wholly before it. So a span's [`subtree_outboard`] can be cut out of an
+/// outboard that came with the data (a bundle's) instead of hashing the span again.
+pub fn subtree_pairs_in_outboard(offset: u64, len: u64) -> std::ops::Range<u64> {
+    let first = offset / CHUNK_GROUP_BYTES;
+    let groups = len / CHUNK_GROUP_BYTES;
+    let start = (first - u64::from(first.count_ones())) * HASH_PAIR_BYTES;
+    start..start + (groups - 1) * HASH_PAIR_BYTES
+}
+
 /// Streams the post-order outboard of a blob of `size` bytes into `out`, from the kept
 /// subtree outboards and, where none was kept, from the data. Returns the root hash, which
 /// the caller compares with the blob's hash: a wrong top pair of a kept subtree changes it.
@@ -166,6 +177,30 @@ impl SubtreeSource for Memory<'_> {
 mod tests {
     use super::*;
     use crate::tree::compute_outboard;
+
+    #[test]
+    fn a_subtree_outboard_is_a_run_of_the_whole_outboard() {
+        // Odd sizes too: the tree's right edge is not complete there.
+        for size in [1_048_576u64, 1_300_000, 5 * 262_144 + 17] {
+            let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            let mut whole = Vec::new();
+            compute_outboard(&data[..], size, &mut whole).expect("test step");
+            for len in [2 * CHUNK_GROUP_BYTES, 262_144] {
+                let mut offset = 0;
+                while offset + len <= size {
+                    let range = subtree_pairs_in_outboard(offset, len);
+                    let expected =
+                        subtree_outboard(offset, &data[offset as usize..(offset + len) as usize]);
+                    assert_eq!(
+                        &whole[range.start as usize..range.end as usize],
+                        &expected[..],
+                        "size {size}, span {offset}+{len}"
+                    );
+                    offset += len;
+                }
+            }
+        }
+    }
 
     /// A blob in memory whose spans' outboards are kept, except those listed.
     struct Spans<'a> {

@@ -316,17 +316,24 @@ fn keep_by_default() -> bool {
 pub struct Pack {
     /// Hashes, prefixes, tickets or names of complete datasets.
     pub targets: Vec<String>,
-    /// The bundle to write (absolute).
+    /// The bundle to write (absolute): a file, the base name of its volumes, or a named
+    /// pipe (written in place).
     pub output: PathBuf,
     /// Replace an existing file.
     #[serde(default)]
     pub force: bool,
+    /// Datasets the receiver holds: their blobs are left out (a delta bundle).
+    #[serde(default)]
+    pub since: Vec<String>,
+    /// Write volumes of this many bytes (`FILE.000`, `FILE.001`, …).
+    #[serde(default)]
+    pub split: Option<u64>,
 }
 
 /// Import a bundle into the store.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Unpack {
-    /// The bundle (absolute).
+    /// The bundle (absolute): a file, or its volumes (by base name or first volume).
     pub bundle: PathBuf,
     /// Import what a bundle cut short holds (the rest on a later unpack).
     #[serde(default)]

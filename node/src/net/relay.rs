@@ -8,7 +8,7 @@
 //! at a public address ([`ReservationGate`]), unless `[relay] enabled = true` says so.
 
 use std::{
-    collections::VecDeque,
+    collections::{HashMap, VecDeque},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -38,6 +38,18 @@ pub const DEFAULT_RELAY_BUDGET_PER_HOUR: u64 = 8 << 30;
 pub const BUDGET_WINDOW: Duration = Duration::from_secs(60 * 60);
 /// Relays a private node reserves slots on, by default.
 pub const DEFAULT_RELAY_SLOTS: usize = 2;
+/// New circuits (or reservations) one source peer may open in a burst: libp2p's default.
+pub const SOURCE_PEER_BURST: u32 = 30;
+/// … and then one per this interval: libp2p's default.
+pub const SOURCE_PEER_REFILL: Duration = Duration::from_secs(2 * 60);
+/// New circuits (or reservations) from one IP address in a burst. libp2p's default (60,
+/// then one a minute) is per host; a site behind one NAT address (a campus, a lab) is many
+/// nodes, and the NAT lab ran out of it after about twenty fetches from one site.
+pub const SOURCE_IP_BURST: u32 = 600;
+/// … and then one per this interval (600 an hour).
+pub const SOURCE_IP_REFILL: Duration = Duration::from_secs(6);
+/// Sources tracked by one [`SourceLimiter`] before full buckets are dropped.
+const SOURCE_LIMITER_KEYS: usize = 10_000;
 
 /// The `[relay]` settings: whether this node relays for others, and within what.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,9 +179,115 @@ impl relay::RateLimiter for CircuitBudget {
     }
 }
 
+/// What a [`SourceLimiter`] counts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SourceKey {
+    /// The source's peer id.
+    Peer(PeerId),
+    /// The IP address the source reached the relay from (the first of its address).
+    Ip(std::net::IpAddr),
+}
+
+/// A token bucket per source (peer or IP): `burst` new circuits at once, then one per
+/// `refill`. libp2p-relay's own limiter cannot be built with other numbers from outside
+/// the crate, hence this one.
+#[derive(Debug)]
+pub struct SourceLimiter {
+    by_ip: bool,
+    burst: u32,
+    refill: Duration,
+    /// Tokens left and when they were counted, per source.
+    buckets: HashMap<SourceKey, (u32, Instant)>,
+}
+
+impl SourceLimiter {
+    /// A limiter per peer.
+    pub fn per_peer(burst: u32, refill: Duration) -> Self {
+        Self::new(false, burst, refill)
+    }
+
+    /// A limiter per IP address.
+    pub fn per_ip(burst: u32, refill: Duration) -> Self {
+        Self::new(true, burst, refill)
+    }
+
+    fn new(by_ip: bool, burst: u32, refill: Duration) -> Self {
+        Self {
+            by_ip,
+            burst: burst.max(1),
+            refill: refill.max(Duration::from_millis(1)),
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// Takes one token of `key` at `now`, if it has one.
+    pub fn take(&mut self, key: SourceKey, now: Instant) -> bool {
+        if self.buckets.len() >= SOURCE_LIMITER_KEYS {
+            // Sources whose bucket has refilled are as good as new: forget them.
+            let (burst, refill) = (self.burst, self.refill);
+            self.buckets
+                .retain(|_, (tokens, at)| refilled(*tokens, *at, now, refill) < burst);
+        }
+        let (burst, refill) = (self.burst, self.refill);
+        let bucket = self.buckets.entry(key).or_insert((burst, now));
+        let tokens = refilled(bucket.0, bucket.1, now, refill).min(burst);
+        // Count from when the last whole token came, so fractions are not lost.
+        let gained = tokens - bucket.0.min(tokens);
+        let since = if tokens == burst {
+            now
+        } else {
+            bucket.1 + refill * gained
+        };
+        if tokens == 0 {
+            *bucket = (0, since);
+            return false;
+        }
+        *bucket = (tokens - 1, since);
+        true
+    }
+}
+
+/// Tokens of a bucket that had `tokens` at `at`, at `now`.
+fn refilled(tokens: u32, at: Instant, now: Instant, refill: Duration) -> u32 {
+    let gained = now.saturating_duration_since(at).as_nanos() / refill.as_nanos().max(1);
+    tokens.saturating_add(u32::try_from(gained).unwrap_or(u32::MAX))
+}
+
+impl relay::RateLimiter for SourceLimiter {
+    fn try_next(&mut self, peer: PeerId, addr: &Multiaddr, now: Instant) -> bool {
+        let key = if self.by_ip {
+            let ip = addr.iter().find_map(|p| match p {
+                libp2p::multiaddr::Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
+                libp2p::multiaddr::Protocol::Ip6(ip) => Some(std::net::IpAddr::V6(ip)),
+                _ => None,
+            });
+            match ip {
+                Some(ip) => SourceKey::Ip(ip),
+                // No IP (a relayed source): counted by peer.
+                None => SourceKey::Peer(peer),
+            }
+        } else {
+            SourceKey::Peer(peer)
+        };
+        self.take(key, now)
+    }
+}
+
+/// The per-peer and per-IP limits on new circuits or reservations.
+fn source_limiters() -> Vec<Box<dyn relay::RateLimiter>> {
+    vec![
+        Box::new(SourceLimiter::per_peer(
+            SOURCE_PEER_BURST,
+            SOURCE_PEER_REFILL,
+        )),
+        Box::new(SourceLimiter::per_ip(SOURCE_IP_BURST, SOURCE_IP_REFILL)),
+    ]
+}
+
 /// The relay behaviour's settings from `config`, with `gate` deciding when it serves.
 pub fn behaviour_config(config: &RelayConfig, gate: ReservationGate) -> relay::Config {
-    // libp2p's rate limits per peer and per IP (reservations and new circuits) stay.
+    // Rate limits per peer and per IP on reservations and new circuits: libp2p's per
+    // peer, and per IP sized for sites behind one NAT address.
     let mut c = relay::Config {
         max_reservations: config.max_reservations,
         max_reservations_per_peer: MAX_RESERVATIONS_PER_PEER,
@@ -180,7 +298,9 @@ pub fn behaviour_config(config: &RelayConfig, gate: ReservationGate) -> relay::C
         max_circuit_bytes: config.max_circuit_bytes,
         ..relay::Config::default()
     };
+    c.reservation_rate_limiters = source_limiters();
     c.reservation_rate_limiters.push(Box::new(gate));
+    c.circuit_src_rate_limiters = source_limiters();
     c.circuit_src_rate_limiters
         .push(Box::new(CircuitBudget::new(
             config.max_circuit_bytes,
@@ -212,6 +332,48 @@ mod tests {
             "an hour later the window has room again"
         );
         assert!(budget.admitted.len() <= 4, "bounded by budget / circuit");
+    }
+
+    #[test]
+    fn a_source_gets_its_burst_then_one_per_refill() {
+        let mut limiter = SourceLimiter::per_ip(3, Duration::from_secs(10));
+        let ip = SourceKey::Ip([10, 0, 0, 1].into());
+        let other = SourceKey::Ip([10, 0, 0, 2].into());
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(limiter.take(ip, t0));
+        }
+        assert!(!limiter.take(ip, t0), "the burst is spent");
+        assert!(limiter.take(other, t0), "another source has its own");
+        assert!(!limiter.take(ip, t0 + Duration::from_secs(9)));
+        assert!(
+            limiter.take(ip, t0 + Duration::from_secs(10)),
+            "one refilled"
+        );
+        assert!(!limiter.take(ip, t0 + Duration::from_secs(15)));
+        assert!(
+            limiter.take(ip, t0 + Duration::from_secs(20)),
+            "and the next"
+        );
+        assert!(
+            (0..3).all(|_| limiter.take(ip, t0 + Duration::from_secs(1000))),
+            "refilled to the burst, no more"
+        );
+        assert!(!limiter.take(ip, t0 + Duration::from_secs(1000)));
+    }
+
+    #[test]
+    fn the_limiter_forgets_refilled_sources_when_full() {
+        let mut limiter = SourceLimiter::per_peer(2, Duration::from_secs(1));
+        let t0 = Instant::now();
+        for _ in 0..SOURCE_LIMITER_KEYS {
+            limiter.take(SourceKey::Peer(PeerId::random()), t0);
+        }
+        limiter.take(
+            SourceKey::Peer(PeerId::random()),
+            t0 + Duration::from_secs(5),
+        );
+        assert_eq!(limiter.buckets.len(), 1, "the refilled ones went");
     }
 
     #[test]

@@ -508,57 +508,40 @@ async fn get(node: &Node, req: Get, progress: Progress) -> Result<GetOutcome, Ap
     Ok(outcome)
 }
 
-/// Writes a bundle of the datasets `targets` to `output`: to a temporary file beside it,
-/// renamed once whole, so a bundle at that name is never half written.
+/// Writes a bundle of the datasets `targets` to `output` (see [`bundle::write_bundle`]: a
+/// file or volumes are renamed into place once whole, so a bundle at that name is never
+/// half written; a named pipe is written as the bundle is made).
 async fn pack(node: &Node, req: Pack, progress: Progress) -> Result<PackOutcome, ApiError> {
     require_absolute(&req.output)?;
     if req.targets.is_empty() {
         return Err(invalid("name at least one dataset to pack"));
     }
-    if req.output.exists() && !req.force {
-        return Err(ApiError::new(
-            ErrorKind::AlreadyExists,
-            format!("{} exists (--force replaces it)", req.output.display()),
-        ));
-    }
     node.store()
         .run(move |store| {
-            let roots = req
-                .targets
-                .iter()
-                .map(|t| resolve(store, t))
-                .collect::<Result<Vec<_>, _>>()?;
-            let file_error = |e: std::io::Error| {
-                ApiError::new(ErrorKind::Io, format!("{}: {e}", req.output.display()))
+            let resolve_all = |targets: &[String]| {
+                targets
+                    .iter()
+                    .map(|t| resolve(store, t))
+                    .collect::<Result<Vec<_>, _>>()
             };
-            let tmp = req.output.with_extension("partial");
-            let file = std::fs::File::create(&tmp).map_err(file_error)?;
-            let written = bundle::pack(store, &roots, std::io::BufWriter::new(&file), &progress)
-                .and_then(|outcome| {
-                    file.sync_all().map_err(file_error)?;
-                    std::fs::rename(&tmp, &req.output).map_err(file_error)?;
-                    Ok(outcome)
-                });
-            if written.is_err() {
-                let _ = std::fs::remove_file(&tmp);
-            }
-            written
+            let roots = resolve_all(&req.targets)?;
+            let since = resolve_all(&req.since)?;
+            let (mut outcome, files) =
+                bundle::write_bundle(&req.output, req.split, req.force, |out| {
+                    bundle::pack(store, &roots, &since, out, &progress)
+                })?;
+            outcome.files = files;
+            Ok(outcome)
         })
         .await
 }
 
-/// Imports the bundle at `bundle`, verified, into the store.
+/// Imports the bundle at `bundle` (a file or its volumes), verified, into the store.
 async fn unpack(node: &Node, req: Unpack, progress: Progress) -> Result<UnpackOutcome, ApiError> {
     require_absolute(&req.bundle)?;
     node.store()
         .run(move |store| {
-            let file_error = |e: std::io::Error| {
-                ApiError::new(ErrorKind::Io, format!("{}: {e}", req.bundle.display()))
-            };
-            let file = std::fs::File::open(&req.bundle).map_err(file_error)?;
-            let len = file.metadata().map_err(file_error)?.len();
-            let archive = commons_protocol::archive::Archive::open(file, len)
-                .map_err(|e| ApiError::from(e).context(req.bundle.display()))?;
+            let archive = bundle::open(&req.bundle)?;
             bundle::unpack(store, &archive, req.resume, &progress)
                 .map_err(|e| e.context(req.bundle.display()))
         })

@@ -241,6 +241,17 @@ impl Store {
 
     /// Every remembered record this node keeps alive, with its DHT key.
     pub fn kept_names(&self) -> Result<Vec<(Hash, SignedNameRecord)>> {
+        Ok(self
+            .remembered_names()?
+            .into_iter()
+            .filter(|(_, _, keep)| *keep)
+            .map(|(key, record, _)| (key, record))
+            .collect())
+    }
+
+    /// Every remembered record (the highest per name), with its DHT key and whether this
+    /// node keeps it alive.
+    pub fn remembered_names(&self) -> Result<Vec<(Hash, SignedNameRecord, bool)>> {
         let mut out = Vec::new();
         let iter = self.db.iterator_cf(
             self.cf(CF_META),
@@ -254,14 +265,11 @@ impl Store {
             let Some(seen) = postcard::from_bytes::<SeenName>(&value).ok() else {
                 continue;
             };
-            if !seen.keep {
-                continue;
-            }
             if let (Some(k), Ok(r)) = (
                 Hash::from_slice(dht_key),
                 SignedNameRecord::decode_signed(&seen.record),
             ) {
-                out.push((k, r));
+                out.push((k, r, seen.keep));
             }
         }
         Ok(out)

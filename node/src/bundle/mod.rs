@@ -11,46 +11,72 @@ use std::{io, ops::Range};
 
 use commons_protocol::{
     archive::{self, Archive, ArchiveError, BlobEntry, Index, SignatureEntry, Writer},
+    provenance::{name_key, SignedNameRecord},
     tree::{self, ReadAt},
     Hash, Manifest,
 };
 use serde::{Deserialize, Serialize};
 
-use commons_protocol::provenance::bundle::SIGNATURE_FILE;
-
 use crate::{
     error::{ApiError, ErrorKind},
-    export::ExportError,
     progress::{Progress, ProgressEvent},
     store::{ImportProgress, Store},
 };
+
+mod extract;
+mod files;
+#[cfg(test)]
+mod tests;
+
+pub use extract::{extract, BundleBlobs, ExtractOutcome, ExtractTarget, ExtractedDataset};
+pub use files::{open, volume_paths, write_bundle, BundleFile, MAX_VOLUMES, MIN_VOLUME_BYTES};
 
 /// What `pack` wrote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackOutcome {
     /// The datasets packed.
     pub roots: Vec<Hash>,
+    /// For a delta bundle, the datasets whose blobs were left out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requires: Vec<Hash>,
     /// Blobs (manifests included), each once.
     pub blobs: usize,
     /// Signature bundles carried.
     pub signatures: usize,
+    /// Signed name records carried.
+    #[serde(default)]
+    pub names: usize,
     /// Bytes of blob data.
     pub data_bytes: u64,
     /// Bytes of the bundle.
     pub bundle_bytes: u64,
+    /// The files written (one, or the volumes of a split bundle).
+    #[serde(default)]
+    pub files: Vec<std::path::PathBuf>,
 }
 
 /// Writes a bundle of the complete datasets `roots` to `out`: every blob's outboard and
-/// data (read back verified), and the roots' signatures.
+/// data (read back verified), the roots' signatures and the name records this store
+/// remembers pointing at them. With `since` (datasets this store holds), the blobs those
+/// list are left out: a delta bundle that requires them.
 pub fn pack(
     store: &Store,
     roots: &[Hash],
+    since: &[Hash],
     out: impl io::Write,
     progress: &Progress,
 ) -> Result<PackOutcome, ApiError> {
     let mut blobs = Vec::new();
     let mut signatures = Vec::new();
     let mut signature_bytes = Vec::new();
+    let mut left_out = std::collections::HashSet::new();
+    for older in since {
+        let manifest = store.read_manifest(older).map_err(|e| {
+            ApiError::from(e).context(format_args!("--since {older}: its manifest"))
+        })?;
+        left_out.extend(manifest.entries().iter().map(|e| e.hash));
+        blobs.push(manifest_entry(store, older)?);
+    }
     for root in roots {
         if !store.dataset_complete(root)? {
             return Err(ApiError::new(
@@ -59,18 +85,17 @@ pub fn pack(
             ));
         }
         let manifest = store.read_manifest(root)?;
-        let manifest_size = store
-            .blob(root)?
-            .map(|m| m.size)
-            .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("{root}: no manifest")))?;
-        blobs.push(BlobEntry {
-            hash: *root,
-            size: manifest_size,
-        });
-        blobs.extend(manifest.entries().iter().map(|e| BlobEntry {
-            hash: e.hash,
-            size: e.size,
-        }));
+        blobs.push(manifest_entry(store, root)?);
+        blobs.extend(
+            manifest
+                .entries()
+                .iter()
+                .filter(|e| !left_out.contains(&e.hash))
+                .map(|e| BlobEntry {
+                    hash: e.hash,
+                    size: e.size,
+                }),
+        );
         for bytes in store.signatures(root)? {
             let entry = SignatureEntry {
                 root: *root,
@@ -80,7 +105,20 @@ pub fn pack(
             signature_bytes.push((entry, bytes));
         }
     }
-    let index = Index::new(roots.to_vec(), blobs, signatures);
+    let packed: std::collections::HashSet<Hash> = roots.iter().copied().collect();
+    let mut names: Vec<(Hash, Vec<u8>)> = store
+        .remembered_names()?
+        .into_iter()
+        .filter(|(_, record, _)| packed.contains(&record.record.root))
+        .map(|(_, record, _)| {
+            let bytes = record.encode();
+            (Hash::of(&bytes), bytes)
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    let index = Index::new(roots.to_vec(), blobs, signatures)
+        .with(names.iter().map(|(h, _)| *h).collect(), since.to_vec());
     progress.event(ProgressEvent::Start {
         files: index.blobs.len() as u64,
         bytes: index.data_bytes(),
@@ -110,14 +148,29 @@ pub fn pack(
     for (entry, bytes) in &signature_bytes {
         writer.signature(entry, bytes).map_err(io_error)?;
     }
+    for (hash, bytes) in &names {
+        writer.name_record(hash, bytes).map_err(io_error)?;
+    }
     let (_, bundle_bytes) = writer.finish().map_err(io_error)?;
     Ok(PackOutcome {
         roots: index.roots.clone(),
+        requires: index.requires.clone(),
         blobs: index.blobs.len(),
         signatures: signature_bytes.len(),
+        names: names.len(),
         data_bytes: index.data_bytes(),
         bundle_bytes,
+        files: Vec::new(),
     })
+}
+
+/// The bundle entry of dataset `root`'s manifest.
+fn manifest_entry(store: &Store, root: &Hash) -> Result<BlobEntry, ApiError> {
+    let size = store
+        .blob(root)?
+        .map(|m| m.size)
+        .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("{root}: no manifest here")))?;
+    Ok(BlobEntry { hash: *root, size })
 }
 
 /// What `unpack` did.
@@ -137,6 +190,9 @@ pub struct UnpackOutcome {
     pub bytes_held: u64,
     /// Signatures kept.
     pub signatures: usize,
+    /// Name records remembered (each newer than, or the same as, any seen before).
+    #[serde(default)]
+    pub names: usize,
     /// Where the bundle ends early, if it does.
     pub truncated: Option<String>,
 }
@@ -144,6 +200,9 @@ pub struct UnpackOutcome {
 /// Imports bundle `archive` into the store. A bundle cut short is refused unless `resume`
 /// is given; then what it holds is imported and the rest waits for the next unpack. A
 /// blob that fails verification is refused, and what this unpack stored of it removed.
+/// Refused before anything is stored: a delta bundle whose required datasets the store
+/// lacks, and a bundle carrying a name record older than one this store has seen (a
+/// rollback).
 pub fn unpack<R: ReadAt>(
     store: &Store,
     archive: &Archive<R>,
@@ -160,6 +219,12 @@ pub fn unpack<R: ReadAt>(
         }
         outcome.truncated = Some(cut.to_string());
     }
+    for required in &archive.index.requires {
+        if !store.dataset_complete(required)? {
+            return Err(ArchiveError::Requires { root: *required }.into());
+        }
+    }
+    let names = checked_names(store, archive)?;
     // The manifests first: a bad one is refused before any data is stored.
     let mut manifests = Vec::new();
     for root in &archive.index.roots {
@@ -208,7 +273,49 @@ pub fn unpack<R: ReadAt>(
             outcome.incomplete.push(*root);
         }
     }
+    // A name is remembered once the dataset it points at is here.
+    for (key, record) in names {
+        if outcome.complete.contains(&record.record.root) {
+            store.remember_name(&key, &record, false, false)?;
+            outcome.names += 1;
+        }
+    }
     Ok(outcome)
+}
+
+/// The bundle's name records, each with its DHT key, checked not to be older than what
+/// the store has seen for its name.
+fn checked_names<R: ReadAt>(
+    store: &Store,
+    archive: &Archive<R>,
+) -> Result<Vec<(Hash, SignedNameRecord)>, ApiError> {
+    let mut names = Vec::new();
+    for hash in &archive.index.names {
+        let record = archive.name_record(hash)?;
+        let publisher = record
+            .record
+            .publisher_key()
+            .map_err(|e| ApiError::new(ErrorKind::Corrupt, e.to_string()))?;
+        let key = name_key(&publisher, &record.record.name_ref());
+        if let Some((held, _)) = store.seen_name(&key)? {
+            if held != record && !record.supersedes(&held) {
+                return Err(ApiError::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "{}: the bundle points {} at {} with record {}, older than record {} seen here (pointing at {}): a rollback, refused",
+                        archive::name_record_name(hash),
+                        record.record.name_ref(),
+                        record.record.root,
+                        record.record.seq,
+                        held.record.seq,
+                        held.record.root
+                    ),
+                ));
+            }
+        }
+        names.push((key, record));
+    }
+    Ok(names)
 }
 
 /// What became of one blob.
@@ -253,6 +360,7 @@ fn import_blob<R: ReadAt>(
     });
     let span_bytes = store.span_bytes();
     let mut buf = Vec::with_capacity(span_bytes as usize);
+    let mut pairs = Vec::new();
     let mut new = 0;
     for (indices, bytes) in missing.iter().zip(&spans) {
         for index in indices.clone() {
@@ -271,25 +379,33 @@ fn import_blob<R: ReadAt>(
                 if fresh {
                     store.discard_partial(&b.hash)?;
                 }
-                let name = match e {
-                    tree::VerifyError::OutboardMismatch { .. } => archive::outboard_name(&b.hash),
-                    _ => archive::data_name(&b.hash),
+                let kept = if fresh {
+                    "nothing of this blob was kept"
+                } else {
+                    "what earlier runs verified of this blob is kept"
                 };
-                let at = match e {
-                    tree::VerifyError::DataMismatch { offset }
-                    | tree::VerifyError::OutboardMismatch { offset } => offset,
-                    _ => range.start,
-                };
-                let group = at / tree::CHUNK_GROUP_BYTES * tree::CHUNK_GROUP_BYTES;
-                return Err(ApiError::new(
-                    ErrorKind::Corrupt,
-                    format!(
-                        "{name}: bytes {group}..{} fail verification ({e}); nothing of this blob was kept",
-                        (group + tree::CHUNK_GROUP_BYTES).min(b.size)
-                    ),
-                ));
+                let err = ApiError::from(archive::bad_data(b, e));
+                return Err(ApiError::new(err.kind, format!("{}; {kept}", err.message)));
             }
-            store.put_verified_span(partial.id, b.size, index, &buf, None, &[])?;
+            // The span's own pairs come with the bundle (verified just now, with its
+            // data): cut out, not computed again.
+            let whole_span = range.end - range.start == span_bytes
+                && commons_protocol::subtree::is_subtree_len(span_bytes);
+            let pairs = if whole_span {
+                let at =
+                    commons_protocol::subtree::subtree_pairs_in_outboard(range.start, span_bytes);
+                pairs.resize((at.end - at.start) as usize, 0);
+                tree::read_exact_at(&outboard, at.start, &mut pairs).map_err(|e| {
+                    ApiError::new(
+                        ErrorKind::Io,
+                        format!("{}: {e}", archive::outboard_name(&b.hash)),
+                    )
+                })?;
+                Some(&pairs[..])
+            } else {
+                None
+            };
+            store.put_verified_span(partial.id, b.size, index, &buf, pairs, &[])?;
             new += range.end - range.start;
             progress.event(ProgressEvent::Advance {
                 bytes: range.end - range.start,
@@ -334,138 +450,6 @@ fn keep_signatures<R: ReadAt>(
         kept += 1;
     }
     Ok(kept)
-}
-
-/// A bundle as the source of an export: its blobs, each verified through its outboard as
-/// it is written.
-struct BundleBlobs<'a, R>(&'a Archive<R>);
-
-impl<R: ReadAt> crate::export::BlobSource for BundleBlobs<'_, R> {
-    fn has_complete(&self, hash: &Hash) -> Result<bool, ExportError> {
-        Ok(self.entry(hash).is_some_and(|b| {
-            self.0
-                .entry(&archive::data_name(&b.hash))
-                .is_some_and(|e| e.present == e.size)
-        }))
-    }
-
-    fn write_verified(&self, hash: &Hash, out: &mut dyn io::Write) -> Result<u64, ExportError> {
-        let b = self.entry(hash).ok_or_else(|| ArchiveError::Missing {
-            name: archive::data_name(hash),
-        })?;
-        let (outboard, data) = self.0.blob(&b)?;
-        tree::copy_verified(b.hash, b.size, &data, &outboard, out).map_err(|e| match e {
-            tree::VerifyError::Io(e) => ExportError::Io {
-                path: archive::data_name(hash).into(),
-                source: e,
-            },
-            tree::VerifyError::OutboardMismatch { offset } => ArchiveError::BadData {
-                name: archive::outboard_name(hash),
-                range: group_of(offset, b.size),
-            }
-            .into(),
-            tree::VerifyError::DataMismatch { offset } => ArchiveError::BadData {
-                name: archive::data_name(hash),
-                range: group_of(offset, b.size),
-            }
-            .into(),
-            other => ExportError::Io {
-                path: archive::data_name(hash).into(),
-                source: io::Error::other(other.to_string()),
-            },
-        })
-    }
-}
-
-impl<R> BundleBlobs<'_, R> {
-    fn entry(&self, hash: &Hash) -> Option<BlobEntry> {
-        let blobs = &self.0.index.blobs;
-        blobs
-            .binary_search_by_key(hash, |b| b.hash)
-            .ok()
-            .map(|i| blobs[i])
-    }
-}
-
-/// The 16 KiB group holding `offset`, clipped to the blob.
-fn group_of(offset: u64, size: u64) -> Range<u64> {
-    let start = offset / tree::CHUNK_GROUP_BYTES * tree::CHUNK_GROUP_BYTES;
-    start..(start + tree::CHUNK_GROUP_BYTES).min(size)
-}
-
-/// What `unpack --to` wrote.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExtractOutcome {
-    /// Each dataset, with where it went.
-    pub datasets: Vec<ExtractedDataset>,
-}
-
-/// One dataset written as plain files.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExtractedDataset {
-    /// Its root.
-    pub root: Hash,
-    /// The folder its files are in.
-    pub dir: std::path::PathBuf,
-    /// Files written (and kept as they were, identical).
-    pub files: usize,
-    /// Bytes written.
-    pub bytes: u64,
-    /// The `model.sig` written, if the bundle carries a signature of it.
-    pub signature: Option<std::path::PathBuf>,
-}
-
-/// Writes the bundle's datasets as plain files under `dest` (no store): one dataset goes
-/// into `dest`, several into `dest/<root>`. Each file is verified as it is written, to a
-/// temporary name renamed once whole; a signature the bundle carries becomes `model.sig`
-/// (unless the dataset has a file of that name).
-pub fn extract<R: ReadAt>(
-    archive: &Archive<R>,
-    dest: &std::path::Path,
-    force: bool,
-    progress: &dyn crate::export::ExportProgress,
-) -> Result<ExtractOutcome, ExportError> {
-    archive.check_whole()?;
-    let source = BundleBlobs(archive);
-    let mut datasets = Vec::new();
-    let several = archive.index.roots.len() > 1;
-    for root in &archive.index.roots {
-        let manifest = archive.manifest(root)?;
-        let dir = if several {
-            dest.join(root.to_string())
-        } else {
-            dest.to_path_buf()
-        };
-        let report = crate::export::export_files(
-            &source,
-            root,
-            &manifest,
-            &dir,
-            force,
-            &crate::include::Include::default(),
-            progress,
-        )?;
-        let signature = match archive.index.signatures.iter().find(|s| s.root == *root) {
-            Some(s) if manifest.entry(SIGNATURE_FILE).is_none() => {
-                let bytes = archive.signature(s)?;
-                let path = dir.join(SIGNATURE_FILE);
-                std::fs::write(&path, bytes).map_err(|e| ExportError::Io {
-                    path: path.clone(),
-                    source: e,
-                })?;
-                Some(path)
-            }
-            _ => None,
-        };
-        datasets.push(ExtractedDataset {
-            root: *root,
-            dir,
-            files: report.files.len() + report.unchanged as usize,
-            bytes: report.bytes,
-            signature,
-        });
-    }
-    Ok(ExtractOutcome { datasets })
 }
 
 fn io_error(e: io::Error) -> ApiError {
