@@ -234,6 +234,9 @@ fn publisher_arg(text: &str) -> Result<String> {
 struct BundleVerified {
     bundle: PathBuf,
     quick: bool,
+    /// Name records the config's `[trust]` covers, each by its publisher, whose dataset
+    /// that publisher signed.
+    trusted_names: usize,
     #[serde(flatten)]
     verified: commons_protocol::archive::Verified,
 }
@@ -243,6 +246,7 @@ fn bundle_verify(
     path: &Path,
     quick: bool,
     publisher: Option<&str>,
+    trust: &commons_protocol::provenance::TrustPolicy,
     json: bool,
 ) -> Result<ExitCode> {
     use commons_protocol::archive::Depth;
@@ -273,15 +277,20 @@ fn bundle_verify(
         })
         .with_context(|| format!("{} failed verification", path.display()));
     bar.finish();
+    let verified = verified?;
+    let trusted_names = archive
+        .check_trust(trust)
+        .with_context(|| format!("{} fails the trust policy", path.display()))?;
     let reply = BundleVerified {
         bundle: path.to_path_buf(),
         quick,
-        verified: verified?,
+        trusted_names,
+        verified,
     };
     if json {
         println!("{}", serde_json::to_string(&reply)?);
     } else {
-        render::bundle_verified(&reply.verified, path, quick);
+        render::bundle_verified(&reply.verified, path, quick, reply.trusted_names);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -407,7 +416,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             bundle,
             quick,
             publisher,
-        }) => return bundle_verify(&bundle, quick, publisher.as_deref(), json),
+        }) => {
+            let trust = ConfigFile::load(config, &data_dir)?
+                .trust_policy()
+                .context("the config's [trust]")?;
+            return bundle_verify(&bundle, quick, publisher.as_deref(), &trust, json);
+        }
         Command::Unpack {
             ref bundle,
             to: Some(ref dir),
@@ -724,6 +738,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             target,
             key,
             valid_days,
+            offline,
             bootstrap: _,
         } => {
             let request = api::Publish {
@@ -731,6 +746,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 target,
                 key,
                 valid_days,
+                offline,
             };
             let reply = node.call(request, "publishing")?;
             node.show(&reply, render::published)

@@ -340,6 +340,10 @@ enum Command {
         /// Days the record stays valid [default: 30; at most 366]
         #[arg(long, value_name = "DAYS")]
         valid_days: Option<u64>,
+        /// Sign and keep the record here only, without the network (an air-gapped
+        /// publisher): `pack` carries it, and a node run later puts it in the DHT
+        #[arg(long, conflicts_with = "bootstrap")]
+        offline: bool,
         /// Peer to join the network through; repeatable (see `get`)
         #[arg(long, value_name = "MULTIADDR")]
         bootstrap: Vec<String>,
@@ -459,9 +463,12 @@ enum NameCommand {
 #[derive(Debug, Subcommand)]
 enum BundleCommand {
     /// Check a bundle: its structure, sizes, every 16 KiB group of every file through
-    /// its hash tree, that each dataset is complete, its signatures and B3SUMS
+    /// its hash tree, that each dataset is complete, its signatures, name records and
+    /// B3SUMS
     ///
-    /// Needs no store and no node. Exits 1 naming the first bad file and byte range.
+    /// Needs no store and no node. Name records of names the config's [trust] gives a
+    /// publisher must be by that publisher, and their dataset signed by it. Exits 1
+    /// naming the first bad file and byte range.
     Verify {
         /// The bundle file, or its volumes
         bundle: PathBuf,

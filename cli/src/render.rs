@@ -274,6 +274,7 @@ pub fn bundle_verified(
     v: &commons_protocol::archive::Verified,
     file: &std::path::Path,
     quick: bool,
+    trusted_names: usize,
 ) {
     println!(
         "{} is good{}: {} dataset{}, complete; {} blob{}, {} {}; {} signature{} naming their datasets; {} name record{} signed by their publishers",
@@ -294,6 +295,12 @@ pub fn bundle_verified(
         println!(
             "every dataset is signed by the publisher given ({} of {})",
             v.signed_by_publisher, v.roots
+        );
+    }
+    if trusted_names > 0 {
+        println!(
+            "{trusted_names} name record{} covered by the trust policy: by the publisher it names, pointing at a dataset that publisher signed",
+            plural(trusted_names as u64)
         );
     }
     for root in &v.requires {

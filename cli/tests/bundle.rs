@@ -350,6 +350,35 @@ fn volumes_stdout_plain_files_and_a_required_publisher() {
     let listed = json_ok(&site, &["ls"]);
     assert!(listed.to_string().contains(&root), "{listed}");
 
+    // A new version with one file changed, as a delta: only that file travels.
+    let v2_dir = tmp.path().join("v2");
+    make_dataset(&v2_dir, 3_000_000);
+    fs::write(v2_dir.join("config.json"), br#"{"layers": 3}"#).expect("test step");
+    let v2 = json_ok(&seeder, &["add", &s(&v2_dir)])["hash"]
+        .as_str()
+        .expect("test step")
+        .to_string();
+    let delta = tmp.path().join("delta.tar");
+    let packed = json_ok(&seeder, &["pack", &v2, "--since", &root, "-o", &s(&delta)]);
+    assert_eq!(packed["requires"][0], root.as_str());
+    assert!(
+        packed["data_bytes"].as_u64().expect("test step") < 2_000,
+        "{packed}"
+    );
+    let out = run(&tmp.path().join("fresh-store"), &["unpack", &s(&delta)]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!("holds only what dataset {root} lacks")),
+        "{}",
+        stderr(&out)
+    );
+    let out = json_ok(&site, &["unpack", &s(&delta)]);
+    assert_eq!(out["complete"][0], v2.as_str());
+    assert_eq!(
+        out["blobs_imported"], 2,
+        "the new config and v2's manifest: {out}"
+    );
+
     // Plain files with no store, and the signature beside them.
     let out_dir = tmp.path().join("plain");
     let nowhere = tmp.path().join("no-store");
@@ -371,5 +400,52 @@ fn volumes_stdout_plain_files_and_a_required_publisher() {
         again.status.success(),
         "identical files are kept: {}",
         stderr(&again)
+    );
+}
+
+#[test]
+fn a_signed_name_travels_and_an_older_one_is_refused() {
+    let tmp = tempfile::tempdir().expect("test step");
+    let (publisher, site) = (tmp.path().join("publisher"), tmp.path().join("site"));
+    let s = |p: &Path| p.to_str().expect("test step").to_string();
+    json_ok(&publisher, &["key", "generate", "lab-x"]);
+    let mut bundles = Vec::new();
+    for version in 1..=2 {
+        let dir = tmp.path().join(format!("v{version}"));
+        make_dataset(&dir, 50_000 * version);
+        let root = json_ok(&publisher, &["add", &s(&dir)])["hash"]
+            .as_str()
+            .expect("test step")
+            .to_string();
+        json_ok(&publisher, &["sign", &root, "--key", "lab-x"]);
+        // No network where the publisher is: the record is signed and kept here.
+        let published = json_ok(
+            &publisher,
+            &[
+                "publish",
+                "lab-x/corpus",
+                &root,
+                "--key",
+                "lab-x",
+                "--offline",
+            ],
+        );
+        assert_eq!(published["record"]["seq"], version as u64);
+        let bundle = tmp.path().join(format!("v{version}.tar"));
+        let packed = json_ok(&publisher, &["pack", &root, "-o", &s(&bundle)]);
+        assert_eq!(packed["names"], 1, "{packed}");
+        let verified = json_ok(&site, &["bundle", "verify", &s(&bundle)]);
+        assert_eq!(verified["names"], 1);
+        bundles.push((root, bundle));
+    }
+    let out = json_ok(&site, &["unpack", &s(&bundles[1].1)]);
+    assert_eq!(out["names"], 1, "{out}");
+    let out = run(&site, &["unpack", &s(&bundles[0].1)]);
+    assert!(!out.status.success(), "the older record is refused");
+    assert!(stderr(&out).contains("rollback"), "{}", stderr(&out));
+    let listed = json_ok(&site, &["ls"]);
+    assert!(
+        !listed.to_string().contains(&bundles[0].0),
+        "nothing of the refused bundle was stored: {listed}"
     );
 }

@@ -618,6 +618,8 @@ impl<'a> Pool<'a> {
         };
         let mut errors = Vec::new();
         let mut tried = HashSet::new();
+        // Providers asked again once because a hole punch cut their round short.
+        let mut retried_after_punch = HashSet::new();
         loop {
             let mut batch: Vec<PeerAddrs> = self
                 .peers
@@ -701,6 +703,7 @@ impl<'a> Pool<'a> {
                 self.limit.as_ref(),
             );
             let known: HashSet<PeerId> = self.peers.iter().map(|p| p.peer).collect();
+            let round_start = std::time::Instant::now();
             let refresh = refresh_holders(
                 node,
                 host,
@@ -742,6 +745,15 @@ impl<'a> Pool<'a> {
                             node.holders().remove(&self.root, &peer);
                             node.scores().bad_data(peer);
                             self.misbehaved.push(peer);
+                        } else if host.punched_since(&peer, round_start)
+                            && retried_after_punch.insert(peer)
+                        {
+                            // Cut short as a hole punch moved it to a direct connection
+                            // (the relayed one closes, with the streams on it): asked
+                            // again, once, over the direct one.
+                            tracing::info!(%peer, error = %error, "cut by a hole punch; asking again");
+                            tried.remove(&peer);
+                            continue;
                         } else if !matches!(error, FetchError::Refused { .. }) {
                             // Gone, reset, stalled or cut short: a refusal (busy, not held)
                             // is an honest answer and costs nothing.

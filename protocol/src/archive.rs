@@ -32,7 +32,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     manifest::{Manifest, MAX_MANIFEST_BYTES},
-    provenance::{record::MAX_NAME_RECORD_BYTES, PublicKey, SignatureBundle, SignedNameRecord},
+    provenance::{
+        record::MAX_NAME_RECORD_BYTES, PublicKey, SignatureBundle, SignedNameRecord, TrustPolicy,
+    },
     tree::{self, ReadAt, VerifyError, CHUNK_GROUP_BYTES},
     Hash,
 };
@@ -607,6 +609,51 @@ impl<R: ReadAt> Archive<R> {
             )));
         }
         Ok(record)
+    }
+
+    /// Checks the name records against a trust policy (the config's `[trust]`): a record
+    /// of a name the policy gives a publisher must be by that publisher, and the dataset
+    /// it points at must carry a signature verified with that key. Returns how many
+    /// records the policy covered. Run after [`Archive::verify`].
+    pub fn check_trust(&self, policy: &TrustPolicy) -> Result<usize, ArchiveError> {
+        let mut covered = 0;
+        for hash in &self.index.names {
+            let record = self.name_record(hash)?;
+            let r = &record.record;
+            let Some(trusted) = policy.publisher_of(&r.name) else {
+                continue;
+            };
+            let bad = |reason: String| ArchiveError::BadSignature {
+                name: name_record_name(hash),
+                reason,
+            };
+            if r.publisher_key().ok().as_ref() != Some(trusted) {
+                return Err(bad(format!(
+                    "{} is signed by another key than {trusted}, the publisher the trust policy names",
+                    r.name_ref()
+                )));
+            }
+            let signed = self
+                .index
+                .signatures
+                .iter()
+                .filter(|s| s.root == r.root)
+                .any(|s| {
+                    self.signature(s)
+                        .ok()
+                        .and_then(|bytes| SignatureBundle::parse(&bytes).ok())
+                        .is_some_and(|b| b.verify_signature(trusted).is_ok())
+                });
+            if !signed {
+                return Err(bad(format!(
+                    "{} points at {}, which carries no signature by {trusted}",
+                    r.name_ref(),
+                    r.root
+                )));
+            }
+            covered += 1;
+        }
+        Ok(covered)
     }
 
     /// Checks the whole bundle: every file is listed and has the size its index and tree
@@ -1469,6 +1516,21 @@ mod tests {
             .verify(Depth::Full, Some(&key.public()), &mut |_| {})
             .expect("test step");
         assert_eq!((v.signatures, v.names, v.signed_by_publisher), (1, 1, 1));
+        let trusting = |key: &SecretKey| {
+            TrustPolicy::from_rules([("lab/*", key.public().to_string().as_str())])
+                .expect("test step")
+        };
+        assert_eq!(archive.check_trust(&trusting(&key)).expect("test step"), 1);
+        assert_eq!(
+            archive
+                .check_trust(&TrustPolicy::default())
+                .expect("test step"),
+            0
+        );
+        let err = archive
+            .check_trust(&trusting(&other))
+            .expect_err("the policy names another publisher");
+        assert!(err.to_string().contains("another key"), "{err}");
         let err = archive
             .verify(Depth::Full, Some(&other.public()), &mut |_| {})
             .expect_err("another publisher's signature is required");

@@ -670,6 +670,10 @@ pub struct Publish {
     /// Days the record stays valid (default 30, at most 366).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_days: Option<u64>,
+    /// Sign and keep the record here only, without the network (an air-gapped publisher:
+    /// `pack` carries it; it goes into the DHT when the node next runs with peers).
+    #[serde(default)]
+    pub offline: bool,
 }
 
 /// One name record, as `publish` and `resolve` show it.

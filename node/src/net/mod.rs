@@ -320,15 +320,25 @@ impl PunchTimes {
     /// map holds at most the punches of that long).
     const KEEP: Duration = Duration::from_secs(120);
 
+    /// Requests that fail this soon after a punch are taken as cut by it: the NAT lab saw
+    /// requests opened around the punch (on the relayed connection just before it closed,
+    /// or on a duplicate direct connection the dial race closes) fail a second or two
+    /// later, and the fetch drop its only provider.
+    const CUT_GRACE: Duration = Duration::from_secs(10);
+
     fn record(&self, peer: PeerId, now: std::time::Instant) {
         let mut times = self.0.lock().unwrap_or_else(|e| e.into_inner());
         times.retain(|_, at| now.saturating_duration_since(*at) < Self::KEEP);
         times.insert(peer, now);
     }
 
-    fn since(&self, peer: &PeerId, since: std::time::Instant) -> bool {
+    /// Whether a punch happened after `since`, or less than [`Self::CUT_GRACE`] before
+    /// `now`.
+    fn cut(&self, peer: &PeerId, since: std::time::Instant, now: std::time::Instant) -> bool {
         let times = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        times.get(peer).is_some_and(|at| *at >= since)
+        times
+            .get(peer)
+            .is_some_and(|at| *at >= since || now.saturating_duration_since(*at) < Self::CUT_GRACE)
     }
 }
 
@@ -395,10 +405,11 @@ impl Host {
         self.advertised.clone()
     }
 
-    /// Whether a hole punch moved `peer` to a direct connection at or after `since`
-    /// (closing the relayed one, and the streams on it).
+    /// Whether a request to `peer` asked at `since` that failed now may have been cut by a
+    /// hole punch moving the peer to a direct connection (closing the relayed one, and the
+    /// streams on it): a punch after `since`, or only moments ago.
     pub fn punched_since(&self, peer: &PeerId, since: std::time::Instant) -> bool {
-        self.punches.since(peer, since)
+        self.punches.cut(peer, since, std::time::Instant::now())
     }
 
     /// The bulk-data endpoint, if there is one.

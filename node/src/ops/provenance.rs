@@ -156,6 +156,15 @@ async fn publish(node: &Node, req: Publish, _: Progress) -> Result<PublishOutcom
             Ok(root)
         })
         .await?;
+    if req.offline {
+        let (record, _) = names::sign_and_keep(node, &key, &name, root, lifetime, None).await?;
+        return Ok(PublishOutcome {
+            record: record_out(&record),
+            stored: false,
+            peers: 0,
+            error: Some("--offline: kept here only".into()),
+        });
+    }
     let network = node
         .joined_network()
         .await

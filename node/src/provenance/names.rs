@@ -225,12 +225,39 @@ pub async fn publish(
     lifetime_secs: u64,
 ) -> Result<Published, ApiError> {
     let public = key.public();
-    let dht_key = name_key(&public, name);
     let current = match resolve(node, network, &public, name, false).await {
         Ok(found) => Some(found.record),
         Err(e) if e.kind == ErrorKind::NotFound => None,
         Err(e) => return Err(e.context("cannot look up the name's current record")),
     };
+    let (record, dht_key) = sign_and_keep(node, key, name, root, lifetime_secs, current).await?;
+    let cost = network
+        .host
+        .put_name(dht_key, record.encode())
+        .await
+        .map_err(|e| e.to_string());
+    Ok(Published {
+        record,
+        key: dht_key,
+        cost,
+    })
+}
+
+/// Signs `name` → `root` one sequence above `current` (the newest record found in the
+/// DHT, if it was asked) and the newest seen here, chained to it, and keeps it here (to
+/// be put in the DHT by the caller or the republisher, and carried by `pack`). Returns
+/// the record and its DHT key. Without the network (`publish --offline`), `current` is
+/// `None`: the sequence then follows what this node has seen.
+pub async fn sign_and_keep(
+    node: &Node,
+    key: &SecretKey,
+    name: &NameRef,
+    root: Hash,
+    lifetime_secs: u64,
+    current: Option<SignedNameRecord>,
+) -> Result<(SignedNameRecord, Hash), ApiError> {
+    let public = key.public();
+    let dht_key = name_key(&public, name);
     // Expired records count too: nodes that hold one refuse any lower sequence for good.
     let seen = node
         .store()
@@ -276,16 +303,7 @@ pub async fn publish(
             ),
         ));
     }
-    let cost = network
-        .host
-        .put_name(dht_key, record.encode())
-        .await
-        .map_err(|e| e.to_string());
-    Ok(Published {
-        record,
-        key: dht_key,
-        cost,
-    })
+    Ok((record, dht_key))
 }
 
 /// Puts every name this node keeps alive (published or followed) into the DHT again,
