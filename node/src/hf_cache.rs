@@ -9,9 +9,9 @@
 //!   refs/<revision>                   the commit (no newline, as the client writes it)
 //! ```
 //!
-//! The etag is the Hub's id of the file when the manifest records it (the SHA-256 of an
-//! LFS file, the git blob id otherwise), else the git blob id computed as the file is
-//! written. The commit is the upstream commit when the dataset came from the Hub, else
+//! The etag is the Hub's id of the file (the SHA-256 of an LFS file, the git blob id
+//! otherwise), computed as the file is written and, when the manifest records one,
+//! checked against it; without recorded ids, the git blob id. The commit is the upstream commit when the dataset came from the Hub, else
 //! the first 40 hex digits of the dataset's root: a made-up commit the client accepts as
 //! any other, which names this exact content.
 
@@ -173,9 +173,12 @@ fn write_blob(
 ) -> Result<String, ExportError> {
     let tmp = blobs.join(format!("{}.commons-incomplete", entry.hash));
     let file = fs::File::create(&tmp).map_err(io_err(&tmp))?;
+    // Hashed on the way whatever the manifest says: a blob is filed under the Hub id its
+    // bytes have, never under one a bundle merely claims (it could replace another
+    // snapshot's blob).
     let mut out = HashingWriter {
         out: io::BufWriter::with_capacity(1 << 20, file),
-        hasher: entry.hub.is_none().then(|| HubHasher::new(entry.size)),
+        hasher: HubHasher::new(entry.size),
     };
     let result = source
         .write_verified(&entry.hash, &mut out)
@@ -184,29 +187,29 @@ fn write_blob(
         let _ = fs::remove_file(&tmp);
         return Err(e);
     }
-    let etag = match (entry.hub, out.hasher) {
-        (Some(ids), _) => ids.etag(),
-        (None, Some(hasher)) => hasher
-            .finish(false)
-            .map(|ids| ids.git_oid.to_string())
-            .ok_or_else(|| ExportError::Io {
-                path: tmp.clone(),
-                source: io::Error::other("the blob's size differs from the manifest's"),
-            })?,
-        (None, None) => unreachable_etag(&tmp)?,
+    let lfs = entry.hub.is_some_and(|ids| ids.lfs);
+    let computed = out.hasher.finish(lfs);
+    let etag = match (entry.hub, computed) {
+        (None, Some(ids)) => ids.git_oid.to_string(),
+        (Some(claimed), Some(ids))
+            if (claimed.lfs && claimed.sha256 == ids.sha256)
+                || (!claimed.lfs && claimed.git_oid == ids.git_oid) =>
+        {
+            claimed.etag()
+        }
+        _ => {
+            let _ = fs::remove_file(&tmp);
+            return Err(ExportError::Io {
+                path: PathBuf::from(&entry.path),
+                source: io::Error::other(
+                    "its bytes do not have the Hub id the manifest records for it",
+                ),
+            });
+        }
     };
     let path = blobs.join(&etag);
     fs::rename(&tmp, &path).map_err(io_err(&path))?;
     Ok(etag)
-}
-
-/// A hasher is made whenever the manifest has no ids, so this is never reached; an error
-/// rather than a panic all the same.
-fn unreachable_etag(tmp: &Path) -> Result<String, ExportError> {
-    Err(ExportError::Io {
-        path: tmp.to_path_buf(),
-        source: io::Error::other("no id for the blob"),
-    })
 }
 
 /// Links `snapshot/path` to `../…/blobs/etag`, replacing a link already there.
@@ -249,18 +252,16 @@ fn symlink(_target: &str, _at: &Path) -> io::Result<()> {
     ))
 }
 
-/// Writes through, hashing for the git id when the manifest has none.
+/// Writes through, computing the Hub ids.
 struct HashingWriter<W> {
     out: W,
-    hasher: Option<HubHasher>,
+    hasher: HubHasher,
 }
 
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.out.write(buf)?;
-        if let Some(h) = &mut self.hasher {
-            h.update(&buf[..n]);
-        }
+        self.hasher.update(&buf[..n]);
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {

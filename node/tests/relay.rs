@@ -305,9 +305,16 @@ async fn a_hole_punch_moves_a_relayed_connection_to_a_direct_one() {
         loop {
             let status = client.status().await.expect("status");
             let seeder_side = seeder.status().await.expect("status");
-            let punched =
-                status.nat.counters.punches_succeeded + seeder_side.nat.counters.punches_succeeded;
-            if punched > 0 && client.remote_ip(peer).await.is_some() {
+            // A punch that made the connection direct and closed the relayed one. DCUtR
+            // may call it failed while one of its dials got through (on a loaded machine):
+            // the relayed connection is then closed all the same.
+            let moved = status.nat.counters.relayed_closed_after_punch
+                + seeder_side.nat.counters.relayed_closed_after_punch;
+            let attempted = status.nat.counters.punches_succeeded
+                + seeder_side.nat.counters.punches_succeeded
+                + status.nat.counters.punches_failed
+                + seeder_side.nat.counters.punches_failed;
+            if moved > 0 && attempted > 0 && client.remote_ip(peer).await.is_some() {
                 break (status, seeder_side);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -146,9 +146,11 @@ impl Index {
             .map(|i| self.blobs[i])
     }
 
-    /// Total bytes of blob data.
+    /// Total bytes of blob data (an index whose sizes overflow is refused when read).
     pub fn data_bytes(&self) -> u64 {
-        self.blobs.iter().map(|b| b.size).sum()
+        self.blobs
+            .iter()
+            .fold(0, |sum, b| sum.saturating_add(b.size))
     }
 }
 
@@ -726,6 +728,8 @@ impl<R: ReadAt> Archive<R> {
             verified.roots += 1;
         }
         let mut signed_by_publisher = std::collections::HashSet::new();
+        // Each root's manifest read once, however many signatures it has.
+        let mut manifests: BTreeMap<Hash, Manifest> = BTreeMap::new();
         for s in &self.index.signatures {
             let bytes = self.signature(s)?;
             let bad = |reason: String| ArchiveError::BadSignature {
@@ -733,9 +737,12 @@ impl<R: ReadAt> Archive<R> {
                 reason,
             };
             let bundle = SignatureBundle::parse(&bytes).map_err(|e| bad(e.to_string()))?;
-            let manifest = self.manifest(&s.root)?;
+            let manifest = match manifests.entry(s.root) {
+                std::collections::btree_map::Entry::Occupied(m) => m.into_mut(),
+                std::collections::btree_map::Entry::Vacant(v) => v.insert(self.manifest(&s.root)?),
+            };
             bundle
-                .check_manifest(&s.root, &manifest)
+                .check_manifest(&s.root, manifest)
                 .map_err(|e| bad(e.to_string()))?;
             if publisher.is_some_and(|key| bundle.verify_signature(key).is_ok()) {
                 signed_by_publisher.insert(s.root);
@@ -1026,6 +1033,16 @@ fn parse_index(bytes: &[u8]) -> Result<Index, ArchiveError> {
                 limit: limit as u64,
             });
         }
+    }
+    if index
+        .blobs
+        .iter()
+        .try_fold(0u64, |sum, b| sum.checked_add(b.size))
+        .is_none()
+    {
+        return Err(ArchiveError::NotABundle(format!(
+            "{INDEX_FILE}: blob sizes add up past 2^64"
+        )));
     }
     if index.blobs.windows(2).any(|w| w[0].hash >= w[1].hash) {
         return Err(ArchiveError::NotABundle(format!(

@@ -136,12 +136,7 @@ pub fn extract<R: ReadAt>(
         let signature = match archive.index.signatures.iter().find(|s| s.root == *root) {
             Some(s) if manifest.entry(SIGNATURE_FILE).is_none() => {
                 let bytes = archive.signature(s)?;
-                let path = dir.join(SIGNATURE_FILE);
-                std::fs::write(&path, bytes).map_err(|e| ExportError::Io {
-                    path: path.clone(),
-                    source: e,
-                })?;
-                Some(path)
+                Some(write_signature(&dir, &bytes, force)?)
             }
             _ => None,
         };
@@ -154,4 +149,35 @@ pub fn extract<R: ReadAt>(
         });
     }
     Ok(outcome)
+}
+
+/// Writes `model.sig` into `dir` as the other files are written: to a temporary name,
+/// renamed into place (replacing a link, never writing through it); a different file
+/// already there is kept unless `force`.
+fn write_signature(
+    dir: &std::path::Path,
+    bytes: &[u8],
+    force: bool,
+) -> Result<std::path::PathBuf, ExportError> {
+    let path = dir.join(SIGNATURE_FILE);
+    if let Ok(meta) = path.symlink_metadata() {
+        let same = meta.is_file() && std::fs::read(&path).is_ok_and(|held| held == bytes);
+        if same {
+            return Ok(path);
+        }
+        if !force {
+            return Err(ExportError::Exists { path });
+        }
+    }
+    let tmp = dir.join(format!("{SIGNATURE_FILE}.commons-partial"));
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            ExportError::Io {
+                path: path.clone(),
+                source: e,
+            }
+        })?;
+    Ok(path)
 }

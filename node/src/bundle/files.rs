@@ -70,7 +70,16 @@ pub fn open(path: &Path) -> Result<BundleFile, ApiError> {
     for p in volume_paths(path).map_err(|e| ApiError::new(ErrorKind::NotFound, e.to_string()))? {
         let file = File::open(&p).map_err(|e| io_error(&p, e))?;
         let len = file.metadata().map_err(|e| io_error(&p, e))?.len();
+        // Every volume but the last is as long as the first: a shorter one is still
+        // arriving, and what follows it cannot be placed yet (the bundle reads as cut
+        // there).
+        let short = parts
+            .first()
+            .is_some_and(|(_, first): &(File, u64)| len < *first);
         parts.push((file, len));
+        if short {
+            break;
+        }
     }
     let volumes = Volumes::new(parts);
     let len = volumes.len();
@@ -96,15 +105,19 @@ pub fn write_bundle<T>(
         return Ok((value, vec![output.to_path_buf()]));
     }
     let exists = |p: &Path| p.symlink_metadata().is_ok();
-    let first = match split {
-        Some(_) => volume(output, 0),
-        None => output.to_path_buf(),
+    // The other form of the same bundle name would be read instead of (or beside) this
+    // one: a single file `FILE` is read before volumes `FILE.000…`.
+    let (first, other) = match split {
+        Some(_) => (volume(output, 0), output.to_path_buf()),
+        None => (output.to_path_buf(), volume(output, 0)),
     };
-    if exists(&first) && !force {
-        return Err(ApiError::new(
-            ErrorKind::AlreadyExists,
-            format!("{} exists (--force replaces it)", first.display()),
-        ));
+    for taken in [&first, &other] {
+        if exists(taken) && !force {
+            return Err(ApiError::new(
+                ErrorKind::AlreadyExists,
+                format!("{} exists (--force replaces it)", taken.display()),
+            ));
+        }
     }
     if let Some(size) = split {
         if size < MIN_VOLUME_BYTES {
@@ -129,15 +142,17 @@ pub fn write_bundle<T>(
         }
     };
     let finals = out.rename()?;
-    if split.is_some() {
-        // Volumes of an earlier, longer bundle of the same name would read as part of
-        // this one.
-        for stale in (finals.len()..MAX_VOLUMES).map(|i| volume(output, i)) {
-            if !exists(&stale) {
-                break;
-            }
-            std::fs::remove_file(&stale).map_err(|e| io_error(&stale, e))?;
+    // With --force: what remains of an earlier bundle of that name (a single file, or
+    // volumes past this bundle's last) would be read as, or as part of, this one.
+    let kept = if split.is_some() { finals.len() } else { 0 };
+    if split.is_some() && exists(output) {
+        std::fs::remove_file(output).map_err(|e| io_error(output, e))?;
+    }
+    for stale in (kept..MAX_VOLUMES).map(|i| volume(output, i)) {
+        if !exists(&stale) {
+            break;
         }
+        std::fs::remove_file(&stale).map_err(|e| io_error(&stale, e))?;
     }
     Ok((value, finals))
 }

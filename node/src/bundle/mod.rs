@@ -224,7 +224,9 @@ pub fn unpack<R: ReadAt>(
             return Err(ArchiveError::Requires { root: *required }.into());
         }
     }
-    let names = checked_names(store, archive)?;
+    // Records and signatures come last in a bundle: one cut short may lack them, and then
+    // no dataset is recorded until a run that has them checks them.
+    let (names, names_whole) = checked_names(store, archive, resume)?;
     // The manifests first: a bad one is refused before any data is stored.
     let mut manifests = Vec::new();
     for root in &archive.index.roots {
@@ -261,12 +263,19 @@ pub fn unpack<R: ReadAt>(
         progress.event(ProgressEvent::FileDone);
     }
     for (root, manifest) in &manifests {
-        if record_if_complete(store, root, manifest)? {
-            outcome.signatures += keep_signatures(store, archive, root, manifest)?;
-            outcome.complete.push(*root);
-        } else {
-            outcome.incomplete.push(*root);
+        let signatures = match signatures_of(archive, root, manifest, resume)? {
+            Some(signatures) if names_whole && holds_all(store, manifest)? => signatures,
+            _ => {
+                outcome.incomplete.push(*root);
+                continue;
+            }
+        };
+        for bytes in &signatures {
+            crate::provenance::signatures::keep(store, root, bytes, false)?;
         }
+        store.record_dataset(root, manifest, true)?;
+        outcome.signatures += signatures.len();
+        outcome.complete.push(*root);
     }
     for root in &archive.index.roots {
         if !manifests.iter().any(|(r, _)| r == root) {
@@ -275,8 +284,12 @@ pub fn unpack<R: ReadAt>(
     }
     // A name is remembered once the dataset it points at is here.
     for (key, record) in names {
-        if outcome.complete.contains(&record.record.root) {
-            store.remember_name(&key, &record, false, false)?;
+        if outcome.complete.contains(&record.record.root)
+            && !matches!(
+                store.remember_name(&key, &record, false, false)?,
+                crate::store::NameUpdate::Older(_)
+            )
+        {
             outcome.names += 1;
         }
     }
@@ -284,14 +297,24 @@ pub fn unpack<R: ReadAt>(
 }
 
 /// The bundle's name records, each with its DHT key, checked not to be older than what
-/// the store has seen for its name.
+/// the store has seen for its name; and whether all of them were there (with `resume`,
+/// records past the end of a bundle cut short are left for a later run).
 fn checked_names<R: ReadAt>(
     store: &Store,
     archive: &Archive<R>,
-) -> Result<Vec<(Hash, SignedNameRecord)>, ApiError> {
+    resume: bool,
+) -> Result<(Vec<(Hash, SignedNameRecord)>, bool), ApiError> {
     let mut names = Vec::new();
+    let mut whole = true;
     for hash in &archive.index.names {
-        let record = archive.name_record(hash)?;
+        let record = match archive.name_record(hash) {
+            Ok(record) => record,
+            Err(ArchiveError::Truncated { .. }) if resume => {
+                whole = false;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let publisher = record
             .record
             .publisher_key()
@@ -315,7 +338,7 @@ fn checked_names<R: ReadAt>(
         }
         names.push((key, record));
     }
-    Ok(names)
+    Ok((names, whole))
 }
 
 /// What became of one blob.
@@ -419,8 +442,8 @@ fn import_blob<R: ReadAt>(
     })
 }
 
-/// Records (and pins) dataset `root` if the store holds every blob it names.
-fn record_if_complete(store: &Store, root: &Hash, manifest: &Manifest) -> Result<bool, ApiError> {
+/// Whether the store holds every blob `manifest` names, complete.
+fn holds_all(store: &Store, manifest: &Manifest) -> Result<bool, ApiError> {
     for e in manifest.entries() {
         if !store
             .blob(&e.hash)?
@@ -429,27 +452,30 @@ fn record_if_complete(store: &Store, root: &Hash, manifest: &Manifest) -> Result
             return Ok(false);
         }
     }
-    store.record_dataset(root, manifest, true)?;
     Ok(true)
 }
 
-/// Keeps the signatures the bundle carries for `root` (checked to name its manifest; as
-/// a folder's `model.sig`, unverified until a key or policy checks them).
-fn keep_signatures<R: ReadAt>(
-    store: &Store,
+/// The signatures the bundle carries for `root`, each checked to name its manifest (kept
+/// as a folder's `model.sig` is, unverified until a key or policy checks them); `None`
+/// when, with `resume`, the bundle ends before one of them.
+fn signatures_of<R: ReadAt>(
     archive: &Archive<R>,
     root: &Hash,
     manifest: &Manifest,
-) -> Result<usize, ApiError> {
-    let mut kept = 0;
+    resume: bool,
+) -> Result<Option<Vec<Vec<u8>>>, ApiError> {
+    let mut signatures = Vec::new();
     for s in archive.index.signatures.iter().filter(|s| s.root == *root) {
-        let bytes = archive.signature(s)?;
+        let bytes = match archive.signature(s) {
+            Ok(bytes) => bytes,
+            Err(ArchiveError::Truncated { .. }) if resume => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
         crate::provenance::signatures::check_bundle(root, manifest, &bytes)
             .map_err(|e| e.context(archive::signature_name(s)))?;
-        crate::provenance::signatures::keep(store, root, &bytes, false)?;
-        kept += 1;
+        signatures.push(bytes);
     }
-    Ok(kept)
+    Ok(Some(signatures))
 }
 
 fn io_error(e: io::Error) -> ApiError {

@@ -227,6 +227,15 @@ impl SourceLimiter {
             let (burst, refill) = (self.burst, self.refill);
             self.buckets
                 .retain(|_, (tokens, at)| refilled(*tokens, *at, now, refill) < burst);
+            if self.buckets.len() >= SOURCE_LIMITER_KEYS {
+                // A flood of new sources: start over rather than scan on every call (the
+                // relay's circuit count and byte budget still bound what they get).
+                tracing::warn!(
+                    sources = self.buckets.len(),
+                    "too many sources to rate-limit one by one; counting afresh"
+                );
+                self.buckets.clear();
+            }
         }
         let (burst, refill) = (self.burst, self.refill);
         let bucket = self.buckets.entry(key).or_insert((burst, now));

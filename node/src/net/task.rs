@@ -491,7 +491,23 @@ impl Task {
             }
             Err(e) => {
                 self.counters.punches_failed += 1;
-                tracing::info!(%peer, "hole punch failed, staying relayed: {e}");
+                // DCUtR can report a failure although one of the simultaneous dials got
+                // through (seen on a loaded machine): a direct connection is what counts.
+                let direct = self
+                    .connected
+                    .get(&peer)
+                    .is_some_and(|addr| !addr.iter().any(|p| p == Protocol::P2pCircuit));
+                if direct {
+                    tracing::info!(%peer, "hole punch reported failed, but a direct connection exists: {e}");
+                    self.punches.record(peer, Instant::now());
+                    for id in self.relayed_connections.remove(&peer).unwrap_or_default() {
+                        if self.swarm.close_connection(id) {
+                            self.counters.relayed_closed_after_punch += 1;
+                        }
+                    }
+                } else {
+                    tracing::info!(%peer, "hole punch failed, staying relayed: {e}");
+                }
             }
         }
     }
