@@ -745,9 +745,14 @@ impl<'a> Pool<'a> {
                             node.holders().remove(&self.root, &peer);
                             node.scores().bad_data(peer);
                             self.misbehaved.push(peer);
-                        } else if host.punched_since(&peer, round_start)
-                            && retried_after_punch.insert(peer)
+                        } else if !retried_after_punch.contains(&peer)
+                            && (host.punched_since(&peer, round_start)
+                                || (matches!(
+                                    error,
+                                    FetchError::Stream { .. } | FetchError::Truncated { .. }
+                                ) && host.punched_since_settled(&peer, round_start).await))
                         {
+                            retried_after_punch.insert(peer);
                             // Cut short as a hole punch moved it to a direct connection
                             // (the relayed one closes, with the streams on it): asked
                             // again, once, over the direct one.

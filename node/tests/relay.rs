@@ -339,3 +339,50 @@ async fn a_hole_punch_moves_a_relayed_connection_to_a_direct_one() {
     let out = fetch_whole(&client, peer, hash, &tmp.path().join("client")).await;
     assert!(out == data, "identical");
 }
+
+/// A root's provider records outlive the fetchers that left them; dialling many such gone
+/// peers through one relay at once must not crowd out the live one behind them (libp2p's
+/// relay client drops circuit requests beyond ten in flight per relay connection: the NAT
+/// lab's symmetric ↔ symmetric fetches all failed so). Dials through a relay take turns,
+/// and a request to a peer without a reservation costs the relay's budget nothing (here
+/// five circuits an hour, fewer than the gone peers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_provider_is_reached_through_a_relay_behind_many_gone_ones() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = common::pattern(64 << 10, 9);
+    let (store, hash) = common::store_with_blob(tmp.path(), "seeder", &data);
+    let (_relay, relay_addrs) = relay_node(RelayConfig {
+        max_circuit_bytes: 1 << 20,
+        budget_bytes_per_hour: 5 << 20,
+        ..RelayConfig::default()
+    })
+    .await;
+    let seeder = relayed_seeder(&relay_addrs, store, hash, false).await;
+    let client = common::client_node_with(&DiscoveryConfig::client(relay_addrs.clone())).await;
+    let (peer, addrs) = find(&client, &relay_addrs, hash).await;
+    assert_eq!(peer, seeder.peer_id());
+    // The same relayed addresses, for peers the relay holds no reservation for.
+    let gone: Vec<PeerId> = (0..12).map(|_| PeerId::random()).collect();
+    let dials = gone
+        .iter()
+        .map(|p| (*p, addrs.clone()))
+        .chain(std::iter::once((peer, addrs.clone())))
+        .map(|(p, a)| {
+            let client = &client;
+            async move { (p, client.connect(p, a).await) }
+        });
+    let results = libp2p::futures::future::join_all(dials).await;
+    for (p, result) in &results {
+        if *p == peer {
+            assert!(result.is_ok(), "the live provider is reached: {result:?}");
+        } else {
+            let reason = format!("{:?}", result.as_ref().expect_err("a gone peer"));
+            assert!(
+                !reason.contains("canceled"),
+                "a gone peer fails for its own reason: {reason}"
+            );
+        }
+    }
+    let out = fetch_whole(&client, peer, hash, &tmp.path().join("client")).await;
+    assert!(out == data, "identical");
+}

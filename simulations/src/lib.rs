@@ -42,6 +42,10 @@ pub struct RunStats {
     pub elapsed: Duration,
     /// Peak resident memory of the child, in bytes.
     pub max_rss: u64,
+    /// CPU time the child spent in user space.
+    pub user: Duration,
+    /// CPU time the kernel spent for the child.
+    pub system: Duration,
 }
 
 impl RunStats {
@@ -67,9 +71,12 @@ pub fn run_measured(cmd: &mut Command) -> anyhow::Result<RunStats> {
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "{cmd:?} failed with status {status}"
     );
+    let secs = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     Ok(RunStats {
         elapsed,
         max_rss: usage.ru_maxrss as u64 * 1024,
+        user: secs(usage.ru_utime),
+        system: secs(usage.ru_stime),
     })
 }
 
@@ -116,6 +123,31 @@ pub fn memory_of(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// CPU time (user, system) process `pid` has used so far, from `/proc/<pid>/stat`; `None`
+/// once it has exited.
+pub fn cpu_of(pid: u32) -> Option<(Duration, Duration)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces), from field 3 on.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    let hz = clock_ticks_per_second();
+    let at = |t: u64| Duration::from_nanos(t * 1_000_000_000 / hz);
+    // utime and stime are fields 14 and 15 (1-based): 11 and 12 here.
+    Some((at(ticks(11)?), at(ticks(12)?)))
+}
+
+#[allow(unsafe_code)]
+fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf reads a constant of the system.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 {
+        hz as u64
+    } else {
+        100
+    }
+}
+
 /// Times a closure.
 pub fn time<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     let start = Instant::now();
@@ -145,6 +177,16 @@ pub fn start_nginx(
     root: &Path,
     listen: &str,
 ) -> anyhow::Result<Guard> {
+    start_nginx_server(
+        prefix,
+        scratch,
+        &format!("listen {listen}; root {};", root.display()),
+    )
+}
+
+/// Starts nginx (one worker, `sendfile` on) with one `server { … }` block whose body is
+/// `server`; see [`start_nginx`].
+pub fn start_nginx_server(prefix: &[&str], scratch: &Path, server: &str) -> anyhow::Result<Guard> {
     let conf = scratch.join("nginx.conf");
     std::fs::write(
         &conf,
@@ -152,9 +194,8 @@ pub fn start_nginx(
             "user root; worker_processes 1; daemon off; pid {pid}; error_log /dev/null;
              events {{ worker_connections 256; }}
              http {{ access_log off; sendfile on;
-               server {{ listen {listen}; root {root}; }} }}",
+               server {{ {server} }} }}",
             pid = scratch.join("nginx.pid").display(),
-            root = root.display()
         ),
     )?;
     let mut cmd = match prefix.split_first() {
@@ -177,12 +218,52 @@ pub fn start_nginx(
     Ok(Guard(child))
 }
 
+/// `commons node run --json` on the store at `dir`, listening on loopback (any port), with
+/// or without its bulk endpoint: a seeder for loopback benchmarks.
+pub fn loopback_seeder(commons: &Path, dir: &Path, bulk: bool) -> Command {
+    let mut cmd = Command::new(commons);
+    cmd.arg("--data-dir").arg(dir).args([
+        "--json",
+        "node",
+        "run",
+        "--listen",
+        "/ip4/127.0.0.1/udp/0/quic-v1",
+    ]);
+    if !bulk {
+        cmd.arg("--no-bulk");
+    }
+    cmd
+}
+
 /// Starts `cmd` and returns it with the first stdout line for which `pick` gives a value.
 pub fn start_and_read(
     mut cmd: Command,
     pick: impl Fn(&str) -> Option<String>,
 ) -> anyhow::Result<(Guard, String)> {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
+    read_started(child, cmd, pick)
+}
+
+/// [`start_and_read`], with the child's stderr (its log) appended to `log`.
+pub fn start_and_read_logged(
+    mut cmd: Command,
+    log: &std::path::Path,
+    pick: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<(Guard, String)> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    let child = cmd.stdout(Stdio::piped()).stderr(log).spawn()?;
+    read_started(child, cmd, pick)
+}
+
+fn read_started(
+    mut child: std::process::Child,
+    cmd: Command,
+    pick: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<(Guard, String)> {
     let stdout = child.stdout.take().context("stdout")?;
     let guard = Guard(child);
     for line in BufReader::new(stdout).lines() {

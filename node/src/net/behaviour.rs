@@ -16,7 +16,7 @@ use libp2p::{
 use super::{
     limits::ConnectionBounds,
     path_bytes::PathMeter,
-    relay::{behaviour_config, ReservationGate},
+    relay::{behaviour_config, CircuitLimits, ReservationGate},
     NetError, IDLE_CONNECTION_TIMEOUT, QUIC_CONNECTION_WINDOW, QUIC_MAX_STREAMS,
     QUIC_STREAM_WINDOW,
 };
@@ -54,13 +54,18 @@ pub(super) fn kad_protocol() -> StreamProtocol {
     StreamProtocol::new(KAD_PROTOCOL)
 }
 
+/// The relay service's handles the network task keeps: the gate that opens it, and its
+/// limits on new circuits (told how each admitted request ended).
+pub(super) type RelayHandles = (ReservationGate, CircuitLimits);
+
 /// Builds the swarm: QUIC with Commons' windows, TCP, relayed connections, and the
-/// behaviours set up by `config`; returns it with the gate that opens its relay service
-/// and the meter of its connections' bytes by path.
+/// behaviours set up by `config`; returns it with the relay service's handles (the gate
+/// that opens it, its limits on new circuits) and the meter of its connections' bytes by
+/// path.
 pub(super) fn build_swarm(
     key: Keypair,
     config: &DiscoveryConfig,
-) -> Result<(Swarm<Behaviour>, ReservationGate, PathMeter), NetError> {
+) -> Result<(Swarm<Behaviour>, RelayHandles, PathMeter), NetError> {
     let failed = |e: &dyn std::fmt::Display| NetError::Listen {
         addr: libp2p::Multiaddr::empty(),
         reason: e.to_string(),
@@ -68,6 +73,11 @@ pub(super) fn build_swarm(
     let gate = ReservationGate::default();
     gate.set_open(config.relay.enabled == Some(true));
     let relay_gate = gate.clone();
+    let circuits = CircuitLimits::new(
+        config.relay.max_circuit_bytes,
+        config.relay.budget_bytes_per_hour,
+    );
+    let relay_circuits = circuits.clone();
     let mut meter = PathMeter::default();
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
@@ -132,8 +142,10 @@ pub(super) fn build_swarm(
             let autonat_server =
                 (config.nat.autonat && serving).then(autonat::v2::server::Behaviour::default);
             let relay = (serving && config.relay.enabled != Some(false)).then(|| {
-                let mut relay =
-                    relay::Behaviour::new(local, behaviour_config(&config.relay, relay_gate));
+                let mut relay = relay::Behaviour::new(
+                    local,
+                    behaviour_config(&config.relay, relay_gate, relay_circuits),
+                );
                 // Set once, before any connection: libp2p's automatic status follows the
                 // external addresses and tells every connection's handler of a change,
                 // relayed ones too, whose handler cannot take it (a panic in libp2p-relay
@@ -164,5 +176,5 @@ pub(super) fn build_swarm(
         .map_err(|e| failed(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
         .build();
-    Ok((swarm, gate, meter))
+    Ok((swarm, (gate, circuits), meter))
 }

@@ -8,6 +8,7 @@
 
 mod behaviour;
 pub mod bulk;
+pub mod circuit_dials;
 pub mod limits;
 pub mod path_bytes;
 pub mod reachability;
@@ -123,6 +124,9 @@ enum FoundProviders {
 /// has found as many as wanted or ends first: a fetch should not wait for every slow or
 /// dead peer the walk still asks.
 pub const LOOKUP_SETTLE: Duration = Duration::from_millis(500);
+/// How long a request cut short waits to learn whether a hole punch cut it
+/// ([`Host::punched_since_settled`]).
+pub const PUNCH_SETTLE: Duration = Duration::from_millis(500);
 
 /// The host's view of the network, for `commons node peers`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -410,6 +414,22 @@ impl Host {
     /// streams on it): a punch after `since`, or only moments ago.
     pub fn punched_since(&self, peer: &PeerId, since: std::time::Instant) -> bool {
         self.punches.cut(peer, since, std::time::Instant::now())
+    }
+
+    /// [`Self::punched_since`], waiting up to [`PUNCH_SETTLE`] for the punch to be
+    /// recorded: a stream on a relayed connection the peer closed after its punch ends
+    /// a moment before this node learns of the close.
+    pub async fn punched_since_settled(&self, peer: &PeerId, since: std::time::Instant) -> bool {
+        let until = tokio::time::Instant::now() + PUNCH_SETTLE;
+        loop {
+            if self.punched_since(peer, since) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(PUNCH_SETTLE / 10).await;
+        }
     }
 
     /// The bulk-data endpoint, if there is one.

@@ -155,6 +155,13 @@ impl CircuitBudget {
         }
     }
 
+    /// Gives back the place of the circuit admitted at `at` (it carried nothing).
+    pub fn give_back(&mut self, at: Instant) {
+        if let Some(i) = self.admitted.iter().rposition(|t| *t == at) {
+            self.admitted.remove(i);
+        }
+    }
+
     /// Admits one more circuit at `now`, if the budget has room.
     pub fn admit(&mut self, now: Instant) -> bool {
         while self
@@ -177,6 +184,136 @@ impl relay::RateLimiter for CircuitBudget {
     fn try_next(&mut self, _: PeerId, _: &Multiaddr, now: Instant) -> bool {
         self.admit(now)
     }
+}
+
+/// Charges of circuit requests not yet settled, at most; past it a request is still
+/// admitted or not as usual, but cannot be refunded.
+pub const MAX_PENDING_CHARGES: usize = 4_096;
+/// A charge the relay has not settled within this long is kept (its event was missed).
+const PENDING_CHARGE_TTL: Duration = Duration::from_secs(60);
+
+/// What one admitted circuit request took: a token of its peer and of its IP, and a place
+/// in the budget.
+#[derive(Debug, Clone, Copy)]
+struct Charge {
+    ip: Option<std::net::IpAddr>,
+    at: Instant,
+}
+
+/// The limits on new circuits taken together, all or nothing: the per-peer and per-IP
+/// buckets ([`SourceLimiter`]) and the byte budget ([`CircuitBudget`]). libp2p-relay asks
+/// them before it looks for the destination's reservation, so every request to a peer that
+/// holds none (a provider record outliving its node: in the NAT lab each fetcher dialled
+/// every earlier trial's gone fetcher) used to cost its source a token and the relay a
+/// whole circuit's budget; the lab's relays refused everything within the hour. Such a
+/// request ([`Self::settle`] with `refund`) gets its charge back.
+#[derive(Debug, Clone)]
+pub struct CircuitLimits(Arc<std::sync::Mutex<CircuitLimitsState>>);
+
+#[derive(Debug)]
+struct CircuitLimitsState {
+    peer: SourceLimiter,
+    ip: SourceLimiter,
+    budget: CircuitBudget,
+    /// Charges per source, oldest first, until the relay accepts or denies the request.
+    pending: HashMap<PeerId, VecDeque<Charge>>,
+    pending_len: usize,
+}
+
+impl CircuitLimits {
+    /// Limits per peer and per IP as [`SOURCE_PEER_BURST`] and [`SOURCE_IP_BURST`] say,
+    /// and `budget` bytes an hour for circuits of at most `per_circuit` bytes.
+    pub fn new(per_circuit: u64, budget: u64) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(CircuitLimitsState {
+            peer: SourceLimiter::per_peer(SOURCE_PEER_BURST, SOURCE_PEER_REFILL),
+            ip: SourceLimiter::per_ip(SOURCE_IP_BURST, SOURCE_IP_REFILL),
+            budget: CircuitBudget::new(per_circuit, budget),
+            pending: HashMap::new(),
+            pending_len: 0,
+        })))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, CircuitLimitsState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Admits a request from `peer` at `addr`, charging every limit, or none.
+    pub fn admit(&self, peer: PeerId, addr: &Multiaddr, now: Instant) -> bool {
+        let mut s = self.state();
+        let ip = ip_of_addr(addr);
+        let ip_key = ip.map_or(SourceKey::Peer(peer), SourceKey::Ip);
+        if !s.peer.take(SourceKey::Peer(peer), now) {
+            return false;
+        }
+        if !s.ip.take(ip_key, now) {
+            s.peer.give_back(SourceKey::Peer(peer));
+            return false;
+        }
+        if !s.budget.admit(now) {
+            s.peer.give_back(SourceKey::Peer(peer));
+            s.ip.give_back(ip_key);
+            return false;
+        }
+        if s.pending_len >= MAX_PENDING_CHARGES {
+            let before = s.pending_len;
+            s.pending.retain(|_, q| {
+                q.retain(|c| now.saturating_duration_since(c.at) < PENDING_CHARGE_TTL);
+                !q.is_empty()
+            });
+            s.pending_len = s.pending.values().map(VecDeque::len).sum();
+            tracing::debug!(
+                before,
+                after = s.pending_len,
+                "dropped stale circuit charges"
+            );
+        }
+        if s.pending_len < MAX_PENDING_CHARGES {
+            s.pending
+                .entry(peer)
+                .or_default()
+                .push_back(Charge { ip, at: now });
+            s.pending_len += 1;
+        }
+        true
+    }
+
+    /// The relay answered `peer`'s oldest admitted request: with `refund`, it carried
+    /// nothing (no reservation at the destination), and its charge is given back.
+    pub fn settle(&self, peer: PeerId, refund: bool) {
+        let mut s = self.state();
+        let charge = match s.pending.get_mut(&peer) {
+            Some(q) => {
+                let c = q.pop_front();
+                if q.is_empty() {
+                    s.pending.remove(&peer);
+                }
+                c
+            }
+            None => None,
+        };
+        let Some(charge) = charge else { return };
+        s.pending_len -= 1;
+        if refund {
+            s.peer.give_back(SourceKey::Peer(peer));
+            s.ip.give_back(charge.ip.map_or(SourceKey::Peer(peer), SourceKey::Ip));
+            s.budget.give_back(charge.at);
+        }
+    }
+}
+
+impl relay::RateLimiter for CircuitLimits {
+    fn try_next(&mut self, peer: PeerId, addr: &Multiaddr, now: Instant) -> bool {
+        self.admit(peer, addr, now)
+    }
+}
+
+/// The IP address in `addr` (the first), if any.
+fn ip_of_addr(addr: &Multiaddr) -> Option<std::net::IpAddr> {
+    addr.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
+        libp2p::multiaddr::Protocol::Ip6(ip) => Some(std::net::IpAddr::V6(ip)),
+        _ => None,
+    })
 }
 
 /// What a [`SourceLimiter`] counts by.
@@ -254,6 +391,13 @@ impl SourceLimiter {
         *bucket = (tokens - 1, since);
         true
     }
+
+    /// Gives back a token [`Self::take`] took from `key` (never beyond the burst).
+    pub fn give_back(&mut self, key: SourceKey) {
+        if let Some(bucket) = self.buckets.get_mut(&key) {
+            bucket.0 = (bucket.0 + 1).min(self.burst);
+        }
+    }
 }
 
 /// Tokens of a bucket that had `tokens` at `at`, at `now`.
@@ -265,16 +409,8 @@ fn refilled(tokens: u32, at: Instant, now: Instant, refill: Duration) -> u32 {
 impl relay::RateLimiter for SourceLimiter {
     fn try_next(&mut self, peer: PeerId, addr: &Multiaddr, now: Instant) -> bool {
         let key = if self.by_ip {
-            let ip = addr.iter().find_map(|p| match p {
-                libp2p::multiaddr::Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
-                libp2p::multiaddr::Protocol::Ip6(ip) => Some(std::net::IpAddr::V6(ip)),
-                _ => None,
-            });
-            match ip {
-                Some(ip) => SourceKey::Ip(ip),
-                // No IP (a relayed source): counted by peer.
-                None => SourceKey::Peer(peer),
-            }
+            // No IP (a relayed source): counted by peer.
+            ip_of_addr(addr).map_or(SourceKey::Peer(peer), SourceKey::Ip)
         } else {
             SourceKey::Peer(peer)
         };
@@ -294,7 +430,11 @@ fn source_limiters() -> Vec<Box<dyn relay::RateLimiter>> {
 }
 
 /// The relay behaviour's settings from `config`, with `gate` deciding when it serves.
-pub fn behaviour_config(config: &RelayConfig, gate: ReservationGate) -> relay::Config {
+pub fn behaviour_config(
+    config: &RelayConfig,
+    gate: ReservationGate,
+    circuits: CircuitLimits,
+) -> relay::Config {
     // Rate limits per peer and per IP on reservations and new circuits: libp2p's per
     // peer, and per IP sized for sites behind one NAT address.
     let mut c = relay::Config {
@@ -309,12 +449,7 @@ pub fn behaviour_config(config: &RelayConfig, gate: ReservationGate) -> relay::C
     };
     c.reservation_rate_limiters = source_limiters();
     c.reservation_rate_limiters.push(Box::new(gate));
-    c.circuit_src_rate_limiters = source_limiters();
-    c.circuit_src_rate_limiters
-        .push(Box::new(CircuitBudget::new(
-            config.max_circuit_bytes,
-            config.budget_bytes_per_hour,
-        )));
+    c.circuit_src_rate_limiters = vec![Box::new(circuits)];
     c
 }
 
@@ -326,6 +461,62 @@ pub fn circuit_listen_addr(relay: &Multiaddr) -> Multiaddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn circuit_limits_charge_all_or_nothing_and_refund_requests_that_carried_nothing() {
+        let limits = CircuitLimits::new(1 << 20, 3 << 20);
+        let addr: Multiaddr = "/ip4/198.18.0.20/udp/4433/quic-v1".parse().expect("addr");
+        let t0 = Instant::now();
+        let peer = PeerId::random();
+        // Three circuits fit the budget; each refunded one (no reservation at the
+        // destination) gives its place back, so a gone provider costs nothing.
+        for _ in 0..10 {
+            assert!(limits.admit(peer, &addr, t0));
+            limits.settle(peer, true);
+        }
+        for _ in 0..3 {
+            assert!(limits.admit(peer, &addr, t0));
+        }
+        assert!(!limits.admit(peer, &addr, t0), "the budget is spent");
+        // Settled without a refund (accepted): still spent.
+        for _ in 0..3 {
+            limits.settle(peer, false);
+        }
+        assert!(!limits.admit(PeerId::random(), &addr, t0));
+        // Settling what was never charged changes nothing.
+        limits.settle(PeerId::random(), true);
+        assert!(!limits.admit(peer, &addr, t0));
+    }
+
+    #[test]
+    fn a_source_out_of_tokens_is_refused_without_spending_the_budget_or_its_ip() {
+        let limits = CircuitLimits::new(1, u64::MAX);
+        let addr: Multiaddr = "/ip4/198.18.0.21/tcp/1".parse().expect("addr");
+        let t0 = Instant::now();
+        let peer = PeerId::random();
+        for _ in 0..SOURCE_PEER_BURST {
+            assert!(limits.admit(peer, &addr, t0));
+        }
+        assert!(!limits.admit(peer, &addr, t0), "the peer's burst is spent");
+        // The refused request took none of the IP's tokens: the others behind the same
+        // address get exactly what is left of its burst.
+        let left = SOURCE_IP_BURST - SOURCE_PEER_BURST;
+        let mut admitted = 0;
+        for _ in 0..left + 5 {
+            if limits.admit(PeerId::random(), &addr, t0) {
+                admitted += 1;
+            }
+        }
+        assert_eq!(admitted, left);
+        // A refunded request gives back its peer's token and its IP's: one more fits.
+        assert!(!limits.admit(peer, &addr, t0));
+        limits.settle(peer, true);
+        assert!(limits.admit(peer, &addr, t0));
+        assert!(
+            !limits.admit(PeerId::random(), &addr, t0),
+            "the IP's burst is spent"
+        );
+    }
 
     #[test]
     fn the_budget_admits_circuits_while_their_full_size_fits_the_window() {

@@ -24,11 +24,12 @@ use libp2p::{
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    behaviour::{kad_protocol, Behaviour, BehaviourEvent},
+    behaviour::{kad_protocol, Behaviour, BehaviourEvent, RelayHandles},
+    circuit_dials::{self, CircuitDials},
     ip_of,
     path_bytes::PathMeter,
     reachability::{is_relayed, AddrScope, Reachability, ReachabilityState},
-    relay::{circuit_listen_addr, NatConfig, ReservationGate},
+    relay::{circuit_listen_addr, CircuitLimits, NatConfig, ReservationGate},
     strip_peer, Command, FoundNames, FoundProviders, NatCounters, NatStatus, NetworkStatus,
     PeerAddrs, PunchTimes, QueryCost,
 };
@@ -65,6 +66,14 @@ enum DialReply {
 }
 
 impl DialReply {
+    /// Whether the caller stopped waiting.
+    fn is_closed(&self) -> bool {
+        match self {
+            DialReply::Peer(tx) => tx.is_closed(),
+            DialReply::Addr(tx) => tx.is_closed(),
+        }
+    }
+
     fn send(self, result: Result<PeerId, String>) {
         match self {
             DialReply::Peer(tx) => {
@@ -111,6 +120,8 @@ struct Task {
     relay_enabled: Option<bool>,
     /// Opens the relay service to reservations.
     relay_gate: ReservationGate,
+    /// The relay's limits on new circuits, told how each admitted request ended.
+    relay_circuits: CircuitLimits,
     /// Bytes over direct and relayed connections.
     path_meter: PathMeter,
     /// When punches moved peers to direct connections (shared with the [`super::Host`]).
@@ -131,6 +142,8 @@ struct Task {
     tcp_for: HashSet<Multiaddr>,
     dials_by_connection: HashMap<ConnectionId, Vec<DialReply>>,
     dials_by_peer: HashMap<PeerId, Vec<DialReply>>,
+    /// Dials through relays, in turns ([`circuit_dials`]).
+    circuit_dials: CircuitDials<(PeerId, Vec<Multiaddr>, DialReply)>,
     queries: HashMap<kad::QueryId, PendingQuery>,
     address_book: HashMap<PeerId, Vec<Multiaddr>>,
     /// The scope of the (direct) connection each peer was met over: which of its
@@ -152,7 +165,7 @@ struct Task {
 pub(super) async fn run(
     mut swarm: Swarm<Behaviour>,
     config: DiscoveryConfig,
-    (relay_gate, path_meter, punches): (ReservationGate, PathMeter, PunchTimes),
+    ((relay_gate, relay_circuits), path_meter, punches): (RelayHandles, PathMeter, PunchTimes),
     mut commands: mpsc::Receiver<Command>,
     (listen_addrs, advertised): (watch::Sender<Vec<Multiaddr>>, watch::Sender<u64>),
 ) {
@@ -167,6 +180,7 @@ pub(super) async fn run(
         nat: config.nat.clone(),
         relay_enabled: config.relay.enabled,
         relay_gate,
+        relay_circuits,
         path_meter,
         punches,
         reservations: HashMap::new(),
@@ -179,6 +193,7 @@ pub(super) async fn run(
         tcp_for: HashSet::new(),
         dials_by_connection: HashMap::new(),
         dials_by_peer: HashMap::new(),
+        circuit_dials: CircuitDials::default(),
         queries: HashMap::new(),
         address_book: HashMap::new(),
         met_over: HashMap::new(),
@@ -307,6 +322,7 @@ impl Task {
                 {
                     reply.send(Ok(peer_id));
                 }
+                self.dial_ended(connection_id);
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -315,9 +331,17 @@ impl Task {
                 ..
             } => {
                 if let Some(ids) = self.relayed_connections.get_mut(&peer_id) {
+                    let was_relayed = ids.contains(&connection_id);
                     ids.retain(|id| *id != connection_id);
+                    let relayed_left = ids.len();
                     if ids.is_empty() {
                         self.relayed_connections.remove(&peer_id);
+                    }
+                    // A relayed connection closed while a direct one stays: the peer's
+                    // punch moved it (the side that punches first closes its relayed
+                    // connection, cutting our streams on it before our own punch event).
+                    if was_relayed && num_established as usize > relayed_left {
+                        self.punches.record(peer_id, Instant::now());
                     }
                 }
                 if num_established == 0 {
@@ -339,6 +363,7 @@ impl Task {
                 for reply in waiting {
                     reply.send(Err(dial_error_text(&error)));
                 }
+                self.dial_ended(connection_id);
                 // Kademlia keeps a peer whose every address failed (with its last address)
                 // until its bucket fills; in a small network that means every lookup
                 // waits on it again. Drop it: identify adds it back when it reappears.
@@ -519,7 +544,25 @@ impl Task {
             relay::Event::ReservationTimedOut { .. } | relay::Event::ReservationClosed { .. } => {
                 *reservations = reservations.saturating_sub(1)
             }
-            relay::Event::CircuitReqAccepted { .. } => *circuits += 1,
+            relay::Event::CircuitReqAccepted { src_peer_id, .. } => {
+                *circuits += 1;
+                self.relay_circuits.settle(src_peer_id, false);
+            }
+            // Denied by the limits themselves: nothing was charged.
+            relay::Event::CircuitReqDenied {
+                status: relay::StatusCode::ResourceLimitExceeded,
+                ..
+            } => {}
+            // The destination holds no reservation (a gone provider): it carried
+            // nothing, so it costs nothing.
+            relay::Event::CircuitReqDenied {
+                src_peer_id,
+                status,
+                ..
+            } => self.relay_circuits.settle(
+                src_peer_id,
+                matches!(status, relay::StatusCode::NoReservation),
+            ),
             relay::Event::CircuitClosed { .. } => *circuits = circuits.saturating_sub(1),
             _ => {}
         }
@@ -1023,6 +1066,26 @@ impl Task {
             reply.send(Ok(peer));
             return;
         }
+        let addrs =
+            circuit_dials::one_per_connected_relay(addrs, |relay| self.swarm.is_connected(relay));
+        let relays = circuit_dials::relays_of(&addrs);
+        if self.circuit_dials.has_room(&relays) {
+            self.start_dial(peer, addrs, relays, reply);
+        } else if let Err((_, _, reply)) = self.circuit_dials.wait(relays, (peer, addrs, reply)) {
+            reply.send(Err(format!(
+                "{} dials already wait for a relay",
+                circuit_dials::MAX_WAITING_CIRCUIT_DIALS
+            )));
+        }
+    }
+
+    fn start_dial(
+        &mut self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        relays: Vec<PeerId>,
+        reply: DialReply,
+    ) {
         // Given addresses are dialled even while another dial to the peer runs (a hole
         // punch's, or Kademlia's at an older address): waiting for that one would report
         // its failure, not ours.
@@ -1038,12 +1101,31 @@ impl Task {
             .build();
         let id = opts.connection_id();
         match self.swarm.dial(opts) {
-            Ok(()) => self.dials_by_connection.entry(id).or_default().push(reply),
+            Ok(()) => {
+                self.dials_by_connection.entry(id).or_default().push(reply);
+                self.circuit_dials.started(id, relays);
+            }
             // Already dialling this peer: wait for that dial.
             Err(DialError::DialPeerConditionFalse(_)) => {
                 self.dials_by_peer.entry(peer).or_default().push(reply)
             }
             Err(e) => reply.send(Err(dial_error_text(&e))),
+        }
+    }
+
+    /// Ends dial `id`'s turn at its relays and starts the waiting dials that now have room
+    /// (those whose caller gave up are dropped).
+    fn dial_ended(&mut self, id: ConnectionId) {
+        self.circuit_dials.finished(id);
+        while let Some((relays, (peer, addrs, reply))) = self.circuit_dials.next_ready() {
+            if reply.is_closed() {
+                continue;
+            }
+            if self.swarm.is_connected(&peer) {
+                reply.send(Ok(peer));
+            } else {
+                self.start_dial(peer, addrs, relays, reply);
+            }
         }
     }
 

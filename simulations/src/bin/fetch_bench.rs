@@ -10,7 +10,8 @@ use std::{
 use anyhow::{Context, Result};
 use clap::Parser;
 use commons_simulations::{
-    run_measured, start_and_read, start_nginx, write_random_file, CommonArgs, RunStats,
+    loopback_seeder, run_measured, start_and_read, start_nginx, write_random_file, CommonArgs,
+    RunStats,
 };
 
 /// Fetch benchmark for `commons get`.
@@ -44,17 +45,7 @@ fn commons_fetch(args: &Args, scratch: &Path, file: &Path, bulk: bool) -> Result
             .output()?;
         anyhow::ensure!(out.status.success(), "add failed");
     }
-    let mut cmd = Command::new(&args.common.commons);
-    cmd.arg("--data-dir").arg(&seed_dir).args([
-        "--json",
-        "node",
-        "run",
-        "--listen",
-        "/ip4/127.0.0.1/udp/0/quic-v1",
-    ]);
-    if !bulk {
-        cmd.arg("--no-bulk");
-    }
+    let cmd = loopback_seeder(&args.common.commons, &seed_dir, bulk);
     let (_seeder, ticket) = start_and_read(cmd, |line| {
         let start = line.find("\"ticket\":\"")? + 10;
         let end = line[start..].find('"')? + start;

@@ -27,7 +27,7 @@ use anyhow::{bail, ensure, Context, Result};
 use clap::Parser;
 use commons_simulations::{
     netns::{Lab, Nat, NatSite},
-    start_and_read, write_random_file, Guard,
+    start_and_read_logged, write_random_file, Guard,
 };
 use serde_json::Value;
 
@@ -49,6 +49,10 @@ struct Args {
     /// Scenarios to run (a, b, c, d, punches)
     #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,punches")]
     only: Vec<String>,
+    /// Where the logs of failed fetches are kept (each node logs at
+    /// `COMMONS_LOG`, default `warn,commons_node=info`)
+    #[arg(long, default_value = "/tmp/nat-lab-logs")]
+    logs: PathBuf,
 }
 
 /// Prefix of every namespace and interface this lab creates.
@@ -107,7 +111,10 @@ fn commons(args: &Args, ns: &str, dir: &Path) -> Command {
         .arg(&args.commons)
         .arg("--data-dir")
         .arg(dir)
-        .env("COMMONS_LOG", "warn");
+        .env(
+            "COMMONS_LOG",
+            std::env::var("COMMONS_LOG").unwrap_or_else(|_| "warn,commons_node=info".into()),
+        );
     cmd
 }
 
@@ -126,7 +133,9 @@ fn start_node(
     if let Some(b) = bootstrap {
         cmd.args(["--bootstrap", b]);
     }
-    let (guard, peer_id) = start_and_read(cmd, |line| {
+    // Each node's log (COMMONS_LOG, default info for commons) beside its data dir.
+    let log = dir.with_extension("log");
+    let (guard, peer_id) = start_and_read_logged(cmd, &log, |line| {
         let v: Value = serde_json::from_str(line).ok()?;
         v["peer_id"].as_str().map(str::to_string)
     })
@@ -246,6 +255,7 @@ fn fetch(
 ) -> Result<Fetch> {
     let dir = scratch.join(name);
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(dir.with_extension("log"));
     let node = start_node(args, &site.host, &dir, port, Some(bootstrap))?;
     wait_for(args, &node, Duration::from_secs(30), "a DHT peer", |s| {
         s["routing_table"].as_u64().unwrap_or(0) > 0
@@ -525,11 +535,13 @@ fn main() -> Result<()> {
                     &file,
                 ) {
                     Err(e) => {
-                        // The first reason only: one per relayed address follows.
+                        // The first reason here, every reason and the fetcher's log kept.
                         let e = format!("{e:#}");
+                        let kept = keep_log(&args, scratch.path(), &name, label, trial, &e);
                         eprintln!(
-                            "{label}, trial {trial}: {}",
-                            e.split("; ").next().unwrap_or(&e)
+                            "{label}, trial {trial}: {} (all reasons and the log: {})",
+                            e.split("; ").next().unwrap_or(&e),
+                            kept.display()
                         );
                         4
                     }
@@ -588,6 +600,26 @@ fn through_relays(
         relays as f64 / size as f64 * 100.0
     );
     Ok(())
+}
+
+/// Keeps a failed trial's error and its fetcher's log in `args.logs`; returns the file.
+fn keep_log(
+    args: &Args,
+    scratch: &Path,
+    name: &str,
+    label: &str,
+    trial: usize,
+    error: &str,
+) -> PathBuf {
+    let pair: String = label
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let kept = args.logs.join(format!("{pair}-{trial}.log"));
+    let log = std::fs::read_to_string(scratch.join(name).with_extension("log")).unwrap_or_default();
+    let _ = std::fs::create_dir_all(&args.logs);
+    let _ = std::fs::write(&kept, format!("{}\n\n{log}", error.replace("; ", "\n")));
+    kept
 }
 
 fn punch_word(f: &Fetch) -> &'static str {
