@@ -345,7 +345,8 @@ async fn a_hole_punch_moves_a_relayed_connection_to_a_direct_one() {
 /// relay client drops circuit requests beyond ten in flight per relay connection: the NAT
 /// lab's symmetric ↔ symmetric fetches all failed so). Dials through a relay take turns,
 /// and a request to a peer without a reservation costs the relay's budget nothing (here
-/// five circuits an hour, fewer than the gone peers).
+/// sixteen circuits an hour: more than the requests in flight at once, three dials of up to
+/// three addresses each plus the live one's, but fewer than the gone peers' requests).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_provider_is_reached_through_a_relay_behind_many_gone_ones() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -353,7 +354,7 @@ async fn a_live_provider_is_reached_through_a_relay_behind_many_gone_ones() {
     let (store, hash) = common::store_with_blob(tmp.path(), "seeder", &data);
     let (_relay, relay_addrs) = relay_node(RelayConfig {
         max_circuit_bytes: 1 << 20,
-        budget_bytes_per_hour: 5 << 20,
+        budget_bytes_per_hour: 16 << 20,
         ..RelayConfig::default()
     })
     .await;

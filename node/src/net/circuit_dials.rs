@@ -14,9 +14,10 @@ use std::collections::{HashMap, VecDeque};
 
 use libp2p::{multiaddr::Protocol, swarm::ConnectionId, Multiaddr, PeerId};
 
-/// Dials through one relay in flight at once. Each may open two circuits (the given
-/// address and one Kademlia adds), so four stay within libp2p's ten per connection.
-pub const MAX_CIRCUIT_DIALS_PER_RELAY: usize = 4;
+/// Dials through one relay in flight at once. Each may open up to three circuits (the
+/// given address, and those Kademlia adds for the relay's other transports), so three stay
+/// within libp2p's ten per connection.
+pub const MAX_CIRCUIT_DIALS_PER_RELAY: usize = 3;
 /// Dials waiting for a relay's turn, at most; past it a dial fails at once.
 pub const MAX_WAITING_CIRCUIT_DIALS: usize = 256;
 

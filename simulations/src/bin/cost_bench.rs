@@ -35,6 +35,9 @@ struct Args {
     /// Scratch directory (the data, the stores; needs about 4× the largest size free)
     #[arg(long)]
     scratch: Option<PathBuf>,
+    /// Runs of each transfer; each figure is the median of its runs
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
 }
 
 /// One transfer's cost: wall time and each side's CPU.
@@ -62,6 +65,30 @@ fn cpu_tree(pid: u32) -> (Duration, Duration) {
         .into_iter()
         .filter_map(cpu_of)
         .fold(Default::default(), |(u, s), (cu, cs)| (u + cu, s + cs))
+}
+
+/// Each figure's median over `runs` runs of `once` (`before` runs first each time, to
+/// clear what the last run left).
+fn median_cost(
+    runs: usize,
+    mut before: impl FnMut(),
+    mut once: impl FnMut() -> Result<Cost>,
+) -> Result<Cost> {
+    let mut costs = Vec::new();
+    for _ in 0..runs.max(1) {
+        before();
+        costs.push(once()?);
+    }
+    let median = |f: &dyn Fn(&Cost) -> Duration| {
+        let mut v: Vec<Duration> = costs.iter().map(f).collect();
+        v.sort();
+        v[v.len() / 2]
+    };
+    Ok(Cost {
+        elapsed: median(&|c| c.elapsed),
+        server: (median(&|c| c.server.0), median(&|c| c.server.1)),
+        client: (median(&|c| c.client.0), median(&|c| c.client.1)),
+    })
 }
 
 /// Runs `client` to completion while `server` serves it; both sides' CPU.
@@ -185,20 +212,6 @@ struct Row {
     cost: Cost,
 }
 
-impl Row {
-    /// A command that runs alone (no server): its cost is the client's.
-    fn alone(name: &str, run: RunStats) -> Self {
-        Row {
-            name: name.into(),
-            cost: Cost {
-                elapsed: run.elapsed,
-                server: (Duration::ZERO, Duration::ZERO),
-                client: (run.user, run.system),
-            },
-        }
-    }
-}
-
 fn per_gib(d: Duration, bytes: u64) -> f64 {
     d.as_secs_f64() / (bytes as f64 / (1u64 << 30) as f64)
 }
@@ -280,33 +293,58 @@ fn run_size(args: &Args, scratch: &Path, size_mib: u64, perf: Option<&Path>) -> 
     let mut transfers = Vec::new();
 
     // `add` against cp + sync + b3sum (the bound: a durable copy and a hash).
-    let mut add_rows = Vec::new();
-    {
-        let dir = scratch.join("add");
-        let _ = std::fs::remove_dir_all(&dir);
+    let add_dir = scratch.join("add");
+    let copy = scratch.join("copy.bin");
+    let alone = |cmd: &mut Command| -> Result<Cost> {
         run_measured(&mut Command::new("sync"))?;
-        let run = run_measured(
-            Command::new(&args.commons)
-                .arg("--data-dir")
-                .arg(&dir)
-                .arg("add")
-                .arg(&data)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        )?;
-        add_rows.push(Row::alone("commons add", run));
-        std::fs::remove_dir_all(&dir)?;
-        let copy = scratch.join("copy.bin");
-        run_measured(&mut Command::new("sync"))?;
-        let run = run_measured(
-            Command::new("sh")
-                .args(["-c", "cp \"$0\" \"$1\" && sync && b3sum \"$1\" >/dev/null"])
-                .arg(&file)
-                .arg(&copy),
-        )?;
-        add_rows.push(Row::alone("cp + sync + b3sum", run));
-        std::fs::remove_file(&copy)?;
-    }
+        let run = run_measured(cmd.stdout(Stdio::null()).stderr(Stdio::null()))?;
+        Ok(Cost {
+            elapsed: run.elapsed,
+            server: (Duration::ZERO, Duration::ZERO),
+            client: (run.user, run.system),
+        })
+    };
+    let add = median_cost(
+        args.runs,
+        || {
+            let _ = std::fs::remove_dir_all(&add_dir);
+        },
+        || {
+            alone(
+                Command::new(&args.commons)
+                    .arg("--data-dir")
+                    .arg(&add_dir)
+                    .arg("add")
+                    .arg(&data),
+            )
+        },
+    )?;
+    let _ = std::fs::remove_dir_all(&add_dir);
+    let cp = median_cost(
+        args.runs,
+        || {
+            let _ = std::fs::remove_file(&copy);
+        },
+        || {
+            alone(
+                Command::new("sh")
+                    .args(["-c", "cp \"$0\" \"$1\" && sync && b3sum \"$1\" >/dev/null"])
+                    .arg(&file)
+                    .arg(&copy),
+            )
+        },
+    )?;
+    let _ = std::fs::remove_file(&copy);
+    let add_rows = vec![
+        Row {
+            name: "commons add".into(),
+            cost: add,
+        },
+        Row {
+            name: "cp + sync + b3sum".into(),
+            cost: cp,
+        },
+    ];
 
     for (bulk, name) in [
         (true, "commons get (bulk endpoint)"),
@@ -318,8 +356,13 @@ fn run_size(args: &Args, scratch: &Path, size_mib: u64, perf: Option<&Path>) -> 
             c.arg("--data-dir").arg(&fetch_dir).args(["get", &ticket]);
             c
         };
-        let _ = std::fs::remove_dir_all(&fetch_dir);
-        let cost = measure(seeder.0.id(), &mut get())?;
+        let cost = median_cost(
+            args.runs,
+            || {
+                let _ = std::fs::remove_dir_all(&fetch_dir);
+            },
+            || measure(seeder.0.id(), &mut get()),
+        )?;
         transfers.push(Row {
             name: name.into(),
             cost,
@@ -355,7 +398,11 @@ fn run_size(args: &Args, scratch: &Path, size_mib: u64, perf: Option<&Path>) -> 
             "{}://127.0.0.1:18443/weights.bin",
             if tls { "https" } else { "http" }
         );
-        let cost = measure(nginx.0.id(), &mut curl(&url, &out))?;
+        let cost = median_cost(
+            args.runs,
+            || {},
+            || measure(nginx.0.id(), &mut curl(&url, &out)),
+        )?;
         ensure!(
             std::fs::metadata(&out)?.len() == bytes,
             "{name}: curl got a short file"
@@ -378,7 +425,11 @@ fn run_size(args: &Args, scratch: &Path, size_mib: u64, perf: Option<&Path>) -> 
     {
         let (seeder, _, gateway) = start_seeder(args, &seed_dir, true)?;
         let url = format!("{gateway}/blob/{hash}");
-        let cost = measure(seeder.0.id(), &mut curl(&url, &out))?;
+        let cost = median_cost(
+            args.runs,
+            || {},
+            || measure(seeder.0.id(), &mut curl(&url, &out)),
+        )?;
         ensure!(
             std::fs::metadata(&out)?.len() == bytes,
             "the gateway sent a short file"
@@ -396,9 +447,15 @@ fn run_size(args: &Args, scratch: &Path, size_mib: u64, perf: Option<&Path>) -> 
         std::fs::remove_file(&out)?;
         drop(seeder);
         let nginx = start_nginx(&[], scratch, &data, "127.0.0.1:18443")?;
-        let cost = measure(
-            nginx.0.id(),
-            &mut curl("http://127.0.0.1:18443/weights.bin", &out),
+        let cost = median_cost(
+            args.runs,
+            || {},
+            || {
+                measure(
+                    nginx.0.id(),
+                    &mut curl("http://127.0.0.1:18443/weights.bin", &out),
+                )
+            },
         )?;
         gateway_rows.push(Row {
             name: "nginx (sendfile) → curl".into(),
@@ -408,7 +465,10 @@ fn run_size(args: &Args, scratch: &Path, size_mib: u64, perf: Option<&Path>) -> 
     }
     let _ = std::fs::remove_dir_all(&seed_dir);
 
-    println!("\n## {size_mib} MiB over loopback (one run each, same machine, same run)");
+    println!(
+        "\n## {size_mib} MiB over loopback (median of {} runs each, same machine, same run)",
+        args.runs
+    );
     print_table(
         "Serving and fetching (server: seeder or nginx; client: commons get or curl)",
         bytes,
