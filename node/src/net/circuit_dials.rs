@@ -89,10 +89,16 @@ impl<T> Default for CircuitDials<T> {
 }
 
 impl<T> CircuitDials<T> {
-    /// Whether a dial through `relays` may start now (none of them is at its limit, and
-    /// no earlier dial waits: turns are taken in order).
+    /// Whether a dial through `relays` may start now: none of them is at its limit, and no
+    /// earlier dial waits for one of them (turns are taken in order per relay). A direct
+    /// dial (no relay) always may.
     pub fn has_room(&self, relays: &[PeerId]) -> bool {
-        self.waiting.is_empty() && self.room(relays)
+        relays.is_empty()
+            || (self.room(relays)
+                && !self
+                    .waiting
+                    .iter()
+                    .any(|(w, _)| w.iter().any(|r| relays.contains(r))))
     }
 
     fn room(&self, relays: &[PeerId]) -> bool {
@@ -218,6 +224,11 @@ mod tests {
         assert!(
             !dials.has_room(&[r2]),
             "turns are taken in order while dials wait"
+        );
+        assert!(dials.has_room(&[]), "a direct dial never waits for relays");
+        assert!(
+            dials.has_room(&[PeerId::random()]),
+            "nor does a dial through a relay nobody waits for"
         );
         assert!(dials.next_ready().is_none(), "nothing ended yet");
         dials.finished(ConnectionId::new_unchecked(0));
