@@ -620,6 +620,10 @@ impl<'a> Pool<'a> {
         let mut tried = HashSet::new();
         // Providers asked again once because a hole punch cut their round short.
         let mut retried_after_punch = HashSet::new();
+        // Providers whose dial failed, and when this fetch began: a dial through a relay
+        // can fail (the relay's circuit limits) while a punch over another relayed
+        // connection still brings a direct one.
+        let (mut unreachable, fetch_start) = (Vec::new(), std::time::Instant::now());
         loop {
             let mut batch: Vec<PeerAddrs> = self
                 .peers
@@ -632,6 +636,19 @@ impl<'a> Pool<'a> {
             batch.truncate(MAX_SWARM_PEERS);
             if batch.is_empty() {
                 if !self.looked_up && self.lookup().await? > 0 {
+                    continue;
+                }
+                let punched: Vec<PeerId> = unreachable
+                    .iter()
+                    .copied()
+                    .filter(|p| host.punched_since(p, fetch_start))
+                    .filter(|p| retried_after_punch.insert(*p))
+                    .collect();
+                if !punched.is_empty() {
+                    tracing::info!(?punched, "unreachable before a hole punch; asking again");
+                    for peer in &punched {
+                        tried.remove(peer);
+                    }
                     continue;
                 }
                 return Err(if errors.is_empty() {
@@ -671,6 +688,7 @@ impl<'a> Pool<'a> {
                         tracing::info!(%peer, error = %e, "provider unreachable");
                         node.scores().failed(peer);
                         failed.push(peer);
+                        unreachable.push(peer);
                         errors.push(e.into());
                     }
                 }

@@ -9,12 +9,14 @@
 //! - [`holders`]: who else is known to hold a root, shared with peers fetching the same data
 //!   through the transfer protocol's holder exchange;
 //! - [`diversity`]: the routing table's address-diversity rule (few peers per /24 or /48);
+//! - [`pacing`]: the publisher's decisions (which root to announce when), without I/O;
 //! - [`persist`]: saving known peers and records in the store, so a restart needs no
 //!   bootstrap list.
 
 pub mod diversity;
 pub mod holders;
 mod mode;
+pub mod pacing;
 pub mod persist;
 pub mod publisher;
 pub mod records;

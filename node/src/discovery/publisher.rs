@@ -3,11 +3,11 @@
 //! flight. rust-libp2p's built-in republishing snapshots every key at once; a mirror with
 //! thousands of datasets would flood its peers every 12 hours. Failed announcements (no
 //! peers yet, say) are retried with a backoff from 5 s up to the interval. When the node's
-//! advertised addresses change, every root is announced again 2 s later.
+//! advertised addresses change, every root is announced again 2 s later. The decisions are
+//! [`AnnounceSchedule`]'s (`pacing.rs`); this task carries them out.
 
 use std::{
-    cmp::Reverse,
-    collections::{BinaryHeap, HashMap},
+    collections::HashMap,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -22,13 +22,8 @@ use tokio::{
     time::{sleep_until, Instant},
 };
 
+use super::pacing::AnnounceSchedule;
 use crate::net::Host;
-
-/// First retry delay after a failed announcement; doubles per failure, up to the interval.
-const FIRST_RETRY: Duration = Duration::from_secs(5);
-/// How long after the node's advertised addresses change every root is announced again
-/// (changes come in bursts: a relay slot gives an address per relay transport).
-const READVERTISE_AFTER: Duration = Duration::from_secs(2);
 
 /// Counters of the publisher, for status and benchmarks.
 #[derive(Debug, Default)]
@@ -118,12 +113,6 @@ impl Publisher {
     }
 }
 
-/// Per key: when it is next due, and how many times in a row it failed.
-struct Due {
-    at: Instant,
-    failures: u32,
-}
-
 async fn run(
     host: Host,
     interval: Duration,
@@ -132,46 +121,28 @@ async fn run(
     alive: std::sync::Weak<Alive>,
     stats: Arc<PublisherStats>,
 ) {
-    let mut due: HashMap<Hash, Due> = HashMap::new();
-    // Entries whose time no longer matches `due` are stale and skipped.
-    let mut queue: BinaryHeap<Reverse<(Instant, Hash)>> = BinaryHeap::new();
+    let mut schedule = AnnounceSchedule::new(interval, concurrency);
     let mut in_flight: JoinSet<(Hash, bool)> = JoinSet::new();
     // Records carry the addresses the node had when it announced: when they change (a
     // private node won a relay slot), every root is announced again.
     let mut advertised = host.advertised_addrs_changed();
     advertised.mark_unchanged();
     loop {
-        let now = Instant::now();
-        while in_flight.len() < concurrency {
-            let Some(Reverse((at, hash))) = queue.peek().copied() else {
-                break;
-            };
-            if at > now {
-                break;
-            }
-            queue.pop();
-            if due.get(&hash).is_some_and(|d| d.at == at) {
-                let host = host.clone();
-                in_flight.spawn(async move {
-                    let reached =
-                        matches!(host.announce(hash).await, Ok(cost) if cost.successes > 0);
-                    (hash, reached)
-                });
-            }
+        while let Some(hash) = schedule.poll_announce(now()) {
+            let host = host.clone();
+            in_flight.spawn(async move {
+                let reached = matches!(host.announce(hash).await, Ok(cost) if cost.successes > 0);
+                (hash, reached)
+            });
         }
-        let next = queue.peek().map(|Reverse((at, _))| *at);
-        let can_launch = in_flight.len() < concurrency && next.is_some();
+        let next = schedule.poll_timeout();
         tokio::select! {
             () = changes.wake.notified() => {
                 for (hash, provide) in changes.take() {
                     if provide {
-                        if let std::collections::hash_map::Entry::Vacant(e) = due.entry(hash) {
-                            let at = Instant::now();
-                            e.insert(Due { at, failures: 0 });
-                            queue.push(Reverse((at, hash)));
-                        }
+                        schedule.provide(hash, now());
                     } else {
-                        due.remove(&hash);
+                        schedule.withdraw(hash);
                         let _ = host.withdraw(hash).await;
                     }
                 }
@@ -182,29 +153,14 @@ async fn run(
             Some(Ok((hash, reached))) = in_flight.join_next(), if !in_flight.is_empty() => {
                 let counter = if reached { &stats.announced } else { &stats.failed };
                 counter.fetch_add(1, Ordering::Relaxed);
-                if let Some(d) = due.get_mut(&hash) {
-                    d.failures = if reached { 0 } else { d.failures + 1 };
-                    let wait = if reached {
-                        interval
-                    } else {
-                        FIRST_RETRY
-                            .saturating_mul(1 << d.failures.min(16).saturating_sub(1))
-                            .min(interval)
-                    };
-                    d.at = Instant::now() + wait;
-                    queue.push(Reverse((d.at, hash)));
-                }
+                schedule.announced(hash, reached, now());
             }
-            Ok(()) = advertised.changed() => {
-                let at = Instant::now() + READVERTISE_AFTER;
-                for (hash, d) in &mut due {
-                    if d.at > at {
-                        d.at = at;
-                        queue.push(Reverse((at, *hash)));
-                    }
-                }
-            }
-            _ = sleep_until(next.unwrap_or_else(Instant::now)), if can_launch => {}
+            Ok(()) = advertised.changed() => schedule.addresses_changed(now()),
+            _ = sleep_until(next.map_or_else(Instant::now, Instant::from_std)), if next.is_some() => {}
         }
     }
+}
+
+fn now() -> std::time::Instant {
+    std::time::Instant::now()
 }

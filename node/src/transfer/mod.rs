@@ -24,6 +24,9 @@ pub use limit::{mib_per_sec, RateLimit, TransferLimits, BURST_BYTES};
 pub use route::{open_data_stream, TransferStream};
 pub use server::serve;
 pub use stats::{PeerStats, TransferStats, MAX_STATS_PEERS};
+/// The swarm's decisions as a state machine, for drivers other than the node's (the scale
+/// simulator).
+pub use swarm::machine as swarm_machine;
 pub use swarm::{
     swarm_blob, PeerFeed, SwarmError, SwarmReport, BATCH_SPANS, MAX_SWARM_PEERS, REQUESTS_PER_PEER,
 };

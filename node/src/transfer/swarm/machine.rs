@@ -1,0 +1,502 @@
+//! The decisions of one scheduling round over a blob's missing spans, without I/O.
+//!
+//! [`SwarmRound`] takes events (a provider joined, answered which spans it holds, a request
+//! ended) with the current time, and hands out [`Action`]s (ask a provider what it holds,
+//! fetch a batch from it, cancel a copy no longer needed). It never sleeps: when nothing can
+//! happen until some time passes, [`SwarmRound::poll_timeout`] says when to poll again. The
+//! model is quinn-proto's `Connection`. The node drives it with tokio (`super::swarm_blob`);
+//! tests and the scale simulator drive it with a virtual clock.
+//!
+//! The rules (the module docs of `super` say why): each provider first says what it holds,
+//! then runs up to `requests_per_peer` requests, the extra ones only once every provider
+//! has its first; a batch that fails goes back to the front of the queue; bad data drops a
+//! provider at once, `max_peer_failures` failures in a row too (requests that were in flight
+//! together and fail together count once; a request cut by a hole punch does not count);
+//! when nothing waits, an idle complete provider duplicates a batch another has had for too
+//! long, and the slower copy is cancelled when the other completes; a partial provider is
+//! asked again what it holds when its answer is older than `have_refresh`, and leaves the
+//! round when it has had nothing to give for twice that.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    ops::Range,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use super::schedule::{Schedule, Take};
+
+/// Limits and timings of a round; [`RoundConfig::default`] is what the node uses.
+#[derive(Debug, Clone)]
+pub struct RoundConfig {
+    /// Spans per batch.
+    pub batch_spans: u64,
+    /// Requests in flight per provider.
+    pub requests_per_peer: usize,
+    /// Providers one blob is fetched from at once, counting those that join.
+    pub max_peers: usize,
+    /// Before any batch has completed, how long one may take before it is duplicated.
+    pub endgame_first_wait: Duration,
+    /// How long a request slot that found its batch already stored waits before it takes
+    /// another (so it does not spin on a batch others still work on).
+    pub retry_pause: Duration,
+    /// Consecutive failures (other than bad data) after which a provider is dropped.
+    pub max_peer_failures: u32,
+    /// How old a partial provider's list of held spans may get before it is asked again.
+    pub have_refresh: Duration,
+}
+
+impl Default for RoundConfig {
+    fn default() -> Self {
+        Self {
+            batch_spans: super::BATCH_SPANS,
+            requests_per_peer: super::REQUESTS_PER_PEER,
+            max_peers: super::MAX_SWARM_PEERS,
+            endgame_first_wait: super::ENDGAME_FIRST_WAIT,
+            retry_pause: super::RETRY_PAUSE,
+            max_peer_failures: super::MAX_PEER_FAILURES,
+            have_refresh: super::HAVE_REFRESH,
+        }
+    }
+}
+
+/// Identifies one request of a round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub u64);
+
+/// What the round asks its driver to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action<P> {
+    /// Ask a provider which spans it holds; answer with [`SwarmRound::have_answered`].
+    AskHave {
+        /// The provider.
+        peer: P,
+    },
+    /// Fetch from a provider whatever of a batch is still missing and, for a partial
+    /// provider, within what it holds; answer with [`SwarmRound::request_ended`].
+    Fetch {
+        /// Names this request in [`SwarmRound::request_ended`] and [`Action::Cancel`].
+        request: RequestId,
+        /// The provider.
+        peer: P,
+        /// The batch's span range.
+        batch: Range<u64>,
+        /// The span ranges a partial provider holds (`None`: a complete provider).
+        held: Option<Arc<Vec<Range<u64>>>>,
+    },
+    /// Stop a request: another copy of its batch completed (its result no longer counts).
+    Cancel {
+        /// The request.
+        request: RequestId,
+    },
+}
+
+/// What a provider said it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holding {
+    /// All of the blob (or it is a server too old to say: treated alike).
+    Complete,
+    /// These span ranges (sorted), possibly none.
+    Spans(Vec<Range<u64>>),
+}
+
+/// How a request ended.
+#[derive(Debug)]
+pub enum Outcome<E> {
+    /// It ran to its end.
+    Fetched {
+        /// Whether anything was asked of the peer (`false`: all of it was stored already).
+        sent: bool,
+        /// The spans of the batch the store still lacks.
+        left: Vec<Range<u64>>,
+    },
+    /// It failed.
+    Failed {
+        /// Why, kept as the reason a provider is dropped.
+        error: E,
+        /// The peer broke the protocol or sent bad data.
+        misbehaved: bool,
+        /// The peer said it does not hold what was asked.
+        refused: bool,
+        /// The connection it used closed because a direct one replaced it.
+        cut_by_punch: bool,
+    },
+    /// The blob restarted at another size: this round's plan is void.
+    Restarted,
+}
+
+/// What became of one provider in a round.
+#[derive(Debug)]
+pub struct PeerOutcome<P, E> {
+    /// The provider.
+    pub peer: P,
+    /// It sent at least one batch.
+    pub contributed: bool,
+    /// It was dropped, with why.
+    pub dropped_for: Option<E>,
+}
+
+#[derive(Debug)]
+struct Peer<P, E> {
+    id: P,
+    failures: u32,
+    /// When the last counted failure happened: requests already in flight then that fail
+    /// too are not counted again (one cause, e.g. a connection closing under several
+    /// requests, is one failure).
+    last_failure: Option<Instant>,
+    contributed: bool,
+    dropped_for: Option<E>,
+    /// The spans a partial provider holds (`None`: a complete provider), and when it said.
+    have: Option<(Arc<Vec<Range<u64>>>, Instant)>,
+    /// Not asked yet, or an answer is awaited: it takes no batch meanwhile.
+    asking: bool,
+    /// It has left the round (a partial provider with nothing left to give), or the
+    /// schedule told it everything is done.
+    stopped: bool,
+    /// Its first request slot has taken a batch (or stopped).
+    first_started: bool,
+    /// Its extra slots are open (once every provider's first one started).
+    extra_open: bool,
+    /// Requests in flight.
+    busy: usize,
+    /// Slots resting until these times.
+    resting: Vec<Instant>,
+    /// A partial provider with nothing to give, since when.
+    idle_since: Option<Instant>,
+}
+
+impl<P, E> Peer<P, E> {
+    fn live(&self) -> bool {
+        self.dropped_for.is_none() && !self.stopped
+    }
+}
+
+#[derive(Debug)]
+struct InFlight<P> {
+    peer: P,
+    batch: usize,
+    asked_at: Instant,
+    /// Asked of a partial provider.
+    partial: bool,
+}
+
+/// One scheduling round (see the module docs).
+#[derive(Debug)]
+pub struct SwarmRound<P, E> {
+    config: RoundConfig,
+    schedule: Schedule<P>,
+    peers: Vec<Peer<P, E>>,
+    requests: HashMap<RequestId, InFlight<P>>,
+    next_request: u64,
+    actions: VecDeque<Action<P>>,
+}
+
+impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
+    /// A round over the `missing` span ranges, walked from `start` (a fraction of the way
+    /// in); `seed` drives the random choices.
+    pub fn new(missing: &[Range<u64>], start: f64, seed: u64, config: RoundConfig) -> Self {
+        let mut schedule =
+            Schedule::new(missing, config.batch_spans, config.endgame_first_wait, seed);
+        schedule.start_at(start);
+        Self {
+            config,
+            schedule,
+            peers: Vec::new(),
+            requests: HashMap::new(),
+            next_request: 0,
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// `peer` joins as a provider; `false` if it is there already, the round is full, or
+    /// nothing is left to fetch.
+    pub fn join(&mut self, peer: P) -> bool {
+        if self.peers.len() >= self.config.max_peers
+            || self.schedule.undone() == 0
+            || self.peers.iter().any(|p| p.id == peer)
+        {
+            return false;
+        }
+        self.peers.push(Peer {
+            id: peer,
+            failures: 0,
+            last_failure: None,
+            contributed: false,
+            dropped_for: None,
+            have: None,
+            asking: true,
+            stopped: false,
+            first_started: false,
+            extra_open: false,
+            busy: 0,
+            resting: Vec::new(),
+            idle_since: None,
+        });
+        self.actions.push_back(Action::AskHave { peer });
+        true
+    }
+
+    fn peer_mut(&mut self, peer: P) -> Option<&mut Peer<P, E>> {
+        self.peers.iter_mut().find(|p| p.id == peer)
+    }
+
+    /// `peer` answered which spans it holds (or could not: it is dropped for `error`).
+    pub fn have_answered(&mut self, peer: P, answer: Result<Holding, E>, now: Instant) {
+        let Some(p) = self.peer_mut(peer) else {
+            return;
+        };
+        p.asking = false;
+        match answer {
+            Ok(Holding::Complete) => p.have = None,
+            Ok(Holding::Spans(spans)) => p.have = Some((Arc::new(spans), now)),
+            Err(error) => {
+                p.dropped_for.get_or_insert(error);
+                p.first_started = true;
+            }
+        }
+    }
+
+    /// A request ended with `outcome` at `now` (ignored if it was cancelled).
+    pub fn request_ended(&mut self, request: RequestId, outcome: Outcome<E>, now: Instant) {
+        let Some(r) = self.requests.remove(&request) else {
+            return;
+        };
+        if let Some(p) = self.peer_mut(r.peer) {
+            p.busy -= 1;
+        }
+        match outcome {
+            Outcome::Fetched { sent, left } => {
+                if left.is_empty() {
+                    self.finish(r.batch, r.peer, true, now);
+                } else {
+                    self.schedule.give_back(r.batch, r.peer, Some(left));
+                }
+                let pause = self.config.retry_pause;
+                if let Some(p) = self.peer_mut(r.peer) {
+                    if sent {
+                        p.failures = 0;
+                        p.contributed = true;
+                    } else {
+                        p.resting.push(now + pause);
+                    }
+                }
+            }
+            // A partial provider no longer (or not yet) holds what it said: ask again.
+            // Twice in a row, and it is dropped like any failing provider.
+            Outcome::Failed {
+                error,
+                refused: true,
+                ..
+            } if r.partial => {
+                self.schedule.give_back(r.batch, r.peer, None);
+                let max = self.config.max_peer_failures;
+                if let Some(p) = self.peer_mut(r.peer) {
+                    p.failures += 1;
+                    if p.failures >= max {
+                        p.dropped_for.get_or_insert(error);
+                    } else if !p.asking {
+                        p.asking = true;
+                        self.actions.push_back(Action::AskHave { peer: r.peer });
+                    }
+                }
+            }
+            Outcome::Failed {
+                error,
+                misbehaved,
+                cut_by_punch,
+                ..
+            } => {
+                self.finish(r.batch, r.peer, false, now);
+                let max = self.config.max_peer_failures;
+                if let Some(p) = self.peer_mut(r.peer) {
+                    if !cut_by_punch && p.last_failure.is_none_or(|at| r.asked_at > at) {
+                        p.failures += 1;
+                        p.last_failure = Some(now);
+                    }
+                    if misbehaved || p.failures >= max {
+                        p.dropped_for.get_or_insert(error);
+                    }
+                }
+            }
+            Outcome::Restarted => {
+                self.schedule.abandon();
+                let cancelled: Vec<RequestId> = self.requests.keys().copied().collect();
+                for request in cancelled {
+                    self.cancel(request);
+                }
+            }
+        }
+    }
+
+    /// Finishes `batch` for `peer`, cancelling the other copies a completion makes moot.
+    fn finish(&mut self, batch: usize, peer: P, ok: bool, now: Instant) {
+        let others = self.schedule.finish(batch, peer, ok, now);
+        let moot: Vec<RequestId> = self
+            .requests
+            .iter()
+            .filter(|(_, r)| r.batch == batch && others.contains(&r.peer))
+            .map(|(id, _)| *id)
+            .collect();
+        for request in moot {
+            self.cancel(request);
+        }
+    }
+
+    fn cancel(&mut self, request: RequestId) {
+        if let Some(r) = self.requests.remove(&request) {
+            if let Some(p) = self.peer_mut(r.peer) {
+                p.busy -= 1;
+            }
+            self.actions.push_back(Action::Cancel { request });
+        }
+    }
+
+    /// The next thing to do at `now`, if any; call until `None`, then wait for an event or
+    /// [`Self::poll_timeout`].
+    pub fn poll_action(&mut self, now: Instant) -> Option<Action<P>> {
+        if let Some(action) = self.actions.pop_front() {
+            return Some(action);
+        }
+        // What the partial providers hold: a complete provider is asked first for what
+        // none of them has, so the scarce copy is fetched where it exists.
+        let others: Vec<Arc<Vec<Range<u64>>>> = self
+            .peers
+            .iter()
+            .filter(|p| p.live())
+            .filter_map(|p| p.have.as_ref().map(|(h, _)| h.clone()))
+            .collect();
+        let all_first_started = self.peers.iter().all(|p| p.first_started || !p.live());
+        for i in 0..self.peers.len() {
+            let refresh = self.config.have_refresh;
+            let p = &mut self.peers[i];
+            if !p.live() || p.asking {
+                continue;
+            }
+            p.resting.retain(|until| *until > now);
+            if all_first_started {
+                p.extra_open = true;
+            }
+            let slots = if p.extra_open {
+                self.config.requests_per_peer
+            } else {
+                1
+            };
+            if p.busy + p.resting.len() >= slots {
+                continue;
+            }
+            if p.have.as_ref().is_some_and(|(_, at)| now >= *at + refresh) {
+                p.asking = true;
+                return Some(Action::AskHave { peer: p.id });
+            }
+            let held = p.have.as_ref().map(|(h, _)| h.clone());
+            match self
+                .schedule
+                .take(p.id, held.as_deref().map(|h| h.as_slice()), &others, now)
+            {
+                Take::Batch(batch) => {
+                    p.idle_since = None;
+                    p.first_started = true;
+                    p.busy += 1;
+                    let request = RequestId(self.next_request);
+                    self.next_request += 1;
+                    self.requests.insert(
+                        request,
+                        InFlight {
+                            peer: p.id,
+                            batch,
+                            asked_at: now,
+                            partial: held.is_some(),
+                        },
+                    );
+                    return Some(Action::Fetch {
+                        request,
+                        peer: p.id,
+                        batch: self.schedule.spans(batch),
+                        held,
+                    });
+                }
+                Take::Wait => {
+                    // A partial provider with nothing we need (its list is refreshed every
+                    // `have_refresh`): if that lasts, and no one else is fetching anything
+                    // it could catch up on, it is of no more use in this round.
+                    if held.is_some() && !self.schedule.anything_in_flight() {
+                        let since = *p.idle_since.get_or_insert(now);
+                        if now >= since + 2 * refresh && p.busy == 0 {
+                            p.stopped = true;
+                            p.first_started = true;
+                        }
+                    } else {
+                        p.idle_since = None;
+                    }
+                }
+                Take::Done => {
+                    if p.busy == 0 {
+                        p.stopped = true;
+                    }
+                    p.first_started = true;
+                }
+            }
+        }
+        self.actions.pop_front()
+    }
+
+    /// When to poll again if no event comes first (`None`: only an event can change
+    /// anything).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let refresh = self.config.have_refresh;
+        let mut next: Option<Instant> = None;
+        let mut at = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        for p in self.peers.iter().filter(|p| p.live() && !p.asking) {
+            if let Some(until) = p.resting.iter().min() {
+                at(*until);
+            }
+            let slots = if p.extra_open {
+                self.config.requests_per_peer
+            } else {
+                1
+            };
+            if p.busy + p.resting.len() >= slots {
+                continue;
+            }
+            match &p.have {
+                Some((_, said)) => {
+                    at(*said + refresh);
+                    if let Some(since) = p.idle_since {
+                        at(since + 2 * refresh);
+                    }
+                }
+                None if !self.schedule.anything_waiting() => {
+                    if let Some(stall) = self.schedule.next_stall_for(p.id) {
+                        at(stall);
+                    }
+                }
+                None => {}
+            }
+        }
+        next
+    }
+
+    /// Whether the round is over: every batch is done, or no provider can take one, and
+    /// nothing is in flight.
+    pub fn is_finished(&self) -> bool {
+        self.requests.is_empty()
+            && self.actions.is_empty()
+            && self.peers.iter().all(|p| !p.asking || !p.live())
+            && (self.schedule.undone() == 0 || self.peers.iter().all(|p| !p.live()))
+    }
+
+    /// The providers and what became of them, in the order they joined.
+    pub fn into_outcomes(self) -> Vec<PeerOutcome<P, E>> {
+        self.peers
+            .into_iter()
+            .map(|p| PeerOutcome {
+                peer: p.id,
+                contributed: p.contributed,
+                dropped_for: p.dropped_for,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

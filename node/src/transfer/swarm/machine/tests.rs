@@ -1,0 +1,366 @@
+//! The round's decisions under a virtual clock: simulated providers (fast, slow, lying,
+//! vanishing, partial) answer its actions after the time their link would take; no
+//! sockets, no sleeps, the same result for the same seed.
+#![allow(clippy::single_range_in_vec_init)] // lists of span ranges, not ranges of values
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    time::{Duration, Instant},
+};
+
+use super::*;
+use crate::transfer::swarm::schedule::intersect;
+
+/// Bytes per span in these tests (the store's span).
+const SPAN: u64 = 256 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Honest,
+    /// Sends bad data: every request fails as misbehaviour.
+    Liar,
+    /// Gone at this time: requests in flight then, and later ones, fail.
+    VanishesAt(Duration),
+}
+
+#[derive(Debug, Clone)]
+struct SimPeer {
+    /// Upload, bytes per second.
+    rate: f64,
+    /// Round-trip time.
+    rtt: Duration,
+    kind: Kind,
+    /// Span ranges held (`None`: all).
+    holds: Option<Vec<Range<u64>>>,
+}
+
+fn honest(rate_mib: f64) -> SimPeer {
+    SimPeer {
+        rate: rate_mib * 1024.0 * 1024.0,
+        rtt: Duration::from_millis(10),
+        kind: Kind::Honest,
+        holds: None,
+    }
+}
+
+#[derive(Debug)]
+struct Flow {
+    peer: u8,
+    bytes: u64,
+    start: Instant,
+    end: Instant,
+    batch: Range<u64>,
+}
+
+#[derive(Debug)]
+enum Due {
+    Have(u8),
+    Ended(RequestId, Vec<Range<u64>>),
+}
+
+/// What a run did.
+#[derive(Debug, PartialEq)]
+struct Run {
+    /// When the round finished, from its start.
+    took: Duration,
+    /// Spans stored.
+    complete: bool,
+    /// Bytes each peer sent (cancelled copies count what they sent until cancelled).
+    sent: Vec<u64>,
+    cancels: usize,
+    dropped: Vec<u8>,
+    contributed: Vec<u8>,
+}
+
+/// Runs one round over `spans` spans with `peers` (ids 0..) and the node's configuration.
+fn run(spans: u64, peers: &[SimPeer], seed: u64) -> Run {
+    run_with(spans, peers, seed, RoundConfig::default())
+}
+
+fn run_with(spans: u64, peers: &[SimPeer], seed: u64, config: RoundConfig) -> Run {
+    let t0 = Instant::now();
+    let mut now = t0;
+    let mut stored = vec![false; spans as usize];
+    let mut machine: SwarmRound<u8, String> = SwarmRound::new(&[0..spans], 0.0, seed, config);
+    for id in 0..peers.len() as u8 {
+        assert!(machine.join(id));
+    }
+    // (time, sequence) → what becomes due then; a peer's link sends one request at a time.
+    let mut due: BTreeMap<(Instant, u64), Due> = BTreeMap::new();
+    let mut seq = 0u64;
+    let mut link_free = vec![t0; peers.len()];
+    let mut sent = vec![0u64; peers.len()];
+    // Per request: who, how many bytes, when they start and stop flowing, the batch.
+    let mut flows: HashMap<RequestId, Flow> = HashMap::new();
+    let mut cancelled = HashSet::new();
+    let mut cancels = 0;
+    loop {
+        while let Some(action) = machine.poll_action(now) {
+            seq += 1;
+            match action {
+                Action::AskHave { peer } => {
+                    let p = &peers[peer as usize];
+                    due.insert((now + p.rtt, seq), Due::Have(peer));
+                }
+                Action::Fetch {
+                    request,
+                    peer,
+                    batch,
+                    held,
+                } => {
+                    let p = &peers[peer as usize];
+                    let missing: Vec<Range<u64>> = batch
+                        .clone()
+                        .filter(|s| !stored[*s as usize])
+                        .map(|s| s..s + 1)
+                        .collect();
+                    let wanted = match &held {
+                        Some(h) => intersect(&missing, h),
+                        None => missing,
+                    };
+                    let bytes = wanted.iter().map(|r| r.end - r.start).sum::<u64>() * SPAN;
+                    let start = (now + p.rtt / 2).max(link_free[peer as usize]);
+                    let end = start + Duration::from_secs_f64(bytes as f64 / p.rate) + p.rtt / 2;
+                    link_free[peer as usize] = end - p.rtt / 2;
+                    flows.insert(
+                        request,
+                        Flow {
+                            peer,
+                            bytes,
+                            start,
+                            end,
+                            batch,
+                        },
+                    );
+                    due.insert((end, seq), Due::Ended(request, wanted));
+                }
+                Action::Cancel { request } => {
+                    cancels += 1;
+                    cancelled.insert(request);
+                    if let Some(f) = flows.remove(&request) {
+                        let part = now.saturating_duration_since(f.start).as_secs_f64()
+                            / f.end.duration_since(f.start).as_secs_f64().max(1e-9);
+                        sent[f.peer as usize] += (f.bytes as f64 * part.min(1.0)) as u64;
+                        // The link is free again from now.
+                        link_free[f.peer as usize] = link_free[f.peer as usize].min(now);
+                    }
+                }
+            }
+        }
+        let timeout = machine.poll_timeout();
+        if let Some(t) = timeout {
+            assert!(
+                t > now,
+                "a timeout in the past would spin: {t:?} <= {now:?}"
+            );
+        }
+        if machine.is_finished() {
+            break;
+        }
+        let next_due = due.keys().next().copied();
+        let (at, event) = match (next_due, timeout) {
+            (Some((at, _)), Some(t)) if t < at => (t, None),
+            (Some(key), _) => (key.0, due.remove(&key)),
+            (None, Some(t)) => (t, None),
+            (None, None) => break,
+        };
+        now = at;
+        assert!(now - t0 < Duration::from_secs(3600), "the round never ends");
+        match event {
+            None => {}
+            Some(Due::Have(peer)) => {
+                let p = &peers[peer as usize];
+                let answer = match (&p.kind, &p.holds) {
+                    (Kind::VanishesAt(t), _) if now - t0 >= *t => Err("gone".to_string()),
+                    (_, None) => Ok(Holding::Complete),
+                    (_, Some(h)) => Ok(Holding::Spans(h.clone())),
+                };
+                machine.have_answered(peer, answer, now);
+            }
+            Some(Due::Ended(request, wanted)) => {
+                if cancelled.contains(&request) {
+                    continue;
+                }
+                let Flow {
+                    peer, bytes, batch, ..
+                } = flows.remove(&request).expect("a flow per request");
+                let p = &peers[peer as usize];
+                let outcome = match p.kind {
+                    Kind::Liar => Outcome::Failed {
+                        error: format!("peer {peer} sent bad data"),
+                        misbehaved: true,
+                        refused: false,
+                        cut_by_punch: false,
+                    },
+                    Kind::VanishesAt(t) if now - t0 >= t => Outcome::Failed {
+                        error: format!("peer {peer} is gone"),
+                        misbehaved: false,
+                        refused: false,
+                        cut_by_punch: false,
+                    },
+                    _ => {
+                        sent[peer as usize] += bytes;
+                        for r in &wanted {
+                            for s in r.clone() {
+                                stored[s as usize] = true;
+                            }
+                        }
+                        Outcome::Fetched {
+                            sent: bytes > 0,
+                            left: batch
+                                .filter(|s| !stored[*s as usize])
+                                .map(|s| s..s + 1)
+                                .collect(),
+                        }
+                    }
+                };
+                machine.request_ended(request, outcome, now);
+            }
+        }
+    }
+    let outcomes = machine.into_outcomes();
+    Run {
+        took: now - t0,
+        complete: stored.iter().all(|s| *s),
+        sent,
+        cancels,
+        dropped: outcomes
+            .iter()
+            .filter(|o| o.dropped_for.is_some())
+            .map(|o| o.peer)
+            .collect(),
+        contributed: outcomes
+            .iter()
+            .filter(|o| o.contributed)
+            .map(|o| o.peer)
+            .collect(),
+    }
+}
+
+/// 64 MiB: 16 batches of 16 spans.
+const SPANS: u64 = 256;
+const BLOB: u64 = SPANS * SPAN;
+
+#[test]
+fn equally_fast_providers_share_the_blob_and_fetch_nothing_twice() {
+    let r = run(SPANS, &[honest(100.0), honest(100.0), honest(100.0)], 1);
+    assert!(r.complete, "{r:?}");
+    assert_eq!(r.sent.iter().sum::<u64>(), BLOB, "nothing twice: {r:?}");
+    assert_eq!(r.cancels, 0);
+    assert!(r.sent.iter().all(|s| *s >= BLOB / 4), "shared: {r:?}");
+    // Three 100 MiB/s links: 64 MiB in about 0.21 s, plus round trips.
+    assert!(r.took < Duration::from_millis(300), "{r:?}");
+}
+
+#[test]
+fn a_slow_provider_cannot_hold_the_fetch_hostage() {
+    // 100 MiB/s against 0.5 MiB/s: a batch from the slow one takes 8 s.
+    let r = run(SPANS, &[honest(0.5), honest(100.0)], 2);
+    assert!(r.complete, "{r:?}");
+    assert!(r.cancels >= 1, "the slow copy is cancelled: {r:?}");
+    // Alone, the fast one takes 0.64 s; the endgame duplicates the slow one's batches
+    // after twice the median batch time, so the whole takes well under one slow batch.
+    assert!(r.took < Duration::from_secs(2), "{r:?}");
+    assert!(r.sent[1] >= BLOB - 2 * 4 * SPAN * 16, "{r:?}");
+    assert!(r.dropped.is_empty(), "slow is not wrong: {r:?}");
+}
+
+#[test]
+fn a_liar_is_dropped_at_once_and_the_others_complete() {
+    let liar = SimPeer {
+        kind: Kind::Liar,
+        ..honest(100.0)
+    };
+    let r = run(SPANS, &[liar, honest(50.0), honest(50.0)], 3);
+    assert!(r.complete, "{r:?}");
+    assert_eq!(r.dropped, vec![0], "{r:?}");
+    assert_eq!(r.sent[0], 0, "nothing of the liar's is stored: {r:?}");
+    assert!(!r.contributed.contains(&0));
+}
+
+#[test]
+fn a_provider_that_vanishes_is_dropped_after_two_failures_and_costs_little() {
+    let vanishing = SimPeer {
+        kind: Kind::VanishesAt(Duration::from_millis(150)),
+        ..honest(50.0)
+    };
+    let r = run(SPANS, &[vanishing, honest(50.0), honest(50.0)], 4);
+    assert!(r.complete, "{r:?}");
+    assert_eq!(r.dropped, vec![0], "{r:?}");
+    // Its two requests in flight when it went fail together and count once; it is
+    // dropped at the next failure. What it sent before vanishing is kept.
+    assert!(r.sent[0] > 0 && r.sent[0] < BLOB / 2, "{r:?}");
+    assert_eq!(
+        r.sent.iter().sum::<u64>(),
+        BLOB,
+        "nothing fetched twice: {r:?}"
+    );
+}
+
+#[test]
+fn requests_failing_together_count_once() {
+    // Two requests in flight fail at the same moment (one cause): not dropped, since
+    // `max_peer_failures` is 2 and the second does not count.
+    let t0 = Instant::now();
+    let mut m: SwarmRound<u8, String> = SwarmRound::new(&[0..64], 0.0, 0, RoundConfig::default());
+    m.join(0);
+    m.join(1);
+    let mut fetches = Vec::new();
+    while let Some(a) = m.poll_action(t0) {
+        match a {
+            Action::AskHave { peer } => m.have_answered(peer, Ok(Holding::Complete), t0),
+            Action::Fetch { request, peer, .. } => fetches.push((request, peer)),
+            Action::Cancel { .. } => panic!("nothing to cancel"),
+        }
+    }
+    let of_0: Vec<RequestId> = fetches.iter().filter(|f| f.1 == 0).map(|f| f.0).collect();
+    assert_eq!(of_0.len(), 2, "two slots each: {fetches:?}");
+    let fail = || Outcome::Failed {
+        error: "connection closed".to_string(),
+        misbehaved: false,
+        refused: false,
+        cut_by_punch: false,
+    };
+    let t1 = t0 + Duration::from_millis(30);
+    m.request_ended(of_0[0], fail(), t1);
+    m.request_ended(of_0[1], fail(), t1);
+    let next = m.poll_action(t1);
+    assert!(
+        matches!(next, Some(Action::Fetch { peer: 0, .. })),
+        "still a provider: {next:?}"
+    );
+}
+
+#[test]
+fn a_partial_provider_gets_only_what_it_holds_and_the_seeder_the_rest() {
+    let partial = SimPeer {
+        holds: Some(vec![0..SPANS / 2]),
+        ..honest(100.0)
+    };
+    let r = run(SPANS, &[partial, honest(100.0)], 5);
+    assert!(r.complete, "{r:?}");
+    assert!(r.dropped.is_empty(), "{r:?}");
+    assert!(r.sent[0] > 0 && r.sent[0] <= BLOB / 2, "{r:?}");
+    assert_eq!(r.sent.iter().sum::<u64>(), BLOB, "nothing twice: {r:?}");
+}
+
+#[test]
+fn a_partial_provider_with_nothing_needed_leaves_the_round() {
+    let useless = SimPeer {
+        holds: Some(Vec::new()),
+        ..honest(100.0)
+    };
+    let r = run(SPANS, &[useless, honest(100.0)], 6);
+    assert!(r.complete, "{r:?}");
+    assert_eq!(r.sent[0], 0);
+    assert!(r.dropped.is_empty(), "leaving is not being dropped: {r:?}");
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run() {
+    let peers = [honest(3.0), honest(40.0), honest(100.0), honest(7.0)];
+    let a = run(SPANS, &peers, 42);
+    let b = run(SPANS, &peers, 42);
+    assert_eq!(a, b);
+    assert!(a.complete);
+}

@@ -1,0 +1,362 @@
+//! Which batches of a blob's missing spans are waiting, in flight (with whom, since when),
+//! or done. Pure bookkeeping: time is passed in, and a random choice comes from a seeded
+//! generator, so the same calls give the same answers.
+
+use std::{
+    collections::{BTreeSet, HashMap, VecDeque},
+    ops::Range,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+/// Completed batch times the endgame's median is taken over.
+const RECENT_BATCHES: usize = 32;
+
+/// What a request slot should do next.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Take {
+    /// Fetch this batch.
+    Batch(usize),
+    /// Nothing to do now, but batches are still in flight: look again later.
+    Wait,
+    /// Every batch is done.
+    Done,
+}
+
+/// The batches of one scheduling round.
+#[derive(Debug)]
+pub(crate) struct Schedule<P> {
+    batches: Vec<Range<u64>>,
+    waiting: VecDeque<usize>,
+    fetching: Vec<Vec<(P, Instant)>>,
+    done: Vec<bool>,
+    /// Batches not yet done, so "all done" needs no scan.
+    undone: usize,
+    /// Batches someone is fetching: the endgame looks only at these, never at them all.
+    in_flight: BTreeSet<usize>,
+    /// How long the last [`RECENT_BATCHES`] completed batches took, for the endgame's
+    /// idea of "too slow".
+    took: VecDeque<Duration>,
+    /// What batches partly fetched from partial providers still lack.
+    left: HashMap<usize, Vec<Range<u64>>>,
+    /// Before any batch has completed, how long a batch in flight may take before an idle
+    /// provider duplicates it.
+    first_wait: Duration,
+    rng: StdRng,
+}
+
+impl<P: Copy + PartialEq> Schedule<P> {
+    /// Cuts span ranges into batches of at most `per_batch` spans, in order.
+    pub(crate) fn new(
+        missing: &[Range<u64>],
+        per_batch: u64,
+        first_wait: Duration,
+        seed: u64,
+    ) -> Self {
+        let mut batches = Vec::new();
+        for r in missing {
+            let mut start = r.start;
+            while start < r.end {
+                let end = r.end.min(start + per_batch.max(1));
+                batches.push(start..end);
+                start = end;
+            }
+        }
+        let n = batches.len();
+        Self {
+            batches,
+            waiting: (0..n).collect(),
+            fetching: vec![Vec::new(); n],
+            done: vec![false; n],
+            undone: n,
+            in_flight: BTreeSet::new(),
+            took: VecDeque::with_capacity(RECENT_BATCHES),
+            left: HashMap::new(),
+            first_wait,
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
+
+    pub(crate) fn spans(&self, batch: usize) -> Range<u64> {
+        self.batches[batch].clone()
+    }
+
+    /// Batches not done yet.
+    pub(crate) fn undone(&self) -> usize {
+        self.undone
+    }
+
+    /// Whether anyone is fetching any batch.
+    pub(crate) fn anything_in_flight(&self) -> bool {
+        !self.in_flight.is_empty()
+    }
+
+    /// Whether batches wait to be handed out.
+    pub(crate) fn anything_waiting(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    /// In flight this long, a batch counts as stalled: twice the median time the recent
+    /// batches took, or the first wait before any finished.
+    pub(crate) fn stalled_after(&self) -> Duration {
+        let mut took: Vec<Duration> = self.took.iter().copied().collect();
+        took.sort();
+        took.get(took.len() / 2)
+            .map_or(self.first_wait, |median| *median * 2)
+    }
+
+    /// When a batch in flight with one peer other than `peer` first counts as stalled, so
+    /// that `peer` may duplicate it (`None`: no such batch).
+    pub(crate) fn next_stall_for(&self, peer: P) -> Option<Instant> {
+        let patience = self.stalled_after();
+        self.in_flight
+            .iter()
+            .filter_map(|&b| match self.fetching[b][..] {
+                [(other, since)] if other != peer && !self.done[b] => Some(since + patience),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Starts the queue `fraction` of the way in (wrapping around), so peers fetching the
+    /// same blob together ask for different parts first.
+    pub(crate) fn start_at(&mut self, fraction: f64) {
+        let n = self.waiting.len();
+        let at = ((n as f64 * fraction) as usize).min(n.saturating_sub(1));
+        self.waiting.rotate_left(at);
+    }
+
+    /// The first waiting batch `peer` can help with: any for a complete provider (`held`
+    /// is `None`), else one reaching into a span it holds.
+    fn first_waiting(
+        &mut self,
+        held: Option<&[Range<u64>]>,
+        others: &[Arc<Vec<Range<u64>>>],
+    ) -> Option<usize> {
+        let at = match held {
+            Some(held) => self.position_for(held)?,
+            None if others.is_empty() => 0,
+            // A batch no partial provider can give, picked at random so that peers fetching
+            // together from one seeder rarely ask it for the same one; none such: leave
+            // the rest to the partial providers (the endgame still rescues a stalled one).
+            None => {
+                let scarce: Vec<usize> = (0..self.waiting.len())
+                    .filter(|&i| {
+                        let b = self.waiting[i];
+                        !others.iter().any(|o| self.lacks_some_of(b, o))
+                    })
+                    .collect();
+                if scarce.is_empty() {
+                    return None;
+                }
+                scarce[self.rng.random_range(0..scarce.len())]
+            }
+        };
+        self.waiting.remove(at)
+    }
+
+    /// Where in the queue the first batch is that still lacks some of the spans `held`.
+    fn position_for(&self, held: &[Range<u64>]) -> Option<usize> {
+        self.waiting
+            .iter()
+            .position(|&b| self.lacks_some_of(b, held))
+    }
+
+    /// Whether batch `b` still lacks a span within `held` (sorted span ranges).
+    fn lacks_some_of(&self, b: usize, held: &[Range<u64>]) -> bool {
+        let overlaps = |r: &Range<u64>| {
+            let i = held.partition_point(|h| h.end <= r.start);
+            held.get(i).is_some_and(|h| h.start < r.end)
+        };
+        match self.left.get(&b) {
+            Some(left) => left.iter().any(overlaps),
+            None => overlaps(&self.batches[b]),
+        }
+    }
+
+    /// The next thing for `peer` to do at `now`: a waiting batch it can help with, if any
+    /// (for a complete provider, preferably one none of the partial providers' spans
+    /// `others` covers); else (endgame, complete providers only) a batch exactly one other
+    /// peer has been fetching for too long; else wait, or stop.
+    pub(crate) fn take(
+        &mut self,
+        peer: P,
+        held: Option<&[Range<u64>]>,
+        others: &[Arc<Vec<Range<u64>>>],
+        now: Instant,
+    ) -> Take {
+        let batch = match self.first_waiting(held, others) {
+            Some(b) => b,
+            None if held.is_some() && self.undone > 0 => return Take::Wait,
+            None => {
+                if self.undone == 0 {
+                    return Take::Done;
+                }
+                let patience = self.stalled_after();
+                let stalled = self.in_flight.iter().copied().find(|&b| {
+                    !self.done[b]
+                        && matches!(self.fetching[b][..], [(other, since)]
+                        if other != peer && now.duration_since(since) >= patience)
+                });
+                match stalled {
+                    Some(b) => b,
+                    None => return Take::Wait,
+                }
+            }
+        };
+        self.fetching[batch].push((peer, now));
+        self.in_flight.insert(batch);
+        Take::Batch(batch)
+    }
+
+    /// `peer` is done with `batch` at `now`: completed it (`ok`) or gave up; a batch nobody
+    /// is fetching any more goes back to the front of the queue. Returns the other peers
+    /// still fetching a batch that is now done (their copies are no longer needed).
+    pub(crate) fn finish(&mut self, batch: usize, peer: P, ok: bool, now: Instant) -> Vec<P> {
+        let since = self.fetching[batch]
+            .iter()
+            .find(|(p, _)| *p == peer)
+            .map(|(_, t)| *t);
+        self.fetching[batch].retain(|(p, _)| *p != peer);
+        if ok {
+            self.left.remove(&batch);
+            if !self.done[batch] {
+                self.undone -= 1;
+                if let Some(since) = since {
+                    if self.took.len() == RECENT_BATCHES {
+                        self.took.pop_front();
+                    }
+                    self.took.push_back(now.duration_since(since));
+                }
+            }
+            self.done[batch] = true;
+            self.in_flight.remove(&batch);
+            return std::mem::take(&mut self.fetching[batch])
+                .into_iter()
+                .map(|(p, _)| p)
+                .collect();
+        }
+        if self.fetching[batch].is_empty() {
+            self.in_flight.remove(&batch);
+            if !self.done[batch] {
+                self.waiting.push_front(batch);
+            }
+        }
+        Vec::new()
+    }
+
+    /// `peer` stops working on `batch` without having failed: unless done, or someone
+    /// else has it, it goes back to the front of the queue.
+    /// `left`, when known, is what the batch still lacks: only providers holding some of
+    /// it are given the batch again.
+    pub(crate) fn give_back(&mut self, batch: usize, peer: P, left: Option<Vec<Range<u64>>>) {
+        if let Some(left) = left {
+            self.left.insert(batch, left);
+        }
+        self.fetching[batch].retain(|(p, _)| *p != peer);
+        if self.fetching[batch].is_empty() {
+            self.in_flight.remove(&batch);
+            if !self.done[batch] {
+                self.waiting.push_front(batch);
+            }
+        }
+    }
+
+    /// Stops handing out work (the blob's layout changed).
+    pub(crate) fn abandon(&mut self) {
+        self.waiting.clear();
+        self.in_flight.clear();
+        self.undone = 0;
+        self.done.iter_mut().for_each(|d| *d = true);
+    }
+}
+
+/// The spans (of `span_groups` groups) wholly inside the held group ranges of a blob of
+/// `groups` groups, whose last span may be short.
+pub(crate) fn held_spans(held: &[Range<u64>], groups: u64, span_groups: u64) -> Vec<Range<u64>> {
+    let spans = groups.div_ceil(span_groups);
+    held.iter()
+        .filter_map(|r| {
+            let first = r.start.div_ceil(span_groups);
+            let end = if r.end >= groups {
+                spans
+            } else {
+                r.end / span_groups
+            };
+            (first < end).then_some(first..end)
+        })
+        .collect()
+}
+
+/// The parts of span ranges `a` that are also in span ranges `b` (both sorted).
+pub(crate) fn intersect(a: &[Range<u64>], b: &[Range<u64>]) -> Vec<Range<u64>> {
+    let mut out = Vec::new();
+    for x in a {
+        for y in b {
+            let (start, end) = (x.start.max(y.start), x.end.min(y.end));
+            if start < end {
+                out.push(start..end);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIRST_WAIT: Duration = Duration::from_secs(5);
+
+    #[test]
+    #[allow(clippy::single_range_in_vec_init)] // lists of span ranges, not ranges of values
+    fn batches_cover_the_missing_spans_in_order() {
+        let s = Schedule::<u8>::new(&[0..5, 9..10], 2, FIRST_WAIT, 0);
+        assert_eq!(s.batches, vec![0..2, 2..4, 4..5, 9..10]);
+    }
+
+    #[test]
+    #[allow(clippy::single_range_in_vec_init)] // lists of span ranges, not ranges of values
+    fn peers_pull_batches_and_duplicate_only_stalled_ones() {
+        let (a, b, c) = (1u8, 2u8, 3u8);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut s = Schedule::new(&[0..3], 1, FIRST_WAIT, 0);
+        assert_eq!(s.take(a, None, &[], at(0)), Take::Batch(0));
+        assert_eq!(s.take(b, None, &[], at(0)), Take::Batch(1));
+        s.finish(1, b, true, at(100)); // a batch takes 100 ms: stalled after 200 ms
+        assert_eq!(s.take(b, None, &[], at(100)), Take::Batch(2));
+        // Nothing waits, and nothing in flight is stalled yet: c waits until a's batch 0
+        // is 200 ms old.
+        assert_eq!(s.take(c, None, &[], at(150)), Take::Wait);
+        assert_eq!(s.next_stall_for(c), Some(at(200)));
+        // a's batch 0 is 250 ms old: c duplicates it; b's batch 2 is not stalled.
+        assert_eq!(s.take(c, None, &[], at(250)), Take::Batch(0));
+        assert_eq!(
+            s.take(c, None, &[], at(250)),
+            Take::Wait,
+            "one copy at most"
+        );
+        assert_eq!(
+            s.finish(0, a, true, at(260)),
+            vec![c],
+            "c's copy is not needed"
+        );
+        assert!(s.waiting.is_empty(), "a done batch is never requeued");
+        s.finish(2, b, true, at(280));
+        assert_eq!(s.take(c, None, &[], at(300)), Take::Done);
+    }
+
+    #[test]
+    #[allow(clippy::single_range_in_vec_init)]
+    fn a_failed_batch_goes_back_to_the_front_for_another_peer() {
+        let (a, b) = (1u8, 2u8);
+        let mut s = Schedule::new(&[0..2], 1, FIRST_WAIT, 0);
+        let now = Instant::now();
+        assert_eq!(s.take(a, None, &[], now), Take::Batch(0));
+        s.finish(0, a, false, now);
+        assert_eq!(s.take(b, None, &[], now), Take::Batch(0), "requeued first");
+    }
+}
