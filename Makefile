@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/commons/target
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint fmt deps python-deps build bench fetch-bench transport-bench dht-bench name-bench swarm-lab swarm-lab-flash nat-lab bundle-bench cost-bench gateway-bench load-lab hub-bench crash-soak fuzz check-layering check-cycles
+.PHONY: demo test lint fmt deps python-deps build bench fetch-bench transport-bench dht-bench name-bench swarm-lab swarm-lab-flash nat-lab scale-sim bundle-bench cost-bench gateway-bench load-lab hub-bench crash-soak fuzz check-layering check-cycles
 
 ## demo: build `commons`, then add a sample dataset, list, export and verify it, fetch it
 ## over QUIC by ticket and by hash, and read it through the HTTP gateway (installs curl)
@@ -90,6 +90,13 @@ fetch-bench: deps build
 transport-bench: deps build
 	command -v nginx >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx curl; }
 	"$(CARGO_TARGET_DIR)/release/transport-bench"
+
+## scale-sim: the node's swarm state machines for many nodes in virtual time (no root, no
+## network): the swarm lab's scenarios against their measured times, then a flash crowd of
+## N mirrors fed by one seeder
+scale-sim: deps build
+	"$(CARGO_TARGET_DIR)/release/scale-sim" --validate
+	"$(CARGO_TARGET_DIR)/release/scale-sim"
 
 ## cost-bench: CPU seconds per GiB (user, system) of a seeder and a fetcher over loopback,
 ## 1 GiB and 10 GiB, against nginx over TLS and plain nginx to curl in the same run; the

@@ -7,6 +7,7 @@ pub mod hub_origin;
 pub mod load;
 pub mod netns;
 pub mod plot;
+pub mod scale;
 
 use std::{
     fs::File,

@@ -320,7 +320,8 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
             }
             Outcome::Restarted => {
                 self.schedule.abandon();
-                let cancelled: Vec<RequestId> = self.requests.keys().copied().collect();
+                let mut cancelled: Vec<RequestId> = self.requests.keys().copied().collect();
+                cancelled.sort();
                 for request in cancelled {
                     self.cancel(request);
                 }
@@ -331,12 +332,15 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
     /// Finishes `batch` for `peer`, cancelling the other copies a completion makes moot.
     fn finish(&mut self, batch: usize, peer: P, ok: bool, now: Instant) {
         let others = self.schedule.finish(batch, peer, ok, now);
-        let moot: Vec<RequestId> = self
+        let mut moot: Vec<RequestId> = self
             .requests
             .iter()
             .filter(|(_, r)| r.batch == batch && others.contains(&r.peer))
             .map(|(id, _)| *id)
             .collect();
+        // In order, so that the same events give the same actions (the simulator's runs
+        // repeat for a seed).
+        moot.sort();
         for request in moot {
             self.cancel(request);
         }
@@ -483,6 +487,13 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
             && self.actions.is_empty()
             && self.peers.iter().all(|p| !p.asking || !p.live())
             && (self.schedule.undone() == 0 || self.peers.iter().all(|p| !p.live()))
+    }
+
+    /// The span range of the batch `request` is fetching, while it is in flight.
+    pub fn batch_of(&self, request: RequestId) -> Option<Range<u64>> {
+        self.requests
+            .get(&request)
+            .map(|r| self.schedule.spans(r.batch))
     }
 
     /// The providers and what became of them, in the order they joined.
