@@ -620,10 +620,11 @@ impl<'a> Pool<'a> {
         let mut tried = HashSet::new();
         // Providers asked again once because a hole punch cut their round short.
         let mut retried_after_punch = HashSet::new();
-        // Providers whose dial failed, and when this fetch began: a dial through a relay
-        // can fail (the relay's circuit limits) while a punch over another relayed
-        // connection still brings a direct one.
-        let (mut unreachable, fetch_start) = (Vec::new(), std::time::Instant::now());
+        // Providers whose dial failed, and when: a dial through a relay can fail (the
+        // relay's circuit limits) while a punch over another relayed connection still
+        // brings a direct one; such a provider is asked again, once.
+        let mut unreachable: Vec<(PeerId, std::time::Instant)> = Vec::new();
+        let mut retried_after_unreachable = HashSet::new();
         loop {
             let mut batch: Vec<PeerAddrs> = self
                 .peers
@@ -640,9 +641,9 @@ impl<'a> Pool<'a> {
                 }
                 let punched: Vec<PeerId> = unreachable
                     .iter()
-                    .copied()
-                    .filter(|p| host.punched_since(p, fetch_start))
-                    .filter(|p| retried_after_punch.insert(*p))
+                    .filter(|(p, failed_at)| host.punched_since(p, *failed_at))
+                    .map(|(p, _)| *p)
+                    .filter(|p| retried_after_unreachable.insert(*p))
                     .collect();
                 if !punched.is_empty() {
                     tracing::info!(?punched, "unreachable before a hole punch; asking again");
@@ -688,7 +689,9 @@ impl<'a> Pool<'a> {
                         tracing::info!(%peer, error = %e, "provider unreachable");
                         node.scores().failed(peer);
                         failed.push(peer);
-                        unreachable.push(peer);
+                        if !unreachable.iter().any(|(p, _)| *p == peer) {
+                            unreachable.push((peer, std::time::Instant::now()));
+                        }
                         errors.push(e.into());
                     }
                 }

@@ -123,6 +123,8 @@ async fn run(
 ) {
     let mut schedule = AnnounceSchedule::new(interval, concurrency);
     let mut in_flight: JoinSet<(Hash, bool)> = JoinSet::new();
+    // Which root each task announces, so that a task that panics still frees its place.
+    let mut announcing: HashMap<tokio::task::Id, Hash> = HashMap::new();
     // Records carry the addresses the node had when it announced: when they change (a
     // private node won a relay slot), every root is announced again.
     let mut advertised = host.advertised_addrs_changed();
@@ -130,10 +132,11 @@ async fn run(
     loop {
         while let Some(hash) = schedule.poll_announce(now()) {
             let host = host.clone();
-            in_flight.spawn(async move {
+            let task = in_flight.spawn(async move {
                 let reached = matches!(host.announce(hash).await, Ok(cost) if cost.successes > 0);
                 (hash, reached)
             });
+            announcing.insert(task.id(), hash);
         }
         let next = schedule.poll_timeout();
         tokio::select! {
@@ -150,10 +153,16 @@ async fn run(
                     break;
                 }
             },
-            Some(Ok((hash, reached))) = in_flight.join_next(), if !in_flight.is_empty() => {
-                let counter = if reached { &stats.announced } else { &stats.failed };
-                counter.fetch_add(1, Ordering::Relaxed);
-                schedule.announced(hash, reached, now());
+            Some(ended) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
+                let (id, reached) = match ended {
+                    Ok((id, (_, reached))) => (id, reached),
+                    Err(e) => (e.id(), false),
+                };
+                if let Some(hash) = announcing.remove(&id) {
+                    let counter = if reached { &stats.announced } else { &stats.failed };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    schedule.announced(hash, reached, now());
+                }
             }
             Ok(()) = advertised.changed() => schedule.addresses_changed(now()),
             _ = sleep_until(next.map_or_else(Instant::now, Instant::from_std)), if next.is_some() => {}
@@ -161,6 +170,7 @@ async fn run(
     }
 }
 
+/// The schedule's time: tokio's clock, as the sleeps that wait for it.
 fn now() -> std::time::Instant {
-    std::time::Instant::now()
+    Instant::now().into_std()
 }

@@ -99,9 +99,9 @@ enum Event {
         peer: u32,
     },
     /// A request's bytes start to flow.
-    FlowStart(usize),
+    FlowStart(u64),
     /// A flow has carried all its bytes, unless `gen` is stale.
-    FlowEnd(usize, u64),
+    FlowEnd(u64, u64),
     /// A node dies.
     Dies(u32),
     /// A request to a dead node fails.
@@ -138,10 +138,10 @@ struct Node {
     poll_gen: u64,
     poll_at: Option<Duration>,
     /// This node's requests in flight, by the flow carrying each.
-    requests: std::collections::HashMap<RequestId, usize>,
+    requests: std::collections::HashMap<RequestId, u64>,
     /// Flows going out of and into this node.
-    up: Vec<usize>,
-    down: Vec<usize>,
+    up: Vec<u64>,
+    down: Vec<u64>,
     /// Peers that asked it for holders (what it answers when asked), newest last.
     holders: Vec<u32>,
     /// Providers it knows, and those it dropped.
@@ -163,8 +163,9 @@ struct Sim<'a> {
     /// sequence only).
     pending: Vec<Option<Event>>,
     free: Vec<usize>,
-    flows: Vec<Option<Flow>>,
-    free_flows: Vec<usize>,
+    /// Flows by id; ids are never reused, so a stale event cannot reach a newer flow.
+    flows: std::collections::HashMap<u64, Flow>,
+    next_flow: u64,
     seq: u64,
     now: Duration,
     t0: Instant,
@@ -193,8 +194,8 @@ impl<'a> Sim<'a> {
             queue: BinaryHeap::new(),
             pending: Vec::new(),
             free: Vec::new(),
-            flows: Vec::new(),
-            free_flows: Vec::new(),
+            flows: std::collections::HashMap::new(),
+            next_flow: 0,
             seq: 0,
             now: Duration::ZERO,
             t0: Instant::now(),
@@ -422,33 +423,26 @@ impl<'a> Sim<'a> {
             gen: 0,
             flowing: false,
         };
-        let id = match self.free_flows.pop() {
-            Some(i) => {
-                self.flows[i] = Some(flow);
-                i
-            }
-            None => {
-                self.flows.push(Some(flow));
-                self.flows.len() - 1
-            }
-        };
+        let id = self.next_flow;
+        self.next_flow += 1;
+        self.flows.insert(id, flow);
         self.nodes[node as usize].requests.insert(request, id);
         let rtt = self.rtt(node, peer);
         self.at(self.now + rtt, Event::FlowStart(id));
     }
 
-    fn flow(&self, id: usize) -> &Flow {
-        self.flows[id].as_ref().expect("a live flow")
+    fn flow(&self, id: u64) -> &Flow {
+        self.flows.get(&id).expect("a live flow")
     }
 
-    fn flow_mut(&mut self, id: usize) -> &mut Flow {
-        self.flows[id].as_mut().expect("a live flow")
+    fn flow_mut(&mut self, id: u64) -> &mut Flow {
+        self.flows.get_mut(&id).expect("a live flow")
     }
 
     /// Brings flow `id`'s carried bytes up to now and stores the spans they complete.
-    fn settle(&mut self, id: usize) {
+    fn settle(&mut self, id: u64) {
         let (now, span_bytes, s) = (self.now, self.s.span_bytes as f64, self.s);
-        let f = self.flows[id].as_mut().expect("a live flow");
+        let f = self.flows.get_mut(&id).expect("a live flow");
         if f.flowing {
             f.carried += f.rate * now.saturating_sub(f.updated).as_secs_f64();
         }
@@ -485,7 +479,7 @@ impl<'a> Sim<'a> {
     /// Shares of the links changed at `nodes`: settles their flows, gives each its new
     /// rate, and reschedules its end.
     fn reshare(&mut self, nodes: &[u32]) {
-        let mut ids: Vec<usize> = nodes
+        let mut ids: Vec<u64> = nodes
             .iter()
             .flat_map(|n| {
                 let n = &self.nodes[*n as usize];
@@ -501,7 +495,13 @@ impl<'a> Sim<'a> {
             let up = self.s.nodes[server].up / self.nodes[server].up.len().max(1) as f64;
             let down = self.s.nodes[client].down / self.nodes[client].down.len().max(1) as f64;
             let rate = up.min(down);
-            let left = f.spans.len() as f64 * self.s.span_bytes as f64 - f.carried;
+            // A liar's data fails verification at its first span: the request ends there.
+            let spans = if self.s.nodes[server].lies {
+                1
+            } else {
+                f.spans.len()
+            };
+            let left = spans as f64 * self.s.span_bytes as f64 - f.carried;
             let f = self.flow_mut(id);
             f.rate = rate;
             f.gen += 1;
@@ -511,13 +511,17 @@ impl<'a> Sim<'a> {
         }
     }
 
-    fn flow_start(&mut self, id: usize) {
-        let Some(f) = self.flows[id].as_mut() else {
+    fn flow_start(&mut self, id: u64) {
+        let Some(f) = self.flows.get_mut(&id) else {
             return; // cancelled before its bytes flowed
         };
         f.flowing = true;
         f.updated = self.now;
         let (client, server, request) = (f.client, f.server, f.request);
+        if !self.alive(client, self.now) {
+            self.remove_flow(id);
+            return;
+        }
         if !self.alive(server, self.now) {
             self.remove_flow(id);
             return self.request_ended(client, request, gone(server));
@@ -528,10 +532,9 @@ impl<'a> Sim<'a> {
     }
 
     /// Takes flow `id` off its links (settled first) and frees it.
-    fn remove_flow(&mut self, id: usize) -> Flow {
+    fn remove_flow(&mut self, id: u64) -> Flow {
         self.settle(id);
-        let f = self.flows[id].take().expect("a live flow");
-        self.free_flows.push(id);
+        let f = self.flows.remove(&id).expect("a live flow");
         self.nodes[f.server as usize].up.retain(|x| *x != id);
         self.nodes[f.client as usize].down.retain(|x| *x != id);
         self.nodes[f.client as usize].requests.remove(&f.request);
@@ -541,8 +544,8 @@ impl<'a> Sim<'a> {
         f
     }
 
-    fn flow_end(&mut self, id: usize, gen: u64) {
-        if self.flows[id].as_ref().is_none_or(|f| f.gen != gen) {
+    fn flow_end(&mut self, id: u64, gen: u64) {
+        if self.flows.get(&id).is_none_or(|f| f.gen != gen) {
             return;
         }
         self.flow_mut(id).carried = f64::MAX / 4.0; // all of it, whatever the rounding
@@ -576,7 +579,12 @@ impl<'a> Sim<'a> {
             let f = self.remove_flow(id);
             self.request_ended(f.client, f.request, gone(node));
         }
-        for id in self.nodes[node as usize].down.clone() {
+        let own: Vec<u64> = self.nodes[node as usize]
+            .requests
+            .values()
+            .copied()
+            .collect();
+        for id in own {
             self.remove_flow(id);
         }
         self.nodes[node as usize].round = None;
@@ -638,8 +646,9 @@ impl<'a> Sim<'a> {
                 self.drive(node);
             }
         }
+        // As `refresh_holders`: waits of 0.5 s, 1 s, 2 s, 2 s… between asks.
         let next = (wait * 2).min(HOLDERS_REFRESH);
-        self.at(self.now + wait, Event::AskHolders(node, next));
+        self.at(self.now + next, Event::AskHolders(node, next));
     }
 }
 

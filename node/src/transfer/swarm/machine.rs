@@ -266,6 +266,8 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
         }
         match outcome {
             Outcome::Fetched { sent, left } => {
+                // Given back with nothing fetched: the slot rests before it takes another.
+                let rest = !sent && !left.is_empty();
                 if left.is_empty() {
                     self.finish(r.batch, r.peer, true, now);
                 } else {
@@ -276,7 +278,7 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
                     if sent {
                         p.failures = 0;
                         p.contributed = true;
-                    } else {
+                    } else if rest {
                         p.resting.push(now + pause);
                     }
                 }
@@ -469,12 +471,13 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
                         at(since + 2 * refresh);
                     }
                 }
-                None if !self.schedule.anything_waiting() => {
+                // A complete provider duplicates a stalled batch when nothing waiting is
+                // for it (nothing at all, or only batches partial providers hold).
+                None => {
                     if let Some(stall) = self.schedule.next_stall_for(p.id) {
                         at(stall);
                     }
                 }
-                None => {}
             }
         }
         next

@@ -348,6 +348,12 @@ struct Round<'a> {
     limit: Option<&'a RateLimit>,
 }
 
+/// The time given to a round's machine: tokio's clock, so that the machine's deadlines and
+/// the driver's sleeps agree (also under tokio's paused time).
+fn round_now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 /// What a round's I/O brings back to its state machine.
 enum Event {
     Have(PeerId, Result<Holding, FetchError>),
@@ -376,7 +382,7 @@ impl Round<'_> {
         let mut work: FuturesUnordered<BoxFuture<'_, Option<Event>>> = FuturesUnordered::new();
         let mut cancels: HashMap<RequestId, AbortHandle> = HashMap::new();
         loop {
-            while let Some(action) = machine.poll_action(Instant::now()) {
+            while let Some(action) = machine.poll_action(round_now()) {
                 match action {
                     Action::AskHave { peer } => {
                         work.push(
@@ -409,14 +415,14 @@ impl Round<'_> {
                 break;
             }
             let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(
-                timeout.unwrap_or_else(Instant::now),
+                timeout.unwrap_or_else(round_now),
             ));
             tokio::select! {
                 Some(event) = work.next() => match event {
-                    Some(Event::Have(peer, answer)) => machine.have_answered(peer, answer, Instant::now()),
+                    Some(Event::Have(peer, answer)) => machine.have_answered(peer, answer, round_now()),
                     Some(Event::Ended(request, outcome)) => {
                         cancels.remove(&request);
-                        machine.request_ended(request, outcome, Instant::now());
+                        machine.request_ended(request, outcome, round_now());
                     }
                     None => {}
                 },

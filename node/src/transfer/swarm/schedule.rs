@@ -93,11 +93,6 @@ impl<P: Copy + PartialEq> Schedule<P> {
         !self.in_flight.is_empty()
     }
 
-    /// Whether batches wait to be handed out.
-    pub(crate) fn anything_waiting(&self) -> bool {
-        !self.waiting.is_empty()
-    }
-
     /// In flight this long, a batch counts as stalled: twice the median time the recent
     /// batches took, or the first wait before any finished.
     pub(crate) fn stalled_after(&self) -> Duration {

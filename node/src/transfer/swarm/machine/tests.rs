@@ -364,3 +364,18 @@ fn the_same_seed_gives_the_same_run() {
     assert_eq!(a, b);
     assert!(a.complete);
 }
+
+#[test]
+fn a_stalled_partial_provider_cannot_hold_the_fetch_hostage_either() {
+    // It holds everything the seeder could give, so the seeder is offered nothing scarce;
+    // its batches stall, and the seeder duplicates them after the endgame's wait.
+    let stalled = SimPeer {
+        holds: Some(vec![0..SPANS]),
+        ..honest(0.05)
+    };
+    let r = run(SPANS, &[stalled, honest(100.0)], 7);
+    assert!(r.complete, "{r:?}");
+    assert!(r.cancels >= 1, "the stalled copies are cancelled: {r:?}");
+    // One of its batches alone would take 80 s.
+    assert!(r.took < Duration::from_secs(20), "{r:?}");
+}
