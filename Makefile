@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/commons/target
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint fmt deps python-deps build bench fetch-bench transport-bench dht-bench name-bench swarm-lab swarm-lab-flash nat-lab scale-sim bundle-bench cost-bench gateway-bench load-lab hub-bench crash-soak fuzz check-layering check-cycles
+.PHONY: demo test lint fmt deps python-deps build bench fetch-bench transport-bench dht-bench name-bench swarm-lab swarm-lab-flash nat-lab scale-sim scale-sim-dht bundle-bench cost-bench gateway-bench load-lab hub-bench crash-soak fuzz check-layering check-cycles
 
 ## demo: build `commons`, then add a sample dataset, list, export and verify it, fetch it
 ## over QUIC by ticket and by hash, and read it through the HTTP gateway (installs curl)
@@ -97,6 +97,12 @@ transport-bench: deps build
 scale-sim: deps build
 	"$(CARGO_TARGET_DIR)/release/scale-sim" --validate
 	"$(CARGO_TARGET_DIR)/release/scale-sim"
+
+## scale-sim-dht: the node's Kademlia lookups for 1,000 to 100,000 DHT servers in virtual
+## time, with and without churn, checked against dht-bench's walks; records per node
+## (about 5 minutes; charts in target/scale-sim/)
+scale-sim-dht: deps build
+	"$(CARGO_TARGET_DIR)/release/scale-sim" --dht
 
 ## cost-bench: CPU seconds per GiB (user, system) of a seeder and a fetcher over loopback,
 ## 1 GiB and 10 GiB, against nginx over TLS and plain nginx to curl in the same run; the

@@ -11,7 +11,9 @@ const RIGHT: f64 = 20.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 50.0;
 /// Colours of successive series.
-const COLOURS: &[&str] = &["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"];
+const COLOURS: &[&str] = &[
+    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+];
 
 /// One line of a step chart: the times at which each client finished.
 pub struct Series {
@@ -99,6 +101,12 @@ fn trim(v: f64) -> String {
 
 /// Clients done over time, one step line per series.
 pub fn step_chart(title: &str, series: &[Series]) -> String {
+    step_chart_labelled(title, "seconds since all started", "clients done", series)
+}
+
+/// A step line per series, rising by one at each of its times (a cumulative count, e.g.
+/// lookups that have found a provider by then), with the axes named.
+pub fn step_chart_labelled(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
     let clients = series
         .iter()
         .map(|s| s.done_secs.len())
@@ -112,7 +120,7 @@ pub fn step_chart(title: &str, series: &[Series]) -> String {
             .fold(0.0, f64::max),
     );
     let mut out = String::new();
-    frame(&mut out, title, "seconds since all started", "clients done");
+    frame(&mut out, title, x_label, y_label);
     axes(&mut out, t_max, clients as f64, clients.min(10));
     let (x0, y0, x1, y1) = (LEFT, H - BOTTOM, W - RIGHT, TOP);
     let px = |t: f64| x0 + (x1 - x0) * t / t_max;

@@ -2,14 +2,27 @@
 //!
 //! `--validate` runs the namespace lab's scenarios (`swarm-lab`, `swarm-lab-flash`) in the
 //! model and prints the simulated times beside the measured ones (docs/benchmarks.md). The
-//! default runs the flash-crowd study: one seeder, N mirrors starting together.
+//! default runs the flash-crowd study: one seeder, N mirrors starting together. `--dht`
+//! runs the Kademlia study instead (`commons_simulations::scale::dht`): the model against
+//! `dht-bench`'s measured walks, then provider lookups for `--dht-nodes` servers with and
+//! without churn, and the records each node holds; charts go to `--out-dir`.
 
-use std::time::{Duration, Instant};
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 use anyhow::Result;
 use clap::Parser;
 use commons_node::transfer::swarm_machine::RoundConfig;
-use commons_simulations::scale::swarm::{run, NodeSpec, Scenario, SimResult};
+use commons_simulations::{
+    percentile, plot,
+    scale::{
+        dht,
+        swarm::{run, NodeSpec, Scenario, SimResult},
+    },
+    sorted,
+};
 
 #[derive(Parser)]
 #[command(about = "Scale model: the node's swarm decisions for many nodes, in virtual time")]
@@ -34,6 +47,25 @@ struct Args {
     /// so a mirror asks for 64 batches, as it does for 256 MiB).
     #[arg(long, default_value_t = 1024)]
     study_spans: u64,
+    /// Run the Kademlia study (lookups with and without churn, records per node) instead.
+    #[arg(long)]
+    dht: bool,
+    /// DHT servers in the Kademlia study (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
+    dht_nodes: Vec<usize>,
+    /// Provider lookups per run of the Kademlia study.
+    #[arg(long, default_value_t = 2000)]
+    dht_lookups: usize,
+    /// Departures per node per hour in the churn runs (0.3: 30 % of the population).
+    #[arg(long, default_value_t = 0.3)]
+    dht_churn: f64,
+    /// Routing-table refresh interval in seconds (libp2p's periodic bootstrap); 0: none,
+    /// departed entries go only when a request to them fails.
+    #[arg(long, default_value_t = 300)]
+    dht_refresh_secs: u64,
+    /// Where the charts go.
+    #[arg(long, default_value = "target/scale-sim")]
+    out_dir: PathBuf,
 }
 
 /// The store's span.
@@ -155,8 +187,298 @@ fn validate(seed: u64, verbose: bool) {
     }
 }
 
+/// `dht-bench`'s measured requests per full walk (README, "Discovery"): nodes, median, p99.
+const DHT_BENCH_WALKS: [(usize, f64, f64); 2] = [(20, 19.0, 19.0), (50, 23.0, 27.0)];
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The model's full walks (no early return) on loopback-like latency beside `dht-bench`'s.
+fn dht_validate(seed: u64) {
+    println!(
+        "validation: requests per full walk (to the k closest), model vs dht-bench on loopback"
+    );
+    println!("| nodes | measured median / p99 | model median / p99 | model mean | model hops to the first provider, median |");
+    println!("|---|---|---|---|---|");
+    for (n, med, p99) in DHT_BENCH_WALKS {
+        let s = dht::Scenario {
+            latency: dht::Latency::Uniform(Duration::from_micros(20), Duration::from_micros(80)),
+            keys: 20,
+            publishers: n,
+            lookups: 200,
+            window: Duration::from_secs(3600),
+            want: usize::MAX,
+            settle: None,
+            ..dht::Scenario::node_defaults(n, seed)
+        };
+        let r = dht::run(&s);
+        let walks = sorted(
+            r.lookups
+                .iter()
+                .map(|l| f64::from(l.walk_requests))
+                .collect(),
+        );
+        let hops = sorted(
+            r.lookups
+                .iter()
+                .filter_map(|l| l.hops)
+                .map(f64::from)
+                .collect(),
+        );
+        println!(
+            "| {n} | {med:.0} / {p99:.0} | {:.0} / {:.0} | {:.1} | {:.0} |",
+            percentile(&walks, 0.5),
+            percentile(&walks, 0.99),
+            walks.iter().sum::<f64>() / walks.len().max(1) as f64,
+            percentile(&hops, 0.5),
+        );
+    }
+}
+
+/// One row of the lookup table.
+struct DhtRun {
+    nodes: usize,
+    churn: f64,
+    result: dht::StudyResult,
+    wall: f64,
+}
+
+fn dht_row(r: &DhtRun) {
+    let l = &r.result.lookups;
+    let found: Vec<&dht::LookupResult> = l.iter().filter(|x| x.found).collect();
+    let hops = sorted(found.iter().filter_map(|x| x.hops).map(f64::from).collect());
+    let first = sorted(found.iter().filter_map(|x| x.first).map(ms).collect());
+    let msgs = sorted(l.iter().map(|x| f64::from(x.requests)).collect());
+    let walk = sorted(l.iter().map(|x| f64::from(x.walk_requests)).collect());
+    let back = sorted(l.iter().map(|x| ms(x.returned)).collect());
+    let failed: u32 = l.iter().map(|x| x.failed).sum();
+    let sent: u32 = l.iter().map(|x| x.walk_requests).sum();
+    println!(
+        "| {} | {} | {:.1} % ({} of {}) | {:.0} / {:.0} | {:.0} / {:.0} | {:.0} | {:.0} / {:.0} ms | {:.0} / {:.0} ms | {:.1} % | {:.1} % | {} | {:.1} s |",
+        thousands(r.nodes),
+        if r.churn > 0.0 { format!("{:.0} %/h", r.churn * 100.0) } else { "none".into() },
+        100.0 * found.len() as f64 / l.len().max(1) as f64,
+        found.len(),
+        l.len(),
+        percentile(&hops, 0.5),
+        percentile(&hops, 0.99),
+        percentile(&msgs, 0.5),
+        percentile(&msgs, 0.99),
+        percentile(&walk, 0.5),
+        percentile(&first, 0.5),
+        percentile(&first, 0.99),
+        percentile(&back, 0.5),
+        percentile(&back, 0.99),
+        100.0 * f64::from(failed) / f64::from(sent.max(1)),
+        100.0 * r.result.stale_share,
+        r.result.joins,
+        r.wall,
+    );
+}
+
+/// Success and replicas by time since the key was announced, in 1-hour bins.
+fn dht_by_age(r: &DhtRun) -> Vec<(u64, f64, f64, usize)> {
+    let mut out = Vec::new();
+    for h in 0..12u64 {
+        let bin: Vec<&dht::LookupResult> = r
+            .result
+            .lookups
+            .iter()
+            .filter(|x| {
+                x.age >= Duration::from_secs(h * 3600)
+                    && x.age < Duration::from_secs((h + 1) * 3600)
+            })
+            .collect();
+        let n = bin.len().max(1) as f64;
+        let found = bin.iter().filter(|x| x.found).count() as f64 / n;
+        let replicas = bin.iter().map(|x| f64::from(x.replicas)).sum::<f64>() / n;
+        out.push((h, found, replicas, bin.len()));
+    }
+    out
+}
+
+fn write_chart(dir: &Path, name: &str, svg: &str) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(name);
+    std::fs::write(&path, svg)?;
+    println!("chart: {}", path.display());
+    Ok(())
+}
+
+fn dht_study(args: &Args) -> Result<()> {
+    dht_validate(args.seed);
+    let refresh = (args.dht_refresh_secs > 0).then(|| Duration::from_secs(args.dht_refresh_secs));
+    let mut runs = Vec::new();
+    for &n in &args.dht_nodes {
+        for churn in [0.0, args.dht_churn] {
+            let s = dht::Scenario {
+                churn_per_hour: churn,
+                refresh,
+                // Tables reach their churned state within a few refreshes; records are
+                // announced after an hour of churn.
+                warm_up: if churn > 0.0 {
+                    Duration::from_secs(3600)
+                } else {
+                    Duration::ZERO
+                },
+                lookups: args.dht_lookups,
+                ..dht::Scenario::node_defaults(n, args.seed)
+            };
+            let started = Instant::now();
+            let result = dht::run(&s);
+            runs.push(DhtRun {
+                nodes: n,
+                churn,
+                result,
+                wall: started.elapsed().as_secs_f64(),
+            });
+            eprintln!(
+                "  done: {n} nodes, churn {churn}: {:.1} s",
+                runs.last().map_or(0.0, |r| r.wall)
+            );
+        }
+    }
+    println!(
+        "\nprovider lookups (find_providers(hash, LOOKUP_WANT = {}, settle {} ms)), {} lookups per run at uniformly random times over one announce interval ({} h) after the keys were announced; WonderProxy latencies; table refresh {}",
+        commons_node::fetch::LOOKUP_WANT,
+        commons_node::net::LOOKUP_SETTLE.as_millis(),
+        args.dht_lookups,
+        commons_node::discovery::DEFAULT_ANNOUNCE_INTERVAL.as_secs() / 3600,
+        refresh.map_or("none".to_string(), |r| format!("every {} s", r.as_secs())),
+    );
+    println!("| nodes | churn | found a provider | hops to the first, p50 / p99 | messages until the answer, p50 / p99 | messages of the whole walk, p50 | first provider, p50 / p99 | answer, p50 / p99 | requests to departed nodes | stale table entries at the end | joins | wall |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in &runs {
+        dht_row(r);
+    }
+    for r in runs.iter().filter(|r| r.churn > 0.0) {
+        println!(
+            "\nwith churn, {} nodes: by time since the key was announced (replicas: live nodes other than the publisher holding the record)",
+            thousands(r.nodes)
+        );
+        println!("| age | lookups | found a provider | replicas alive, mean |");
+        println!("|---|---|---|---|");
+        for (h, found, replicas, count) in dht_by_age(r) {
+            println!(
+                "| {h}–{} h | {count} | {:.0} % | {replicas:.1} |",
+                h + 1,
+                found * 100.0
+            );
+        }
+    }
+    let series: Vec<plot::Series> = runs
+        .iter()
+        .map(|r| plot::Series {
+            name: format!(
+                "{} nodes, {}",
+                thousands(r.nodes),
+                if r.churn > 0.0 {
+                    format!("churn {:.0} %/h", r.churn * 100.0)
+                } else {
+                    "no churn".into()
+                }
+            ),
+            done_secs: r
+                .result
+                .lookups
+                .iter()
+                .filter_map(|l| l.first)
+                .map(|d| d.as_secs_f64())
+                .collect(),
+        })
+        .collect();
+    write_chart(
+        &args.out_dir,
+        "dht-first-provider.svg",
+        &plot::step_chart_labelled(
+            "Kademlia model: time to the first provider (lookups that found none never rise)",
+            "seconds from the lookup's start",
+            "lookups with a provider",
+            &series,
+        ),
+    )?;
+    let mut bars = Vec::new();
+    for r in runs.iter().filter(|r| r.churn > 0.0) {
+        let ages = dht_by_age(r);
+        for pair in ages.chunks(2) {
+            let count: usize = pair.iter().map(|a| a.3).sum();
+            let found: f64 =
+                pair.iter().map(|a| a.1 * a.3 as f64).sum::<f64>() / count.max(1) as f64;
+            bars.push((
+                format!("{}: {}–{} h", thousands(r.nodes), pair[0].0, pair[0].0 + 2),
+                100.0 * found,
+            ));
+        }
+    }
+    if !bars.is_empty() {
+        write_chart(
+            &args.out_dir,
+            "dht-success-by-age.svg",
+            &plot::bar_chart(
+                "Kademlia model, churn: lookups that found a provider, by time since the announcement",
+                "% of lookups",
+                &bars,
+                None,
+            ),
+        )?;
+    }
+    println!("\nrecords per node: every node announces 10 roots, 1 % of nodes (mirrors) 10,000; one popular root provided by all nodes (capped at {} per node); memory at {} B per key + {} B per record", commons_node::discovery::ProviderLimits::default().max_providers_per_key, dht::KEY_BYTES, dht::PER_RECORD_BYTES);
+    println!("| nodes | keys per node, mean / p99 / max | records per node, mean / p99 / max | memory per node, mean / p99 / max | wall |");
+    println!("|---|---|---|---|---|");
+    for &n in &args.dht_nodes {
+        let started = Instant::now();
+        let r = dht::records(&dht::RecordsScenario {
+            nodes: n,
+            roots_per_node: 10,
+            mirror_share: 0.01,
+            mirror_roots: 10_000,
+            popular_providers: n,
+            max_providers_per_key: commons_node::discovery::ProviderLimits::default()
+                .max_providers_per_key,
+            seed: args.seed,
+        });
+        let wall = started.elapsed().as_secs_f64();
+        let stats = |v: &[u64]| {
+            let s = sorted(v.iter().map(|x| *x as f64).collect());
+            (
+                s.iter().sum::<f64>() / s.len().max(1) as f64,
+                percentile(&s, 0.99),
+                percentile(&s, 1.0),
+            )
+        };
+        let (km, kp, kx) = stats(&r.keys);
+        let (rm, rp, rx) = stats(&r.records);
+        let (bm, bp, bx) = stats(&r.bytes());
+        let kib = 1024.0;
+        println!(
+            "| {} | {km:.0} / {kp:.0} / {kx:.0} | {rm:.0} / {rp:.0} / {rx:.0} | {:.0} / {:.0} / {:.0} KiB | {wall:.1} s |",
+            thousands(n),
+            bm / kib,
+            bp / kib,
+            bx / kib
+        );
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.dht {
+        return dht_study(&args);
+    }
     if args.validate {
         validate(args.seed, args.verbose);
         return Ok(());
