@@ -15,11 +15,11 @@ mod server;
 mod stats;
 mod swarm;
 
-pub use client::{fetch_blob, FetchError};
+pub use client::{fetch_blob, FetchError, BUSY_FIRST_WAIT, BUSY_PATIENCE};
 pub use exchange::{
     ask_have, ask_holders, ask_hub_file, ask_signatures, ask_upstream, HOLDERS_TIMEOUT,
 };
-pub use gate::{ServeLimits, MAX_GATED_PEERS, MAX_PACING, SEND_WAIT};
+pub use gate::{response_memory, ServeLimits, MAX_GATED_PEERS, MAX_PACING, SEND_WAIT};
 pub use limit::{mib_per_sec, RateLimit, TransferLimits, BURST_BYTES};
 pub use route::{open_data_stream, TransferStream};
 pub use server::serve;
@@ -28,5 +28,6 @@ pub use stats::{PeerStats, TransferStats, MAX_STATS_PEERS};
 /// simulator).
 pub use swarm::machine as swarm_machine;
 pub use swarm::{
-    swarm_blob, PeerFeed, SwarmError, SwarmReport, BATCH_SPANS, MAX_SWARM_PEERS, REQUESTS_PER_PEER,
+    swarm_blob, PeerFeed, SwarmError, SwarmReport, BATCH_SPANS, MAX_ROUNDS, MAX_SWARM_PEERS,
+    REQUESTS_PER_PEER,
 };

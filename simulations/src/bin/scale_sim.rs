@@ -15,11 +15,12 @@ use std::{
 use anyhow::Result;
 use clap::Parser;
 use commons_node::transfer::swarm_machine::RoundConfig;
+use commons_node::transfer::BATCH_SPANS;
 use commons_simulations::{
     percentile, plot,
     scale::{
         dht,
-        swarm::{run, NodeSpec, Scenario, SimResult},
+        swarm::{run, Admission, NodeResult, NodeSpec, Scenario, SimResult, EVENT_KINDS},
     },
     sorted,
 };
@@ -66,6 +67,9 @@ struct Args {
     /// Where the charts go.
     #[arg(long, default_value = "target/scale-sim")]
     out_dir: PathBuf,
+    /// Serve every request at once: leave out the transfer server's send buffer.
+    #[arg(long)]
+    no_admission: bool,
 }
 
 /// The store's span.
@@ -93,13 +97,16 @@ fn node(up: f64, down: f64, seeds: bool) -> NodeSpec {
     }
 }
 
-fn scenario(size_mib: u64, nodes: Vec<NodeSpec>, seed: u64) -> Scenario {
+fn scenario(size_mib: u64, nodes: Vec<NodeSpec>, seed: u64, admission: bool) -> Scenario {
     Scenario {
         spans: (size_mib << 20).div_ceil(SPAN),
         span_bytes: SPAN,
         nodes,
         config: RoundConfig::default(),
         holders_answer: commons_node::discovery::holders::MAX_HOLDERS_PER_HASH,
+        // The node's responses are batches of the store's spans, whatever span the model
+        // cuts the blob into.
+        admission: admission.then(|| Admission::node(BATCH_SPANS * SPAN)),
         seed,
         limit: Duration::from_secs(24 * 3600),
     }
@@ -124,7 +131,7 @@ fn all_done(r: &SimResult) -> Option<Duration> {
         .max()
 }
 
-fn validate(seed: u64, verbose: bool) {
+fn validate(seed: u64, verbose: bool, admission: bool) {
     println!("| scenario | measured | simulated | simulated ÷ measured | first honest seeder sent (copies) | events | wall |");
     println!("|---|---|---|---|---|---|---|");
     let four = || {
@@ -145,22 +152,22 @@ fn validate(seed: u64, verbose: bool) {
         (
             "4 seeders → 1 leecher, 1 GiB",
             23.0,
-            scenario(1024, four(), seed),
+            scenario(1024, four(), seed, admission),
         ),
         (
             "4 seeders, one killed at 11 s",
             28.9,
-            scenario(1024, killed, seed),
+            scenario(1024, killed, seed, admission),
         ),
         (
             "3 honest seeders + 1 liar",
             32.4,
-            scenario(1024, liar, seed),
+            scenario(1024, liar, seed, admission),
         ),
         (
             "flash crowd: 1 seeder, 10 leechers, 256 MiB",
             37.2,
-            scenario(256, flash, seed),
+            scenario(256, flash, seed, admission),
         ),
     ];
     for (name, measured, s) in cases {
@@ -480,7 +487,7 @@ fn main() -> Result<()> {
         return dht_study(&args);
     }
     if args.validate {
-        validate(args.seed, args.verbose);
+        validate(args.seed, args.verbose, !args.no_admission);
         return Ok(());
     }
     let gbit = 1e9 / 8.0;
@@ -506,7 +513,7 @@ fn main() -> Result<()> {
                 ..node(rate, rate, false)
             });
         }
-        let mut s = scenario(args.size_mib, nodes, args.seed);
+        let mut s = scenario(args.size_mib, nodes, args.seed, !args.no_admission);
         s.span_bytes = ((args.size_mib << 20) / args.study_spans.max(1)).max(SPAN);
         s.spans = (args.size_mib << 20).div_ceil(s.span_bytes);
         let started = Instant::now();
@@ -530,6 +537,48 @@ fn main() -> Result<()> {
             r.nodes[0].sent as f64 / size,
             r.events
         );
+        if args.verbose {
+            let kinds: Vec<String> = EVENT_KINDS
+                .iter()
+                .zip(r.events_by_kind)
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            println!("    events: {}", kinds.join(", "));
+            for class in [0.1, 1.0, 10.0] {
+                let of: Vec<&NodeResult> = r.nodes[1..]
+                    .iter()
+                    .zip(&s.nodes[1..])
+                    .filter(|(_, spec)| (spec.down - class * gbit).abs() < 1.0)
+                    .map(|(n, _)| n)
+                    .collect();
+                let mut done: Vec<f64> = of.iter().map(|n| secs(n.done_at)).collect();
+                done.sort_by(f64::total_cmp);
+                let gets: u32 = of.iter().map(|n| n.gets).sum();
+                let rounds: u32 = of.iter().map(|n| n.rounds).sum();
+                let sent: f64 = of.iter().map(|n| n.sent as f64).sum::<f64>() / size;
+                println!(
+                    "    {class} Gbit/s: {} mirrors, done median {:.0} s, last {:.0} s; {gets} gets, {rounds} rounds; sent {sent:.1} copies",
+                    of.len(),
+                    done.get(done.len() / 2).copied().unwrap_or(f64::NAN),
+                    done.last().copied().unwrap_or(f64::NAN),
+                );
+            }
+            let mut last: Vec<usize> = (1..r.nodes.len()).collect();
+            last.sort_by(|a, b| secs(r.nodes[*b].done_at).total_cmp(&secs(r.nodes[*a].done_at)));
+            for i in last.into_iter().take(3) {
+                let n = &r.nodes[i];
+                println!(
+                    "    last: mirror {i} ({:.1} Gbit/s, started {:.1} s): done {:.0} s, {} gets, {} rounds, received {:.2} copies, sent {:.2}",
+                    s.nodes[i].down / gbit,
+                    s.nodes[i].starts_at.as_secs_f64(),
+                    secs(n.done_at),
+                    n.gets,
+                    n.rounds,
+                    n.received as f64 / size,
+                    n.sent as f64 / size,
+                );
+            }
+        }
     }
     Ok(())
 }

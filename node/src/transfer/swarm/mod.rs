@@ -76,7 +76,7 @@ const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// that were in flight together and fail together count once.
 const MAX_PEER_FAILURES: u32 = 2;
 /// Scheduling rounds per blob: a round ends when no slot can take more work.
-const MAX_ROUNDS: usize = 16;
+pub const MAX_ROUNDS: usize = 16;
 /// Providers one blob is fetched from at once, counting those that join mid-fetch.
 pub const MAX_SWARM_PEERS: usize = 8;
 /// How old a partial provider's list of held ranges may get before it is asked again, when

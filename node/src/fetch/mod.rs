@@ -20,6 +20,10 @@ use libp2p::{
 
 use serde::{Deserialize, Serialize};
 
+mod plan;
+
+pub use plan::{NextStep, ProviderPlan};
+
 use crate::{
     error::{ApiError, ErrorKind},
     export::ExportOutcome,
@@ -617,51 +621,42 @@ impl<'a> Pool<'a> {
             }) as Arc<dyn Fn(u64) + Send + Sync>
         };
         let mut errors = Vec::new();
-        let mut tried = HashSet::new();
-        // Providers asked again once because a hole punch cut their round short.
-        let mut retried_after_punch = HashSet::new();
-        // Providers whose dial failed, and when: a dial through a relay can fail (the
-        // relay's circuit limits) while a punch over another relayed connection still
-        // brings a direct one; such a provider is asked again, once.
-        let mut unreachable: Vec<(PeerId, std::time::Instant)> = Vec::new();
-        let mut retried_after_unreachable = HashSet::new();
+        // Which providers to try next (`plan.rs`): each once, the DHT once, second chances
+        // after hole punches.
+        let mut plan = ProviderPlan::default();
+        if self.looked_up {
+            plan.mark_looked_up();
+        }
         loop {
-            let mut batch: Vec<PeerAddrs> = self
-                .peers
-                .iter()
-                .filter(|p| !tried.contains(&p.peer))
-                .cloned()
-                .collect();
+            let known: Vec<PeerId> = self.peers.iter().map(|p| p.peer).collect();
             // Those that served well before first, those that failed last.
-            node.scores().rank(&mut batch, |p| p.peer);
-            batch.truncate(MAX_SWARM_PEERS);
-            if batch.is_empty() {
-                if !self.looked_up && self.lookup().await? > 0 {
-                    continue;
-                }
-                let punched: Vec<PeerId> = unreachable
+            let step = plan.next(
+                known,
+                |batch| node.scores().rank(batch, |p| *p),
+                |p, at| host.punched_since(p, at),
+            );
+            let batch: Vec<PeerAddrs> = match step {
+                NextStep::Dial(peers) => peers
                     .iter()
-                    .filter(|(p, failed_at)| host.punched_since(p, *failed_at))
-                    .map(|(p, _)| *p)
-                    .filter(|p| retried_after_unreachable.insert(*p))
-                    .collect();
-                if !punched.is_empty() {
-                    tracing::info!(?punched, "unreachable before a hole punch; asking again");
-                    for peer in &punched {
-                        tried.remove(peer);
+                    .filter_map(|p| self.peers.iter().find(|q| q.peer == *p).cloned())
+                    .collect(),
+                NextStep::LookUp => {
+                    if !self.looked_up {
+                        self.lookup().await?;
                     }
                     continue;
                 }
-                return Err(if errors.is_empty() {
-                    GetError::NoProviders {
-                        hash: self.root,
-                        tried: self.tried().await,
-                    }
-                } else {
-                    GetError::AllProvidersFailed { hash, errors }
-                });
-            }
-            tried.extend(batch.iter().map(|p| p.peer));
+                NextStep::Exhausted => {
+                    return Err(if errors.is_empty() {
+                        GetError::NoProviders {
+                            hash: self.root,
+                            tried: self.tried().await,
+                        }
+                    } else {
+                        GetError::AllProvidersFailed { hash, errors }
+                    });
+                }
+            };
             let dialled: Vec<PeerId> = batch.iter().map(|p| p.peer).collect();
             let mut dials: FuturesUnordered<_> = batch
                 .into_iter()
@@ -689,9 +684,7 @@ impl<'a> Pool<'a> {
                         tracing::info!(%peer, error = %e, "provider unreachable");
                         node.scores().failed(peer);
                         failed.push(peer);
-                        if !unreachable.iter().any(|(p, _)| *p == peer) {
-                            unreachable.push((peer, std::time::Instant::now()));
-                        }
+                        plan.dial_failed(peer, std::time::Instant::now());
                         errors.push(e.into());
                     }
                 }
@@ -699,7 +692,7 @@ impl<'a> Pool<'a> {
             // Still dialling: not tried yet, a later round may use them.
             for peer in dialled {
                 if !connected.contains(&peer) && !failed.contains(&peer) {
-                    tried.remove(&peer);
+                    plan.not_dialled(peer);
                 }
             }
             if connected.is_empty() {
@@ -766,19 +759,18 @@ impl<'a> Pool<'a> {
                             node.holders().remove(&self.root, &peer);
                             node.scores().bad_data(peer);
                             self.misbehaved.push(peer);
-                        } else if !retried_after_punch.contains(&peer)
+                        } else if !plan.retried_after_punch(&peer)
                             && (host.punched_since(&peer, round_start)
                                 || (matches!(
                                     error,
                                     FetchError::Stream { .. } | FetchError::Truncated { .. }
                                 ) && host.punched_since_settled(&peer, round_start).await))
                         {
-                            retried_after_punch.insert(peer);
+                            plan.retry_after_punch(peer);
                             // Cut short as a hole punch moved it to a direct connection
                             // (the relayed one closes, with the streams on it): asked
                             // again, once, over the direct one.
                             tracing::info!(%peer, error = %error, "cut by a hole punch; asking again");
-                            tried.remove(&peer);
                             continue;
                         } else if !matches!(error, FetchError::Refused { .. }) {
                             // Gone, reset, stalled or cut short: a refusal (busy, not held)
