@@ -641,9 +641,7 @@ impl<'a> Pool<'a> {
                     .filter_map(|p| self.peers.iter().find(|q| q.peer == *p).cloned())
                     .collect(),
                 NextStep::LookUp => {
-                    if !self.looked_up {
-                        self.lookup().await?;
-                    }
+                    self.lookup().await?;
                     continue;
                 }
                 NextStep::Exhausted => {

@@ -87,11 +87,6 @@ impl<P: Copy + Eq + Hash> ProviderPlan<P> {
         NextStep::Dial(batch)
     }
 
-    /// Whether the DHT has been asked (or the fetch decided it need not be).
-    pub fn looked_up(&self) -> bool {
-        self.looked_up
-    }
-
     /// The DHT was asked outside [`Self::next`].
     pub fn mark_looked_up(&mut self) {
         self.looked_up = true;

@@ -253,7 +253,7 @@ impl Gate {
 
 impl ServeLimits {
     /// The part of the send buffer peers with a response in it may hold together.
-    fn shared_send_buffer(&self) -> u64 {
+    pub fn shared_send_buffer(&self) -> u64 {
         self.send_buffer
             .saturating_sub(self.send_buffer_first)
             .max(1)

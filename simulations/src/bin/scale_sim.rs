@@ -481,8 +481,32 @@ fn dht_study(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// Refuses arguments the models cannot run with, in one clear line each.
+fn check(args: &Args) -> Result<()> {
+    anyhow::ensure!(
+        args.mirrors.iter().all(|&n| n >= 1),
+        "--mirrors: each run needs at least one mirror"
+    );
+    anyhow::ensure!(
+        args.size_mib >= 1 && args.study_spans >= 1,
+        "--size-mib and --study-spans must be at least 1"
+    );
+    anyhow::ensure!(
+        args.dht_nodes.iter().all(|&n| n > dht::K),
+        "--dht-nodes: each run needs more than {} nodes (k, a full bucket)",
+        dht::K
+    );
+    anyhow::ensure!(args.dht_lookups >= 1, "--dht-lookups must be at least 1");
+    anyhow::ensure!(
+        args.dht_churn == 0.0 || (0.001..=10.0).contains(&args.dht_churn),
+        "--dht-churn is departures per node per hour: 0, or from 0.001 to 10 (0.3: 30 % per hour)"
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
+    check(&args)?;
     if args.dht {
         return dht_study(&args);
     }

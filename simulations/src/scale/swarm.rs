@@ -110,7 +110,7 @@ impl Admission {
         let count = |bytes: u64| ((bytes / memory) as usize).max(1);
         Self {
             slots: count(limits.send_buffer),
-            shared_slots: count(limits.send_buffer - limits.send_buffer_first),
+            shared_slots: count(limits.shared_send_buffer()),
             per_peer: count(limits.send_buffer_per_peer),
             send_wait: limits.send_wait,
             busy_first_wait: BUSY_FIRST_WAIT,
@@ -291,7 +291,10 @@ struct Node {
     waiting: std::collections::VecDeque<u64>,
     taken: (usize, usize),
     taken_by: std::collections::HashMap<u32, usize>,
-    /// Peers that asked it for holders (what it answers when asked), newest last.
+    /// Peers that asked it for holders, each once, in the order they first asked; the
+    /// newest `holders_answer` are answered. (The node's `Holders::add` also moves a peer
+    /// asking again to the newest place and forgets the oldest beyond
+    /// `MAX_HOLDERS_PER_HASH`; the model does not yet: a known difference.)
     holders: Vec<u32>,
     holder_set: HashSet<u32>,
     /// Its holder exchange is running (one chain of asks per node).
