@@ -93,7 +93,7 @@ transport-bench: deps build
 
 ## scale-sim: the node's swarm state machines for many nodes in virtual time (no root, no
 ## network): the swarm lab's scenarios against their measured times, then a flash crowd of
-## N mirrors fed by one seeder
+## 10, 100 and 1,000 mirrors fed by one seeder (about 2 minutes; charts in target/scale-sim/)
 scale-sim: deps build
 	"$(CARGO_TARGET_DIR)/release/scale-sim" --validate
 	"$(CARGO_TARGET_DIR)/release/scale-sim"

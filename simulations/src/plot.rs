@@ -107,31 +107,67 @@ pub fn step_chart(title: &str, series: &[Series]) -> String {
 /// A step line per series, rising by one at each of its times (a cumulative count, e.g.
 /// lookups that have found a provider by then), with the axes named.
 pub fn step_chart_labelled(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
+    steps(title, x_label, y_label, series, false, None)
+}
+
+/// A step line per series rising to 100 % (the share of its clients done by then, so that
+/// runs of different sizes compare), with a dashed vertical line at `mark` (e.g. a lower
+/// bound) when given.
+pub fn share_chart(
+    title: &str,
+    x_label: &str,
+    series: &[Series],
+    mark: Option<(&str, f64)>,
+) -> String {
+    steps(title, x_label, "% done", series, true, mark)
+}
+
+fn steps(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    percent: bool,
+    mark: Option<(&str, f64)>,
+) -> String {
     let clients = series
         .iter()
         .map(|s| s.done_secs.len())
         .max()
         .unwrap_or(1)
         .max(1);
+    let y_max = if percent { 100.0 } else { clients as f64 };
     let t_max = nice_max(
         series
             .iter()
             .flat_map(|s| s.done_secs.iter().copied())
+            .chain(mark.map(|(_, t)| t))
             .fold(0.0, f64::max),
     );
     let mut out = String::new();
     frame(&mut out, title, x_label, y_label);
-    axes(&mut out, t_max, clients as f64, clients.min(10));
+    axes(
+        &mut out,
+        t_max,
+        y_max,
+        if percent { 10 } else { clients.min(10) },
+    );
     let (x0, y0, x1, y1) = (LEFT, H - BOTTOM, W - RIGHT, TOP);
     let px = |t: f64| x0 + (x1 - x0) * t / t_max;
-    let py = |n: f64| y0 - (y0 - y1) * n / clients as f64;
+    let py = |v: f64| y0 - (y0 - y1) * v / y_max;
     for (i, s) in series.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
         let mut times = s.done_secs.clone();
         times.sort_by(f64::total_cmp);
+        // Each finish raises the line by one client (or by its share of the series).
+        let step = if percent {
+            100.0 / times.len().max(1) as f64
+        } else {
+            1.0
+        };
         let mut d = format!("M{} {}", px(0.0), py(0.0));
         for (n, t) in times.iter().enumerate() {
-            let _ = write!(d, " H{:.1} V{:.1}", px(*t), py(n as f64 + 1.0));
+            let _ = write!(d, " H{:.1} V{:.1}", px(*t), py((n as f64 + 1.0) * step));
         }
         let _ = writeln!(
             out,
@@ -147,6 +183,16 @@ pub fn step_chart_labelled(title: &str, x_label: &str, y_label: &str, series: &[
             x1 - 210.0,
             ly + 1.0,
             escape(&s.name)
+        );
+    }
+    if let Some((name, t)) = mark {
+        let _ = writeln!(
+            out,
+            r#"<path d="M{:.1} {y1} V{y0}" stroke="black" stroke-dasharray="5 4"/><text x="{:.1}" y="{}" text-anchor="start">{}</text>"#,
+            px(t),
+            px(t) + 4.0,
+            y1 + 12.0,
+            escape(name)
         );
     }
     out.push_str("</svg>\n");
@@ -248,6 +294,21 @@ mod tests {
         );
         assert_eq!(bars.matches("<rect x=\"220\"").count(), 2);
         assert!(bars.contains("stroke-dasharray"));
+        let share = share_chart(
+            "flash crowd",
+            "seconds",
+            &[Series {
+                name: "4 mirrors".into(),
+                done_secs: vec![10.0, 20.0, 30.0, 40.0],
+            }],
+            Some(("bound", 25.0)),
+        );
+        // Quarter steps up to 100 %, the mark dashed.
+        assert!(
+            share.contains("V287.5") && share.contains("V40.0"),
+            "{share}"
+        );
+        assert!(share.contains("stroke-dasharray") && share.contains(">bound<"));
         assert_eq!(nice_max(373.0), 500.0);
         assert_eq!(nice_max(12.0), 20.0);
     }

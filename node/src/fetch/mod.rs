@@ -42,6 +42,13 @@ pub use crate::transfer::MAX_SWARM_PEERS;
 /// While a blob is being fetched, how often a provider is asked which other holders it
 /// knows: peers that started fetching after us (and serve what they have) join this way.
 pub const HOLDERS_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
+/// While a blob is being fetched, how often the DHT is asked again for its providers.
+/// The holder exchange names peers that asked for the blob, mostly ones still fetching it;
+/// those that completed since the fetch started announce themselves in the DHT, and a
+/// complete provider takes a slow partial one's place in a full swarm. Without it, the
+/// scale model's 1,000-mirror flash crowd left fast mirrors on slow partial providers for
+/// hours (docs/benchmarks.md, "Scale model"). A fetch shorter than this never asks again.
+pub const PROVIDERS_REFRESH: std::time::Duration = std::time::Duration::from_secs(300);
 /// Holders found while a blob is fetched that may wait to join its swarm at once.
 pub const MAX_JOINING_HOLDERS: usize = 64;
 /// Once one provider is connected, how long the others may still take to join this blob.
@@ -787,9 +794,9 @@ impl<'a> Pool<'a> {
 }
 
 /// Every [`HOLDERS_REFRESH`] (sooner at first), asks the next of `asked` for the holders of
-/// `root` it knows;
-/// each new one (not in `known`, not shunned) that can be reached is recorded in `found` and
-/// sent to `joining`, then asked in turn. Runs until dropped.
+/// `root` it knows, and every [`PROVIDERS_REFRESH`] the DHT for its providers; each new one
+/// (not in `known`, not shunned) that can be reached is recorded in `found` and sent to
+/// `joining`, then asked in turn. Runs until dropped.
 async fn refresh_holders(
     node: &Node,
     host: &crate::net::Host,
@@ -803,18 +810,30 @@ async fn refresh_holders(
     let mut next = 0;
     // Soon at first (peers starting together learn of each other early), then calmer.
     let mut wait = HOLDERS_REFRESH / 4;
+    let mut looked_up = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(HOLDERS_REFRESH);
-        let Some(&peer) = asked.get(next % asked.len().max(1)) else {
-            continue;
-        };
-        next += 1;
-        let Ok(holders) = ask_holders(host, peer, root).await else {
-            continue;
-        };
-        for holder in holders {
-            if node.scores().is_banned(&holder.peer) || !known.insert(holder.peer) {
+        // (holder, announced in the DHT): an announced provider holds the whole blob, so
+        // it is offered to the swarm again even if known (it may have been partial, or
+        // busy, when met before); the swarm ignores one it still has.
+        let mut holders = Vec::new();
+        if looked_up.elapsed() >= PROVIDERS_REFRESH {
+            looked_up = tokio::time::Instant::now();
+            match host.find_providers(root, LOOKUP_WANT, true).await {
+                Ok(found) => holders.extend(found.providers.into_iter().map(|p| (p, true))),
+                Err(e) => tracing::debug!(%root, error = %e, "DHT lookup while fetching"),
+            }
+        }
+        if let Some(&peer) = asked.get(next % asked.len().max(1)) {
+            next += 1;
+            if let Ok(more) = ask_holders(host, peer, root).await {
+                holders.extend(more.into_iter().map(|p| (p, false)));
+            }
+        }
+        for (holder, announced) in holders {
+            let new = known.insert(holder.peer);
+            if node.scores().is_banned(&holder.peer) || !(new || announced) {
                 continue;
             }
             if host
@@ -823,10 +842,12 @@ async fn refresh_holders(
                 .is_ok()
             {
                 tracing::debug!(peer = %holder.peer, %root, "holder found while fetching");
-                asked.push(holder.peer);
                 // Full: the holder still joins the pool when this round ends.
                 let _ = joining.try_send(holder.peer);
-                found.lock().unwrap_or_else(|e| e.into_inner()).push(holder);
+                if new {
+                    asked.push(holder.peer);
+                    found.lock().unwrap_or_else(|e| e.into_inner()).push(holder);
+                }
             }
         }
     }

@@ -521,6 +521,7 @@ fn main() -> Result<()> {
     );
     println!("| mirrors | 50 % done | 95 % done | all done | Kumar–Ross bound | central host | seeder sent (copies) | events | wall |");
     println!("|---|---|---|---|---|---|---|---|---|");
+    let (mut series, mut bars, mut last_bound) = (Vec::new(), Vec::new(), (String::new(), 0.0));
     for &n in &args.mirrors {
         let mut nodes = vec![NodeSpec {
             latency: Duration::from_millis(10),
@@ -553,6 +554,14 @@ fn main() -> Result<()> {
             .max(n as f64 * size / up_sum)
             .max(size / d_min);
         let central = n as f64 * size / gbit;
+        series.push(plot::Series {
+            name: format!("{} mirrors", thousands(n)),
+            done_secs: done.clone(),
+        });
+        bars.push((format!("{}: 95 % done", thousands(n)), q(0.95) / bound));
+        bars.push((format!("{}: all done", thousands(n)), q(1.0) / bound));
+        // The largest run's, named as such.
+        last_bound = (format!("Kumar–Ross bound, {} mirrors", thousands(n)), bound);
         println!(
             "| {n} | {:.1} s | {:.1} s | {:.1} s | {bound:.1} s | {central:.1} s | {:.2} | {} | {wall:.1} s |",
             q(0.5),
@@ -604,5 +613,28 @@ fn main() -> Result<()> {
             }
         }
     }
+    write_chart(
+        &args.out_dir,
+        "flash-crowd-done.svg",
+        &plot::share_chart(
+            &format!(
+                "Scale model: {} GiB from one 1 Gbit/s seeder to N mirrors",
+                args.size_mib / 1024
+            ),
+            "seconds since the release",
+            &series,
+            Some((&last_bound.0, last_bound.1)),
+        ),
+    )?;
+    write_chart(
+        &args.out_dir,
+        "flash-crowd-vs-bound.svg",
+        &plot::bar_chart(
+            "Scale model: time to 95 % and to all mirrors done, in Kumar–Ross bounds",
+            "times the bound",
+            &bars,
+            Some(("bound", 1.0)),
+        ),
+    )?;
     Ok(())
 }

@@ -24,7 +24,7 @@ use std::{
 };
 
 use commons_node::{
-    fetch::{NextStep, ProviderPlan, DIAL_GRACE, HOLDERS_REFRESH, LOOKUP_WANT},
+    fetch::{NextStep, ProviderPlan, DIAL_GRACE, HOLDERS_REFRESH, LOOKUP_WANT, PROVIDERS_REFRESH},
     mirror::{FIRST_RETRY, MAX_RETRY},
     transfer::{
         response_memory,
@@ -266,12 +266,16 @@ enum Lane {
 #[derive(Default)]
 struct Get {
     plan: ProviderPlan<u32>,
+    /// Providers it knows, in the order it learnt of them, and as a set.
     known: Vec<u32>,
+    known_set: HashSet<u32>,
     /// The swarm's providers still live after its last round, the rounds it ran, and the
     /// spans missing before the last one (a round that stores nothing ends the swarm).
     live: Vec<u32>,
     rounds: usize,
     missing_before: Option<u64>,
+    /// When it last asked the DHT for providers.
+    looked_up_at: Duration,
 }
 
 #[derive(Default)]
@@ -476,9 +480,12 @@ impl<'a> Sim<'a> {
         }
         self.nodes[node as usize].result.gets += 1;
         let mut get = Get {
-            known: self.lookup(node),
+            looked_up_at: self.now,
             ..Get::default()
         };
+        for p in self.lookup(node) {
+            get.know(p);
+        }
         get.plan.mark_looked_up();
         self.nodes[node as usize].get = Some(get);
         self.next_step(node);
@@ -548,10 +555,9 @@ impl<'a> Sim<'a> {
                 NextStep::LookUp => {
                     let found = self.lookup(node);
                     let get = self.nodes[node as usize].get.as_mut().expect("a get");
+                    get.looked_up_at = self.now;
                     for p in found {
-                        if !get.known.contains(&p) {
-                            get.known.push(p);
-                        }
+                        get.know(p);
                     }
                 }
                 NextStep::Exhausted => {
@@ -638,6 +644,7 @@ impl<'a> Sim<'a> {
             n.banned.extend(misbehaved.iter().copied());
             if let Some(get) = n.get.as_mut() {
                 get.known.retain(|p| !misbehaved.contains(p));
+                get.known_set.retain(|p| !misbehaved.contains(p));
                 get.live = outcomes
                     .iter()
                     .filter(|o| o.dropped_for.is_none())
@@ -1026,43 +1033,75 @@ impl<'a> Sim<'a> {
             self.nodes[node as usize].asking_holders = false;
             return;
         };
-        let asked: Vec<u32> = get
-            .known
-            .iter()
-            .copied()
-            .filter(|p| self.alive(*p, self.now))
-            .collect();
-        if let Some(&peer) = asked.get(self.rng.random_range(0..asked.len().max(1))) {
+        // One of the live providers it knows, at random (all of them are alive unless
+        // the scenario has deaths: then the live ones are listed).
+        let pick = self.rng.random_range(0..get.known.len().max(1));
+        let asked = match get.known.get(pick) {
+            Some(&p) if self.alive(p, self.now) => Some(p),
+            Some(_) => {
+                let alive: Vec<u32> = get
+                    .known
+                    .iter()
+                    .copied()
+                    .filter(|p| self.alive(*p, self.now))
+                    .collect();
+                alive.get(pick % alive.len().max(1)).copied()
+            }
+            None => None,
+        };
+        // As `refresh_holders`: the DHT again every PROVIDERS_REFRESH, for providers that
+        // completed since (the lookup finds the announced ones).
+        // (provider, announced): announced ones are offered again even if known.
+        let mut found = Vec::new();
+        if self.now >= get.looked_up_at + PROVIDERS_REFRESH {
+            found = self.lookup(node).into_iter().map(|p| (p, true)).collect();
+            if let Some(get) = self.nodes[node as usize].get.as_mut() {
+                get.looked_up_at = self.now;
+            }
+        }
+        if let Some(peer) = asked {
             // It answers with the holders it knows, and records the asker as one.
-            let answer: Vec<u32> = {
-                let p = &mut self.nodes[peer as usize];
-                let answer =
-                    p.holders[p.holders.len().saturating_sub(self.s.holders_answer)..].to_vec();
-                if p.holder_set.insert(node) {
-                    p.holders.push(node);
+            let p = &mut self.nodes[peer as usize];
+            found.extend(
+                p.holders[p.holders.len().saturating_sub(self.s.holders_answer)..]
+                    .iter()
+                    .map(|h| (*h, false)),
+            );
+            if p.holder_set.insert(node) {
+                p.holders.push(node);
+            }
+        }
+        let n = &mut self.nodes[node as usize];
+        let mut joined = false;
+        if let Some(get) = n.get.as_mut() {
+            for (holder, announced) in found {
+                if holder == node || n.banned.contains(&holder) {
+                    continue;
                 }
-                answer
-            };
-            let n = &mut self.nodes[node as usize];
-            let mut joined = false;
-            if let Some(get) = n.get.as_mut() {
-                for holder in answer {
-                    if holder != node && !get.known.contains(&holder) && !n.banned.contains(&holder)
-                    {
-                        get.known.push(holder);
-                        if let Some(round) = &mut n.round {
-                            joined |= round.join(holder);
-                        }
+                if get.know(holder) || announced {
+                    if let Some(round) = &mut n.round {
+                        joined |= round.join(holder);
                     }
                 }
             }
-            if joined {
-                self.drive(node);
-            }
+        }
+        if joined {
+            self.drive(node);
         }
         // As `refresh_holders`: waits of 0.5 s, 1 s, 2 s, 2 s… between asks.
         let next = (wait * 2).min(HOLDERS_REFRESH);
         self.at(self.now + next, Event::AskHolders(node, next));
+    }
+}
+
+impl Get {
+    /// Records provider `p`; `false` if it was known already.
+    fn know(&mut self, p: u32) -> bool {
+        let new = self.known_set.insert(p);
+        if new {
+            self.known.push(p);
+        }
+        new
     }
 }
 

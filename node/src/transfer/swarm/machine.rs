@@ -14,8 +14,12 @@
 //! together and fail together count once; a request cut by a hole punch does not count);
 //! when nothing waits, an idle complete provider duplicates a batch another has had for too
 //! long, and the slower copy is cancelled when the other completes; a partial provider is
-//! asked again what it holds when its answer is older than `have_refresh`, and leaves the
-//! round when it has had nothing to give for twice that.
+//! asked again what it holds when its answer is older than `have_refresh` (twice as long
+//! after each answer that gave it nothing to fetch, up to `max_have_refresh`), and leaves
+//! the round when it has had nothing to give for twice `have_refresh`. At most `max_peers`
+//! providers take part at once; one that joins a full round is asked what it holds, and
+//! takes the place of a partial provider if it holds the whole blob (so a round of slow
+//! partial providers does not keep out a complete one found later), or leaves if not.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -33,8 +37,13 @@ pub struct RoundConfig {
     pub batch_spans: u64,
     /// Requests in flight per provider.
     pub requests_per_peer: usize,
-    /// Providers one blob is fetched from at once, counting those that join.
+    /// Providers taking part at once (a complete provider that joins a full round takes a
+    /// partial one's place).
     pub max_peers: usize,
+    /// Providers a round keeps, counting those that left or were dropped: bounds its
+    /// memory and work however many holders the exchange brings (a newcomer takes the
+    /// place of one that left or failed honestly).
+    pub max_joined: usize,
     /// Before any batch has completed, how long one may take before it is duplicated.
     pub endgame_first_wait: Duration,
     /// How long a request slot that found its batch already stored waits before it takes
@@ -44,6 +53,9 @@ pub struct RoundConfig {
     pub max_peer_failures: u32,
     /// How old a partial provider's list of held spans may get before it is asked again.
     pub have_refresh: Duration,
+    /// The longest wait between asks of a partial provider that keeps having nothing to
+    /// give (the wait doubles from `have_refresh` after each such answer).
+    pub max_have_refresh: Duration,
 }
 
 impl Default for RoundConfig {
@@ -52,10 +64,12 @@ impl Default for RoundConfig {
             batch_spans: super::BATCH_SPANS,
             requests_per_peer: super::REQUESTS_PER_PEER,
             max_peers: super::MAX_SWARM_PEERS,
+            max_joined: super::MAX_JOINED_PEERS,
             endgame_first_wait: super::ENDGAME_FIRST_WAIT,
             retry_pause: super::RETRY_PAUSE,
             max_peer_failures: super::MAX_PEER_FAILURES,
             have_refresh: super::HAVE_REFRESH,
+            max_have_refresh: super::MAX_HAVE_REFRESH,
         }
     }
 }
@@ -146,10 +160,18 @@ struct Peer<P, E> {
     last_failure: Option<Instant>,
     contributed: bool,
     dropped_for: Option<E>,
+    /// It sent bad data or broke the protocol: never forgotten, so that it is reported.
+    misbehaved: bool,
     /// The spans a partial provider holds (`None`: a complete provider), and when it said.
     have: Option<(Arc<Vec<Range<u64>>>, Instant)>,
     /// Not asked yet, or an answer is awaited: it takes no batch meanwhile.
     asking: bool,
+    /// Joined a full round: it takes part only if it answers that it holds the whole blob.
+    candidate: bool,
+    /// How long after its last answer a partial provider is asked again.
+    have_wait: Duration,
+    /// A partial provider was given a batch since it was last asked what it holds.
+    gave_since_asked: bool,
     /// It has left the round (a partial provider with nothing left to give), or the
     /// schedule told it everything is done.
     stopped: bool,
@@ -168,6 +190,40 @@ struct Peer<P, E> {
 impl<P, E> Peer<P, E> {
     fn live(&self) -> bool {
         self.dropped_for.is_none() && !self.stopped
+    }
+
+    /// Taking part: live and not waiting to learn whether it may.
+    fn taking_part(&self) -> bool {
+        self.live() && !self.candidate
+    }
+
+    /// Left, or dropped for an honest failure (busy, gone), with nothing in flight: its
+    /// place may be given to another, or to itself afresh.
+    fn forgettable(&self) -> bool {
+        !self.live() && !self.misbehaved && self.busy == 0
+    }
+
+    /// Said it holds only part of the blob.
+    fn partial(&self) -> bool {
+        !self.asking && self.have.is_some()
+    }
+
+    /// Leaves the round: it takes no more batches (those in flight run to their end).
+    fn leave(&mut self) {
+        self.stopped = true;
+        self.first_started = true;
+    }
+
+    /// Asks it again what it holds, waiting twice as long before the next ask if nothing it
+    /// held was given to fetch since the last one.
+    fn ask_again(&mut self, config: &RoundConfig) {
+        self.have_wait = if self.gave_since_asked {
+            config.have_refresh
+        } else {
+            (self.have_wait * 2).min(config.max_have_refresh)
+        };
+        self.gave_since_asked = false;
+        self.asking = true;
     }
 }
 
@@ -208,12 +264,23 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
         }
     }
 
-    /// `peer` joins as a provider; `false` if it is there already, the round is full, or
-    /// nothing is left to fetch.
+    /// `peer` joins as a provider; `false` if it is there already (and has not left or
+    /// failed honestly: then it joins afresh), nothing is left to fetch, the round holds
+    /// `max_joined` providers none of which can be forgotten, or it is full with no partial
+    /// provider whose place a complete one could take. Joining a full round, it is asked
+    /// what it holds and takes part only if that is the whole blob.
     pub fn join(&mut self, peer: P) -> bool {
-        if self.peers.len() >= self.config.max_peers
-            || self.schedule.undone() == 0
-            || self.peers.iter().any(|p| p.id == peer)
+        if let Some(i) = self.peers.iter().position(|p| p.id == peer) {
+            if !self.peers[i].forgettable() || self.schedule.undone() == 0 {
+                return false;
+            }
+            self.peers.remove(i);
+        }
+        let taking_part = self.peers.iter().filter(|p| p.taking_part()).count();
+        let candidate = taking_part >= self.config.max_peers;
+        if self.schedule.undone() == 0
+            || (candidate && !self.peers.iter().any(|p| p.taking_part() && p.partial()))
+            || (self.peers.len() >= self.config.max_joined && !self.forget_one())
         {
             return false;
         }
@@ -223,8 +290,12 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
             last_failure: None,
             contributed: false,
             dropped_for: None,
+            misbehaved: false,
             have: None,
             asking: true,
+            candidate,
+            have_wait: self.config.have_refresh,
+            gave_since_asked: false,
             stopped: false,
             first_started: false,
             extra_open: false,
@@ -234,6 +305,27 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
         });
         self.actions.push_back(Action::AskHave { peer });
         true
+    }
+
+    /// Forgets a provider that left or was dropped for an honest failure (busy, gone) and
+    /// has nothing in flight, one that never sent anything first, to make room for one
+    /// that joins: a long fetch in a busy swarm meets many such, and must not stop taking
+    /// newcomers. Its outcome goes unreported; a misbehaving one is never forgotten.
+    fn forget_one(&mut self) -> bool {
+        let forgettable = self
+            .peers
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.forgettable())
+            .min_by_key(|(i, p)| (p.contributed, *i))
+            .map(|(i, _)| i);
+        match forgettable {
+            Some(i) => {
+                self.peers.remove(i);
+                true
+            }
+            None => false,
+        }
     }
 
     fn peer_mut(&mut self, peer: P) -> Option<&mut Peer<P, E>> {
@@ -246,12 +338,55 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
             return;
         };
         p.asking = false;
-        match answer {
-            Ok(Holding::Complete) => p.have = None,
-            Ok(Holding::Spans(spans)) => p.have = Some((Arc::new(spans), now)),
+        let complete = match answer {
+            Ok(Holding::Complete) => {
+                p.have = None;
+                true
+            }
+            Ok(Holding::Spans(spans)) => {
+                p.have = Some((Arc::new(spans), now));
+                false
+            }
             Err(error) => {
                 p.dropped_for.get_or_insert(error);
                 p.first_started = true;
+                false
+            }
+        };
+        if !p.candidate {
+            return;
+        }
+        p.candidate = false;
+        if !p.live() {
+            return;
+        }
+        let others = self
+            .peers
+            .iter()
+            .filter(|q| q.id != peer && q.taking_part())
+            .count();
+        if others < self.config.max_peers {
+            return;
+        }
+        // The round is full: a complete provider takes the place of the partial one that
+        // gives least (nothing in flight, then fewest spans held), a partial one leaves.
+        let replaced = self
+            .peers
+            .iter_mut()
+            .filter(|q| q.id != peer && q.taking_part() && q.partial())
+            .min_by_key(|q| {
+                let held: u64 = q
+                    .have
+                    .as_ref()
+                    .map_or(0, |(h, _)| h.iter().map(|r| r.end - r.start).sum::<u64>());
+                (q.busy, held)
+            });
+        match replaced {
+            Some(q) if complete => q.leave(),
+            _ => {
+                if let Some(p) = self.peer_mut(peer) {
+                    p.leave();
+                }
             }
         }
     }
@@ -291,13 +426,13 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
                 ..
             } if r.partial => {
                 self.schedule.give_back(r.batch, r.peer, None);
-                let max = self.config.max_peer_failures;
+                let config = self.config.clone();
                 if let Some(p) = self.peer_mut(r.peer) {
                     p.failures += 1;
-                    if p.failures >= max {
+                    if p.failures >= config.max_peer_failures {
                         p.dropped_for.get_or_insert(error);
                     } else if !p.asking {
-                        p.asking = true;
+                        p.ask_again(&config);
                         self.actions.push_back(Action::AskHave { peer: r.peer });
                     }
                 }
@@ -315,6 +450,7 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
                         p.failures += 1;
                         p.last_failure = Some(now);
                     }
+                    p.misbehaved |= misbehaved;
                     if misbehaved || p.failures >= max {
                         p.dropped_for.get_or_insert(error);
                     }
@@ -374,6 +510,7 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
         let all_first_started = self.peers.iter().all(|p| p.first_started || !p.live());
         for i in 0..self.peers.len() {
             let refresh = self.config.have_refresh;
+            let config = &self.config;
             let p = &mut self.peers[i];
             if !p.live() || p.asking {
                 continue;
@@ -390,8 +527,11 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
             if p.busy + p.resting.len() >= slots {
                 continue;
             }
-            if p.have.as_ref().is_some_and(|(_, at)| now >= *at + refresh) {
-                p.asking = true;
+            if p.have
+                .as_ref()
+                .is_some_and(|(_, at)| now >= *at + p.have_wait)
+            {
+                p.ask_again(config);
                 return Some(Action::AskHave { peer: p.id });
             }
             let held = p.have.as_ref().map(|(h, _)| h.clone());
@@ -401,6 +541,7 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
             {
                 Take::Batch(batch) => {
                     p.idle_since = None;
+                    p.gave_since_asked = true;
                     p.first_started = true;
                     p.busy += 1;
                     let request = RequestId(self.next_request);
@@ -428,8 +569,7 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
                     if held.is_some() && !self.schedule.anything_in_flight() {
                         let since = *p.idle_since.get_or_insert(now);
                         if now >= since + 2 * refresh && p.busy == 0 {
-                            p.stopped = true;
-                            p.first_started = true;
+                            p.leave();
                         }
                     } else {
                         p.idle_since = None;
@@ -466,7 +606,7 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
             }
             match &p.have {
                 Some((_, said)) => {
-                    at(*said + refresh);
+                    at(*said + p.have_wait);
                     if let Some(since) = p.idle_since {
                         at(since + 2 * refresh);
                     }
@@ -499,8 +639,12 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
             .map(|r| self.schedule.spans(r.batch))
     }
 
-    /// The providers and what became of them, in the order they joined.
-    pub fn into_outcomes(self) -> Vec<PeerOutcome<P, E>> {
+    /// The providers and what became of them: those still taking part first, complete
+    /// ones before partial ones, then those that left (a next round admits them in this
+    /// order); otherwise in the order they joined.
+    pub fn into_outcomes(mut self) -> Vec<PeerOutcome<P, E>> {
+        self.peers
+            .sort_by_key(|p| (!p.taking_part(), p.taking_part() && p.partial()));
         self.peers
             .into_iter()
             .map(|p| PeerOutcome {

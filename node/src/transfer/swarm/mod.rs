@@ -77,11 +77,22 @@ const RETRY_PAUSE: Duration = Duration::from_millis(50);
 const MAX_PEER_FAILURES: u32 = 2;
 /// Scheduling rounds per blob: a round ends when no slot can take more work.
 pub const MAX_ROUNDS: usize = 16;
-/// Providers one blob is fetched from at once, counting those that join mid-fetch.
+/// Providers one blob is fetched from at once. One found mid-fetch joins while there is
+/// room; when there is none, it takes a partial provider's place if it holds the whole blob.
 pub const MAX_SWARM_PEERS: usize = 8;
+/// Providers one scheduling round keeps (taking part, left, or dropped): bounds the round's
+/// memory and per-poll work however many holders the exchange brings. When it is reached, a
+/// newcomer takes the place of one that left or was dropped for an honest failure.
+pub const MAX_JOINED_PEERS: usize = 4 * MAX_SWARM_PEERS;
 /// How old a partial provider's list of held ranges may get before it is asked again, when
 /// nothing it was known to hold is still needed.
 const HAVE_REFRESH: Duration = Duration::from_secs(1);
+/// The longest wait between asks of a partial provider that keeps having nothing we need:
+/// the wait doubles from [`HAVE_REFRESH`] after each ask that led to no batch, so idle
+/// partial providers are not asked every second for hours (the scale model's 1,000-mirror
+/// flash crowd spent a third of its work on such asks), yet one that catches up is used
+/// within seconds.
+const MAX_HAVE_REFRESH: Duration = Duration::from_secs(8);
 
 /// Providers that join a blob's fetch while it runs (from the holder exchange); a feed
 /// that never yields is [`PeerFeed::none`].

@@ -9,7 +9,7 @@ use std::{
 };
 
 use super::*;
-use crate::transfer::swarm::schedule::intersect;
+use crate::transfer::swarm::{schedule::intersect, MAX_SWARM_PEERS};
 
 /// Bytes per span in these tests (the store's span).
 const SPAN: u64 = 256 * 1024;
@@ -32,6 +32,8 @@ struct SimPeer {
     kind: Kind,
     /// Span ranges held (`None`: all).
     holds: Option<Vec<Range<u64>>>,
+    /// When it offers to join the round (as the holder exchange brings it).
+    joins_at: Duration,
 }
 
 fn honest(rate_mib: f64) -> SimPeer {
@@ -40,6 +42,7 @@ fn honest(rate_mib: f64) -> SimPeer {
         rtt: Duration::from_millis(10),
         kind: Kind::Honest,
         holds: None,
+        joins_at: Duration::ZERO,
     }
 }
 
@@ -54,6 +57,7 @@ struct Flow {
 
 #[derive(Debug)]
 enum Due {
+    Join(u8),
     Have(u8),
     Ended(RequestId, Vec<Range<u64>>),
 }
@@ -70,6 +74,10 @@ struct Run {
     cancels: usize,
     dropped: Vec<u8>,
     contributed: Vec<u8>,
+    /// Those the round admitted (all that offered at the start must be).
+    joined: Vec<u8>,
+    /// When each peer was asked what it holds, from the round's start.
+    asks: Vec<(u8, Duration)>,
 }
 
 /// Runs one round over `spans` spans with `peers` (ids 0..) and the node's configuration.
@@ -82,12 +90,21 @@ fn run_with(spans: u64, peers: &[SimPeer], seed: u64, config: RoundConfig) -> Ru
     let mut now = t0;
     let mut stored = vec![false; spans as usize];
     let mut machine: SwarmRound<u8, String> = SwarmRound::new(&[0..spans], 0.0, seed, config);
-    for id in 0..peers.len() as u8 {
-        assert!(machine.join(id));
-    }
     // (time, sequence) → what becomes due then; a peer's link sends one request at a time.
     let mut due: BTreeMap<(Instant, u64), Due> = BTreeMap::new();
     let mut seq = 0u64;
+    let mut joined = Vec::new();
+    let mut asks = Vec::new();
+    for (id, p) in peers.iter().enumerate() {
+        let id = id as u8;
+        if p.joins_at.is_zero() {
+            assert!(machine.join(id));
+            joined.push(id);
+        } else {
+            seq += 1;
+            due.insert((t0 + p.joins_at, seq), Due::Join(id));
+        }
+    }
     let mut link_free = vec![t0; peers.len()];
     let mut sent = vec![0u64; peers.len()];
     // Per request: who, how many bytes, when they start and stop flowing, the batch.
@@ -99,6 +116,7 @@ fn run_with(spans: u64, peers: &[SimPeer], seed: u64, config: RoundConfig) -> Ru
             seq += 1;
             match action {
                 Action::AskHave { peer } => {
+                    asks.push((peer, now - t0));
                     let p = &peers[peer as usize];
                     due.insert((now + p.rtt, seq), Due::Have(peer));
                 }
@@ -168,6 +186,8 @@ fn run_with(spans: u64, peers: &[SimPeer], seed: u64, config: RoundConfig) -> Ru
         assert!(now - t0 < Duration::from_secs(3600), "the round never ends");
         match event {
             None => {}
+            Some(Due::Join(peer)) if machine.join(peer) => joined.push(peer),
+            Some(Due::Join(_)) => {}
             Some(Due::Have(peer)) => {
                 let p = &peers[peer as usize];
                 let answer = match (&p.kind, &p.holds) {
@@ -234,6 +254,8 @@ fn run_with(spans: u64, peers: &[SimPeer], seed: u64, config: RoundConfig) -> Ru
             .filter(|o| o.contributed)
             .map(|o| o.peer)
             .collect(),
+        joined,
+        asks,
     }
 }
 
@@ -378,4 +400,117 @@ fn a_stalled_partial_provider_cannot_hold_the_fetch_hostage_either() {
     assert!(r.cancels >= 1, "the stalled copies are cancelled: {r:?}");
     // One of its batches alone would take 80 s.
     assert!(r.took < Duration::from_secs(20), "{r:?}");
+}
+
+/// A provider on a 0.05 MiB/s uplink holding `holds`: one batch takes 80 s.
+fn stalled(holds: Vec<Range<u64>>) -> SimPeer {
+    SimPeer {
+        holds: Some(holds),
+        ..honest(0.05)
+    }
+}
+
+#[test]
+fn a_complete_provider_found_later_takes_a_slow_partial_ones_place_in_a_full_round() {
+    // The round is full of partial providers on slow uplinks; the endgame duplicates only
+    // onto complete providers, so without the newcomer this takes minutes.
+    let mut peers = vec![stalled(vec![0..SPANS]); MAX_SWARM_PEERS];
+    peers.push(SimPeer {
+        joins_at: Duration::from_secs(1),
+        ..honest(100.0)
+    });
+    let newcomer = MAX_SWARM_PEERS as u8;
+    let r = run(SPANS, &peers, 8);
+    assert!(r.complete, "{r:?}");
+    assert!(r.joined.contains(&newcomer), "{r:?}");
+    assert!(r.sent[newcomer as usize] >= BLOB / 2, "{r:?}");
+    assert!(r.took < Duration::from_secs(10), "{r:?}");
+    assert!(r.dropped.is_empty(), "leaving is not being dropped: {r:?}");
+}
+
+#[test]
+fn a_partial_provider_joining_a_full_round_leaves_without_a_batch() {
+    let mut peers = vec![stalled(vec![0..SPANS / 2]); MAX_SWARM_PEERS - 1];
+    peers.push(honest(10.0));
+    peers.push(SimPeer {
+        holds: Some(vec![0..SPANS]),
+        joins_at: Duration::from_secs(1),
+        ..honest(100.0)
+    });
+    let newcomer = MAX_SWARM_PEERS as u8;
+    let r = run(SPANS, &peers, 9);
+    assert!(r.complete, "{r:?}");
+    assert!(r.joined.contains(&newcomer), "asked what it holds: {r:?}");
+    assert_eq!(r.sent[newcomer as usize], 0, "{r:?}");
+    assert!(r.dropped.is_empty(), "{r:?}");
+}
+
+#[test]
+fn a_full_round_admits_no_one_when_no_partial_provider_could_be_replaced() {
+    let t0 = Instant::now();
+    let config = RoundConfig {
+        max_peers: 2,
+        max_joined: 4,
+        ..RoundConfig::default()
+    };
+    let mut m: SwarmRound<u8, String> = SwarmRound::new(&[0..64], 0.0, 0, config);
+    assert!(m.join(0) && m.join(1));
+    // Not answered yet: whether they are partial is unknown, so there is no place to take.
+    assert!(!m.join(2), "full");
+    m.have_answered(0, Ok(Holding::Complete), t0);
+    m.have_answered(1, Ok(Holding::Spans(vec![0..32])), t0);
+    assert!(m.join(2), "may take 1's place");
+    assert!(m.join(3), "may take 1's place");
+    assert!(!m.join(4), "max_joined kept, none of them forgettable");
+    // 2 holds all of it: it takes 1's place; 3 holds part and leaves.
+    m.have_answered(2, Ok(Holding::Complete), t0);
+    m.have_answered(3, Ok(Holding::Spans(vec![0..64])), t0);
+    let mut fetching = HashSet::new();
+    while let Some(a) = m.poll_action(t0) {
+        if let Action::Fetch { peer, .. } = a {
+            fetching.insert(peer);
+        }
+    }
+    assert_eq!(fetching, HashSet::from([0, 2]));
+    let order: Vec<u8> = m.into_outcomes().iter().map(|o| o.peer).collect();
+    assert_eq!(
+        &order[..2],
+        &[0, 2],
+        "those taking part come first: {order:?}"
+    );
+}
+
+#[test]
+fn an_idle_partial_provider_is_asked_less_and_less_often() {
+    // It holds nothing needed; a slow complete provider keeps the round going for 64 s.
+    let peers = [stalled(Vec::new()), honest(1.0)];
+    let r = run(SPANS, &peers, 10);
+    assert!(r.complete, "{r:?}");
+    let asked: Vec<Duration> = r.asks.iter().filter(|a| a.0 == 0).map(|a| a.1).collect();
+    let waits: Vec<u64> = asked
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_millis() as u64 / 100)
+        .collect();
+    // In tenths of a second: the answer's round trip is 10 ms.
+    assert!(waits.len() >= 6, "{asked:?}");
+    assert_eq!(&waits[..6], &[10, 20, 40, 80, 80, 80], "{asked:?}");
+}
+
+#[test]
+fn a_round_at_max_joined_forgets_an_honestly_failed_provider_for_a_newcomer() {
+    let t0 = Instant::now();
+    let config = RoundConfig {
+        max_peers: 2,
+        max_joined: 3,
+        ..RoundConfig::default()
+    };
+    let mut m: SwarmRound<u8, String> = SwarmRound::new(&[0..64], 0.0, 0, config);
+    assert!(m.join(0) && m.join(1));
+    m.have_answered(0, Ok(Holding::Complete), t0);
+    m.have_answered(1, Err("unreachable".into()), t0);
+    assert!(m.join(2), "1 no longer takes part");
+    m.have_answered(2, Err("busy".into()), t0);
+    assert!(m.join(3), "3 kept already: 1 is forgotten");
+    let kept: Vec<u8> = m.into_outcomes().iter().map(|o| o.peer).collect();
+    assert_eq!(kept, vec![0, 3, 2], "{kept:?}");
 }
