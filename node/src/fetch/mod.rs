@@ -706,8 +706,9 @@ impl<'a> Pool<'a> {
             progress.event(ProgressEvent::Peers {
                 count: connected.len() as u64,
             });
-            // A holder found joins at most once per fetch round, and at most
-            // MAX_JOINING_HOLDERS wait to join: the channel is bounded by that.
+            // A holder found joins once (an announced provider is offered again at each
+            // PROVIDERS_REFRESH), and at most MAX_JOINING_HOLDERS wait to join: the
+            // channel is bounded by that.
             let (joining, feed) = tokio::sync::mpsc::channel(MAX_JOINING_HOLDERS);
             let mut feed = PeerFeed::new(feed);
             let found = std::sync::Mutex::new(Vec::new());
@@ -796,7 +797,8 @@ impl<'a> Pool<'a> {
 /// Every [`HOLDERS_REFRESH`] (sooner at first), asks the next of `asked` for the holders of
 /// `root` it knows, and every [`PROVIDERS_REFRESH`] the DHT for its providers; each new one
 /// (not in `known`, not shunned) that can be reached is recorded in `found` and sent to
-/// `joining`, then asked in turn. Runs until dropped.
+/// `joining`, then asked in turn; one the DHT names is sent to `joining` again even if
+/// known. Runs until dropped.
 async fn refresh_holders(
     node: &Node,
     host: &crate::net::Host,
@@ -832,8 +834,11 @@ async fn refresh_holders(
             }
         }
         for (holder, announced) in holders {
+            if node.scores().is_banned(&holder.peer) {
+                continue;
+            }
             let new = known.insert(holder.peer);
-            if node.scores().is_banned(&holder.peer) || !(new || announced) {
+            if !(new || announced) {
                 continue;
             }
             if host

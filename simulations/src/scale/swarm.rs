@@ -442,7 +442,7 @@ impl<'a> Sim<'a> {
             }
             Event::Have { node, peer } => {
                 let answer = if !self.alive(peer, self.now) {
-                    Err(Failure::new(format!("peer {peer} is gone")))
+                    Err((Failure::new(format!("peer {peer} is gone")), false))
                 } else if self.nodes[peer as usize].held == self.s.spans {
                     Ok(Holding::Complete)
                 } else {

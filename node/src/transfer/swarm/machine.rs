@@ -200,12 +200,12 @@ impl<P, E> Peer<P, E> {
     /// Left, or dropped for an honest failure (busy, gone), with nothing in flight: its
     /// place may be given to another, or to itself afresh.
     fn forgettable(&self) -> bool {
-        !self.live() && !self.misbehaved && self.busy == 0
+        !self.live() && !self.misbehaved && self.busy == 0 && !self.asking
     }
 
-    /// Said it holds only part of the blob.
+    /// Said it holds only part of the blob (it may be being asked again).
     fn partial(&self) -> bool {
-        !self.asking && self.have.is_some()
+        self.have.is_some()
     }
 
     /// Leaves the round: it takes no more batches (those in flight run to their end).
@@ -270,19 +270,23 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
     /// provider whose place a complete one could take. Joining a full round, it is asked
     /// what it holds and takes part only if that is the whole blob.
     pub fn join(&mut self, peer: P) -> bool {
-        if let Some(i) = self.peers.iter().position(|p| p.id == peer) {
-            if !self.peers[i].forgettable() || self.schedule.undone() == 0 {
-                return false;
-            }
-            self.peers.remove(i);
+        let earlier = self.peers.iter().position(|p| p.id == peer);
+        if earlier.is_some_and(|i| !self.peers[i].forgettable()) {
+            return false;
         }
         let taking_part = self.peers.iter().filter(|p| p.taking_part()).count();
         let candidate = taking_part >= self.config.max_peers;
         if self.schedule.undone() == 0
             || (candidate && !self.peers.iter().any(|p| p.taking_part() && p.partial()))
-            || (self.peers.len() >= self.config.max_joined && !self.forget_one())
+            || (earlier.is_none()
+                && self.peers.len() >= self.config.max_joined
+                && !self.forget_one())
         {
             return false;
+        }
+        // Accepted: its earlier entry gives way to a fresh one.
+        if let Some(i) = earlier {
+            self.peers.remove(i);
         }
         self.peers.push(Peer {
             id: peer,
@@ -332,8 +336,9 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
         self.peers.iter_mut().find(|p| p.id == peer)
     }
 
-    /// `peer` answered which spans it holds (or could not: it is dropped for `error`).
-    pub fn have_answered(&mut self, peer: P, answer: Result<Holding, E>, now: Instant) {
+    /// `peer` answered which spans it holds, or could not: it is dropped for the error,
+    /// which says whether the peer misbehaved (broke the protocol) so that it is reported.
+    pub fn have_answered(&mut self, peer: P, answer: Result<Holding, (E, bool)>, now: Instant) {
         let Some(p) = self.peer_mut(peer) else {
             return;
         };
@@ -347,7 +352,8 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
                 p.have = Some((Arc::new(spans), now));
                 false
             }
-            Err(error) => {
+            Err((error, misbehaved)) => {
+                p.misbehaved |= misbehaved;
                 p.dropped_for.get_or_insert(error);
                 p.first_started = true;
                 false
@@ -451,7 +457,10 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
                         p.last_failure = Some(now);
                     }
                     p.misbehaved |= misbehaved;
-                    if misbehaved || p.failures >= max {
+                    // Bad data is the reason reported, even after an honest failure.
+                    if misbehaved {
+                        p.dropped_for = Some(error);
+                    } else if p.failures >= max {
                         p.dropped_for.get_or_insert(error);
                     }
                 }
@@ -568,7 +577,10 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
                     // it could catch up on, it is of no more use in this round.
                     if held.is_some() && !self.schedule.anything_in_flight() {
                         let since = *p.idle_since.get_or_insert(now);
-                        if now >= since + 2 * refresh && p.busy == 0 {
+                        // It leaves on an answer given while idle, not on one up to
+                        // `max_have_refresh` old.
+                        let fresh = p.have.as_ref().is_some_and(|(_, at)| *at >= since);
+                        if now >= since + 2 * refresh && fresh && p.busy == 0 {
                             p.leave();
                         }
                     } else {
@@ -607,7 +619,8 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
             match &p.have {
                 Some((_, said)) => {
                     at(*said + p.have_wait);
-                    if let Some(since) = p.idle_since {
+                    // Leaving waits for a fresh answer (asked at `said + have_wait`).
+                    if let Some(since) = p.idle_since.filter(|since| said >= since) {
                         at(since + 2 * refresh);
                     }
                 }

@@ -247,7 +247,14 @@ pub async fn swarm_blob(
             progress: &progress,
             limit,
         };
-        let peers = round.run(&missing, &live, feed).await;
+        // Those that sent bad data in an earlier round stay out, even if offered again.
+        let shunned: Vec<PeerId> = report
+            .dropped
+            .iter()
+            .filter(|(_, e)| e.peer_misbehaved())
+            .map(|(p, _)| *p)
+            .collect();
+        let peers = round.run(&missing, &live, &shunned, feed).await;
         live.clear();
         for PeerOutcome {
             peer,
@@ -373,11 +380,12 @@ enum Event {
 
 impl Round<'_> {
     /// Runs one round over the `missing` spans with the providers `live` and those `feed`
-    /// brings, until the machine says it is over.
+    /// brings (but not `shunned` ones), until the machine says it is over.
     async fn run(
         &self,
         missing: &[Range<u64>],
         live: &[PeerId],
+        shunned: &[PeerId],
         feed: &mut PeerFeed,
     ) -> Vec<PeerOutcome<PeerId, FetchError>> {
         let me = self.host.peer_id();
@@ -430,7 +438,13 @@ impl Round<'_> {
             ));
             tokio::select! {
                 Some(event) = work.next() => match event {
-                    Some(Event::Have(peer, answer)) => machine.have_answered(peer, answer, round_now()),
+                    Some(Event::Have(peer, answer)) => {
+                        let answer = answer.map_err(|e| {
+                            let misbehaved = e.peer_misbehaved();
+                            (e, misbehaved)
+                        });
+                        machine.have_answered(peer, answer, round_now());
+                    }
                     Some(Event::Ended(request, outcome)) => {
                         cancels.remove(&request);
                         machine.request_ended(request, outcome, round_now());
@@ -438,7 +452,7 @@ impl Round<'_> {
                     None => {}
                 },
                 peer = feed.next() => {
-                    if peer != me && machine.join(peer) {
+                    if peer != me && !shunned.contains(&peer) && machine.join(peer) {
                         tracing::debug!(%peer, hash = %self.hash, "provider joins the fetch");
                     }
                 }

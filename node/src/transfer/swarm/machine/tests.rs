@@ -191,7 +191,7 @@ fn run_with(spans: u64, peers: &[SimPeer], seed: u64, config: RoundConfig) -> Ru
             Some(Due::Have(peer)) => {
                 let p = &peers[peer as usize];
                 let answer = match (&p.kind, &p.holds) {
-                    (Kind::VanishesAt(t), _) if now - t0 >= *t => Err("gone".to_string()),
+                    (Kind::VanishesAt(t), _) if now - t0 >= *t => Err(("gone".to_string(), false)),
                     (_, None) => Ok(Holding::Complete),
                     (_, Some(h)) => Ok(Holding::Spans(h.clone())),
                 };
@@ -507,10 +507,34 @@ fn a_round_at_max_joined_forgets_an_honestly_failed_provider_for_a_newcomer() {
     let mut m: SwarmRound<u8, String> = SwarmRound::new(&[0..64], 0.0, 0, config);
     assert!(m.join(0) && m.join(1));
     m.have_answered(0, Ok(Holding::Complete), t0);
-    m.have_answered(1, Err("unreachable".into()), t0);
+    m.have_answered(1, Err(("unreachable".into(), false)), t0);
     assert!(m.join(2), "1 no longer takes part");
-    m.have_answered(2, Err("busy".into()), t0);
+    m.have_answered(2, Err(("busy".into(), false)), t0);
     assert!(m.join(3), "3 kept already: 1 is forgotten");
     let kept: Vec<u8> = m.into_outcomes().iter().map(|o| o.peer).collect();
     assert_eq!(kept, vec![0, 3, 2], "{kept:?}");
+}
+
+#[test]
+fn a_provider_that_misbehaved_is_never_forgotten_so_it_is_reported() {
+    let t0 = Instant::now();
+    let config = RoundConfig {
+        max_peers: 1,
+        max_joined: 2,
+        ..RoundConfig::default()
+    };
+    let mut m: SwarmRound<u8, String> = SwarmRound::new(&[0..64], 0.0, 0, config);
+    assert!(m.join(0));
+    m.have_answered(0, Err(("malformed Have".into(), true)), t0);
+    assert!(m.join(1));
+    m.have_answered(1, Err(("gone".into(), false)), t0);
+    assert!(m.join(2), "1 is forgotten, not 0");
+    assert!(!m.join(0), "nor may 0 join afresh");
+    let outcomes = m.into_outcomes();
+    let dropped: Vec<u8> = outcomes
+        .iter()
+        .filter(|o| o.dropped_for.is_some())
+        .map(|o| o.peer)
+        .collect();
+    assert_eq!(dropped, vec![0], "{outcomes:?}");
 }
