@@ -1050,8 +1050,7 @@ impl<'a> Sim<'a> {
             None => None,
         };
         // As `refresh_holders`: the DHT again every PROVIDERS_REFRESH, for providers that
-        // completed since (the lookup finds the announced ones).
-        // (provider, announced): announced ones are offered again even if known.
+        // completed since; (provider, announced): those it names are offered even if known.
         let mut found = Vec::new();
         if self.now >= get.looked_up_at + PROVIDERS_REFRESH {
             found = self.lookup(node).into_iter().map(|p| (p, true)).collect();
