@@ -93,7 +93,8 @@ transport-bench: deps build
 
 ## scale-sim: the node's swarm state machines for many nodes in virtual time (no root, no
 ## network): the swarm lab's scenarios against their measured times, then a flash crowd of
-## 10, 100 and 1,000 mirrors fed by one seeder (about 2 minutes; charts in target/scale-sim/)
+## 10, 100, 1,000 and 10,000 mirrors fed by one seeder (about 11 minutes, 10 of them for
+## 10,000 mirrors; charts in target/scale-sim/)
 scale-sim: deps build
 	"$(CARGO_TARGET_DIR)/release/scale-sim" --validate
 	"$(CARGO_TARGET_DIR)/release/scale-sim"

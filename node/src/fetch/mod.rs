@@ -10,7 +10,7 @@
 //! has failed, the DHT is asked (once) for more. Everything is resumable: what the store
 //! already holds is never asked for again.
 
-use std::{collections::HashSet, sync::Arc};
+use std::sync::Arc;
 
 use commons_protocol::{Hash, Ticket, TicketKind};
 use libp2p::{
@@ -20,8 +20,10 @@ use libp2p::{
 
 use serde::{Deserialize, Serialize};
 
+mod holder_asks;
 mod plan;
 
+pub use holder_asks::{HolderAsks, KnownHolders, HOLDERS_REFRESH, MAX_KNOWN_HOLDERS};
 pub use plan::{NextStep, ProviderPlan};
 
 use crate::{
@@ -39,9 +41,6 @@ use crate::{
 pub const LOOKUP_WANT: usize = 20;
 /// Providers one blob is fetched from at once.
 pub use crate::transfer::MAX_SWARM_PEERS;
-/// While a blob is being fetched, how often a provider is asked which other holders it
-/// knows: peers that started fetching after us (and serve what they have) join this way.
-pub const HOLDERS_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
 /// While a blob is being fetched, how often the DHT is asked again for its providers.
 /// The holder exchange names peers that asked for the blob, mostly ones still fetching it;
 /// those that completed since the fetch started announce themselves in the DHT, and a
@@ -722,7 +721,7 @@ impl<'a> Pool<'a> {
                 on_bytes.clone(),
                 self.limit.as_ref(),
             );
-            let known: HashSet<PeerId> = self.peers.iter().map(|p| p.peer).collect();
+            let known: KnownHolders<PeerId> = self.peers.iter().map(|p| p.peer).collect();
             let round_start = std::time::Instant::now();
             let refresh = refresh_holders(
                 node,
@@ -794,28 +793,26 @@ impl<'a> Pool<'a> {
     }
 }
 
-/// Every [`HOLDERS_REFRESH`] (sooner at first), asks the next of `asked` for the holders of
-/// `root` it knows, and every [`PROVIDERS_REFRESH`] the DHT for its providers; each new one
-/// (not in `known`, not shunned) that can be reached is recorded in `found` and sent to
-/// `joining`, then asked in turn; one the DHT names is sent to `joining` again even if
-/// known. Runs until dropped.
+/// Paced by [`HolderAsks`], asks the next of `asked` for the holders of `root` it knows,
+/// and every [`PROVIDERS_REFRESH`] the DHT for its providers; each new one (not in `known`,
+/// not shunned) that can be reached is recorded in `found` and sent to `joining`, then
+/// asked in turn, until [`MAX_KNOWN_HOLDERS`] are learnt; one the DHT names is sent to
+/// `joining` again even if known. Runs until dropped.
 async fn refresh_holders(
     node: &Node,
     host: &crate::net::Host,
     root: Hash,
     mut asked: Vec<PeerId>,
-    mut known: HashSet<PeerId>,
+    mut known: KnownHolders<PeerId>,
     found: &std::sync::Mutex<Vec<PeerAddrs>>,
     joining: tokio::sync::mpsc::Sender<PeerId>,
 ) -> std::convert::Infallible {
     known.insert(host.peer_id());
     let mut next = 0;
-    // Soon at first (peers starting together learn of each other early), then calmer.
-    let mut wait = HOLDERS_REFRESH / 4;
+    let mut pace = HolderAsks::default();
     let mut looked_up = tokio::time::Instant::now();
     loop {
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(HOLDERS_REFRESH);
+        tokio::time::sleep(pace.wait()).await;
         // (holder, announced in the DHT): an announced provider holds the whole blob, so
         // it is offered to the swarm again even if known (it may have been partial, or
         // busy, when met before); the swarm ignores one it still has.
@@ -837,7 +834,7 @@ async fn refresh_holders(
             if node.scores().is_banned(&holder.peer) {
                 continue;
             }
-            let new = known.insert(holder.peer);
+            let new = known.learn(holder.peer);
             if !(new || announced) {
                 continue;
             }
@@ -855,5 +852,6 @@ async fn refresh_holders(
                 }
             }
         }
+        pace.asked();
     }
 }

@@ -21,7 +21,7 @@ use libp2p::{futures::AsyncWriteExt, PeerId};
 use tokio::sync::mpsc;
 
 use super::{
-    io::{pump, read_frame, write_frame, ChannelReader, CHUNK_QUEUE},
+    io::{pump, read_frame, ChannelReader, CHUNK_QUEUE},
     TransferStats,
 };
 use crate::{
@@ -180,17 +180,15 @@ pub(super) async fn fetch_round(
     let asked = std::time::Instant::now();
     let mut wait = BUSY_FIRST_WAIT;
     let (mut stream, header) = loop {
-        let mut stream = super::open_data_stream(host, peer)
-            .await
-            .map_err(stream_err)?;
+        let mut stream =
+            super::request::send_request(|| super::open_data_stream(host, peer), &request)
+                .await
+                .map_err(stream_err)?;
         let bulk = stream.is_bulk();
         stats.update(peer, |s| {
             s.requests_made += 1;
             s.bulk_requests += u64::from(bulk);
         });
-        write_frame(&mut stream, &request)
-            .await
-            .map_err(|e| stream_err(e.to_string()))?;
         let header = tokio::time::timeout(
             RESPONSE_IDLE_TIMEOUT,
             read_frame(&mut stream, MAX_HEADER_BYTES),

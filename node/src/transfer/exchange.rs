@@ -110,14 +110,15 @@ pub(super) async fn ask(
 ) -> Result<Vec<u8>, FetchError> {
     let stream_err = |reason: String| FetchError::Stream { peer, reason };
     let exchange = async {
-        let mut stream = host
-            .control()
-            .open_stream(peer, transfer_protocol())
+        let open = || async {
+            host.control()
+                .open_stream(peer, transfer_protocol())
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let mut stream = super::request::send_request(open, &encode_frame(request))
             .await
-            .map_err(|e| stream_err(e.to_string()))?;
-        write_frame(&mut stream, &encode_frame(request))
-            .await
-            .map_err(|e| stream_err(e.to_string()))?;
+            .map_err(stream_err)?;
         let body = read_frame(&mut stream, limit)
             .await
             .map_err(|e| stream_err(e.to_string()))?;

@@ -10,6 +10,7 @@ mod exchange;
 mod gate;
 mod io;
 mod limit;
+mod request;
 mod route;
 mod server;
 mod stats;

@@ -35,7 +35,7 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Mirrors in the flash-crowd study (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000,10000")]
     mirrors: Vec<usize>,
     /// Print each node's figures too.
     #[arg(long)]

@@ -12,19 +12,22 @@
 //! (the spans carried before count) and every later one. A liar's data fails verification.
 //! A fetcher learns of other holders as the node
 //! does (`fetch.rs`): it asks a provider for the holders it knows (those that asked it
-//! before) after 0.5 s, 1 s, then every [`HOLDERS_REFRESH`], and each new one joins its
-//! round.
+//! before) when the node's [`HolderAsks`] says, remembers up to [`MAX_KNOWN_HOLDERS`], and
+//! each new one joins its round.
 //! Time is virtual: the same scenario and seed give the same run.
 
 use std::{
     cmp::Reverse,
-    collections::{BinaryHeap, HashSet},
+    collections::BinaryHeap,
     ops::Range,
     time::{Duration, Instant},
 };
 
 use commons_node::{
-    fetch::{NextStep, ProviderPlan, DIAL_GRACE, HOLDERS_REFRESH, LOOKUP_WANT, PROVIDERS_REFRESH},
+    fetch::{
+        HolderAsks, KnownHolders, NextStep, ProviderPlan, DIAL_GRACE, LOOKUP_WANT,
+        PROVIDERS_REFRESH,
+    },
     mirror::{FIRST_RETRY, MAX_RETRY},
     transfer::{
         response_memory,
@@ -34,6 +37,7 @@ use commons_node::{
 };
 use commons_protocol::wire::GroupRange;
 use rand::{rngs::StdRng, Rng, SeedableRng};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 /// One node of a scenario.
 #[derive(Debug, Clone)]
@@ -200,7 +204,7 @@ enum Event {
         node: u32,
         request: RequestId,
     },
-    AskHolders(u32, Duration),
+    AskHolders(u32),
     /// The node's swarm runs its next round (or, when the swarm is over, the get its next
     /// step).
     Round(u32),
@@ -241,6 +245,10 @@ struct Flow {
     updated: Duration,
     /// Bumped when the flow's end is rescheduled: older end events are stale.
     gen: u64,
+    /// When its pending end event fires. A slower rate leaves it in place (the event
+    /// finds bytes left and comes back later): most rate changes at a busy node slow its
+    /// flows, and rescheduling each was most of the model's events.
+    end_at: Option<Duration>,
     flowing: bool,
     /// Its place in the server's send buffer, once admitted.
     lane: Option<Lane>,
@@ -268,7 +276,7 @@ struct Get {
     plan: ProviderPlan<u32>,
     /// Providers it knows, in the order it learnt of them, and as a set.
     known: Vec<u32>,
-    known_set: HashSet<u32>,
+    known_set: KnownHolders<u32, rustc_hash::FxBuildHasher>,
     /// The swarm's providers still live after its last round, the rounds it ran, and the
     /// spans missing before the last one (a round that stores nothing ends the swarm).
     live: Vec<u32>,
@@ -276,39 +284,52 @@ struct Get {
     missing_before: Option<u64>,
     /// When it last asked the DHT for providers.
     looked_up_at: Duration,
+    /// How long each provider's list of holders was when it last answered: the list only
+    /// grows at its end, so the names before that were offered already and are skipped
+    /// (looking each up again was a sixth of the model's time).
+    heard_from: FxHashMap<u32, usize>,
 }
 
 #[derive(Default)]
 struct Node {
     stored: Vec<bool>,
     held: u64,
+    /// `stored` as span ranges, while it stays: what it answers `Have` with (a scan of every
+    /// span per answer was a tenth of the model's time).
+    held_runs: Option<Vec<Range<u64>>>,
     round: Option<Round>,
     poll_gen: u64,
     poll_at: Option<Duration>,
     /// This node's requests in flight, by the flow carrying each.
-    requests: std::collections::HashMap<RequestId, u64>,
+    requests: FxHashMap<RequestId, u64>,
     /// Flows going out of and into this node.
     up: Vec<u64>,
     down: Vec<u64>,
     /// Requests waiting for a place in this node's send buffer, in order of arrival; the
     /// places taken (all, shared) and by whom.
-    waiting: std::collections::VecDeque<u64>,
+    /// Entries are (flow, attempt): one whose flow is gone, admitted or asking again is
+    /// stale, skipped and dropped in bulk (removing each from the middle of a busy
+    /// seeder's long queue was a tenth of the 10,000-mirror run's time).
+    waiting: std::collections::VecDeque<(u64, u32)>,
+    /// Entries of `waiting` that went stale since it was last swept (an upper bound).
+    stale_waiting: usize,
     taken: (usize, usize),
-    taken_by: std::collections::HashMap<u32, usize>,
+    taken_by: FxHashMap<u32, usize>,
     /// Peers that asked it for holders, each once, in the order they first asked; the
     /// newest `holders_answer` are answered. (The node's `Holders::add` also moves a peer
     /// asking again to the newest place and forgets the oldest beyond
     /// `MAX_HOLDERS_PER_HASH`; the model does not yet: a known difference.)
     holders: Vec<u32>,
-    holder_set: HashSet<u32>,
-    /// Its holder exchange is running (one chain of asks per node).
+    holder_set: FxHashSet<u32>,
+    /// Its holder exchange is running (one chain of asks per node), and its pace.
     asking_holders: bool,
+    holder_asks: HolderAsks,
     /// Its `get` of the blob, while it runs.
     get: Option<Get>,
     /// How long its mirror waits before the next `get` after one failed.
     retry_wait: Duration,
     /// Providers that sent it bad data (the node's scores shun them).
-    banned: HashSet<u32>,
+    banned: FxHashSet<u32>,
     result: NodeResult,
 }
 
@@ -326,7 +347,7 @@ struct Sim<'a> {
     pending: Vec<Option<Event>>,
     free: Vec<usize>,
     /// Flows by id; ids are never reused, so a stale event cannot reach a newer flow.
-    flows: std::collections::HashMap<u64, Flow>,
+    flows: FxHashMap<u64, Flow>,
     next_flow: u64,
     seq: u64,
     now: Duration,
@@ -360,7 +381,7 @@ impl<'a> Sim<'a> {
             queue: BinaryHeap::new(),
             pending: Vec::new(),
             free: Vec::new(),
-            flows: std::collections::HashMap::new(),
+            flows: FxHashMap::default(),
             next_flow: 0,
             seq: 0,
             now: Duration::ZERO,
@@ -447,7 +468,9 @@ impl<'a> Sim<'a> {
                     Ok(Holding::Complete)
                 } else {
                     self.settle_inbound(peer);
-                    Ok(Holding::Spans(runs(&self.nodes[peer as usize].stored)))
+                    let p = &mut self.nodes[peer as usize];
+                    let held = p.held_runs.get_or_insert_with(|| runs(&p.stored));
+                    Ok(Holding::Spans(held.clone()))
                 };
                 let now = self.instant();
                 if let Some(round) = &mut self.nodes[node as usize].round {
@@ -468,7 +491,7 @@ impl<'a> Sim<'a> {
                     cut_by_punch: false,
                 },
             ),
-            Event::AskHolders(node, wait) => self.ask_holders(node, wait),
+            Event::AskHolders(node) => self.ask_holders(node),
             Event::Busy(flow, attempt) => self.busy(flow, attempt),
         }
     }
@@ -492,8 +515,9 @@ impl<'a> Sim<'a> {
         let n = &mut self.nodes[node as usize];
         if n.get.is_some() && !n.asking_holders {
             n.asking_holders = true;
-            let first = HOLDERS_REFRESH / 4;
-            self.at(self.now + first, Event::AskHolders(node, first));
+            n.holder_asks = HolderAsks::default();
+            let first = n.holder_asks.wait();
+            self.at(self.now + first, Event::AskHolders(node));
         }
     }
 
@@ -644,7 +668,9 @@ impl<'a> Sim<'a> {
             n.banned.extend(misbehaved.iter().copied());
             if let Some(get) = n.get.as_mut() {
                 get.known.retain(|p| !misbehaved.contains(p));
-                get.known_set.retain(|p| !misbehaved.contains(p));
+                for p in &misbehaved {
+                    get.known_set.remove(p);
+                }
                 get.live = outcomes
                     .iter()
                     .filter(|o| o.dropped_for.is_none())
@@ -699,6 +725,7 @@ impl<'a> Sim<'a> {
             rate: 0.0,
             updated: self.now,
             gen: 0,
+            end_at: None,
             flowing: false,
             lane: None,
             asked_at: self.now,
@@ -744,6 +771,7 @@ impl<'a> Sim<'a> {
         for s in new.iter().copied() {
             if !n.stored[s as usize] {
                 n.stored[s as usize] = true;
+                n.held_runs = None;
                 n.held += 1;
             }
         }
@@ -788,21 +816,36 @@ impl<'a> Sim<'a> {
                 continue;
             }
             self.settle(id);
-            let f = self.flow(id);
-            // A liar's data fails verification at its first span: the request ends there.
-            let spans = if self.s.nodes[server].lies {
-                1
-            } else {
-                f.spans.len()
-            };
-            let left = spans as f64 * self.s.span_bytes as f64 - f.carried;
-            let f = self.flow_mut(id);
-            f.rate = rate;
-            f.gen += 1;
-            let gen = f.gen;
-            let end = self.now + Duration::from_secs_f64((left.max(0.0) / rate).max(1e-9));
-            self.at(end, Event::FlowEnd(id, gen));
+            self.flow_mut(id).rate = rate;
+            self.schedule_end(id, false);
         }
+    }
+
+    /// Bytes flow `id` still has to carry at its current rate: all its spans, or up to the
+    /// first for a liar (its data fails verification there and the request ends).
+    fn bytes_left(&self, id: u64) -> f64 {
+        let f = self.flow(id);
+        let spans = if self.s.nodes[f.server as usize].lies {
+            1
+        } else {
+            f.spans.len()
+        };
+        spans as f64 * self.s.span_bytes as f64 - f.carried
+    }
+
+    /// Schedules settled flow `id`'s end at its current rate, unless its pending end event
+    /// comes no sooner (`force`: there is none).
+    fn schedule_end(&mut self, id: u64, force: bool) {
+        let (left, now) = (self.bytes_left(id), self.now);
+        let f = self.flow_mut(id);
+        let end = now + Duration::from_secs_f64((left.max(0.0) / f.rate).max(1e-9));
+        if !force && f.end_at.is_some_and(|at| at <= end) {
+            return;
+        }
+        f.gen += 1;
+        f.end_at = Some(end);
+        let gen = f.gen;
+        self.at(end, Event::FlowEnd(id, gen));
     }
 
     /// Request `id` reaches its server: served at once, or waiting for a place.
@@ -820,7 +863,13 @@ impl<'a> Sim<'a> {
             return self.request_ended(client, request, gone(server));
         }
         if !self.admit(id) {
-            self.nodes[server as usize].waiting.push_back(id);
+            let n = &mut self.nodes[server as usize];
+            if n.stale_waiting > 64 && n.stale_waiting * 2 > n.waiting.len() {
+                let flows = &self.flows;
+                n.waiting.retain(|e| still_waiting(flows, *e));
+                n.stale_waiting = 0;
+            }
+            n.waiting.push_back((id, attempt));
             let wait = self
                 .s
                 .admission
@@ -876,8 +925,17 @@ impl<'a> Sim<'a> {
         while i < self.nodes[f.server as usize].waiting.len()
             && self.nodes[f.server as usize].taken.0 < slots
         {
-            let id = self.nodes[f.server as usize].waiting[i];
-            if self.admit(id) {
+            let entry = self.nodes[f.server as usize].waiting[i];
+            let id = entry.0;
+            if !still_waiting(&self.flows, entry) {
+                if i == 0 {
+                    let n = &mut self.nodes[f.server as usize];
+                    n.waiting.pop_front();
+                    n.stale_waiting = n.stale_waiting.saturating_sub(1);
+                } else {
+                    i += 1;
+                }
+            } else if self.admit(id) {
                 self.nodes[f.server as usize].waiting.remove(i);
                 self.begin_flowing(id);
             } else {
@@ -912,7 +970,7 @@ impl<'a> Sim<'a> {
             return;
         };
         let (client, server, request) = (f.client, f.server, f.request);
-        self.nodes[server as usize].waiting.retain(|w| *w != id);
+        self.nodes[server as usize].stale_waiting += 1;
         let asked_for = self.now.saturating_sub(f.asked_at);
         if asked_for + f.busy_wait <= a.busy_patience {
             let rtt = self.rtt(client, server);
@@ -944,7 +1002,7 @@ impl<'a> Sim<'a> {
         if f.flowing {
             server.up.retain(|x| *x != id);
         } else {
-            server.waiting.retain(|x| *x != id);
+            server.stale_waiting += 1;
         }
         self.nodes[f.client as usize].down.retain(|x| *x != id);
         self.nodes[f.client as usize].requests.remove(&f.request);
@@ -958,6 +1016,11 @@ impl<'a> Sim<'a> {
     fn flow_end(&mut self, id: u64, gen: u64) {
         if self.flows.get(&id).is_none_or(|f| f.gen != gen) {
             return;
+        }
+        // Its rate fell since this end was set: bytes are left (beyond rounding).
+        self.settle(id);
+        if self.bytes_left(id) > (self.flow(id).rate * 1e-6).max(1.0) {
+            return self.schedule_end(id, true);
         }
         self.flow_mut(id).carried = f64::MAX / 4.0; // all of it, whatever the rounding
         let f = self.remove_flow(id);
@@ -989,7 +1052,14 @@ impl<'a> Sim<'a> {
     /// `node` dies: the flows it serves fail (what they carried is kept), and its own stop.
     fn dies(&mut self, node: u32) {
         let mut served = self.nodes[node as usize].up.clone();
-        served.extend(self.nodes[node as usize].waiting.iter().copied());
+        let flows = &self.flows;
+        served.extend(
+            self.nodes[node as usize]
+                .waiting
+                .iter()
+                .filter(|e| still_waiting(flows, **e))
+                .map(|e| e.0),
+        );
         for id in served {
             let f = self.remove_flow(id);
             self.request_ended(f.client, f.request, gone(node));
@@ -1026,7 +1096,7 @@ impl<'a> Sim<'a> {
             .collect()
     }
 
-    fn ask_holders(&mut self, node: u32, wait: Duration) {
+    fn ask_holders(&mut self, node: u32) {
         let alive = self.alive(node, self.now);
         let Some(get) = self.nodes[node as usize].get.as_ref().filter(|_| alive) else {
             // Asked only while a get runs; the next get asks again.
@@ -1060,12 +1130,15 @@ impl<'a> Sim<'a> {
         }
         if let Some(peer) = asked {
             // It answers with the holders it knows, and records the asker as one.
+            let listed = self.nodes[peer as usize].holders.len();
+            let heard = self.nodes[node as usize]
+                .get
+                .as_mut()
+                .and_then(|get| get.heard_from.insert(peer, listed))
+                .unwrap_or(0);
             let p = &mut self.nodes[peer as usize];
-            found.extend(
-                p.holders[p.holders.len().saturating_sub(self.s.holders_answer)..]
-                    .iter()
-                    .map(|h| (*h, false)),
-            );
+            let from = listed.saturating_sub(self.s.holders_answer).max(heard);
+            found.extend(p.holders[from..].iter().map(|h| (*h, false)));
             if p.holder_set.insert(node) {
                 p.holders.push(node);
             }
@@ -1077,7 +1150,8 @@ impl<'a> Sim<'a> {
                 if holder == node || n.banned.contains(&holder) {
                     continue;
                 }
-                if get.know(holder) || announced {
+                let new = get.learn(holder);
+                if new || announced {
                     if let Some(round) = &mut n.round {
                         joined |= round.join(holder);
                     }
@@ -1087,14 +1161,15 @@ impl<'a> Sim<'a> {
         if joined {
             self.drive(node);
         }
-        // As `refresh_holders`: waits of 0.5 s, 1 s, 2 s, 2 s… between asks.
-        let next = (wait * 2).min(HOLDERS_REFRESH);
-        self.at(self.now + next, Event::AskHolders(node, next));
+        let n = &mut self.nodes[node as usize];
+        n.holder_asks.asked();
+        let next = n.holder_asks.wait();
+        self.at(self.now + next, Event::AskHolders(node));
     }
 }
 
 impl Get {
-    /// Records provider `p`; `false` if it was known already.
+    /// Records provider `p`, named by a lookup; `false` if it was known already.
     fn know(&mut self, p: u32) -> bool {
         let new = self.known_set.insert(p);
         if new {
@@ -1102,6 +1177,24 @@ impl Get {
         }
         new
     }
+
+    /// Records holder `p`, named by the holder exchange, as the node does (up to
+    /// `MAX_KNOWN_HOLDERS`); `false` if it was known already or is past the bound.
+    fn learn(&mut self, p: u32) -> bool {
+        let new = self.known_set.learn(p);
+        if new {
+            self.known.push(p);
+        }
+        new
+    }
+}
+
+/// Whether a send-buffer queue entry (flow, attempt) still waits: its flow is live, not
+/// admitted, and on that attempt.
+fn still_waiting(flows: &FxHashMap<u64, Flow>, (id, attempt): (u64, u32)) -> bool {
+    flows
+        .get(&id)
+        .is_some_and(|f| f.attempt == attempt && f.lane.is_none() && !f.flowing)
 }
 
 fn gone(peer: u32) -> Outcome<Failure> {

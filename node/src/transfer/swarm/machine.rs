@@ -28,7 +28,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::schedule::{Schedule, Take};
+use super::schedule::{union, Schedule, Take};
 
 /// Limits and timings of a round; [`RoundConfig::default`] is what the node uses.
 #[derive(Debug, Clone)]
@@ -185,6 +185,10 @@ struct Peer<P, E> {
     resting: Vec<Instant>,
     /// A partial provider with nothing to give, since when.
     idle_since: Option<Instant>,
+    /// A partial provider found no batch to take in the queue as of this
+    /// [`Schedule::queue_gen`] with these holdings: it finds none while both stay, and is
+    /// not searched again (a quarter of the scale model's time at 10,000 mirrors).
+    found_nothing: Option<(u64, Arc<Vec<Range<u64>>>)>,
 }
 
 impl<P, E> Peer<P, E> {
@@ -306,6 +310,7 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
             busy: 0,
             resting: Vec::new(),
             idle_since: None,
+            found_nothing: None,
         });
         self.actions.push_back(Action::AskHave { peer });
         true
@@ -508,14 +513,16 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
         if let Some(action) = self.actions.pop_front() {
             return Some(action);
         }
-        // What the partial providers hold: a complete provider is asked first for what
-        // none of them has, so the scarce copy is fetched where it exists.
-        let others: Vec<Arc<Vec<Range<u64>>>> = self
+        // What the partial providers hold together: a complete provider is asked first for
+        // what none of them has, so the scarce copy is fetched where it exists.
+        let partial: Vec<Arc<Vec<Range<u64>>>> = self
             .peers
             .iter()
             .filter(|p| p.live())
             .filter_map(|p| p.have.as_ref().map(|(h, _)| h.clone()))
             .collect();
+        // Merged only if a complete provider looks for work.
+        let held_by_others = std::cell::OnceCell::new();
         let all_first_started = self.peers.iter().all(|p| p.first_started || !p.live());
         for i in 0..self.peers.len() {
             let refresh = self.config.have_refresh;
@@ -544,10 +551,30 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
                 return Some(Action::AskHave { peer: p.id });
             }
             let held = p.have.as_ref().map(|(h, _)| h.clone());
-            match self
-                .schedule
-                .take(p.id, held.as_deref().map(|h| h.as_slice()), &others, now)
-            {
+            let gen = self.schedule.queue_gen();
+            let still_nothing = self.schedule.undone() > 0
+                && matches!((&held, &p.found_nothing),
+                    (Some(h), Some((at, had))) if *at == gen && Arc::ptr_eq(h, had));
+            let take = if still_nothing {
+                Take::Wait
+            } else {
+                self.schedule.take(
+                    p.id,
+                    held.as_deref().map(|h| h.as_slice()),
+                    match held {
+                        Some(_) => None,
+                        None => held_by_others
+                            .get_or_init(|| (!partial.is_empty()).then(|| union(&partial)))
+                            .as_deref(),
+                    },
+                    now,
+                )
+            };
+            p.found_nothing = match (&take, &held) {
+                (Take::Wait, Some(h)) => Some((gen, h.clone())),
+                _ => None,
+            };
+            match take {
                 Take::Batch(batch) => {
                     p.idle_since = None;
                     p.gave_since_asked = true;

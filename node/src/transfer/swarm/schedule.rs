@@ -3,7 +3,7 @@
 //! generator, so the same calls give the same answers.
 
 use std::{
-    collections::{BTreeSet, HashMap, VecDeque},
+    collections::{BTreeSet, VecDeque},
     ops::Range,
     sync::Arc,
     time::{Duration, Instant},
@@ -39,11 +39,16 @@ pub(crate) struct Schedule<P> {
     /// How long the last [`RECENT_BATCHES`] completed batches took, for the endgame's
     /// idea of "too slow".
     took: VecDeque<Duration>,
-    /// What batches partly fetched from partial providers still lack.
-    left: HashMap<usize, Vec<Range<u64>>>,
+    /// What batches partly fetched from partial providers still lack, by batch (a vector,
+    /// not a map: it is read for every waiting batch each time a provider looks for work).
+    left: Vec<Option<Vec<Range<u64>>>>,
     /// Before any batch has completed, how long a batch in flight may take before an idle
     /// provider duplicates it.
     first_wait: Duration,
+    /// Bumped whenever a batch joins the queue or what one lacks changes: a partial
+    /// provider found nothing to take in the queue as of one value finds nothing as long as
+    /// it stays (batches only leave it otherwise).
+    queue_gen: u64,
     rng: StdRng,
 }
 
@@ -73,8 +78,9 @@ impl<P: Copy + PartialEq> Schedule<P> {
             undone: n,
             in_flight: BTreeSet::new(),
             took: VecDeque::with_capacity(RECENT_BATCHES),
-            left: HashMap::new(),
+            left: vec![None; n],
             first_wait,
+            queue_gen: 0,
             rng: StdRng::seed_from_u64(seed),
         }
     }
@@ -86,6 +92,11 @@ impl<P: Copy + PartialEq> Schedule<P> {
     /// Batches not done yet.
     pub(crate) fn undone(&self) -> usize {
         self.undone
+    }
+
+    /// Changes whenever a partial provider may find a batch it found none in before.
+    pub(crate) fn queue_gen(&self) -> u64 {
+        self.queue_gen
     }
 
     /// Whether anyone is fetching any batch.
@@ -128,21 +139,17 @@ impl<P: Copy + PartialEq> Schedule<P> {
     fn first_waiting(
         &mut self,
         held: Option<&[Range<u64>]>,
-        others: &[Arc<Vec<Range<u64>>>],
+        held_by_others: Option<&[Range<u64>]>,
     ) -> Option<usize> {
-        let at = match held {
-            Some(held) => self.position_for(held)?,
-            None if others.is_empty() => 0,
+        let at = match (held, held_by_others) {
+            (Some(held), _) => self.position_for(held)?,
+            (None, None) => 0,
             // A batch no partial provider can give, picked at random so that peers fetching
             // together from one seeder rarely ask it for the same one; none such: leave
             // the rest to the partial providers (the endgame still rescues a stalled one).
-            None => {
-                // Whether a batch lacks a span some partial provider holds is whether it
-                // lacks one in the union of what they hold: one search per batch, not one
-                // per batch and provider (a third of the scale model's time before).
-                let held_by_others = union(others);
+            (None, Some(held_by_others)) => {
                 let scarce: Vec<usize> = (0..self.waiting.len())
-                    .filter(|&i| !self.lacks_some_of(self.waiting[i], &held_by_others))
+                    .filter(|&i| !self.lacks_some_of(self.waiting[i], held_by_others))
                     .collect();
                 if scarce.is_empty() {
                     return None;
@@ -166,24 +173,25 @@ impl<P: Copy + PartialEq> Schedule<P> {
             let i = held.partition_point(|h| h.end <= r.start);
             held.get(i).is_some_and(|h| h.start < r.end)
         };
-        match self.left.get(&b) {
+        match &self.left[b] {
             Some(left) => left.iter().any(overlaps),
             None => overlaps(&self.batches[b]),
         }
     }
 
     /// The next thing for `peer` to do at `now`: a waiting batch it can help with, if any
-    /// (for a complete provider, preferably one none of the partial providers' spans
-    /// `others` covers); else (endgame, complete providers only) a batch exactly one other
+    /// (for a complete provider, preferably one none of the spans the partial providers
+    /// hold together, `held_by_others` ([`union`]; `None`: there is no partial provider),
+    /// covers); else (endgame, complete providers only) a batch exactly one other
     /// peer has been fetching for too long; else wait, or stop.
     pub(crate) fn take(
         &mut self,
         peer: P,
         held: Option<&[Range<u64>]>,
-        others: &[Arc<Vec<Range<u64>>>],
+        held_by_others: Option<&[Range<u64>]>,
         now: Instant,
     ) -> Take {
-        let batch = match self.first_waiting(held, others) {
+        let batch = match self.first_waiting(held, held_by_others) {
             Some(b) => b,
             None if held.is_some() && self.undone > 0 => return Take::Wait,
             None => {
@@ -217,7 +225,7 @@ impl<P: Copy + PartialEq> Schedule<P> {
             .map(|(_, t)| *t);
         self.fetching[batch].retain(|(p, _)| *p != peer);
         if ok {
-            self.left.remove(&batch);
+            self.left[batch] = None;
             if !self.done[batch] {
                 self.undone -= 1;
                 if let Some(since) = since {
@@ -238,6 +246,7 @@ impl<P: Copy + PartialEq> Schedule<P> {
             self.in_flight.remove(&batch);
             if !self.done[batch] {
                 self.waiting.push_front(batch);
+                self.queue_gen += 1;
             }
         }
         Vec::new()
@@ -249,13 +258,15 @@ impl<P: Copy + PartialEq> Schedule<P> {
     /// it are given the batch again.
     pub(crate) fn give_back(&mut self, batch: usize, peer: P, left: Option<Vec<Range<u64>>>) {
         if let Some(left) = left {
-            self.left.insert(batch, left);
+            self.left[batch] = Some(left);
+            self.queue_gen += 1;
         }
         self.fetching[batch].retain(|(p, _)| *p != peer);
         if self.fetching[batch].is_empty() {
             self.in_flight.remove(&batch);
             if !self.done[batch] {
                 self.waiting.push_front(batch);
+                self.queue_gen += 1;
             }
         }
     }
@@ -300,8 +311,10 @@ pub(crate) fn intersect(a: &[Range<u64>], b: &[Range<u64>]) -> Vec<Range<u64>> {
     out
 }
 
-/// The union of sorted span-range lists, sorted and merged.
-fn union(lists: &[Arc<Vec<Range<u64>>>]) -> Vec<Range<u64>> {
+/// The union of sorted span-range lists, sorted and merged. Whether a batch lacks a span
+/// some partial provider holds is whether it lacks one in their union: one search per
+/// batch, not one per batch and provider (a third of the scale model's time before).
+pub(crate) fn union(lists: &[Arc<Vec<Range<u64>>>]) -> Vec<Range<u64>> {
     let mut all: Vec<Range<u64>> = lists.iter().flat_map(|l| l.iter().cloned()).collect();
     all.sort_by_key(|r| r.start);
     let mut merged: Vec<Range<u64>> = Vec::with_capacity(all.len());
@@ -346,18 +359,18 @@ mod tests {
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         let mut s = Schedule::new(&[0..3], 1, FIRST_WAIT, 0);
-        assert_eq!(s.take(a, None, &[], at(0)), Take::Batch(0));
-        assert_eq!(s.take(b, None, &[], at(0)), Take::Batch(1));
+        assert_eq!(s.take(a, None, None, at(0)), Take::Batch(0));
+        assert_eq!(s.take(b, None, None, at(0)), Take::Batch(1));
         s.finish(1, b, true, at(100)); // a batch takes 100 ms: stalled after 200 ms
-        assert_eq!(s.take(b, None, &[], at(100)), Take::Batch(2));
+        assert_eq!(s.take(b, None, None, at(100)), Take::Batch(2));
         // Nothing waits, and nothing in flight is stalled yet: c waits until a's batch 0
         // is 200 ms old.
-        assert_eq!(s.take(c, None, &[], at(150)), Take::Wait);
+        assert_eq!(s.take(c, None, None, at(150)), Take::Wait);
         assert_eq!(s.next_stall_for(c), Some(at(200)));
         // a's batch 0 is 250 ms old: c duplicates it; b's batch 2 is not stalled.
-        assert_eq!(s.take(c, None, &[], at(250)), Take::Batch(0));
+        assert_eq!(s.take(c, None, None, at(250)), Take::Batch(0));
         assert_eq!(
-            s.take(c, None, &[], at(250)),
+            s.take(c, None, None, at(250)),
             Take::Wait,
             "one copy at most"
         );
@@ -368,7 +381,7 @@ mod tests {
         );
         assert!(s.waiting.is_empty(), "a done batch is never requeued");
         s.finish(2, b, true, at(280));
-        assert_eq!(s.take(c, None, &[], at(300)), Take::Done);
+        assert_eq!(s.take(c, None, None, at(300)), Take::Done);
     }
 
     #[test]
@@ -377,8 +390,8 @@ mod tests {
         let (a, b) = (1u8, 2u8);
         let mut s = Schedule::new(&[0..2], 1, FIRST_WAIT, 0);
         let now = Instant::now();
-        assert_eq!(s.take(a, None, &[], now), Take::Batch(0));
+        assert_eq!(s.take(a, None, None, now), Take::Batch(0));
         s.finish(0, a, false, now);
-        assert_eq!(s.take(b, None, &[], now), Take::Batch(0), "requeued first");
+        assert_eq!(s.take(b, None, None, now), Take::Batch(0), "requeued first");
     }
 }

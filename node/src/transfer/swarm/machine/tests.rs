@@ -538,3 +538,61 @@ fn a_provider_that_misbehaved_is_never_forgotten_so_it_is_reported() {
         .collect();
     assert_eq!(dropped, vec![0], "{outcomes:?}");
 }
+
+/// A partial provider that found nothing to take is not searched again while the queue
+/// and its holdings stay; a batch coming back to the queue must still reach it.
+#[test]
+fn a_partial_provider_that_found_nothing_takes_a_batch_that_comes_back() {
+    let t0 = Instant::now();
+    let config = RoundConfig {
+        batch_spans: 16,
+        ..RoundConfig::default()
+    };
+    let mut round: SwarmRound<u8, String> = SwarmRound::new(&[0..32], 0.0, 1, config);
+    let (complete, partial) = (0u8, 1u8);
+    let drain = |round: &mut SwarmRound<u8, String>, now| {
+        std::iter::from_fn(|| round.poll_action(now)).collect::<Vec<_>>()
+    };
+    assert!(round.join(complete));
+    assert_eq!(
+        drain(&mut round, t0),
+        vec![Action::AskHave { peer: complete }]
+    );
+    round.have_answered(complete, Ok(Holding::Complete), t0);
+    // The complete provider takes both batches (its extra slots open at once).
+    let fetches: BTreeMap<u64, RequestId> = drain(&mut round, t0)
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Fetch { request, batch, .. } => Some((batch.start, request)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fetches.keys().copied().collect::<Vec<_>>(), vec![0, 16]);
+    // A partial provider holding the first batch joins: nothing waits for it.
+    assert!(round.join(partial));
+    assert_eq!(
+        drain(&mut round, t0),
+        vec![Action::AskHave { peer: partial }]
+    );
+    round.have_answered(partial, Ok(Holding::Spans(vec![0..16])), t0);
+    assert_eq!(drain(&mut round, t0), vec![], "nothing to take yet");
+    assert_eq!(drain(&mut round, t0), vec![], "still nothing");
+    // The complete provider's copy of the first batch fails: it is queued again, and the
+    // partial provider, which holds it, takes it.
+    let t1 = t0 + Duration::from_millis(10);
+    round.request_ended(
+        fetches[&0],
+        Outcome::Failed {
+            error: "reset".into(),
+            misbehaved: false,
+            refused: false,
+            cut_by_punch: false,
+        },
+        t1,
+    );
+    let actions = drain(&mut round, t1);
+    assert!(
+        matches!(&actions[..], [Action::Fetch { peer, batch, .. }] if *peer == partial && *batch == (0..16)),
+        "{actions:?}"
+    );
+}
