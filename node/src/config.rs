@@ -77,6 +77,7 @@ impl ConfigFile {
             save_interval: secs(d.save_interval_secs, defaults.save_interval),
             mdns: self.mdns,
             bulk: self.bulk.unwrap_or(defaults.bulk),
+            bulk_offload: self.bulk_offload.unwrap_or(defaults.bulk_offload),
             relay: self.relay_config(),
             nat: self.nat_config(),
             ..defaults

@@ -75,6 +75,28 @@ async fn a_client_without_bulk_endpoint_fetches_over_libp2p() {
     assert_eq!(stats.bulk_requests, 0, "{stats:?}");
 }
 
+fn offload(on: bool) -> DiscoveryConfig {
+    DiscoveryConfig {
+        bulk_offload: on,
+        ..DiscoveryConfig::default()
+    }
+}
+
+/// Segmentation offload (UDP GSO/GRO) changes system calls, never data: with it off on
+/// either side or both, the blob is fetched over the bulk endpoint and stored with the same
+/// verified bytes as with it on (the first test above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_with_offload_off_stores_the_same_bytes_as_with_it_on() {
+    for (seeder, client) in [(false, false), (true, false), (false, true)] {
+        let stats = fetch_with(offload(seeder), offload(client)).await;
+        assert!(stats.requests_made > 0);
+        assert_eq!(
+            stats.bulk_requests, stats.requests_made,
+            "seeder offload {seeder}, client offload {client}: {stats:?}"
+        );
+    }
+}
+
 /// A seeder started under the same key, on `store`, listening on fresh ports; returns the
 /// host and its server task (abort it, and drop the host, to stop the node).
 async fn start_seeder(key: &Keypair, store: Arc<Store>) -> (Host, tokio::task::JoinHandle<()>) {

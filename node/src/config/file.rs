@@ -93,6 +93,8 @@ pub struct ConfigFile {
     pub mdns: bool,
     /// Use the bulk-data endpoint (default: yes).
     pub bulk: Option<bool>,
+    /// Let the kernel segment and coalesce the bulk endpoint's datagrams (default: yes).
+    pub bulk_offload: Option<bool>,
     /// DHT settings.
     #[serde(default)]
     pub dht: DhtSection,

@@ -69,6 +69,9 @@ pub struct DiscoveryConfig {
     /// Carry data requests on a bulk-data endpoint beside libp2p (`net::bulk`) when the
     /// peer has one too. On by default; off, every transfer uses libp2p streams.
     pub bulk: bool,
+    /// Let the kernel segment and coalesce the bulk endpoint's datagrams (UDP GSO/GRO)
+    /// where it can. On by default; off for a NIC that mishandles them, or to measure them.
+    pub bulk_offload: bool,
     /// Bounds on the host's connections ([`crate::net::limits`]); the defaults are its
     /// named constants.
     pub connection_limits: ConnectionLimits,
@@ -99,6 +102,7 @@ impl Default for DiscoveryConfig {
             save_interval: Duration::from_secs(300),
             mdns: false,
             bulk: true,
+            bulk_offload: true,
             connection_limits: ConnectionLimits::default(),
             exempt_local_addresses: true,
             relay: RelayConfig::default(),

@@ -104,6 +104,9 @@ pub struct BulkTuning {
     pub max_udp_payload: u16,
     /// Offer AES-GCM before ChaCha20-Poly1305.
     pub prefer_aes: bool,
+    /// Let the kernel segment sends and coalesce receives (UDP GSO/GRO) where it can; off,
+    /// one datagram per system call ([`super::no_offload`]).
+    pub offload: bool,
 }
 
 impl Default for BulkTuning {
@@ -111,6 +114,7 @@ impl Default for BulkTuning {
         Self {
             max_udp_payload: BULK_MAX_UDP_PAYLOAD,
             prefer_aes: true,
+            offload: true,
         }
     }
 }
@@ -412,13 +416,15 @@ fn open_endpoint(
     } else {
         None
     };
-    quinn::Endpoint::new(
-        endpoint_config,
-        server,
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )
-    .map_err(bind_err)
+    let runtime = Arc::new(quinn::TokioRuntime);
+    let socket = if tuning.offload {
+        quinn::Runtime::wrap_udp_socket(&*runtime, socket)
+    } else {
+        super::no_offload::NoOffload::wrap(socket, &*runtime)
+    }
+    .map_err(bind_err)?;
+    quinn::Endpoint::new_with_abstract_socket(endpoint_config, server, socket, runtime)
+        .map_err(bind_err)
 }
 
 /// Windows and stream limits as on the libp2p host; MTU discovery up to the tuning's bound.

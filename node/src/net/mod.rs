@@ -10,6 +10,7 @@ mod behaviour;
 pub mod bulk;
 pub mod circuit_dials;
 pub mod limits;
+mod no_offload;
 pub mod path_bytes;
 pub mod reachability;
 pub mod relay;
@@ -365,7 +366,7 @@ impl Host {
     ) -> Result<Self, NetError> {
         let peer_id = key.public().to_peer_id();
         let (bulk, bulk_incoming) = if discovery.bulk {
-            start_bulk(&key, listen)
+            start_bulk(&key, listen, discovery.bulk_offload)
         } else {
             (None, None)
         };
@@ -699,9 +700,13 @@ impl Host {
 fn start_bulk(
     key: &Keypair,
     listen: &[Multiaddr],
+    offload: bool,
 ) -> (Option<Arc<BulkEndpoint>>, Option<BulkIncoming>) {
     let ip = listen.iter().find_map(ip_of);
-    let tuning = BulkTuning::default();
+    let tuning = BulkTuning {
+        offload,
+        ..BulkTuning::default()
+    };
     let started = match ip {
         Some(ip) => BulkEndpoint::bind(key.clone(), std::net::SocketAddr::new(ip, 0), tuning)
             .map(|(bulk, incoming)| (bulk, Some(incoming))),

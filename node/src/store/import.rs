@@ -342,7 +342,9 @@ impl Store {
                         Row::Outboard(i, bytes) => (CF_OUTBOARDS, i, bytes),
                     };
                     let cf_handle = self.cf(cf);
-                    self.write_with(unlogged(), |b| b.put_cf(cf_handle, span_key(id, i), &bytes))?;
+                    self.write_with(unlogged(), bytes.len() + 64, |b| {
+                        b.put_cf(cf_handle, span_key(id, i), &bytes)
+                    })?;
                     if cf == CF_DATA {
                         let _ = spare_tx.try_send(bytes);
                     }

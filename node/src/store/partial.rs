@@ -238,7 +238,9 @@ impl Store {
             }
             options.disable_wal(fast);
         }
-        self.write_with(options, |batch| {
+        // Each row's key, value and framing: under 64 bytes of framing and key a row.
+        let reserve = data.len() + pairs.len() + above.len() * (64 + 64) + 2 * 64;
+        self.write_with(options, reserve, |batch| {
             batch.put_cf(self.cf(CF_DATA), span_key(id, index), data);
             batch.put_cf(self.cf(CF_VERIFIED), span_key(id, index), &pairs);
             for (node, pair) in above {

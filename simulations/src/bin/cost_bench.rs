@@ -38,6 +38,32 @@ struct Args {
     /// Runs of each transfer; each figure is the median of its runs
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// What to measure (to look at one change quickly; a comparison needs its baseline too,
+    /// e.g. `get,nginx`)
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "add,get,get-no-offload,get-libp2p,nginx,gateway"
+    )]
+    parts: Vec<Part>,
+}
+
+/// One part of the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    /// `commons add` against cp + sync + b3sum
+    Add,
+    /// `commons get` over the bulk endpoint
+    Get,
+    /// `commons get` over the bulk endpoint with UDP GSO/GRO off on both sides
+    GetNoOffload,
+    /// `commons get --no-bulk` (libp2p streams)
+    GetLibp2p,
+    /// nginx over TLS and plain nginx to curl
+    Nginx,
+    /// the gateway against plain nginx
+    Gateway,
 }
 
 /// One transfer's cost: wall time and each side's CPU.
@@ -183,15 +209,23 @@ fn seed(args: &Args, dir: &Path, file: &Path) -> Result<String> {
         .context("no hash in `add --json`")?
         .to_string();
     add(file.parent().context("parent")?)?;
-    std::fs::write(
-        dir.join("config.toml"),
-        "[gateway]\nlisten = \"127.0.0.1:0\"\n",
-    )?;
+    write_config(dir, true, true)?;
     Ok(blob)
 }
 
 /// Starts a Commons seeder on the store at `dir` ([`seed`]); returns it with its ticket
 /// and its HTTP gateway's address.
+/// A node's config file: the bulk endpoint's segmentation offload on or off, and a gateway
+/// on a free loopback port if `gateway`.
+fn write_config(dir: &Path, offload: bool, gateway: bool) -> Result<()> {
+    let mut text = format!("bulk_offload = {offload}\n");
+    if gateway {
+        text.push_str("\n[gateway]\nlisten = \"127.0.0.1:0\"\n");
+    }
+    std::fs::create_dir_all(dir)?;
+    Ok(std::fs::write(dir.join("config.toml"), text)?)
+}
+
 fn start_seeder(args: &Args, dir: &Path, bulk: bool) -> Result<(Guard, String, String)> {
     let cmd = loopback_seeder(&args.commons, dir, bulk);
     let (guard, line) = start_and_read(cmd, |line| {
@@ -291,69 +325,87 @@ fn run_size(args: &Args, scratch: &Path, size_mib: u64, perf: Option<&Path>) -> 
     let _ = std::fs::remove_dir_all(&seed_dir);
     let hash = seed(args, &seed_dir, &file)?;
     let mut transfers = Vec::new();
+    let mut add_rows = Vec::new();
+    let mut gateway_rows = Vec::new();
+    let wants = |part| args.parts.contains(&part);
 
     // `add` against cp + sync + b3sum (the bound: a durable copy and a hash).
-    let add_dir = scratch.join("add");
-    let copy = scratch.join("copy.bin");
-    let alone = |cmd: &mut Command| -> Result<Cost> {
-        run_measured(&mut Command::new("sync"))?;
-        let run = run_measured(cmd.stdout(Stdio::null()).stderr(Stdio::null()))?;
-        Ok(Cost {
-            elapsed: run.elapsed,
-            server: (Duration::ZERO, Duration::ZERO),
-            client: (run.user, run.system),
-        })
-    };
-    let add = median_cost(
-        args.runs,
-        || {
-            let _ = std::fs::remove_dir_all(&add_dir);
-        },
-        || {
-            alone(
-                Command::new(&args.commons)
-                    .arg("--data-dir")
-                    .arg(&add_dir)
-                    .arg("add")
-                    .arg(&data),
-            )
-        },
-    )?;
-    let _ = std::fs::remove_dir_all(&add_dir);
-    let cp = median_cost(
-        args.runs,
-        || {
-            let _ = std::fs::remove_file(&copy);
-        },
-        || {
-            alone(
-                Command::new("sh")
-                    .args(["-c", "cp \"$0\" \"$1\" && sync && b3sum \"$1\" >/dev/null"])
-                    .arg(&file)
-                    .arg(&copy),
-            )
-        },
-    )?;
-    let _ = std::fs::remove_file(&copy);
-    let add_rows = vec![
-        Row {
-            name: "commons add".into(),
-            cost: add,
-        },
-        Row {
-            name: "cp + sync + b3sum".into(),
-            cost: cp,
-        },
-    ];
+    if wants(Part::Add) {
+        let add_dir = scratch.join("add");
+        let copy = scratch.join("copy.bin");
+        let alone = |cmd: &mut Command| -> Result<Cost> {
+            run_measured(&mut Command::new("sync"))?;
+            let run = run_measured(cmd.stdout(Stdio::null()).stderr(Stdio::null()))?;
+            Ok(Cost {
+                elapsed: run.elapsed,
+                server: (Duration::ZERO, Duration::ZERO),
+                client: (run.user, run.system),
+            })
+        };
+        let add = median_cost(
+            args.runs,
+            || {
+                let _ = std::fs::remove_dir_all(&add_dir);
+            },
+            || {
+                alone(
+                    Command::new(&args.commons)
+                        .arg("--data-dir")
+                        .arg(&add_dir)
+                        .arg("add")
+                        .arg(&data),
+                )
+            },
+        )?;
+        let _ = std::fs::remove_dir_all(&add_dir);
+        let cp = median_cost(
+            args.runs,
+            || {
+                let _ = std::fs::remove_file(&copy);
+            },
+            || {
+                alone(
+                    Command::new("sh")
+                        .args(["-c", "cp \"$0\" \"$1\" && sync && b3sum \"$1\" >/dev/null"])
+                        .arg(&file)
+                        .arg(&copy),
+                )
+            },
+        )?;
+        let _ = std::fs::remove_file(&copy);
+        add_rows.extend([
+            Row {
+                name: "commons add".into(),
+                cost: add,
+            },
+            Row {
+                name: "cp + sync + b3sum".into(),
+                cost: cp,
+            },
+        ]);
+    }
 
-    for (bulk, name) in [
-        (true, "commons get (bulk endpoint)"),
-        (false, "commons get (libp2p streams, `--no-bulk`)"),
+    for (part, name) in [
+        (Part::Get, "commons get (bulk endpoint)"),
+        (
+            Part::GetNoOffload,
+            "commons get (bulk endpoint, no GSO/GRO)",
+        ),
+        (Part::GetLibp2p, "commons get (libp2p streams, `--no-bulk`)"),
     ] {
+        if !wants(part) {
+            continue;
+        }
+        let (bulk, offload) = (part != Part::GetLibp2p, part != Part::GetNoOffload);
+        write_config(&seed_dir, offload, true)?;
+        let fetch_config = scratch.join("fetch-config");
+        write_config(&fetch_config, offload, false)?;
         let (seeder, ticket, _) = start_seeder(args, &seed_dir, bulk)?;
         let get = || {
             let mut c = Command::new(&args.commons);
-            c.arg("--data-dir").arg(&fetch_dir).args(["get", &ticket]);
+            c.arg("--data-dir").arg(&fetch_dir);
+            c.arg("--config").arg(fetch_config.join("config.toml"));
+            c.args(["get", &ticket]);
             c
         };
         let cost = median_cost(
@@ -363,11 +415,12 @@ fn run_size(args: &Args, scratch: &Path, size_mib: u64, perf: Option<&Path>) -> 
             },
             || measure(seeder.0.id(), &mut get()),
         )?;
+        write_config(&seed_dir, true, true)?;
         transfers.push(Row {
             name: name.into(),
             cost,
         });
-        if let (Some(perf), true) = (perf, bulk) {
+        if let (Some(perf), Part::Get) = (perf, part) {
             let _ = std::fs::remove_dir_all(&fetch_dir);
             let recording = perf_attach(seeder.0.id(), &perf.join("seeder.data"))?;
             perf_client(&mut get(), &perf.join("fetcher.data"))?;
@@ -383,6 +436,9 @@ fn run_size(args: &Args, scratch: &Path, size_mib: u64, perf: Option<&Path>) -> 
         (true, "nginx TLS → curl"),
         (false, "nginx (sendfile) → curl"),
     ] {
+        if !wants(Part::Nginx) {
+            continue;
+        }
         let server = if tls {
             format!(
                 "listen 127.0.0.1:18443 ssl; root {}; ssl_certificate {}; ssl_certificate_key {};",
@@ -421,8 +477,7 @@ fn run_size(args: &Args, scratch: &Path, size_mib: u64, perf: Option<&Path>) -> 
     }
 
     // The gateway against plain nginx, both to curl.
-    let mut gateway_rows = Vec::new();
-    {
+    if wants(Part::Gateway) {
         let (seeder, _, gateway) = start_seeder(args, &seed_dir, true)?;
         let url = format!("{gateway}/blob/{hash}");
         let cost = median_cost(
@@ -469,24 +524,27 @@ fn run_size(args: &Args, scratch: &Path, size_mib: u64, perf: Option<&Path>) -> 
         "\n## {size_mib} MiB over loopback (median of {} runs each, same machine, same run)",
         args.runs
     );
-    print_table(
-        "Serving and fetching (server: seeder or nginx; client: commons get or curl)",
-        bytes,
-        &transfers,
-        "nginx TLS",
-    );
-    print_table(
-        "HTTP gateway (server: the node)",
-        bytes,
-        &gateway_rows,
-        "nginx (sendfile)",
-    );
-    print_table(
-        "Adding (client: the command)",
-        bytes,
-        &add_rows,
-        "cp + sync + b3sum",
-    );
+    for (title, rows, base) in [
+        (
+            "Serving and fetching (server: seeder or nginx; client: commons get or curl)",
+            &transfers,
+            "nginx TLS",
+        ),
+        (
+            "HTTP gateway (server: the node)",
+            &gateway_rows,
+            "nginx (sendfile)",
+        ),
+        (
+            "Adding (client: the command)",
+            &add_rows,
+            "cp + sync + b3sum",
+        ),
+    ] {
+        if !rows.is_empty() {
+            print_table(title, bytes, rows, base);
+        }
+    }
     Ok(())
 }
 

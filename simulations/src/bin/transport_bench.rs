@@ -169,15 +169,42 @@ async fn main() -> Result<()> {
         "libp2p host (libp2p-quic: 1,472-byte datagrams, ChaCha20)".into(),
         median(times),
     ));
-    for (max_udp_payload, prefer_aes, label) in [
-        (1472, false, "bulk endpoint, 1,472-byte datagrams, ChaCha20"),
-        (1472, true, "bulk endpoint, 1,472-byte datagrams, AES-GCM"),
-        (65_527, false, "bulk endpoint, 64 KiB datagrams, ChaCha20"),
-        (65_527, true, "bulk endpoint, 64 KiB datagrams, AES-GCM"),
+    for (max_udp_payload, prefer_aes, offload, label) in [
+        (
+            1472,
+            false,
+            true,
+            "bulk endpoint, 1,472-byte datagrams, ChaCha20",
+        ),
+        (
+            1472,
+            true,
+            true,
+            "bulk endpoint, 1,472-byte datagrams, AES-GCM",
+        ),
+        (
+            1472,
+            true,
+            false,
+            "bulk endpoint, 1,472-byte datagrams, AES-GCM, no GSO/GRO",
+        ),
+        (
+            65_527,
+            false,
+            true,
+            "bulk endpoint, 64 KiB datagrams, ChaCha20",
+        ),
+        (
+            65_527,
+            true,
+            true,
+            "bulk endpoint, 64 KiB datagrams, AES-GCM",
+        ),
     ] {
         let tuning = BulkTuning {
             max_udp_payload,
             prefer_aes,
+            offload,
         };
         let label = if tuning == BulkTuning::default() {
             format!("{label} (the default)")
