@@ -97,7 +97,8 @@ pub enum BulkError {
     },
 }
 
-/// Knobs the transport benchmark varies; nodes use [`BulkTuning::default`].
+/// Knobs the transport benchmark varies; nodes use [`BulkTuning::default`] with `offload`
+/// from their config (`bulk_offload`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BulkTuning {
     /// Largest UDP payload (MTU discovery's upper bound).
@@ -105,7 +106,7 @@ pub struct BulkTuning {
     /// Offer AES-GCM before ChaCha20-Poly1305.
     pub prefer_aes: bool,
     /// Let the kernel segment sends and coalesce receives (UDP GSO/GRO) where it can; off,
-    /// one datagram per system call ([`super::no_offload`]).
+    /// one datagram per send call and none coalesced ([`super::no_offload`]).
     pub offload: bool,
 }
 

@@ -76,8 +76,8 @@ impl Store {
     /// Writes the batch `build` fills, building it again for each attempt (no copy kept:
     /// for the bulk writes of data rows). The batch starts with room for `reserve` bytes:
     /// a batch that outgrows its buffer moves into one twice the size, which for a span of
-    /// data is a copy of the span and fresh pages for it (a third of the fetcher's page
-    /// faults, `make cost-bench`).
+    /// data is a copy of the span and fresh pages for it (more than half of the fetcher's
+    /// page faults, `docs/benchmarks.md`).
     pub(super) fn write_with(
         &self,
         mut options: WriteOptions,

@@ -213,8 +213,6 @@ fn seed(args: &Args, dir: &Path, file: &Path) -> Result<String> {
     Ok(blob)
 }
 
-/// Starts a Commons seeder on the store at `dir` ([`seed`]); returns it with its ticket
-/// and its HTTP gateway's address.
 /// A node's config file: the bulk endpoint's segmentation offload on or off, and a gateway
 /// on a free loopback port if `gateway`.
 fn write_config(dir: &Path, offload: bool, gateway: bool) -> Result<()> {
@@ -226,6 +224,8 @@ fn write_config(dir: &Path, offload: bool, gateway: bool) -> Result<()> {
     Ok(std::fs::write(dir.join("config.toml"), text)?)
 }
 
+/// Starts a Commons seeder on the store at `dir` ([`seed`]); returns it with its ticket
+/// and its HTTP gateway's address.
 fn start_seeder(args: &Args, dir: &Path, bulk: bool) -> Result<(Guard, String, String)> {
     let cmd = loopback_seeder(&args.commons, dir, bulk);
     let (guard, line) = start_and_read(cmd, |line| {
