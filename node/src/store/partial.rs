@@ -238,7 +238,8 @@ impl Store {
             }
             options.disable_wal(fast);
         }
-        // Each row's key, value and framing: under 64 bytes of framing and key a row.
+        // The rows' values, plus at most 64 bytes of key and framing per row (an `above`
+        // row's value is 64 bytes).
         let reserve = data.len() + pairs.len() + above.len() * (64 + 64) + 2 * 64;
         self.write_with(options, reserve, |batch| {
             batch.put_cf(self.cf(CF_DATA), span_key(id, index), data);
