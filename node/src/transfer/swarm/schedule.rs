@@ -5,7 +5,6 @@
 use std::{
     collections::{BTreeSet, VecDeque},
     ops::Range,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -314,8 +313,8 @@ pub(crate) fn intersect(a: &[Range<u64>], b: &[Range<u64>]) -> Vec<Range<u64>> {
 /// The union of sorted span-range lists, sorted and merged. Whether a batch lacks a span
 /// some partial provider holds is whether it lacks one in their union: one search per
 /// batch, not one per batch and provider (a third of the scale model's time before).
-pub(crate) fn union(lists: &[Arc<Vec<Range<u64>>>]) -> Vec<Range<u64>> {
-    let mut all: Vec<Range<u64>> = lists.iter().flat_map(|l| l.iter().cloned()).collect();
+pub(crate) fn union<'a>(lists: impl IntoIterator<Item = &'a [Range<u64>]>) -> Vec<Range<u64>> {
+    let mut all: Vec<Range<u64>> = lists.into_iter().flatten().cloned().collect();
     all.sort_by_key(|r| r.start);
     let mut merged: Vec<Range<u64>> = Vec::with_capacity(all.len());
     for r in all.into_iter().filter(|r| r.start < r.end) {
@@ -336,13 +335,12 @@ mod tests {
     #[test]
     #[allow(clippy::single_range_in_vec_init)] // lists of span ranges, not ranges of values
     fn what_partial_providers_hold_together_is_one_sorted_list() {
-        let lists = [
-            Arc::new(vec![0..2, 10..12]),
-            Arc::new(vec![2..4, 5..6, 11..15]),
-            Arc::new(vec![7..7]),
-        ];
-        assert_eq!(union(&lists), vec![0..4, 5..6, 10..15]);
-        assert!(union(&[]).is_empty());
+        let lists = [vec![0..2, 10..12], vec![2..4, 5..6, 11..15], vec![7..7]];
+        assert_eq!(
+            union(lists.iter().map(|l| l.as_slice())),
+            vec![0..4, 5..6, 10..15]
+        );
+        assert!(union([]).is_empty());
     }
 
     #[test]
