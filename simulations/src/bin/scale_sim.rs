@@ -20,7 +20,9 @@ use commons_simulations::{
     percentile, plot,
     scale::{
         dht,
-        swarm::{run, Admission, NodeResult, NodeSpec, Scenario, SimResult, EVENT_KINDS},
+        swarm::{
+            run, run_reporting, Admission, NodeResult, NodeSpec, Scenario, SimResult, EVENT_KINDS,
+        },
     },
     sorted,
 };
@@ -74,6 +76,8 @@ struct Args {
 
 /// The store's span.
 const SPAN: u64 = 256 * 1024;
+/// Events between a flash-crowd run's progress lines.
+const PROGRESS_EVENTS: u64 = 10_000_000;
 /// Payload a `tbf rate 100mbit` link carried in the lab: the one-seeder baseline moved
 /// 94 Mbit/s of payload (docs/benchmarks.md, swarm lab).
 const LAB_LINK: f64 = 100e6 / 8.0 * 0.94;
@@ -542,7 +546,17 @@ fn main() -> Result<()> {
         s.span_bytes = ((args.size_mib << 20) / args.study_spans.max(1)).max(SPAN);
         s.spans = (args.size_mib << 20).div_ceil(s.span_bytes);
         let started = Instant::now();
-        let r = run(&s);
+        // A progress line on stderr every 10 M events (a 10,000-mirror run takes minutes).
+        let r = run_reporting(&s, PROGRESS_EVENTS, |p| {
+            eprintln!(
+                "  {} mirrors: {:.0} s of virtual time, {} M events, {} done, {:.0} s",
+                thousands(n),
+                p.now.as_secs_f64(),
+                p.events / 1_000_000,
+                thousands(p.holders - 1),
+                started.elapsed().as_secs_f64()
+            )
+        });
         let wall = started.elapsed().as_secs_f64();
         let mut done: Vec<f64> = r.nodes[1..].iter().map(|x| secs(x.done_at)).collect();
         done.sort_by(f64::total_cmp);

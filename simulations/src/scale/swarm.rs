@@ -391,7 +391,23 @@ struct Node {
 
 /// Runs `scenario`.
 pub fn run(scenario: &Scenario) -> SimResult {
-    Sim::new(scenario).run()
+    run_reporting(scenario, 0, |_| {})
+}
+
+/// How far a run has got, for a progress line on a long one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    /// Virtual time.
+    pub now: Duration,
+    /// Events processed.
+    pub events: u64,
+    /// Nodes holding the whole blob (seeders included).
+    pub holders: usize,
+}
+
+/// Runs `scenario`, handing `report` the run's progress every `every` events (never if 0).
+pub fn run_reporting(scenario: &Scenario, every: u64, report: impl FnMut(Progress)) -> SimResult {
+    Sim::new(scenario).run(every, report)
 }
 
 struct Sim<'a> {
@@ -483,7 +499,7 @@ impl<'a> Sim<'a> {
         2 * (self.s.nodes[a as usize].latency + self.s.nodes[b as usize].latency)
     }
 
-    fn run(mut self) -> SimResult {
+    fn run(mut self, every: u64, mut report: impl FnMut(Progress)) -> SimResult {
         for (i, spec) in self.s.nodes.iter().enumerate() {
             if !spec.seeds {
                 self.at(spec.starts_at, Event::Start(i as u32));
@@ -505,6 +521,13 @@ impl<'a> Sim<'a> {
             self.events += 1;
             self.events_by_kind[event.kind()] += 1;
             self.handle(event);
+            if every > 0 && self.events.is_multiple_of(every) {
+                report(Progress {
+                    now: self.now,
+                    events: self.events,
+                    holders: self.announced.len(),
+                });
+            }
         }
         SimResult {
             nodes: self.nodes.into_iter().map(|n| n.result).collect(),
@@ -1333,6 +1356,28 @@ mod tests {
         assert!(done < Duration::from_millis(1900), "{done:?}");
         assert!(a.nodes[..4].iter().all(|n| n.sent >= 12 << 20), "{a:?}");
         assert_eq!(a, run(&s), "deterministic for a seed");
+    }
+
+    #[test]
+    fn a_run_reports_its_progress_every_so_many_events_without_changing_it() {
+        let mut nodes = vec![node(10.0, true)];
+        nodes.extend((0..4).map(|_| node(10.0, false)));
+        let s = scenario(nodes, 9);
+        let mut reports = Vec::new();
+        let r = run_reporting(&s, 50, |p| reports.push(p));
+        assert_eq!(r, run(&s), "reporting changes nothing");
+        assert_eq!(reports.len() as u64, r.events / 50, "{reports:?}");
+        for (i, p) in reports.iter().enumerate() {
+            assert_eq!(p.events, 50 * (i as u64 + 1));
+        }
+        assert!(reports
+            .windows(2)
+            .all(|w| w[0].now <= w[1].now && w[0].holders <= w[1].holders));
+        assert!(
+            reports[0].holders >= 1,
+            "the seeder holds it from the start"
+        );
+        assert!(reports.last().expect("reports").holders <= 5);
     }
 
     #[test]
