@@ -401,7 +401,8 @@ pub struct Progress {
     pub now: Duration,
     /// Events processed.
     pub events: u64,
-    /// Nodes holding the whole blob (seeders included).
+    /// Nodes that hold the whole blob and announced it: seeders included, and nodes that
+    /// died after announcing still counted (as in what a lookup finds).
     pub holders: usize,
 }
 
