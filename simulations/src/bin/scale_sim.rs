@@ -548,11 +548,18 @@ fn main() -> Result<()> {
         let started = Instant::now();
         // A progress line on stderr every 10 M events (a 10,000-mirror run takes minutes).
         let r = run_reporting(&s, PROGRESS_EVENTS, |p| {
+            let kinds: Vec<String> = EVENT_KINDS
+                .iter()
+                .zip(p.events_by_kind)
+                .filter(|(_, count)| *count > 0)
+                .map(|(kind, count)| format!("{kind} {:.1}", count as f64 / 1e6))
+                .collect();
             eprintln!(
-                "  {} mirrors: {:.0} s of virtual time, {} M events, {} done, {:.0} s",
+                "  {} mirrors: {:.0} s of virtual time, {} M events ({}), {} done, {:.0} s",
                 thousands(n),
                 p.now.as_secs_f64(),
                 p.events / 1_000_000,
+                kinds.join(", "),
                 thousands(p.holders - 1),
                 started.elapsed().as_secs_f64()
             )

@@ -404,6 +404,8 @@ pub struct Progress {
     /// Nodes that hold the whole blob and announced it: seeders included, and nodes that
     /// died after announcing still counted (as in what a lookup finds).
     pub holders: usize,
+    /// Events processed so far by kind (see [`EVENT_KINDS`]).
+    pub events_by_kind: [u64; EVENT_KINDS.len()],
 }
 
 /// Runs `scenario`, handing `report` the run's progress every `every` events (never if 0).
@@ -527,6 +529,7 @@ impl<'a> Sim<'a> {
                     now: self.now,
                     events: self.events,
                     holders: self.announced.len(),
+                    events_by_kind: self.events_by_kind,
                 });
             }
         }
@@ -1370,7 +1373,14 @@ mod tests {
         assert_eq!(reports.len() as u64, r.events / 50, "{reports:?}");
         for (i, p) in reports.iter().enumerate() {
             assert_eq!(p.events, 50 * (i as u64 + 1));
+            assert_eq!(p.events_by_kind.iter().sum::<u64>(), p.events, "{p:?}");
         }
+        let last = reports.last().expect("reports").events_by_kind;
+        assert!(
+            last.iter().zip(r.events_by_kind).all(|(l, r)| *l <= r),
+            "counts so far never pass the run's: {last:?}, {:?}",
+            r.events_by_kind
+        );
         assert!(reports
             .windows(2)
             .all(|w| w[0].now <= w[1].now && w[0].holders <= w[1].holders));
