@@ -34,7 +34,7 @@ use crate::{
     node::{Network, Node},
     progress::{Progress, ProgressEvent},
     store::{BlobState, StoreError},
-    transfer::{ask_holders, swarm_blob, FetchError, PeerFeed, RateLimit},
+    transfer::{ask_holders, swarm_blob, FetchError, FoundProvider, PeerFeed, RateLimit},
 };
 
 /// Providers asked of the DHT per lookup; more come through the holder exchange.
@@ -805,7 +805,7 @@ async fn refresh_holders(
     mut asked: Vec<PeerId>,
     mut known: KnownHolders<PeerId>,
     found: &std::sync::Mutex<Vec<PeerAddrs>>,
-    joining: tokio::sync::mpsc::Sender<PeerId>,
+    joining: tokio::sync::mpsc::Sender<FoundProvider>,
 ) -> std::convert::Infallible {
     known.insert(host.peer_id());
     let mut next = 0;
@@ -844,8 +844,13 @@ async fn refresh_holders(
                 .is_ok()
             {
                 tracing::debug!(peer = %holder.peer, %root, "holder found while fetching");
-                // Full: the holder still joins the pool when this round ends.
-                let _ = joining.try_send(holder.peer);
+                // Channel full, or a full round not taking a holder the exchange named
+                // (`SwarmRound::offer`): the holder still joins the pool when this round
+                // ends.
+                let _ = joining.try_send(FoundProvider {
+                    peer: holder.peer,
+                    complete: announced,
+                });
                 if new {
                     asked.push(holder.peer);
                     found.lock().unwrap_or_else(|e| e.into_inner()).push(holder);

@@ -29,6 +29,6 @@ pub use stats::{PeerStats, TransferStats, MAX_STATS_PEERS};
 /// simulator).
 pub use swarm::machine as swarm_machine;
 pub use swarm::{
-    swarm_blob, PeerFeed, SwarmError, SwarmReport, BATCH_SPANS, MAX_ROUNDS, MAX_SWARM_PEERS,
-    REQUESTS_PER_PEER,
+    swarm_blob, FoundProvider, PeerFeed, SwarmError, SwarmReport, BATCH_SPANS, MAX_ROUNDS,
+    MAX_SWARM_PEERS, REQUESTS_PER_PEER,
 };

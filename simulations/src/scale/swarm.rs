@@ -1243,7 +1243,7 @@ impl<'a> Sim<'a> {
                 let new = get.learn(holder);
                 if new || announced {
                     if let Some(round) = &mut n.round {
-                        joined |= round.join(holder);
+                        joined |= round.offer(holder, announced);
                     }
                 }
             }

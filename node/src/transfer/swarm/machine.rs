@@ -19,7 +19,10 @@
 //! the round when it has had nothing to give for twice `have_refresh`. At most `max_peers`
 //! providers take part at once; one that joins a full round is asked what it holds, and
 //! takes the place of a partial provider if it holds the whole blob (so a round of slow
-//! partial providers does not keep out a complete one found later), or leaves if not.
+//! partial providers does not keep out a complete one found later), or leaves if not. A
+//! provider found while the round runs is offered ([`SwarmRound::offer`]): a full round
+//! takes only one the DHT named (so holding the whole blob), not one the holder exchange
+//! named.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -314,6 +317,22 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
         });
         self.actions.push_back(Action::AskHave { peer });
         true
+    }
+
+    /// A provider found while the round runs joins: one named as holding the whole blob
+    /// (`complete`: announced in the DHT) as [`Self::join`] says; one the holder exchange
+    /// named (often still fetching) only if the round has room. In a full round such a
+    /// provider would be asked what it holds, at best to be told to leave, and in a crowd
+    /// every fetcher learns the same holders: in the 100,000-mirror model's first 35 s, 12 M
+    /// of its 20 M events were such asks (`docs/benchmarks.md`, "Stop 39"). One not taken
+    /// stays known to the fetch, which dials it for a later round. `false` if it did not
+    /// join.
+    pub fn offer(&mut self, peer: P, complete: bool) -> bool {
+        let taking_part = self.peers.iter().filter(|p| p.taking_part()).count();
+        if !complete && taking_part >= self.config.max_peers {
+            return false;
+        }
+        self.join(peer)
     }
 
     /// Forgets a provider that left or was dropped for an honest failure (busy, gone) and

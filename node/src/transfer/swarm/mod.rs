@@ -96,11 +96,21 @@ const MAX_HAVE_REFRESH: Duration = Duration::from_secs(8);
 
 /// Providers that join a blob's fetch while it runs (from the holder exchange); a feed
 /// that never yields is [`PeerFeed::none`].
-pub struct PeerFeed(Option<tokio::sync::mpsc::Receiver<PeerId>>);
+pub struct PeerFeed(Option<tokio::sync::mpsc::Receiver<FoundProvider>>);
+
+/// A provider found while a blob is fetched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FoundProvider {
+    /// The provider.
+    pub peer: PeerId,
+    /// Named by the DHT (announced, so it holds the whole blob), not by the holder
+    /// exchange (see [`machine::SwarmRound::offer`]).
+    pub complete: bool,
+}
 
 impl PeerFeed {
     /// A feed fed by `rx`.
-    pub fn new(rx: tokio::sync::mpsc::Receiver<PeerId>) -> Self {
+    pub fn new(rx: tokio::sync::mpsc::Receiver<FoundProvider>) -> Self {
         Self(Some(rx))
     }
 
@@ -110,7 +120,7 @@ impl PeerFeed {
     }
 
     /// The next provider to join; pends forever once the feed is empty and closed.
-    async fn next(&mut self) -> PeerId {
+    async fn next(&mut self) -> FoundProvider {
         if let Some(rx) = &mut self.0 {
             if let Some(peer) = rx.recv().await {
                 return peer;
@@ -451,8 +461,9 @@ impl Round<'_> {
                     }
                     None => {}
                 },
-                peer = feed.next() => {
-                    if peer != me && !shunned.contains(&peer) && machine.join(peer) {
+                found = feed.next() => {
+                    let peer = found.peer;
+                    if peer != me && !shunned.contains(&peer) && machine.offer(peer, found.complete) {
                         tracing::debug!(%peer, hash = %self.hash, "provider joins the fetch");
                     }
                 }

@@ -481,6 +481,41 @@ fn a_full_round_admits_no_one_when_no_partial_provider_could_be_replaced() {
 }
 
 #[test]
+fn a_full_round_asks_only_complete_providers_found_later_and_one_with_room_asks_any() {
+    let t0 = Instant::now();
+    let config = RoundConfig {
+        max_peers: 2,
+        ..RoundConfig::default()
+    };
+    let mut m: SwarmRound<u8, String> = SwarmRound::new(&[0..64], 0.0, 0, config);
+    assert!(m.offer(0, false), "room: a holder the exchange named joins");
+    assert!(m.offer(1, true));
+    m.have_answered(0, Ok(Holding::Spans(vec![0..32])), t0);
+    m.have_answered(1, Ok(Holding::Complete), t0);
+    let mut asked = Vec::new();
+    let drain = |m: &mut SwarmRound<u8, String>, asked: &mut Vec<u8>| {
+        while let Some(a) = m.poll_action(t0) {
+            if let Action::AskHave { peer } = a {
+                asked.push(peer);
+            }
+        }
+    };
+    drain(&mut m, &mut asked);
+    assert_eq!(asked, [0, 1]);
+    asked.clear();
+    // Full, with a partial provider a complete one could replace.
+    assert!(!m.offer(2, false), "an exchange-named holder is not asked");
+    drain(&mut m, &mut asked);
+    assert!(asked.is_empty(), "{asked:?}");
+    assert!(
+        m.offer(3, true),
+        "one the DHT named is asked, to take 0's place"
+    );
+    drain(&mut m, &mut asked);
+    assert_eq!(asked, [3]);
+}
+
+#[test]
 fn an_idle_partial_provider_is_asked_less_and_less_often() {
     // It holds nothing needed; a slow complete provider keeps the round going for 64 s.
     let peers = [stalled(Vec::new()), honest(1.0)];
