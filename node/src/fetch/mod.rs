@@ -844,9 +844,9 @@ async fn refresh_holders(
                 .is_ok()
             {
                 tracing::debug!(peer = %holder.peer, %root, "holder found while fetching");
-                // Channel full, or a full round not taking a holder the exchange named
-                // (`SwarmRound::offer`): the holder still joins the pool when this round
-                // ends.
+                // A new holder the swarm does not take now (the channel full, or a full
+                // round, `SwarmRound::offer`) still joins the fetch's pool when this
+                // blob's swarm ends.
                 let _ = joining.try_send(FoundProvider {
                     peer: holder.peer,
                     complete: announced,

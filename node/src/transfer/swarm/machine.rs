@@ -324,9 +324,12 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
     /// named (often still fetching) only if the round has room. In a full round such a
     /// provider would be asked what it holds, at best to be told to leave, and in a crowd
     /// every fetcher learns the same holders: in the 100,000-mirror model's first 35 s, 12 M
-    /// of its 20 M events were such asks (`docs/benchmarks.md`, "Stop 39"). One not taken
-    /// stays known to the fetch, which dials it for a later round. `false` if it did not
-    /// join.
+    /// of its 20 M events were `Have` asks, nearly all answered "nothing held"
+    /// (`docs/benchmarks.md`, "Stop 39"). One not taken stays known to the fetch, which
+    /// dials it once this blob's swarm ends without the blob, or for its next blob. So a
+    /// complete holder only the exchange named no longer takes a slow partial provider's
+    /// place: it waits for the DHT's next answer (`PROVIDERS_REFRESH`). `false` if it did
+    /// not join.
     pub fn offer(&mut self, peer: P, complete: bool) -> bool {
         let taking_part = self.peers.iter().filter(|p| p.taking_part()).count();
         if !complete && taking_part >= self.config.max_peers {

@@ -15,8 +15,8 @@
 //! we need), and a partial one is given only batches it holds spans of, and asked only for
 //! those spans. Each fetcher walks the blob's batches from its own starting point (derived
 //! from its peer id), so peers fetching together from one seeder hold different parts
-//! early and can trade them. Providers found while the blob is being fetched (through the
-//! holder exchange) join through a [`PeerFeed`].
+//! early and can trade them. Providers found while the blob is being fetched (by the
+//! holder exchange, or the DHT asked again) are offered through a [`PeerFeed`].
 
 pub mod machine;
 mod schedule;
@@ -78,7 +78,8 @@ const MAX_PEER_FAILURES: u32 = 2;
 /// Scheduling rounds per blob: a round ends when no slot can take more work.
 pub const MAX_ROUNDS: usize = 16;
 /// Providers one blob is fetched from at once. One found mid-fetch joins while there is
-/// room; when there is none, it takes a partial provider's place if it holds the whole blob.
+/// room; when there is none, one the DHT named (so holding the whole blob) takes a partial
+/// provider's place ([`machine::SwarmRound::offer`]).
 pub const MAX_SWARM_PEERS: usize = 8;
 /// Providers one scheduling round keeps (taking part, left, or dropped): bounds the round's
 /// memory and per-poll work however many holders the exchange brings. When it is reached, a
@@ -94,8 +95,8 @@ const HAVE_REFRESH: Duration = Duration::from_secs(1);
 /// within seconds.
 const MAX_HAVE_REFRESH: Duration = Duration::from_secs(8);
 
-/// Providers that join a blob's fetch while it runs (from the holder exchange); a feed
-/// that never yields is [`PeerFeed::none`].
+/// Providers offered to a blob's fetch while it runs (from the holder exchange and the
+/// DHT); a feed that never yields is [`PeerFeed::none`].
 pub struct PeerFeed(Option<tokio::sync::mpsc::Receiver<FoundProvider>>);
 
 /// A provider found while a blob is fetched.

@@ -487,7 +487,7 @@ fn a_full_round_asks_only_complete_providers_found_later_and_one_with_room_asks_
         max_peers: 2,
         ..RoundConfig::default()
     };
-    let mut m: SwarmRound<u8, String> = SwarmRound::new(&[0..64], 0.0, 0, config);
+    let mut m: SwarmRound<u8, String> = SwarmRound::new(&[0..64], 0.0, 0, config.clone());
     assert!(m.offer(0, false), "room: a holder the exchange named joins");
     assert!(m.offer(1, true));
     m.have_answered(0, Ok(Holding::Spans(vec![0..32])), t0);
@@ -513,6 +513,11 @@ fn a_full_round_asks_only_complete_providers_found_later_and_one_with_room_asks_
     );
     drain(&mut m, &mut asked);
     assert_eq!(asked, [3]);
+    // Room is counted among those taking part: a dropped provider leaves a place.
+    let mut m: SwarmRound<u8, String> = SwarmRound::new(&[0..64], 0.0, 0, config);
+    assert!(m.offer(0, false) && m.offer(1, true));
+    m.have_answered(0, Err(("gone".to_string(), false)), t0);
+    assert!(m.offer(2, false), "0 was dropped: there is room");
 }
 
 #[test]
