@@ -281,8 +281,7 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
         if earlier.is_some_and(|i| !self.peers[i].forgettable()) {
             return false;
         }
-        let taking_part = self.peers.iter().filter(|p| p.taking_part()).count();
-        let candidate = taking_part >= self.config.max_peers;
+        let candidate = self.is_full();
         if self.schedule.undone() == 0
             || (candidate && !self.peers.iter().any(|p| p.taking_part() && p.partial()))
             || (earlier.is_none()
@@ -331,11 +330,16 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
     /// place: it waits for the DHT's next answer (`PROVIDERS_REFRESH`). `false` if it did
     /// not join.
     pub fn offer(&mut self, peer: P, complete: bool) -> bool {
-        let taking_part = self.peers.iter().filter(|p| p.taking_part()).count();
-        if !complete && taking_part >= self.config.max_peers {
+        if !complete && self.is_full() {
             return false;
         }
         self.join(peer)
+    }
+
+    /// As many providers take part as may (`max_peers`): a newcomer joins only as a
+    /// candidate for a partial provider's place.
+    fn is_full(&self) -> bool {
+        self.peers.iter().filter(|p| p.taking_part()).count() >= self.config.max_peers
     }
 
     /// Forgets a provider that left or was dropped for an honest failure (busy, gone) and
