@@ -71,6 +71,7 @@ swarm-lab: deps build
 ## swarm-lab-flash: network namespaces (root): flash crowd, 1 seeder + 10 leechers vs nginx, 256 MiB;
 ## writes swarm-lab-flash.svg
 swarm-lab-flash: deps build
+	command -v nginx >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx curl; }
 	$(SUDO) "$(CARGO_TARGET_DIR)/release/swarm-lab" --commons "$(CARGO_TARGET_DIR)/release/commons" --flash --size-mib 256
 
 ## nat-lab: network namespaces (root): relays, cone and symmetric NATs, a site without UDP;
