@@ -849,7 +849,7 @@ async fn refresh_holders(
                 // blob's swarm ends.
                 let _ = joining.try_send(FoundProvider {
                     peer: holder.peer,
-                    complete: announced,
+                    announced,
                 });
                 if new {
                     asked.push(holder.peer);

@@ -21,7 +21,7 @@
 //! takes the place of a partial provider if it holds the whole blob (so a round of slow
 //! partial providers does not keep out a complete one found later), or leaves if not. A
 //! provider found while the round runs is offered ([`SwarmRound::offer`]): a full round
-//! takes only one the DHT named (so holding the whole blob), not one the holder exchange
+//! asks only one the DHT named (likely to hold the whole blob), not one the holder exchange
 //! named.
 
 use std::{
@@ -318,9 +318,10 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
         true
     }
 
-    /// A provider found while the round runs joins: one named as holding the whole blob
-    /// (`complete`: announced in the DHT) as [`Self::join`] says; one the holder exchange
-    /// named (often still fetching) only if the round has room. In a full round such a
+    /// A provider found while the round runs joins: one the DHT named (`announced`: it
+    /// holds the whole blob, or for a dataset at least its manifest) as [`Self::join`] says,
+    /// so a full round asks it what it holds and it stays only if complete; one the holder
+    /// exchange named (often still fetching) only if the round has room. In a full round such a
     /// provider would be asked what it holds, at best to be told to leave, and in a crowd
     /// every fetcher learns the same holders: in the 100,000-mirror model's first 35 s, 12 M
     /// of its 20 M events were `Have` asks, nearly all answered "nothing held"
@@ -329,8 +330,8 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
     /// complete holder only the exchange named no longer takes a slow partial provider's
     /// place: it waits for the DHT's next answer (`PROVIDERS_REFRESH`). `false` if it did
     /// not join.
-    pub fn offer(&mut self, peer: P, complete: bool) -> bool {
-        if !complete && self.is_full() {
+    pub fn offer(&mut self, peer: P, announced: bool) -> bool {
+        if !announced && self.is_full() {
             return false;
         }
         self.join(peer)

@@ -78,7 +78,7 @@ const MAX_PEER_FAILURES: u32 = 2;
 /// Scheduling rounds per blob: a round ends when no slot can take more work.
 pub const MAX_ROUNDS: usize = 16;
 /// Providers one blob is fetched from at once. One found mid-fetch joins while there is
-/// room; when there is none, one the DHT named (so holding the whole blob) takes a partial
+/// room; when there is none, one the DHT named that holds the whole blob takes a partial
 /// provider's place ([`machine::SwarmRound::offer`]).
 pub const MAX_SWARM_PEERS: usize = 8;
 /// Providers one scheduling round keeps (taking part, left, or dropped): bounds the round's
@@ -104,9 +104,10 @@ pub struct PeerFeed(Option<tokio::sync::mpsc::Receiver<FoundProvider>>);
 pub struct FoundProvider {
     /// The provider.
     pub peer: PeerId,
-    /// Named by the DHT (announced, so it holds the whole blob), not by the holder
-    /// exchange (see [`machine::SwarmRound::offer`]).
-    pub complete: bool,
+    /// Named by the DHT (it announced the root: it holds the whole blob, or, for a
+    /// dataset, at least its manifest), not by the holder exchange (see
+    /// [`machine::SwarmRound::offer`]).
+    pub announced: bool,
 }
 
 impl PeerFeed {
@@ -464,7 +465,7 @@ impl Round<'_> {
                 },
                 found = feed.next() => {
                     let peer = found.peer;
-                    if peer != me && !shunned.contains(&peer) && machine.offer(peer, found.complete) {
+                    if peer != me && !shunned.contains(&peer) && machine.offer(peer, found.announced) {
                         tracing::debug!(%peer, hash = %self.hash, "provider joins the fetch");
                     }
                 }

@@ -481,7 +481,7 @@ fn a_full_round_admits_no_one_when_no_partial_provider_could_be_replaced() {
 }
 
 #[test]
-fn a_full_round_asks_only_complete_providers_found_later_and_one_with_room_asks_any() {
+fn a_full_round_asks_only_announced_providers_found_later_and_one_with_room_asks_any() {
     let t0 = Instant::now();
     let config = RoundConfig {
         max_peers: 2,
