@@ -813,9 +813,9 @@ async fn refresh_holders(
     let mut looked_up = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(pace.wait()).await;
-        // (holder, announced in the DHT): an announced provider holds the whole blob, so
-        // it is offered to the swarm again even if known (it may have been partial, or
-        // busy, when met before); the swarm ignores one it still has.
+        // (holder, announced in the DHT): an announced provider holds the whole blob (or a
+        // dataset's manifest), so it is offered to the swarm again even if known (it may
+        // have been partial, or busy, when met before); the swarm ignores one it still has.
         let mut holders = Vec::new();
         if looked_up.elapsed() >= PROVIDERS_REFRESH {
             looked_up = tokio::time::Instant::now();
