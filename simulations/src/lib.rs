@@ -103,7 +103,16 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
-/// `v` sorted ascending, for [`percentile`].
+/// The median of `sorted`: for an even count, the mean of the middle two; NaN when empty.
+pub fn median(sorted: &[f64]) -> f64 {
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// `v` sorted ascending, for [`percentile`] and [`median`].
 pub fn sorted(mut v: Vec<f64>) -> Vec<f64> {
     v.sort_by(f64::total_cmp);
     v
@@ -284,4 +293,16 @@ pub struct CommonArgs {
     /// Size of the test file, in MiB
     #[arg(long, default_value_t = 1024)]
     pub size_mib: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
+        assert_eq!(median(&sorted(vec![9.0, 1.0, 2.0])), 2.0);
+        assert_eq!(median(&sorted(vec![9.0, 3.0, 1.0, 2.0])), 2.5);
+        assert!(median(&[]).is_nan());
+    }
 }

@@ -22,7 +22,7 @@ use commons_node::{
         Host,
     },
 };
-use commons_simulations::{run_measured, start_nginx, write_random_file, RunStats};
+use commons_simulations::{median, run_measured, sorted, start_nginx, write_random_file, RunStats};
 use libp2p::{
     futures::{AsyncReadExt, AsyncWriteExt, StreamExt},
     identity::Keypair,
@@ -126,11 +126,6 @@ async fn bulk_run(bytes: u64, tuning: BulkTuning) -> Result<f64> {
     Ok(started.elapsed().as_secs_f64())
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
 fn nginx_run(args: &Args) -> Result<f64> {
     let scratch = tempfile::tempdir()?;
     let root = scratch.path().join("www");
@@ -167,7 +162,7 @@ async fn main() -> Result<()> {
     }
     rows.push((
         "libp2p host (libp2p-quic: 1,472-byte datagrams, ChaCha20)".into(),
-        median(times),
+        median(&sorted(times)),
     ));
     for (max_udp_payload, prefer_aes, offload, label) in [
         (
@@ -215,7 +210,7 @@ async fn main() -> Result<()> {
         for _ in 0..args.runs {
             times.push(bulk_run(bytes, tuning).await?);
         }
-        rows.push((label, median(times)));
+        rows.push((label, median(&sorted(times))));
     }
     let nginx = if args.no_nginx {
         None
