@@ -574,30 +574,40 @@ fn restore_default_sigpipe() {
     }
 }
 
-/// Allocations below this size come from glibc's heap, where freed memory is reused: a
-/// span's buffers (256 KiB) stay under it.
+/// Allocations below this size come from glibc's heap, where freed memory is reused. A
+/// span's buffers (`DEFAULT_SPAN_BYTES`, 256 KiB) stay under it.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const MALLOC_MMAP_THRESHOLD: libc::c_int = 1 << 20;
-/// Free memory a glibc heap keeps before returning it to the kernel. This bounds what
-/// [`tune_malloc`] can add to the resident size: at most this much per malloc arena.
+/// Free memory that the top of a glibc heap keeps before it is returned to the kernel.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const MALLOC_TRIM_THRESHOLD: libc::c_int = 8 << 20;
+/// glibc heaps (arenas) per core; glibc's default is 8. With fewer heaps, less freed
+/// memory is kept in them.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MALLOC_ARENAS_PER_CORE: usize = 2;
 
 /// Stops glibc from mapping and unmapping fresh memory for every span. RocksDB returns
-/// each blob read in a new 256 KiB buffer. By default glibc serves that size with a fresh
-/// `mmap`, or from the top of a heap that it hands back to the kernel as soon as 512 KiB
-/// there are free. Either way, every span's pages are faulted in and zeroed again. With
-/// these two settings, a seeder took under 1,000 page faults per 256 MiB served instead of
-/// about 34,000, and 4-6 % less CPU per GiB. Peak RSS did not grow (docs/benchmarks.md,
-/// issue 22).
+/// each blob read in a new span-sized buffer. By default glibc serves that size with a
+/// fresh `mmap`, or from the top of a heap that it hands back to the kernel as soon as
+/// 512 KiB there are free. Either way, every span's pages are faulted in and zeroed again.
+/// Measured with the first two settings (docs/benchmarks.md, issue 22):
+/// - a seeder took 150–4,000 page faults per 256 MiB served instead of about 34,000;
+/// - it used 4–6 % less CPU per GiB.
+///
+/// With fewer heaps as well, the seeder's peak RSS under the load lab went down: 290–297 MiB
+/// instead of 322–323. Settings in `GLIBC_TUNABLES` for these three are overridden.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn tune_malloc() {
-    // SAFETY: `mallopt` only sets allocator parameters, and these two are valid for it.
-    // If either call fails, glibc keeps its defaults, which are also correct.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let arenas = libc::c_int::try_from(cores * MALLOC_ARENAS_PER_CORE).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `mallopt` only sets allocator parameters, and these values are valid for
+    // them. If a call fails, glibc keeps its default for that parameter, which is also
+    // correct.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD);
         libc::mallopt(libc::M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD);
+        libc::mallopt(libc::M_ARENA_MAX, arenas);
     }
 }
 

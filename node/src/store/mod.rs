@@ -254,7 +254,7 @@ fn db_options() -> Options {
     // default RocksDB advises random access on every file it opens, which turns the
     // kernel's readahead off: each span was then a synchronous read of the disk. With
     // readahead the disk works ahead of the sender (seeder CPU per GiB 11 % lower at 1 GiB,
-    // 3-6 % at 4 GiB; docs/benchmarks.md, issue 22).
+    // 3–6 % at 4 GiB; docs/benchmarks.md, issue 22).
     opts.set_advise_random_on_open(false);
     opts
 }
