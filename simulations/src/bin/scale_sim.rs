@@ -491,17 +491,19 @@ fn dht_study(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// 1 Gbit/s, in bytes per second.
+const GBIT: f64 = 1e9 / 8.0;
+
 /// The flash crowd of `n` mirrors for `seed`: one 1 Gbit/s seeder, mirrors on 100 Mbit/s,
 /// 1 Gbit/s or 10 Gbit/s links (a third each), starting within 2 s.
 fn flash_crowd(args: &Args, n: usize, seed: u64) -> Scenario {
-    let gbit = 1e9 / 8.0;
     let mut nodes = vec![NodeSpec {
         latency: Duration::from_millis(10),
-        ..node(gbit, gbit, true)
+        ..node(GBIT, GBIT, true)
     }];
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
     for _ in 0..n {
-        let rate = [0.1, 1.0, 10.0][rand::Rng::random_range(&mut rng, 0..3)] * gbit;
+        let rate = [0.1, 1.0, 10.0][rand::Rng::random_range(&mut rng, 0..3)] * GBIT;
         let latency = Duration::from_millis(rand::Rng::random_range(&mut rng, 5..50));
         nodes.push(NodeSpec {
             latency,
@@ -552,7 +554,6 @@ fn main() -> Result<()> {
         validate(args.seed, args.verbose, !args.no_admission);
         return Ok(());
     }
-    let gbit = 1e9 / 8.0;
     println!(
         "flash crowd: one seeder (1 Gbit/s up) releases {} MiB to N mirrors (100 Mbit/s–10 Gbit/s)",
         args.size_mib
@@ -591,10 +592,10 @@ fn main() -> Result<()> {
             let size = (args.size_mib << 20) as f64;
             let up_sum: f64 = s.nodes.iter().map(|x| x.up).sum();
             let d_min = s.nodes[1..].iter().map(|x| x.down).fold(f64::MAX, f64::min);
-            let bound = (size / gbit)
+            let bound = (size / GBIT)
                 .max(n as f64 * size / up_sum)
                 .max(size / d_min);
-            let central = n as f64 * size / gbit;
+            let central = n as f64 * size / GBIT;
             // The charts show each N's first seed.
             if seed == args.seed {
                 series.push(plot::Series {
@@ -631,7 +632,7 @@ fn main() -> Result<()> {
                     let of: Vec<&NodeResult> = r.nodes[1..]
                         .iter()
                         .zip(&s.nodes[1..])
-                        .filter(|(_, spec)| (spec.down - class * gbit).abs() < 1.0)
+                        .filter(|(_, spec)| (spec.down - class * GBIT).abs() < 1.0)
                         .map(|(n, _)| n)
                         .collect();
                     let mut done: Vec<f64> = of.iter().map(|n| secs(n.done_at)).collect();
@@ -654,7 +655,7 @@ fn main() -> Result<()> {
                     let n = &r.nodes[i];
                     println!(
                     "    last: mirror {i} ({:.1} Gbit/s, started {:.1} s): done {:.0} s, {} gets, {} rounds, received {:.2} copies, sent {:.2}",
-                    s.nodes[i].down / gbit,
+                    s.nodes[i].down / GBIT,
                     s.nodes[i].starts_at.as_secs_f64(),
                     secs(n.done_at),
                     n.gets,
