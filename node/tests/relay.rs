@@ -71,12 +71,23 @@ async fn relayed_seeder(
 }
 
 /// Finds `hash`'s provider through the DHT (bootstrapped from `relay`); returns it and
-/// the addresses found for it.
+/// the addresses found for it. Asks again for up to 10 s: Kademlia's ADD_PROVIDER has no
+/// answer, so the seeder's announce returns once its message is sent, and the relay may
+/// store the record a moment later (a lookup under load found none).
 async fn find(client: &Host, relay: &[Multiaddr], hash: Hash) -> (PeerId, Vec<Multiaddr>) {
     client.bootstrap(relay).await.expect("join");
-    let found = client.find_providers(hash, 1, true).await.expect("lookup");
-    let provider = found.providers.first().expect("a provider").clone();
-    (provider.peer, provider.addrs)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let found = client.find_providers(hash, 1, true).await.expect("lookup");
+        if let Some(provider) = found.providers.first() {
+            return (provider.peer, provider.addrs.clone());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no provider found within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// Fetches blob `hash` from `peer` (connected) into a new store in `dir`; returns its bytes.
