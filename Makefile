@@ -94,11 +94,15 @@ transport-bench: deps build
 
 ## scale-sim: the node's swarm state machines for many nodes in virtual time (no root, no
 ## network): the swarm lab's scenarios against their measured times, then a flash crowd of
-## 10, 100, 1,000 and 10,000 mirrors fed by one seeder (about 11 minutes, 10 of them for
-## 10,000 mirrors; charts in target/scale-sim/)
+## 10, 100, 1,000 and 10,000 mirrors fed by one seeder with a 100 GiB release, then 1,000,
+## 10,000 and 100,000 mirrors with a 10 GiB one (about 30 minutes: 6-10 for 10,000 mirrors
+## of 100 GiB, about 20 for 100,000 of 10 GiB; charts in target/scale-sim/ and
+## target/scale-sim/10-gib/)
 scale-sim: deps build
 	"$(CARGO_TARGET_DIR)/release/scale-sim" --validate
 	"$(CARGO_TARGET_DIR)/release/scale-sim"
+	"$(CARGO_TARGET_DIR)/release/scale-sim" --mirrors 1000,10000,100000 --size-mib 10240 \
+		--out-dir target/scale-sim/10-gib
 
 ## scale-sim-dht: the node's Kademlia lookups for 1,000 to 100,000 DHT servers in virtual
 ## time, with and without churn, checked against dht-bench's walks; records per node
