@@ -63,13 +63,13 @@ name-bench: deps build
 	"$(CARGO_TARGET_DIR)/release/name-bench"
 
 ## swarm-lab: network namespaces (root): 4 seeders at 100 Mbit/s each, 1 leecher, 1 GiB; also
-## aria2c (BitTorrent) on the same links; writes swarm-lab.svg
+## aria2c (BitTorrent) on the same links; writes target/swarm-lab/swarm-lab.svg
 swarm-lab: deps build
 	command -v aria2c >/dev/null && command -v mktorrent >/dev/null && command -v opentracker >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq aria2 mktorrent opentracker; }
 	$(SUDO) "$(CARGO_TARGET_DIR)/release/swarm-lab" --commons "$(CARGO_TARGET_DIR)/release/commons"
 
 ## swarm-lab-flash: network namespaces (root): flash crowd, 1 seeder + 10 leechers vs nginx, 256 MiB;
-## writes swarm-lab-flash.svg
+## writes target/swarm-lab/swarm-lab-flash.svg
 swarm-lab-flash: deps build
 	command -v nginx >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx curl; }
 	$(SUDO) "$(CARGO_TARGET_DIR)/release/swarm-lab" --commons "$(CARGO_TARGET_DIR)/release/commons" --flash --size-mib 256
@@ -96,8 +96,8 @@ transport-bench: deps build
 ## network): the swarm lab's scenarios against their measured times, then a flash crowd of
 ## 10, 100, 1,000 and 10,000 mirrors fed by one seeder with a 100 GiB release, then 1,000,
 ## 10,000 and 100,000 mirrors with a 10 GiB one (about 30 minutes: 6-10 for 10,000 mirrors
-## of 100 GiB, about 20 for 100,000 of 10 GiB; charts in target/scale-sim/ and
-## target/scale-sim/10-gib/)
+## of 100 GiB, about 20 for 100,000 of 10 GiB, which peak at 5 GiB of RSS; charts in
+## target/scale-sim/ and target/scale-sim/10-gib/)
 scale-sim: deps build
 	"$(CARGO_TARGET_DIR)/release/scale-sim" --validate
 	"$(CARGO_TARGET_DIR)/release/scale-sim"

@@ -71,12 +71,13 @@ async fn relayed_seeder(
 }
 
 /// Finds `hash`'s provider through the DHT (bootstrapped from `relay`); returns it and
-/// the addresses found for it. Asks again for up to 10 s: Kademlia's ADD_PROVIDER has no
-/// answer, so the seeder's announce returns once its message is sent, and the relay may
-/// store the record a moment later (a lookup under load found none).
+/// the addresses found for it. Asks again for up to 10 s: libp2p-kad counts an
+/// ADD_PROVIDER, which has no answer, a success once it is queued for the connection, so
+/// the seeder's announce returns before the relay holds the record (a lookup under load
+/// found none).
 async fn find(client: &Host, relay: &[Multiaddr], hash: Hash) -> (PeerId, Vec<Multiaddr>) {
     client.bootstrap(relay).await.expect("join");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let found = client.find_providers(hash, 1, true).await.expect("lookup");
         if let Some(provider) = found.providers.first() {
@@ -86,7 +87,7 @@ async fn find(client: &Host, relay: &[Multiaddr], hash: Hash) -> (PeerId, Vec<Mu
             std::time::Instant::now() < deadline,
             "no provider found within 10 s"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -165,9 +165,24 @@ fn steps(
         } else {
             1.0
         };
+        // Finishes that land on the same tenth of a pixel make one step: a crowd of
+        // 100,000 mirrors draws a few thousand steps, not 100,000.
         let mut d = format!("M{} {}", px(0.0), py(0.0));
+        let mut at_x = String::new();
+        let mut rise: Option<String> = None;
         for (n, t) in times.iter().enumerate() {
-            let _ = write!(d, " H{:.1} V{:.1}", px(*t), py((n as f64 + 1.0) * step));
+            let x = format!("{:.1}", px(*t));
+            if x != at_x {
+                if let Some(y) = rise.take() {
+                    let _ = write!(d, " V{y}");
+                }
+                let _ = write!(d, " H{x}");
+                at_x = x;
+            }
+            rise = Some(format!("{:.1}", py((n as f64 + 1.0) * step)));
+        }
+        if let Some(y) = rise {
+            let _ = write!(d, " V{y}");
         }
         let _ = writeln!(
             out,
@@ -309,6 +324,22 @@ mod tests {
             "{share}"
         );
         assert!(share.contains("stroke-dasharray") && share.contains(">bound<"));
+        // Finishes closer than a tenth of a pixel are one step up to the last one's level.
+        let crowd = share_chart(
+            "crowd",
+            "seconds",
+            &[Series {
+                name: "many".into(),
+                done_secs: (0..100_000).map(|i| 10.0 + f64::from(i / 1000)).collect(),
+            }],
+            None,
+        );
+        let path = crowd
+            .lines()
+            .find(|l| l.contains("stroke-width=\"2.5\""))
+            .expect("the series' line");
+        assert_eq!(path.matches(" H").count(), 100, "{path}");
+        assert!(path.contains("V40.0\""), "ends at 100 %: {path}");
         assert_eq!(nice_max(373.0), 500.0);
         assert_eq!(nice_max(12.0), 20.0);
     }

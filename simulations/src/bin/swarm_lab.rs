@@ -58,8 +58,9 @@ struct Args {
     /// mktorrent and opentracker are installed
     #[arg(long)]
     no_bittorrent: bool,
-    /// Folder for the charts (swarm-lab.svg, swarm-lab-flash.svg)
-    #[arg(long, default_value = ".")]
+    /// Folder for the charts (swarm-lab.svg, swarm-lab-flash.svg); outside the sources,
+    /// so a run leaves the checkout clean
+    #[arg(long, default_value = "target/swarm-lab")]
     plot_dir: PathBuf,
 }
 
