@@ -169,20 +169,21 @@ fn steps(
         // 100,000 mirrors draws a few thousand steps, not 100,000.
         let mut d = format!("M{} {}", px(0.0), py(0.0));
         let mut at_x = String::new();
-        let mut rise: Option<String> = None;
+        // Finishes so far, not yet drawn as the rise at `at_x`.
+        let mut risen: Option<usize> = None;
         for (n, t) in times.iter().enumerate() {
             let x = format!("{:.1}", px(*t));
             if x != at_x {
-                if let Some(y) = rise.take() {
-                    let _ = write!(d, " V{y}");
+                if let Some(k) = risen.take() {
+                    let _ = write!(d, " V{:.1}", py(k as f64 * step));
                 }
                 let _ = write!(d, " H{x}");
                 at_x = x;
             }
-            rise = Some(format!("{:.1}", py((n as f64 + 1.0) * step)));
+            risen = Some(n + 1);
         }
-        if let Some(y) = rise {
-            let _ = write!(d, " V{y}");
+        if let Some(k) = risen {
+            let _ = write!(d, " V{:.1}", py(k as f64 * step));
         }
         let _ = writeln!(
             out,
