@@ -64,17 +64,29 @@ fn a_get_killed_half_way_resumes_and_completes() {
     let (tmp, src, size, provider) = seeded(48 << 20);
 
     let b = tmp.path().join("b");
+    // Below the rate at which fetched spans skip the WAL (`UNLOGGED_RATE`), so a kill keeps
+    // what was stored. At full speed a kill may lose what the memtables held, which is by
+    // design and tested in node/tests/crash.rs; here the point is what the next run fetches.
+    slow_data_dir(&b, 32);
     let mut child = spawn_get(&b, &provider.ticket());
     let store = b.join("store");
     common::kill_when_dir_grows(&mut child, &store, 20 << 20);
+
+    let listing = json_ok(&b, &["ls"]);
+    let held = listing["datasets"][0]["held"].as_u64().expect("held");
+    assert!(
+        held >= 10 << 20,
+        "the killed run kept what it stored: {held} of {size}"
+    );
 
     let out_dir = tmp.path().join("out");
     let out_dir_arg = out_dir.to_str().expect("utf-8");
     let v = json_ok(&b, &["get", &provider.ticket(), "-o", out_dir_arg]);
     let second = v["bytes_received"].as_u64().expect("bytes");
+    // What was missing, plus at most a span's worth of framing and re-sent pieces.
     assert!(
-        second < size * 9 / 10,
-        "the resumed run fetched only what was missing: {second} of {size}"
+        second <= size - held + (1 << 20),
+        "the resumed run fetched only what was missing: {second} of {size}, {held} held"
     );
     assert!(files(&src) == files(&out_dir), "export is byte-identical");
     let verify = commons(&b).arg("verify").output().expect("verify");
