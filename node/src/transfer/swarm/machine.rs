@@ -31,7 +31,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::schedule::{union, Schedule, Take};
+use super::schedule::{union, Held, Schedule, Take};
 
 /// Limits and timings of a round; [`RoundConfig::default`] is what the node uses.
 #[derive(Debug, Clone)]
@@ -381,7 +381,13 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
                 true
             }
             Ok(Holding::Spans(spans)) => {
-                p.have = Some((Arc::new(spans), now));
+                // The same list as before keeps its `Arc`, and with it what `found_nothing`
+                // knows: most answers from a slow partial provider are unchanged.
+                let spans = match p.have.take() {
+                    Some((had, _)) if *had == spans => had,
+                    _ => Arc::new(spans),
+                };
+                p.have = Some((spans, now));
                 false
             }
             Err((error, misbehaved)) => {
@@ -598,15 +604,20 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
             let p = &mut self.peers[i];
             let held = p.have.as_ref().map(|(h, _)| h);
             let gen = self.schedule.queue_gen();
-            let still_nothing = self.schedule.undone() > 0
-                && matches!((held, &p.found_nothing),
-                    (Some(h), Some((at, had))) if *at == gen && Arc::ptr_eq(h, had));
+            let found_nothing_at = match (held, &p.found_nothing) {
+                (Some(h), Some((at, had))) if Arc::ptr_eq(h, had) => Some(*at),
+                _ => None,
+            };
+            let still_nothing = self.schedule.undone() > 0 && found_nothing_at == Some(gen);
             let take = if still_nothing {
                 Take::Wait
             } else {
                 let take = self.schedule.take(
                     p.id,
-                    held.map(|h| h.as_slice()),
+                    held.map(|h| Held {
+                        spans: h.as_slice(),
+                        found_nothing_at,
+                    }),
                     match held {
                         Some(_) => None,
                         None => held_by_others.as_ref().and_then(|u| u.as_deref()),

@@ -24,6 +24,17 @@ pub(crate) enum Take {
     Done,
 }
 
+/// What a partial provider holds, as [`Schedule::take`] is told.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Held<'a> {
+    /// Its spans, as sorted ranges.
+    pub(crate) spans: &'a [Range<u64>],
+    /// The [`Schedule::queue_gen`] as of which it was last found to have nothing the
+    /// queue lacks, with these same spans: only batches queued or changed since then need
+    /// a look (the scale model's largest cost at 10,000 mirrors was searching them all).
+    pub(crate) found_nothing_at: Option<u64>,
+}
+
 /// The batches of one scheduling round.
 #[derive(Debug)]
 pub(crate) struct Schedule<P> {
@@ -48,6 +59,9 @@ pub(crate) struct Schedule<P> {
     /// provider found nothing to take in the queue as of one value finds nothing as long as
     /// it stays (batches only leave it otherwise).
     queue_gen: u64,
+    /// By batch, the [`Self::queue_gen`] at which it last joined the queue or what it
+    /// lacks last changed.
+    changed_at: Vec<u64>,
     rng: StdRng,
 }
 
@@ -80,6 +94,7 @@ impl<P: Copy + PartialEq> Schedule<P> {
             left: vec![None; n],
             first_wait,
             queue_gen: 0,
+            changed_at: vec![0; n],
             rng: StdRng::seed_from_u64(seed),
         }
     }
@@ -137,7 +152,7 @@ impl<P: Copy + PartialEq> Schedule<P> {
     /// is `None`), else one reaching into a span it holds.
     fn first_waiting(
         &mut self,
-        held: Option<&[Range<u64>]>,
+        held: Option<Held<'_>>,
         held_by_others: Option<&[Range<u64>]>,
     ) -> Option<usize> {
         let at = match (held, held_by_others) {
@@ -160,10 +175,15 @@ impl<P: Copy + PartialEq> Schedule<P> {
     }
 
     /// Where in the queue the first batch is that still lacks some of the spans `held`.
-    fn position_for(&self, held: &[Range<u64>]) -> Option<usize> {
+    /// One that has not changed since `held` last found nothing cannot: it is skipped.
+    fn position_for(&self, held: Held<'_>) -> Option<usize> {
+        let changed = |b: usize| {
+            held.found_nothing_at
+                .is_none_or(|at| self.changed_at[b] > at)
+        };
         self.waiting
             .iter()
-            .position(|&b| self.lacks_some_of(b, held))
+            .position(|&b| changed(b) && self.lacks_some_of(b, held.spans))
     }
 
     /// Whether batch `b` still lacks a span within `held` (sorted span ranges).
@@ -172,10 +192,12 @@ impl<P: Copy + PartialEq> Schedule<P> {
             let i = held.partition_point(|h| h.end <= r.start);
             held.get(i).is_some_and(|h| h.start < r.end)
         };
-        match &self.left[b] {
-            Some(left) => left.iter().any(overlaps),
-            None => overlaps(&self.batches[b]),
-        }
+        // What a batch lacks lies within it: a batch `held` does not reach into needs no
+        // look at its (possibly many) missing pieces.
+        overlaps(&self.batches[b])
+            && self.left[b]
+                .as_ref()
+                .is_none_or(|left| left.iter().any(overlaps))
     }
 
     /// The next thing for `peer` to do at `now`: a waiting batch it can help with, if any
@@ -186,7 +208,7 @@ impl<P: Copy + PartialEq> Schedule<P> {
     pub(crate) fn take(
         &mut self,
         peer: P,
-        held: Option<&[Range<u64>]>,
+        held: Option<Held<'_>>,
         held_by_others: Option<&[Range<u64>]>,
         now: Instant,
     ) -> Take {
@@ -246,6 +268,7 @@ impl<P: Copy + PartialEq> Schedule<P> {
             if !self.done[batch] {
                 self.waiting.push_front(batch);
                 self.queue_gen += 1;
+                self.changed_at[batch] = self.queue_gen;
             }
         }
         Vec::new()
@@ -259,6 +282,7 @@ impl<P: Copy + PartialEq> Schedule<P> {
         if let Some(left) = left {
             self.left[batch] = Some(left);
             self.queue_gen += 1;
+            self.changed_at[batch] = self.queue_gen;
         }
         self.fetching[batch].retain(|(p, _)| *p != peer);
         if self.fetching[batch].is_empty() {
@@ -266,6 +290,7 @@ impl<P: Copy + PartialEq> Schedule<P> {
             if !self.done[batch] {
                 self.waiting.push_front(batch);
                 self.queue_gen += 1;
+                self.changed_at[batch] = self.queue_gen;
             }
         }
     }
@@ -391,5 +416,55 @@ mod tests {
         assert_eq!(s.take(a, None, None, now), Take::Batch(0));
         s.finish(0, a, false, now);
         assert_eq!(s.take(b, None, None, now), Take::Batch(0), "requeued first");
+    }
+
+    #[test]
+    #[allow(clippy::single_range_in_vec_init)]
+    fn a_partial_provider_that_found_nothing_is_offered_only_what_changed_since() {
+        let (a, b, partial) = (1u8, 2u8, 3u8);
+        let now = Instant::now();
+        // Four batches of one span; the partial provider holds spans 0 and 3.
+        let mut s = Schedule::new(&[0..4], 1, FIRST_WAIT, 0);
+        let spans = [0..1, 3..4];
+        let held = |found_nothing_at| {
+            Some(Held {
+                spans: &spans,
+                found_nothing_at,
+            })
+        };
+        assert_eq!(s.take(a, None, None, now), Take::Batch(0));
+        assert_eq!(s.take(a, None, None, now), Take::Batch(1));
+        assert_eq!(s.take(b, None, None, now), Take::Batch(2));
+        assert_eq!(s.take(b, None, None, now), Take::Batch(3));
+        let gen = s.queue_gen();
+        assert_eq!(s.take(partial, held(None), None, now), Take::Wait);
+
+        // Batch 1 comes back: nothing the provider holds, so still nothing for it.
+        s.finish(1, a, false, now);
+        assert_eq!(s.take(partial, held(Some(gen)), None, now), Take::Wait);
+        let gen = s.queue_gen();
+        // Batch 0 comes back: the one changed batch is looked at and taken.
+        s.finish(0, a, false, now);
+        assert_eq!(s.take(partial, held(Some(gen)), None, now), Take::Batch(0));
+
+        // Batch 3 comes back with what it still lacks: a change, so it is looked at.
+        let gen = s.queue_gen();
+        s.give_back(3, b, Some(vec![3..4]));
+        assert_eq!(s.take(partial, held(Some(gen)), None, now), Take::Batch(3));
+
+        // The skip itself: batch 2, waiting and unchanged since `gen`, is not searched when
+        // the caller vouches that these spans found nothing as of `gen` (here falsely, to
+        // show it), and is found without that.
+        s.finish(2, b, false, now);
+        let gen = s.queue_gen();
+        let spans = [2..3];
+        let held = |found_nothing_at| {
+            Some(Held {
+                spans: &spans,
+                found_nothing_at,
+            })
+        };
+        assert_eq!(s.take(partial, held(Some(gen)), None, now), Take::Wait);
+        assert_eq!(s.take(partial, held(None), None, now), Take::Batch(2));
     }
 }
