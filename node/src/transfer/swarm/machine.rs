@@ -190,7 +190,8 @@ struct Peer<P, E> {
     idle_since: Option<Instant>,
     /// A partial provider found no batch to take in the queue as of this
     /// [`Schedule::queue_gen`] with these holdings: it finds none while both stay, and is
-    /// not searched again (a quarter of the scale model's time at 10,000 mirrors).
+    /// not searched again (a quarter of the scale model's time at 10,000 mirrors); once
+    /// the queue changes, only the batches changed since are searched.
     found_nothing: Option<(u64, Arc<Vec<Range<u64>>>)>,
 }
 

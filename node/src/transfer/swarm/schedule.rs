@@ -60,7 +60,8 @@ pub(crate) struct Schedule<P> {
     /// it stays (batches only leave it otherwise).
     queue_gen: u64,
     /// By batch, the [`Self::queue_gen`] at which it last joined the queue or what it
-    /// lacks last changed.
+    /// lacks last changed (a done batch's `left` is cleared without a change: it never
+    /// waits again).
     changed_at: Vec<u64>,
     rng: StdRng,
 }
@@ -280,7 +281,8 @@ impl<P: Copy + PartialEq> Schedule<P> {
     /// it are given the batch again.
     pub(crate) fn give_back(&mut self, batch: usize, peer: P, left: Option<Vec<Range<u64>>>) {
         if let Some(left) = left {
-            self.left[batch] = Some(left);
+            // Kept within the batch, which `lacks_some_of` relies on.
+            self.left[batch] = Some(intersect(&left, &[self.batches[batch].clone()]));
             self.queue_gen += 1;
             self.changed_at[batch] = self.queue_gen;
         }

@@ -579,20 +579,18 @@ fn a_provider_that_misbehaved_is_never_forgotten_so_it_is_reported() {
     assert_eq!(dropped, vec![0], "{outcomes:?}");
 }
 
-/// A partial provider that found nothing to take is not searched again while the queue
-/// and its holdings stay; a batch coming back to the queue must still reach it.
-#[test]
-fn a_partial_provider_that_found_nothing_takes_a_batch_that_comes_back() {
-    let t0 = Instant::now();
+/// Partial provider 1, holding the first of two batches, has found nothing to take: both
+/// are in flight with complete provider 0. Returns the round and those requests by first
+/// span.
+fn a_partial_provider_that_found_nothing(
+    t0: Instant,
+) -> (SwarmRound<u8, String>, BTreeMap<u64, RequestId>) {
     let config = RoundConfig {
         batch_spans: 16,
         ..RoundConfig::default()
     };
     let mut round: SwarmRound<u8, String> = SwarmRound::new(&[0..32], 0.0, 1, config);
     let (complete, partial) = (0u8, 1u8);
-    let drain = |round: &mut SwarmRound<u8, String>, now| {
-        std::iter::from_fn(|| round.poll_action(now)).collect::<Vec<_>>()
-    };
     assert!(round.join(complete));
     assert_eq!(
         drain(&mut round, t0),
@@ -617,6 +615,20 @@ fn a_partial_provider_that_found_nothing_takes_a_batch_that_comes_back() {
     round.have_answered(partial, Ok(Holding::Spans(vec![0..16])), t0);
     assert_eq!(drain(&mut round, t0), vec![], "nothing to take yet");
     assert_eq!(drain(&mut round, t0), vec![], "still nothing");
+    (round, fetches)
+}
+
+fn drain(round: &mut SwarmRound<u8, String>, now: Instant) -> Vec<Action<u8>> {
+    std::iter::from_fn(|| round.poll_action(now)).collect()
+}
+
+/// A partial provider that found nothing to take is not searched again while the queue
+/// and its holdings stay; a batch coming back to the queue must still reach it.
+#[test]
+fn a_partial_provider_that_found_nothing_takes_a_batch_that_comes_back() {
+    let t0 = Instant::now();
+    let (mut round, fetches) = a_partial_provider_that_found_nothing(t0);
+    let partial = 1u8;
     // The complete provider's copy of the first batch fails: it is queued again, and the
     // partial provider, which holds it, takes it.
     let t1 = t0 + Duration::from_millis(10);
@@ -635,4 +647,35 @@ fn a_partial_provider_that_found_nothing_takes_a_batch_that_comes_back() {
         matches!(&actions[..], [Action::Fetch { peer, batch, .. }] if *peer == partial && *batch == (0..16)),
         "{actions:?}"
     );
+}
+
+/// The same list answered again keeps the holdings' `Arc`, and with it what the last
+/// search found; a changed list is new, and is searched afresh.
+#[test]
+fn an_unchanged_answer_keeps_what_the_last_search_found() {
+    let t0 = Instant::now();
+    let (mut round, _) = a_partial_provider_that_found_nothing(t0);
+    let partial = 1u8;
+    let state = |round: &SwarmRound<u8, String>| {
+        let p = round.peers.iter().find(|p| p.id == partial).expect("peer");
+        let held = Arc::clone(&p.have.as_ref().expect("partial").0);
+        let found_nothing = p.found_nothing.as_ref().map(|(_, h)| Arc::clone(h));
+        (held, found_nothing)
+    };
+    let (before, found_nothing) = state(&round);
+    assert!(found_nothing.is_some_and(|h| Arc::ptr_eq(&h, &before)));
+
+    let t1 = t0 + Duration::from_secs(1);
+    round.have_answered(partial, Ok(Holding::Spans(vec![0..16])), t1);
+    let (after, _) = state(&round);
+    assert!(Arc::ptr_eq(&before, &after), "same list, same Arc");
+    assert_eq!(drain(&mut round, t1), vec![]);
+
+    round.have_answered(partial, Ok(Holding::Spans(vec![0..20])), t1);
+    let (changed, _) = state(&round);
+    assert!(
+        !Arc::ptr_eq(&before, &changed),
+        "a changed list is a new one"
+    );
+    assert_eq!(*changed, vec![0..20]);
 }
