@@ -96,7 +96,7 @@ transport-bench: deps build
 ## network): the swarm lab's scenarios against their measured times, then a flash crowd of
 ## 10, 100, 1,000 and 10,000 mirrors fed by one seeder with a 100 GiB release, then 1,000,
 ## 10,000 and 100,000 mirrors with a 10 GiB one (about 30 minutes: 6-10 for 10,000 mirrors
-## of 100 GiB, about 20 for 100,000 of 10 GiB, which peak at 5 GiB of RSS; charts in
+## of 100 GiB, about 18 for 100,000 of 10 GiB, which peak at 6 GiB of RSS; charts in
 ## target/scale-sim/ and target/scale-sim/10-gib/)
 scale-sim: deps build
 	"$(CARGO_TARGET_DIR)/release/scale-sim" --validate
