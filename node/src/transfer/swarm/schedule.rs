@@ -176,7 +176,10 @@ impl<P: Copy + PartialEq> Schedule<P> {
     }
 
     /// Where in the queue the first batch is that still lacks some of the spans `held`.
-    /// One that has not changed since `held` last found nothing cannot: it is skipped.
+    /// One that has not changed since `held` last found nothing cannot. Batches join the
+    /// queue only at its front, each with a newer generation, and what a batch lacks
+    /// changes only while it is in flight: so the queue is ordered newest first, and the
+    /// search ends at the first batch unchanged since.
     fn position_for(&self, held: Held<'_>) -> Option<usize> {
         let changed = |b: usize| {
             held.found_nothing_at
@@ -184,7 +187,8 @@ impl<P: Copy + PartialEq> Schedule<P> {
         };
         self.waiting
             .iter()
-            .position(|&b| changed(b) && self.lacks_some_of(b, held.spans))
+            .take_while(|&&b| changed(b))
+            .position(|&b| self.lacks_some_of(b, held.spans))
     }
 
     /// Whether batch `b` still lacks a span within `held` (sorted span ranges).
