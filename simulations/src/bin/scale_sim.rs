@@ -35,12 +35,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Asks the allocator for 2 MiB pages where the kernel has them (transparent huge pages,
 /// `madvise` mode here): fewer TLB misses over a working set of gigabytes. With
-/// mimalloc, 10,000 mirrors of 10 GiB ran in 0.85x the time glibc's malloc took, same
-/// events (0.90x without large pages).
+/// mimalloc, 10,000 mirrors of 10 GiB ran in about 0.85x the time glibc's malloc took,
+/// same events. mimalloc mapped huge pages here without this option too (AnonHugePages
+/// 442 MB 20 s into a run, 406 MB with it), and the option's own gain measured within
+/// noise; it is kept because the 100,000-mirror figures in docs/benchmarks.md were
+/// measured with it.
 #[allow(unsafe_code)]
 fn large_pages() {
-    // SAFETY: sets an option of the allocator before this program's own allocations;
-    // mimalloc's options may be set at any time.
+    // SAFETY: sets one of the allocator's options, a plain integer store with no
+    // pointers, at the start of `main` before the model allocates.
     unsafe { libmimalloc_sys::mi_option_set(libmimalloc_sys::mi_option_large_os_pages, 1) }
 }
 
