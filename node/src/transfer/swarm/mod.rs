@@ -483,7 +483,7 @@ impl Round<'_> {
         match ask_have(self.host, peer, self.hash).await? {
             // A server from before `Have` existed: treat it as a complete provider.
             None => Ok(Holding::Complete),
-            Some(HaveResponse::NotFound) => Ok(Holding::Spans(Vec::new())),
+            Some(HaveResponse::NotFound) => Ok(Holding::spans(Vec::new())),
             // A complete provider's claim is settled by the data (see `fetch_round`); a
             // partial one's is not proven, so a different one only drops it.
             Some(HaveResponse::Held { complete: true, .. }) => Ok(Holding::Complete),
@@ -495,7 +495,7 @@ impl Round<'_> {
                 })
             }
             Some(HaveResponse::Held { groups: held, .. }) => {
-                Ok(Holding::Spans(held_spans(&held, groups, span_groups)))
+                Ok(Holding::spans(held_spans(&held, groups, span_groups)))
             }
         }
     }

@@ -193,7 +193,7 @@ fn run_with(spans: u64, peers: &[SimPeer], seed: u64, config: RoundConfig) -> Ru
                 let answer = match (&p.kind, &p.holds) {
                     (Kind::VanishesAt(t), _) if now - t0 >= *t => Err(("gone".to_string(), false)),
                     (_, None) => Ok(Holding::Complete),
-                    (_, Some(h)) => Ok(Holding::Spans(h.clone())),
+                    (_, Some(h)) => Ok(Holding::spans(h.clone())),
                 };
                 machine.have_answered(peer, answer, now);
             }
@@ -458,13 +458,13 @@ fn a_full_round_admits_no_one_when_no_partial_provider_could_be_replaced() {
     // Not answered yet: whether they are partial is unknown, so there is no place to take.
     assert!(!m.join(2), "full");
     m.have_answered(0, Ok(Holding::Complete), t0);
-    m.have_answered(1, Ok(Holding::Spans(vec![0..32])), t0);
+    m.have_answered(1, Ok(Holding::spans(vec![0..32])), t0);
     assert!(m.join(2), "may take 1's place");
     assert!(m.join(3), "may take 1's place");
     assert!(!m.join(4), "max_joined kept, none of them forgettable");
     // 2 holds all of it: it takes 1's place; 3 holds part and leaves.
     m.have_answered(2, Ok(Holding::Complete), t0);
-    m.have_answered(3, Ok(Holding::Spans(vec![0..64])), t0);
+    m.have_answered(3, Ok(Holding::spans(vec![0..64])), t0);
     let mut fetching = HashSet::new();
     while let Some(a) = m.poll_action(t0) {
         if let Action::Fetch { peer, .. } = a {
@@ -490,7 +490,7 @@ fn a_full_round_asks_only_announced_providers_found_later_and_one_with_room_asks
     let mut m: SwarmRound<u8, String> = SwarmRound::new(&[0..64], 0.0, 0, config.clone());
     assert!(m.offer(0, false), "room: a holder the exchange named joins");
     assert!(m.offer(1, true));
-    m.have_answered(0, Ok(Holding::Spans(vec![0..32])), t0);
+    m.have_answered(0, Ok(Holding::spans(vec![0..32])), t0);
     m.have_answered(1, Ok(Holding::Complete), t0);
     let mut asked = Vec::new();
     let drain = |m: &mut SwarmRound<u8, String>, asked: &mut Vec<u8>| {
@@ -612,7 +612,7 @@ fn a_partial_provider_that_found_nothing(
         drain(&mut round, t0),
         vec![Action::AskHave { peer: partial }]
     );
-    round.have_answered(partial, Ok(Holding::Spans(vec![0..16])), t0);
+    round.have_answered(partial, Ok(Holding::spans(vec![0..16])), t0);
     assert_eq!(drain(&mut round, t0), vec![], "nothing to take yet");
     assert_eq!(drain(&mut round, t0), vec![], "still nothing");
     (round, fetches)
@@ -666,12 +666,18 @@ fn an_unchanged_answer_keeps_what_the_last_search_found() {
     assert!(found_nothing.is_some_and(|h| Arc::ptr_eq(&h, &before)));
 
     let t1 = t0 + Duration::from_secs(1);
-    round.have_answered(partial, Ok(Holding::Spans(vec![0..16])), t1);
+    round.have_answered(partial, Ok(Holding::spans(vec![0..16])), t1);
     let (after, _) = state(&round);
     assert!(Arc::ptr_eq(&before, &after), "same list, same Arc");
     assert_eq!(drain(&mut round, t1), vec![]);
+    // The very list it answered with before (the scale model shares one per holder).
+    round.have_answered(partial, Ok(Holding::Spans(Arc::clone(&before))), t1);
+    let (again, found_nothing) = state(&round);
+    assert!(Arc::ptr_eq(&before, &again));
+    assert!(found_nothing.is_some_and(|h| Arc::ptr_eq(&h, &before)));
+    assert_eq!(drain(&mut round, t1), vec![]);
 
-    round.have_answered(partial, Ok(Holding::Spans(vec![0..20])), t1);
+    round.have_answered(partial, Ok(Holding::spans(vec![0..20])), t1);
     let (changed, _) = state(&round);
     assert!(
         !Arc::ptr_eq(&before, &changed),
