@@ -47,6 +47,18 @@ fn large_pages() {
     unsafe { libmimalloc_sys::mi_option_set(libmimalloc_sys::mi_option_large_os_pages, 1) }
 }
 
+/// `scale-sim | head` ends quietly when the reader goes away, as Unix tools do, instead
+/// of panicking in `println!` (Rust ignores SIGPIPE by default). The model writes to no
+/// socket or pipe but stdout.
+#[allow(unsafe_code)]
+fn quiet_on_closed_stdout() {
+    // SAFETY: called first thing in main, before any other thread exists; SIG_DFL is a
+    // valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 #[derive(Parser)]
 #[command(about = "Scale model: the node's swarm decisions for many nodes, in virtual time")]
 struct Args {
@@ -565,6 +577,7 @@ fn check(args: &Args) -> Result<()> {
 }
 
 fn main() -> Result<()> {
+    quiet_on_closed_stdout();
     large_pages();
     let args = Args::parse();
     check(&args)?;
