@@ -356,7 +356,8 @@ struct Links {
     lies: bool,
     holds_all: bool,
     /// Flows going out (the length of its `Node::up`) and coming in (`Node::down`),
-    /// kept beside the lists (checked against them in tests, at every share change).
+    /// kept beside the lists (checked against them, and `holds_all` against `Node::held`,
+    /// in tests at every share change).
     sending: u32,
     receiving: u32,
 }
@@ -920,6 +921,11 @@ impl<'a> Sim<'a> {
                 (links.sending as usize, links.receiving as usize),
                 (node.up.len(), node.down.len()),
                 "node {n}'s flow counts"
+            );
+            assert_eq!(
+                links.holds_all,
+                node.held == self.s.spans,
+                "node {n} holds all"
             );
         }
         for &id in &ids {

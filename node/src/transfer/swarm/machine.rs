@@ -396,7 +396,8 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
                 // The same list as before keeps its `Arc`, and with it what `found_nothing`
                 // knows: most answers from a slow partial provider are unchanged.
                 let spans = match p.have.take() {
-                    // (`==` on `Arc`s of `Eq` data tries the pointer first too.)
+                    // The pointer first: the model hands back the very `Arc` it answered
+                    // with, and that must not cost a read of the list.
                     Some((had, _)) if Arc::ptr_eq(&had, &spans) || had == spans => had,
                     _ => spans,
                 };
