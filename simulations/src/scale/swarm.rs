@@ -406,6 +406,61 @@ struct Node {
     result: NodeResult,
 }
 
+/// Events popped this many ahead of the one handled, so that the memory they read can be
+/// asked for early (see [`Lookahead`]).
+const LOOKAHEAD: usize = 16;
+
+/// The pending events, earliest first: a radix heap, and the next [`LOOKAHEAD`] events
+/// taken out of it ahead of time, so that the caches can be asked for what they will read
+/// while earlier ones are handled (the model's time at 100,000 mirrors is mostly waiting
+/// for memory). A radix heap takes no event due before the last one taken: an event due
+/// before the last one taken ahead goes into the lookahead, in order.
+#[derive(Default)]
+struct Lookahead {
+    heap: RadixHeapMap<Reverse<(u64, u64)>, Event>,
+    ahead: std::collections::VecDeque<((u64, u64), Event)>,
+}
+
+impl Lookahead {
+    fn push(&mut self, key: (u64, u64), event: Event) {
+        match self.ahead.back() {
+            Some((last, _)) if key < *last => {
+                let at = self.ahead.partition_point(|(k, _)| *k < key);
+                self.ahead.insert(at, (key, event));
+            }
+            _ => self.heap.push(Reverse(key), event),
+        }
+    }
+
+    fn pop(&mut self) -> Option<((u64, u64), Event)> {
+        while self.ahead.len() <= LOOKAHEAD {
+            let Some((Reverse(key), event)) = self.heap.pop() else {
+                break;
+            };
+            self.ahead.push_back((key, event));
+        }
+        self.ahead.pop_front()
+    }
+
+    /// The event `i` places after the next one, if taken out already.
+    fn ahead(&self, i: usize) -> Option<&Event> {
+        self.ahead.get(i).map(|(_, e)| e)
+    }
+}
+
+/// Asks the cache for the line holding `p` (a hint: no effect on what the program does).
+#[allow(unsafe_code)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing the program sees and cannot fault, whatever the
+    // address; SSE, which it needs, is part of every x86-64.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Runs `scenario`.
 pub fn run(scenario: &Scenario) -> SimResult {
     run_reporting(scenario, 0, |_| {})
@@ -438,8 +493,9 @@ struct Sim<'a> {
     /// before the last one taken, so [`Sim::at`] moves such an event (a poll time already
     /// past) to now, where it comes after those already due now. The events are the
     /// heap's values (when they were kept in a slab beside it, fetching each popped one
-    /// from a random slot was 6 % of the 100,000-mirror run's time).
-    queue: RadixHeapMap<Reverse<(u64, u64)>, Event>,
+    /// from a random slot was 6 % of the 100,000-mirror run's time). The next events are
+    /// taken out ahead, so that [`Sim::warm`] can ask for their memory early.
+    queue: Lookahead,
     /// Each node's links and flow counts, apart from [`Node`]: what sharing a link needs
     /// of the node at a flow's other end, in 48 bytes instead of a random read of its
     /// 1.5 KB `Node` and its 72-byte spec (those reads were most of [`Sim::reshare`]'s
@@ -479,7 +535,7 @@ impl<'a> Sim<'a> {
         Self {
             s,
             nodes,
-            queue: RadixHeapMap::new(),
+            queue: Lookahead::default(),
             links: s
                 .nodes
                 .iter()
@@ -511,7 +567,57 @@ impl<'a> Sim<'a> {
     fn at(&mut self, when: Duration, event: Event) {
         self.seq += 1;
         let when = when.max(self.now).as_nanos() as u64;
-        self.queue.push(Reverse((when, self.seq)), event);
+        self.queue.push((when, self.seq), event);
+    }
+
+    /// Asks the caches for what the events due soon will read (see [`Lookahead`]): the
+    /// nodes an event names, [`LOOKAHEAD`] events ahead; a flow's two ends, once its own
+    /// line has come, half as far ahead.
+    fn warm(&self) {
+        if let Some(event) = self.queue.ahead(LOOKAHEAD - 1) {
+            match *event {
+                Event::Start(n)
+                | Event::Poll(n, _)
+                | Event::AskHolders(n)
+                | Event::Round(n)
+                | Event::Dies(n)
+                | Event::Unreachable { node: n, .. } => self.warm_node(n),
+                Event::Have { node, peer } => {
+                    self.warm_node(node);
+                    self.warm_holdings(peer);
+                }
+                Event::FlowStart(id) | Event::FlowEnd(id, _) | Event::Busy(id, _) => {
+                    prefetch(&self.flows.slots[Flows::slot(id)]);
+                }
+            }
+        }
+        if let Some(Event::FlowStart(id) | Event::FlowEnd(id, _) | Event::Busy(id, _)) =
+            self.queue.ahead(LOOKAHEAD / 2)
+        {
+            if let Some(f) = self.flows.get(*id) {
+                self.warm_node(f.client);
+                self.warm_node(f.server);
+            }
+        }
+    }
+
+    /// All of node `n` and its links.
+    fn warm_node(&self, n: u32) {
+        let start = &self.nodes[n as usize] as *const Node as *const u8;
+        for line in (0..std::mem::size_of::<Node>()).step_by(64) {
+            prefetch(start.wrapping_add(line));
+        }
+        prefetch(&self.links[n as usize]);
+    }
+
+    /// What answering a `Have` reads of node `n`: its links, then, if partial, its flows
+    /// coming in and its spans.
+    fn warm_holdings(&self, n: u32) {
+        prefetch(&self.links[n as usize]);
+        let node = &self.nodes[n as usize];
+        prefetch(&node.stored);
+        prefetch(&node.down);
+        prefetch(&node.held_runs);
     }
 
     fn instant(&self) -> Instant {
@@ -535,7 +641,8 @@ impl<'a> Sim<'a> {
                 self.at(at, Event::Dies(i as u32));
             }
         }
-        while let Some((Reverse((nanos, _)), event)) = self.queue.pop() {
+        while let Some(((nanos, _), event)) = self.queue.pop() {
+            self.warm();
             let when = Duration::from_nanos(nanos);
             if when > self.s.limit {
                 break;
@@ -1365,6 +1472,51 @@ mod tests {
     use super::*;
 
     const MIB: f64 = (1 << 20) as f64;
+
+    /// The lookahead hands out events in the order of their keys, as the radix heap alone
+    /// does, also those pushed due before events already taken ahead (as the model pushes
+    /// them: never before the last one handed out).
+    #[test]
+    fn the_lookahead_keeps_the_order_of_the_keys() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut queue = Lookahead::default();
+        let mut reference = std::collections::BTreeMap::new();
+        let (mut now, mut seq, mut early) = (0u64, 0u64, 0);
+        for _ in 0..20_000 {
+            if rng.random_bool(0.55) {
+                seq += 1;
+                // Mostly soon (before the events taken ahead), sometimes now, some far off.
+                let when = now
+                    + match rng.random_range(0..10) {
+                        0 => 0,
+                        1..=6 => rng.random_range(0..50),
+                        _ => rng.random_range(0..100_000),
+                    };
+                early += usize::from(queue.ahead.back().is_some_and(|(k, _)| (when, seq) < *k));
+                queue.push((when, seq), Event::Start(seq as u32));
+                reference.insert((when, seq), seq as u32);
+            } else {
+                let got = queue.pop();
+                let want = reference.pop_first();
+                match (got, want) {
+                    (Some((key, Event::Start(id))), Some((want_key, want_id))) => {
+                        assert_eq!((key, id), (want_key, want_id));
+                        now = key.0;
+                    }
+                    (None, None) => {}
+                    (got, want) => panic!("popped {:?}, expected {want:?}", got.map(|g| g.0)),
+                }
+            }
+        }
+        assert!(
+            early > 1000,
+            "pushes due before events taken ahead: {early}"
+        );
+        while let Some((key, _)) = queue.pop() {
+            assert_eq!(Some(key), reference.pop_first().map(|(k, _)| k));
+        }
+        assert!(reference.is_empty());
+    }
 
     fn node(up_mib: f64, seeds: bool) -> NodeSpec {
         NodeSpec {
