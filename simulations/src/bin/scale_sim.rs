@@ -28,7 +28,7 @@ use commons_simulations::{
 };
 
 /// A 100,000-mirror run holds 7 GB of small objects (rounds, schedules, holder sets)
-/// and touches them all over: the allocator, and the pages' size (see [`large_pages`]),
+/// and touches them all over: the allocator, and the pages' size (see [`allocator_options`]),
 /// decide much of its cost per event.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -40,11 +40,22 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// 442 MB 20 s into a run, 406 MB with it), and the option's own gain measured within
 /// noise; it is kept because the 100,000-mirror figures in docs/benchmarks.md were
 /// measured with it.
+///
+/// And never to give freed memory back to the kernel: the model frees and allocates
+/// small objects all along, and memory given back comes back as fresh pages the kernel
+/// zeroes (6 % of the middle of a 100,000-mirror run, with mimalloc's purging 4 % more).
+/// Without purging the time to 120 M events there was 0.89x (docs/benchmarks.md, stop 46).
 #[allow(unsafe_code)]
-fn large_pages() {
-    // SAFETY: sets one of the allocator's options, a plain integer store with no
+fn allocator_options() {
+    // mimalloc 3's `mi_option_purge_delay` (its `mimalloc.h`), which libmimalloc-sys does
+    // not name; -1: never purge.
+    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    // SAFETY: each sets one of the allocator's options, a plain integer store with no
     // pointers, at the start of `main` before the model allocates.
-    unsafe { libmimalloc_sys::mi_option_set(libmimalloc_sys::mi_option_large_os_pages, 1) }
+    unsafe {
+        libmimalloc_sys::mi_option_set(libmimalloc_sys::mi_option_large_os_pages, 1);
+        libmimalloc_sys::mi_option_set(PURGE_DELAY, -1);
+    }
 }
 
 /// `scale-sim | head` ends quietly when the reader goes away, as Unix tools do, instead
@@ -578,7 +589,7 @@ fn check(args: &Args) -> Result<()> {
 
 fn main() -> Result<()> {
     quiet_on_closed_stdout();
-    large_pages();
+    allocator_options();
     let args = Args::parse();
     check(&args)?;
     if args.dht {
