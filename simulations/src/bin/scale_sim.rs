@@ -44,11 +44,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// And never to give freed memory back to the kernel: the model frees and allocates
 /// small objects all along, and memory given back comes back as fresh pages the kernel
 /// zeroes (6 % of the middle of a 100,000-mirror run, with mimalloc's purging 4 % more).
-/// Without purging the time to 120 M events there was 0.89x (docs/benchmarks.md, stop 46).
+/// Without purging the time to 120 M events there was 0.89-0.92x (docs/benchmarks.md,
+/// stop 46).
 #[allow(unsafe_code)]
 fn allocator_options() {
     // mimalloc 3's `mi_option_purge_delay` (its `mimalloc.h`), which libmimalloc-sys does
-    // not name; -1: never purge.
+    // not name; -1: never purge. An index, not a name: check it against that header when
+    // libmimalloc-sys is updated.
     const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
     // SAFETY: each sets one of the allocator's options, a plain integer store with no
     // pointers, at the start of `main` before the model allocates.
