@@ -36,7 +36,8 @@ use super::schedule::{union, Held, Schedule, Take};
 /// Limits and timings of a round; [`RoundConfig::default`] is what the node uses.
 #[derive(Debug, Clone)]
 pub struct RoundConfig {
-    /// Spans per batch.
+    /// Spans per batch (a larger value is cut to 64: a batch's missing spans are a bit
+    /// mask).
     pub batch_spans: u64,
     /// Requests in flight per provider.
     pub requests_per_peer: usize,

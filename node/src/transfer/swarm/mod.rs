@@ -60,6 +60,8 @@ use crate::{
 /// providers and to lose little when one fails, large enough that a request's round trip
 /// is a small part of its time.
 pub const BATCH_SPANS: u64 = 16;
+// A batch's missing spans are one bit mask (`Schedule`).
+const _: () = assert!(BATCH_SPANS <= schedule::MAX_BATCH_SPANS);
 /// Requests in flight per provider. Two: while one request's tail is verified and stored
 /// and the next is asked for, the other keeps data coming, so the provider never waits
 /// for us between batches (the round trip, on real links). On loopback (1 GiB, one

@@ -13,6 +13,11 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 /// Completed batch times the endgame's median is taken over.
 const RECENT_BATCHES: usize = 32;
 
+/// The most spans in one batch (a larger `per_batch` is cut to this): what a batch still
+/// lacks is then one bit mask kept beside its range, not a list of its own (at 100,000
+/// mirrors, the scale model's queue searches spent half their time loading those lists).
+pub(crate) const MAX_BATCH_SPANS: u64 = u64::BITS as u64;
+
 /// What a request slot should do next.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Take {
@@ -35,10 +40,30 @@ pub(crate) struct Held<'a> {
     pub(crate) found_nothing_at: Option<u64>,
 }
 
+/// One batch: what a search of the queue reads of it, in one place.
+#[derive(Debug)]
+struct Batch {
+    /// Its spans, at most [`MAX_BATCH_SPANS`].
+    spans: Range<u64>,
+    /// Bit `i` set: span `spans.start + i` may still be missing (all set until a partial
+    /// fetch says what is left; a provider is given the batch only if it holds one of
+    /// these; left as is once done: a done batch never waits again).
+    lacking: u64,
+    /// The [`Schedule::queue_gen`] at which it last joined the queue or what it lacks last
+    /// changed.
+    changed_at: u64,
+}
+
+/// The bits of a batch's spans `from..to` (offsets into the batch; past 64 counts as 64).
+fn span_bits(from: u64, to: u64) -> u64 {
+    let below = |n: u64| u64::MAX.checked_shr(64 - n.min(64) as u32).unwrap_or(0);
+    below(to) & !below(from)
+}
+
 /// The batches of one scheduling round.
 #[derive(Debug)]
 pub(crate) struct Schedule<P> {
-    batches: Vec<Range<u64>>,
+    batches: Vec<Batch>,
     waiting: VecDeque<usize>,
     fetching: Vec<Vec<(P, Instant)>>,
     done: Vec<bool>,
@@ -49,9 +74,6 @@ pub(crate) struct Schedule<P> {
     /// How long the last [`RECENT_BATCHES`] completed batches took, for the endgame's
     /// idea of "too slow".
     took: VecDeque<Duration>,
-    /// What batches partly fetched from partial providers still lack, by batch (a vector,
-    /// not a map: it is read for every waiting batch each time a provider looks for work).
-    left: Vec<Option<Vec<Range<u64>>>>,
     /// Before any batch has completed, how long a batch in flight may take before an idle
     /// provider duplicates it.
     first_wait: Duration,
@@ -59,27 +81,29 @@ pub(crate) struct Schedule<P> {
     /// provider found nothing to take in the queue as of one value finds nothing as long as
     /// it stays (batches only leave it otherwise).
     queue_gen: u64,
-    /// By batch, the [`Self::queue_gen`] at which it last joined the queue or what it
-    /// lacks last changed (a done batch's `left` is cleared without a change: it never
-    /// waits again).
-    changed_at: Vec<u64>,
     rng: StdRng,
 }
 
 impl<P: Copy + PartialEq> Schedule<P> {
-    /// Cuts span ranges into batches of at most `per_batch` spans, in order.
+    /// Cuts span ranges into batches of at most `per_batch` (and [`MAX_BATCH_SPANS`])
+    /// spans, in order.
     pub(crate) fn new(
         missing: &[Range<u64>],
         per_batch: u64,
         first_wait: Duration,
         seed: u64,
     ) -> Self {
+        let per_batch = per_batch.clamp(1, MAX_BATCH_SPANS);
         let mut batches = Vec::new();
         for r in missing {
             let mut start = r.start;
             while start < r.end {
-                let end = r.end.min(start + per_batch.max(1));
-                batches.push(start..end);
+                let end = r.end.min(start + per_batch);
+                batches.push(Batch {
+                    spans: start..end,
+                    lacking: span_bits(0, end - start),
+                    changed_at: 0,
+                });
                 start = end;
             }
         }
@@ -92,16 +116,14 @@ impl<P: Copy + PartialEq> Schedule<P> {
             undone: n,
             in_flight: BTreeSet::new(),
             took: VecDeque::with_capacity(RECENT_BATCHES),
-            left: vec![None; n],
             first_wait,
             queue_gen: 0,
-            changed_at: vec![0; n],
             rng: StdRng::seed_from_u64(seed),
         }
     }
 
     pub(crate) fn spans(&self, batch: usize) -> Range<u64> {
-        self.batches[batch].clone()
+        self.batches[batch].spans.clone()
     }
 
     /// Batches not done yet.
@@ -183,7 +205,7 @@ impl<P: Copy + PartialEq> Schedule<P> {
     fn position_for(&self, held: Held<'_>) -> Option<usize> {
         let changed = |b: usize| {
             held.found_nothing_at
-                .is_none_or(|at| self.changed_at[b] > at)
+                .is_none_or(|at| self.batches[b].changed_at > at)
         };
         self.waiting
             .iter()
@@ -193,16 +215,18 @@ impl<P: Copy + PartialEq> Schedule<P> {
 
     /// Whether batch `b` still lacks a span within `held` (sorted span ranges).
     fn lacks_some_of(&self, b: usize, held: &[Range<u64>]) -> bool {
-        let overlaps = |r: &Range<u64>| {
-            let i = held.partition_point(|h| h.end <= r.start);
-            held.get(i).is_some_and(|h| h.start < r.end)
-        };
-        // What a batch lacks lies within it: a batch `held` does not reach into needs no
-        // look at its (possibly many) missing pieces.
-        overlaps(&self.batches[b])
-            && self.left[b]
-                .as_ref()
-                .is_none_or(|left| left.iter().any(overlaps))
+        let Batch { spans, lacking, .. } = &self.batches[b];
+        let first = held.partition_point(|h| h.end <= spans.start);
+        held[first..]
+            .iter()
+            .take_while(|h| h.start < spans.end)
+            .any(|h| {
+                // `h` may start before the batch (offset 0); its end lies past the batch's
+                // start in a sorted list, so that saturation only guards an unsorted one.
+                let from = h.start.saturating_sub(spans.start);
+                let to = h.end.min(spans.end).saturating_sub(spans.start);
+                span_bits(from, to) & lacking != 0
+            })
     }
 
     /// The next thing for `peer` to do at `now`: a waiting batch it can help with, if any
@@ -251,7 +275,6 @@ impl<P: Copy + PartialEq> Schedule<P> {
             .map(|(_, t)| *t);
         self.fetching[batch].retain(|(p, _)| *p != peer);
         if ok {
-            self.left[batch] = None;
             if !self.done[batch] {
                 self.undone -= 1;
                 if let Some(since) = since {
@@ -273,7 +296,7 @@ impl<P: Copy + PartialEq> Schedule<P> {
             if !self.done[batch] {
                 self.waiting.push_front(batch);
                 self.queue_gen += 1;
-                self.changed_at[batch] = self.queue_gen;
+                self.batches[batch].changed_at = self.queue_gen;
             }
         }
         Vec::new()
@@ -285,10 +308,14 @@ impl<P: Copy + PartialEq> Schedule<P> {
     /// it are given the batch again.
     pub(crate) fn give_back(&mut self, batch: usize, peer: P, left: Option<Vec<Range<u64>>>) {
         if let Some(left) = left {
-            // Kept within the batch, which `lacks_some_of` relies on.
-            self.left[batch] = Some(intersect(&left, &[self.batches[batch].clone()]));
+            let b = &mut self.batches[batch];
+            b.lacking = intersect(&left, std::slice::from_ref(&b.spans))
+                .iter()
+                .fold(0, |bits, r| {
+                    bits | span_bits(r.start - b.spans.start, r.end - b.spans.start)
+                });
             self.queue_gen += 1;
-            self.changed_at[batch] = self.queue_gen;
+            b.changed_at = self.queue_gen;
         }
         self.fetching[batch].retain(|(p, _)| *p != peer);
         if self.fetching[batch].is_empty() {
@@ -296,7 +323,7 @@ impl<P: Copy + PartialEq> Schedule<P> {
             if !self.done[batch] {
                 self.waiting.push_front(batch);
                 self.queue_gen += 1;
-                self.changed_at[batch] = self.queue_gen;
+                self.batches[batch].changed_at = self.queue_gen;
             }
         }
     }
@@ -378,7 +405,12 @@ mod tests {
     #[allow(clippy::single_range_in_vec_init)] // lists of span ranges, not ranges of values
     fn batches_cover_the_missing_spans_in_order() {
         let s = Schedule::<u8>::new(&[0..5, 9..10], 2, FIRST_WAIT, 0);
-        assert_eq!(s.batches, vec![0..2, 2..4, 4..5, 9..10]);
+        let spans: Vec<Range<u64>> = s.batches.iter().map(|b| b.spans.clone()).collect();
+        assert_eq!(spans, vec![0..2, 2..4, 4..5, 9..10]);
+        assert_eq!(
+            s.batches.iter().map(|b| b.lacking).collect::<Vec<_>>(),
+            vec![0b11, 0b11, 0b1, 0b1]
+        );
     }
 
     #[test]
@@ -411,6 +443,54 @@ mod tests {
         assert!(s.waiting.is_empty(), "a done batch is never requeued");
         s.finish(2, b, true, at(280));
         assert_eq!(s.take(c, None, None, at(300)), Take::Done);
+    }
+
+    #[test]
+    fn span_bits_are_the_offsets_from_to() {
+        assert_eq!(span_bits(0, 0), 0);
+        assert_eq!(span_bits(3, 3), 0);
+        assert_eq!(span_bits(0, 1), 1);
+        assert_eq!(span_bits(2, 5), 0b11100);
+        assert_eq!(span_bits(0, 64), u64::MAX);
+        assert_eq!(span_bits(63, 64), 1 << 63);
+        assert_eq!(span_bits(60, 1000), 0b1111 << 60);
+        assert_eq!(span_bits(5, 2), 0, "an empty range");
+    }
+
+    #[test]
+    #[allow(clippy::single_range_in_vec_init)]
+    fn a_batch_given_back_goes_only_to_providers_of_what_it_still_lacks() {
+        let (a, partial) = (1u8, 2u8);
+        let now = Instant::now();
+        // Batches of at most 64 spans, whatever is asked for.
+        let mut s = Schedule::new(&[0..200], 100, FIRST_WAIT, 0);
+        assert_eq!(s.spans(0), 0..64);
+        assert_eq!(s.spans(3), 192..200);
+        assert_eq!(s.take(a, None, None, now), Take::Batch(0));
+        // Spans 10 and 60..64 are still missing when `a` stops.
+        s.give_back(0, a, Some(vec![10..11, 60..70]));
+        let offer = |s: &mut Schedule<u8>, spans: &[Range<u64>]| {
+            let held = Held {
+                spans,
+                found_nothing_at: None,
+            };
+            let take = s.take(partial, Some(held), None, now);
+            if let Take::Batch(b) = take {
+                s.give_back(b, partial, None);
+            }
+            take
+        };
+        // Holding spans of batch 0 it no longer lacks, and of no other batch: nothing.
+        assert_eq!(offer(&mut s, &[0..10, 11..60]), Take::Wait);
+        assert_eq!(offer(&mut s, &[63..64]), Take::Batch(0));
+        assert_eq!(offer(&mut s, &[5..11]), Take::Batch(0));
+        // Just past the batch: the first span of the next one, which lacks everything.
+        assert_eq!(offer(&mut s, &[64..65]), Take::Batch(1));
+        // A batch not at span 0: what it lacks is kept relative to its start.
+        assert_eq!(s.take(a, None, None, now), Take::Batch(1));
+        s.give_back(1, a, Some(vec![70..71]));
+        assert_eq!(offer(&mut s, &[64..70]), Take::Wait);
+        assert_eq!(offer(&mut s, &[70..71]), Take::Batch(1));
     }
 
     #[test]
