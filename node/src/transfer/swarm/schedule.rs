@@ -54,6 +54,16 @@ struct Batch {
     changed_at: u64,
 }
 
+impl Batch {
+    /// The bits of the spans of `r` inside this batch. `r` may start before the batch
+    /// (offset 0); saturating, so that even a range wholly before it gives none.
+    fn bits_of(&self, r: &Range<u64>) -> u64 {
+        let from = r.start.saturating_sub(self.spans.start);
+        let to = r.end.min(self.spans.end).saturating_sub(self.spans.start);
+        span_bits(from, to)
+    }
+}
+
 /// The bits of a batch's spans `from..to` (offsets into the batch; past 64 counts as 64).
 fn span_bits(from: u64, to: u64) -> u64 {
     let below = |n: u64| u64::MAX.checked_shr(64 - n.min(64) as u32).unwrap_or(0);
@@ -215,18 +225,12 @@ impl<P: Copy + PartialEq> Schedule<P> {
 
     /// Whether batch `b` still lacks a span within `held` (sorted span ranges).
     fn lacks_some_of(&self, b: usize, held: &[Range<u64>]) -> bool {
-        let Batch { spans, lacking, .. } = &self.batches[b];
-        let first = held.partition_point(|h| h.end <= spans.start);
+        let batch = &self.batches[b];
+        let first = held.partition_point(|h| h.end <= batch.spans.start);
         held[first..]
             .iter()
-            .take_while(|h| h.start < spans.end)
-            .any(|h| {
-                // `h` may start before the batch (offset 0); its end lies past the batch's
-                // start in a sorted list, so that saturation only guards an unsorted one.
-                let from = h.start.saturating_sub(spans.start);
-                let to = h.end.min(spans.end).saturating_sub(spans.start);
-                span_bits(from, to) & lacking != 0
-            })
+            .take_while(|h| h.start < batch.spans.end)
+            .any(|h| batch.bits_of(h) & batch.lacking != 0)
     }
 
     /// The next thing for `peer` to do at `now`: a waiting batch it can help with, if any
@@ -309,11 +313,7 @@ impl<P: Copy + PartialEq> Schedule<P> {
     pub(crate) fn give_back(&mut self, batch: usize, peer: P, left: Option<Vec<Range<u64>>>) {
         if let Some(left) = left {
             let b = &mut self.batches[batch];
-            b.lacking = intersect(&left, std::slice::from_ref(&b.spans))
-                .iter()
-                .fold(0, |bits, r| {
-                    bits | span_bits(r.start - b.spans.start, r.end - b.spans.start)
-                });
+            b.lacking = left.iter().fold(0, |bits, r| bits | b.bits_of(r));
             self.queue_gen += 1;
             b.changed_at = self.queue_gen;
         }
@@ -455,6 +455,15 @@ mod tests {
         assert_eq!(span_bits(63, 64), 1 << 63);
         assert_eq!(span_bits(60, 1000), 0b1111 << 60);
         assert_eq!(span_bits(5, 2), 0, "an empty range");
+        let batch = Batch {
+            spans: 100..116,
+            lacking: 0,
+            changed_at: 0,
+        };
+        assert_eq!(batch.bits_of(&(90..102)), 0b11, "starts before the batch");
+        assert_eq!(batch.bits_of(&(114..200)), 0b11 << 14, "ends after it");
+        assert_eq!(batch.bits_of(&(0..100)), 0, "wholly before");
+        assert_eq!(batch.bits_of(&(116..300)), 0, "wholly after");
     }
 
     #[test]
