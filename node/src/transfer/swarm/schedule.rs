@@ -41,7 +41,7 @@ pub(crate) struct Held<'a> {
 }
 
 /// One batch: what a search of the queue reads of it, in one place.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Batch {
     /// Its spans, at most [`MAX_BATCH_SPANS`].
     spans: Range<u64>,
@@ -62,6 +62,36 @@ impl Batch {
         let to = r.end.min(self.spans.end).saturating_sub(self.spans.start);
         span_bits(from, to)
     }
+
+    /// Whether it still lacks a span within `held`, sorted span ranges of which the first
+    /// is the first to end after the batch's start ([`first_ending_after`]).
+    fn lacks_some_in(&self, held: &[Range<u64>]) -> bool {
+        held.iter()
+            .take_while(|h| h.start < self.spans.end)
+            .any(|h| self.bits_of(h) & self.lacking != 0)
+    }
+}
+
+/// The first of `held` (sorted span ranges) to end after `start`, given that none before
+/// `from` does: a galloping search from `from`, so that a search of the queue, whose
+/// batches mostly come in the order of their spans, goes on from where the last batch's
+/// ended instead of searching the whole list again (a third of a queue search's samples
+/// at 100,000 mirrors were that binary search).
+fn first_ending_after(held: &[Range<u64>], from: usize, start: u64) -> usize {
+    let rest = &held[from.min(held.len())..];
+    let (mut lo, mut step) = (0, 1);
+    let hi = loop {
+        let probe = lo + step - 1;
+        if probe >= rest.len() {
+            break rest.len();
+        }
+        if rest[probe].end > start {
+            break probe + 1;
+        }
+        lo = probe + 1;
+        step *= 2;
+    };
+    held.len() - rest.len() + lo + rest[lo..hi].partition_point(|h| h.end <= start)
 }
 
 /// The bits of a batch's spans `from..to` (offsets into the batch; past 64 counts as 64).
@@ -74,7 +104,11 @@ fn span_bits(from: u64, to: u64) -> u64 {
 #[derive(Debug)]
 pub(crate) struct Schedule<P> {
     batches: Vec<Batch>,
-    waiting: VecDeque<usize>,
+    /// The batches waiting, each with a copy of itself as it joined the queue, so that a
+    /// search reads the queue in order and nothing else (not a batch elsewhere for each
+    /// entry). The copy stays true: what a batch lacks changes only in `give_back`, by a
+    /// peer fetching it, so never while it waits.
+    waiting: VecDeque<(usize, Batch)>,
     fetching: Vec<Vec<(P, Instant)>>,
     done: Vec<bool>,
     /// Batches not yet done, so "all done" needs no scan.
@@ -119,8 +153,8 @@ impl<P: Copy + PartialEq> Schedule<P> {
         }
         let n = batches.len();
         Self {
+            waiting: batches.iter().cloned().enumerate().collect(),
             batches,
-            waiting: (0..n).collect(),
             fetching: vec![Vec::new(); n],
             done: vec![false; n],
             undone: n,
@@ -196,7 +230,11 @@ impl<P: Copy + PartialEq> Schedule<P> {
             // the rest to the partial providers (the endgame still rescues a stalled one).
             (None, Some(held_by_others)) => {
                 let scarce: Vec<usize> = (0..self.waiting.len())
-                    .filter(|&i| !self.lacks_some_of(self.waiting[i], held_by_others))
+                    .filter(|&i| {
+                        let batch = &self.waiting[i].1;
+                        let first = first_ending_after(held_by_others, 0, batch.spans.start);
+                        !batch.lacks_some_in(&held_by_others[first..])
+                    })
                     .collect();
                 if scarce.is_empty() {
                     return None;
@@ -204,7 +242,7 @@ impl<P: Copy + PartialEq> Schedule<P> {
                 scarce[self.rng.random_range(0..scarce.len())]
             }
         };
-        self.waiting.remove(at)
+        self.waiting.remove(at).map(|(b, _)| b)
     }
 
     /// Where in the queue the first batch is that still lacks some of the spans `held`.
@@ -213,24 +251,19 @@ impl<P: Copy + PartialEq> Schedule<P> {
     /// changes only while it is in flight: so the queue is ordered newest first, and the
     /// search ends at the first batch unchanged since.
     fn position_for(&self, held: Held<'_>) -> Option<usize> {
-        let changed = |b: usize| {
-            held.found_nothing_at
-                .is_none_or(|at| self.batches[b].changed_at > at)
-        };
+        // The first of `held` to end after the last batch's start, and that start.
+        let (mut first, mut last_start) = (0, 0);
         self.waiting
             .iter()
-            .take_while(|&&b| changed(b))
-            .position(|&b| self.lacks_some_of(b, held.spans))
-    }
-
-    /// Whether batch `b` still lacks a span within `held` (sorted span ranges).
-    fn lacks_some_of(&self, b: usize, held: &[Range<u64>]) -> bool {
-        let batch = &self.batches[b];
-        let first = held.partition_point(|h| h.end <= batch.spans.start);
-        held[first..]
-            .iter()
-            .take_while(|h| h.start < batch.spans.end)
-            .any(|h| batch.bits_of(h) & batch.lacking != 0)
+            .take_while(|(_, batch)| held.found_nothing_at.is_none_or(|at| batch.changed_at > at))
+            .position(|(_, batch)| {
+                if batch.spans.start < last_start {
+                    first = 0;
+                }
+                last_start = batch.spans.start;
+                first = first_ending_after(held.spans, first, batch.spans.start);
+                batch.lacks_some_in(&held.spans[first..])
+            })
     }
 
     /// The next thing for `peer` to do at `now`: a waiting batch it can help with, if any
@@ -298,9 +331,7 @@ impl<P: Copy + PartialEq> Schedule<P> {
         if self.fetching[batch].is_empty() {
             self.in_flight.remove(&batch);
             if !self.done[batch] {
-                self.waiting.push_front(batch);
-                self.queue_gen += 1;
-                self.batches[batch].changed_at = self.queue_gen;
+                self.requeue(batch);
             }
         }
         Vec::new()
@@ -321,11 +352,17 @@ impl<P: Copy + PartialEq> Schedule<P> {
         if self.fetching[batch].is_empty() {
             self.in_flight.remove(&batch);
             if !self.done[batch] {
-                self.waiting.push_front(batch);
-                self.queue_gen += 1;
-                self.batches[batch].changed_at = self.queue_gen;
+                self.requeue(batch);
             }
         }
+    }
+
+    /// Puts `batch` back at the front of the queue, as changed now.
+    fn requeue(&mut self, batch: usize) {
+        self.queue_gen += 1;
+        self.batches[batch].changed_at = self.queue_gen;
+        self.waiting
+            .push_front((batch, self.batches[batch].clone()));
     }
 
     /// Stops handing out work (the blob's layout changed).
@@ -464,6 +501,55 @@ mod tests {
         assert_eq!(batch.bits_of(&(114..200)), 0b11 << 14, "ends after it");
         assert_eq!(batch.bits_of(&(0..100)), 0, "wholly before");
         assert_eq!(batch.bits_of(&(116..300)), 0, "wholly after");
+    }
+
+    #[test]
+    fn the_galloping_search_finds_what_a_binary_search_of_the_whole_list_finds() {
+        let mut rng = StdRng::seed_from_u64(7);
+        for _ in 0..2_000 {
+            // Sorted, disjoint ranges, some touching.
+            let mut held = Vec::new();
+            let mut at = rng.random_range(0..4u64);
+            for _ in 0..rng.random_range(0..40) {
+                let end = at + rng.random_range(1..5);
+                held.push(at..end);
+                at = end + rng.random_range(0..4);
+            }
+            let start = rng.random_range(0..at + 3);
+            let answer = held.partition_point(|h| h.end <= start);
+            // From any place at or before the answer, and past the end of the list.
+            for from in 0..=answer {
+                assert_eq!(
+                    first_ending_after(&held, from, start),
+                    answer,
+                    "{held:?} {start} {from}"
+                );
+            }
+            if answer == held.len() {
+                assert_eq!(first_ending_after(&held, held.len() + 3, start), answer);
+            }
+        }
+    }
+
+    #[test]
+    #[allow(clippy::single_range_in_vec_init)]
+    fn a_search_finds_a_batch_queued_after_batches_of_later_spans() {
+        let now = Instant::now();
+        // One-span batches, the queue started half way: 2, 3, 0, 1.
+        let mut s = Schedule::new(&[0..4], 1, FIRST_WAIT, 0);
+        s.start_at(0.5);
+        let held = |spans| {
+            Some(Held {
+                spans,
+                found_nothing_at: None,
+            })
+        };
+        // The search has passed spans 2 and 3 when it comes to batch 0: it starts over in
+        // the provider's list (which it would miss if it went on from where span 3 left it).
+        assert_eq!(s.take(9u8, held(&[0..1]), None, now), Take::Batch(0));
+        assert_eq!(s.take(9u8, held(&[1..2, 3..4]), None, now), Take::Batch(3));
+        assert_eq!(s.take(9u8, held(&[1..2, 3..4]), None, now), Take::Batch(1));
+        assert_eq!(s.take(9u8, held(&[0..2]), None, now), Take::Wait);
     }
 
     #[test]
