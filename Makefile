@@ -22,8 +22,9 @@ demo: deps build
 ## test: every unit and end-to-end test (release profile), then the official huggingface_hub
 ## client (installed from PyPI into a virtualenv under ~/.cache/commons) against the gateway,
 ## then OpenSSF Model Signing's reference library (model-signing, same virtualenv) against
-## Commons' signatures both ways, then the systemd unit (systemd-analyze verify, and the paths its sandbox allows)
-test: deps python-deps check-layering check-cycles
+## Commons' signatures both ways, then the systemd unit (systemd-analyze verify, and the paths its sandbox allows).
+## It builds the workspace first: the scripts run binaries no test target builds (hub-origin).
+test: deps python-deps check-layering check-cycles build
 	$(CARGO) test --release --workspace --all-targets --locked
 	bash scripts/hf_test.sh "$(CARGO_TARGET_DIR)/release/commons"
 	command -v openssl >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq openssl; }

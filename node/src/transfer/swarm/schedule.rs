@@ -41,7 +41,7 @@ pub(crate) struct Held<'a> {
 }
 
 /// One batch: what a search of the queue reads of it, in one place.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 struct Batch {
     /// Its spans, at most [`MAX_BATCH_SPANS`].
     spans: Range<u64>,
@@ -72,8 +72,9 @@ impl Batch {
     }
 }
 
-/// The first of `held` (sorted span ranges) to end after `start`, given that none before
-/// `from` does: a galloping search from `from`, so that a search of the queue, whose
+/// The first of `held` (sorted, non-overlapping span ranges, as a peer's `Have` answer is
+/// checked to be and [`union`] makes) to end after `start`, given that none before `from`
+/// does: a galloping search from `from`, so that a search of the queue, whose
 /// batches mostly come in the order of their spans, goes on from where the last batch's
 /// ended instead of searching the whole list again (a third of a queue search's samples
 /// at 100,000 mirrors were that binary search).
@@ -107,7 +108,9 @@ pub(crate) struct Schedule<P> {
     /// The batches waiting, each with a copy of itself as it joined the queue, so that a
     /// search reads the queue in order and nothing else (not a batch elsewhere for each
     /// entry). The copy stays true: what a batch lacks changes only in `give_back`, by a
-    /// peer fetching it, so never while it waits.
+    /// peer fetching it, so never while it waits (checked in tests). 40 bytes an entry
+    /// instead of 8: 1 MB for the 25,600 batches of a 100 GiB blob, whose scarce-batch
+    /// search already reads the whole queue.
     waiting: VecDeque<(usize, Batch)>,
     fetching: Vec<Vec<(P, Instant)>>,
     done: Vec<bool>,
@@ -251,6 +254,10 @@ impl<P: Copy + PartialEq> Schedule<P> {
     /// changes only while it is in flight: so the queue is ordered newest first, and the
     /// search ends at the first batch unchanged since.
     fn position_for(&self, held: Held<'_>) -> Option<usize> {
+        #[cfg(test)]
+        for (b, copy) in &self.waiting {
+            assert_eq!(copy, &self.batches[*b], "batch {b} changed while waiting");
+        }
         // The first of `held` to end after the last batch's start, and that start.
         let (mut first, mut last_start) = (0, 0);
         self.waiting
@@ -550,6 +557,21 @@ mod tests {
         assert_eq!(s.take(9u8, held(&[1..2, 3..4]), None, now), Take::Batch(3));
         assert_eq!(s.take(9u8, held(&[1..2, 3..4]), None, now), Take::Batch(1));
         assert_eq!(s.take(9u8, held(&[0..2]), None, now), Take::Wait);
+    }
+
+    #[test]
+    #[allow(clippy::single_range_in_vec_init)]
+    #[should_panic(expected = "changed while waiting")]
+    fn a_batch_changed_while_it_waits_is_caught_in_tests() {
+        let mut s = Schedule::<u8>::new(&[0..2], 1, FIRST_WAIT, 0);
+        // Out of contract: a peer that is not fetching batch 1 says what it lacks, so the
+        // copy of batch 1 already waiting is no longer true.
+        s.give_back(1, 9, Some(vec![]));
+        let held = Held {
+            spans: &[1..2],
+            found_nothing_at: None,
+        };
+        s.take(8, Some(held), None, Instant::now());
     }
 
     #[test]
