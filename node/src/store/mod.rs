@@ -241,7 +241,12 @@ fn db_options() -> Options {
     // Start writing flushed files back while they are being written, so the sync at the
     // end of each flush has little left to do.
     opts.set_bytes_per_sync(1 << 20);
-    opts.set_use_direct_io_for_flush_and_compaction(true);
+    // Flushes write through the page cache, not with direct I/O: on a disk where RocksDB's
+    // direct writes were slow (4.7 ms per MiB), direct I/O made a 1 GiB `add` take 3-4x and
+    // a `get` 2.3-3x as long, and cost `get` more CPU on both sides, to save a page-cache
+    // copy (docs/benchmarks.md, issue 22, part 5).
+    // Each flushed file is still synced before RocksDB records it, so nothing is less
+    // durable.
     // Fetched spans of large blobs skip the WAL (`partial::UNLOGGED_SPANS_FROM`): flushing
     // every column family together is what keeps such a span and its mark (in another
     // family) on disk together, or neither.
