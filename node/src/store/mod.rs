@@ -242,11 +242,11 @@ fn db_options() -> Options {
     // end of each flush has little left to do.
     opts.set_bytes_per_sync(1 << 20);
     // Flushes write through the page cache, not with direct I/O: on a disk where RocksDB's
-    // direct writes were slow (4.7 ms per MiB), direct I/O made a 1 GiB `add` take 3-4x and
-    // a `get` 2.3-3x as long, and cost `get` more CPU on both sides, to save a page-cache
-    // copy (docs/benchmarks.md, issue 22, part 5).
-    // Each flushed file is still synced before RocksDB records it, so nothing is less
-    // durable.
+    // direct 1 MiB writes took 4.7 ms each, direct I/O made a 1 GiB `add` take 3-4x and a
+    // `get` 2.3-3x as long, and cost `get` more CPU on both sides, to save a page-cache
+    // copy (docs/benchmarks.md, issue 22, part 5). Each flushed file is still synced
+    // before RocksDB records it, so nothing is less durable.
+    opts.set_use_direct_io_for_flush_and_compaction(false);
     // Fetched spans of large blobs skip the WAL (`partial::UNLOGGED_SPANS_FROM`): flushing
     // every column family together is what keeps such a span and its mark (in another
     // family) on disk together, or neither.
