@@ -305,6 +305,7 @@ impl Store {
         for (first, last) in ranges {
             let (start, _) = blob_key_range(first);
             let (_, end) = blob_key_range(last);
+            self.delete_ingested_files_in(&start, &end)?;
             for cf in [CF_DATA, CF_OUTBOARDS, CF_VERIFIED, CF_ABOVE] {
                 self.db
                     .compact_range_cf(self.cf(cf), Some(&start[..]), Some(&end[..]));
@@ -389,7 +390,12 @@ impl Store {
             path: self.path.clone(),
             source,
         })?;
-        for entry in entries.flatten() {
+        // Table files being written for ingestion count too.
+        let ingesting = std::fs::read_dir(self.path.join(super::ingest::INGEST_DIR));
+        for entry in entries
+            .flatten()
+            .chain(ingesting.into_iter().flatten().flatten())
+        {
             if let Ok(meta) = entry.metadata() {
                 if meta.is_file() {
                     total += meta.len();

@@ -5,7 +5,8 @@
 //! queue between them is bounded, so memory stays flat whatever the file size.
 //!
 //! Rows are written without the WAL (the bulk bytes would otherwise be written twice) under
-//! a fresh [`BlobId`] recorded in `imports`. When the hashes are known, the data and
+//! a fresh [`BlobId`] recorded in `imports`; a large blob's data rows go into a table file
+//! of their own instead, ingested once the blob is hashed (`ingest`). When the hashes are known, the data and
 //! outboard column families are flushed to disk and then one atomic batch binds each hash
 //! to its id, marks it complete and, for a folder, records the dataset and its pin. A crash
 //! before that batch leaves only an `imports` record, whose rows the next open deletes.
@@ -26,7 +27,12 @@ use commons_protocol::{
 };
 use rocksdb::{WriteBatch, WriteOptions};
 
-use super::{layout::*, pieces::PieceWriter, unix_now, Result, Store, StoreError};
+use super::{
+    ingest::{SpanFile, UningestedFile},
+    layout::*,
+    pieces::PieceWriter,
+    unix_now, Result, Store, StoreError,
+};
 
 /// Rows queued between the hashing thread and the writer thread: bounds import memory to
 /// about this many spans.
@@ -90,7 +96,7 @@ pub enum HubIdChoice {
 /// A blob whose rows are written under `id` but not yet bound to its hash.
 #[derive(Debug)]
 pub(super) struct Pending {
-    id: BlobId,
+    pub(super) id: BlobId,
     pub(super) hash: Hash,
     size: u64,
 }
@@ -330,26 +336,34 @@ impl Store {
             // Span buffers go back to the reader once written: no fresh allocation (and
             // page faults) per 256 KiB.
             let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(WRITE_QUEUE_ROWS + 2);
-            let writer = s.spawn(move || -> Result<()> {
+            let writer = s.spawn(move || -> Result<Option<UningestedFile>> {
                 let unlogged = || {
                     let mut opts = WriteOptions::default();
                     opts.disable_wal(true);
                     opts
                 };
+                let mut span_file = (size >= self.ingest_from_bytes)
+                    .then(|| SpanFile::create(self, id))
+                    .transpose()?;
                 for row in rx {
                     let (cf, i, bytes) = match row {
                         Row::Data(i, bytes) => (CF_DATA, i, bytes),
                         Row::Outboard(i, bytes) => (CF_OUTBOARDS, i, bytes),
                     };
-                    let cf_handle = self.cf(cf);
-                    self.write_with(unlogged(), bytes.len() + 64, |b| {
-                        b.put_cf(cf_handle, span_key(id, i), &bytes)
-                    })?;
+                    match span_file.as_mut() {
+                        Some(file) if cf == CF_DATA => file.put(self, id, i, &bytes)?,
+                        _ => {
+                            let cf_handle = self.cf(cf);
+                            self.write_with(unlogged(), bytes.len() + 64, |b| {
+                                b.put_cf(cf_handle, span_key(id, i), &bytes)
+                            })?;
+                        }
+                    }
                     if cf == CF_DATA {
                         let _ = spare_tx.try_send(bytes);
                     }
                 }
-                Ok(())
+                span_file.map(|file| file.finish(self)).transpose()
             });
             let mut tee = SpanTee {
                 inner: reader,
@@ -387,8 +401,11 @@ impl Store {
             (hashed, written)
         });
         // A writer error (full disk…) is the root cause of any send failure: report it first.
-        let outcome = written.and_then(|()| match hashed {
-            Ok(hash) => Ok(hash),
+        let outcome = written.and_then(|span_file| match hashed {
+            // Only an import that hashed to the end hands its file to RocksDB.
+            Ok(hash) => span_file
+                .map_or(Ok(()), |file| self.ingest(file))
+                .map(|()| hash),
             Err(Changed) => Err(StoreError::FileChanged {
                 path: path.to_path_buf(),
             }),

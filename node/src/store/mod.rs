@@ -13,6 +13,7 @@ mod gc;
 mod handle;
 mod hub;
 mod import;
+mod ingest;
 pub mod layout;
 mod names;
 mod partial;
@@ -30,7 +31,10 @@ use std::{
 };
 
 use commons_protocol::{Hash, ManifestError};
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, DB};
+use rocksdb::{
+    BlockBasedIndexType, BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor,
+    IteratorMode, Options, WriteBatch, DB,
+};
 
 pub use check::{RowCheck, MAX_ROW_PROBLEMS};
 pub use gc::{GcReport, Hold, RemoveReport};
@@ -219,6 +223,12 @@ pub struct Store {
     blob_rewrite: Mutex<()>,
     /// How fast fetched spans arrive: fast ones skip the WAL (see [`UNLOGGED_RATE`]).
     span_rate: Mutex<partial::SpanRate>,
+    /// The data column family's options, for the table files large imports write
+    /// (`ingest`): the files must be laid out as the family's own.
+    span_file_options: Options,
+    /// Imports of blobs this large or larger go through a table file
+    /// ([`ingest::INGEST_FROM_BYTES`]; lower in tests, to keep their data small).
+    ingest_from_bytes: u64,
 }
 
 impl std::fmt::Debug for Store {
@@ -264,11 +274,16 @@ fn db_options() -> Options {
     opts
 }
 
+/// Values of `data` this large or larger go to blob files when RocksDB writes a table
+/// (flushes, compactions); smaller ones, and every value of an ingested table file
+/// (`ingest`), stay inline.
+pub(super) const MIN_BLOB_BYTES: usize = 4096;
+
 fn data_cf_options() -> Options {
     let mut opts = Options::default();
     // Bulk bytes go to blob files once and stay there; SSTs keep only small references.
     opts.set_enable_blob_files(true);
-    opts.set_min_blob_size(4096);
+    opts.set_min_blob_size(MIN_BLOB_BYTES as u64);
     opts.set_blob_file_size(256 << 20);
     // Model weights and parquet barely compress; don't spend CPU trying.
     opts.set_blob_compression_type(rocksdb::DBCompressionType::None);
@@ -284,7 +299,25 @@ fn data_cf_options() -> Options {
     // flushing falls behind.
     opts.set_write_buffer_size(16 << 20);
     opts.set_max_write_buffer_number(3);
+    opts.set_block_based_table_factory(&data_table_options());
     opts
+}
+
+/// Bytes of the data column family's block cache.
+pub const DATA_BLOCK_CACHE_BYTES: usize = 16 << 20;
+
+/// Table files of large imports (`ingest`) hold spans inline, one 256 KiB block each, so
+/// their index has an entry per span: 120 KB per GiB, which RocksDB would otherwise keep
+/// in memory for every open file (a 10 TB mirror: 1.2 GB). Partitioned, with the
+/// partitions in a bounded block cache, only the small top level of each file stays in
+/// memory.
+fn data_table_options() -> BlockBasedOptions {
+    let mut table = BlockBasedOptions::default();
+    table.set_index_type(BlockBasedIndexType::TwoLevelIndexSearch);
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_pin_top_level_index_and_filter(true);
+    table.set_block_cache(&Cache::new_lru_cache(DATA_BLOCK_CACHE_BYTES));
+    table
 }
 
 fn small_cf_options() -> Options {
@@ -333,8 +366,11 @@ impl Store {
             blob_rewrite: Mutex::new(()),
             span_rate: Mutex::default(),
             held: gc::HeldHashes::default(),
+            span_file_options: data_cf_options(),
+            ingest_from_bytes: ingest::INGEST_FROM_BYTES,
         };
         store.remove_unfinished_blob_files()?;
+        store.remove_uningested_files()?;
         store.init_meta(options)?;
         store.discard_unfinished_imports()?;
         Ok(store)

@@ -31,8 +31,25 @@ fn read_back(store: &Store, hash: &Hash) -> Vec<u8> {
     out
 }
 
+/// A store that imports every non-empty blob through a table file of its own (`ingest`),
+/// as it does from [`ingest::INGEST_FROM_BYTES`] on.
+fn open_ingesting(dir: &Path) -> Store {
+    let mut store = open(dir);
+    store.ingest_from_bytes = 1;
+    store
+}
+
 #[test]
 fn files_round_trip_at_every_size_edge() {
+    files_round_trip_at_every_size_edge_in(open);
+}
+
+#[test]
+fn files_imported_through_table_files_round_trip_at_every_size_edge() {
+    files_round_trip_at_every_size_edge_in(open_ingesting);
+}
+
+fn files_round_trip_at_every_size_edge_in(open: fn(&Path) -> Store) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
     let span = TEST_SPAN as usize;
@@ -235,6 +252,179 @@ fn blob_files_a_crash_left_half_written_are_removed_at_the_next_open() {
     );
     assert_eq!(blob_files(&store_dir), kept, "closed blob files kept");
     assert_eq!(read_back(&store, &hash), data);
+}
+
+/// The data column family's files: (size, entries).
+fn data_files(store: &Store) -> Vec<(usize, u64)> {
+    store
+        .db
+        .live_files()
+        .expect("live files")
+        .into_iter()
+        .filter(|f| f.column_family_name == CF_DATA)
+        .map(|f| (f.size, f.num_entries))
+        .collect()
+}
+
+/// Size of the largest table file in the store folder (live or not yet deleted).
+fn largest_table_file(store_dir: &Path) -> u64 {
+    fs::read_dir(store_dir)
+        .expect("store dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sst"))
+        .map(|p| fs::metadata(p).expect("size").len())
+        .max()
+        .unwrap_or(0)
+}
+
+fn ingest_dir_entries(dir: &Path) -> usize {
+    fs::read_dir(dir.join("store").join(ingest::INGEST_DIR))
+        .map(|entries| entries.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_large_import_is_one_table_file_written_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_ingesting(dir.path());
+    let data = pattern(5 * TEST_SPAN as usize + 1000, 4);
+    let path = dir.path().join("big");
+    fs::write(&path, &data).expect("write");
+    let added = store.add_file(&path, &NoProgress).expect("add");
+    // All six spans in one file holding them inline, none in the memtable or a blob file.
+    assert_eq!(data_files(&store).len(), 1, "{:?}", data_files(&store));
+    let (size, entries) = data_files(&store)[0];
+    assert_eq!(entries, 6);
+    assert!(
+        size >= data.len(),
+        "{size} bytes hold {} inline",
+        data.len()
+    );
+    assert!(blob_files(&dir.path().join("store")).is_empty());
+    let in_memtable = store
+        .db
+        .property_int_value_cf(store.cf(CF_DATA), "rocksdb.num-entries-active-mem-table")
+        .expect("property");
+    assert_eq!(in_memtable, Some(0));
+    assert_eq!(ingest_dir_entries(dir.path()), 0, "the file was moved in");
+    assert_eq!(read_back(&store, &added.hash), data);
+    assert!(store.verify_blob(&added.hash).expect("verify").is_empty());
+    // Reopened, the blob reads back from the ingested file.
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(read_back(&store, &added.hash), data);
+}
+
+#[test]
+fn table_files_a_crash_left_are_removed_and_their_rows_discarded_at_the_next_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = pattern(300_000, 5);
+    {
+        let store = open_ingesting(dir.path());
+        // Ingested, never bound: what a kill between ingestion and the binding batch leaves.
+        let pending = store
+            .write_rows(&data[..], data.len() as u64, Path::new("x"), &NoProgress)
+            .expect("rows");
+        assert!(store.blob(&pending.hash).expect("db").is_none());
+        assert!(store.disk_usage().expect("du") > data.len() as u64);
+    }
+    // What a kill while the file was written leaves: part of a table file, not ingested.
+    let torn = dir
+        .path()
+        .join("store")
+        .join(ingest::INGEST_DIR)
+        .join("7.sst");
+    fs::write(&torn, pattern(100_000, 6)).expect("write");
+    let store = open(dir.path());
+    assert!(!torn.exists(), "the unfinished table file is removed");
+    assert_no_import_rows(&store);
+    assert!(
+        largest_table_file(&dir.path().join("store")) < 10_000,
+        "the ingested file is deleted"
+    );
+}
+
+#[test]
+fn a_failed_import_through_a_table_file_leaves_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_ingesting(dir.path());
+    let data = pattern(100_000, 9);
+    let shrank = store.write_rows(&data[..80_000], 100_000, Path::new("f"), &NoProgress);
+    assert!(
+        matches!(shrank, Err(StoreError::FileChanged { .. })),
+        "{shrank:?}"
+    );
+    assert_eq!(
+        ingest_dir_entries(dir.path()),
+        0,
+        "its table file is deleted"
+    );
+    assert!(
+        largest_table_file(&dir.path().join("store")) < 10_000,
+        "nothing was ingested"
+    );
+    assert_no_import_rows(&store);
+}
+
+#[test]
+fn ingested_blobs_are_stored_once_and_their_space_comes_back_when_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_ingesting(dir.path());
+    let data = pattern(3 << 20, 7);
+    let path = dir.path().join("big");
+    fs::write(&path, &data).expect("write");
+    let first = store.add_file(&path, &NoProgress).expect("add");
+    let once = store.disk_usage().expect("du");
+    let again = store.add_file(&path, &NoProgress).expect("add again");
+    assert!(again.already_stored);
+    let twice = store.disk_usage().expect("du");
+    assert!(
+        twice < once + (1 << 20),
+        "the second copy is dropped: {once} bytes, then {twice}"
+    );
+    assert_eq!(read_back(&store, &first.hash), data);
+    store.remove(&first.hash).expect("rm");
+    let empty = store.disk_usage().expect("du");
+    assert!(
+        empty < once / 4,
+        "space reclaimed: {once} bytes before, {empty} after"
+    );
+}
+
+#[test]
+fn removed_rows_in_an_ingested_file_go_with_the_file_and_only_there() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = open_ingesting(dir.path());
+    let data = pattern(300_000, 8);
+    let ingested = store
+        .write_rows(&data[..], data.len() as u64, Path::new("x"), &NoProgress)
+        .expect("rows");
+    store.ingest_from_bytes = u64::MAX;
+    let flushed = store
+        .write_rows(&data[..], data.len() as u64, Path::new("y"), &NoProgress)
+        .expect("rows");
+    store.db.flush_cf(store.cf(CF_DATA)).expect("flush");
+    let files_before = data_files(&store);
+    assert_eq!(files_before.len(), 2, "{files_before:?}");
+    let mut batch = WriteBatch::default();
+    for pending in [&ingested, &flushed] {
+        store.delete_rows(&mut batch, pending.id);
+    }
+    store.write(batch).expect("delete rows");
+    for pending in [&ingested, &flushed] {
+        let (start, end) = blob_key_range(pending.id);
+        store
+            .delete_ingested_files_in(&start, &end)
+            .expect("delete files");
+    }
+    // The ingested file is gone without a compaction; the flushed file of blob references
+    // is left for the compaction, which also accounts for its blob file.
+    let flushed_file = *files_before.iter().min().expect("the smaller file");
+    assert!(
+        flushed_file.0 < 10_000,
+        "blob references only: {flushed_file:?}"
+    );
+    assert_eq!(data_files(&store), vec![flushed_file]);
 }
 
 /// Fails if any import left rows behind (data, outboard or an import record).
