@@ -361,9 +361,10 @@ impl Store {
     /// Deletes blob files a crash left half-written (a flush killed mid-way): RocksDB
     /// 11 keeps every blob file without a footer, in case it is being written, so each
     /// killed import left up to a memtable's worth of bytes nothing reclaimed (12 kills:
-    /// 50 MB). Called at open, before anything is written: no flush of this process is
-    /// under way, and every blob file the store uses was closed with its footer before
-    /// the store recorded it. Returns the bytes freed.
+    /// 50 MB). Called at open, before anything is written and while `data`'s compactions
+    /// are paused (`Store::open`): no flush or compaction is writing a blob file, and every
+    /// blob file the store uses was closed with its footer before RocksDB recorded it.
+    /// Returns the bytes freed.
     pub(super) fn remove_unfinished_blob_files(&self) -> Result<u64> {
         let io = |source| StoreError::Io {
             path: self.path.clone(),

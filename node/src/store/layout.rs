@@ -122,9 +122,13 @@ pub fn above_key(id: BlobId, groups: &std::ops::Range<u64>) -> [u8; 24] {
     key
 }
 
-/// The half-open key range holding all rows of blob `id`.
-pub fn blob_key_range(id: BlobId) -> ([u8; 16], [u8; 16]) {
-    (span_key(id, 0), span_key(BlobId(id.0 + 1), 0))
+/// The half-open key range holding all rows of blob `id`: from its first span's key to
+/// the next id alone (8 bytes), which sorts before every key of that next blob. Ending at
+/// the next blob's first key instead made a range deletion's file end where the next
+/// blob's rows begin, so RocksDB counted the two as overlapping and put a table file
+/// ingested for that blob (`ingest`) above the deletion, to be rewritten by a compaction.
+pub fn blob_key_range(id: BlobId) -> ([u8; 16], [u8; 8]) {
+    (span_key(id, 0), (id.0 + 1).to_be_bytes())
 }
 
 /// Whether all of a blob's bytes are stored and verified.
@@ -205,7 +209,15 @@ mod tests {
         let c = span_key(BlobId(1), 2);
         assert!(c < a && a < b);
         let (start, end) = blob_key_range(BlobId(1));
-        assert!(start <= c && a < end && b >= end);
+        assert!(start[..] <= c[..] && a[..] < end[..]);
+        let above = above_key(BlobId(1), &(u64::MAX - 1..u64::MAX));
+        assert!(
+            above[..] < end[..],
+            "every row of the blob is inside its range"
+        );
+        // The range ends before the next blob's first key: a deletion of this blob's rows
+        // and a table file of the next blob's rows do not overlap.
+        assert!(end[..] < b[..]);
     }
 
     #[test]

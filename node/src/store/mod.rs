@@ -338,7 +338,10 @@ impl Store {
         })?;
         let cfs = ALL_CFS.iter().map(|&name| {
             let opts = if name == CF_DATA {
-                data_cf_options()
+                // Paused until the files a crash left are removed (below).
+                let mut opts = data_cf_options();
+                opts.set_disable_auto_compactions(true);
+                opts
             } else {
                 small_cf_options()
             };
@@ -369,8 +372,17 @@ impl Store {
             span_file_options: data_cf_options(),
             ingest_from_bytes: ingest::INGEST_FROM_BYTES,
         };
+        // RocksDB starts due compactions as soon as the database opens, and a compaction of
+        // `data` writes blob files: removing footer-less blob files then could remove one
+        // being written, which RocksDB would record once finished (a crash soak hit that:
+        // "while stat a file for size: …/000878.blob"). So `data`'s compactions wait until
+        // the leftovers are gone; nothing else writes blob files before `init_meta`.
         store.remove_unfinished_blob_files()?;
         store.remove_uningested_files()?;
+        store
+            .db
+            .set_options_cf(store.cf(CF_DATA), &[("disable_auto_compactions", "false")])
+            .map_err(|e| store.db_error(e))?;
         store.init_meta(options)?;
         store.discard_unfinished_imports()?;
         Ok(store)
@@ -493,7 +505,7 @@ impl Store {
     fn delete_rows(&self, batch: &mut WriteBatch, id: BlobId) {
         let (start, end) = blob_key_range(id);
         for cf in [CF_DATA, CF_OUTBOARDS, CF_VERIFIED, CF_ABOVE] {
-            batch.delete_range_cf(self.cf(cf), start, end);
+            batch.delete_range_cf(self.cf(cf), &start[..], &end[..]);
         }
     }
 

@@ -316,8 +316,8 @@ impl Store {
         batch.put_cf(self.cf(CF_BLOBS), hash.as_bytes(), encode(&complete));
         self.put_used(&mut batch, hash);
         let (start, end) = blob_key_range(meta.id);
-        batch.delete_range_cf(self.cf(CF_VERIFIED), start, end);
-        batch.delete_range_cf(self.cf(CF_ABOVE), start, end);
+        batch.delete_range_cf(self.cf(CF_VERIFIED), &start[..], &end[..]);
+        batch.delete_range_cf(self.cf(CF_ABOVE), &start[..], &end[..]);
         self.write(batch)?;
         Ok(())
     }

@@ -427,6 +427,71 @@ fn removed_rows_in_an_ingested_file_go_with_the_file_and_only_there() {
     assert_eq!(data_files(&store), vec![flushed_file]);
 }
 
+#[test]
+fn a_table_file_ingested_after_a_deleted_blob_goes_below_the_deletion() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = open(dir.path());
+    let data = pattern(300_000, 9);
+    // An import discarded (as the open after a crash does): its rows' deletion is
+    // compacted into the last level.
+    let discarded = store
+        .write_rows(&data[..], data.len() as u64, Path::new("x"), &NoProgress)
+        .expect("rows");
+    store.discard_imports(&[discarded.id]).expect("discard");
+    // The next id's rows, through a table file of their own.
+    store.ingest_from_bytes = 1;
+    let next = store
+        .write_rows(&data[..], data.len() as u64, Path::new("y"), &NoProgress)
+        .expect("rows");
+    assert_eq!(next.id.0, discarded.id.0 + 1);
+    let files = store.db.live_files().expect("live files");
+    let ingested = files
+        .iter()
+        .filter(|f| f.column_family_name == CF_DATA)
+        .max_by_key(|f| f.size)
+        .expect("the ingested file");
+    // Had the deletion's range ended at the next blob's first key, RocksDB would count the
+    // two files as overlapping, put the ingested one in level 0 above the deletion, and a
+    // compaction would later rewrite every byte of it into blob files.
+    assert_eq!(ingested.level, 6, "{files:?}");
+}
+
+#[test]
+fn compactions_paused_at_open_resume_once_the_store_is_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let level0 = |store: &Store| {
+        store
+            .db
+            .property_int_value_cf(store.cf(CF_DATA), "rocksdb.num-files-at-level0")
+            .expect("property")
+            .expect("level 0 files")
+    };
+    {
+        let store = open(dir.path());
+        store
+            .db
+            .set_options_cf(store.cf(CF_DATA), &[("disable_auto_compactions", "true")])
+            .expect("pause");
+        for seed in 0..6u8 {
+            let path = dir.path().join(format!("f{seed}"));
+            fs::write(&path, pattern(20_000, seed)).expect("write");
+            store.add_file(&path, &NoProgress).expect("add");
+        }
+        assert!(level0(&store) >= 6, "one flush per import");
+    }
+    // RocksDB's trigger is 4 files in level 0: a compaction is due as the store opens.
+    let store = open(dir.path());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while level0(&store) >= 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no compaction ran after open: {} files in level 0",
+            level0(&store)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Fails if any import left rows behind (data, outboard or an import record).
 fn assert_no_import_rows(store: &Store) {
     for cf in [CF_DATA, CF_OUTBOARDS, CF_IMPORTS] {
