@@ -302,10 +302,12 @@ impl Store {
                 _ => ranges.push((id, id)),
             }
         }
-        for (first, last) in ranges {
-            let (start, _) = blob_key_range(first);
-            let (_, end) = blob_key_range(last);
-            self.delete_ingested_files_in(&start, &end)?;
+        let key_ranges: Vec<_> = ranges
+            .iter()
+            .map(|&(first, last)| (blob_key_range(first).0, blob_key_range(last).1))
+            .collect();
+        self.delete_ingested_files_in(&key_ranges)?;
+        for (start, end) in key_ranges {
             for cf in [CF_DATA, CF_OUTBOARDS, CF_VERIFIED, CF_ABOVE] {
                 self.db
                     .compact_range_cf(self.cf(cf), Some(&start[..]), Some(&end[..]));

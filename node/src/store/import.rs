@@ -6,10 +6,11 @@
 //!
 //! Rows are written without the WAL (the bulk bytes would otherwise be written twice) under
 //! a fresh [`BlobId`] recorded in `imports`; a large blob's data rows go into a table file
-//! of their own instead, ingested once the blob is hashed (`ingest`). When the hashes are known, the data and
-//! outboard column families are flushed to disk and then one atomic batch binds each hash
-//! to its id, marks it complete and, for a folder, records the dataset and its pin. A crash
-//! before that batch leaves only an `imports` record, whose rows the next open deletes.
+//! of their own instead, ingested once the blob is hashed (`ingest`). When the hashes are
+//! known, the data and outboard column families are flushed to disk and then one atomic
+//! batch binds each hash to its id, marks it complete and, for a folder, records the
+//! dataset and its pin. A crash before that batch leaves only an `imports` record, whose
+//! rows the next open deletes.
 
 use std::{
     collections::HashMap,

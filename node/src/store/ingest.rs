@@ -89,13 +89,15 @@ impl Store {
             .map_err(|e| self.db_error(e))
     }
 
-    /// Deletes whole the ingested table files of `data` that lie in `start..end`, a range
-    /// whose rows were all deleted: the compaction that follows would otherwise read every
-    /// byte of them only to drop them (a 1 GiB blob's `rm`: 2.4 s). Only ingested files:
-    /// their values are inline, so deleting one cannot leave a blob file behind, where
-    /// deleting a file of blob references could (RocksDB keeps a blob file until
-    /// compactions have counted all of it as garbage).
-    pub(super) fn delete_ingested_files_in(&self, start: &[u8], end: &[u8]) -> Result<()> {
+    /// Deletes whole the ingested table files of `data` that lie inside one of `ranges`
+    /// (key ranges as [`blob_key_range`] makes them, whose rows were all deleted): the
+    /// compaction that follows would otherwise read every byte of them only to drop them
+    /// (a 1 GiB blob's `rm`: 2.4 s). Only ingested files: their values are inline, so
+    /// deleting one cannot leave a blob file behind, where deleting a file of blob
+    /// references could (RocksDB keeps a blob file until compactions have counted all of
+    /// it as garbage). The files are listed once for all the ranges: a collection may
+    /// remove thousands of blobs.
+    pub(super) fn delete_ingested_files_in(&self, ranges: &[([u8; 16], [u8; 8])]) -> Result<()> {
         for file in self.db.live_files()? {
             let (Some(first), Some(last)) = (&file.start_key, &file.end_key) else {
                 continue;
@@ -104,7 +106,9 @@ impl Store {
             // a file averaging twice that per row holds spans: an ingested file.
             let ingested = file.num_entries > 0
                 && file.size as u64 / file.num_entries >= 2 * MIN_BLOB_BYTES as u64;
-            let inside = first.as_slice() >= start && last.as_slice() < end;
+            let inside = ranges
+                .iter()
+                .any(|(start, end)| first[..] >= start[..] && last[..] < end[..]);
             if file.column_family_name == CF_DATA && ingested && inside {
                 self.db
                     .delete_file_in_range_cf(self.cf(CF_DATA), first, last)

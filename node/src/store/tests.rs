@@ -411,12 +411,10 @@ fn removed_rows_in_an_ingested_file_go_with_the_file_and_only_there() {
         store.delete_rows(&mut batch, pending.id);
     }
     store.write(batch).expect("delete rows");
-    for pending in [&ingested, &flushed] {
-        let (start, end) = blob_key_range(pending.id);
-        store
-            .delete_ingested_files_in(&start, &end)
-            .expect("delete files");
-    }
+    let ranges = [blob_key_range(ingested.id), blob_key_range(flushed.id)];
+    store
+        .delete_ingested_files_in(&ranges)
+        .expect("delete files");
     // The ingested file is gone without a compaction; the flushed file of blob references
     // is left for the compaction, which also accounts for its blob file.
     let flushed_file = *files_before.iter().min().expect("the smaller file");
