@@ -26,6 +26,11 @@ pub const SMALL_TABLE_FILE_BYTES: usize = 1 << 20;
 /// one (see [`Store::merge_small_table_files`]).
 pub const SMALL_TABLE_FILES_MERGED_FROM: usize = 8;
 
+/// How often imports and completed fetches merge small table files, in a store open that
+/// long (a daemon's): each import flushes every family, so a mirror importing from the Hub
+/// makes small files all day; open and removals merge them whatever the time.
+pub const SMALL_TABLE_FILES_MERGED_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// What [`Store::remove`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RemoveReport {
@@ -331,8 +336,13 @@ impl Store {
     /// families at once, `atomic_flush`) and each removal's range deletions stayed a file
     /// of its own for good (40 rounds of `add` and `rm` left 80 files in `verified` alone).
     /// Runs only: a large file is never rewritten, so the cost is that of the small files.
-    /// Called at open and after every removal.
+    /// Called at open and after every removal, and by imports and completed fetches at
+    /// most every [`SMALL_TABLE_FILES_MERGED_EVERY`] ([`Self::merge_small_table_files_now_and_then`]).
     pub(super) fn merge_small_table_files(&self) -> Result<()> {
+        *self
+            .small_files_merged_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now();
         let mut by_family: HashMap<String, Vec<rocksdb::LiveFile>> = HashMap::new();
         for file in self.db.live_files()? {
             by_family
@@ -353,6 +363,23 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// [`Self::merge_small_table_files`], if it last ran [`SMALL_TABLE_FILES_MERGED_EVERY`]
+    /// ago or more. For paths that just stored what they were asked to: a failure is logged,
+    /// not returned (what they stored is stored).
+    pub(super) fn merge_small_table_files_now_and_then(&self) {
+        let due = self
+            .small_files_merged_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+            >= self.small_files_merged_every;
+        if due {
+            if let Err(e) = self.merge_small_table_files() {
+                tracing::warn!(error = %e, "merging small table files failed");
+            }
+        }
     }
 
     /// Blob files whose every value was removed are gone after [`Self::reclaim`]'s

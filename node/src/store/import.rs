@@ -475,7 +475,9 @@ impl Store {
         extra(self, &mut batch);
         self.write(batch)?;
         drop(guard);
-        if !dropped.is_empty() {
+        if dropped.is_empty() {
+            self.merge_small_table_files_now_and_then();
+        } else {
             self.reclaim(&dropped)?;
         }
         Ok(results)

@@ -319,6 +319,8 @@ impl Store {
         batch.delete_range_cf(self.cf(CF_VERIFIED), &start[..], &end[..]);
         batch.delete_range_cf(self.cf(CF_ABOVE), &start[..], &end[..]);
         self.write(batch)?;
+        drop(_guard);
+        self.merge_small_table_files_now_and_then();
         Ok(())
     }
 }

@@ -1510,3 +1510,27 @@ fn a_series_of_short_commands_does_not_pile_up_table_files() {
         );
     }
 }
+
+#[test]
+fn a_store_kept_open_merges_the_small_table_files_its_imports_make() {
+    // A daemon opens its store once. Each import flushes every family (a small file in
+    // each); imports merge them now and then, here every time.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = open(dir.path());
+    store.small_files_merged_every = std::time::Duration::ZERO;
+    let before = table_files_by_family(&store);
+    let ds = dir.path().join("ds");
+    fs::create_dir_all(&ds).expect("mkdir");
+    for round in 0..40u8 {
+        fs::write(ds.join("round.bin"), pattern(100_000, round)).expect("write");
+        store.add_folder(&ds, &NoProgress).expect("add");
+    }
+    let after = table_files_by_family(&store);
+    for (family, files) in &after {
+        let had = before.get(family).copied().unwrap_or(0);
+        assert!(
+            *files <= had + gc::SMALL_TABLE_FILES_MERGED_FROM + 1,
+            "{family}: {had} table files before 40 imports, {files} after ({after:?})"
+        );
+    }
+}
