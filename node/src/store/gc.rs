@@ -7,7 +7,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
+    sync::{atomic::Ordering, Arc, Mutex},
 };
 
 use commons_protocol::Hash;
@@ -26,10 +26,11 @@ pub const SMALL_TABLE_FILE_BYTES: usize = 1 << 20;
 /// one (see [`Store::merge_small_table_files`]).
 pub const SMALL_TABLE_FILES_MERGED_FROM: usize = 8;
 
-/// How often imports and completed fetches merge small table files, in a store open that
-/// long (a daemon's): each import flushes every family, so a mirror importing from the Hub
-/// makes small files all day; open and removals merge them whatever the time.
-pub const SMALL_TABLE_FILES_MERGED_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+/// Imports and completed fetches between two merges of small table files in a store open
+/// that long (a daemon's): each import flushes `data` and `outboards`, a small file in each,
+/// so a mirror importing from the Hub makes them all day (4,479 imports in 75 s once).
+/// Open and removals merge them whatever the count.
+pub const SMALL_TABLE_FILES_MERGED_EVERY: u64 = 32;
 
 /// What [`Store::remove`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -336,13 +337,11 @@ impl Store {
     /// families at once, `atomic_flush`) and each removal's range deletions stayed a file
     /// of its own for good (40 rounds of `add` and `rm` left 80 files in `verified` alone).
     /// Runs only: a large file is never rewritten, so the cost is that of the small files.
-    /// Called at open and after every removal, and by imports and completed fetches at
-    /// most every [`SMALL_TABLE_FILES_MERGED_EVERY`] ([`Self::merge_small_table_files_now_and_then`]).
+    /// Called at open and after every removal, and after every
+    /// [`SMALL_TABLE_FILES_MERGED_EVERY`] imports and completed fetches
+    /// ([`Self::merge_small_table_files_now_and_then`]).
     pub(super) fn merge_small_table_files(&self) -> Result<()> {
-        *self
-            .small_files_merged_at
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now();
+        self.stores_since_merge.store(0, Ordering::Relaxed);
         let mut by_family: HashMap<String, Vec<rocksdb::LiveFile>> = HashMap::new();
         for file in self.db.live_files()? {
             by_family
@@ -365,17 +364,13 @@ impl Store {
         Ok(())
     }
 
-    /// [`Self::merge_small_table_files`], if it last ran [`SMALL_TABLE_FILES_MERGED_EVERY`]
-    /// ago or more. For paths that just stored what they were asked to: a failure is logged,
-    /// not returned (what they stored is stored).
+    /// Counts one import or completed fetch, and runs [`Self::merge_small_table_files`]
+    /// after every [`SMALL_TABLE_FILES_MERGED_EVERY`] of them. For paths that just stored
+    /// what they were asked to: a failure is logged, not returned (what they stored is
+    /// stored).
     pub(super) fn merge_small_table_files_now_and_then(&self) {
-        let due = self
-            .small_files_merged_at
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .elapsed()
-            >= self.small_files_merged_every;
-        if due {
+        let count = self.stores_since_merge.fetch_add(1, Ordering::Relaxed) + 1;
+        if count >= self.small_files_merged_every {
             if let Err(e) = self.merge_small_table_files() {
                 tracing::warn!(error = %e, "merging small table files failed");
             }

@@ -229,10 +229,10 @@ pub struct Store {
     /// Imports of blobs this large or larger go through a table file
     /// ([`ingest::INGEST_FROM_BYTES`]; lower in tests, to keep their data small).
     ingest_from_bytes: u64,
-    /// When small table files were last merged, and how often imports and completed
-    /// fetches merge them ([`gc::SMALL_TABLE_FILES_MERGED_EVERY`]; zero in tests).
-    small_files_merged_at: Mutex<std::time::Instant>,
-    small_files_merged_every: std::time::Duration,
+    /// Imports and completed fetches since small table files were last merged, and after
+    /// how many they are merged again ([`gc::SMALL_TABLE_FILES_MERGED_EVERY`]; 1 in tests).
+    stores_since_merge: AtomicU64,
+    small_files_merged_every: u64,
 }
 
 impl std::fmt::Debug for Store {
@@ -375,7 +375,7 @@ impl Store {
             held: gc::HeldHashes::default(),
             span_file_options: data_cf_options(),
             ingest_from_bytes: ingest::INGEST_FROM_BYTES,
-            small_files_merged_at: Mutex::new(std::time::Instant::now()),
+            stores_since_merge: AtomicU64::new(0),
             small_files_merged_every: gc::SMALL_TABLE_FILES_MERGED_EVERY,
         };
         // RocksDB starts due compactions as soon as the database opens, and a compaction of
