@@ -26,6 +26,10 @@ pub const SMALL_TABLE_FILE_BYTES: usize = 1 << 20;
 /// one (see [`Store::merge_small_table_files`]).
 pub const SMALL_TABLE_FILES_MERGED_FROM: usize = 8;
 
+/// Bytes of small table files one merge compacts at most (a run is cut there): the first
+/// open of a store that piled up files for long does its merging in bounded steps.
+pub const SMALL_TABLE_FILES_MERGED_BYTES: usize = 64 << 20;
+
 /// Imports and completed fetches between two merges of small table files in a store open
 /// that long (a daemon's): each import flushes `data` and `outboards`, a small file in each,
 /// so a mirror importing from the Hub makes them all day (4,479 imports in 75 s once).
@@ -327,7 +331,8 @@ impl Store {
             }
         }
         self.rewrite_wasteful_blob_files()?;
-        self.merge_small_table_files()
+        self.merge_small_table_files();
+        Ok(())
     }
 
     /// Merges runs of [`SMALL_TABLE_FILES_MERGED_FROM`] or more small table files that lie
@@ -336,23 +341,36 @@ impl Store {
     /// there on its own: each flush of a few keys (every command that writes flushes all
     /// families at once, `atomic_flush`) and each removal's range deletions stayed a file
     /// of its own for good (40 rounds of `add` and `rm` left 80 files in `verified` alone).
-    /// Runs only: a large file is never rewritten, so the cost is that of the small files.
-    /// Called at open and after every removal, and after every
-    /// [`SMALL_TABLE_FILES_MERGED_EVERY`] imports and completed fetches
-    /// ([`Self::merge_small_table_files_now_and_then`]).
-    pub(super) fn merge_small_table_files(&self) -> Result<()> {
+    /// Only small files are rewritten ([`small_file_runs`]). Called at open and after every
+    /// removal, and after every [`SMALL_TABLE_FILES_MERGED_EVERY`] imports and completed
+    /// fetches ([`Self::merge_small_table_files_now_and_then`]). Housekeeping: a failure is
+    /// logged, never returned (what the caller did is done).
+    pub(super) fn merge_small_table_files(&self) {
         self.stores_since_merge.store(0, Ordering::Relaxed);
+        let files = match self.db.live_files() {
+            Ok(files) => files,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list table files to merge the small ones");
+                return;
+            }
+        };
         let mut by_family: HashMap<String, Vec<rocksdb::LiveFile>> = HashMap::new();
-        for file in self.db.live_files()? {
+        for file in files {
             by_family
                 .entry(file.column_family_name.clone())
                 .or_default()
                 .push(file);
         }
+        // While blob files are rewritten (a compaction of all of `data`, long on a large
+        // store), a compaction of `data` would wait for it: imports need not.
+        let rewriting = self.blob_rewrite.try_lock().is_err();
         let mut options = rocksdb::CompactOptions::default();
         // A lone run in the last level would otherwise be left as it is.
         options.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::ForceOptimized);
         for (family, files) in by_family {
+            if rewriting && family == CF_DATA {
+                continue;
+            }
             let Some(cf) = self.db.cf_handle(&family) else {
                 continue;
             };
@@ -361,19 +379,14 @@ impl Store {
                     .compact_range_cf_opt(cf, Some(&first), Some(&last), &options);
             }
         }
-        Ok(())
     }
 
     /// Counts one import or completed fetch, and runs [`Self::merge_small_table_files`]
-    /// after every [`SMALL_TABLE_FILES_MERGED_EVERY`] of them. For paths that just stored
-    /// what they were asked to: a failure is logged, not returned (what they stored is
-    /// stored).
+    /// after every [`SMALL_TABLE_FILES_MERGED_EVERY`] of them.
     pub(super) fn merge_small_table_files_now_and_then(&self) {
         let count = self.stores_since_merge.fetch_add(1, Ordering::Relaxed) + 1;
         if count >= self.small_files_merged_every {
-            if let Err(e) = self.merge_small_table_files() {
-                tracing::warn!(error = %e, "merging small table files failed");
-            }
+            self.merge_small_table_files();
         }
     }
 
@@ -470,43 +483,74 @@ impl Store {
     }
 }
 
-/// Key ranges (first and last key) of the runs of [`SMALL_TABLE_FILES_MERGED_FROM`] or
-/// more small files among one family's table files (of any level), in key order, that no
-/// large file overlaps: compacting such a range rewrites only small files.
-fn small_file_runs(mut files: Vec<rocksdb::LiveFile>) -> Vec<(Vec<u8>, Vec<u8>)> {
-    files.retain(|f| f.start_key.is_some() && f.end_key.is_some());
-    files.sort_by(|a, b| a.start_key.cmp(&b.start_key));
-    let large: Vec<_> = files
-        .iter()
-        .filter(|f| f.size >= SMALL_TABLE_FILE_BYTES)
-        .filter_map(|f| Some((f.start_key.clone()?, f.end_key.clone()?)))
+/// Key ranges (first and last key, both included) of the runs of small files worth merging
+/// among one family's table files, of every level. A compaction of a key range takes every
+/// file overlapping it, and with each file every file of the next level overlapping that
+/// file's own range, and so on: so the files are first put in groups of files whose ranges
+/// overlap, directly or through others (a sweep in key order), and a run is a series of
+/// neighbouring groups holding only small files: compacting its range takes no other file.
+/// A run needs [`SMALL_TABLE_FILES_MERGED_FROM`] files, and is cut at
+/// [`SMALL_TABLE_FILES_MERGED_BYTES`].
+fn small_file_runs(files: Vec<rocksdb::LiveFile>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    struct Group {
+        first: Vec<u8>,
+        last: Vec<u8>,
+        files: usize,
+        bytes: usize,
+        large: bool,
+    }
+    let mut files: Vec<_> = files
+        .into_iter()
+        .filter_map(|f| Some((f.start_key?, f.end_key?, f.size)))
         .collect();
+    files.sort();
+    let mut groups: Vec<Group> = Vec::new();
+    for (first, last, size) in files {
+        match groups.last_mut() {
+            Some(g) if first <= g.last => {
+                if last > g.last {
+                    g.last = last;
+                }
+                g.files += 1;
+                g.bytes += size;
+                g.large |= size >= SMALL_TABLE_FILE_BYTES;
+            }
+            _ => groups.push(Group {
+                first,
+                last,
+                files: 1,
+                bytes: size,
+                large: size >= SMALL_TABLE_FILE_BYTES,
+            }),
+        }
+    }
     let mut runs = Vec::new();
-    let mut run: Option<(Vec<u8>, Vec<u8>, usize)> = None;
-    let mut close = |run: &mut Option<(Vec<u8>, Vec<u8>, usize)>| {
-        if let Some((first, last, count)) = run.take() {
-            let overlapped = large.iter().any(|(s, e)| *s <= last && *e >= first);
-            if count >= SMALL_TABLE_FILES_MERGED_FROM && !overlapped {
-                runs.push((first, last));
+    let mut run: Option<Group> = None;
+    let mut close = |run: &mut Option<Group>| {
+        if let Some(r) = run.take() {
+            if r.files >= SMALL_TABLE_FILES_MERGED_FROM {
+                runs.push((r.first, r.last));
             }
         }
     };
-    for file in files {
-        let (Some(start), Some(end)) = (file.start_key, file.end_key) else {
-            continue;
-        };
-        if file.size >= SMALL_TABLE_FILE_BYTES {
+    for group in groups {
+        if group.large {
             close(&mut run);
             continue;
         }
+        if run
+            .as_ref()
+            .is_some_and(|r| r.bytes + group.bytes > SMALL_TABLE_FILES_MERGED_BYTES)
+        {
+            close(&mut run);
+        }
         match &mut run {
-            Some((_, last, count)) => {
-                if end > *last {
-                    *last = end;
-                }
-                *count += 1;
+            Some(r) => {
+                r.last = group.last;
+                r.files += group.files;
+                r.bytes += group.bytes;
             }
-            None => run = Some((start, end, 1)),
+            None => run = Some(group),
         }
     }
     close(&mut run);
@@ -549,13 +593,17 @@ mod tests {
     use super::*;
 
     fn file(first: u8, last: u8, size: usize) -> rocksdb::LiveFile {
+        file_at(&[first], &[last], size)
+    }
+
+    fn file_at(first: &[u8], last: &[u8], size: usize) -> rocksdb::LiveFile {
         rocksdb::LiveFile {
             column_family_name: CF_VERIFIED.into(),
-            name: format!("{first}-{last}.sst"),
+            name: format!("{first:?}-{last:?}.sst"),
             size,
             level: 6,
-            start_key: Some(vec![first]),
-            end_key: Some(vec![last]),
+            start_key: Some(first.to_vec()),
+            end_key: Some(last.to_vec()),
             num_entries: 1,
             num_deletions: 0,
         }
@@ -577,6 +625,45 @@ mod tests {
         // Listed in no particular order, as `live_files` lists levels.
         files.reverse();
         assert_eq!(small_file_runs(files), vec![(vec![0], vec![n - 1])]);
+    }
+
+    #[test]
+    fn a_small_file_overlapping_a_large_one_keeps_its_neighbours_out_of_runs() {
+        // Compacting the run [700, 707] would take the small file [0, 1000] of another
+        // level, and with it the large [500, 600] below it.
+        let small = SMALL_TABLE_FILE_BYTES - 1;
+        let mut files = vec![
+            file_at(&[0], &[3, 232], small),
+            file_at(&[1, 244], &[2, 88], SMALL_TABLE_FILE_BYTES),
+        ];
+        files.extend(
+            (0..SMALL_TABLE_FILES_MERGED_FROM as u8)
+                .map(|i| file_at(&[2, 188 + i], &[2, 188 + i], small)),
+        );
+        assert!(small_file_runs(files).is_empty());
+    }
+
+    #[test]
+    fn runs_are_cut_at_the_byte_cap_and_files_without_keys_are_left_out() {
+        let size = SMALL_TABLE_FILE_BYTES - 1;
+        let per_run = SMALL_TABLE_FILES_MERGED_BYTES / size;
+        let mut files: Vec<_> = (0..2 * per_run + 2)
+            .map(|i| file_at(&(i as u16).to_be_bytes(), &(i as u16).to_be_bytes(), size))
+            .collect();
+        files.push(rocksdb::LiveFile {
+            start_key: None,
+            end_key: None,
+            ..file(0, 0, 1)
+        });
+        let key = |i: usize| (i as u16).to_be_bytes().to_vec();
+        assert_eq!(
+            small_file_runs(files),
+            vec![
+                (key(0), key(per_run - 1)),
+                (key(per_run), key(2 * per_run - 1))
+            ],
+            "two full runs; the two files left are too few"
+        );
     }
 
     #[test]

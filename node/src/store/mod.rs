@@ -391,7 +391,7 @@ impl Store {
             .map_err(|e| store.db_error(e))?;
         store.init_meta(options)?;
         store.discard_unfinished_imports()?;
-        store.merge_small_table_files()?;
+        store.merge_small_table_files();
         Ok(store)
     }
 

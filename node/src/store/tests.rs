@@ -1501,6 +1501,12 @@ fn a_series_of_short_commands_does_not_pile_up_table_files() {
         open(dir.path()).remove(&added.root).expect("rm");
     }
     let store = open(dir.path());
+    let kept = pattern(1 << 20, 1);
+    assert_eq!(read_back(&store, &Hash::of(&kept)), kept);
+    assert_eq!(
+        store.check_rows().expect("row check").problems,
+        Vec::<String>::new()
+    );
     let after = table_files_by_family(&store);
     for (family, files) in &after {
         let had = before.get(family).copied().unwrap_or(0);
@@ -1514,18 +1520,36 @@ fn a_series_of_short_commands_does_not_pile_up_table_files() {
 #[test]
 fn a_store_kept_open_merges_the_small_table_files_its_imports_make() {
     // A daemon opens its store once. Each import flushes `data` and `outboards` (a small
-    // file in each); imports merge them now and then, here every time (without it: 40
-    // files in each).
+    // file in each); imports and completed fetches merge them now and then, here every
+    // time (without it: 40 files in each). Everything stays readable.
     let dir = tempfile::tempdir().expect("tempdir");
     let mut store = open(dir.path());
     store.small_files_merged_every = 1;
     let before = table_files_by_family(&store);
     let ds = dir.path().join("ds");
     fs::create_dir_all(&ds).expect("mkdir");
+    let mut fetched = Vec::new();
     for round in 0..40u8 {
         fs::write(ds.join("round.bin"), pattern(100_000, round)).expect("write");
         store.add_folder(&ds, &NoProgress).expect("add");
+        // And a fetch completed, in the same store.
+        let data = pattern(3 * TEST_SPAN as usize + 5, round.wrapping_add(100));
+        let hash = Hash::of(&data);
+        receive_as_partial(&store, &hash, &data);
+        store.complete_partial(&hash).expect("complete");
+        fetched.push((hash, data));
     }
+    for round in 0..40u8 {
+        let data = pattern(100_000, round);
+        assert_eq!(read_back(&store, &Hash::of(&data)), data, "round {round}");
+    }
+    for (hash, data) in &fetched {
+        assert_eq!(read_back(&store, hash), *data);
+    }
+    assert_eq!(
+        store.check_rows().expect("row check").problems,
+        Vec::<String>::new()
+    );
     let after = table_files_by_family(&store);
     for (family, files) in &after {
         let had = before.get(family).copied().unwrap_or(0);
