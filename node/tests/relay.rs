@@ -21,19 +21,38 @@ use commons_node::{
 use commons_protocol::Hash;
 use libp2p::{identity::Keypair, Multiaddr, PeerId};
 
-/// A public relay (a DHT server relaying with `relay`'s limits) listening on loopback.
+/// A public relay (a DHT server relaying with `relay`'s limits) listening on loopback, at
+/// a port free for TCP too: a relay also listens on TCP at its QUIC port, and a port the
+/// system handed out for UDP can be taken on TCP by another test's connection (`make
+/// test` once failed that way: no TCP listener).
 async fn relay_node(relay: RelayConfig) -> (Host, Vec<Multiaddr>) {
-    let host = common::listening_node_with(&DiscoveryConfig {
+    let config = DiscoveryConfig {
         mode: DhtMode::Server,
         relay: RelayConfig {
             enabled: Some(true),
             ..relay
         },
         ..DiscoveryConfig::default()
-    })
-    .await;
+    };
+    let listen: Multiaddr = format!("/ip4/127.0.0.1/udp/{}/quic-v1", port_free_for_udp_and_tcp())
+        .parse()
+        .expect("addr");
+    let host = Host::start(Keypair::generate_ed25519(), &[listen], &config)
+        .await
+        .expect("relay host");
     let addrs = host.listen_addrs().await;
     (host, addrs)
+}
+
+/// A loopback port no socket holds on UDP or on TCP just now.
+fn port_free_for_udp_and_tcp() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("tcp bind");
+        let port = tcp.local_addr().expect("addr").port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A node with no listen address of its own, reachable only through a slot on `relay`,
@@ -165,7 +184,7 @@ async fn a_node_listening_only_through_a_relay_is_found_and_serves_through_it() 
     );
 
     // The relay listens on TCP too, at its QUIC port: reachable where UDP is blocked.
-    let tcp = tokio::time::timeout(Duration::from_secs(5), async {
+    let tcp = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             let found = relay.listen_addrs().await.into_iter().find(|a| {
                 a.iter()
