@@ -4,8 +4,8 @@
 //! Why a second endpoint: measured on loopback, the libp2p stream cannot move bytes at half
 //! of nginx's rate even with nothing stored or verified, and libp2p-tls always prefers
 //! ChaCha20, which it does not let be changed; AES-GCM moves 1.3-1.5x as much
-//! (`docs/benchmarks.md`, "Bulk-data endpoint"). This endpoint prefers AES-GCM. (Larger
-//! datagrams were measured too, and were slower.)
+//! (`docs/benchmarks.md`, "Bulk-data endpoint"). This endpoint prefers AES-GCM, and lets
+//! MTU discovery grow its datagrams to [`BULK_MAX_UDP_PAYLOAD`] where the path allows.
 //!
 //! Same identity: certificates are libp2p-tls's (the node's ed25519 key signs the
 //! certificate's key), both sides must present one, and a client dialing peer X accepts
@@ -46,10 +46,25 @@ use super::{QUIC_CONNECTION_WINDOW, QUIC_MAX_STREAMS, QUIC_STREAM_WINDOW};
 /// ALPN of the bulk endpoint: the transfer protocol's id, so the version is negotiated in
 /// the handshake.
 pub const BULK_ALPN: &[u8] = commons_protocol::wire::TRANSFER_PROTOCOL.as_bytes();
-/// Largest UDP payload sent or accepted (MTU discovery's upper bound), as libp2p-quic's.
-/// Measured on loopback (`make transport-bench`), 64 KiB datagrams were slower than
-/// 1,472-byte ones sent in GSO batches.
-pub const BULK_MAX_UDP_PAYLOAD: u16 = 1_472;
+/// Largest UDP payload sent or accepted (MTU discovery's upper bound). Where the path
+/// allows it (loopback, jumbo-frame links) datagrams grow to this size, and each carries
+/// 4.4 times the bytes of a 1,472-byte one for the same per-packet work: the seeder spent
+/// a quarter less CPU per GiB on loopback (docs/benchmarks.md, cost part 9). On a
+/// 1,500-byte path MTU discovery stops near 1,472, and a peer that accepts less (an older
+/// node says 1,472 in its transport parameters) is sent no more than it accepts.
+///
+/// Why not larger: quinn puts up to `QUINN_GSO_SEGMENTS` (10) datagrams in one segmented
+/// (GSO) send, and the kernel refuses a send over `UDP_MAX_SEND` (65,507) bytes with `EMSGSIZE`,
+/// which quinn-udp counts as sent: the whole batch is lost. Ten 8,972-byte datagrams
+/// (89,720 bytes) made a 1 GiB `get` 2.5-3.5 times slower for that reason.
+pub const BULK_MAX_UDP_PAYLOAD: u16 = 6_500;
+/// Datagrams quinn 0.11 puts in one segmented send at most (its private
+/// `MAX_TRANSMIT_SEGMENTS`): check again when quinn is updated.
+const QUINN_GSO_SEGMENTS: usize = 10;
+/// Largest payload of one UDP send: an IPv4 datagram's 65,535 bytes less its IP (20) and
+/// UDP (8) headers (IPv6 allows 20 more).
+const UDP_MAX_SEND: usize = 65_507;
+const _: () = assert!(QUINN_GSO_SEGMENTS * BULK_MAX_UDP_PAYLOAD as usize <= UDP_MAX_SEND);
 /// A connection silent this long is closed (no keep-alive): unused connections of a
 /// long-running node go away (the next request re-dials, one round trip), and a peer that
 /// vanished mid-transfer is noticed as fast as on libp2p-quic (10 s idle timeout there).
@@ -101,7 +116,9 @@ pub enum BulkError {
 /// from their config (`bulk_offload`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BulkTuning {
-    /// Largest UDP payload (MTU discovery's upper bound).
+    /// Largest UDP payload (MTU discovery's upper bound). With `offload`, at most
+    /// 6,550 bytes (ten to a segmented send, see [`BULK_MAX_UDP_PAYLOAD`]): larger is
+    /// refused at bind.
     pub max_udp_payload: u16,
     /// Offer AES-GCM before ChaCha20-Poly1305.
     pub prefer_aes: bool,
@@ -388,6 +405,13 @@ fn open_endpoint(
     serve: bool,
 ) -> Result<quinn::Endpoint, BulkError> {
     let bind_err = |source: std::io::Error| BulkError::Bind { addr, source };
+    if tuning.offload && QUINN_GSO_SEGMENTS * usize::from(tuning.max_udp_payload) > UDP_MAX_SEND {
+        return Err(BulkError::Config(format!(
+            "datagrams of up to {} bytes do not fit {QUINN_GSO_SEGMENTS} to a segmented send \
+             ({UDP_MAX_SEND} bytes at most): every full batch would be lost",
+            tuning.max_udp_payload
+        )));
+    }
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::DGRAM,
@@ -752,6 +776,93 @@ mod tests {
         assert_eq!(back, b"hello");
         assert_eq!(echo.await.expect("join"), client_peer);
         assert!(client.is_connected(&server_peer));
+    }
+
+    /// Sends `bytes` from a client tuned `client` to a server tuned `server` over loopback,
+    /// reads them back whole on the server, and returns the largest datagram the client's
+    /// connection reached (MTU discovery runs while the bytes flow).
+    async fn path_mtu_after_sending(
+        client_tuning: BulkTuning,
+        server_tuning: BulkTuning,
+        bytes: usize,
+    ) -> u16 {
+        let server_key = Keypair::generate_ed25519();
+        let server_peer = server_key.public().to_peer_id();
+        let (server, mut incoming) =
+            BulkEndpoint::bind(server_key, loopback(), server_tuning).expect("bind server");
+        let addr = server.local_addr().expect("addr");
+        let (client, _) =
+            BulkEndpoint::bind(Keypair::generate_ed25519(), loopback(), client_tuning)
+                .expect("bind client");
+        let sink = tokio::spawn(async move {
+            let (_, mut stream) = incoming.recv().await.expect("stream");
+            let mut got = Vec::new();
+            stream.read_to_end(&mut got).await.expect("read");
+            got
+        });
+        let sent: Vec<u8> = (0..bytes).map(|i| (i * 31 % 251) as u8).collect();
+        let mut stream = client.open_stream(server_peer, addr).await.expect("open");
+        stream.write_all(&sent).await.expect("write");
+        stream.close().await.expect("close");
+        assert!(
+            sink.await.expect("join") == sent,
+            "the bytes arrived changed"
+        );
+        let connection = client.lock_connections().get(&server_peer).cloned();
+        let connection = connection.expect("the connection is open");
+        // Discovery probes one size per round trip: give it a moment after the bytes.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mtu = connection.stats().path.current_mtu;
+            if mtu
+                >= client_tuning
+                    .max_udp_payload
+                    .min(server_tuning.max_udp_payload)
+                || Instant::now() > deadline
+            {
+                return mtu;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn datagrams_grow_to_the_largest_payload_where_the_path_allows() {
+        let tuning = BulkTuning::default();
+        let mtu = path_mtu_after_sending(tuning, tuning, 4 << 20).await;
+        assert_eq!(
+            mtu, BULK_MAX_UDP_PAYLOAD,
+            "loopback carries any size up to 64 KiB"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_accepts_only_1472_byte_datagrams_is_sent_no_larger() {
+        // What nodes before the larger payload said in their transport parameters.
+        let older = BulkTuning {
+            max_udp_payload: 1_472,
+            ..BulkTuning::default()
+        };
+        let mtu = path_mtu_after_sending(BulkTuning::default(), older, 4 << 20).await;
+        assert_eq!(mtu, 1_472);
+    }
+
+    #[tokio::test]
+    async fn datagrams_too_large_for_a_segmented_send_are_refused_at_bind() {
+        let oversized = BulkTuning {
+            max_udp_payload: 8_972,
+            ..BulkTuning::default()
+        };
+        let err = BulkEndpoint::bind(Keypair::generate_ed25519(), loopback(), oversized)
+            .expect_err("ten 8,972-byte datagrams exceed one send");
+        assert!(err.to_string().contains("8972"), "{err}");
+        // One datagram per send has no such limit.
+        let unsegmented = BulkTuning {
+            offload: false,
+            ..oversized
+        };
+        BulkEndpoint::bind(Keypair::generate_ed25519(), loopback(), unsegmented)
+            .expect("without offload any payload binds");
     }
 
     #[tokio::test]

@@ -3,9 +3,10 @@
 //! the same process (one tokio runtime, both ends sharing the machine's cores, as a seeder
 //! and a fetcher on one machine do), over:
 //! - the node's libp2p host (libp2p-quic, the transfer protocol's default path);
-//! - the node's bulk endpoint (`commons_node::net::bulk`) with four tunings: datagram
-//!   limit 1,472 bytes (libp2p-quic's) or 64 KiB, ChaCha20 (libp2p-tls's first choice) or
-//!   AES-GCM first;
+//! - the node's bulk endpoint (`commons_node::net::bulk`) with five tunings: datagram
+//!   limit 1,472 bytes (libp2p-quic's), 6,500 (the node's) or 64 KiB (one datagram per
+//!   send: ten of them do not fit a segmented send), ChaCha20 (libp2p-tls's first choice)
+//!   or AES-GCM first, segmentation offload on or off;
 //! - nginx → curl (`curl -o /dev/null`), the reference the transfer issue names.
 //!
 //! This is what decides whether the transfer protocol may leave libp2p's connection for
@@ -178,22 +179,22 @@ async fn main() -> Result<()> {
             "bulk endpoint, 1,472-byte datagrams, AES-GCM",
         ),
         (
-            1472,
+            6500,
+            true,
+            true,
+            "bulk endpoint, 6,500-byte datagrams, AES-GCM",
+        ),
+        (
+            6500,
             true,
             false,
-            "bulk endpoint, 1,472-byte datagrams, AES-GCM, no GSO/GRO",
+            "bulk endpoint, 6,500-byte datagrams, AES-GCM, no GSO/GRO",
         ),
         (
             65_527,
+            true,
             false,
-            true,
-            "bulk endpoint, 64 KiB datagrams, ChaCha20",
-        ),
-        (
-            65_527,
-            true,
-            true,
-            "bulk endpoint, 64 KiB datagrams, AES-GCM",
+            "bulk endpoint, 64 KiB datagrams, AES-GCM, no GSO/GRO",
         ),
     ] {
         let tuning = BulkTuning {
