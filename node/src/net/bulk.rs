@@ -41,7 +41,10 @@ use rustls::{
 };
 use tokio::sync::mpsc;
 
-use super::{QUIC_CONNECTION_WINDOW, QUIC_MAX_STREAMS, QUIC_STREAM_WINDOW};
+use super::{
+    bulk_socket::{segments_per_send, BulkSocket},
+    QUIC_CONNECTION_WINDOW, QUIC_MAX_STREAMS, QUIC_STREAM_WINDOW,
+};
 
 /// ALPN of the bulk endpoint: the transfer protocol's id, so the version is negotiated in
 /// the handshake.
@@ -50,21 +53,20 @@ pub const BULK_ALPN: &[u8] = commons_protocol::wire::TRANSFER_PROTOCOL.as_bytes(
 /// allows it (loopback, jumbo-frame links) datagrams grow to this size, and each carries
 /// 4.4 times the bytes of a 1,472-byte one for the same per-packet work: the seeder spent
 /// a quarter less CPU per GiB on loopback (docs/benchmarks.md, cost part 9). On a
-/// 1,500-byte path MTU discovery stops near 1,472, and a peer that accepts less (an older
-/// node says 1,472 in its transport parameters) is sent no more than it accepts.
+/// 1,500-byte path MTU discovery ends near 1,472 (about 1,466, after a few lost probes of
+/// larger sizes), and a peer that accepts less (an older node says 1,472 in its transport
+/// parameters) is sent no more than it accepts.
 ///
-/// Why not larger: quinn puts up to `QUINN_GSO_SEGMENTS` (10) datagrams in one segmented
-/// (GSO) send, and the kernel refuses a send over `UDP_MAX_SEND` (65,507) bytes with `EMSGSIZE`,
-/// which quinn-udp counts as sent: the whole batch is lost. Ten 8,972-byte datagrams
-/// (89,720 bytes) made a 1 GiB `get` 2.5-3.5 times slower for that reason.
+/// Why 6,500: the socket caps how many datagrams go in one segmented send so that the
+/// batch fits one UDP send (`bulk_socket`), by this largest size, on every path; at 6,500
+/// that is ten, quinn's most, so batches on 1,500-byte paths stay as large as before. At
+/// 8,972 (jumbo frames' largest) they would be seven.
 pub const BULK_MAX_UDP_PAYLOAD: u16 = 6_500;
 /// Datagrams quinn 0.11 puts in one segmented send at most (its private
-/// `MAX_TRANSMIT_SEGMENTS`): check again when quinn is updated.
-const QUINN_GSO_SEGMENTS: usize = 10;
-/// Largest payload of one UDP send: an IPv4 datagram's 65,535 bytes less its IP (20) and
-/// UDP (8) headers (IPv6 allows 20 more).
-const UDP_MAX_SEND: usize = 65_507;
-const _: () = assert!(QUINN_GSO_SEGMENTS * BULK_MAX_UDP_PAYLOAD as usize <= UDP_MAX_SEND);
+/// `MAX_TRANSMIT_SEGMENTS`). Only checked against [`BULK_MAX_UDP_PAYLOAD`]: should quinn
+/// change it, the socket's cap still keeps every send whole.
+const QUINN_MAX_SEGMENTS: usize = 10;
+const _: () = assert!(segments_per_send(BULK_MAX_UDP_PAYLOAD) >= QUINN_MAX_SEGMENTS);
 /// A connection silent this long is closed (no keep-alive): unused connections of a
 /// long-running node go away (the next request re-dials, one round trip), and a peer that
 /// vanished mid-transfer is noticed as fast as on libp2p-quic (10 s idle timeout there).
@@ -116,14 +118,13 @@ pub enum BulkError {
 /// from their config (`bulk_offload`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BulkTuning {
-    /// Largest UDP payload (MTU discovery's upper bound). With `offload`, at most
-    /// 6,550 bytes (ten to a segmented send, see [`BULK_MAX_UDP_PAYLOAD`]): larger is
-    /// refused at bind.
+    /// Largest UDP payload (MTU discovery's upper bound); segmented sends hold as many of
+    /// these as fit one UDP send.
     pub max_udp_payload: u16,
     /// Offer AES-GCM before ChaCha20-Poly1305.
     pub prefer_aes: bool,
     /// Let the kernel segment sends and coalesce receives (UDP GSO/GRO) where it can; off,
-    /// one datagram per send call and none coalesced ([`super::no_offload`]).
+    /// one datagram per send call and none coalesced ([`BulkSocket::no_offload`]).
     pub offload: bool,
 }
 
@@ -405,13 +406,6 @@ fn open_endpoint(
     serve: bool,
 ) -> Result<quinn::Endpoint, BulkError> {
     let bind_err = |source: std::io::Error| BulkError::Bind { addr, source };
-    if tuning.offload && QUINN_GSO_SEGMENTS * usize::from(tuning.max_udp_payload) > UDP_MAX_SEND {
-        return Err(BulkError::Config(format!(
-            "datagrams of up to {} bytes do not fit {QUINN_GSO_SEGMENTS} to a segmented send \
-             ({UDP_MAX_SEND} bytes at most): every full batch would be lost",
-            tuning.max_udp_payload
-        )));
-    }
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::DGRAM,
@@ -443,9 +437,9 @@ fn open_endpoint(
     };
     let runtime = Arc::new(quinn::TokioRuntime);
     let socket = if tuning.offload {
-        quinn::Runtime::wrap_udp_socket(&*runtime, socket)
+        BulkSocket::fitted(socket, &*runtime, tuning.max_udp_payload)
     } else {
-        super::no_offload::NoOffload::wrap(socket, &*runtime)
+        BulkSocket::no_offload(socket, &*runtime)
     }
     .map_err(bind_err)?;
     quinn::Endpoint::new_with_abstract_socket(endpoint_config, server, socket, runtime)
@@ -778,9 +772,9 @@ mod tests {
         assert!(client.is_connected(&server_peer));
     }
 
-    /// Sends `bytes` from a client tuned `client` to a server tuned `server` over loopback,
-    /// reads them back whole on the server, and returns the largest datagram the client's
-    /// connection reached (MTU discovery runs while the bytes flow).
+    /// Sends `bytes` from a client tuned `client_tuning` to a server tuned `server_tuning`
+    /// over loopback, reads them back whole on the server, and returns the largest datagram
+    /// the client's connection reached (MTU discovery runs while the bytes flow).
     async fn path_mtu_after_sending(
         client_tuning: BulkTuning,
         server_tuning: BulkTuning,
@@ -847,22 +841,16 @@ mod tests {
         assert_eq!(mtu, 1_472);
     }
 
+    /// Ten 8,972-byte datagrams do not fit one UDP send: without the socket's cap every
+    /// full batch was lost, quinn took that for a black hole and fell back to 1,200 bytes.
     #[tokio::test]
-    async fn datagrams_too_large_for_a_segmented_send_are_refused_at_bind() {
-        let oversized = BulkTuning {
+    async fn jumbo_datagrams_go_fewer_to_a_send_and_arrive() {
+        let jumbo = BulkTuning {
             max_udp_payload: 8_972,
             ..BulkTuning::default()
         };
-        let err = BulkEndpoint::bind(Keypair::generate_ed25519(), loopback(), oversized)
-            .expect_err("ten 8,972-byte datagrams exceed one send");
-        assert!(err.to_string().contains("8972"), "{err}");
-        // One datagram per send has no such limit.
-        let unsegmented = BulkTuning {
-            offload: false,
-            ..oversized
-        };
-        BulkEndpoint::bind(Keypair::generate_ed25519(), loopback(), unsegmented)
-            .expect("without offload any payload binds");
+        let mtu = path_mtu_after_sending(jumbo, jumbo, 4 << 20).await;
+        assert_eq!(mtu, 8_972);
     }
 
     #[tokio::test]

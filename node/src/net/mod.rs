@@ -8,9 +8,9 @@
 
 mod behaviour;
 pub mod bulk;
+mod bulk_socket;
 pub mod circuit_dials;
 pub mod limits;
-mod no_offload;
 pub mod path_bytes;
 pub mod reachability;
 pub mod relay;

@@ -19,7 +19,7 @@ use clap::Parser;
 use commons_node::{
     discovery::DiscoveryConfig,
     net::{
-        bulk::{BulkEndpoint, BulkStream, BulkTuning},
+        bulk::{BulkEndpoint, BulkStream, BulkTuning, BULK_MAX_UDP_PAYLOAD},
         Host,
     },
 };
@@ -152,6 +152,15 @@ fn nginx_run(args: &Args) -> Result<f64> {
     Ok(RunStats::median(runs).elapsed.as_secs_f64())
 }
 
+/// "1,472-byte" or "64 KiB" (the largest UDP payload).
+fn datagram_size(bytes: u16) -> String {
+    match bytes {
+        65_527.. => "64 KiB".into(),
+        1_000.. => format!("{},{:03}-byte", bytes / 1000, bytes % 1000),
+        _ => format!("{bytes}-byte"),
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -165,47 +174,29 @@ async fn main() -> Result<()> {
         "libp2p host (libp2p-quic: 1,472-byte datagrams, ChaCha20)".into(),
         median(&sorted(times)),
     ));
-    for (max_udp_payload, prefer_aes, offload, label) in [
-        (
-            1472,
-            false,
-            true,
-            "bulk endpoint, 1,472-byte datagrams, ChaCha20",
-        ),
-        (
-            1472,
-            true,
-            true,
-            "bulk endpoint, 1,472-byte datagrams, AES-GCM",
-        ),
-        (
-            6500,
-            true,
-            true,
-            "bulk endpoint, 6,500-byte datagrams, AES-GCM",
-        ),
-        (
-            6500,
-            true,
-            false,
-            "bulk endpoint, 6,500-byte datagrams, AES-GCM, no GSO/GRO",
-        ),
-        (
-            65_527,
-            true,
-            false,
-            "bulk endpoint, 64 KiB datagrams, AES-GCM, no GSO/GRO",
-        ),
+    let node = BULK_MAX_UDP_PAYLOAD;
+    for (max_udp_payload, prefer_aes, offload) in [
+        (1_472, false, true),
+        (1_472, true, true),
+        (node, true, true),
+        (node, true, false),
+        (65_527, true, false),
     ] {
         let tuning = BulkTuning {
             max_udp_payload,
             prefer_aes,
             offload,
         };
+        let label = format!(
+            "bulk endpoint, {} datagrams, {}{}",
+            datagram_size(max_udp_payload),
+            if prefer_aes { "AES-GCM" } else { "ChaCha20" },
+            if offload { "" } else { ", no GSO/GRO" }
+        );
         let label = if tuning == BulkTuning::default() {
             format!("{label} (the default)")
         } else {
-            label.to_string()
+            label
         };
         let mut times = Vec::new();
         for _ in 0..args.runs {

@@ -1,9 +1,17 @@
-//! The bulk endpoint's UDP socket with segmentation offload off: quinn's own socket, but
-//! one datagram per send system call and no coalesced receives (receives are still batched
-//! by `recvmmsg`, a datagram per slot). quinn-udp turns UDP GSO and GRO on wherever the
-//! kernel has them; some virtual NICs and middleboxes mishandle them, and turning them off
-//! is how one measures what they save (`make cost-bench`, `bulk_offload = false`). Every
-//! byte is verified either way: the choice changes system calls, never data.
+//! The bulk endpoint's UDP socket as quinn sees it ([`BulkSocket`]): quinn's own socket,
+//! with its segmented sends capped so that a batch always fits one UDP send, or with
+//! segmentation offload off.
+//!
+//! Why a cap: quinn puts up to ten datagrams in one segmented (GSO) send, whatever their
+//! size, and the kernel refuses a send of more than [`UDP_MAX_SEND`] bytes with `EMSGSIZE`,
+//! which quinn-udp counts as sent: with datagrams over a tenth of that, every full batch
+//! would be lost (measured: docs/benchmarks.md, cost part 9).
+//!
+//! Why offload off: quinn-udp turns UDP GSO and GRO on wherever the kernel has them; some
+//! virtual NICs and middleboxes mishandle them, and turning them off is how one measures
+//! what they save (`make cost-bench`, `bulk_offload = false`): one datagram per send system
+//! call and no coalesced receives (receives are still batched by `recvmmsg`, a datagram per
+//! slot). Every byte is verified either way: these change system calls, never data.
 
 use std::{
     fmt,
@@ -19,26 +27,76 @@ use quinn::{
     AsyncUdpSocket, Runtime, UdpPoller,
 };
 
-/// A socket of `runtime` that tells quinn it can send and receive one datagram at a time.
-pub struct NoOffload(Arc<dyn AsyncUdpSocket>);
+/// Largest payload of one UDP send: an IPv4 datagram's 65,535 bytes less its IP (20) and
+/// UDP (8) headers (IPv6 allows 20 more; the smaller limit serves both).
+pub const UDP_MAX_SEND: usize = 65_507;
 
-impl fmt::Debug for NoOffload {
+/// quinn's socket for a runtime, telling quinn how many datagrams to put in one send and
+/// to take from one receive.
+pub struct BulkSocket {
+    inner: Arc<dyn AsyncUdpSocket>,
+    /// Datagrams per send at most (quinn-udp's own figure may be lower).
+    max_segments: usize,
+    /// Whether the kernel coalesces received datagrams (GRO) as quinn-udp set it up.
+    coalesced: bool,
+}
+
+impl fmt::Debug for BulkSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("NoOffload").field(&self.0).finish()
+        f.debug_struct("BulkSocket")
+            .field("inner", &self.inner)
+            .field("max_segments", &self.max_segments)
+            .field("coalesced", &self.coalesced)
+            .finish()
     }
 }
 
-impl NoOffload {
-    /// Wraps `socket` for `runtime`, with the kernel's receive coalescing turned off again
-    /// after quinn-udp turned it on (a coalesced receive into one datagram's buffer would be
-    /// cut short).
-    pub fn wrap(socket: UdpSocket, runtime: &dyn Runtime) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+impl BulkSocket {
+    /// Wraps `socket` for `runtime` and datagrams of at most `max_payload` bytes, with
+    /// offload where the kernel has it: no more datagrams in one segmented send than fit
+    /// [`UDP_MAX_SEND`] bytes at that size. The cap follows the largest datagram the
+    /// endpoint may send, not the path's (a socket does not know which connection sends),
+    /// so it holds on every path.
+    pub fn fitted(
+        socket: UdpSocket,
+        runtime: &dyn Runtime,
+        max_payload: u16,
+    ) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+        Ok(Arc::new(Self {
+            inner: runtime.wrap_udp_socket(socket)?,
+            max_segments: segments_per_send(max_payload),
+            coalesced: true,
+        }))
+    }
+
+    /// Wraps `socket` for `runtime` to send and receive one datagram at a time, with the
+    /// kernel's receive coalescing turned off again after quinn-udp turned it on (a
+    /// coalesced receive into one datagram's buffer would be cut short).
+    pub fn no_offload(
+        socket: UdpSocket,
+        runtime: &dyn Runtime,
+    ) -> io::Result<Arc<dyn AsyncUdpSocket>> {
         #[cfg(any(target_os = "linux", target_os = "android"))]
         let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
         let inner = runtime.wrap_udp_socket(socket)?;
         #[cfg(any(target_os = "linux", target_os = "android"))]
         gro_off(fd)?;
-        Ok(Arc::new(Self(inner)))
+        Ok(Arc::new(Self {
+            inner,
+            max_segments: 1,
+            coalesced: false,
+        }))
+    }
+}
+
+/// How many datagrams of `max_payload` bytes fit one UDP send (at least one: a datagram too
+/// large for any send is the kernel's to refuse, as an MTU probe's would be).
+pub const fn segments_per_send(max_payload: u16) -> usize {
+    let segments = UDP_MAX_SEND / max_payload as usize;
+    if segments == 0 {
+        1
+    } else {
+        segments
     }
 }
 
@@ -74,13 +132,13 @@ fn gro_off(fd: std::os::fd::RawFd) -> io::Result<()> {
     }
 }
 
-impl AsyncUdpSocket for NoOffload {
+impl AsyncUdpSocket for BulkSocket {
     fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
-        self.0.clone().create_io_poller()
+        self.inner.clone().create_io_poller()
     }
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
-        self.0.try_send(transmit)
+        self.inner.try_send(transmit)
     }
 
     fn poll_recv(
@@ -89,23 +147,28 @@ impl AsyncUdpSocket for NoOffload {
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
-        self.0.poll_recv(cx, bufs, meta)
+        self.inner.poll_recv(cx, bufs, meta)
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
+        self.inner.local_addr()
     }
 
+    /// Asked before every batch: quinn-udp lowers its own figure to one when the kernel
+    /// turns segmented sends down.
     fn max_transmit_segments(&self) -> usize {
-        1
+        self.inner.max_transmit_segments().min(self.max_segments)
     }
 
     fn max_receive_segments(&self) -> usize {
-        1
+        match self.coalesced {
+            true => self.inner.max_receive_segments(),
+            false => 1,
+        }
     }
 
     fn may_fragment(&self) -> bool {
-        self.0.may_fragment()
+        self.inner.may_fragment()
     }
 }
 
@@ -139,7 +202,7 @@ mod tests {
         let addr = socket.local_addr().expect("addr");
         #[cfg(any(target_os = "linux", target_os = "android"))]
         let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
-        let wrapped = NoOffload::wrap(socket, &quinn::TokioRuntime).expect("wrap");
+        let wrapped = BulkSocket::no_offload(socket, &quinn::TokioRuntime).expect("wrap");
         assert_eq!(wrapped.max_transmit_segments(), 1);
         assert_eq!(wrapped.max_receive_segments(), 1);
         assert_eq!(wrapped.local_addr().expect("addr"), addr);
@@ -149,6 +212,28 @@ mod tests {
             Some(true),
             "the kernel still coalesces receives"
         );
+    }
+
+    #[tokio::test]
+    async fn a_fitted_socket_puts_no_more_datagrams_in_a_send_than_fit_one() {
+        let runtime = quinn::TokioRuntime;
+        let own = quinn::Runtime::wrap_udp_socket(
+            &runtime,
+            UdpSocket::bind("127.0.0.1:0").expect("bind"),
+        )
+        .expect("wrap");
+        let kernel = own.max_transmit_segments();
+        for (max_payload, fit) in [(1_472, 44), (6_500, 10), (8_972, 7), (65_527, 1)] {
+            assert_eq!(segments_per_send(max_payload), fit);
+            let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+            let fitted = BulkSocket::fitted(socket, &runtime, max_payload).expect("wrap");
+            assert_eq!(fitted.max_transmit_segments(), kernel.min(fit));
+            assert!(
+                fitted.max_transmit_segments() * usize::from(max_payload)
+                    <= UDP_MAX_SEND.max(usize::from(max_payload))
+            );
+            assert_eq!(fitted.max_receive_segments(), own.max_receive_segments());
+        }
     }
 
     /// The check above can fail: quinn's own socket has GRO on (where the kernel says).
@@ -171,7 +256,8 @@ mod tests {
         const SEGMENTS: usize = 10;
         let runtime = quinn::TokioRuntime;
         let receiver =
-            NoOffload::wrap(UdpSocket::bind("127.0.0.1:0").expect("bind"), &runtime).expect("wrap");
+            BulkSocket::no_offload(UdpSocket::bind("127.0.0.1:0").expect("bind"), &runtime)
+                .expect("wrap");
         let sender = quinn::Runtime::wrap_udp_socket(
             &runtime,
             UdpSocket::bind("127.0.0.1:0").expect("bind"),
