@@ -89,14 +89,18 @@ impl BulkSocket {
     }
 }
 
-/// How many datagrams of `max_payload` bytes fit one UDP send (at least one: a datagram too
-/// large for any send is the kernel's to refuse, as an MTU probe's would be).
+/// How many datagrams of `max_payload` bytes fit one UDP send, at least one: a datagram too
+/// large for any send is the kernel's to refuse, as an MTU probe's would be (quinn refuses
+/// a payload under 1,200 bytes before a socket is made; 0 gets one, never a division by 0).
 pub const fn segments_per_send(max_payload: u16) -> usize {
-    let segments = UDP_MAX_SEND / max_payload as usize;
-    if segments == 0 {
+    let fit = match max_payload {
+        0 => 1,
+        payload => UDP_MAX_SEND / payload as usize,
+    };
+    if fit == 0 {
         1
     } else {
-        segments
+        fit
     }
 }
 
@@ -223,7 +227,7 @@ mod tests {
         )
         .expect("wrap");
         let kernel = own.max_transmit_segments();
-        for (max_payload, fit) in [(1_472, 44), (6_500, 10), (8_972, 7), (65_527, 1)] {
+        for (max_payload, fit) in [(0, 1), (1_472, 44), (6_500, 10), (8_972, 7), (65_527, 1)] {
             assert_eq!(segments_per_send(max_payload), fit);
             let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
             let fitted = BulkSocket::fitted(socket, &runtime, max_payload).expect("wrap");
