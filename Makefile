@@ -100,7 +100,7 @@ transport-bench: deps build
 ## of 100 GiB, about 18 for 100,000 of 10 GiB, which peak at 6 GiB of RSS; charts in
 ## target/scale-sim/ and target/scale-sim/10-gib/)
 scale-sim: deps build
-	"$(CARGO_TARGET_DIR)/release/scale-sim" --validate
+	"$(CARGO_TARGET_DIR)/release/scale-sim" --validate --seeds 8
 	"$(CARGO_TARGET_DIR)/release/scale-sim"
 	"$(CARGO_TARGET_DIR)/release/scale-sim" --mirrors 1000,10000,100000 --size-mib 10240 \
 		--out-dir target/scale-sim/10-gib

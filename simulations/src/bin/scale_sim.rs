@@ -87,7 +87,8 @@ struct Args {
     /// Runs of each flash crowd, with seeds `--seed`, `--seed` + 1, …; past one, a row of
     /// their medians follows. The seed draws the mirrors' links and start times and every
     /// choice the model makes at random: at 3,000 mirrors, eight seeds were half done at
-    /// 2,088 to 4,134 s. Compare two builds seed by seed, over several.
+    /// 2,088 to 4,134 s. Compare two builds seed by seed, over several. With
+    /// `--validate`, each lab scenario's median and range over the seeds.
     #[arg(long, default_value_t = 1)]
     seeds: u64,
     /// Print each node's figures too.
@@ -123,6 +124,11 @@ struct Args {
     /// Serve every request at once: leave out the transfer server's send buffer.
     #[arg(long)]
     no_admission: bool,
+    /// Threads of the swarm model (1 to 4): its nodes are split among them, each running
+    /// its own in lockstep windows of virtual time. Part of the model's seed: a run with
+    /// other threads draws other random choices, so its figures differ as another seed's do.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=4))]
+    threads: u8,
 }
 
 /// The store's span.
@@ -163,6 +169,7 @@ fn scenario(size_mib: u64, nodes: Vec<NodeSpec>, seed: u64, admission: bool) -> 
         // cuts the blob into.
         admission: admission.then(|| Admission::node(BATCH_SPANS * SPAN)),
         seed,
+        partitions: 1,
         limit: Duration::from_secs(24 * 3600),
     }
 }
@@ -186,7 +193,10 @@ fn all_done(r: &SimResult) -> Option<Duration> {
         .max()
 }
 
-fn validate(seed: u64, verbose: bool, admission: bool) {
+/// The swarm lab's scenarios, each run with seeds `seed` to `seed + seeds - 1`: past one
+/// seed, the median and the range (an 11-node flash crowd's time moves by a fifth from seed
+/// to seed).
+fn validate(seed: u64, seeds: u64, verbose: bool, admission: bool, threads: u8) {
     println!("| scenario | measured | simulated | simulated ÷ measured | first honest seeder sent (copies) | events | wall |");
     println!("|---|---|---|---|---|---|---|");
     let four = || {
@@ -204,48 +214,57 @@ fn validate(seed: u64, verbose: bool, admission: bool) {
     // 2026-12-02 with this code (the flash crowd took 28.7 s in November, before the
     // transfer server's per-peer gates; 39.4 s with the code before the state machines).
     let cases = [
-        (
-            "4 seeders → 1 leecher, 1 GiB",
-            23.0,
-            scenario(1024, four(), seed, admission),
-        ),
-        (
-            "4 seeders, one killed at 11 s",
-            28.9,
-            scenario(1024, killed, seed, admission),
-        ),
-        (
-            "3 honest seeders + 1 liar",
-            32.4,
-            scenario(1024, liar, seed, admission),
-        ),
+        ("4 seeders → 1 leecher, 1 GiB", 23.0, (1024, four())),
+        ("4 seeders, one killed at 11 s", 28.9, (1024, killed)),
+        ("3 honest seeders + 1 liar", 32.4, (1024, liar)),
         (
             "flash crowd: 1 seeder, 10 leechers, 256 MiB",
             37.2,
-            scenario(256, flash, seed, admission),
+            (256, flash),
         ),
     ];
-    for (name, measured, s) in cases {
+    for (name, measured, (size_mib, nodes)) in cases {
         let started = Instant::now();
-        let r = run(&s);
-        let simulated = secs(all_done(&r));
-        println!(
-            "| {name} | {measured:.1} s | {simulated:.1} s | {:.2} | {:.2} | {} | {:.2} s |",
-            simulated / measured,
-            r.nodes[first_honest_seeder(&s)].sent as f64 / (s.spans * s.span_bytes) as f64,
-            r.events,
-            started.elapsed().as_secs_f64()
-        );
-        if verbose {
-            for (i, n) in r.nodes.iter().enumerate() {
-                println!(
-                    "    node {i}: done {:.1} s, sent {:.1} MiB, received {:.1} MiB",
-                    secs(n.done_at),
-                    n.sent as f64 / (1 << 20) as f64,
-                    n.received as f64 / (1 << 20) as f64
-                );
+        let (mut simulated, mut copies, mut events) = (Vec::new(), Vec::new(), Vec::new());
+        for seed in seed..seed.saturating_add(seeds.max(1)) {
+            let mut s = scenario(size_mib, nodes.clone(), seed, admission);
+            s.partitions = threads.into();
+            let r = run(&s);
+            simulated.push(secs(all_done(&r)));
+            copies.push(
+                r.nodes[first_honest_seeder(&s)].sent as f64 / (s.spans * s.span_bytes) as f64,
+            );
+            events.push(r.events as f64);
+            if verbose {
+                println!("    seed {seed}: {:.1} s", secs(all_done(&r)));
+                for (i, n) in r.nodes.iter().enumerate() {
+                    println!(
+                        "      node {i}: done {:.1} s, sent {:.1} MiB, received {:.1} MiB",
+                        secs(n.done_at),
+                        n.sent as f64 / (1 << 20) as f64,
+                        n.received as f64 / (1 << 20) as f64
+                    );
+                }
             }
         }
+        let simulated = sorted(simulated);
+        let middle = median(&simulated);
+        let range = if simulated.len() > 1 {
+            format!(
+                " ({:.1}–{:.1})",
+                simulated[0],
+                simulated[simulated.len() - 1]
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "| {name} | {measured:.1} s | {middle:.1} s{range} | {:.2} | {:.2} | {:.0} | {:.2} s |",
+            middle / measured,
+            median(&sorted(copies)),
+            median(&sorted(events)),
+            started.elapsed().as_secs_f64()
+        );
     }
 }
 
@@ -557,6 +576,7 @@ fn flash_crowd(args: &Args, n: usize, seed: u64) -> Scenario {
         });
     }
     let mut s = scenario(args.size_mib, nodes, seed, !args.no_admission);
+    s.partitions = args.threads.into();
     s.span_bytes = ((args.size_mib << 20) / args.study_spans.max(1)).max(SPAN);
     s.spans = (args.size_mib << 20).div_ceil(s.span_bytes);
     s
@@ -598,7 +618,13 @@ fn main() -> Result<()> {
         return dht_study(&args);
     }
     if args.validate {
-        validate(args.seed, args.verbose, !args.no_admission);
+        validate(
+            args.seed,
+            args.seeds,
+            args.verbose,
+            !args.no_admission,
+            args.threads,
+        );
         return Ok(());
     }
     println!(

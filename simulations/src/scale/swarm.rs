@@ -14,7 +14,21 @@
 //! does (`fetch.rs`): it asks a provider for the holders it knows (those that asked it
 //! before) when the node's [`HolderAsks`] says, remembers up to [`MAX_KNOWN_HOLDERS`], and
 //! each new one joins its round.
-//! Time is virtual: the same scenario and seed give the same run.
+//! Time is virtual: the same scenario, seed and partitions give the same run.
+//!
+//! Nodes act on each other only by messages, each taking at least the one-way delay
+//! between them (the sum of their latencies), so that the nodes can be split among
+//! partitions run by threads of their own ([`lockstep`](super::lockstep); the lookahead is
+//! the shortest such delay). A question (`Have`, holders) is answered from the asked
+//! node's state when it arrives, one way after it was asked, and the answer takes one
+//! way back. A request reaches its server one way after it is asked; the server serves
+//! it or lets it wait for a place in its send buffer, and its bytes reach the client one
+//! way later. A flow belongs to its client, which stores its spans: it goes at the smaller
+//! of the client's share of its downlink, known at once, and the server's share of its
+//! uplink as the server last said, a lookahead after its number of responses changed
+//! (a sender's rate reaches its receivers a path delay later, as congestion control's
+//! does). The end of a flow reaches its server one way later, which frees its place. A
+//! death, and an announcement to the DHT, reach every node a lookahead later.
 
 use std::{
     cmp::Reverse,
@@ -37,6 +51,8 @@ use commons_node::{
 };
 use commons_protocol::wire::GroupRange;
 use radix_heap::RadixHeapMap;
+
+use super::lockstep::{Lockstep, Mail};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -76,6 +92,11 @@ pub struct Scenario {
     pub admission: Option<Admission>,
     /// Seeds every random choice (the nodes' and the model's).
     pub seed: u64,
+    /// Partitions of the nodes, each run by a thread of its own (at most
+    /// [`MAX_PARTITIONS`]; one if the [`lookahead`] is zero). The same scenario, seed and
+    /// partitions give the same run; other partitions draw other random choices and order
+    /// events due at the same time otherwise, so their figures differ as another seed's do.
+    pub partitions: usize,
     /// Give up at this virtual time.
     pub limit: Duration,
 }
@@ -153,17 +174,27 @@ pub struct SimResult {
 }
 
 /// Names of the kinds counted in [`SimResult::events_by_kind`], in its order.
-pub const EVENT_KINDS: [&str; 10] = [
+pub const EVENT_KINDS: [&str; 20] = [
     "start",
     "poll",
-    "have",
-    "flow start",
+    "have ask",
+    "have answer",
+    "request",
+    "begin",
     "flow end",
+    "done",
     "dies",
     "unreachable",
     "ask holders",
+    "holders ask",
+    "holders answer",
     "round",
     "busy",
+    "refused",
+    "gone",
+    "share",
+    "server died",
+    "announce",
 ];
 
 type Round = SwarmRound<u32, Failure>;
@@ -185,19 +216,42 @@ impl Failure {
     }
 }
 
+/// What happens at one node (a timer, or a message from another node, which arrives no
+/// sooner than the lookahead after it was sent: see [`lockstep`](super::lockstep)).
+/// A flow belongs to its client's partition; its server keeps a [`Response`].
 #[derive(Debug)]
 enum Event {
     Start(u32),
     /// Poll node's round; stale unless `gen` is the node's latest.
     Poll(u32, u64),
-    Have {
+    /// `node`'s question what `peer` holds reaches the peer, which answers from its state
+    /// now.
+    HaveAsk {
         node: u32,
         peer: u32,
     },
-    /// A request's bytes start to flow.
-    FlowStart(u64),
+    /// The answer reaches `node` (`None`: the peer is gone).
+    HaveAnswer {
+        node: u32,
+        peer: u32,
+        holding: Option<Holding>,
+    },
+    /// Try `attempt` of the request flow `flow` carries reaches its server.
+    Request {
+        flow: u64,
+        client: u32,
+        server: u32,
+        attempt: u32,
+    },
+    /// The server's first bytes of flow `flow` reach its client: the flow's bytes flow.
+    Begin(u64),
     /// A flow has carried all its bytes, unless `gen` is stale.
     FlowEnd(u64, u64),
+    /// The client ended or cancelled flow `flow`: its server frees the place it held.
+    Done {
+        flow: u64,
+        server: u32,
+    },
     /// A node dies.
     Dies(u32),
     /// A request to a dead node fails.
@@ -206,12 +260,47 @@ enum Event {
         request: RequestId,
     },
     AskHolders(u32),
+    /// `node`'s question which holders `peer` knows reaches the peer; `after`: how long
+    /// the peer's list was when it last answered this get (`u32::MAX`: never).
+    HoldersAsk {
+        node: u32,
+        peer: u32,
+        after: u32,
+    },
+    /// The answer reaches `node`: the names listed after `after`, of `listed`.
+    HoldersAnswer {
+        node: u32,
+        peer: u32,
+        listed: u32,
+        names: Box<[u32]>,
+    },
     /// The node's swarm runs its next round (or, when the swarm is over, the get its next
     /// step).
     Round(u32),
-    /// A request still waiting for its place at its server is answered `Busy`, unless
+    /// At the server: a request still waiting for its place is answered `Busy`, unless
     /// `attempt` is stale.
-    Busy(u64, u32),
+    Busy {
+        flow: u64,
+        server: u32,
+        attempt: u32,
+    },
+    /// The `Busy` reaches the client, which asks again later or gives up.
+    Refused {
+        flow: u64,
+        attempt: u32,
+    },
+    /// The request reached a dead server.
+    Gone(u64),
+    /// `server`'s uplink is shared by a new number of flows: this partition's flows from
+    /// it go at `share` (bytes per second) at most.
+    Share {
+        server: u32,
+        share: f64,
+    },
+    /// `server` died: this partition's requests to it fail.
+    ServerDied(u32),
+    /// `node` announced that it holds the whole blob: lookups find it from now on.
+    Announce(u32),
 }
 
 impl Event {
@@ -220,33 +309,55 @@ impl Event {
         match self {
             Event::Start(_) => 0,
             Event::Poll(..) => 1,
-            Event::Have { .. } => 2,
-            Event::FlowStart(_) => 3,
-            Event::FlowEnd(..) => 4,
-            Event::Dies(_) => 5,
-            Event::Unreachable { .. } => 6,
-            Event::AskHolders(..) => 7,
-            Event::Round(_) => 8,
-            Event::Busy(..) => 9,
+            Event::HaveAsk { .. } => 2,
+            Event::HaveAnswer { .. } => 3,
+            Event::Request { .. } => 4,
+            Event::Begin(_) => 5,
+            Event::FlowEnd(..) => 6,
+            Event::Done { .. } => 7,
+            Event::Dies(_) => 8,
+            Event::Unreachable { .. } => 9,
+            Event::AskHolders(..) => 10,
+            Event::HoldersAsk { .. } => 11,
+            Event::HoldersAnswer { .. } => 12,
+            Event::Round(_) => 13,
+            Event::Busy { .. } => 14,
+            Event::Refused { .. } => 15,
+            Event::Gone(_) => 16,
+            Event::Share { .. } => 17,
+            Event::ServerDied(_) => 18,
+            Event::Announce(_) => 19,
         }
     }
 }
 
-/// The live flows, in slots reused as flows end: looked up on nearly every event, without
-/// hashing (2 % fewer instructions at 100 mirrors). A flow's id is the count of flows made before it,
-/// then its slot in the low [`SLOT_BITS`] bits: ids are never reused, so a stale event
-/// cannot reach a newer flow in the same slot, and ids order as the flows were made.
+/// The live flows of a partition, in slots reused as flows end: looked up on nearly every
+/// event, without hashing (2 % fewer instructions at 100 mirrors). A flow's id is the count
+/// of flows made before it in its partition, times the partitions, plus its partition,
+/// then its slot in the low [`SLOT_BITS`] bits: ids are never reused anywhere, so a stale
+/// event cannot reach a newer flow in the same slot, and a server can key its responses by
+/// them.
 #[derive(Default)]
 struct Flows {
     slots: Vec<Option<(u64, Flow)>>,
     free: Vec<usize>,
     made: u64,
+    part: u64,
+    parts: u64,
 }
 
 /// Bits of a flow id that name its slot: room for 16 M flows at once.
 const SLOT_BITS: u32 = 24;
 
 impl Flows {
+    fn new(part: usize, parts: usize) -> Self {
+        Self {
+            part: part as u64,
+            parts: parts as u64,
+            ..Self::default()
+        }
+    }
+
     fn insert(&mut self, flow: Flow) -> u64 {
         let slot = self.free.pop().unwrap_or_else(|| {
             self.slots.push(None);
@@ -256,7 +367,7 @@ impl Flows {
             slot < 1 << SLOT_BITS,
             "more flows at once than ids can name"
         );
-        let id = self.made << SLOT_BITS | slot as u64;
+        let id = (self.made * self.parts + self.part) << SLOT_BITS | slot as u64;
         self.made += 1;
         self.slots[slot] = Some((id, flow));
         id
@@ -267,15 +378,15 @@ impl Flows {
     }
 
     fn get(&self, id: u64) -> Option<&Flow> {
-        match &self.slots[Self::slot(id)] {
-            Some((live, flow)) if *live == id => Some(flow),
+        match self.slots.get(Self::slot(id)) {
+            Some(Some((live, flow))) if *live == id => Some(flow),
             _ => None,
         }
     }
 
     fn get_mut(&mut self, id: u64) -> Option<&mut Flow> {
-        match &mut self.slots[Self::slot(id)] {
-            Some((live, flow)) if *live == id => Some(flow),
+        match self.slots.get_mut(Self::slot(id)) {
+            Some(Some((live, flow))) if *live == id => Some(flow),
             _ => None,
         }
     }
@@ -286,8 +397,15 @@ impl Flows {
         self.free.push(slot);
         self.slots[slot].take().map(|(_, flow)| flow)
     }
+
+    /// The live flows' ids.
+    fn ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.slots.iter().flatten().map(|(id, _)| *id)
+    }
 }
 
+/// A request as its client sees it: asked, then flowing once the server's first bytes
+/// arrive.
 #[derive(Debug)]
 struct Flow {
     client: u32,
@@ -307,13 +425,20 @@ struct Flow {
     /// flows, and rescheduling each was most of the model's events.
     end_at: Option<Duration>,
     flowing: bool,
-    /// Its place in the server's send buffer, once admitted.
-    lane: Option<Lane>,
     /// When the client first asked, how long it waits after the next `Busy`, and which
     /// try this is.
     asked_at: Duration,
     busy_wait: Duration,
     attempt: u32,
+}
+
+/// A request as its server sees it: waiting for a place in the send buffer (`lane` none)
+/// or served.
+#[derive(Debug, Clone, Copy)]
+struct Response {
+    client: u32,
+    attempt: u32,
+    lane: Option<Lane>,
 }
 
 /// Which part of the send buffer a response holds.
@@ -347,21 +472,28 @@ struct Get {
     heard_from: FxHashMap<u32, usize>,
 }
 
-/// What events at other nodes read of a node: its links (its spec's, copied), whether it
-/// holds the whole blob, and the flows sharing its links now.
+/// A node's links (its spec's, copied) and the state of it that its partition's events
+/// read often, apart from the larger [`Node`].
 struct Links {
     up: f64,
     down: f64,
     latency: Duration,
     lies: bool,
+    /// It holds the whole blob (kept by its own partition).
     holds_all: bool,
-    /// Flows going out (the length of its `Node::up`) and coming in (`Node::down`),
-    /// kept beside the lists (checked against them, and `holds_all` against `Node::held`,
-    /// in tests at every share change).
+    /// Responses it sends (kept by its partition, as the server) and flows coming in
+    /// (`Node::down`, kept beside the list and checked against it, and `holds_all` against
+    /// `Node::held`, in tests at every share change).
     sending: u32,
     receiving: u32,
 }
 
+/// The most partitions (threads) a run may have.
+pub const MAX_PARTITIONS: usize = 4;
+
+/// A node, in each partition's list: the partition that owns the node keeps all of it;
+/// every other partition keeps only `up` (its own flows from the node) and what its flows
+/// counted as `result.sent`.
 #[derive(Default)]
 struct Node {
     stored: Vec<bool>,
@@ -375,12 +507,18 @@ struct Node {
     poll_at: Option<Duration>,
     /// This node's requests in flight, by the flow carrying each.
     requests: FxHashMap<RequestId, u64>,
-    /// Flows going out of and into this node.
+    /// This partition's flows flowing from this node (what a change of its uplink's share
+    /// reaches here), and into it.
     up: Vec<u64>,
     down: Vec<u64>,
+    /// As a server: the requests that reached it and are not done, by flow.
+    responses: FxHashMap<u64, Response>,
+    /// As a server: responses it sends, by the partition of their clients (a share change
+    /// goes to the partitions with some).
+    serving_in: [u32; MAX_PARTITIONS],
     /// Requests waiting for a place in this node's send buffer, in order of arrival; the
     /// places taken (all, shared) and by whom.
-    /// Entries are (flow, attempt): one whose flow is gone, admitted or asking again is
+    /// Entries are (flow, attempt): one no longer waiting in `responses` on that attempt is
     /// stale, skipped and dropped in bulk (removing each from the middle of a busy
     /// seeder's long queue was a tenth of the 10,000-mirror run's time).
     waiting: std::collections::VecDeque<(u64, u32)>,
@@ -432,14 +570,24 @@ impl Lookahead {
         }
     }
 
-    fn pop(&mut self) -> Option<((u64, u64), Event)> {
+    fn fill(&mut self) {
         while self.ahead.len() <= LOOKAHEAD {
             let Some((Reverse(key), event)) = self.heap.pop() else {
                 break;
             };
             self.ahead.push_back((key, event));
         }
+    }
+
+    fn pop(&mut self) -> Option<((u64, u64), Event)> {
+        self.fill();
         self.ahead.pop_front()
+    }
+
+    /// When the next event is due (nanoseconds), if there is one.
+    fn next_due(&mut self) -> Option<u64> {
+        self.fill();
+        self.ahead.front().map(|((due, _), _)| *due)
     }
 
     /// The event `i` places after the next one, if taken out already.
@@ -480,13 +628,101 @@ pub struct Progress {
     pub events_by_kind: [u64; EVENT_KINDS.len()],
 }
 
-/// Runs `scenario`, handing `report` the run's progress every `every` events (never if 0).
-pub fn run_reporting(scenario: &Scenario, every: u64, report: impl FnMut(Progress)) -> SimResult {
-    Sim::new(scenario).run(every, report)
+/// The lookahead of `scenario`: the shortest one-way delay between two of its nodes (the
+/// sum of the two smallest latencies), which every message between nodes takes at least.
+pub fn lookahead(scenario: &Scenario) -> Duration {
+    let mut latencies: Vec<Duration> = scenario.nodes.iter().map(|n| n.latency).collect();
+    latencies.sort_unstable();
+    latencies.iter().take(2).sum()
 }
 
+/// Runs `scenario`, handing `report` the run's progress every `every` events (never if 0).
+/// With one partition, exactly every `every` events; with more, at the end of the first
+/// window past each multiple of `every`.
+pub fn run_reporting(
+    scenario: &Scenario,
+    every: u64,
+    mut report: impl FnMut(Progress) + Send,
+) -> SimResult {
+    let parts = scenario.partitions.clamp(1, MAX_PARTITIONS);
+    if parts == 1 || lookahead(scenario).is_zero() {
+        let mut sim = Sim::new(scenario, 0, 1);
+        sim.start();
+        sim.run_until(u64::MAX, every, &mut report);
+        return merge(vec![sim]);
+    }
+    let step = Lockstep::new(parts);
+    let reporting = Reporting {
+        every,
+        counts: (0..parts)
+            .map(|_| std::sync::Mutex::new([0; EVENT_KINDS.len()]))
+            .collect(),
+        report: std::sync::Mutex::new(report),
+    };
+    let sims = std::thread::scope(|threads| {
+        let handles: Vec<_> = (0..parts)
+            .map(|part| {
+                let (step, reporting) = (&step, &reporting);
+                threads.spawn(move || {
+                    let mut sim = Sim::new(scenario, part, parts);
+                    sim.start();
+                    sim.run_windows(step, reporting);
+                    sim
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a partition's thread panicked"))
+            .collect::<Vec<_>>()
+    });
+    merge(sims)
+}
+
+/// The partitions' results as one: each node's from its own partition, but for what it
+/// sent, which every partition counted for its own flows.
+fn merge(sims: Vec<Sim<'_>>) -> SimResult {
+    let parts = sims.len();
+    let count = sims[0].nodes.len();
+    let mut events_by_kind = [0; EVENT_KINDS.len()];
+    for sim in &sims {
+        for (total, n) in events_by_kind.iter_mut().zip(sim.events_by_kind) {
+            *total += n;
+        }
+    }
+    let nodes = (0..count)
+        .map(|n| {
+            let mut result = sims[n % parts].nodes[n].result.clone();
+            result.sent = sims.iter().map(|s| s.nodes[n].result.sent).sum();
+            result
+        })
+        .collect();
+    SimResult {
+        nodes,
+        events: sims.iter().map(|s| s.events).sum(),
+        events_by_kind,
+    }
+}
+
+/// What a run on several threads shares besides the [`Lockstep`]: each partition's event
+/// counts by kind (for progress reports), and the report.
+struct Reporting<F> {
+    every: u64,
+    counts: Vec<std::sync::Mutex<[u64; EVENT_KINDS.len()]>>,
+    report: std::sync::Mutex<F>,
+}
+
+/// One partition of a run: the nodes it owns (every `parts`-th, from `part`), their events
+/// and flows. With one partition, the whole run.
 struct Sim<'a> {
     s: &'a Scenario,
+    part: usize,
+    parts: usize,
+    /// The shortest delay of a message between two nodes ([`lookahead`]): what a change at
+    /// a server takes to reach its flows' clients, and an announcement the DHT.
+    lookahead: Duration,
+    /// Messages for other partitions, sent in this window.
+    outbox: Vec<Mail<Event>>,
     nodes: Vec<Node>,
     /// Pending events by (time in nanoseconds, sequence), earliest first. A radix heap
     /// (a binary heap's pops were a tenth of the model's time): it takes no event due
@@ -498,13 +734,15 @@ struct Sim<'a> {
     queue: Lookahead,
     /// Each node's links and flow counts, apart from [`Node`]: what sharing a link needs
     /// of the node at a flow's other end, in 48 bytes instead of a random read of its
-    /// 1.5 KB `Node` and its 72-byte spec (those reads were most of [`Sim::reshare`]'s
+    /// 1.5 KB `Node` and its 72-byte spec (those reads were most of the share changes'
     /// time at 100,000 mirrors, whose nodes do not fit in the caches).
     links: Vec<Links>,
+    /// Each server's share of its uplink per flow, as its last share change here said.
+    shares: Vec<f64>,
     /// Whether any node dies: if none, [`Sim::alive`] needs no look at the specs.
     mortal: bool,
     flows: Flows,
-    /// [`Sim::reshare`]'s list of flows, kept to be reused (it runs on most events).
+    /// [`Sim::rerate`]'s list of flows, kept to be reused (it runs on most events).
     reshared: Vec<u64>,
     seq: u64,
     now: Duration,
@@ -512,28 +750,43 @@ struct Sim<'a> {
     rng: StdRng,
     events: u64,
     events_by_kind: [u64; EVENT_KINDS.len()],
-    /// Nodes that hold the whole blob and announced it, in that order: what a DHT lookup
-    /// finds (a node that died stays in it, as its record outlives it).
+    /// Nodes that hold the whole blob and announced it, in the order the announcements
+    /// reached this partition: what a DHT lookup finds (a node that died stays in it, as
+    /// its record outlives it).
     announced: Vec<u32>,
 }
 
 impl<'a> Sim<'a> {
-    fn new(s: &'a Scenario) -> Self {
+    fn new(s: &'a Scenario, part: usize, parts: usize) -> Self {
         let nodes = s
             .nodes
             .iter()
-            .map(|spec| Node {
-                stored: vec![spec.seeds; s.spans as usize],
-                held: if spec.seeds { s.spans } else { 0 },
-                result: NodeResult {
-                    done_at: spec.seeds.then_some(Duration::ZERO),
-                    ..NodeResult::default()
-                },
-                ..Node::default()
+            .enumerate()
+            .map(|(i, spec)| {
+                if i % parts != part {
+                    return Node::default();
+                }
+                Node {
+                    stored: vec![spec.seeds; s.spans as usize],
+                    held: if spec.seeds { s.spans } else { 0 },
+                    result: NodeResult {
+                        done_at: spec.seeds.then_some(Duration::ZERO),
+                        ..NodeResult::default()
+                    },
+                    ..Node::default()
+                }
             })
             .collect();
+        // Partition 0 draws as a run on one thread does; the others from seeds of their own.
+        let seed = s
+            .seed
+            .wrapping_add((part as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
         Self {
             s,
+            part,
+            parts,
+            lookahead: lookahead(s),
+            outbox: (0..parts).map(|_| Vec::new()).collect(),
             nodes,
             queue: Lookahead::default(),
             links: s
@@ -549,13 +802,14 @@ impl<'a> Sim<'a> {
                     receiving: 0,
                 })
                 .collect(),
+            shares: s.nodes.iter().map(|spec| spec.up).collect(),
             mortal: s.nodes.iter().any(|spec| spec.dies_at.is_some()),
-            flows: Flows::default(),
+            flows: Flows::new(part, parts),
             reshared: Vec::new(),
             seq: 0,
             now: Duration::ZERO,
             t0: Instant::now(),
-            rng: StdRng::seed_from_u64(s.seed),
+            rng: StdRng::seed_from_u64(seed),
             events: 0,
             events_by_kind: [0; EVENT_KINDS.len()],
             announced: (0..s.nodes.len() as u32)
@@ -564,15 +818,44 @@ impl<'a> Sim<'a> {
         }
     }
 
+    fn owns(&self, node: u32) -> bool {
+        node as usize % self.parts == self.part
+    }
+
     fn at(&mut self, when: Duration, event: Event) {
+        self.at_nanos(when.max(self.now).as_nanos() as u64, event);
+    }
+
+    fn at_nanos(&mut self, when: u64, event: Event) {
         self.seq += 1;
-        let when = when.max(self.now).as_nanos() as u64;
         self.queue.push((when, self.seq), event);
     }
 
+    /// Sends `event` to node `to`, arriving `delay` from now (at least the lookahead).
+    fn send(&mut self, to: u32, delay: Duration, event: Event) {
+        debug_assert!(delay >= self.lookahead, "{delay:?} is within the lookahead");
+        self.deliver(to as usize % self.parts, self.now + delay, event);
+    }
+
+    fn deliver(&mut self, part: usize, when: Duration, event: Event) {
+        if part == self.part {
+            self.at(when, event);
+        } else {
+            self.outbox[part].push((when.as_nanos() as u64, event));
+        }
+    }
+
+    /// Sends `event` to every partition, arriving after the lookahead.
+    fn broadcast(&mut self, event: impl Fn() -> Event) {
+        let when = self.now + self.lookahead;
+        for part in 0..self.parts {
+            self.deliver(part, when, event());
+        }
+    }
+
     /// Asks the caches for what the events due soon will read (see [`Lookahead`]): the
-    /// nodes an event names, [`LOOKAHEAD`] events ahead; a flow's two ends, once its own
-    /// line has come, half as far ahead.
+    /// node an event happens at, [`LOOKAHEAD`] events ahead; a flow's two ends, once its
+    /// own line has come, half as far ahead.
     fn warm(&self) {
         if let Some(event) = self.queue.ahead(LOOKAHEAD - 1) {
             match *event {
@@ -581,22 +864,40 @@ impl<'a> Sim<'a> {
                 | Event::AskHolders(n)
                 | Event::Round(n)
                 | Event::Dies(n)
-                | Event::Unreachable { node: n, .. } => self.warm_node(n),
-                Event::Have { node, peer } => {
-                    self.warm_node(node);
-                    self.warm_holdings(peer);
+                | Event::Unreachable { node: n, .. }
+                | Event::HaveAnswer { node: n, .. }
+                | Event::HoldersAnswer { node: n, .. }
+                | Event::Request { server: n, .. }
+                | Event::Done { server: n, .. }
+                | Event::Busy { server: n, .. } => self.warm_node(n),
+                Event::HaveAsk { peer, .. } => self.warm_holdings(peer),
+                Event::HoldersAsk { peer, .. } => {
+                    let node = &self.nodes[peer as usize];
+                    prefetch(&node.holders);
+                    prefetch(&node.holder_set);
                 }
-                Event::FlowStart(id) | Event::FlowEnd(id, _) | Event::Busy(id, _) => {
-                    prefetch(&self.flows.slots[Flows::slot(id)]);
+                Event::Share { server, .. } => {
+                    prefetch(&self.nodes[server as usize].up);
+                    prefetch(&self.shares[server as usize]);
                 }
+                Event::Begin(id)
+                | Event::FlowEnd(id, _)
+                | Event::Refused { flow: id, .. }
+                | Event::Gone(id) => prefetch(&self.flows.slots[Flows::slot(id)]),
+                Event::ServerDied(_) | Event::Announce(_) => {}
             }
         }
-        if let Some(Event::FlowStart(id) | Event::FlowEnd(id, _) | Event::Busy(id, _)) =
-            self.queue.ahead(LOOKAHEAD / 2)
+        if let Some(
+            Event::Begin(id)
+            | Event::FlowEnd(id, _)
+            | Event::Refused { flow: id, .. }
+            | Event::Gone(id),
+        ) = self.queue.ahead(LOOKAHEAD / 2)
         {
             if let Some(f) = self.flows.get(*id) {
                 self.warm_node(f.client);
-                self.warm_node(f.server);
+                prefetch(&self.nodes[f.server as usize].up);
+                prefetch(&self.shares[f.server as usize]);
             }
         }
     }
@@ -628,12 +929,21 @@ impl<'a> Sim<'a> {
         !self.mortal || self.s.nodes[node as usize].dies_at.is_none_or(|d| at < d)
     }
 
-    fn rtt(&self, a: u32, b: u32) -> Duration {
-        2 * (self.links[a as usize].latency + self.links[b as usize].latency)
+    /// The one-way delay between `a` and `b`.
+    fn one_way(&self, a: u32, b: u32) -> Duration {
+        self.links[a as usize].latency + self.links[b as usize].latency
     }
 
-    fn run(mut self, every: u64, mut report: impl FnMut(Progress)) -> SimResult {
+    fn rtt(&self, a: u32, b: u32) -> Duration {
+        2 * self.one_way(a, b)
+    }
+
+    /// Puts this partition's nodes' first events in the queue.
+    fn start(&mut self) {
         for (i, spec) in self.s.nodes.iter().enumerate() {
+            if !self.owns(i as u32) {
+                continue;
+            }
             if !spec.seeds {
                 self.at(spec.starts_at, Event::Start(i as u32));
             }
@@ -641,29 +951,79 @@ impl<'a> Sim<'a> {
                 self.at(at, Event::Dies(i as u32));
             }
         }
-        while let Some(((nanos, _), event)) = self.queue.pop() {
+    }
+
+    /// Handles the events due before `until` (nanoseconds) and no later than the
+    /// scenario's limit, reporting every `every` events (never if 0).
+    fn run_until(&mut self, until: u64, every: u64, report: &mut impl FnMut(Progress)) {
+        let limit = self.s.limit.as_nanos() as u64;
+        while self
+            .queue
+            .next_due()
+            .is_some_and(|due| due < until && due <= limit)
+        {
+            let ((nanos, _), event) = self.queue.pop().expect("an event is due");
             self.warm();
-            let when = Duration::from_nanos(nanos);
-            if when > self.s.limit {
-                break;
-            }
-            self.now = when;
+            self.now = Duration::from_nanos(nanos);
             self.events += 1;
             self.events_by_kind[event.kind()] += 1;
             self.handle(event);
             if every > 0 && self.events.is_multiple_of(every) {
-                report(Progress {
-                    now: self.now,
-                    events: self.events,
-                    holders: self.announced.len(),
-                    events_by_kind: self.events_by_kind,
-                });
+                report(self.progress(self.events, self.events_by_kind));
             }
         }
-        SimResult {
-            nodes: self.nodes.into_iter().map(|n| n.result).collect(),
-            events: self.events,
-            events_by_kind: self.events_by_kind,
+    }
+
+    fn progress(&self, events: u64, events_by_kind: [u64; EVENT_KINDS.len()]) -> Progress {
+        Progress {
+            now: self.now,
+            events,
+            holders: self.announced.len(),
+            events_by_kind,
+        }
+    }
+
+    /// Runs this partition in lockstep with the others (see [`lockstep`](super::lockstep)):
+    /// each window from the earliest event due anywhere to a lookahead later. Partition 0
+    /// reports the run's progress at the end of the first window past each multiple of
+    /// `every`.
+    fn run_windows<F: FnMut(Progress) + Send>(
+        &mut self,
+        step: &Lockstep<Event>,
+        reporting: &Reporting<F>,
+    ) {
+        let limit = self.s.limit.as_nanos() as u64;
+        let window = self.lookahead.as_nanos() as u64;
+        let mut reported = 0;
+        loop {
+            if reporting.every > 0 {
+                *reporting.counts[self.part].lock().expect("counts") = self.events_by_kind;
+            }
+            let next = self.queue.next_due().unwrap_or(u64::MAX);
+            let earliest = step.earliest(self.part, next);
+            if self.part == 0 && reporting.every > 0 {
+                let mut by_kind = [0; EVENT_KINDS.len()];
+                for counts in &reporting.counts {
+                    let counts = counts.lock().expect("counts");
+                    for (total, n) in by_kind.iter_mut().zip(counts.iter()) {
+                        *total += n;
+                    }
+                }
+                let events: u64 = by_kind.iter().sum();
+                if events / reporting.every > reported {
+                    reported = events / reporting.every;
+                    (reporting.report.lock().expect("report"))(self.progress(events, by_kind));
+                }
+            }
+            if earliest > limit {
+                return;
+            }
+            self.run_until(earliest.saturating_add(window), 0, &mut |_| {});
+            let mut outbox = std::mem::take(&mut self.outbox);
+            step.swap(self.part, &mut outbox, |when, event| {
+                self.at_nanos(when, event)
+            });
+            self.outbox = outbox;
         }
     }
 
@@ -677,25 +1037,29 @@ impl<'a> Sim<'a> {
                     self.drive(node);
                 }
             }
-            Event::Have { node, peer } => {
-                let answer = if !self.alive(peer, self.now) {
-                    Err((Failure::new(format!("peer {peer} is gone")), false))
-                } else if self.links[peer as usize].holds_all {
-                    Ok(Holding::Complete)
-                } else {
-                    self.settle_inbound(peer);
-                    let p = &mut self.nodes[peer as usize];
-                    let held = p.held_runs.get_or_insert_with(|| Arc::new(runs(&p.stored)));
-                    Ok(Holding::Spans(Arc::clone(held)))
-                };
+            Event::HaveAsk { node, peer } => self.have_asked(node, peer),
+            Event::HaveAnswer {
+                node,
+                peer,
+                holding,
+            } => {
+                let answer =
+                    holding.ok_or_else(|| (Failure::new(format!("peer {peer} is gone")), false));
                 let now = self.instant();
                 if let Some(round) = &mut self.nodes[node as usize].round {
                     round.have_answered(peer, answer, now);
                 }
                 self.drive(node);
             }
-            Event::FlowStart(flow) => self.flow_start(flow),
+            Event::Request {
+                flow,
+                client,
+                server,
+                attempt,
+            } => self.request(flow, client, server, attempt),
+            Event::Begin(flow) => self.begin(flow),
             Event::FlowEnd(flow, gen) => self.flow_end(flow, gen),
+            Event::Done { flow, server } => self.done(flow, server),
             Event::Dies(node) => self.dies(node),
             Event::Unreachable { node, request } => self.request_ended(
                 node,
@@ -708,8 +1072,66 @@ impl<'a> Sim<'a> {
                 },
             ),
             Event::AskHolders(node) => self.ask_holders(node),
-            Event::Busy(flow, attempt) => self.busy(flow, attempt),
+            Event::HoldersAsk { node, peer, after } => self.holders_asked(node, peer, after),
+            Event::HoldersAnswer {
+                node,
+                peer,
+                listed,
+                names,
+            } => self.holders_answered(node, peer, listed, &names),
+            Event::Busy {
+                flow,
+                server,
+                attempt,
+            } => self.busy(flow, server, attempt),
+            Event::Refused { flow, attempt } => self.refused(flow, attempt),
+            Event::Gone(flow) => {
+                if self.flows.get(flow).is_some() {
+                    let f = self.drop_flow(flow, false);
+                    self.request_ended(f.client, f.request, gone(f.server));
+                }
+            }
+            Event::Share { server, share } => {
+                self.shares[server as usize] = share;
+                self.reshare(server, false);
+            }
+            Event::ServerDied(server) => {
+                let ids: Vec<u64> = self
+                    .flows
+                    .ids()
+                    .filter(|id| self.flow(*id).server == server)
+                    .collect();
+                for id in ids {
+                    let f = self.drop_flow(id, false);
+                    self.request_ended(f.client, f.request, gone(server));
+                }
+            }
+            Event::Announce(node) => self.announced.push(node),
         }
+    }
+
+    /// `node`'s `Have` reached `peer`: it answers from what it holds now.
+    fn have_asked(&mut self, node: u32, peer: u32) {
+        let holding = if !self.alive(peer, self.now) {
+            None
+        } else if self.links[peer as usize].holds_all {
+            Some(Holding::Complete)
+        } else {
+            self.settle_inbound(peer);
+            let p = &mut self.nodes[peer as usize];
+            let held = p.held_runs.get_or_insert_with(|| Arc::new(runs(&p.stored)));
+            Some(Holding::Spans(Arc::clone(held)))
+        };
+        let delay = self.one_way(node, peer);
+        self.send(
+            node,
+            delay,
+            Event::HaveAnswer {
+                node,
+                peer,
+                holding,
+            },
+        );
     }
 
     /// A `get` starts: a DHT lookup finds providers, then the plan picks whom to dial.
@@ -857,8 +1279,8 @@ impl<'a> Sim<'a> {
             };
             match action {
                 Action::AskHave { peer } => {
-                    let rtt = self.rtt(node, peer);
-                    self.at(self.now + rtt, Event::Have { node, peer });
+                    let delay = self.one_way(node, peer);
+                    self.send(peer, delay, Event::HaveAsk { node, peer });
                 }
                 Action::Fetch {
                     request,
@@ -943,7 +1365,6 @@ impl<'a> Sim<'a> {
             gen: 0,
             end_at: None,
             flowing: false,
-            lane: None,
             asked_at: self.now,
             busy_wait: self
                 .s
@@ -954,8 +1375,17 @@ impl<'a> Sim<'a> {
         };
         let id = self.flows.insert(flow);
         self.nodes[node as usize].requests.insert(request, id);
-        let rtt = self.rtt(node, peer);
-        self.at(self.now + rtt, Event::FlowStart(id));
+        let delay = self.one_way(node, peer);
+        self.send(
+            peer,
+            delay,
+            Event::Request {
+                flow: id,
+                client: node,
+                server: peer,
+                attempt: 0,
+            },
+        );
     }
 
     fn flow(&self, id: u64) -> &Flow {
@@ -991,13 +1421,17 @@ impl<'a> Sim<'a> {
         }
         let bytes = new.len() as u64 * self.s.span_bytes;
         n.result.received += bytes;
-        if n.held == self.s.spans && n.result.done_at.is_none() {
+        let done = n.held == self.s.spans && n.result.done_at.is_none();
+        if done {
             self.links[client as usize].holds_all = true;
             n.result.done_at = Some(now);
-            // It announces itself as a provider (a DHT lookup finds it from now on).
-            self.announced.push(client);
         }
+        // Counted here for the server; the partitions' counts are summed at the end.
         self.nodes[server as usize].result.sent += bytes;
+        if done {
+            // It announces itself as a provider: lookups find it once that has spread.
+            self.broadcast(|| Event::Announce(client));
+        }
     }
 
     /// Settles the flows coming into `node` (before it says what it holds).
@@ -1010,35 +1444,32 @@ impl<'a> Sim<'a> {
         }
     }
 
-    /// Shares of the links changed at `nodes`: settles their flows, gives each its new
-    /// rate, and reschedules its end.
-    fn reshare(&mut self, nodes: &[u32]) {
+    /// The share of a link changed at `node`: settles the flows through it that this
+    /// partition holds (`inbound`: coming into it; else going out of it), gives each its
+    /// new rate, and reschedules its end.
+    fn reshare(&mut self, node: u32, inbound: bool) {
         let mut ids = std::mem::take(&mut self.reshared);
         ids.clear();
-        ids.extend(nodes.iter().flat_map(|n| {
-            let n = &self.nodes[*n as usize];
-            n.up.iter().chain(n.down.iter()).copied()
-        }));
-        ids.sort_unstable();
-        ids.dedup();
+        let n = &self.nodes[node as usize];
+        ids.extend_from_slice(if inbound { &n.down } else { &n.up });
         #[cfg(test)]
-        for &n in nodes {
-            let (node, links) = (&self.nodes[n as usize], &self.links[n as usize]);
+        if inbound {
+            let (node_, links) = (&self.nodes[node as usize], &self.links[node as usize]);
             assert_eq!(
-                (links.sending as usize, links.receiving as usize),
-                (node.up.len(), node.down.len()),
-                "node {n}'s flow counts"
+                links.receiving as usize,
+                node_.down.len(),
+                "node {node}'s flows coming in"
             );
             assert_eq!(
                 links.holds_all,
-                node.held == self.s.spans,
-                "node {n} holds all"
+                node_.held == self.s.spans,
+                "node {node} holds all"
             );
         }
         for &id in &ids {
             let f = self.flow(id);
             let (server, client) = (f.server as usize, f.client as usize);
-            let up = self.links[server].up / self.links[server].sending.max(1) as f64;
+            let up = self.shares[server];
             let down = self.links[client].down / self.links[client].receiving.max(1) as f64;
             let rate = up.min(down);
             // A flow whose rate stays keeps its end event (most flows at a busy node are
@@ -1080,142 +1511,214 @@ impl<'a> Sim<'a> {
         self.at(end, Event::FlowEnd(id, gen));
     }
 
-    /// Request `id` reaches its server: served at once, or waiting for a place.
-    fn flow_start(&mut self, id: u64) {
-        let Some(f) = self.flows.get(id) else {
-            return; // cancelled before it reached the server
-        };
-        let (client, server, request, attempt) = (f.client, f.server, f.request, f.attempt);
+    /// At the server: try `attempt` of flow `flow`'s request arrived. Served at once, or
+    /// waiting for a place.
+    fn request(&mut self, flow: u64, client: u32, server: u32, attempt: u32) {
         if !self.alive(client, self.now) {
-            self.remove_flow(id);
-            return;
+            return; // its flows went with it
         }
         if !self.alive(server, self.now) {
-            self.remove_flow(id);
-            return self.request_ended(client, request, gone(server));
+            let delay = self.one_way(client, server);
+            return self.send(client, delay, Event::Gone(flow));
         }
-        if !self.admit(id) {
-            let n = &mut self.nodes[server as usize];
-            if n.stale_waiting > 64 && n.stale_waiting * 2 > n.waiting.len() {
-                let flows = &self.flows;
-                n.waiting.retain(|e| still_waiting(flows, *e));
-                n.stale_waiting = 0;
-            }
-            n.waiting.push_back((id, attempt));
-            let wait = self
-                .s
-                .admission
-                .as_ref()
-                .map_or(Duration::ZERO, |a| a.send_wait);
-            self.at(self.now + wait, Event::Busy(id, attempt));
-            return;
+        if let Some(lane) = self.admit(server, client) {
+            self.begin_serving(server, flow, client, attempt, lane);
+            return self.share_changed(server);
         }
-        self.begin_flowing(id);
+        let n = &mut self.nodes[server as usize];
+        n.responses.insert(
+            flow,
+            Response {
+                client,
+                attempt,
+                lane: None,
+            },
+        );
+        if n.stale_waiting > 64 && n.stale_waiting * 2 > n.waiting.len() {
+            let responses = &n.responses;
+            n.waiting.retain(|e| still_waiting(responses, *e));
+            n.stale_waiting = 0;
+        }
+        n.waiting.push_back((flow, attempt));
+        let wait = self
+            .s
+            .admission
+            .as_ref()
+            .map_or(Duration::ZERO, |a| a.send_wait);
+        self.at(
+            self.now + wait,
+            Event::Busy {
+                flow,
+                server,
+                attempt,
+            },
+        );
     }
 
-    /// Reserves flow `id`'s place in its server's send buffer if there is one (always, with
-    /// no admission modelled).
-    fn admit(&mut self, id: u64) -> bool {
+    /// Reserves a place in `server`'s send buffer for a response to `client`, if there is
+    /// one (always, with no admission modelled).
+    fn admit(&mut self, server: u32, client: u32) -> Option<Lane> {
         let Some(a) = &self.s.admission else {
-            return true;
+            return Some(Lane::First);
         };
-        let f = self.flow(id);
-        let (client, server) = (f.client, f.server);
-        let n = &self.nodes[server as usize];
+        let n = &mut self.nodes[server as usize];
         let held = n.taken_by.get(&client).copied().unwrap_or(0);
         let lane = if held == 0 { Lane::First } else { Lane::Shared };
         let room = n.taken.0 < a.slots
             && (lane == Lane::First || (held < a.per_peer && n.taken.1 < a.shared_slots));
         if !room {
-            return false;
+            return None;
         }
-        let n = &mut self.nodes[server as usize];
         n.taken.0 += 1;
         n.taken.1 += usize::from(lane == Lane::Shared);
         *n.taken_by.entry(client).or_default() += 1;
-        self.flow_mut(id).lane = Some(lane);
-        true
+        Some(lane)
     }
 
-    /// Gives back flow `f`'s place at its server and admits the requests waiting there that
-    /// now fit, in order.
-    fn release(&mut self, f: &Flow) {
-        let Some(lane) = f.lane else {
-            return;
-        };
-        let n = &mut self.nodes[f.server as usize];
-        n.taken.0 -= 1;
-        n.taken.1 -= usize::from(lane == Lane::Shared);
-        if let Some(held) = n.taken_by.get_mut(&f.client) {
-            *held -= 1;
-            if *held == 0 {
-                n.taken_by.remove(&f.client);
+    /// `server` starts sending try `attempt` of flow `flow` from its place in `lane`: the
+    /// bytes reach the client one way later.
+    fn begin_serving(&mut self, server: u32, flow: u64, client: u32, attempt: u32, lane: Lane) {
+        let part = client as usize % self.parts;
+        let (n, links) = (
+            &mut self.nodes[server as usize],
+            &mut self.links[server as usize],
+        );
+        n.responses.insert(
+            flow,
+            Response {
+                client,
+                attempt,
+                lane: Some(lane),
+            },
+        );
+        links.sending += 1;
+        n.serving_in[part] += 1;
+        n.result.most_served = n.result.most_served.max(links.sending as usize);
+        let delay = self.one_way(client, server);
+        self.send(client, delay, Event::Begin(flow));
+    }
+
+    /// `server`'s count of responses changed: its share of the uplink goes to the
+    /// partitions holding flows from it.
+    fn share_changed(&mut self, server: u32) {
+        let links = &self.links[server as usize];
+        let share = links.up / links.sending.max(1) as f64;
+        let when = self.now + self.lookahead;
+        for part in 0..self.parts {
+            if self.nodes[server as usize].serving_in[part] > 0 {
+                self.deliver(part, when, Event::Share { server, share });
             }
         }
+    }
+
+    /// At the server: flow `flow` ended or was cancelled at its client. Its place is
+    /// given back, and the requests waiting that now fit are served, in order.
+    fn done(&mut self, flow: u64, server: u32) {
+        let n = &mut self.nodes[server as usize];
+        let Some(response) = n.responses.remove(&flow) else {
+            return; // answered `Busy`, or the server died
+        };
+        let Some(lane) = response.lane else {
+            n.stale_waiting += 1;
+            return;
+        };
+        n.taken.0 -= 1;
+        n.taken.1 -= usize::from(lane == Lane::Shared);
+        if let Some(held) = n.taken_by.get_mut(&response.client) {
+            *held -= 1;
+            if *held == 0 {
+                n.taken_by.remove(&response.client);
+            }
+        }
+        n.serving_in[response.client as usize % self.parts] -= 1;
+        self.links[server as usize].sending -= 1;
         let slots = self.s.admission.as_ref().map_or(usize::MAX, |a| a.slots);
         let mut i = 0;
-        while i < self.nodes[f.server as usize].waiting.len()
-            && self.nodes[f.server as usize].taken.0 < slots
+        while i < self.nodes[server as usize].waiting.len()
+            && self.nodes[server as usize].taken.0 < slots
         {
-            let entry = self.nodes[f.server as usize].waiting[i];
-            let id = entry.0;
-            if !still_waiting(&self.flows, entry) {
+            let n = &mut self.nodes[server as usize];
+            let entry = n.waiting[i];
+            if !still_waiting(&n.responses, entry) {
                 if i == 0 {
-                    let n = &mut self.nodes[f.server as usize];
                     n.waiting.pop_front();
                     n.stale_waiting = n.stale_waiting.saturating_sub(1);
                 } else {
                     i += 1;
                 }
-            } else if self.admit(id) {
-                self.nodes[f.server as usize].waiting.remove(i);
-                self.begin_flowing(id);
-            } else {
-                i += 1;
+                continue;
             }
+            let (flow, attempt) = entry;
+            let client = n.responses[&flow].client;
+            let Some(lane) = self.admit(server, client) else {
+                i += 1;
+                continue;
+            };
+            self.nodes[server as usize].waiting.remove(i);
+            self.begin_serving(server, flow, client, attempt, lane);
         }
+        self.share_changed(server);
     }
 
-    /// Flow `id`'s bytes start to flow.
-    fn begin_flowing(&mut self, id: u64) {
+    /// At the client: flow `id`'s first bytes arrived; they flow from now on.
+    fn begin(&mut self, id: u64) {
         let now = self.now;
-        let f = self.flow_mut(id);
+        let Some(f) = self.flows.get_mut(id) else {
+            return; // cancelled on the way: the server was told
+        };
         f.flowing = true;
         f.updated = now;
         let (client, server) = (f.client, f.server);
-        let n = &mut self.nodes[server as usize];
-        n.up.push(id);
-        n.result.most_served = n.result.most_served.max(n.up.len());
+        self.nodes[server as usize].up.push(id);
         self.nodes[client as usize].down.push(id);
-        self.links[server as usize].sending += 1;
         self.links[client as usize].receiving += 1;
-        self.reshare(&[server, client]);
+        self.reshare(client, true);
     }
 
-    /// Request `id` waited in vain: `Busy`. The client asks again later, or gives up.
-    fn busy(&mut self, id: u64, attempt: u32) {
+    /// At the server: the request waited in vain for its place; it is answered `Busy`.
+    fn busy(&mut self, flow: u64, server: u32, attempt: u32) {
+        let n = &mut self.nodes[server as usize];
+        if !still_waiting(&n.responses, (flow, attempt)) {
+            return;
+        }
+        let client = n.responses.remove(&flow).expect("waiting").client;
+        n.stale_waiting += 1;
+        let delay = self.one_way(client, server);
+        self.send(client, delay, Event::Refused { flow, attempt });
+    }
+
+    /// At the client: `Busy`. It asks again later, or gives up.
+    fn refused(&mut self, id: u64, attempt: u32) {
         let Some(f) = self.flows.get(id) else {
             return;
         };
-        if f.attempt != attempt || f.lane.is_some() {
+        if f.attempt != attempt || f.flowing {
             return;
         }
         let Some(a) = self.s.admission.clone() else {
             return;
         };
         let (client, server, request) = (f.client, f.server, f.request);
-        self.nodes[server as usize].stale_waiting += 1;
         let asked_for = self.now.saturating_sub(f.asked_at);
         if asked_for + f.busy_wait <= a.busy_patience {
-            let rtt = self.rtt(client, server);
+            let delay = f.busy_wait + self.one_way(client, server);
             let f = self.flow_mut(id);
-            let again = f.busy_wait + rtt;
             f.busy_wait *= 2;
             f.attempt += 1;
-            self.at(self.now + again, Event::FlowStart(id));
+            let attempt = f.attempt;
+            self.send(
+                server,
+                delay,
+                Event::Request {
+                    flow: id,
+                    client,
+                    server,
+                    attempt,
+                },
+            );
             return;
         }
-        self.remove_flow(id);
+        self.drop_flow(id, false);
         self.request_ended(
             client,
             request,
@@ -1228,25 +1731,32 @@ impl<'a> Sim<'a> {
         );
     }
 
-    /// Takes flow `id` off its links (settled first) and frees it.
-    fn remove_flow(&mut self, id: u64) -> Flow {
+    /// Takes flow `id` off its client's links (settled first) and frees it; tells its
+    /// server (`tell_server`) so that it gives back the flow's place.
+    fn drop_flow(&mut self, id: u64, tell_server: bool) -> Flow {
         self.settle(id);
         let f = self.flows.remove(id).expect("a live flow");
-        let server = &mut self.nodes[f.server as usize];
-        // A flow joins its nodes' lists only when it starts flowing (`begin_flowing`).
+        // A flow joins the lists only when its bytes start to flow (`begin`).
         if f.flowing {
-            server.up.retain(|x| *x != id);
+            self.nodes[f.server as usize].up.retain(|x| *x != id);
             self.nodes[f.client as usize].down.retain(|x| *x != id);
-            self.links[f.server as usize].sending -= 1;
             self.links[f.client as usize].receiving -= 1;
-        } else {
-            server.stale_waiting += 1;
         }
         self.nodes[f.client as usize].requests.remove(&f.request);
         if f.flowing {
-            self.reshare(&[f.server, f.client]);
+            self.reshare(f.client, true);
         }
-        self.release(&f);
+        if tell_server {
+            let delay = self.one_way(f.client, f.server);
+            self.send(
+                f.server,
+                delay,
+                Event::Done {
+                    flow: id,
+                    server: f.server,
+                },
+            );
+        }
         f
     }
 
@@ -1260,7 +1770,7 @@ impl<'a> Sim<'a> {
             return self.schedule_end(id, true);
         }
         self.flow_mut(id).carried = f64::MAX / 4.0; // all of it, whatever the rounding
-        let f = self.remove_flow(id);
+        let f = self.drop_flow(id, true);
         let outcome = if self.links[f.server as usize].lies {
             Outcome::Failed {
                 error: Failure {
@@ -1282,32 +1792,28 @@ impl<'a> Sim<'a> {
 
     fn cancel(&mut self, node: u32, request: RequestId) {
         if let Some(id) = self.nodes[node as usize].requests.get(&request).copied() {
-            self.remove_flow(id);
+            self.drop_flow(id, true);
         }
     }
 
-    /// `node` dies: the flows it serves fail (what they carried is kept), and its own stop.
+    /// `node` dies: the requests it serves fail (what they carried is kept) once its
+    /// clients notice, and its own stop.
     fn dies(&mut self, node: u32) {
-        let mut served = self.nodes[node as usize].up.clone();
-        let flows = &self.flows;
-        served.extend(
-            self.nodes[node as usize]
-                .waiting
-                .iter()
-                .filter(|e| still_waiting(flows, **e))
-                .map(|e| e.0),
-        );
-        for id in served {
-            let f = self.remove_flow(id);
-            self.request_ended(f.client, f.request, gone(node));
-        }
+        let n = &mut self.nodes[node as usize];
+        n.responses.clear();
+        n.waiting.clear();
+        n.taken = (0, 0);
+        n.taken_by.clear();
+        n.serving_in = [0; MAX_PARTITIONS];
+        self.links[node as usize].sending = 0;
+        self.broadcast(|| Event::ServerDied(node));
         let own: Vec<u64> = self.nodes[node as usize]
             .requests
             .values()
             .copied()
             .collect();
         for id in own {
-            self.remove_flow(id);
+            self.drop_flow(id, true);
         }
         self.nodes[node as usize].round = None;
     }
@@ -1333,6 +1839,8 @@ impl<'a> Sim<'a> {
             .collect()
     }
 
+    /// The holder exchange's next ask: a provider `node` knows is asked for the holders it
+    /// knows (and, every `PROVIDERS_REFRESH`, the DHT for providers).
     fn ask_holders(&mut self, node: u32) {
         let alive = self.alive(node, self.now);
         let Some(get) = self.nodes[node as usize].get.as_ref().filter(|_| alive) else {
@@ -1356,33 +1864,71 @@ impl<'a> Sim<'a> {
             }
             None => None,
         };
+        let refresh = self.now >= get.looked_up_at + PROVIDERS_REFRESH;
+        if let Some(peer) = asked {
+            let after = get
+                .heard_from
+                .get(&peer)
+                .map_or(u32::MAX, |listed| *listed as u32);
+            let delay = self.one_way(node, peer);
+            self.send(peer, delay, Event::HoldersAsk { node, peer, after });
+        }
         // As `refresh_holders`: the DHT again every PROVIDERS_REFRESH, for providers that
-        // completed since; (provider, announced): those it names are offered even if known.
-        let mut found = Vec::new();
-        if self.now >= get.looked_up_at + PROVIDERS_REFRESH {
-            found = self.lookup(node).into_iter().map(|p| (p, true)).collect();
+        // completed since: those it names are offered even if known.
+        if refresh {
+            let found = self.lookup(node);
             if let Some(get) = self.nodes[node as usize].get.as_mut() {
                 get.looked_up_at = self.now;
             }
+            self.offer(node, found.into_iter().map(|p| (p, true)));
         }
-        if let Some(peer) = asked {
-            // It answers with the holders it knows, and records the asker as one.
-            let listed = self.nodes[peer as usize].holders.len();
-            let heard_before = self.nodes[node as usize]
-                .get
-                .as_mut()
-                .and_then(|get| get.heard_from.insert(peer, listed));
-            let p = &mut self.nodes[peer as usize];
-            let from = listed
-                .saturating_sub(self.s.holders_answer)
-                .max(heard_before.unwrap_or(0));
-            found.extend(p.holders[from..].iter().map(|h| (*h, false)));
-            // A peer this get asked before recorded it then (its set never forgets): the
-            // look-up is skipped, a random read at 100,000 mirrors.
-            if heard_before.is_none() && p.holder_set.insert(node) {
-                p.holders.push(node);
-            }
+        let n = &mut self.nodes[node as usize];
+        n.holder_asks.asked();
+        let next = n.holder_asks.wait();
+        self.at(self.now + next, Event::AskHolders(node));
+    }
+
+    /// At `peer`: `node` asks which holders it knows. It answers with the newest it listed
+    /// since it last answered this get (`after`), and records the asker as one.
+    fn holders_asked(&mut self, node: u32, peer: u32, after: u32) {
+        let p = &mut self.nodes[peer as usize];
+        let listed = p.holders.len();
+        let heard_before = (after != u32::MAX).then_some(after as usize);
+        let from = listed
+            .saturating_sub(self.s.holders_answer)
+            .max(heard_before.unwrap_or(0))
+            .min(listed);
+        let names: Box<[u32]> = p.holders[from..].into();
+        // A peer this get asked before recorded it then (its set never forgets): the
+        // look-up is skipped, a random read at 100,000 mirrors.
+        if heard_before.is_none() && p.holder_set.insert(node) {
+            p.holders.push(node);
         }
+        let delay = self.one_way(node, peer);
+        self.send(
+            node,
+            delay,
+            Event::HoldersAnswer {
+                node,
+                peer,
+                listed: listed as u32,
+                names,
+            },
+        );
+    }
+
+    /// At `node`: `peer`'s holders arrived; each new one is offered to the round.
+    fn holders_answered(&mut self, node: u32, peer: u32, listed: u32, names: &[u32]) {
+        let Some(get) = self.nodes[node as usize].get.as_mut() else {
+            return; // the get is over
+        };
+        get.heard_from.insert(peer, listed as usize);
+        self.offer(node, names.iter().map(|h| (*h, false)));
+    }
+
+    /// Offers the holders `found` to `node`'s round, as the fetch does: (holder, announced),
+    /// one it knew already only if announced.
+    fn offer(&mut self, node: u32, found: impl Iterator<Item = (u32, bool)>) {
         let n = &mut self.nodes[node as usize];
         let mut joined = false;
         if let Some(get) = n.get.as_mut() {
@@ -1401,10 +1947,6 @@ impl<'a> Sim<'a> {
         if joined {
             self.drive(node);
         }
-        let n = &mut self.nodes[node as usize];
-        n.holder_asks.asked();
-        let next = n.holder_asks.wait();
-        self.at(self.now + next, Event::AskHolders(node));
     }
 }
 
@@ -1429,12 +1971,12 @@ impl Get {
     }
 }
 
-/// Whether a send-buffer queue entry (flow, attempt) still waits: its flow is live, not
-/// admitted, and on that attempt.
-fn still_waiting(flows: &Flows, (id, attempt): (u64, u32)) -> bool {
-    flows
-        .get(id)
-        .is_some_and(|f| f.attempt == attempt && f.lane.is_none() && !f.flowing)
+/// Whether a send-buffer queue entry (flow, attempt) still waits: its request is there,
+/// not served, and on that attempt.
+fn still_waiting(responses: &FxHashMap<u64, Response>, (flow, attempt): (u64, u32)) -> bool {
+    responses
+        .get(&flow)
+        .is_some_and(|r| r.attempt == attempt && r.lane.is_none())
 }
 
 fn gone(peer: u32) -> Outcome<Failure> {
@@ -1539,6 +2081,7 @@ mod tests {
             holders_answer: 64,
             admission: None,
             seed,
+            partitions: 1,
             limit: Duration::from_secs(3600),
         }
     }
@@ -1547,14 +2090,20 @@ mod tests {
     fn four_seeders_fill_the_summed_links_and_the_same_seed_repeats() {
         let mut nodes: Vec<NodeSpec> = (0..4).map(|_| node(10.0, true)).collect();
         nodes.push(node(0.0, false));
-        let s = scenario(nodes, 7);
-        let a = run(&s);
-        let done = a.nodes[4].done_at.expect("the leecher completes");
-        // 64 MiB over 4 × 10 MiB/s: 1.6 s at best; the batch gaps and the end cost a little.
-        assert!(done >= Duration::from_millis(1600), "{done:?}");
-        assert!(done < Duration::from_millis(1900), "{done:?}");
-        assert!(a.nodes[..4].iter().all(|n| n.sent >= 12 << 20), "{a:?}");
-        assert_eq!(a, run(&s), "deterministic for a seed");
+        let mut s = scenario(nodes, 7);
+        for partitions in [1, 2] {
+            s.partitions = partitions;
+            let a = run(&s);
+            let done = a.nodes[4].done_at.expect("the leecher completes");
+            // 64 MiB over 4 × 10 MiB/s: 1.6 s at best; the batch gaps and the end cost a
+            // little.
+            assert!(done >= Duration::from_millis(1600), "{done:?}");
+            assert!(done < Duration::from_millis(1900), "{done:?}");
+            // With two partitions, seeders 1 and 3 are in the other one than the leecher:
+            // what they sent was counted there and summed.
+            assert!(a.nodes[..4].iter().all(|n| n.sent >= 12 << 20), "{a:?}");
+            assert_eq!(a, run(&s), "deterministic for a seed and partitions");
+        }
     }
 
     #[test]
@@ -1610,10 +2159,77 @@ mod tests {
         nodes[0].dies_at = Some(Duration::from_millis(500));
         nodes[1].lies = true;
         nodes.push(node(0.0, false));
-        let r = run(&scenario(nodes, 5));
-        assert!(r.nodes[3].done_at.is_some(), "{r:?}");
-        assert_eq!(r.nodes[1].sent, 0, "nothing of the liar's is stored");
-        assert!(r.nodes[0].sent > 0 && r.nodes[0].sent < 8 << 20, "{r:?}");
+        let mut s = scenario(nodes, 5);
+        // The leecher and the dead seeder in one partition, the liar and the other seeder
+        // in the other.
+        for partitions in [1, 2] {
+            s.partitions = partitions;
+            let r = run(&s);
+            assert!(r.nodes[3].done_at.is_some(), "{r:?}");
+            assert_eq!(r.nodes[1].sent, 0, "nothing of the liar's is stored");
+            assert!(r.nodes[0].sent > 0 && r.nodes[0].sent < 8 << 20, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn across_partitions_every_byte_received_was_sent_and_leechers_trade() {
+        let mut nodes = vec![node(10.0, true)];
+        nodes.extend((0..8).map(|_| node(10.0, false)));
+        let mut s = scenario(nodes, 3);
+        for partitions in [1, 2, 3] {
+            s.partitions = partitions;
+            let r = run(&s);
+            assert!(r.nodes.iter().all(|n| n.done_at.is_some()), "{r:?}");
+            let sent: u64 = r.nodes.iter().map(|n| n.sent).sum();
+            let received: u64 = r.nodes.iter().map(|n| n.received).sum();
+            assert_eq!(sent, received, "{partitions} partitions");
+            assert!(received >= 8 * (64 << 20), "{partitions} partitions");
+            let copies = r.nodes[0].sent as f64 / (64.0 * MIB);
+            assert!(copies < 3.0, "the seeder sent {copies:.2} copies");
+        }
+    }
+
+    #[test]
+    fn a_run_on_two_threads_reports_its_progress_without_changing_it() {
+        let mut nodes = vec![node(10.0, true)];
+        nodes.extend((0..4).map(|_| node(10.0, false)));
+        let mut s = scenario(nodes, 9);
+        s.partitions = 2;
+        let mut reports = Vec::new();
+        let r = run_reporting(&s, 50, |p| reports.push(p));
+        assert_eq!(r, run(&s), "reporting changes nothing");
+        assert!(!reports.is_empty(), "{} events", r.events);
+        // At the end of the first window past each multiple of 50 events.
+        assert!(reports.len() as u64 <= r.events / 50, "{reports:?}");
+        for (i, p) in reports.iter().enumerate() {
+            assert!(p.events >= 50 * (i as u64 + 1), "{p:?}");
+            assert_eq!(p.events_by_kind.iter().sum::<u64>(), p.events, "{p:?}");
+        }
+        assert!(reports
+            .windows(2)
+            .all(|w| w[0].now <= w[1].now && w[0].events / 50 < w[1].events / 50));
+        assert!(reports.last().expect("reports").events <= r.events);
+    }
+
+    #[test]
+    fn the_lookahead_is_the_shortest_delay_between_two_nodes() {
+        let mut nodes: Vec<NodeSpec> = (0..3).map(|_| node(10.0, true)).collect();
+        for (n, ms) in nodes.iter_mut().zip([7, 3, 5]) {
+            n.latency = Duration::from_millis(ms);
+        }
+        let mut s = scenario(nodes, 1);
+        assert_eq!(lookahead(&s), Duration::from_millis(8));
+        // With none, a run keeps to one partition: the same run as asked for with one.
+        s.nodes.push(node(0.0, false));
+        for n in &mut s.nodes {
+            n.latency = Duration::ZERO;
+        }
+        assert_eq!(lookahead(&s), Duration::ZERO);
+        s.partitions = 2;
+        let two = run(&s);
+        s.partitions = 1;
+        assert_eq!(two, run(&s));
+        assert!(two.nodes[3].done_at.is_some(), "{two:?}");
     }
 
     #[test]
@@ -1629,11 +2245,21 @@ mod tests {
             busy_first_wait: Duration::from_millis(100),
             busy_patience: Duration::from_secs(2),
         });
-        let r = run(&s);
-        assert!(r.nodes.iter().all(|n| n.done_at.is_some()), "{r:?}");
-        assert!(r.nodes.iter().all(|n| n.most_served <= 2), "{r:?}");
-        assert_eq!(r.nodes[0].most_served, 2, "the seeder's buffer was full");
-        assert!(r.events_by_kind[9] > 0, "some requests were answered busy");
+        let busy = EVENT_KINDS
+            .iter()
+            .position(|k| *k == "busy")
+            .expect("a kind");
+        for partitions in [1, 2] {
+            s.partitions = partitions;
+            let r = run(&s);
+            assert!(r.nodes.iter().all(|n| n.done_at.is_some()), "{r:?}");
+            assert!(r.nodes.iter().all(|n| n.most_served <= 2), "{r:?}");
+            assert_eq!(r.nodes[0].most_served, 2, "the seeder's buffer was full");
+            assert!(
+                r.events_by_kind[busy] > 0,
+                "some requests were answered busy"
+            );
+        }
         // Without the buffer the seeder serves every request at once.
         s.admission = None;
         let free = run(&s);
