@@ -13,7 +13,7 @@
 use std::{
     hint::spin_loop,
     sync::{
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Mutex, MutexGuard,
     },
     thread,
@@ -74,11 +74,29 @@ impl<M: Send> Lockstep<M> {
         }
     }
 
+    /// Held by each partition's thread while it runs: if the thread panics, the others
+    /// stop waiting for it at the barrier and panic too, so the run fails instead of
+    /// hanging.
+    pub fn stop_all_on_panic(&self) -> StopAllOnPanic<'_> {
+        StopAllOnPanic(&self.barrier.stopped)
+    }
+
     fn slot(&self, from: usize, to: usize) -> MutexGuard<'_, Mail<M>> {
         // Only this module locks the slots, and nothing panics while one is held.
         self.mail[from * self.parts + to]
             .lock()
             .expect("a mail slot is never poisoned")
+    }
+}
+
+/// See [`Lockstep::stop_all_on_panic`].
+pub struct StopAllOnPanic<'a>(&'a AtomicBool);
+
+impl Drop for StopAllOnPanic<'_> {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            self.0.store(true, Ordering::Release);
+        }
     }
 }
 
@@ -88,6 +106,8 @@ struct SpinBarrier {
     parties: usize,
     arrived: AtomicUsize,
     generation: AtomicUsize,
+    /// A party panicked: it will never arrive.
+    stopped: AtomicBool,
 }
 
 /// Spins before yielding the core while waiting at the barrier (a few microseconds).
@@ -99,6 +119,7 @@ impl SpinBarrier {
             parties,
             arrived: AtomicUsize::new(0),
             generation: AtomicUsize::new(0),
+            stopped: AtomicBool::new(false),
         }
     }
 
@@ -111,6 +132,10 @@ impl SpinBarrier {
         }
         let mut spins = 0u32;
         while self.generation.load(Ordering::Acquire) == generation {
+            assert!(
+                !self.stopped.load(Ordering::Acquire),
+                "another partition's thread panicked"
+            );
             if spins < SPINS_BEFORE_YIELD {
                 spins += 1;
                 spin_loop();
@@ -142,6 +167,7 @@ mod tests {
                     let step = &step;
                     s.spawn(move || {
                         let mut log = Vec::new();
+                        let _stop = step.stop_all_on_panic();
                         let mut outbox: Vec<Mail<u64>> = vec![Vec::new(), Vec::new()];
                         let mut inbox: Vec<(u64, u64)> = Vec::new();
                         if part == 0 {
@@ -149,10 +175,13 @@ mod tests {
                         }
                         loop {
                             let next = inbox.iter().map(|m| m.0).min().unwrap_or(u64::MAX);
-                            if step.earliest(part, next) == u64::MAX {
+                            let earliest = step.earliest(part, next);
+                            if earliest == u64::MAX {
                                 break;
                             }
                             for (when, n) in inbox.drain(..) {
+                                // Handled in the window it is due in, [earliest, + 5).
+                                assert!((earliest..earliest + 5).contains(&when), "{n}");
                                 log.push((when, n));
                                 if n < 10 {
                                     outbox[1 - part].push((when + 5, 2 * n + 1));
@@ -176,7 +205,29 @@ mod tests {
         assert_eq!(all, (0..=20).collect::<Vec<_>>());
         assert_eq!(&logs[1][..2], &[(5, 1), (5, 2)], "in the order sent");
         for (when, n) in logs.iter().flatten() {
-            assert_eq!(*when, 5 * depth(*n), "{n} arrived in its own window");
+            assert_eq!(*when, 5 * depth(*n), "{n}");
         }
+    }
+
+    /// A partition that panics stops the others at the barrier: the run fails, it does
+    /// not hang.
+    #[test]
+    fn a_partition_that_panics_stops_the_others() {
+        let step = Lockstep::<u64>::new(2);
+        let joined: Vec<bool> = thread::scope(|s| {
+            let handles: Vec<_> = (0..2)
+                .map(|part| {
+                    let step = &step;
+                    s.spawn(move || {
+                        let _stop = step.stop_all_on_panic();
+                        assert!(part == 0, "partition 1 fails at once");
+                        // Partition 0 waits for partition 1, which never comes.
+                        step.earliest(part, 0);
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().is_err()).collect()
+        });
+        assert_eq!(joined, [true, true], "both panicked");
     }
 }

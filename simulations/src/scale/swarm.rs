@@ -26,9 +26,13 @@
 //! way later. A flow belongs to its client, which stores its spans: it goes at the smaller
 //! of the client's share of its downlink, known at once, and the server's share of its
 //! uplink as the server last said, a lookahead after its number of responses changed
-//! (a sender's rate reaches its receivers a path delay later, as congestion control's
-//! does). The end of a flow reaches its server one way later, which frees its place. A
-//! death, and an announcement to the DHT, reach every node a lookahead later.
+//! (much as a sender's rate reaches its receivers a path delay later). That number counts
+//! the responses whose first bytes are on their way and those whose end has not reached
+//! the server yet, so the shares are equal only up to those delays. The end of a flow
+//! reaches its server one way later, which frees its place. An announcement to the DHT
+//! reaches every node a lookahead later, and so does a death for the requests the dead
+//! node held; a dial, a request or a holder ask to a dead node fails as it would at the
+//! node (the time of death is the scenario's, known to every partition).
 
 use std::{
     cmp::Reverse,
@@ -174,7 +178,7 @@ pub struct SimResult {
 }
 
 /// Names of the kinds counted in [`SimResult::events_by_kind`], in its order.
-pub const EVENT_KINDS: [&str; 20] = [
+pub const EVENT_KINDS: [&str; 21] = [
     "start",
     "poll",
     "have ask",
@@ -191,6 +195,7 @@ pub const EVENT_KINDS: [&str; 20] = [
     "round",
     "busy",
     "refused",
+    "retry",
     "gone",
     "share",
     "server died",
@@ -289,6 +294,14 @@ enum Event {
         flow: u64,
         attempt: u32,
     },
+    /// The client asks again (try `attempt`), unless the flow was cancelled meanwhile.
+    /// A timer at the client, so that its messages to the server leave, and arrive, in
+    /// order (a new ask sent ahead with the wait in its delay arrived after a cancel sent
+    /// during the wait, and took a place for good).
+    Retry {
+        flow: u64,
+        attempt: u32,
+    },
     /// The request reached a dead server.
     Gone(u64),
     /// `server`'s uplink is shared by a new number of flows: this partition's flows from
@@ -323,10 +336,11 @@ impl Event {
             Event::Round(_) => 13,
             Event::Busy { .. } => 14,
             Event::Refused { .. } => 15,
-            Event::Gone(_) => 16,
-            Event::Share { .. } => 17,
-            Event::ServerDied(_) => 18,
-            Event::Announce(_) => 19,
+            Event::Retry { .. } => 16,
+            Event::Gone(_) => 17,
+            Event::Share { .. } => 18,
+            Event::ServerDied(_) => 19,
+            Event::Announce(_) => 20,
         }
     }
 }
@@ -584,6 +598,11 @@ impl Lookahead {
         self.ahead.pop_front()
     }
 
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.ahead.is_empty() && self.heap.is_empty()
+    }
+
     /// When the next event is due (nanoseconds), if there is one.
     fn next_due(&mut self) -> Option<u64> {
         self.fill();
@@ -664,6 +683,7 @@ pub fn run_reporting(
             .map(|part| {
                 let (step, reporting) = (&step, &reporting);
                 threads.spawn(move || {
+                    let _stop = step.stop_all_on_panic();
                     let mut sim = Sim::new(scenario, part, parts);
                     sim.start();
                     sim.run_windows(step, reporting);
@@ -682,6 +702,10 @@ pub fn run_reporting(
 /// The partitions' results as one: each node's from its own partition, but for what it
 /// sent, which every partition counted for its own flows.
 fn merge(sims: Vec<Sim<'_>>) -> SimResult {
+    #[cfg(test)]
+    for sim in &sims {
+        sim.assert_drained();
+    }
     let parts = sims.len();
     let count = sims[0].nodes.len();
     let mut events_by_kind = [0; EVENT_KINDS.len()];
@@ -818,6 +842,31 @@ impl<'a> Sim<'a> {
         }
     }
 
+    /// In tests, at the end of a run that was not cut short: every request has ended at
+    /// its server too, so no place in a send buffer is still taken (one left taken would
+    /// shrink the server's buffer and uplink share for the rest of the run).
+    #[cfg(test)]
+    fn assert_drained(&self) {
+        if !self.queue.is_empty() {
+            return; // stopped at the scenario's limit
+        }
+        assert!(self.outbox.iter().all(Vec::is_empty), "mail left unsent");
+        assert_eq!(self.flows.ids().count(), 0, "flows left");
+        for (i, (n, links)) in self.nodes.iter().zip(&self.links).enumerate() {
+            if !self.owns(i as u32) {
+                continue;
+            }
+            assert!(n.responses.is_empty(), "node {i}: responses left");
+            assert_eq!(n.taken, (0, 0), "node {i}: send buffer places left taken");
+            assert!(n.taken_by.is_empty(), "node {i}: places left taken");
+            assert_eq!(links.sending, 0, "node {i}: responses left counted");
+            assert_eq!(
+                n.serving_in, [0; MAX_PARTITIONS],
+                "node {i}: flows left counted"
+            );
+        }
+    }
+
     fn owns(&self, node: u32) -> bool {
         node as usize % self.parts == self.part
     }
@@ -833,7 +882,8 @@ impl<'a> Sim<'a> {
 
     /// Sends `event` to node `to`, arriving `delay` from now (at least the lookahead).
     fn send(&mut self, to: u32, delay: Duration, event: Event) {
-        debug_assert!(delay >= self.lookahead, "{delay:?} is within the lookahead");
+        // What makes the windows safe: checked in every build (one comparison per message).
+        assert!(delay >= self.lookahead, "{delay:?} is within the lookahead");
         self.deliver(to as usize % self.parts, self.now + delay, event);
     }
 
@@ -883,6 +933,7 @@ impl<'a> Sim<'a> {
                 Event::Begin(id)
                 | Event::FlowEnd(id, _)
                 | Event::Refused { flow: id, .. }
+                | Event::Retry { flow: id, .. }
                 | Event::Gone(id) => prefetch(&self.flows.slots[Flows::slot(id)]),
                 Event::ServerDied(_) | Event::Announce(_) => {}
             }
@@ -1085,6 +1136,22 @@ impl<'a> Sim<'a> {
                 attempt,
             } => self.busy(flow, server, attempt),
             Event::Refused { flow, attempt } => self.refused(flow, attempt),
+            Event::Retry { flow, attempt } => {
+                if let Some(f) = self.flows.get(flow).filter(|f| f.attempt == attempt) {
+                    let (client, server) = (f.client, f.server);
+                    let delay = self.one_way(client, server);
+                    self.send(
+                        server,
+                        delay,
+                        Event::Request {
+                            flow,
+                            client,
+                            server,
+                            attempt,
+                        },
+                    );
+                }
+            }
             Event::Gone(flow) => {
                 if self.flows.get(flow).is_some() {
                     let f = self.drop_flow(flow, false);
@@ -1523,7 +1590,8 @@ impl<'a> Sim<'a> {
         }
         if let Some(lane) = self.admit(server, client) {
             self.begin_serving(server, flow, client, attempt, lane);
-            return self.share_changed(server);
+            self.share_changed(server);
+            return self.send_begin(server, flow, client);
         }
         let n = &mut self.nodes[server as usize];
         n.responses.insert(
@@ -1556,18 +1624,17 @@ impl<'a> Sim<'a> {
     }
 
     /// Reserves a place in `server`'s send buffer for a response to `client`, if there is
-    /// one (always, with no admission modelled).
+    /// one (always, with no admission modelled: the places are counted all the same).
     fn admit(&mut self, server: u32, client: u32) -> Option<Lane> {
-        let Some(a) = &self.s.admission else {
-            return Some(Lane::First);
-        };
         let n = &mut self.nodes[server as usize];
         let held = n.taken_by.get(&client).copied().unwrap_or(0);
         let lane = if held == 0 { Lane::First } else { Lane::Shared };
-        let room = n.taken.0 < a.slots
-            && (lane == Lane::First || (held < a.per_peer && n.taken.1 < a.shared_slots));
-        if !room {
-            return None;
+        if let Some(a) = &self.s.admission {
+            let room = n.taken.0 < a.slots
+                && (lane == Lane::First || (held < a.per_peer && n.taken.1 < a.shared_slots));
+            if !room {
+                return None;
+            }
         }
         n.taken.0 += 1;
         n.taken.1 += usize::from(lane == Lane::Shared);
@@ -1575,8 +1642,9 @@ impl<'a> Sim<'a> {
         Some(lane)
     }
 
-    /// `server` starts sending try `attempt` of flow `flow` from its place in `lane`: the
-    /// bytes reach the client one way later.
+    /// `server` starts sending try `attempt` of flow `flow` from its place in `lane` (the
+    /// caller then tells the partitions the new share, and the client its first bytes:
+    /// in that order, so that the share has arrived when the bytes do).
     fn begin_serving(&mut self, server: u32, flow: u64, client: u32, attempt: u32, lane: Lane) {
         let part = client as usize % self.parts;
         let (n, links) = (
@@ -1594,6 +1662,10 @@ impl<'a> Sim<'a> {
         links.sending += 1;
         n.serving_in[part] += 1;
         n.result.most_served = n.result.most_served.max(links.sending as usize);
+    }
+
+    /// `server`'s first bytes of flow `flow` go to `client`, arriving one way later.
+    fn send_begin(&mut self, server: u32, flow: u64, client: u32) {
         let delay = self.one_way(client, server);
         self.send(client, delay, Event::Begin(flow));
     }
@@ -1633,6 +1705,7 @@ impl<'a> Sim<'a> {
         n.serving_in[response.client as usize % self.parts] -= 1;
         self.links[server as usize].sending -= 1;
         let slots = self.s.admission.as_ref().map_or(usize::MAX, |a| a.slots);
+        let mut begun = Vec::new();
         let mut i = 0;
         while i < self.nodes[server as usize].waiting.len()
             && self.nodes[server as usize].taken.0 < slots
@@ -1656,8 +1729,12 @@ impl<'a> Sim<'a> {
             };
             self.nodes[server as usize].waiting.remove(i);
             self.begin_serving(server, flow, client, attempt, lane);
+            begun.push((flow, client));
         }
         self.share_changed(server);
+        for (flow, client) in begun {
+            self.send_begin(server, flow, client);
+        }
     }
 
     /// At the client: flow `id`'s first bytes arrived; they flow from now on.
@@ -1701,21 +1778,12 @@ impl<'a> Sim<'a> {
         let (client, server, request) = (f.client, f.server, f.request);
         let asked_for = self.now.saturating_sub(f.asked_at);
         if asked_for + f.busy_wait <= a.busy_patience {
-            let delay = f.busy_wait + self.one_way(client, server);
             let f = self.flow_mut(id);
+            let wait = f.busy_wait;
             f.busy_wait *= 2;
             f.attempt += 1;
             let attempt = f.attempt;
-            self.send(
-                server,
-                delay,
-                Event::Request {
-                    flow: id,
-                    client,
-                    server,
-                    attempt,
-                },
-            );
+            self.at(self.now + wait, Event::Retry { flow: id, attempt });
             return;
         }
         self.drop_flow(id, false);
@@ -1891,6 +1959,9 @@ impl<'a> Sim<'a> {
     /// At `peer`: `node` asks which holders it knows. It answers with the newest it listed
     /// since it last answered this get (`after`), and records the asker as one.
     fn holders_asked(&mut self, node: u32, peer: u32, after: u32) {
+        if !self.alive(peer, self.now) {
+            return; // the ask fails; the asker's next one comes on its timer
+        }
         let p = &mut self.nodes[peer as usize];
         let listed = p.holders.len();
         let heard_before = (after != u32::MAX).then_some(after as usize);
@@ -2160,8 +2231,8 @@ mod tests {
         nodes[1].lies = true;
         nodes.push(node(0.0, false));
         let mut s = scenario(nodes, 5);
-        // The leecher and the dead seeder in one partition, the liar and the other seeder
-        // in the other.
+        // With two partitions, the dead seeder and the third one in one, the liar and the
+        // leecher in the other.
         for partitions in [1, 2] {
             s.partitions = partitions;
             let r = run(&s);
@@ -2232,23 +2303,30 @@ mod tests {
         assert!(two.nodes[3].done_at.is_some(), "{two:?}");
     }
 
-    #[test]
-    fn a_full_send_buffer_holds_requests_back_and_busy_ones_are_asked_again() {
-        let mut nodes = vec![node(10.0, true)];
-        nodes.extend((0..6).map(|_| node(10.0, false)));
-        let mut s = scenario(nodes, 11);
-        s.admission = Some(Admission {
+    /// A send buffer of two responses, one shared, one per peer; a short wait for a place.
+    fn small_buffer() -> Admission {
+        Admission {
             slots: 2,
             shared_slots: 1,
             per_peer: 1,
             send_wait: Duration::from_millis(300),
             busy_first_wait: Duration::from_millis(100),
             busy_patience: Duration::from_secs(2),
-        });
-        let busy = EVENT_KINDS
-            .iter()
-            .position(|k| *k == "busy")
-            .expect("a kind");
+        }
+    }
+
+    /// The index of event kind `name` in [`EVENT_KINDS`].
+    fn kind(name: &str) -> usize {
+        EVENT_KINDS.iter().position(|k| *k == name).expect("a kind")
+    }
+
+    #[test]
+    fn a_full_send_buffer_holds_requests_back_and_busy_ones_are_asked_again() {
+        let mut nodes = vec![node(10.0, true)];
+        nodes.extend((0..6).map(|_| node(10.0, false)));
+        let mut s = scenario(nodes, 11);
+        s.admission = Some(small_buffer());
+        let busy = kind("busy");
         for partitions in [1, 2] {
             s.partitions = partitions;
             let r = run(&s);
@@ -2264,6 +2342,26 @@ mod tests {
         s.admission = None;
         let free = run(&s);
         assert!(free.nodes[0].most_served > 2, "{free:?}");
+    }
+
+    /// A crowd at a small send buffer: many requests answered `Busy`, asked again, and
+    /// cancelled by the endgame, some while waiting to ask again. Every place taken is
+    /// given back by the end (checked for every run in tests).
+    #[test]
+    fn a_crowd_at_a_small_send_buffer_gives_back_every_place() {
+        let mut nodes = vec![node(10.0, true), node(10.0, true)];
+        nodes.extend((0..30).map(|_| node(10.0, false)));
+        // Seed 0 cancelled a request during its wait before asking again: the cancel
+        // reached the server before the new ask, which then took a place for good.
+        let mut s = scenario(nodes, 0);
+        s.admission = Some(small_buffer());
+        let refused = kind("refused");
+        for partitions in [1, 2] {
+            s.partitions = partitions;
+            let r = run(&s);
+            assert!(r.nodes.iter().all(|n| n.done_at.is_some()), "{r:?}");
+            assert!(r.events_by_kind[refused] > 0, "{:?}", r.events_by_kind);
+        }
     }
 
     #[test]
