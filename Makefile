@@ -97,8 +97,8 @@ transport-bench: deps build
 ## network): the swarm lab's scenarios against their measured times, then a flash crowd of
 ## 10, 100, 1,000 and 10,000 mirrors fed by one seeder with a 100 GiB release, then 1,000,
 ## 10,000 and 100,000 mirrors with a 10 GiB one, the model on two threads (`--threads`;
-## about 2 minutes for 10,000 mirrors of 100 GiB; 100,000 of 10 GiB took 18 single-threaded
-## and peak at 6 GiB of RSS; charts in target/scale-sim/ and target/scale-sim/10-gib/)
+## about 15 minutes: 2 for 10,000 mirrors of 100 GiB, 11 for 100,000 of 10 GiB, which peak
+## at 7 GiB of RSS; charts in target/scale-sim/ and target/scale-sim/10-gib/)
 scale-sim: deps build
 	"$(CARGO_TARGET_DIR)/release/scale-sim" --validate --seeds 8
 	"$(CARGO_TARGET_DIR)/release/scale-sim"
