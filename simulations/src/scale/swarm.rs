@@ -495,12 +495,12 @@ struct Links {
     lies: bool,
     /// It holds the whole blob (kept by its own partition).
     holds_all: bool,
-    /// Responses it sends (kept by its partition, as the server) and flows coming in
-    /// (`Node::down`, kept beside the list and checked against it, and `holds_all` against
-    /// `Node::held`, in tests at every share change).
-    sending: u32,
+    /// Flows coming in (`Node::down`, kept beside the list and checked against it, and
+    /// `holds_all` against `Node::held`, in tests at every share change).
     receiving: u32,
 }
+
+const _: () = assert!(std::mem::size_of::<Links>() == 40);
 
 /// The most partitions (threads) a run may have.
 pub const MAX_PARTITIONS: usize = 4;
@@ -528,7 +528,7 @@ struct Node {
     /// As a server: the requests that reached it and are not done, by flow.
     responses: FxHashMap<u64, Response>,
     /// As a server: responses it sends, by the partition of their clients (a share change
-    /// goes to the partitions with some).
+    /// goes to the partitions with some); their sum is [`Node::sending`].
     serving_in: [u32; MAX_PARTITIONS],
     /// Requests waiting for a place in this node's send buffer, in order of arrival; the
     /// places taken (all, shared) and by whom.
@@ -571,6 +571,13 @@ const LOOKAHEAD: usize = 16;
 struct Lookahead {
     heap: RadixHeapMap<Reverse<(u64, u64)>, Event>,
     ahead: std::collections::VecDeque<((u64, u64), Event)>,
+}
+
+impl Node {
+    /// As a server: the responses it sends, which share its uplink.
+    fn sending(&self) -> u32 {
+        self.serving_in.iter().sum()
+    }
 }
 
 impl Lookahead {
@@ -756,10 +763,10 @@ struct Sim<'a> {
     /// from a random slot was 6 % of the 100,000-mirror run's time). The next events are
     /// taken out ahead, so that [`Sim::warm`] can ask for their memory early.
     queue: Lookahead,
-    /// Each node's links and flow counts, apart from [`Node`]: what sharing a link needs
-    /// of the node at a flow's other end, in 48 bytes instead of a random read of its
-    /// 1.5 KB `Node` and its 72-byte spec (those reads were most of the share changes'
-    /// time at 100,000 mirrors, whose nodes do not fit in the caches).
+    /// Each node's links and flows coming in, apart from [`Node`]: what a flow's rate
+    /// needs of its client, in 40 bytes instead of a random read of its 1.5 KB `Node` and
+    /// its 72-byte spec (those reads were most of the share changes' time at 100,000
+    /// mirrors, whose nodes do not fit in the caches).
     links: Vec<Links>,
     /// Each server's share of its uplink per flow, as its last share change here said.
     shares: Vec<f64>,
@@ -822,7 +829,6 @@ impl<'a> Sim<'a> {
                     latency: spec.latency,
                     lies: spec.lies,
                     holds_all: spec.seeds,
-                    sending: 0,
                     receiving: 0,
                 })
                 .collect(),
@@ -852,14 +858,13 @@ impl<'a> Sim<'a> {
         }
         assert!(self.outbox.iter().all(Vec::is_empty), "mail left unsent");
         assert_eq!(self.flows.ids().count(), 0, "flows left");
-        for (i, (n, links)) in self.nodes.iter().zip(&self.links).enumerate() {
+        for (i, n) in self.nodes.iter().enumerate() {
             if !self.owns(i as u32) {
                 continue;
             }
             assert!(n.responses.is_empty(), "node {i}: responses left");
             assert_eq!(n.taken, (0, 0), "node {i}: send buffer places left taken");
             assert!(n.taken_by.is_empty(), "node {i}: places left taken");
-            assert_eq!(links.sending, 0, "node {i}: responses left counted");
             assert_eq!(
                 n.serving_in, [0; MAX_PARTITIONS],
                 "node {i}: flows left counted"
@@ -1647,10 +1652,7 @@ impl<'a> Sim<'a> {
     /// in that order, so that the share has arrived when the bytes do).
     fn begin_serving(&mut self, server: u32, flow: u64, client: u32, attempt: u32, lane: Lane) {
         let part = client as usize % self.parts;
-        let (n, links) = (
-            &mut self.nodes[server as usize],
-            &mut self.links[server as usize],
-        );
+        let n = &mut self.nodes[server as usize];
         n.responses.insert(
             flow,
             Response {
@@ -1659,9 +1661,8 @@ impl<'a> Sim<'a> {
                 lane: Some(lane),
             },
         );
-        links.sending += 1;
         n.serving_in[part] += 1;
-        n.result.most_served = n.result.most_served.max(links.sending as usize);
+        n.result.most_served = n.result.most_served.max(n.sending() as usize);
     }
 
     /// `server`'s first bytes of flow `flow` go to `client`, arriving one way later.
@@ -1673,8 +1674,8 @@ impl<'a> Sim<'a> {
     /// `server`'s count of responses changed: its share of the uplink goes to the
     /// partitions holding flows from it.
     fn share_changed(&mut self, server: u32) {
-        let links = &self.links[server as usize];
-        let share = links.up / links.sending.max(1) as f64;
+        let share =
+            self.links[server as usize].up / self.nodes[server as usize].sending().max(1) as f64;
         let when = self.now + self.lookahead;
         for part in 0..self.parts {
             if self.nodes[server as usize].serving_in[part] > 0 {
@@ -1703,7 +1704,6 @@ impl<'a> Sim<'a> {
             }
         }
         n.serving_in[response.client as usize % self.parts] -= 1;
-        self.links[server as usize].sending -= 1;
         let slots = self.s.admission.as_ref().map_or(usize::MAX, |a| a.slots);
         let mut begun = Vec::new();
         let mut i = 0;
@@ -1873,7 +1873,6 @@ impl<'a> Sim<'a> {
         n.taken = (0, 0);
         n.taken_by.clear();
         n.serving_in = [0; MAX_PARTITIONS];
-        self.links[node as usize].sending = 0;
         self.broadcast(|| Event::ServerDied(node));
         let own: Vec<u64> = self.nodes[node as usize]
             .requests
