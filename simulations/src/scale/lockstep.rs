@@ -6,9 +6,10 @@
 //! partition causes in another is a message due at least the *lookahead* `L` after the
 //! event that sent it. So once every partition has handled its events due before `T + L`,
 //! where `T` is the earliest event due anywhere, no message can still arrive for that span:
-//! the partitions run it at once, then swap their messages at a barrier. Messages go into
-//! each queue in the order of their senders' partitions, then of sending, so a run is the
-//! same whatever the threads' timing.
+//! the partitions run it at once, then swap their messages at a barrier, where each also
+//! says when its next event is due, so the next window's start is known after that one
+//! barrier. Messages go into each queue in the order of their senders' partitions, then of
+//! sending, so a run is the same whatever the threads' timing.
 
 use std::{
     hint::spin_loop,
@@ -23,54 +24,38 @@ use std::{
 pub type Mail<M> = Vec<(u64, M)>;
 
 /// What the partitions share: the barrier, each one's next event, and the mail between
-/// them.
+/// them. The next events and the mail come in two sets, used by turns: a partition that
+/// has passed a barrier fills one set while a slower one still reads the other, so one
+/// barrier a window is enough.
 pub struct Lockstep<M> {
     parts: usize,
     barrier: SpinBarrier,
-    /// When each partition's next event is due (nanoseconds; `u64::MAX`: none).
-    next: Vec<AtomicU64>,
+    /// When each partition's next event, or the earliest of the mail it sent, is due
+    /// (nanoseconds; `u64::MAX`: none).
+    next: [Vec<AtomicU64>; 2],
     /// Mail from partition `p` to `q` at `p * parts + q`.
-    mail: Vec<Mutex<Mail<M>>>,
+    mail: [Vec<Mutex<Mail<M>>>; 2],
 }
 
 impl<M: Send> Lockstep<M> {
     /// For `parts` partitions.
     pub fn new(parts: usize) -> Self {
+        let next = || (0..parts).map(|_| AtomicU64::new(u64::MAX)).collect();
+        let mail = || (0..parts * parts).map(|_| Mutex::new(Vec::new())).collect();
         Self {
             parts,
             barrier: SpinBarrier::new(parts),
-            next: (0..parts).map(|_| AtomicU64::new(u64::MAX)).collect(),
-            mail: (0..parts * parts).map(|_| Mutex::new(Vec::new())).collect(),
+            next: [next(), next()],
+            mail: [mail(), mail()],
         }
     }
 
-    /// Partition `part`'s next event is due at `next`: waits for every partition to say,
-    /// and returns the earliest (`u64::MAX`: no event left anywhere). Every partition gets
-    /// the same answer.
-    pub fn earliest(&self, part: usize, next: u64) -> u64 {
-        self.next[part].store(next, Ordering::Release);
-        self.barrier.wait();
-        self.next
-            .iter()
-            .map(|n| n.load(Ordering::Acquire))
-            .min()
-            .unwrap_or(u64::MAX)
-    }
-
-    /// Partition `part` has handled its window: hands `outbox[q]` to each partition `q`,
-    /// waits for every partition to do the same, and hands `deliver` the mail for `part`,
-    /// in the order of the senders' partitions, then of sending.
-    pub fn swap(&self, part: usize, outbox: &mut [Mail<M>], mut deliver: impl FnMut(u64, M)) {
-        for (q, out) in outbox.iter_mut().enumerate() {
-            if q != part && !out.is_empty() {
-                self.slot(part, q).append(out);
-            }
-        }
-        self.barrier.wait();
-        for p in (0..self.parts).filter(|&p| p != part) {
-            for (when, message) in self.slot(p, part).drain(..) {
-                deliver(when, message);
-            }
+    /// Partition `part`'s side, for its thread.
+    pub fn partition(&self, part: usize) -> Partition<'_, M> {
+        Partition {
+            step: self,
+            part,
+            barriers: 0,
         }
     }
 
@@ -81,11 +66,79 @@ impl<M: Send> Lockstep<M> {
         StopAllOnPanic(&self.barrier.stopped)
     }
 
-    fn slot(&self, from: usize, to: usize) -> MutexGuard<'_, Mail<M>> {
+    fn slot(&self, set: usize, from: usize, to: usize) -> MutexGuard<'_, Mail<M>> {
         // Only this module locks the slots, and nothing panics while one is held.
-        self.mail[from * self.parts + to]
+        self.mail[set][from * self.parts + to]
             .lock()
             .expect("a mail slot is never poisoned")
+    }
+
+    /// The earliest of what the partitions said before the barrier that used `set`.
+    fn earliest(&self, set: usize) -> u64 {
+        self.next[set]
+            .iter()
+            .map(|n| n.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+}
+
+/// One partition's side of a [`Lockstep`]: it counts the barriers it passed, which says
+/// which set of slots it uses (every partition passes the same barriers).
+pub struct Partition<'a, M> {
+    step: &'a Lockstep<M>,
+    part: usize,
+    barriers: usize,
+}
+
+impl<M: Send> Partition<'_, M> {
+    /// Before the first window: this partition's next event is due at `next`. Waits for
+    /// every partition to say, and returns the earliest (`u64::MAX`: no event anywhere).
+    /// Every partition gets the same answer.
+    pub fn start(&mut self, next: u64) -> u64 {
+        let set = self.set();
+        self.step.next[set][self.part].store(next, Ordering::Release);
+        self.step.barrier.wait();
+        self.barriers += 1;
+        self.step.earliest(set)
+    }
+
+    /// The partition has handled its window, and its next event is due at `next`: hands
+    /// `outbox[q]` to each partition `q`, waits for every partition to do the same, hands
+    /// `deliver` the mail for this one, in the order of the senders' partitions, then of
+    /// sending, and returns when the next event is due anywhere, the mail included
+    /// (`u64::MAX`: none). Every partition gets the same answer.
+    pub fn swap(
+        &mut self,
+        next: u64,
+        outbox: &mut [Mail<M>],
+        mut deliver: impl FnMut(u64, M),
+    ) -> u64 {
+        let (step, part, set) = (self.step, self.part, self.set());
+        // The mail is due no sooner than anything else its receiver will hold: the
+        // earliest over every partition's queue and mail is the next window's start.
+        let mut earliest = next;
+        for (q, out) in outbox.iter_mut().enumerate() {
+            if q != part && !out.is_empty() {
+                earliest = out.iter().fold(earliest, |e, (when, _)| e.min(*when));
+                step.slot(set, part, q).append(out);
+            }
+        }
+        step.next[set][part].store(earliest, Ordering::Release);
+        step.barrier.wait();
+        self.barriers += 1;
+        for p in (0..step.parts).filter(|&p| p != part) {
+            for (when, message) in step.slot(set, p, part).drain(..) {
+                deliver(when, message);
+            }
+        }
+        step.earliest(set)
+    }
+
+    /// The set of slots the next barrier uses; a slower partition may still read the
+    /// other, from the barrier before.
+    pub fn set(&self) -> usize {
+        self.barriers % 2
     }
 }
 
@@ -168,17 +221,17 @@ mod tests {
                     s.spawn(move || {
                         let mut log = Vec::new();
                         let _stop = step.stop_all_on_panic();
+                        let mut side = step.partition(part);
                         let mut outbox: Vec<Mail<u64>> = vec![Vec::new(), Vec::new()];
                         let mut inbox: Vec<(u64, u64)> = Vec::new();
                         if part == 0 {
                             inbox.push((0, 0));
                         }
-                        loop {
-                            let next = inbox.iter().map(|m| m.0).min().unwrap_or(u64::MAX);
-                            let earliest = step.earliest(part, next);
-                            if earliest == u64::MAX {
-                                break;
-                            }
+                        let due = |inbox: &[(u64, u64)]| {
+                            inbox.iter().map(|m| m.0).min().unwrap_or(u64::MAX)
+                        };
+                        let mut earliest = side.start(due(&inbox));
+                        while earliest != u64::MAX {
                             for (when, n) in inbox.drain(..) {
                                 // Handled in the window it is due in, [earliest, + 5).
                                 assert!((earliest..earliest + 5).contains(&when), "{n}");
@@ -188,7 +241,8 @@ mod tests {
                                     outbox[1 - part].push((when + 5, 2 * n + 2));
                                 }
                             }
-                            step.swap(part, &mut outbox, |when, n| inbox.push((when, n)));
+                            earliest = side
+                                .swap(due(&inbox), &mut outbox, |when, n| inbox.push((when, n)));
                         }
                         log
                     })
@@ -222,7 +276,7 @@ mod tests {
                         let _stop = step.stop_all_on_panic();
                         assert!(part == 0, "partition 1 fails at once");
                         // Partition 0 waits for partition 1, which never comes.
-                        step.earliest(part, 0);
+                        step.partition(part).start(0);
                     })
                 })
                 .collect();
