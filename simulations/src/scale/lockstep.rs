@@ -115,8 +115,8 @@ impl<M: Send> Partition<'_, M> {
         mut deliver: impl FnMut(u64, M),
     ) -> u64 {
         let (step, part, set) = (self.step, self.part, self.set());
-        // The mail is due no sooner than anything else its receiver will hold: the
-        // earliest over every partition's queue and mail is the next window's start.
+        // The mail it sends counts as its own: the next window starts at the earliest
+        // over every partition's queue and outgoing mail.
         let mut earliest = next;
         for (q, out) in outbox.iter_mut().enumerate() {
             if q != part && !out.is_empty() {
