@@ -2433,7 +2433,7 @@ mod tests {
         }
         get.last_asked = 1;
         get.heard(6, 40);
-        // 7 was asked; a ban took 5 out while its answer was on its way: 7 is no longer
+        // 7 was asked; a ban took 5 out while 7's answer was on its way: 7 is no longer
         // where it was asked, and is searched for.
         get.last_asked = 2;
         get.known.retain(|k| k.id != 5);
