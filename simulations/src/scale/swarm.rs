@@ -2072,7 +2072,9 @@ impl Get {
 
     /// Provider `peer`'s list of holders was `listed` long when it answered: the one last
     /// asked, unless a ban took providers out of `known` meanwhile (then it is searched
-    /// for; a banned one is not, as it is never asked again).
+    /// for; a banned one is not, as it is never asked again). An answer to one not known
+    /// is dropped: only a get that started since the ask could receive one, and a mirror
+    /// waits 5 s at least before its next get (`FIRST_RETRY`), far more than a round trip.
     fn heard(&mut self, peer: u32, listed: u32) {
         let at = match self.known.get(self.last_asked) {
             Some(k) if k.id == peer => Some(self.last_asked),
