@@ -267,11 +267,13 @@ enum Event {
     },
     AskHolders(u32),
     /// `node`'s question which holders `peer` knows reaches the peer; `after`: how long
-    /// the peer's list was when it last answered this get (`u32::MAX`: never).
+    /// the peer's list was when it last answered this get ([`NOT_ANSWERED`]: it has not);
+    /// `first`: `node` never asked `peer` before, so it is not among its holders yet.
     HoldersAsk {
         node: u32,
         peer: u32,
         after: u32,
+        first: bool,
     },
     /// The answer reaches `node`: the names listed after `after`, of `listed`.
     HoldersAnswer {
@@ -488,11 +490,11 @@ struct Get {
 }
 
 /// A provider a get knows, and how long its list of holders was when it last answered
-/// this get (`u32::MAX`: never). The list only grows at its end, so the names before that
-/// were offered already and are skipped (looking each up again was a sixth of the model's
-/// time). Kept beside the provider, not in a map by provider: the map's look-ups, one per
-/// ask and one per answer, each a random read, were 3.6 % of the profile of a
-/// 100,000-mirror run's first minutes.
+/// this get (or [`Known::NEVER_ASKED`], [`Known::ASKED`]). The list only grows at its end,
+/// so the names before that were offered already and are skipped (looking each up again
+/// was a sixth of the model's time). Kept beside the provider, not in a map by provider:
+/// the map's look-ups, one per ask and one per answer, each a random read, were 3.6 % of
+/// the profile of a 100,000-mirror run's first minutes.
 #[derive(Clone, Copy)]
 struct Known {
     id: u32,
@@ -558,7 +560,9 @@ struct Node {
     /// asking again to the newest place and forgets the oldest beyond
     /// `MAX_HOLDERS_PER_HASH`; the model does not yet: a known difference.)
     holders: Vec<u32>,
-    holder_set: FxHashSet<u32>,
+    /// `holders` as a set, built the first time an ask may come from one listed already
+    /// (see [`record_holder`]).
+    holder_set: Option<FxHashSet<u32>>,
     /// Its holder exchange is running (one chain of asks per node), and its pace.
     asking_holders: bool,
     holder_asks: HolderAsks,
@@ -580,6 +584,12 @@ const LOOKAHEAD: usize = 16;
 /// Asking for all of its 1.5 KB filled the core's queue of misses: at 100,000 mirrors,
 /// 768 bytes ran 2 % faster than all of it, and 384 bytes 2 % slower (stop 55).
 const WARM_NODE_BYTES: usize = 768;
+
+/// How much of the holder names an answer copies [`Sim::warm`] asks for.
+const WARM_NAMES_BYTES: usize = 320;
+
+/// How many of the flows a share change or a `Have` answer reaches [`Sim::warm`] asks for.
+const WARM_FLOWS: usize = 8;
 
 /// The pending events, earliest first: a calendar queue, and the next [`LOOKAHEAD`] events
 /// taken out of it ahead of time, so that the caches can be asked for what they will read
@@ -941,8 +951,10 @@ impl<'a> Sim<'a> {
     }
 
     /// Asks the caches for what the events due soon will read (see [`Lookahead`]): the
-    /// node an event happens at, [`LOOKAHEAD`] events ahead; a flow's two ends, once its
-    /// own line has come, half as far ahead.
+    /// node an event happens at (and an asker's links), [`LOOKAHEAD`] events ahead; half
+    /// as far ahead, once the lines asked for first have come, what they point to: a
+    /// flow's two ends, the holder names an answer copies, the flows a share change or a
+    /// `Have` answer settles, the provider a holder answer came from.
     fn warm(&self) {
         if let Some(event) = self.queue.ahead(LOOKAHEAD - 1) {
             match *event {
@@ -957,11 +969,15 @@ impl<'a> Sim<'a> {
                 | Event::Request { server: n, .. }
                 | Event::Done { server: n, .. }
                 | Event::Busy { server: n, .. } => self.warm_node(n),
-                Event::HaveAsk { peer, .. } => self.warm_holdings(peer),
-                Event::HoldersAsk { peer, .. } => {
-                    let node = &self.nodes[peer as usize];
-                    prefetch(&node.holders);
-                    prefetch(&node.holder_set);
+                // The asker's links too: the answer's delay reads its latency.
+                Event::HaveAsk { node, peer } => {
+                    self.warm_holdings(peer);
+                    prefetch(&self.links[node as usize]);
+                }
+                Event::HoldersAsk { node, peer, .. } => {
+                    prefetch(&self.nodes[peer as usize].holders);
+                    prefetch(&self.links[node as usize]);
+                    prefetch(&self.links[peer as usize]);
                 }
                 Event::Share { server, .. } => {
                     prefetch(&self.nodes[server as usize].up);
@@ -975,18 +991,49 @@ impl<'a> Sim<'a> {
                 Event::ServerDied(_) | Event::Announce(_) => {}
             }
         }
-        if let Some(
-            Event::Begin(id)
-            | Event::FlowEnd(id, _)
-            | Event::Refused { flow: id, .. }
-            | Event::Gone(id),
-        ) = self.queue.ahead(LOOKAHEAD / 2)
-        {
-            if let Some(f) = self.flows.get(*id) {
-                self.warm_node(f.client);
-                prefetch(&self.nodes[f.server as usize].up);
-                prefetch(&self.shares[f.server as usize]);
+        match self.queue.ahead(LOOKAHEAD / 2) {
+            Some(
+                Event::Begin(id)
+                | Event::FlowEnd(id, _)
+                | Event::Refused { flow: id, .. }
+                | Event::Gone(id),
+            ) => {
+                if let Some(f) = self.flows.get(*id) {
+                    self.warm_node(f.client);
+                    prefetch(&self.nodes[f.server as usize].up);
+                    prefetch(&self.shares[f.server as usize]);
+                }
             }
+            // The names the answer copies, and where the asker may be added.
+            Some(Event::HoldersAsk { peer, after, .. }) => {
+                let holders = &self.nodes[*peer as usize].holders;
+                let from = answer_from(holders.len(), self.s.holders_answer, *after);
+                let names = holders.as_ptr().wrapping_add(from).cast::<u8>();
+                let bytes = ((holders.len().saturating_sub(from) + 1) * 4).min(WARM_NAMES_BYTES);
+                // Each line from the first name's to the last byte's.
+                let first_line = names as usize % 64;
+                for line in (0..first_line + bytes).step_by(64) {
+                    prefetch(names.wrapping_sub(first_line).wrapping_add(line));
+                }
+            }
+            // The flows whose rates the share changes.
+            Some(Event::Share { server, .. }) => self.warm_flows(&self.nodes[*server as usize].up),
+            // The provider that answered, in the get's list.
+            Some(Event::HoldersAnswer { node, .. }) => {
+                if let Some(get) = &self.nodes[*node as usize].get {
+                    prefetch(get.known.as_ptr().wrapping_add(get.last_asked));
+                }
+            }
+            // The flows coming in that a partial peer settles before it answers.
+            Some(Event::HaveAsk { peer, .. }) => self.warm_flows(&self.nodes[*peer as usize].down),
+            _ => {}
+        }
+    }
+
+    /// The first [`WARM_FLOWS`] of flows `ids`.
+    fn warm_flows(&self, ids: &[u64]) {
+        for &id in ids.iter().take(WARM_FLOWS) {
+            prefetch(&self.flows.slots[Flows::slot(id)]);
         }
     }
 
@@ -1157,7 +1204,12 @@ impl<'a> Sim<'a> {
                 },
             ),
             Event::AskHolders(node) => self.ask_holders(node),
-            Event::HoldersAsk { node, peer, after } => self.holders_asked(node, peer, after),
+            Event::HoldersAsk {
+                node,
+                peer,
+                after,
+                first,
+            } => self.holders_asked(node, peer, after, first),
             Event::HoldersAnswer {
                 node,
                 peer,
@@ -1967,8 +2019,21 @@ impl<'a> Sim<'a> {
         if let Some(i) = asked {
             let Known { id: peer, listed } = get.known[i];
             let delay = self.one_way(node, peer);
-            if let Some(get) = self.nodes[node as usize].get.as_mut() {
+            let n = &mut self.nodes[node as usize];
+            // Not asked in its first get yet: it never asked this peer, since a get lists
+            // each provider once, a ban is for good, and `listed` never goes back to
+            // `NEVER_ASKED` (so a peer that died before recording it is not asked as first
+            // again).
+            let (after, first) = match listed {
+                Known::NEVER_ASKED => (NOT_ANSWERED, n.result.gets == 1),
+                Known::ASKED => (NOT_ANSWERED, false),
+                answered => (answered, false),
+            };
+            if let Some(get) = n.get.as_mut() {
                 get.last_asked = i;
+                if listed == Known::NEVER_ASKED {
+                    get.known[i].listed = Known::ASKED;
+                }
             }
             self.send(
                 peer,
@@ -1976,7 +2041,8 @@ impl<'a> Sim<'a> {
                 Event::HoldersAsk {
                     node,
                     peer,
-                    after: listed,
+                    after,
+                    first,
                 },
             );
         }
@@ -1996,23 +2062,19 @@ impl<'a> Sim<'a> {
     }
 
     /// At `peer`: `node` asks which holders it knows. It answers with the newest it listed
-    /// since it last answered this get (`after`), and records the asker as one.
-    fn holders_asked(&mut self, node: u32, peer: u32, after: u32) {
+    /// since it last answered this get (`after`), and records the asker as one (`first`:
+    /// it never asked before).
+    fn holders_asked(&mut self, node: u32, peer: u32, after: u32, first: bool) {
         if !self.alive(peer, self.now) {
             return; // the ask fails; the asker's next one comes on its timer
         }
         let p = &mut self.nodes[peer as usize];
         let listed = p.holders.len();
-        let heard_before = (after != u32::MAX).then_some(after as usize);
-        let from = listed
-            .saturating_sub(self.s.holders_answer)
-            .max(heard_before.unwrap_or(0))
-            .min(listed);
-        let names: Box<[u32]> = p.holders[from..].into();
-        // A peer this get asked before recorded it then (its set never forgets): the
-        // look-up is skipped, a random read at 100,000 mirrors.
-        if heard_before.is_none() && p.holder_set.insert(node) {
-            p.holders.push(node);
+        let names: Box<[u32]> =
+            p.holders[answer_from(listed, self.s.holders_answer, after)..].into();
+        // A peer this get heard from recorded it then (its list never forgets).
+        if after == NOT_ANSWERED {
+            record_holder(p, node, first);
         }
         let delay = self.one_way(node, peer);
         self.send(
@@ -2096,11 +2158,52 @@ impl Get {
     }
 }
 
+/// In a holder ask's `after`: the peer has not answered this get.
+const NOT_ANSWERED: u32 = u32::MAX;
+
 impl Known {
+    /// In `listed`: not asked in this get (sent as [`NOT_ANSWERED`]).
+    const NEVER_ASKED: u32 = NOT_ANSWERED;
+    /// In `listed`: asked in this get, and no answer yet (sent as [`NOT_ANSWERED`]).
+    const ASKED: u32 = u32::MAX - 1;
+
     fn new(id: u32) -> Self {
         Self {
             id,
-            listed: u32::MAX,
+            listed: Self::NEVER_ASKED,
+        }
+    }
+}
+
+/// Where in a list of `listed` holders an answer starts: the newest `answer` of them,
+/// and none the asker's get heard of before (`after`, or [`NOT_ANSWERED`]).
+fn answer_from(listed: usize, answer: usize, after: u32) -> usize {
+    let heard = if after == NOT_ANSWERED {
+        0
+    } else {
+        after as usize
+    };
+    listed.saturating_sub(answer).max(heard).min(listed)
+}
+
+/// Records `asker` among `p`'s holders, unless listed already. An asker's first ask
+/// (`first`) is not: it is pushed without a look (most of the holder exchange's
+/// records: a mirror mostly runs one get). Any other builds the set of those listed, once,
+/// and looks there; a set once built is kept in step. Kept always, the sets were 0.7 GiB
+/// of the 100,000-mirror run's peak (9.0 GiB), and each insert a random read.
+fn record_holder(p: &mut Node, asker: u32, first: bool) {
+    #[cfg(test)]
+    assert!(
+        !(first && p.holders.contains(&asker)),
+        "{asker} asked before, yet said it never had"
+    );
+    match &mut p.holder_set {
+        None if first => p.holders.push(asker),
+        set => {
+            let set = set.get_or_insert_with(|| p.holders.iter().copied().collect());
+            if set.insert(asker) {
+                p.holders.push(asker);
+            }
         }
     }
 }
@@ -2445,7 +2548,24 @@ mod tests {
         let listed: Vec<(u32, u32)> = get.known.iter().map(|k| (k.id, k.listed)).collect();
         assert_eq!(listed, [(6, 40), (7, 12)]);
         assert!(get.learn(8));
-        assert_eq!(get.known[2].listed, u32::MAX, "never answered");
+        assert_eq!(get.known[2].listed, Known::NEVER_ASKED, "never answered");
+    }
+
+    /// An asker's first ask is listed without a set; the first that may come from one
+    /// listed builds the set from the list, and later first asks keep it in step.
+    #[test]
+    fn a_peer_lists_each_asker_once_and_builds_its_set_only_when_needed() {
+        let mut p = Node::default();
+        record_holder(&mut p, 1, true);
+        record_holder(&mut p, 2, true);
+        assert!(p.holder_set.is_none(), "first asks need no set");
+        record_holder(&mut p, 2, false); // asked before: not listed again
+        record_holder(&mut p, 3, false); // a later get's ask, never asked before
+        record_holder(&mut p, 4, true);
+        assert_eq!(p.holders, [1, 2, 3, 4]);
+        let mut set: Vec<u32> = p.holder_set.iter().flatten().copied().collect();
+        set.sort_unstable();
+        assert_eq!(set, [1, 2, 3, 4], "built once needed, then kept in step");
     }
 
     #[test]
