@@ -16,6 +16,7 @@ mod import;
 mod ingest;
 pub mod layout;
 mod names;
+mod page_cache;
 mod partial;
 mod pieces;
 mod provenance;
@@ -223,6 +224,8 @@ pub struct Store {
     blob_rewrite: Mutex<()>,
     /// How fast fetched spans arrive: fast ones skip the WAL (see [`UNLOGGED_RATE`]).
     span_rate: Mutex<partial::SpanRate>,
+    /// Blob files flushes finish while large blobs arrive, dropped from the page cache.
+    flushed_blob_files: page_cache::FlushedBlobFiles,
     /// The data column family's options, for the table files large imports write
     /// (`ingest`): the files must be laid out as the family's own.
     span_file_options: Options,
@@ -372,6 +375,7 @@ impl Store {
             bind_lock: Mutex::new(()),
             blob_rewrite: Mutex::new(()),
             span_rate: Mutex::default(),
+            flushed_blob_files: page_cache::FlushedBlobFiles::default(),
             held: gc::HeldHashes::default(),
             span_file_options: data_cf_options(),
             ingest_from_bytes: ingest::INGEST_FROM_BYTES,

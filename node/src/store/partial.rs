@@ -65,6 +65,16 @@ impl Default for SpanRate {
 }
 
 impl SpanRate {
+    /// A rate that counts as fast for the next hour, whatever arrives (tests).
+    #[cfg(test)]
+    pub(super) fn fast_for_an_hour() -> Self {
+        Self {
+            window_start: std::time::Instant::now() + std::time::Duration::from_secs(3600),
+            window_bytes: 0,
+            fast: true,
+        }
+    }
+
     /// Counts `len` more bytes; returns whether spans now skip the WAL, and whether they
     /// just stopped doing so (the unlogged ones must then reach the disk: a slow fetch
     /// could leave them in the memtables for minutes).
@@ -237,6 +247,9 @@ impl Store {
                 self.persist_spans()?;
             }
             options.disable_wal(fast);
+            if fast {
+                self.flushed_blob_files.drop_finished(&self.path);
+            }
         }
         // The rows' values, plus at most 64 bytes of key and framing per row (an `above`
         // row's value is 64 bytes).
@@ -252,12 +265,16 @@ impl Store {
 
     /// Puts spans written without the WAL (with their marks and pairs) on disk. Needed
     /// before anything logged in the WAL relies on them (completing their blob), and at
-    /// shutdown so a stopped fetch keeps what it received.
+    /// shutdown so a stopped fetch keeps what it received. The blob files the flush
+    /// finished then leave the page cache (`page_cache`).
     pub fn persist_spans(&self) -> Result<()> {
         let cfs = [self.cf(CF_DATA), self.cf(CF_VERIFIED), self.cf(CF_ABOVE)];
-        self.db
+        let flushed = self
+            .db
             .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())
-            .map_err(|e| self.db_error(e))
+            .map_err(|e| self.db_error(e));
+        self.flushed_blob_files.stop(&self.path);
+        flushed
     }
 
     /// Turns a partial blob whose spans are all stored into a complete one: assembles its

@@ -225,6 +225,116 @@ fn blob_files(dir: &Path) -> Vec<std::path::PathBuf> {
     files
 }
 
+/// Bytes of `file` in the page cache: `mincore` of a mapping of it, which itself reads
+/// nothing in.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn cached_bytes(file: &Path) -> u64 {
+    use std::os::fd::AsRawFd;
+    let f = fs::File::open(file).expect("open blob file");
+    let len = f.metadata().expect("metadata").len() as usize;
+    if len == 0 {
+        return 0;
+    }
+    // SAFETY: a read-only shared mapping of an open file, unmapped below; `pages` has one
+    // byte per page of it, as `mincore` writes.
+    unsafe {
+        let map = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        );
+        assert_ne!(map, libc::MAP_FAILED, "mmap {}", file.display());
+        let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
+        let mut pages = vec![0u8; len.div_ceil(page)];
+        let rc = libc::mincore(map, len, pages.as_mut_ptr());
+        libc::munmap(map, len);
+        assert_eq!(rc, 0, "mincore {}", file.display());
+        pages.iter().filter(|&&p| p & 1 == 1).count() as u64 * page as u64
+    }
+}
+
+/// Whether `dir` is on tmpfs.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn on_tmpfs(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).expect("no NUL in a path");
+    let mut stat = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: a NUL-terminated path and room for one `statfs`, read only if it succeeded.
+    let rc = unsafe { libc::statfs(path.as_ptr(), stat.as_mut_ptr()) };
+    assert_eq!(rc, 0, "statfs {}", dir.display());
+    // SAFETY: filled in by the successful call above.
+    let stat = unsafe { stat.assume_init() };
+    // Both are `i64` on x86-64, narrower or unsigned elsewhere.
+    #[allow(clippy::useless_conversion)]
+    let (kind, tmpfs) = (i64::from(stat.f_type), i64::from(libc::TMPFS_MAGIC));
+    kind == tmpfs
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn blob_files_flushed_while_a_large_blob_arrives_leave_the_page_cache() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = pattern(TEST_SPAN as usize * 8, 3);
+    let cached_and_written = |store_dir: &Path| {
+        let files = blob_files(store_dir);
+        assert!(!files.is_empty(), "the flush wrote a blob file");
+        files.iter().fold((0, 0), |(cached, written), f| {
+            let len = fs::metadata(f).expect("metadata").len();
+            (cached + cached_bytes(f), written + len)
+        })
+    };
+    let receive_first_spans = |name: &str, rate: partial::SpanRate| {
+        let store = open(&dir.path().join(name));
+        *store.span_rate.lock().expect("rate") = rate;
+        let partial = store
+            .begin_partial(&Hash::of(name.as_bytes()), UNLOGGED_SPANS_FROM)
+            .expect("begin");
+        put_spans(&store, &partial, &data, 0..8);
+        store.persist_spans().expect("flush");
+        let files = cached_and_written(&dir.path().join(name).join("store"));
+        (store, partial, files)
+    };
+    // The first spans of a large blob arriving slowly (through the WAL): the blob file
+    // their flush wrote stays cached (so the check below can fail).
+    let (_, _, (cached, written)) = receive_first_spans("slow", partial::SpanRate::default());
+    assert!(
+        cached >= data.len() as u64,
+        "{cached} of {written} bytes cached"
+    );
+
+    // The same, fast enough to skip the WAL: the blob file leaves the cache.
+    let (large, partial, (cached, written)) =
+        receive_first_spans("fast", partial::SpanRate::fast_for_an_hour());
+    if on_tmpfs(dir.path()) {
+        // tmpfs's pages are the files themselves: advice cannot drop them.
+        eprintln!("skipped: the test's folder is on tmpfs");
+        return;
+    }
+    assert!(written >= data.len() as u64, "{written} bytes written");
+    assert_eq!(cached, 0, "{cached} of {written} bytes still cached");
+    // Every span reads back from the disk as written.
+    let span = TEST_SPAN as usize;
+    for (index, expected) in data.chunks(span).enumerate() {
+        let row = large
+            .db
+            .get_cf(large.cf(CF_DATA), span_key(partial.id, index as u64))
+            .expect("read")
+            .expect("span stored");
+        assert_eq!(row, expected, "span {index}");
+    }
+    assert_eq!(
+        large
+            .missing_spans(partial.id, partial.size)
+            .expect("marks"),
+        vec![8..large.span_count(partial.size)]
+    );
+}
+
 #[test]
 fn blob_files_a_crash_left_half_written_are_removed_at_the_next_open() {
     let dir = tempfile::tempdir().expect("tempdir");

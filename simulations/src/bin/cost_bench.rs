@@ -256,10 +256,11 @@ fn print_table(title: &str, bytes: u64, rows: &[Row], base: &str) {
         "| transfer | seconds | MiB/s | server core-s/GiB (user + sys) | client core-s/GiB (user + sys) | throughput ÷ {base} |"
     );
     println!("|---|---|---|---|---|---|");
+    // Without the baseline in this run (`--parts` left it out) there is no ratio to give.
     let base_secs = rows
         .iter()
         .find(|r| r.name.starts_with(base))
-        .map_or(f64::NAN, |r| r.cost.elapsed.as_secs_f64());
+        .map(|r| r.cost.elapsed.as_secs_f64());
     for r in rows {
         let c = &r.cost;
         let both = |(u, s): (Duration, Duration)| {
@@ -270,14 +271,17 @@ fn print_table(title: &str, bytes: u64, rows: &[Row], base: &str) {
                 per_gib(s, bytes)
             )
         };
+        let ratio = base_secs.map_or_else(
+            || "–".to_string(),
+            |b| format!("{:.2}", b / c.elapsed.as_secs_f64()),
+        );
         println!(
-            "| {} | {:.2} | {:.0} | {} | {} | {:.2} |",
+            "| {} | {:.2} | {:.0} | {} | {} | {ratio} |",
             r.name,
             c.elapsed.as_secs_f64(),
             bytes as f64 / (1 << 20) as f64 / c.elapsed.as_secs_f64(),
             both(c.server),
             both(c.client),
-            base_secs / c.elapsed.as_secs_f64()
         );
     }
 }
