@@ -224,7 +224,8 @@ pub struct Store {
     blob_rewrite: Mutex<()>,
     /// How fast fetched spans arrive: fast ones skip the WAL (see [`UNLOGGED_RATE`]).
     span_rate: Mutex<partial::SpanRate>,
-    /// Blob files flushes finish while large blobs arrive, dropped from the page cache.
+    /// Blob files flushes finish while fetched spans skip the WAL, dropped from the page
+    /// cache.
     flushed_blob_files: page_cache::FlushedBlobFiles,
     /// The data column family's options, for the table files large imports write
     /// (`ingest`): the files must be laid out as the family's own.

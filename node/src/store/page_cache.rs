@@ -20,8 +20,9 @@
 //! node stops). A fast fetch cancelled mid-run leaves the watch on until the next such
 //! flush; meanwhile the kernel's queue of events (bounded by
 //! `fs.inotify.max_queued_events`) is all it holds, and the next run drops the blob files
-//! closed in between too, which only costs a later read of them from the disk. Where inotify is missing or refused (its per-user
-//! limit), nothing is dropped: the pages stay cached, as they would without this module.
+//! closed in between too, which only costs a later read of them from the disk. Where
+//! inotify is missing or refused (its per-user limit), nothing is dropped: the pages stay
+//! cached, as they would without this module.
 
 use std::path::Path;
 
@@ -100,7 +101,7 @@ mod linux {
             *self = match watch {
                 Ok(inotify) => Watch::On(inotify),
                 Err(e) => {
-                    tracing::debug!(error = %e, "no inotify watch: flushed blob files stay cached");
+                    tracing::debug!(error = %e, "no inotify watch: blob files stay cached");
                     Watch::Refused
                 }
             };
@@ -116,7 +117,7 @@ mod linux {
                     Ok(events) => events,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                     Err(e) => {
-                        tracing::debug!(error = %e, "inotify watch failed: flushed blob files stay cached");
+                        tracing::debug!(error = %e, "inotify failed: blob files stay cached");
                         *self = Watch::Refused;
                         return;
                     }
