@@ -35,8 +35,8 @@ pub(super) struct FlushedBlobFiles {
 
 impl FlushedBlobFiles {
     /// Called as a span that skips the WAL is stored in `dir`: starts watching `dir` if it is
-    /// not watched yet, and drops from the page cache the blob files closed since the last
-    /// call. Another thread already doing so is left to it.
+    /// not watched yet, and drops from the page cache, on a thread of their own, the blob
+    /// files closed since the last call. Another thread already doing so is left to it.
     pub(super) fn drop_finished(&self, dir: &Path) {
         #[cfg(target_os = "linux")]
         {
@@ -47,7 +47,7 @@ impl FlushedBlobFiles {
                 Err(TryLockError::WouldBlock) => return,
             };
             watch.start(dir);
-            watch.drop_finished(dir);
+            watch.drop_finished(dir, Aside::Yes);
         }
         #[cfg(not(target_os = "linux"))]
         let _ = dir;
@@ -59,7 +59,9 @@ impl FlushedBlobFiles {
         #[cfg(target_os = "linux")]
         {
             let mut watch = self.watch.lock().unwrap_or_else(|e| e.into_inner());
-            watch.drop_finished(dir);
+            // Here the caller has just waited for a whole flush: it can wait for this too,
+            // and what it flushed is out of the cache when it returns.
+            watch.drop_finished(dir, Aside::No);
             *watch = linux::Watch::Off;
         }
         #[cfg(not(target_os = "linux"))]
@@ -68,8 +70,15 @@ impl FlushedBlobFiles {
 }
 
 #[cfg(target_os = "linux")]
+use linux::Aside;
+
+#[cfg(target_os = "linux")]
 mod linux {
-    use std::{io, os::fd::AsRawFd, path::Path};
+    use std::{
+        io,
+        os::fd::AsRawFd,
+        path::{Path, PathBuf},
+    };
 
     use inotify::{EventMask, Inotify, WatchMask};
 
@@ -107,19 +116,20 @@ mod linux {
             };
         }
 
-        pub(super) fn drop_finished(&mut self, dir: &Path) {
+        pub(super) fn drop_finished(&mut self, dir: &Path, aside: Aside) {
             let Watch::On(inotify) = self else {
                 return;
             };
             let mut buffer = [0u8; EVENT_BUFFER_BYTES];
+            let mut finished = Vec::new();
             loop {
                 let events = match inotify.read_events(&mut buffer) {
                     Ok(events) => events,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => {
                         tracing::debug!(error = %e, "inotify failed: blob files stay cached");
                         *self = Watch::Refused;
-                        return;
+                        break;
                     }
                 };
                 for event in events {
@@ -131,10 +141,37 @@ mod linux {
                         .name
                         .filter(|name| Path::new(name).extension() == Some("blob".as_ref()));
                     if let Some(name) = blob_file {
-                        drop_from_cache(&dir.join(name));
+                        finished.push(dir.join(name));
                     }
                 }
             }
+            match aside {
+                Aside::Yes => drop_from_cache_aside(finished),
+                Aside::No => finished.iter().for_each(|f| drop_from_cache(f)),
+            }
+        }
+    }
+
+    /// Whether files are dropped from the cache on a thread of their own (see
+    /// [`drop_from_cache_aside`]) or before returning.
+    pub(super) enum Aside {
+        Yes,
+        No,
+    }
+
+    /// Drops `files` from the page cache on a thread of their own: freeing a flushed file's
+    /// pages takes a few milliseconds, which the span being stored should not wait for (a
+    /// stream that waits looks stalled to the swarm, which then asks another peer for its
+    /// batch). One file per 16 MiB flush, so a thread each time costs little.
+    fn drop_from_cache_aside(files: Vec<PathBuf>) {
+        if files.is_empty() {
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("drop-cached".into())
+            .spawn(move || files.iter().for_each(|f| drop_from_cache(f)));
+        if let Err(e) = spawned {
+            tracing::debug!(error = %e, "no thread to drop flushed blob files: they stay cached");
         }
     }
 
