@@ -1475,7 +1475,7 @@ impl<'a> Sim<'a> {
             self.at(self.now, Event::Round(node));
             return;
         }
-        if let Some(t) = round.poll_timeout() {
+        if let Some(t) = round.poll_timeout(now) {
             let t = t.duration_since(self.t0);
             if n.poll_at.is_none_or(|p| p != t) {
                 n.poll_gen += 1;

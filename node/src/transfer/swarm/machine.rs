@@ -698,8 +698,8 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
     }
 
     /// When to poll again if no event comes first (`None`: only an event can change
-    /// anything).
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    /// anything), as things stand at `now` (the time of the last [`Self::poll_action`]).
+    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
         let refresh = self.config.have_refresh;
         let mut next: Option<Instant> = None;
         let mut at = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
@@ -726,7 +726,7 @@ impl<P: Copy + PartialEq + std::fmt::Debug, E> SwarmRound<P, E> {
                 // A complete provider duplicates a stalled batch when nothing waiting is
                 // for it (nothing at all, or only batches partial providers hold).
                 None => {
-                    if let Some(stall) = self.schedule.next_stall_for(p.id) {
+                    if let Some(stall) = self.schedule.next_stall_for(p.id, now) {
                         at(stall);
                     }
                 }

@@ -5,10 +5,12 @@
 //! done, so faster providers take more. A batch that fails goes back to the queue for
 //! someone else; a provider that sends bad data is dropped at once, one that fails twice in
 //! a row too. When nothing is left to hand out, an idle slot duplicates a batch another
-//! provider has had in flight for twice the median batch time (endgame): whichever copy
-//! finishes first wins, the other is cancelled, so one slow or stalled provider cannot hold
-//! the fetch hostage, while equally fast providers never fetch anything twice. Every group is verified before it is
-//! stored, whoever sent it.
+//! provider has had in flight for twice the median batch time (endgame; the batches still in
+//! flight count as taking at least their age, so ones progressing together, unevenly, on a
+//! shared link are not taken for stalled): whichever copy finishes first wins, the other is
+//! cancelled, so one slow or stalled provider cannot hold the fetch hostage, while equally
+//! fast providers never fetch anything twice. Every group is verified before it is stored,
+//! whoever sent it.
 //!
 //! Providers may be partial: peers still fetching the blob themselves. Each provider is
 //! first asked which chunk groups it holds (`Request::Have`, asked again when it has nothing
@@ -69,7 +71,8 @@ const _: () = assert!(BATCH_SPANS <= schedule::MAX_BATCH_SPANS);
 /// were no faster and used more memory (docs/benchmarks.md).
 pub const REQUESTS_PER_PEER: usize = 2;
 /// Before any batch has completed, a batch in flight this long may be duplicated by an
-/// idle provider (afterwards: twice the median batch time).
+/// idle provider (afterwards: twice the median batch time; still the longest wait while the
+/// median is unknown, most batches being in flight longer than any that completed).
 const ENDGAME_FIRST_WAIT: Duration = Duration::from_secs(5);
 /// How long a request slot that found its batch already stored (by a copy that won)
 /// rests before it takes another, so it does not spin on a batch others still work on.
@@ -415,7 +418,8 @@ impl Round<'_> {
         let mut work: FuturesUnordered<BoxFuture<'_, Option<Event>>> = FuturesUnordered::new();
         let mut cancels: HashMap<RequestId, AbortHandle> = HashMap::new();
         loop {
-            while let Some(action) = machine.poll_action(round_now()) {
+            let now = round_now();
+            while let Some(action) = machine.poll_action(now) {
                 match action {
                     Action::AskHave { peer } => {
                         work.push(
@@ -443,7 +447,7 @@ impl Round<'_> {
                     }
                 }
             }
-            let timeout = machine.poll_timeout();
+            let timeout = machine.poll_timeout(now);
             if machine.is_finished() || (work.is_empty() && timeout.is_none()) {
                 break;
             }

@@ -188,26 +188,52 @@ impl<P: Copy + PartialEq> Schedule<P> {
         !self.in_flight.is_empty()
     }
 
-    /// In flight this long, a batch counts as stalled: twice the median time the recent
-    /// batches took, or the first wait before any finished.
-    pub(crate) fn stalled_after(&self) -> Duration {
+    /// How long batches take, as the endgame sees it at `now` (`None`: none has completed
+    /// yet, so a batch waits the first wait).
+    fn batch_times(&self, now: Instant) -> Option<BatchTimes> {
+        if self.took.is_empty() {
+            return None;
+        }
         let mut took: Vec<Duration> = self.took.iter().copied().collect();
-        took.sort();
-        took.get(took.len() / 2)
-            .map_or(self.first_wait, |median| *median * 2)
+        took.sort_unstable();
+        let longest = self.first_wait.max(took[(took.len() - 1) / 2] * 2);
+        let mut times: Vec<(Duration, bool)> = took.into_iter().map(|t| (t, true)).collect();
+        times.extend(
+            self.in_flight
+                .iter()
+                .filter_map(|&b| Some((self.age(b, now)?, false))),
+        );
+        // At equal times, a completed batch first: one still in flight took longer.
+        times.sort_unstable_by_key(|&(t, done)| (t, !done));
+        Some(BatchTimes { times, longest })
     }
 
-    /// When a batch in flight with one peer other than `peer` first counts as stalled, so
-    /// that `peer` may duplicate it (`None`: no such batch).
-    pub(crate) fn next_stall_for(&self, peer: P) -> Option<Instant> {
-        let patience = self.stalled_after();
+    /// How long batch `batch` has been in flight at `now` (its oldest copy).
+    fn age(&self, batch: usize, now: Instant) -> Option<Duration> {
+        let since = self.fetching[batch].iter().map(|(_, since)| *since).min()?;
+        Some(now.saturating_duration_since(since))
+    }
+
+    /// When a batch in flight with one peer other than `peer` counts as stalled, as things
+    /// stand at `now`, so that `peer` may duplicate it (`None`: no such batch). The other
+    /// batches' ages, still growing, may push that time back: at the time returned the
+    /// batch may not count as stalled yet, and asked again this gives a later time.
+    pub(crate) fn next_stall_for(&self, peer: P, now: Instant) -> Option<Instant> {
+        let times = self.batch_times(now);
         self.in_flight
             .iter()
             .filter_map(|&b| match self.fetching[b][..] {
-                [(other, since)] if other != peer && !self.done[b] => Some(since + patience),
+                [(other, since)] if other != peer && !self.done[b] => Some(
+                    since + self.patience(times.as_ref(), now.saturating_duration_since(since)),
+                ),
                 _ => None,
             })
             .min()
+    }
+
+    /// How long a batch in flight for `age` may take before it counts as stalled.
+    fn patience(&self, times: Option<&BatchTimes>, age: Duration) -> Duration {
+        times.map_or(self.first_wait, |times| times.patience(age))
     }
 
     /// Starts the queue `fraction` of the way in (wrapping around), so peers fetching the
@@ -292,11 +318,14 @@ impl<P: Copy + PartialEq> Schedule<P> {
                 if self.undone == 0 {
                     return Take::Done;
                 }
-                let patience = self.stalled_after();
+                let times = self.batch_times(now);
                 let stalled = self.in_flight.iter().copied().find(|&b| {
                     !self.done[b]
                         && matches!(self.fetching[b][..], [(other, since)]
-                        if other != peer && now.duration_since(since) >= patience)
+                        if other != peer && {
+                            let age = now.saturating_duration_since(since);
+                            age >= self.patience(times.as_ref(), age)
+                        })
                 });
                 match stalled {
                     Some(b) => b,
@@ -428,6 +457,54 @@ pub(crate) fn union<'a>(lists: impl IntoIterator<Item = &'a [Range<u64>]>) -> Ve
     merged
 }
 
+/// The times the endgame judges a batch in flight against: the recent batches' times and
+/// the ages of those in flight, sorted.
+///
+/// A batch counts as stalled after twice the median time of the others, where a batch
+/// still in flight counts as having taken at least its age so far (the median of times
+/// partly unknown, as Kaplan and Meier estimate it). Batches in flight together share the
+/// fetcher's link and cores, and not evenly: on loopback, one of four batches from four
+/// equal seeders took 27 ms while the other three took 80–88 ms, and with that one time
+/// alone, all three were duplicated at 54 ms (the swarm tests fetched a third of the blob
+/// twice). Counting their ages, still growing, keeps them from counting as stalled, while a
+/// batch stuck as others complete is duplicated after twice their time, as before.
+#[derive(Debug)]
+struct BatchTimes {
+    /// (time, completed): a completed batch's time, or an in-flight batch's age.
+    times: Vec<(Duration, bool)>,
+    /// The longest a batch waits, when the median is unknown (most of the others are still
+    /// in flight): the first wait, or twice the completed batches' median if longer (on a
+    /// slow link a batch takes that long).
+    longest: Duration,
+}
+
+impl BatchTimes {
+    /// How long the batch in flight for `age` may take before it counts as stalled: twice
+    /// the others' median (the first completed time by which at most half of them are
+    /// estimated to be still going), at most [`Self::longest`].
+    fn patience(&self, age: Duration) -> Duration {
+        // All but the batch judged (one entry of its age, not completed).
+        let mut at_risk = self.times.len() - 1;
+        let mut judged = false;
+        let mut going = 1.0f64;
+        for &(time, done) in &self.times {
+            if !done && !judged && time == age {
+                judged = true;
+                continue;
+            }
+            if done {
+                going *= 1.0 - 1.0 / at_risk as f64;
+                // The tolerance makes exact halves (two of four done) count as half.
+                if going <= 0.5 + 1e-9 {
+                    return (time * 2).min(self.longest);
+                }
+            }
+            at_risk = at_risk.saturating_sub(1);
+        }
+        self.longest
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -471,7 +548,7 @@ mod tests {
         // Nothing waits, and nothing in flight is stalled yet: c waits until a's batch 0
         // is 200 ms old.
         assert_eq!(s.take(c, None, None, at(150)), Take::Wait);
-        assert_eq!(s.next_stall_for(c), Some(at(200)));
+        assert_eq!(s.next_stall_for(c, at(150)), Some(at(200)));
         // a's batch 0 is 250 ms old: c duplicates it; b's batch 2 is not stalled.
         assert_eq!(s.take(c, None, None, at(250)), Take::Batch(0));
         assert_eq!(
@@ -487,6 +564,78 @@ mod tests {
         assert!(s.waiting.is_empty(), "a done batch is never requeued");
         s.finish(2, b, true, at(280));
         assert_eq!(s.take(c, None, None, at(300)), Take::Done);
+    }
+
+    #[test]
+    #[allow(clippy::single_range_in_vec_init)] // lists of span ranges, not ranges of values
+    fn batches_in_flight_together_are_not_stalled_by_one_that_finished_first() {
+        // The swarm test's case: four seeders, four batches; one finished in 27 ms, the
+        // others, sharing the fetcher with it, take 80-88 ms.
+        let peers = [1u8, 2, 3, 4];
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut s = Schedule::new(&[0..4], 1, FIRST_WAIT, 0);
+        for (b, p) in peers.iter().enumerate() {
+            assert_eq!(s.take(*p, None, None, at(0)), Take::Batch(b));
+        }
+        s.finish(0, peers[0], true, at(27));
+        // Peer 1 is idle. The others have taken 27 ms too, and longer as they go on: the
+        // median is unknown, so none is stalled (at 54 ms all three were duplicated when
+        // only the 27 ms counted) ...
+        for now in [27, 54, 60, 120, 2_000, 4_999] {
+            assert_eq!(
+                s.take(peers[0], None, None, at(now)),
+                Take::Wait,
+                "at {now} ms"
+            );
+            assert_eq!(s.next_stall_for(peers[0], at(now)), Some(at(5_000)));
+        }
+        // ... until the first wait, should all of them stop.
+        assert_eq!(s.take(peers[0], None, None, at(5_000)), Take::Batch(1));
+
+        // A batch stuck while the others complete is duplicated after twice their time.
+        let mut s = Schedule::new(&[0..4], 1, FIRST_WAIT, 0);
+        for (b, p) in peers.iter().enumerate() {
+            assert_eq!(s.take(*p, None, None, at(0)), Take::Batch(b));
+        }
+        s.finish(0, peers[0], true, at(27));
+        s.finish(1, peers[1], true, at(80));
+        // Two of the three others done (27, 80 ms): batch 3 stalls at twice 80 ms.
+        assert_eq!(s.take(peers[0], None, None, at(82)), Take::Wait);
+        assert_eq!(s.next_stall_for(peers[0], at(82)), Some(at(160)));
+        s.finish(2, peers[2], true, at(84));
+        assert_eq!(s.next_stall_for(peers[0], at(84)), Some(at(160)));
+        assert_eq!(s.take(peers[0], None, None, at(159)), Take::Wait);
+        assert_eq!(s.take(peers[0], None, None, at(160)), Take::Batch(3));
+    }
+
+    #[test]
+    fn the_median_counts_batches_in_flight_as_taking_at_least_their_age() {
+        let ms = Duration::from_millis;
+        let times = |done: &[u64], going: &[u64]| {
+            let mut times: Vec<(Duration, bool)> = done
+                .iter()
+                .map(|t| (ms(*t), true))
+                .chain(going.iter().map(|t| (ms(*t), false)))
+                .collect();
+            times.sort_unstable_by_key(|&(t, done)| (t, !done));
+            BatchTimes {
+                times,
+                longest: ms(5_000),
+            }
+        };
+        // Nothing else in flight: the lower median of the times, doubled.
+        assert_eq!(times(&[100], &[250]).patience(ms(250)), ms(200));
+        assert_eq!(times(&[100, 300], &[250]).patience(ms(250)), ms(200));
+        assert_eq!(times(&[100, 300, 200], &[250]).patience(ms(250)), ms(400));
+        // Two others in flight longer than the one done: unknown, so the longest wait.
+        assert_eq!(times(&[27], &[60, 60, 55]).patience(ms(60)), ms(5_000));
+        // One done and one other in flight: half done by 100 ms.
+        assert_eq!(times(&[100], &[150, 250]).patience(ms(250)), ms(200));
+        // One other in flight, younger than the one done: it does not count against it.
+        assert_eq!(times(&[100], &[50, 150]).patience(ms(150)), ms(200));
+        // Capped at the longest wait.
+        assert_eq!(times(&[4_000], &[9_000]).patience(ms(9_000)), ms(5_000));
     }
 
     #[test]

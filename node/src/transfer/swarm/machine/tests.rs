@@ -165,7 +165,7 @@ fn run_with(spans: u64, peers: &[SimPeer], seed: u64, config: RoundConfig) -> Ru
                 }
             }
         }
-        let timeout = machine.poll_timeout();
+        let timeout = machine.poll_timeout(now);
         if let Some(t) = timeout {
             assert!(
                 t > now,
