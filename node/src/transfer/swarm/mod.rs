@@ -7,7 +7,8 @@
 //! a row too. When nothing is left to hand out, an idle slot duplicates a batch another
 //! provider has had in flight for twice the median batch time (endgame; the batches still in
 //! flight count as taking at least their age, so ones progressing together, unevenly, on a
-//! shared link are not taken for stalled): whichever copy finishes first wins, the other is
+//! shared link are not taken for stalled before `ENDGAME_FIRST_WAIT` (5 s) beyond twice the
+//! completed batches' median): whichever copy finishes first wins, the other is
 //! cancelled, so one slow or stalled provider cannot hold the fetch hostage, while equally
 //! fast providers never fetch anything twice. Every group is verified before it is stored,
 //! whoever sent it.
@@ -71,8 +72,9 @@ const _: () = assert!(BATCH_SPANS <= schedule::MAX_BATCH_SPANS);
 /// were no faster and used more memory (docs/benchmarks.md).
 pub const REQUESTS_PER_PEER: usize = 2;
 /// Before any batch has completed, a batch in flight this long may be duplicated by an
-/// idle provider (afterwards: twice the median batch time; still the longest wait while the
-/// median is unknown, most batches being in flight longer than any that completed).
+/// idle provider (afterwards: twice the median batch time; while that median is unknown,
+/// most other batches being still in flight and older than those done, this long beyond
+/// twice the completed batches' median).
 const ENDGAME_FIRST_WAIT: Duration = Duration::from_secs(5);
 /// How long a request slot that found its batch already stored (by a copy that won)
 /// rests before it takes another, so it does not spin on a batch others still work on.

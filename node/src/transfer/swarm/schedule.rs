@@ -191,21 +191,8 @@ impl<P: Copy + PartialEq> Schedule<P> {
     /// How long batches take, as the endgame sees it at `now` (`None`: none has completed
     /// yet, so a batch waits the first wait).
     fn batch_times(&self, now: Instant) -> Option<BatchTimes> {
-        if self.took.is_empty() {
-            return None;
-        }
-        let mut took: Vec<Duration> = self.took.iter().copied().collect();
-        took.sort_unstable();
-        let longest = self.first_wait.max(took[(took.len() - 1) / 2] * 2);
-        let mut times: Vec<(Duration, bool)> = took.into_iter().map(|t| (t, true)).collect();
-        times.extend(
-            self.in_flight
-                .iter()
-                .filter_map(|&b| Some((self.age(b, now)?, false))),
-        );
-        // At equal times, a completed batch first: one still in flight took longer.
-        times.sort_unstable_by_key(|&(t, done)| (t, !done));
-        Some(BatchTimes { times, longest })
+        let ages = self.in_flight.iter().filter_map(|&b| self.age(b, now));
+        BatchTimes::new(self.took.iter().copied(), ages, self.first_wait)
     }
 
     /// How long batch `batch` has been in flight at `now` (its oldest copy).
@@ -214,19 +201,28 @@ impl<P: Copy + PartialEq> Schedule<P> {
         Some(now.saturating_duration_since(since))
     }
 
+    /// The batches in flight `peer` may duplicate once stalled: not done, fetched by one
+    /// other peer; with when that one began.
+    fn duplicable_by(&self, peer: P) -> impl Iterator<Item = (usize, Instant)> + '_ {
+        self.in_flight
+            .iter()
+            .filter_map(move |&b| match self.fetching[b][..] {
+                [(other, since)] if other != peer && !self.done[b] => Some((b, since)),
+                _ => None,
+            })
+    }
+
     /// When a batch in flight with one peer other than `peer` counts as stalled, as things
     /// stand at `now`, so that `peer` may duplicate it (`None`: no such batch). The other
     /// batches' ages, still growing, may push that time back: at the time returned the
     /// batch may not count as stalled yet, and asked again this gives a later time.
     pub(crate) fn next_stall_for(&self, peer: P, now: Instant) -> Option<Instant> {
+        let mut candidates = self.duplicable_by(peer).peekable();
+        candidates.peek()?;
         let times = self.batch_times(now);
-        self.in_flight
-            .iter()
-            .filter_map(|&b| match self.fetching[b][..] {
-                [(other, since)] if other != peer && !self.done[b] => Some(
-                    since + self.patience(times.as_ref(), now.saturating_duration_since(since)),
-                ),
-                _ => None,
+        candidates
+            .map(|(_, since)| {
+                since + self.patience(times.as_ref(), now.saturating_duration_since(since))
             })
             .min()
     }
@@ -318,15 +314,14 @@ impl<P: Copy + PartialEq> Schedule<P> {
                 if self.undone == 0 {
                     return Take::Done;
                 }
-                let times = self.batch_times(now);
-                let stalled = self.in_flight.iter().copied().find(|&b| {
-                    !self.done[b]
-                        && matches!(self.fetching[b][..], [(other, since)]
-                        if other != peer && {
-                            let age = now.saturating_duration_since(since);
-                            age >= self.patience(times.as_ref(), age)
-                        })
-                });
+                let mut candidates = self.duplicable_by(peer).peekable();
+                let times = candidates.peek().and_then(|_| self.batch_times(now));
+                let stalled = candidates
+                    .find(|&(_, since)| {
+                        let age = now.saturating_duration_since(since);
+                        age >= self.patience(times.as_ref(), age)
+                    })
+                    .map(|(b, _)| b);
                 match stalled {
                     Some(b) => b,
                     None => return Take::Wait,
@@ -462,23 +457,46 @@ pub(crate) fn union<'a>(lists: impl IntoIterator<Item = &'a [Range<u64>]>) -> Ve
 ///
 /// A batch counts as stalled after twice the median time of the others, where a batch
 /// still in flight counts as having taken at least its age so far (the median of times
-/// partly unknown, as Kaplan and Meier estimate it). Batches in flight together share the
-/// fetcher's link and cores, and not evenly: on loopback, one of four batches from four
-/// equal seeders took 27 ms while the other three took 80–88 ms, and with that one time
-/// alone, all three were duplicated at 54 ms (the swarm tests fetched a third of the blob
-/// twice). Counting their ages, still growing, keeps them from counting as stalled, while a
-/// batch stuck as others complete is duplicated after twice their time, as before.
+/// partly unknown, as Kaplan and Meier estimate it; the lower median, so one batch done
+/// and one other in flight still give the time of the one done). Batches in flight
+/// together share the fetcher's link and cores, and not evenly: on loopback, one of four
+/// batches from four equal seeders took 27 ms while the other three took 80–88 ms, and
+/// with that one time alone, all three were duplicated at 54 ms (the swarm tests fetched a
+/// third of the blob twice). Counting their ages, still growing, keeps them from counting
+/// as stalled until the longest wait, while a batch stuck as others complete is duplicated
+/// after twice their time.
 #[derive(Debug)]
 struct BatchTimes {
     /// (time, completed): a completed batch's time, or an in-flight batch's age.
     times: Vec<(Duration, bool)>,
     /// The longest a batch waits, when the median is unknown (most of the others are still
-    /// in flight): the first wait, or twice the completed batches' median if longer (on a
-    /// slow link a batch takes that long).
+    /// in flight, longer than those done took): the first wait beyond twice the completed
+    /// batches' median. Added, not the larger of the two: on a slow link, where a batch
+    /// takes seconds, the others' ages must still count.
     longest: Duration,
 }
 
 impl BatchTimes {
+    /// From the completed batches' times and the in-flight batches' ages (`None`: none has
+    /// completed).
+    fn new(
+        took: impl Iterator<Item = Duration>,
+        ages: impl Iterator<Item = Duration>,
+        first_wait: Duration,
+    ) -> Option<Self> {
+        let mut took: Vec<Duration> = took.collect();
+        took.sort_unstable();
+        let done_median = *took.get(took.len().checked_sub(1)? / 2)?;
+        let mut times: Vec<(Duration, bool)> = took.into_iter().map(|t| (t, true)).collect();
+        times.extend(ages.map(|age| (age, false)));
+        // At equal times, a completed batch first: one still in flight took longer.
+        times.sort_unstable_by_key(|&(t, done)| (t, !done));
+        Some(Self {
+            times,
+            longest: first_wait + done_median * 2,
+        })
+    }
+
     /// How long the batch in flight for `age` may take before it counts as stalled: twice
     /// the others' median (the first completed time by which at most half of them are
     /// estimated to be still going), at most [`Self::longest`].
@@ -582,16 +600,16 @@ mod tests {
         // Peer 1 is idle. The others have taken 27 ms too, and longer as they go on: the
         // median is unknown, so none is stalled (at 54 ms all three were duplicated when
         // only the 27 ms counted) ...
-        for now in [27, 54, 60, 120, 2_000, 4_999] {
+        for now in [27, 54, 60, 120, 2_000, 5_053] {
             assert_eq!(
                 s.take(peers[0], None, None, at(now)),
                 Take::Wait,
                 "at {now} ms"
             );
-            assert_eq!(s.next_stall_for(peers[0], at(now)), Some(at(5_000)));
+            assert_eq!(s.next_stall_for(peers[0], at(now)), Some(at(5_054)));
         }
-        // ... until the first wait, should all of them stop.
-        assert_eq!(s.take(peers[0], None, None, at(5_000)), Take::Batch(1));
+        // ... until the first wait beyond twice 27 ms, should all of them stop.
+        assert_eq!(s.take(peers[0], None, None, at(5_054)), Take::Batch(1));
 
         // A batch stuck while the others complete is duplicated after twice their time.
         let mut s = Schedule::new(&[0..4], 1, FIRST_WAIT, 0);
@@ -610,32 +628,61 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::single_range_in_vec_init)] // lists of span ranges, not ranges of values
+    fn a_stall_timer_that_finds_no_stall_is_pushed_back() {
+        let (a, b, c, d) = (1u8, 2u8, 3u8, 4u8);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut s = Schedule::new(&[0..4], 1, FIRST_WAIT, 0);
+        assert_eq!(s.take(a, None, None, at(0)), Take::Batch(0));
+        assert_eq!(s.take(b, None, None, at(0)), Take::Batch(1));
+        s.finish(1, b, true, at(100));
+        assert_eq!(s.take(b, None, None, at(100)), Take::Batch(2));
+        assert_eq!(s.take(c, None, None, at(100)), Take::Batch(3));
+        // At 150 ms the two new batches are younger than the 100 ms one: a's batch 0
+        // stalls at 200 ms, as far as anyone can tell.
+        assert_eq!(s.take(d, None, None, at(150)), Take::Wait);
+        assert_eq!(s.next_stall_for(d, at(150)), Some(at(200)));
+        // At 200 ms they have taken as long as it, still going: the median is unknown, and
+        // the timer moves to the longest wait (5 s beyond twice 100 ms).
+        assert_eq!(s.take(d, None, None, at(200)), Take::Wait);
+        assert_eq!(s.next_stall_for(d, at(200)), Some(at(5_200)));
+        assert_eq!(s.take(d, None, None, at(5_200)), Take::Batch(0));
+    }
+
+    #[test]
     fn the_median_counts_batches_in_flight_as_taking_at_least_their_age() {
         let ms = Duration::from_millis;
         let times = |done: &[u64], going: &[u64]| {
-            let mut times: Vec<(Duration, bool)> = done
-                .iter()
-                .map(|t| (ms(*t), true))
-                .chain(going.iter().map(|t| (ms(*t), false)))
-                .collect();
-            times.sort_unstable_by_key(|&(t, done)| (t, !done));
-            BatchTimes {
-                times,
-                longest: ms(5_000),
-            }
+            let ms_each = |list: &[u64]| list.iter().map(|t| ms(*t)).collect::<Vec<_>>();
+            BatchTimes::new(
+                ms_each(done).into_iter(),
+                ms_each(going).into_iter(),
+                FIRST_WAIT,
+            )
+            .expect("one done")
         };
+        assert!(BatchTimes::new([].into_iter(), [ms(9)].into_iter(), FIRST_WAIT).is_none());
         // Nothing else in flight: the lower median of the times, doubled.
         assert_eq!(times(&[100], &[250]).patience(ms(250)), ms(200));
         assert_eq!(times(&[100, 300], &[250]).patience(ms(250)), ms(200));
         assert_eq!(times(&[100, 300, 200], &[250]).patience(ms(250)), ms(400));
-        // Two others in flight longer than the one done: unknown, so the longest wait.
-        assert_eq!(times(&[27], &[60, 60, 55]).patience(ms(60)), ms(5_000));
+        // Two others in flight longer than the one done: unknown, so the longest wait,
+        // the first wait beyond twice the completed median.
+        assert_eq!(times(&[27], &[60, 60, 55]).patience(ms(60)), ms(5_054));
+        // The same on a slow link: a batch done in 3 s, three sharing the link for 9 s.
+        assert_eq!(times(&[3_000], &[6_000; 3]).patience(ms(6_000)), ms(11_000));
         // One done and one other in flight: half done by 100 ms.
         assert_eq!(times(&[100], &[150, 250]).patience(ms(250)), ms(200));
         // One other in flight, younger than the one done: it does not count against it.
         assert_eq!(times(&[100], &[50, 150]).patience(ms(150)), ms(200));
-        // Capped at the longest wait.
-        assert_eq!(times(&[4_000], &[9_000]).patience(ms(9_000)), ms(5_000));
+        // Several in flight as old as the judged one: one of them is it.
+        assert_eq!(times(&[100], &[250, 250]).patience(ms(250)), ms(200));
+        // Twice a median that lies far above the completed one is capped at the longest.
+        assert_eq!(
+            times(&[100, 10_000], &[200, 20_000]).patience(ms(20_000)),
+            ms(5_200)
+        );
     }
 
     #[test]
