@@ -236,6 +236,89 @@ fn a_ticket_whose_provider_is_gone_fails_with_a_clear_error_in_bounded_time() {
     assert!(start.elapsed() < Duration::from_secs(30), "bounded time");
 }
 
+/// A ticket's provider that is gone, at an address that swallows every packet as a
+/// vanished host's does (each dial waits for its handshake to time out), costs a dataset's
+/// fetch one dial: later files take that dial over instead of each starting its own and
+/// waiting `DIAL_GRACE` for it (1 s and one more dial per file before).
+#[test]
+fn a_gone_provider_in_a_ticket_is_dialled_once_per_get_not_once_per_file() {
+    const FILES: usize = 20;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("dataset");
+    fs::create_dir_all(&src).expect("mkdir");
+    for i in 0..FILES {
+        fs::write(
+            src.join(format!("part-{i:02}.txt")),
+            pattern(1000 + i, i as u8),
+        )
+        .expect("write");
+    }
+    add(&tmp.path().join("a"), &src);
+    let provider = Provider::start(&tmp.path().join("a"));
+
+    let gone = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    let port = gone.local_addr().expect("addr").port();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let counter = {
+        let stop = stop.clone();
+        std::thread::spawn(move || quic_dials_received(&gone, &stop))
+    };
+    let mut ticket: commons_protocol::Ticket = provider.ticket().parse().expect("ticket");
+    ticket.providers.push(format!(
+        "/ip4/127.0.0.1/udp/{port}/quic-v1/p2p/{}",
+        libp2p::PeerId::random()
+    ));
+
+    let out = tmp.path().join("out");
+    let v = json_ok(
+        &tmp.path().join("b"),
+        &[
+            "get",
+            &ticket.to_string(),
+            "-o",
+            out.to_str().expect("utf-8"),
+        ],
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let dials = counter.join().expect("counter");
+    assert_eq!(v["files"], FILES as u64);
+    assert!(files(&out) == files(&src), "the files are the dataset's");
+    // One dial for the blobs, one for the signatures; a third only if the first ran out
+    // (its handshake timed out) before the get ended.
+    assert!(
+        (1..=3).contains(&dials),
+        "the gone provider was dialled {dials} times for {FILES} files"
+    );
+}
+
+/// Counts the QUIC connections a client tried to open at `socket` (distinct destination
+/// connection ids of Initial packets; a retransmitted Initial keeps its id) until `stop`.
+fn quic_dials_received(
+    socket: &std::net::UdpSocket,
+    stop: &std::sync::atomic::AtomicBool,
+) -> usize {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
+    let mut ids = std::collections::HashSet::new();
+    let mut buf = [0u8; 2048];
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let Ok(len) = socket.recv(&mut buf) else {
+            continue;
+        };
+        let packet = &buf[..len];
+        // Long header (0x80), type Initial (0x00 in bits 0x30); then the version (4 bytes),
+        // the destination id's length and the id.
+        if len > 6 && packet[0] & 0x80 != 0 && packet[0] & 0x30 == 0 {
+            let id_len = packet[5] as usize;
+            if let Some(id) = packet.get(6..6 + id_len) {
+                ids.insert(id.to_vec());
+            }
+        }
+    }
+    ids.len()
+}
+
 #[test]
 fn include_fetches_only_matching_files() {
     let (tmp, _src, _size, provider) = seeded(1 << 20);

@@ -10,7 +10,10 @@
 //! has failed, the DHT is asked (once) for more. Everything is resumable: what the store
 //! already holds is never asked for again.
 
-use std::sync::Arc;
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use commons_protocol::{Hash, Ticket, TicketKind};
 use libp2p::{
@@ -51,7 +54,40 @@ pub const PROVIDERS_REFRESH: std::time::Duration = std::time::Duration::from_sec
 /// Holders found while a blob is fetched that may wait to join its swarm at once.
 pub const MAX_JOINING_HOLDERS: usize = 64;
 /// Once one provider is connected, how long the others may still take to join this blob.
+/// Paid once per provider and fetch: a dial still running when it ends is kept for the
+/// fetch's next blobs, which neither wait for it again nor dial beside it.
 pub const DIAL_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A dial to one provider, kept while it runs (it ends within [`crate::net::DIAL_TIMEOUT`]).
+struct ProviderDial {
+    peer: PeerId,
+    /// `Sync` as well, since the pool is shared across awaits.
+    dial: std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), NetError>> + Send + Sync + 'static>,
+    >,
+}
+
+impl ProviderDial {
+    fn start(host: &crate::net::Host, provider: PeerAddrs) -> Self {
+        let host = host.clone();
+        Self {
+            peer: provider.peer,
+            dial: Box::pin(async move { host.connect(provider.peer, provider.addrs).await }),
+        }
+    }
+}
+
+impl std::future::Future for ProviderDial {
+    type Output = (PeerId, Result<(), NetError>);
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let peer = self.peer;
+        self.dial.as_mut().poll(cx).map(|result| (peer, result))
+    }
+}
 
 /// Why a `get` failed.
 #[derive(Debug, thiserror::Error)]
@@ -493,6 +529,11 @@ struct Pool<'a> {
     /// Most bytes this fetch may receive, and what it received so far.
     max_bytes: Option<u64>,
     received: Arc<std::sync::atomic::AtomicU64>,
+    /// Dials that had their [`DIAL_GRACE`] for one blob and were still running when its
+    /// swarm started, by provider: the next blob takes the dial over instead of starting
+    /// another. A gone provider the DHT still names (its handshake times out) cost every
+    /// file of a dataset the grace, 1 s, and one more dial.
+    dials: HashMap<PeerId, ProviderDial>,
 }
 
 impl<'a> Pool<'a> {
@@ -509,6 +550,7 @@ impl<'a> Pool<'a> {
             limit: None,
             max_bytes: None,
             received: Arc::default(),
+            dials: HashMap::new(),
         };
         for p in providers {
             pool.add(p);
@@ -662,15 +704,29 @@ impl<'a> Pool<'a> {
                 }
             };
             let dialled: Vec<PeerId> = batch.iter().map(|p| p.peer).collect();
-            let mut dials: FuturesUnordered<_> = batch
-                .into_iter()
-                .map(|p| async move { (p.peer, host.connect(p.peer, p.addrs).await) })
-                .collect();
+            // Dials kept from an earlier blob already had their grace.
+            let mut graced = HashSet::new();
+            let mut dials = FuturesUnordered::new();
+            for p in batch {
+                match self.dials.remove(&p.peer) {
+                    Some(dial) => {
+                        graced.insert(p.peer);
+                        dials.push(dial);
+                    }
+                    None => dials.push(ProviderDial::start(host, p)),
+                }
+            }
             let (mut connected, mut failed) = (Vec::new(), Vec::new());
             // Start once the first provider answers and the others had DIAL_GRACE more:
             // a provider that is gone (its DHT record outlives it) must not hold up the rest.
             let mut deadline: Option<tokio::time::Instant> = None;
             loop {
+                let awaited = dialled
+                    .iter()
+                    .any(|p| !connected.contains(p) && !failed.contains(p) && !graced.contains(p));
+                if deadline.is_some() && !awaited {
+                    break;
+                }
                 let next = match deadline {
                     Some(d) => match tokio::time::timeout_at(d, dials.next()).await {
                         Ok(next) => next,
@@ -693,7 +749,11 @@ impl<'a> Pool<'a> {
                     }
                 }
             }
-            // Still dialling: not tried yet, a later round may use them.
+            // Still dialling: not tried yet, a later round or blob may use them, and
+            // takes the dial over.
+            for dial in dials {
+                self.dials.insert(dial.peer, dial);
+            }
             for peer in dialled {
                 if !connected.contains(&peer) && !failed.contains(&peer) {
                     plan.not_dialled(peer);
