@@ -60,20 +60,43 @@ pub const DIAL_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A dial to one provider, kept while it runs (it ends within [`crate::net::DIAL_TIMEOUT`]).
 struct ProviderDial {
-    peer: PeerId,
+    provider: PeerAddrs,
+    host: crate::net::Host,
     /// `Sync` as well, since the pool is shared across awaits.
     dial: std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<(), NetError>> + Send + Sync + 'static>,
     >,
+    /// Whether a success asks for the connection again (see [`ProviderDial::take_over`]).
+    confirm: bool,
 }
 
 impl ProviderDial {
     fn start(host: &crate::net::Host, provider: PeerAddrs) -> Self {
-        let host = host.clone();
+        let (host, dial) = (host.clone(), Self::connect(host, &provider));
         Self {
-            peer: provider.peer,
-            dial: Box::pin(async move { host.connect(provider.peer, provider.addrs).await }),
+            provider,
+            host,
+            dial,
+            confirm: false,
         }
+    }
+
+    fn connect(
+        host: &crate::net::Host,
+        provider: &PeerAddrs,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), NetError>> + Send + Sync + 'static>,
+    > {
+        let (host, provider) = (host.clone(), provider.clone());
+        Box::pin(async move { host.connect(provider.peer, provider.addrs).await })
+    }
+
+    /// This dial, kept from an earlier blob, for the blob now starting: should it have
+    /// succeeded meanwhile, it asks for the connection again (answered at once while it is
+    /// open; the earlier blob's transfer may have outlasted its idle timeout).
+    fn take_over(mut self) -> Self {
+        self.confirm = true;
+        self
     }
 }
 
@@ -84,8 +107,15 @@ impl std::future::Future for ProviderDial {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
-        let peer = self.peer;
-        self.dial.as_mut().poll(cx).map(|result| (peer, result))
+        loop {
+            let result = std::task::ready!(self.dial.as_mut().poll(cx));
+            if result.is_ok() && self.confirm {
+                self.confirm = false;
+                self.dial = Self::connect(&self.host, &self.provider);
+                continue;
+            }
+            return std::task::Poll::Ready((self.provider.peer, result));
+        }
     }
 }
 
@@ -711,7 +741,7 @@ impl<'a> Pool<'a> {
                 match self.dials.remove(&p.peer) {
                     Some(dial) => {
                         graced.insert(p.peer);
-                        dials.push(dial);
+                        dials.push(dial.take_over());
                     }
                     None => dials.push(ProviderDial::start(host, p)),
                 }
@@ -752,7 +782,7 @@ impl<'a> Pool<'a> {
             // Still dialling: not tried yet, a later round or blob may use them, and
             // takes the dial over.
             for dial in dials {
-                self.dials.insert(dial.peer, dial);
+                self.dials.insert(dial.provider.peer, dial);
             }
             for peer in dialled {
                 if !connected.contains(&peer) && !failed.contains(&peer) {
@@ -824,6 +854,7 @@ impl<'a> Pool<'a> {
                             node.holders().remove(&self.root, &peer);
                             node.scores().bad_data(peer);
                             self.misbehaved.push(peer);
+                            self.dials.remove(&peer);
                         } else if !plan.retried_after_punch(&peer)
                             && (host.punched_since(&peer, round_start)
                                 || (matches!(
