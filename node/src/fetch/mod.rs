@@ -58,14 +58,16 @@ pub const MAX_JOINING_HOLDERS: usize = 64;
 /// fetch's next blobs, which neither wait for it again nor dial beside it.
 pub const DIAL_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// One `Host::connect`; `Sync` as well, since the pool is shared across awaits.
+type DialFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(), NetError>> + Send + Sync + 'static>,
+>;
+
 /// A dial to one provider, kept while it runs (it ends within [`crate::net::DIAL_TIMEOUT`]).
 struct ProviderDial {
     provider: PeerAddrs,
     host: crate::net::Host,
-    /// `Sync` as well, since the pool is shared across awaits.
-    dial: std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<(), NetError>> + Send + Sync + 'static>,
-    >,
+    dial: DialFuture,
     /// Whether a success asks for the connection again (see [`ProviderDial::take_over`]).
     confirm: bool,
 }
@@ -81,12 +83,7 @@ impl ProviderDial {
         }
     }
 
-    fn connect(
-        host: &crate::net::Host,
-        provider: &PeerAddrs,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<(), NetError>> + Send + Sync + 'static>,
-    > {
+    fn connect(host: &crate::net::Host, provider: &PeerAddrs) -> DialFuture {
         let (host, provider) = (host.clone(), provider.clone());
         Box::pin(async move { host.connect(provider.peer, provider.addrs).await })
     }
